@@ -1,0 +1,188 @@
+//! The index JSON format of the registry index protocol, and its deterministic writer.
+//!
+//! Field names and omission rules follow the protocol exactly: `Annotations` and `Labels`
+//! are left out when empty, `Images` and `Lists` are always present, `MediaType` and `OS`
+//! are always written. [`IndexResponse::normalize`] sorts everything bytewise so that the
+//! same data always serialises to the same bytes (and so the same ETag).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+/// The whole answer to an index query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexResponse {
+    /// The public registry URL clients resolve manifests against (may be relative).
+    #[serde(rename = "Registry")]
+    pub registry: String,
+    /// Matching repositories, sorted by name.
+    #[serde(rename = "Results")]
+    pub results: Vec<RepositoryEntry>,
+}
+
+/// One repository with its matching images and lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepositoryEntry {
+    /// Repository name.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Matching images tagged directly in the repository, sorted by digest.
+    #[serde(rename = "Images", default)]
+    pub images: Vec<ImageEntry>,
+    /// Image lists with at least one matching child, sorted by digest.
+    #[serde(rename = "Lists", default)]
+    pub lists: Vec<ListEntryOut>,
+}
+
+/// One image in a response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageEntry {
+    /// Manifest digest.
+    #[serde(rename = "Digest")]
+    pub digest: Digest,
+    /// Manifest media type.
+    #[serde(rename = "MediaType")]
+    pub media_type: String,
+    /// GOOS value.
+    #[serde(rename = "OS")]
+    pub os: String,
+    /// GOARCH value.
+    #[serde(rename = "Architecture")]
+    pub architecture: String,
+    /// Manifest annotations; omitted when empty.
+    #[serde(
+        rename = "Annotations",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub annotations: BTreeMap<String, String>,
+    /// Config labels; omitted when empty.
+    #[serde(rename = "Labels", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Tags of the image in this repository, sorted; absent for images inside a list.
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+/// One image list in a response, showing only its matching children.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntryOut {
+    /// List digest.
+    #[serde(rename = "Digest")]
+    pub digest: Digest,
+    /// List media type.
+    #[serde(rename = "MediaType")]
+    pub media_type: String,
+    /// Matching children (without `Tags`), sorted by digest.
+    #[serde(rename = "Images")]
+    pub images: Vec<ImageEntry>,
+    /// Tags of the list in this repository, sorted.
+    #[serde(rename = "Tags")]
+    pub tags: Vec<String>,
+}
+
+impl RepositoryEntry {
+    /// Sorts images and lists by digest, tags bytewise, and drops duplicate entries.
+    pub fn normalize(&mut self) {
+        for image in &mut self.images {
+            if let Some(tags) = &mut image.tags {
+                tags.sort_unstable();
+                tags.dedup();
+            }
+        }
+        self.images.sort_by(|a, b| a.digest.cmp(&b.digest));
+        self.images.dedup_by(|a, b| a.digest == b.digest);
+        for list in &mut self.lists {
+            list.tags.sort_unstable();
+            list.tags.dedup();
+            list.images.sort_by(|a, b| a.digest.cmp(&b.digest));
+            list.images.dedup_by(|a, b| a.digest == b.digest);
+        }
+        self.lists.sort_by(|a, b| a.digest.cmp(&b.digest));
+        self.lists.dedup_by(|a, b| a.digest == b.digest);
+    }
+
+    /// Whether the entry shows nothing.
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty() && self.lists.is_empty()
+    }
+}
+
+impl IndexResponse {
+    /// Builds a response, normalising and sorting `results` so the output is deterministic.
+    pub fn new(registry: impl Into<String>, mut results: Vec<RepositoryEntry>) -> Self {
+        results.iter_mut().for_each(RepositoryEntry::normalize);
+        results.retain(|r| !r.is_empty());
+        results.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        results.dedup_by(|a, b| a.name == b.name);
+        IndexResponse {
+            registry: registry.into(),
+            results,
+        }
+    }
+
+    /// Serialises compactly. Deterministic for a normalised response: all maps are
+    /// `BTreeMap`s and all lists are sorted.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain strings and BTreeMaps into a Vec cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(d: &[u8], tags: Option<Vec<&str>>) -> ImageEntry {
+        ImageEntry {
+            digest: Digest::sha256_of(d),
+            media_type: crate::model::OCI_MANIFEST.to_owned(),
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            annotations: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            tags: tags.map(|t| t.into_iter().map(String::from).collect()),
+        }
+    }
+
+    #[test]
+    fn field_names_and_omissions() {
+        let resp = IndexResponse::new(
+            "/",
+            vec![RepositoryEntry {
+                name: "a".into(),
+                images: vec![image(b"1", Some(vec!["b", "a"]))],
+                lists: vec![],
+            }],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&resp.to_json()).unwrap();
+        let img = &v["Results"][0]["Images"][0];
+        assert_eq!(img["Tags"], serde_json::json!(["a", "b"]));
+        assert!(img.get("Labels").is_none() && img.get("Annotations").is_none());
+        assert_eq!(img["OS"], "linux");
+        assert_eq!(v["Results"][0]["Lists"], serde_json::json!([]));
+        assert_eq!(v["Registry"], "/");
+    }
+
+    #[test]
+    fn order_is_bytewise_and_empty_repositories_dropped() {
+        let names = ["a0", "a.z", "a-c", "a/b", "a", "B", "empty"];
+        let results = names
+            .iter()
+            .map(|n| RepositoryEntry {
+                name: (*n).into(),
+                images: if *n == "empty" {
+                    vec![]
+                } else {
+                    vec![image(b"x", Some(vec![]))]
+                },
+                lists: vec![],
+            })
+            .collect();
+        let resp = IndexResponse::new("/", results);
+        let got: Vec<_> = resp.results.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(got, ["B", "a", "a-c", "a.z", "a/b", "a0"]);
+    }
+}

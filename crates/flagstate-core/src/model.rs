@@ -1,0 +1,349 @@
+//! The indexed data model: images, image lists and the tags of a repository.
+//!
+//! One store indexes one registry (see `docs/architecture.md` for why). Manifests are
+//! immutable and identified by [`Digest`], so they are shared by every repository that
+//! holds them; tags belong to exactly one repository and point at one digest.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+/// Media type of an OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Media type of an OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Media type of a Docker schema 2 manifest.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Media type of a Docker manifest list.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Whether `media_type` names an image list (OCI index or Docker manifest list).
+pub fn is_list_media_type(media_type: &str) -> bool {
+    media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
+}
+
+/// Where an image runs: GOOS / GOARCH values, plus the optional CPU variant.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct Platform {
+    /// Operating system, e.g. `linux`.
+    pub os: String,
+    /// CPU architecture, e.g. `amd64`.
+    pub architecture: String,
+    /// CPU variant, e.g. `v8`, when the registry states one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// A platform without variant.
+    pub fn new(os: impl Into<String>, architecture: impl Into<String>) -> Self {
+        Platform {
+            os: os.into(),
+            architecture: architecture.into(),
+            variant: None,
+        }
+    }
+}
+
+/// A single-platform image: a manifest plus what its config blob says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// Digest of the manifest.
+    pub digest: Digest,
+    /// Media type of the manifest (never empty).
+    pub media_type: String,
+    /// Platform as stated by the image config.
+    pub platform: Platform,
+    /// String-valued labels of the image config (`config.Labels`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the manifest.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// `created` from the image config, verbatim (RFC 3339), when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// Digest of the config blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<Digest>,
+}
+
+/// One entry of an image list: a child image and the platform the list states for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntry {
+    /// Digest of the child image manifest.
+    pub digest: Digest,
+    /// Platform given by the list's `manifests[].platform`, when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+}
+
+/// A multi-platform image list (OCI image index or Docker manifest list).
+///
+/// Only entries that are indexable images are kept: nested indexes and non-image
+/// artifacts are dropped by the indexer, so every entry resolves to an [`Image`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageList {
+    /// Digest of the list manifest.
+    pub digest: Digest,
+    /// Media type of the list (never empty).
+    pub media_type: String,
+    /// Annotations of the list manifest.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// The child images, in the order the list names them.
+    pub entries: Vec<ListEntry>,
+}
+
+/// Anything a tag can point at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Manifest {
+    /// A single-platform image.
+    Image(Image),
+    /// A multi-platform image list.
+    List(ImageList),
+}
+
+impl Manifest {
+    /// Digest of the manifest.
+    pub fn digest(&self) -> &Digest {
+        match self {
+            Manifest::Image(i) => &i.digest,
+            Manifest::List(l) => &l.digest,
+        }
+    }
+
+    /// Media type of the manifest.
+    pub fn media_type(&self) -> &str {
+        match self {
+            Manifest::Image(i) => &i.media_type,
+            Manifest::List(l) => &l.media_type,
+        }
+    }
+
+    /// Digests this manifest needs to be resolvable: the children of a list.
+    pub fn children(&self) -> impl Iterator<Item = &Digest> {
+        let entries: &[ListEntry] = match self {
+            Manifest::Image(_) => &[],
+            Manifest::List(l) => &l.entries,
+        };
+        entries.iter().map(|e| &e.digest)
+    }
+}
+
+/// The complete indexed state of one repository, as a full scan sees it.
+///
+/// `tags` is authoritative: after [`Store::replace_repository`](crate::Store::replace_repository)
+/// the repository has exactly these tags. `manifests` carries the manifests the store may
+/// not know yet; manifests the store already holds (by digest) may be left out, which is
+/// what makes a re-scan of an unchanged registry cheap.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RepositorySnapshot {
+    /// Repository name, e.g. `fedora/flatpak-runtime`.
+    pub name: String,
+    /// Tag → digest of the manifest it points at.
+    pub tags: BTreeMap<String, Digest>,
+    /// Manifests (images, lists and list children) the tags need.
+    pub manifests: Vec<Manifest>,
+}
+
+/// One incremental change, typically derived from a registry notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagChange {
+    /// `repository:tag` now points at `digest`. `manifests` carries the manifest and, for a
+    /// list, its children, unless the store already has them.
+    Put {
+        /// Repository name.
+        repository: String,
+        /// Tag name.
+        tag: String,
+        /// Digest the tag points at.
+        digest: Digest,
+        /// Manifests the store may not have yet.
+        manifests: Vec<Manifest>,
+    },
+    /// `repository:tag` no longer exists.
+    DeleteTag {
+        /// Repository name.
+        repository: String,
+        /// Tag name.
+        tag: String,
+    },
+    /// The manifest `digest` was deleted from `repository`: every tag of that repository
+    /// pointing at it is gone.
+    DeleteManifest {
+        /// Repository name.
+        repository: String,
+        /// Digest of the deleted manifest.
+        digest: Digest,
+    },
+}
+
+impl TagChange {
+    /// The repository the change applies to.
+    pub fn repository(&self) -> &str {
+        match self {
+            TagChange::Put { repository, .. }
+            | TagChange::DeleteTag { repository, .. }
+            | TagChange::DeleteManifest { repository, .. } => repository,
+        }
+    }
+}
+
+/// Checks a repository name against the distribution grammar
+/// (`[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*`, separators `.`, `_`,
+/// `__`, `-`+). Returns a description of the problem.
+pub fn validate_repository_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("repository name is empty");
+    }
+    if name.len() > 255 {
+        return Err("repository name is longer than 255 characters");
+    }
+    for component in name.split('/') {
+        let bytes = component.as_bytes();
+        let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        if bytes.is_empty() || !alnum(&bytes[0]) || !alnum(&bytes[bytes.len() - 1]) {
+            return Err("each path component must start and end with [a-z0-9]");
+        }
+        if !bytes.iter().all(|b| alnum(b) || b"._-".contains(b)) {
+            return Err("repository names use only [a-z0-9._-/]");
+        }
+        let separators_ok = component
+            .split(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .all(|s| s == "." || s == "_" || s == "__" || s.bytes().all(|b| b == b'-'));
+        if !separators_ok {
+            return Err("separators inside a component are '.', '_', '__' or dashes");
+        }
+    }
+    Ok(())
+}
+
+/// Checks a tag against the distribution grammar `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn validate_tag(tag: &str) -> Result<(), &'static str> {
+    let bytes = tag.as_bytes();
+    if bytes.is_empty() || bytes.len() > 128 {
+        return Err("tag must be 1 to 128 characters");
+    }
+    if !(bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_') {
+        return Err("tag must start with [A-Za-z0-9_]");
+    }
+    if !bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
+    {
+        return Err("tag uses only [A-Za-z0-9._-]");
+    }
+    Ok(())
+}
+
+/// Descriptive text of an image, resolved from its labels and annotations.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Description {
+    /// Human title, when any known key carries one.
+    pub title: Option<String>,
+    /// One-paragraph description, when any known key carries one.
+    pub description: Option<String>,
+}
+
+/// Keys consulted for a title, in order: OCI annotation, then labels.
+pub const TITLE_KEYS: &[&str] = &[
+    "org.opencontainers.image.title",
+    "org.label-schema.name",
+    "io.k8s.display-name",
+    "name",
+];
+/// Keys consulted for a description, in order: OCI annotation, then labels.
+pub const DESCRIPTION_KEYS: &[&str] = &[
+    "org.opencontainers.image.description",
+    "org.label-schema.description",
+    "io.k8s.description",
+    "summary",
+    "description",
+];
+
+impl Description {
+    /// Resolves title and description: the OCI annotations
+    /// `org.opencontainers.image.title` / `.description` first, then the labels
+    /// `org.opencontainers.image.*`, `org.label-schema.name` / `.description`,
+    /// `io.k8s.display-name` / `io.k8s.description`, `name`, `summary`, `description`.
+    pub fn resolve(
+        labels: &BTreeMap<String, String>,
+        annotations: &BTreeMap<String, String>,
+    ) -> Self {
+        let pick = |keys: &[&str]| {
+            let from_annotation = annotations.get(keys[0]);
+            from_annotation
+                .into_iter()
+                .chain(keys.iter().filter_map(|k| labels.get(*k)))
+                .map(|v| v.trim())
+                .find(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        Description {
+            title: pick(TITLE_KEYS),
+            description: pick(DESCRIPTION_KEYS),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_names() {
+        for ok in [
+            "a",
+            "a/b",
+            "a-c",
+            "a.z",
+            "a0",
+            "fedora/flatpak__x",
+            "a--b/c_d",
+        ] {
+            assert_eq!(validate_repository_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "", "A", "a/", "/a", "a//b", "-a", "a-", "a..b", "a___b", "a b",
+        ] {
+            assert!(validate_repository_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tags() {
+        assert!(validate_tag("latest").is_ok());
+        assert!(validate_tag("_x.Y-1").is_ok());
+        assert!(validate_tag(".x").is_err());
+        assert!(validate_tag(&"a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn description_order() {
+        let mut labels = BTreeMap::new();
+        labels.insert("name".to_owned(), "plain".to_owned());
+        labels.insert("io.k8s.display-name".to_owned(), "k8s".to_owned());
+        let mut annotations = BTreeMap::new();
+        assert_eq!(
+            Description::resolve(&labels, &annotations).title.as_deref(),
+            Some("k8s")
+        );
+        annotations.insert(
+            "org.opencontainers.image.title".to_owned(),
+            "oci".to_owned(),
+        );
+        assert_eq!(
+            Description::resolve(&labels, &annotations).title.as_deref(),
+            Some("oci")
+        );
+        assert_eq!(
+            Description::resolve(&labels, &annotations).description,
+            None
+        );
+    }
+}

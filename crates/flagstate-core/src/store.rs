@@ -1,0 +1,265 @@
+//! The [`Store`] trait: where the index lives, and the contract every backend keeps.
+//!
+//! Backends implement a small set of required methods; [`StoreExt`] adds conveniences
+//! on top. Backends convert their private errors into the public [`StoreError`], naming
+//! which store failed, so callers match on meaning rather than on backend.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::digest::Digest;
+use crate::index::{IndexResponse, RepositoryEntry};
+use crate::model::{Manifest, RepositorySnapshot, TagChange};
+use crate::query::IndexQuery;
+
+/// A counter that changes on every visible mutation of a store; the basis for caching.
+///
+/// It only grows. A change that leaves what queries see unchanged (re-indexing identical
+/// tags, inserting manifests no tag references, garbage collection) does not bump it.
+pub type Generation = u64;
+
+/// Errors any store may return.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A tag or list entry references a manifest that is neither supplied nor stored.
+    #[error(
+        "repository {repository}: manifest {digest} is referenced but neither supplied nor stored"
+    )]
+    MissingManifest {
+        /// Repository being written.
+        repository: String,
+        /// The unresolved digest.
+        digest: Digest,
+    },
+    /// Input that violates the data model (bad repository name, list entry that is not an
+    /// image, …).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// The store was opened read-only and a write was attempted.
+    #[error("{store} store is read-only")]
+    ReadOnly {
+        /// Backend name.
+        store: &'static str,
+    },
+    /// The database was written by a newer version of this software.
+    #[error(
+        "{store} store: database schema version {found} is newer than the supported {supported}; upgrade flagstate"
+    )]
+    SchemaTooNew {
+        /// Backend name.
+        store: &'static str,
+        /// Version found in the database.
+        found: i64,
+        /// Newest version this build understands.
+        supported: i64,
+    },
+    /// The backend cannot be reached right now (connection refused, pool closed, …).
+    /// Retrying later may succeed.
+    #[error("{store} store unavailable: {source}")]
+    Unavailable {
+        /// Backend name.
+        store: &'static str,
+        /// Underlying error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Any other backend failure.
+    #[error("{store} store error: {source}")]
+    Backend {
+        /// Backend name.
+        store: &'static str,
+        /// Underlying error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// What garbage collection removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcStats {
+    /// Manifests deleted because no tag references them (directly or as a list child).
+    pub manifests_removed: u64,
+}
+
+/// One full-text search hit: a repository and how it describes itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// Repository name.
+    pub repository: String,
+    /// Title from the descriptive labels of its images, when any.
+    pub title: Option<String>,
+    /// Description from the descriptive labels of its images, when any.
+    pub description: Option<String>,
+    /// Relevance, higher is better; only comparable within one answer.
+    pub score: f64,
+}
+
+/// A page of search results.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SearchPage {
+    /// Number of repositories matching in total.
+    pub total: u64,
+    /// The requested page, best first; ties broken by repository name (bytewise).
+    pub hits: Vec<SearchHit>,
+}
+
+/// What a backend can do beyond the required contract; the conformance suite selects
+/// tests by capability, never by backend name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Search ranks by a text-relevance model (BM25 or similar) rather than by simple
+    /// term counting; exact rankings then differ between backends.
+    pub ranked_search: bool,
+    /// Several processes can share the data (replicas see the writer's changes).
+    pub shared: bool,
+}
+
+impl Capabilities {
+    /// Capabilities with every flag off.
+    pub const NONE: Capabilities = Capabilities {
+        ranked_search: false,
+        shared: false,
+    };
+
+    /// Sets `ranked_search`.
+    pub const fn with_ranked_search(mut self, on: bool) -> Self {
+        self.ranked_search = on;
+        self
+    }
+
+    /// Sets `shared`.
+    pub const fn with_shared(mut self, on: bool) -> Self {
+        self.shared = on;
+        self
+    }
+}
+
+/// Where the index lives. Implementations: [`MemoryStore`](crate::MemoryStore),
+/// `flagstate_sqlite::SqliteStore`, `flagstate_pg::PgStore`.
+///
+/// Every method is atomic: it either takes full effect or none. Every write returns the
+/// generation after the write.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Atomically sets the tags of `snapshot.name` to exactly `snapshot.tags` (creating the
+    /// repository if needed) and stores `snapshot.manifests`.
+    ///
+    /// Every tag's digest and every list entry's digest must resolve to a manifest in
+    /// `snapshot.manifests` or already stored, else [`StoreError::MissingManifest`] and no
+    /// change. Stored manifests are immutable: a supplied manifest whose digest is already
+    /// stored is ignored. The generation is bumped iff the repository's tag → digest map
+    /// changed or the repository is new.
+    async fn replace_repository(
+        &self,
+        snapshot: &RepositorySnapshot,
+    ) -> Result<Generation, StoreError>;
+
+    /// Removes a repository and all its tags. Manifests stay until garbage collection.
+    /// Removing an unknown repository is not an error and does not bump the generation.
+    async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError>;
+
+    /// Applies one incremental change. `Put` follows the same resolution rule as
+    /// [`replace_repository`](Store::replace_repository) and creates the repository if
+    /// needed; deleting something absent is a no-op. Bumps the generation iff a tag was
+    /// added, moved or removed.
+    async fn apply(&self, change: &TagChange) -> Result<Generation, StoreError>;
+
+    /// Names of all known repositories (including ones whose tags were all deleted),
+    /// sorted bytewise.
+    async fn repositories(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The tag → digest map of a repository, or `None` if the repository is unknown.
+    async fn repository_tags(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Digest>>, StoreError>;
+
+    /// Which of `digests` are stored as complete manifests (for a list: the list and all
+    /// its entries). Used to avoid fetching immutable content twice.
+    async fn known_manifests(&self, digests: &[Digest]) -> Result<BTreeSet<Digest>, StoreError>;
+
+    /// One stored manifest by digest.
+    async fn manifest(&self, digest: &Digest) -> Result<Option<Manifest>, StoreError>;
+
+    /// Runs an index query. The result is normalised (sorted, deduplicated, repositories
+    /// without matches dropped) and equal to what [`IndexQuery::evaluate_repository`]
+    /// gives for each repository.
+    async fn query(&self, query: &IndexQuery) -> Result<Vec<RepositoryEntry>, StoreError>;
+
+    /// Full-text search over repository names and the descriptive labels/annotations of
+    /// their tagged images (see [`Description`](crate::model::Description)). Terms are
+    /// matched case-insensitively; every term must match (as a word prefix) for a
+    /// repository to be a hit. Empty text matches nothing.
+    async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError>;
+
+    /// The current generation.
+    async fn generation(&self) -> Result<Generation, StoreError>;
+
+    /// Deletes manifests that no tag references, directly or as a child of a referenced
+    /// list. Never changes query results, so never bumps the generation.
+    async fn collect_garbage(&self) -> Result<GcStats, StoreError>;
+
+    /// What this backend can do beyond the required contract.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+    }
+}
+
+/// Conveniences over any [`Store`].
+#[async_trait]
+pub trait StoreExt: Store {
+    /// Runs a query and wraps it in a response naming `registry`.
+    async fn index(&self, registry: &str, query: &IndexQuery) -> Result<IndexResponse, StoreError> {
+        Ok(IndexResponse::new(registry, self.query(query).await?))
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}
+
+#[async_trait]
+impl<S: Store + ?Sized> Store for Arc<S> {
+    async fn replace_repository(
+        &self,
+        snapshot: &RepositorySnapshot,
+    ) -> Result<Generation, StoreError> {
+        (**self).replace_repository(snapshot).await
+    }
+    async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError> {
+        (**self).remove_repository(name).await
+    }
+    async fn apply(&self, change: &TagChange) -> Result<Generation, StoreError> {
+        (**self).apply(change).await
+    }
+    async fn repositories(&self) -> Result<Vec<String>, StoreError> {
+        (**self).repositories().await
+    }
+    async fn repository_tags(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Digest>>, StoreError> {
+        (**self).repository_tags(name).await
+    }
+    async fn known_manifests(&self, digests: &[Digest]) -> Result<BTreeSet<Digest>, StoreError> {
+        (**self).known_manifests(digests).await
+    }
+    async fn manifest(&self, digest: &Digest) -> Result<Option<Manifest>, StoreError> {
+        (**self).manifest(digest).await
+    }
+    async fn query(&self, query: &IndexQuery) -> Result<Vec<RepositoryEntry>, StoreError> {
+        (**self).query(query).await
+    }
+    async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
+        (**self).search(text, offset, limit).await
+    }
+    async fn generation(&self) -> Result<Generation, StoreError> {
+        (**self).generation().await
+    }
+    async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
+        (**self).collect_garbage().await
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+}
