@@ -52,16 +52,15 @@ impl Digest {
             "sha512" => Some(128),
             _ => None,
         };
-        if let Some(len) = hex_len {
-            if encoded.len() != len
+        if let Some(len) = hex_len
+            && (encoded.len() != len
                 || !encoded
                     .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
-                return Err(err(
-                    "sha256/sha512 digests must be lowercase hex of the right length",
-                ));
-            }
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        {
+            return Err(err(
+                "sha256/sha512 digests must be lowercase hex of the right length",
+            ));
         }
         Ok(Digest(value.to_owned()))
     }

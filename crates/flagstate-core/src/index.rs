@@ -2,7 +2,7 @@
 //!
 //! Field names and omission rules follow the protocol exactly: `Annotations` and `Labels`
 //! are left out when empty, `Images` and `Lists` are always present, `MediaType` and `OS`
-//! are always written. [`IndexResponse::normalize`] sorts everything bytewise so that the
+//! are always written. [`RepositoryEntry::normalize`] sorts everything bytewise so that the
 //! same data always serialises to the same bytes (and so the same ETag).
 
 use std::collections::BTreeMap;

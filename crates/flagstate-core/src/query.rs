@@ -398,7 +398,9 @@ impl IndexQuery {
 
     /// The canonical query string: parameters sorted by name, values sorted and
     /// deduplicated, percent-encoded. Equal queries have equal canonical forms, so this
-    /// is the cache key; parsing it gives back an equal query.
+    /// is the cache key; parsing it gives back an equal query. (Percent-encoding can make
+    /// it longer than the raw query it came from, so a query near [`MAX_QUERY_LEN`] may
+    /// have a canonical form that [`parse`](Self::parse) rejects as too long.)
     pub fn canonical(&self) -> String {
         let mut out = form_urlencoded::Serializer::new(String::new());
         for filter in &self.filters {

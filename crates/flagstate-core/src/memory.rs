@@ -1,0 +1,423 @@
+//! [`MemoryStore`]: a complete [`Store`] kept in process memory.
+//!
+//! It is the simplest faithful implementation of the store contract: queries run the
+//! reference semantics ([`IndexQuery::evaluate_repository`]) directly over its maps. It
+//! serves small deployments that re-scan on start, tests, and as the yardstick the
+//! conformance suite is checked against first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use tokio::sync::RwLock;
+
+use crate::digest::Digest;
+use crate::index::RepositoryEntry;
+use crate::model::{
+    Description, Manifest, RepositorySnapshot, TagChange, validate_repository_name, validate_tag,
+};
+use crate::query::IndexQuery;
+use crate::store::{Capabilities, GcStats, Generation, SearchHit, SearchPage, Store, StoreError};
+
+/// Tag → digest map of one repository.
+type Tags = BTreeMap<String, Digest>;
+
+/// An in-memory [`Store`]. Cheap to create; everything is lost when it is dropped.
+///
+/// A `tokio` lock guards the state: writes validate and build their result before
+/// touching the maps, so every method takes full effect or none.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: RwLock<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    manifests: BTreeMap<Digest, Manifest>,
+    repositories: BTreeMap<String, Tags>,
+    generation: Generation,
+}
+
+impl MemoryStore {
+    /// An empty store at generation 0.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+}
+
+fn invalid(what: impl std::fmt::Display, problem: &str) -> StoreError {
+    StoreError::Invalid(format!("{what}: {problem}"))
+}
+
+fn check_repository_name(name: &str) -> Result<(), StoreError> {
+    validate_repository_name(name).map_err(|p| invalid(format_args!("repository {name:?}"), p))
+}
+
+fn check_tag(repository: &str, tag: &str) -> Result<(), StoreError> {
+    validate_tag(tag).map_err(|p| invalid(format_args!("repository {repository}: tag {tag:?}"), p))
+}
+
+impl State {
+    /// Checks that `tag_digests` and the entries of every supplied list resolve, against
+    /// stored manifests first (they are immutable) and then `supplied`. Returns the
+    /// supplied manifests that are new, keyed by digest.
+    fn admit(
+        &self,
+        repository: &str,
+        tag_digests: &[&Digest],
+        supplied: &[Manifest],
+    ) -> Result<BTreeMap<Digest, Manifest>, StoreError> {
+        let mut new: BTreeMap<Digest, Manifest> = BTreeMap::new();
+        for manifest in supplied {
+            if manifest.media_type().is_empty() {
+                return Err(invalid(
+                    format_args!("repository {repository}: manifest {}", manifest.digest()),
+                    "media type is empty",
+                ));
+            }
+            if !self.manifests.contains_key(manifest.digest()) {
+                // First copy wins, like the stored copy wins over later ones.
+                new.entry(manifest.digest().clone())
+                    .or_insert_with(|| manifest.clone());
+            }
+        }
+        let resolve = |digest: &Digest| self.manifests.get(digest).or_else(|| new.get(digest));
+        let missing = |digest: &Digest| StoreError::MissingManifest {
+            repository: repository.to_owned(),
+            digest: digest.clone(),
+        };
+        let mut lists: Vec<&Manifest> = Vec::new();
+        for digest in tag_digests {
+            let manifest = resolve(digest).ok_or_else(|| missing(digest))?;
+            lists.push(manifest);
+        }
+        lists.extend(new.values());
+        for manifest in lists {
+            let Manifest::List(list) = manifest else {
+                continue;
+            };
+            for child in &list.entries {
+                match resolve(&child.digest) {
+                    Some(Manifest::Image(_)) => {}
+                    Some(Manifest::List(_)) => {
+                        return Err(invalid(
+                            format_args!(
+                                "repository {repository}: list {} entry {}",
+                                list.digest, child.digest
+                            ),
+                            "a list entry must be an image, not another list",
+                        ));
+                    }
+                    None => return Err(missing(&child.digest)),
+                }
+            }
+        }
+        Ok(new)
+    }
+
+    fn bump(&mut self) -> Generation {
+        self.generation += 1;
+        self.generation
+    }
+
+    /// Images reachable from a repository's tags, tags in bytewise order and list
+    /// children in list order, so the result is deterministic.
+    fn tagged_descriptions(&self, tags: &Tags) -> Vec<Description> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        let mut visit = |digest: &Digest, out: &mut Vec<Description>| {
+            if let Some(Manifest::Image(image)) = self.manifests.get(digest)
+                && seen.insert(digest.clone())
+            {
+                out.push(Description::resolve(&image.labels, &image.annotations));
+            }
+        };
+        for digest in tags.values() {
+            match self.manifests.get(digest) {
+                Some(Manifest::List(list)) => {
+                    for child in &list.entries {
+                        visit(&child.digest, &mut out);
+                    }
+                }
+                Some(Manifest::Image(_)) => visit(digest, &mut out),
+                None => {}
+            }
+        }
+        out
+    }
+}
+
+/// Lowercased words of `text`: runs of alphanumeric characters. Splitting on everything
+/// else covers the `/ . _ -` separators of repository names as well as prose.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// How much a term counts where it is found: a name hit says more about a repository
+/// than a title hit, and a title more than a description.
+const NAME_WEIGHT: f64 = 3.0;
+const TITLE_WEIGHT: f64 = 2.0;
+const DESCRIPTION_WEIGHT: f64 = 1.0;
+
+/// Scores one repository for `terms`, or `None` when some term matches nowhere.
+fn score(
+    terms: &[String],
+    name: &[String],
+    title: &[String],
+    description: &[String],
+) -> Option<f64> {
+    let hits = |term: &str, words: &[String]| words.iter().filter(|w| w.starts_with(term)).count();
+    let mut total = 0.0;
+    for term in terms {
+        let term_score = NAME_WEIGHT * hits(term, name) as f64
+            + TITLE_WEIGHT * hits(term, title) as f64
+            + DESCRIPTION_WEIGHT * hits(term, description) as f64;
+        if term_score == 0.0 {
+            return None;
+        }
+        total += term_score;
+    }
+    Some(total)
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn replace_repository(
+        &self,
+        snapshot: &RepositorySnapshot,
+    ) -> Result<Generation, StoreError> {
+        check_repository_name(&snapshot.name)?;
+        for tag in snapshot.tags.keys() {
+            check_tag(&snapshot.name, tag)?;
+        }
+        let mut state = self.state.write().await;
+        let digests: Vec<&Digest> = snapshot.tags.values().collect();
+        let new = state.admit(&snapshot.name, &digests, &snapshot.manifests)?;
+        state.manifests.extend(new);
+        let changed = state.repositories.get(&snapshot.name) != Some(&snapshot.tags);
+        if changed {
+            state
+                .repositories
+                .insert(snapshot.name.clone(), snapshot.tags.clone());
+            return Ok(state.bump());
+        }
+        Ok(state.generation)
+    }
+
+    async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError> {
+        let mut state = self.state.write().await;
+        if state.repositories.remove(name).is_some() {
+            return Ok(state.bump());
+        }
+        Ok(state.generation)
+    }
+
+    async fn apply(&self, change: &TagChange) -> Result<Generation, StoreError> {
+        let mut state = self.state.write().await;
+        match change {
+            TagChange::Put {
+                repository,
+                tag,
+                digest,
+                manifests,
+            } => {
+                check_repository_name(repository)?;
+                check_tag(repository, tag)?;
+                let new = state.admit(repository, &[digest], manifests)?;
+                state.manifests.extend(new);
+                let tags = state.repositories.entry(repository.clone()).or_default();
+                if tags.get(tag) != Some(digest) {
+                    tags.insert(tag.clone(), digest.clone());
+                    return Ok(state.bump());
+                }
+            }
+            TagChange::DeleteTag { repository, tag } => {
+                let removed = state
+                    .repositories
+                    .get_mut(repository)
+                    .and_then(|tags| tags.remove(tag));
+                if removed.is_some() {
+                    return Ok(state.bump());
+                }
+            }
+            TagChange::DeleteManifest { repository, digest } => {
+                let mut removed = false;
+                if let Some(tags) = state.repositories.get_mut(repository) {
+                    let before = tags.len();
+                    tags.retain(|_, d| d != digest);
+                    removed = tags.len() != before;
+                }
+                if removed {
+                    return Ok(state.bump());
+                }
+            }
+        }
+        Ok(state.generation)
+    }
+
+    async fn repositories(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .state
+            .read()
+            .await
+            .repositories
+            .keys()
+            .cloned()
+            .collect())
+    }
+
+    async fn repository_tags(&self, name: &str) -> Result<Option<Tags>, StoreError> {
+        Ok(self.state.read().await.repositories.get(name).cloned())
+    }
+
+    async fn known_manifests(&self, digests: &[Digest]) -> Result<BTreeSet<Digest>, StoreError> {
+        let state = self.state.read().await;
+        let complete = |digest: &Digest| match state.manifests.get(digest) {
+            Some(manifest) => manifest
+                .children()
+                .all(|child| state.manifests.contains_key(child)),
+            None => false,
+        };
+        Ok(digests.iter().filter(|d| complete(d)).cloned().collect())
+    }
+
+    async fn manifest(&self, digest: &Digest) -> Result<Option<Manifest>, StoreError> {
+        Ok(self.state.read().await.manifests.get(digest).cloned())
+    }
+
+    async fn query(&self, query: &IndexQuery) -> Result<Vec<RepositoryEntry>, StoreError> {
+        let state = self.state.read().await;
+        let candidates: Box<dyn Iterator<Item = (&String, &Tags)>> = match query.repositories() {
+            Some(names) => Box::new(
+                names
+                    .iter()
+                    .filter_map(|n| state.repositories.get_key_value(n)),
+            ),
+            None => Box::new(state.repositories.iter()),
+        };
+        // BTreeMap/BTreeSet iteration over `String` is bytewise, the order the index needs.
+        Ok(candidates
+            .filter_map(|(name, tags)| {
+                query.evaluate_repository(name, tags, |d| state.manifests.get(d))
+            })
+            .collect())
+    }
+
+    async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
+        let terms = words(text);
+        if terms.is_empty() {
+            return Ok(SearchPage::default());
+        }
+        let state = self.state.read().await;
+        let mut hits = Vec::new();
+        for (name, tags) in &state.repositories {
+            let descriptions = state.tagged_descriptions(tags);
+            let title_words: Vec<String> = descriptions
+                .iter()
+                .filter_map(|d| d.title.as_deref())
+                .flat_map(words)
+                .collect();
+            let description_words: Vec<String> = descriptions
+                .iter()
+                .filter_map(|d| d.description.as_deref())
+                .flat_map(words)
+                .collect();
+            if let Some(score) = score(&terms, &words(name), &title_words, &description_words) {
+                hits.push(SearchHit {
+                    repository: name.clone(),
+                    title: descriptions.iter().find_map(|d| d.title.clone()),
+                    description: descriptions.iter().find_map(|d| d.description.clone()),
+                    score,
+                });
+            }
+        }
+        // Scores are sums of small integers times exact weights: never NaN.
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.repository.cmp(&b.repository))
+        });
+        let total = hits.len() as u64;
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let hits = hits.into_iter().skip(offset).take(limit).collect();
+        Ok(SearchPage { total, hits })
+    }
+
+    async fn generation(&self) -> Result<Generation, StoreError> {
+        Ok(self.state.read().await.generation)
+    }
+
+    async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
+        let mut state = self.state.write().await;
+        let mut live: BTreeSet<Digest> = BTreeSet::new();
+        for digest in state.repositories.values().flat_map(|tags| tags.values()) {
+            if live.insert(digest.clone())
+                && let Some(manifest) = state.manifests.get(digest)
+            {
+                live.extend(manifest.children().cloned());
+            }
+        }
+        let before = state.manifests.len();
+        state.manifests.retain(|digest, _| live.contains(digest));
+        Ok(GcStats {
+            manifests_removed: (before - state.manifests.len()) as u64,
+        })
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Image, Platform};
+
+    #[test]
+    fn words_split_names_and_prose() {
+        assert_eq!(
+            words("org.example-App/tool_kit: Über  ALLES!"),
+            ["org", "example", "app", "tool", "kit", "über", "alles"]
+        );
+        assert!(words(" \t-/").is_empty());
+    }
+
+    #[test]
+    fn score_needs_every_term_and_weighs_names_most() {
+        let w = |s: &str| words(s);
+        let terms = w("calc tool");
+        assert_eq!(score(&terms, &w("calc"), &[], &w("a tool")), Some(4.0));
+        assert_eq!(score(&terms, &w("calc"), &[], &[]), None);
+        let name = score(&w("calc"), &w("calculator"), &[], &[]);
+        let title = score(&w("calc"), &[], &w("calculator"), &[]);
+        let description = score(&w("calc"), &[], &[], &w("calculator"));
+        assert!(name > title && title > description);
+    }
+
+    #[tokio::test]
+    async fn empty_media_type_is_invalid() {
+        let store = MemoryStore::new();
+        let image = Image {
+            digest: Digest::sha256_of(b"x"),
+            media_type: String::new(),
+            platform: Platform::new("linux", "amd64"),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            created: None,
+            config_digest: None,
+        };
+        let snapshot = RepositorySnapshot {
+            name: "app".into(),
+            tags: BTreeMap::from([("latest".to_owned(), image.digest.clone())]),
+            manifests: vec![Manifest::Image(image)],
+        };
+        let result = store.replace_repository(&snapshot).await;
+        assert!(matches!(result, Err(StoreError::Invalid(_))), "{result:?}");
+        assert_eq!(store.generation().await.unwrap(), 0);
+        assert!(store.repositories().await.unwrap().is_empty());
+    }
+}
