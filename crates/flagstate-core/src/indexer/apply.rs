@@ -1,0 +1,256 @@
+//! Applying registry events to the store.
+//!
+//! Rules (see the protocol notes on the distribution registry's events):
+//! - push of a manifest with a tag → `Put` straight from the event's (repository, tag,
+//!   digest): the registry sends the event *before* it links the tag, so listing tags
+//!   right now could miss it;
+//! - push by digest only (a list's children, `skopeo copy` by digest) → nothing visible;
+//! - delete with a tag → `DeleteTag`;
+//! - delete with only a digest → `DeleteManifest`. Delete events do not say whether a
+//!   manifest or a blob went; deleting a blob digest as a manifest is harmless because no
+//!   tag points at a blob;
+//! - blob pushes (`application/octet-stream` and other non-manifest types), pulls,
+//!   mounts and unknown actions → ignored.
+//!
+//! Every applied change is durable when [`Indexer::apply_events`] returns; after that the
+//! touched repositories are re-scanned (debounced) to catch what events cannot say, such
+//! as which tag an overwritten digest lost.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use super::fetch::Resolved;
+use super::{EventsOutcome, Indexer, IndexerError};
+use crate::digest::Digest;
+use crate::events::{EventAction, RegistryEvent};
+use crate::model::{TagChange, validate_repository_name, validate_tag};
+use crate::registry::content::is_manifest_media_type;
+
+/// What one event asks of the store.
+enum Plan {
+    Put {
+        tag: String,
+        digest: Digest,
+    },
+    DeleteTag {
+        tag: String,
+    },
+    DeleteManifest {
+        digest: Digest,
+    },
+    /// Nothing to write, but the repository deserves a re-scan.
+    Reconcile,
+    Ignore(&'static str),
+}
+
+fn plan(event: &RegistryEvent) -> Plan {
+    let manifest_type = event
+        .media_type
+        .as_deref()
+        .is_none_or(is_manifest_media_type);
+    match (&event.action, &event.tag, &event.digest) {
+        (EventAction::Push, _, _) if !manifest_type => Plan::Ignore("blob or artifact push"),
+        (EventAction::Push, Some(tag), Some(digest)) => Plan::Put {
+            tag: tag.clone(),
+            digest: digest.clone(),
+        },
+        (EventAction::Push, Some(_), None) => Plan::Reconcile,
+        (EventAction::Push, None, _) => Plan::Ignore("push by digest only"),
+        (EventAction::Delete, Some(tag), _) => Plan::DeleteTag { tag: tag.clone() },
+        (EventAction::Delete, None, Some(_)) if !manifest_type => Plan::Ignore("blob delete"),
+        (EventAction::Delete, None, Some(digest)) => Plan::DeleteManifest {
+            digest: digest.clone(),
+        },
+        (EventAction::Delete, None, None) => Plan::Ignore("delete naming nothing"),
+        (EventAction::Pull, _, _) => Plan::Ignore("pull"),
+        (EventAction::Mount, _, _) => Plan::Ignore("mount"),
+        (EventAction::Other(_), _, _) => Plan::Ignore("unknown action"),
+    }
+}
+
+impl Indexer {
+    /// Applies events in order. Each relevant event is written to the store before the
+    /// call returns; fetching what a pushed tag points at (manifest, list children,
+    /// configs) as needed. On the first failure the call returns the error (so the
+    /// webhook can answer 5xx and the registry retries the batch; re-applying the
+    /// events already written is harmless). Touched repositories are then scheduled for
+    /// a debounced re-scan — also when a later event failed.
+    pub async fn apply_events(
+        &self,
+        events: &[RegistryEvent],
+    ) -> Result<EventsOutcome, IndexerError> {
+        let mut outcome = EventsOutcome::default();
+        let mut touched = BTreeSet::new();
+        let mut result = Ok(());
+        for (index, event) in events.iter().enumerate() {
+            match self.apply_event(event).await {
+                Ok(Some(repository)) => {
+                    touched.insert(repository);
+                    outcome.applied += 1;
+                }
+                Ok(None) => outcome.ignored += 1,
+                Err(source) => {
+                    self.status.events_failed.fetch_add(1, Ordering::Relaxed);
+                    touched.insert(event.repository.clone());
+                    result = Err(IndexerError::Event {
+                        index,
+                        id: event.id.clone(),
+                        repository: event.repository.clone(),
+                        source: Box::new(source),
+                    });
+                    break;
+                }
+            }
+        }
+        self.status
+            .events_applied
+            .fetch_add(outcome.applied, Ordering::Relaxed);
+        self.status
+            .events_ignored
+            .fetch_add(outcome.ignored, Ordering::Relaxed);
+        for repository in &touched {
+            if validate_repository_name(repository).is_ok() {
+                self.queue.schedule(repository);
+            }
+        }
+        outcome.reconcile_scheduled = touched.into_iter().collect();
+        result.map(|()| outcome)
+    }
+
+    /// Applies one event; returns the repository it touched, or `None` if ignored.
+    async fn apply_event(&self, event: &RegistryEvent) -> Result<Option<String>, IndexerError> {
+        let repository = event.repository.as_str();
+        let plan = plan(event);
+        if let Plan::Ignore(why) = plan {
+            tracing::trace!(id = %event.id, repository, why, "event ignored");
+            return Ok(None);
+        }
+        if let Err(reason) = validate_repository_name(repository) {
+            tracing::warn!(id = %event.id, repository, reason, "event names an invalid repository; ignored");
+            return Ok(None);
+        }
+        let change = match plan {
+            Plan::Ignore(_) => return Ok(None),
+            Plan::Reconcile => return Ok(Some(repository.to_owned())),
+            Plan::Put { tag, digest } => {
+                if let Err(reason) = validate_tag(&tag) {
+                    tracing::warn!(id = %event.id, repository, tag, reason, "event names an invalid tag; ignored");
+                    return Ok(None);
+                }
+                let known = self
+                    .store
+                    .known_manifests(std::slice::from_ref(&digest))
+                    .await?;
+                let manifests = if known.contains(&digest) {
+                    Vec::new()
+                } else {
+                    let (resolved, tally) = self.resolve(repository, &digest, None).await?;
+                    self.status
+                        .manifests_fetched
+                        .fetch_add(tally.manifests, Ordering::Relaxed);
+                    self.status
+                        .blobs_fetched
+                        .fetch_add(tally.blobs, Ordering::Relaxed);
+                    match resolved {
+                        Resolved::Found(manifests) => manifests,
+                        Resolved::Unsupported => {
+                            tracing::debug!(repository, tag, %digest, "pushed manifest is not indexable; ignored");
+                            return Ok(None);
+                        }
+                        Resolved::Vanished => {
+                            // Deleted again already; the re-scan settles the tag.
+                            return Ok(Some(repository.to_owned()));
+                        }
+                    }
+                };
+                TagChange::Put {
+                    repository: repository.to_owned(),
+                    tag,
+                    digest,
+                    manifests,
+                }
+            }
+            Plan::DeleteTag { tag } => TagChange::DeleteTag {
+                repository: repository.to_owned(),
+                tag,
+            },
+            Plan::DeleteManifest { digest } => TagChange::DeleteManifest {
+                repository: repository.to_owned(),
+                digest,
+            },
+        };
+        let _guard = self.write_guard(repository).await;
+        self.mark_event(repository);
+        self.store.apply(&change).await?;
+        Ok(Some(repository.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(
+        action: EventAction,
+        tag: Option<&str>,
+        digest: bool,
+        media: Option<&str>,
+    ) -> RegistryEvent {
+        RegistryEvent {
+            id: "x".into(),
+            action,
+            repository: "r".into(),
+            tag: tag.map(str::to_owned),
+            digest: digest.then(|| Digest::sha256_of(b"m")),
+            media_type: media.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn plans() {
+        use EventAction::*;
+        let m = Some(crate::model::OCI_MANIFEST);
+        let blob = Some("application/octet-stream");
+        assert!(matches!(
+            plan(&event(Push, Some("t"), true, m)),
+            Plan::Put { .. }
+        ));
+        assert!(matches!(
+            plan(&event(Push, Some("t"), true, None)),
+            Plan::Put { .. }
+        ));
+        assert!(matches!(plan(&event(Push, None, true, m)), Plan::Ignore(_)));
+        assert!(matches!(
+            plan(&event(Push, None, true, blob)),
+            Plan::Ignore(_)
+        ));
+        assert!(matches!(
+            plan(&event(Push, Some("t"), false, m)),
+            Plan::Reconcile
+        ));
+        assert!(matches!(
+            plan(&event(Delete, Some("t"), false, None)),
+            Plan::DeleteTag { .. }
+        ));
+        assert!(matches!(
+            plan(&event(Delete, None, true, None)),
+            Plan::DeleteManifest { .. }
+        ));
+        assert!(matches!(
+            plan(&event(Delete, None, true, blob)),
+            Plan::Ignore(_)
+        ));
+        assert!(matches!(
+            plan(&event(Pull, Some("t"), true, m)),
+            Plan::Ignore(_)
+        ));
+        assert!(matches!(
+            plan(&event(Mount, None, true, blob)),
+            Plan::Ignore(_)
+        ));
+        assert!(matches!(
+            plan(&event(Other("x".into()), None, true, m)),
+            Plan::Ignore(_)
+        ));
+    }
+}

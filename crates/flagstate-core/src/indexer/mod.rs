@@ -1,0 +1,389 @@
+//! The indexer: keeps a [`Store`] in step with one registry.
+//!
+//! - [`Indexer::full_scan`]: catalog → tags → `HEAD` each tag → fetch only digests the
+//!   store does not know → `replace_repository`; repositories gone from a complete
+//!   catalog are removed. A re-scan of an unchanged registry costs one `tags/list` and
+//!   one `HEAD` per tag, and no manifest or blob bodies.
+//! - [`Indexer::apply_events`]: applies registry notifications durably, then schedules a
+//!   debounced reconcile (re-scan) of each touched repository.
+//! - [`Indexer::spawn`]: the background work — first full scan at once, periodic full
+//!   scans, periodic garbage collection, and the reconcile worker.
+//!
+//! **One index = one registry.** The index format names a single `Registry` URL that
+//! clients resolve every manifest against, so an index spanning registries could not
+//! tell a client where an image lives. Serve several registries with several indexes.
+//!
+//! Concurrency is bounded by streams (`buffer_unordered`) over the work list, never by a
+//! bounded queue filled by its own consumer, so scans of any number of repositories
+//! cannot deadlock; the registry client bounds the requests in flight globally.
+
+mod apply;
+mod fetch;
+mod scan;
+mod worker;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::digest::Digest;
+use crate::registry::{RegistryClient, RegistryError};
+use crate::store::{Store, StoreError};
+
+pub use worker::ReconcileQueueStats;
+
+/// How the indexer works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexerConfig {
+    /// Repositories scanned at once (and manifests fetched at once per repository).
+    /// The registry client's own limit bounds the requests in flight overall.
+    pub concurrency: usize,
+    /// Time between periodic full scans; `None` scans only once, at start. A scan that
+    /// fails outright (the repositories cannot be listed) is retried within 30 s.
+    pub full_scan_interval: Option<Duration>,
+    /// Time between garbage collections; `None` never collects.
+    pub gc_interval: Option<Duration>,
+    /// Delay between an event and the re-scan of its repository; further events for the
+    /// repository within the delay are folded into the same re-scan.
+    pub reconcile_debounce: Duration,
+}
+
+impl Default for IndexerConfig {
+    fn default() -> Self {
+        IndexerConfig {
+            concurrency: 8,
+            full_scan_interval: Some(Duration::from_secs(30 * 60)),
+            gc_interval: Some(Duration::from_secs(60 * 60)),
+            reconcile_debounce: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why indexing failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexerError {
+    /// A registry request failed.
+    #[error("registry: {0}")]
+    Registry(#[from] RegistryError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The catalog cannot be listed and no repositories are configured.
+    #[error("cannot list the registry's repositories ({0}) and none are configured")]
+    NoRepositories(RegistryError),
+    /// A repository name (from the catalog or configuration) is invalid.
+    #[error("repository name {name:?} is invalid: {reason}")]
+    InvalidRepository {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Indexing one repository failed.
+    #[error("repository {repository}: {source}")]
+    Repository {
+        /// Repository name.
+        repository: String,
+        /// What failed.
+        source: Box<IndexerError>,
+    },
+    /// Applying one event failed; events before it were applied.
+    #[error("event #{index} ({id}) for repository {repository}: {source}")]
+    Event {
+        /// Position of the event in the batch.
+        index: usize,
+        /// The event's id.
+        id: String,
+        /// Repository it concerns.
+        repository: String,
+        /// What failed.
+        source: Box<IndexerError>,
+    },
+}
+
+/// Receives progress of a full scan (for progress bars and logs).
+pub trait ScanProgress: Send + Sync {
+    /// The number of repositories the scan will visit, once known.
+    fn total_repositories(&self, n: u64);
+    /// One repository is done (indexed or failed), with the manifest bodies fetched.
+    fn repository_done(&self, name: &str, manifests_fetched: u64);
+}
+
+/// A [`ScanProgress`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl ScanProgress for NoProgress {
+    fn total_repositories(&self, _n: u64) {}
+    fn repository_done(&self, _name: &str, _manifests_fetched: u64) {}
+}
+
+/// What a full scan did.
+#[derive(Debug, Clone, Default)]
+pub struct ScanReport {
+    /// Repositories the scan set out to visit.
+    pub repositories_total: u64,
+    /// Repositories indexed successfully (including ones found gone and removed).
+    pub repositories_scanned: u64,
+    /// Repositories whose indexing failed, with the error; they were left as they were.
+    pub repositories_failed: Vec<(String, String)>,
+    /// Repositories removed from the store: gone from a complete catalog, or answering
+    /// 404 to `tags/list`.
+    pub repositories_removed: Vec<String>,
+    /// Manifest bodies fetched.
+    pub manifests_fetched: u64,
+    /// Blob bodies (image configs) fetched.
+    pub blobs_fetched: u64,
+    /// Tags listed over all repositories.
+    pub tags_seen: u64,
+    /// Whether the repository list came from a complete catalog (only then are
+    /// vanished repositories removed); `false` when configured repositories were used.
+    pub catalog_complete: bool,
+    /// Wall-clock time of the scan.
+    pub duration: Duration,
+}
+
+impl ScanReport {
+    /// Whether every repository was indexed.
+    pub fn is_complete(&self) -> bool {
+        self.repositories_failed.is_empty()
+    }
+}
+
+/// What indexing one repository did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepositoryOutcome {
+    /// Repository name.
+    pub repository: String,
+    /// Tags listed by the registry.
+    pub tags_seen: u64,
+    /// Tags written to the store.
+    pub tags_indexed: u64,
+    /// Tags or list entries left out: non-image artifacts, nested lists, manifests
+    /// that vanished while being read.
+    pub skipped: u64,
+    /// Manifest bodies fetched.
+    pub manifests_fetched: u64,
+    /// Blob bodies fetched.
+    pub blobs_fetched: u64,
+    /// The registry no longer has the repository, so it was removed from the store.
+    pub removed: bool,
+    /// An event changed the repository while it was being read; the (stale) result was
+    /// not written and another re-scan was scheduled.
+    pub superseded: bool,
+}
+
+/// What [`Indexer::apply_events`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventsOutcome {
+    /// Events turned into store changes.
+    pub applied: u64,
+    /// Events that change nothing visible (pulls, mounts, blobs, pushes by digest,
+    /// artifacts).
+    pub ignored: u64,
+    /// Repositories scheduled for a debounced re-scan, sorted.
+    pub reconcile_scheduled: Vec<String>,
+}
+
+/// A cheap snapshot of what the indexer is doing, for readiness checks and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexerStatus {
+    /// A full scan has completed at least once (with or without failed repositories).
+    pub first_scan_done: bool,
+    /// A full scan is running.
+    pub scanning: bool,
+    /// Repositories done in the current (or last) full scan.
+    pub repositories_done: u64,
+    /// Repositories to visit in the current (or last) full scan.
+    pub repositories_total: u64,
+    /// Full scans completed since start.
+    pub full_scans: u64,
+    /// Manifest bodies fetched since start.
+    pub manifests_fetched: u64,
+    /// Blob bodies fetched since start.
+    pub blobs_fetched: u64,
+    /// Events applied since start.
+    pub events_applied: u64,
+    /// Events ignored since start.
+    pub events_ignored: u64,
+    /// Events whose application failed since start.
+    pub events_failed: u64,
+    /// Repository re-scans done since start.
+    pub reconciles: u64,
+    /// Repository re-scans that failed since start.
+    pub reconciles_failed: u64,
+    /// Repositories waiting for a re-scan.
+    pub reconciles_pending: u64,
+    /// Manifests removed by garbage collection since start.
+    pub gc_manifests_removed: u64,
+    /// Why the last full scan failed or was incomplete; `None` after a clean scan.
+    pub last_scan_error: Option<String>,
+    /// Duration of the last completed full scan.
+    pub last_scan_duration: Option<Duration>,
+}
+
+#[derive(Default)]
+struct StatusCells {
+    first_scan_done: AtomicBool,
+    scanning: AtomicBool,
+    repositories_done: AtomicU64,
+    repositories_total: AtomicU64,
+    full_scans: AtomicU64,
+    manifests_fetched: AtomicU64,
+    blobs_fetched: AtomicU64,
+    events_applied: AtomicU64,
+    events_ignored: AtomicU64,
+    events_failed: AtomicU64,
+    reconciles: AtomicU64,
+    reconciles_failed: AtomicU64,
+    reconciles_running: AtomicU64,
+    gc_manifests_removed: AtomicU64,
+    last_scan_error: Mutex<Option<String>>,
+    last_scan_duration: Mutex<Option<Duration>>,
+}
+
+/// Stripes of the per-repository write lock (see [`Indexer::write_guard`]).
+const LOCK_STRIPES: usize = 64;
+/// Entries of the cache of digests known not to be indexable, before it is reset.
+const MAX_UNSUPPORTED_CACHE: usize = 100_000;
+
+/// Keeps a store in step with one registry. See the module docs.
+pub struct Indexer {
+    client: RegistryClient,
+    store: Arc<dyn Store>,
+    cfg: IndexerConfig,
+    status: StatusCells,
+    /// Digests whose content is not indexable (artifacts, unreadable manifests). Digests
+    /// are immutable, so remembering this saves refetching them on every scan.
+    unsupported: Mutex<HashSet<Digest>>,
+    /// Serialises "check for newer events, then write" of a scan against event
+    /// application for the same repository.
+    locks: Vec<tokio::sync::Mutex<()>>,
+    /// Sequence number of the last event applied per repository, against
+    /// `event_seq`, so a scan can tell its listing was overtaken by an event.
+    event_marks: Mutex<HashMap<String, u64>>,
+    event_seq: AtomicU64,
+    /// One full scan at a time.
+    scan_lock: tokio::sync::Mutex<()>,
+    queue: worker::ReconcileQueue,
+}
+
+impl std::fmt::Debug for Indexer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Indexer")
+            .field("registry", &self.client.base_url().as_str())
+            .field("store", &self.store)
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Indexer {
+    /// An indexer writing what `client` reads into `store`.
+    pub fn new(client: RegistryClient, store: Arc<dyn Store>, cfg: IndexerConfig) -> Self {
+        let cfg = IndexerConfig {
+            concurrency: cfg.concurrency.max(1),
+            ..cfg
+        };
+        Indexer {
+            client,
+            store,
+            status: StatusCells::default(),
+            unsupported: Mutex::new(HashSet::new()),
+            locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            event_marks: Mutex::new(HashMap::new()),
+            event_seq: AtomicU64::new(0),
+            scan_lock: tokio::sync::Mutex::new(()),
+            queue: worker::ReconcileQueue::new(cfg.reconcile_debounce),
+            cfg,
+        }
+    }
+
+    /// The store being written.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The registry client (its [`stats`](RegistryClient::stats) count requests).
+    pub fn client(&self) -> &RegistryClient {
+        &self.client
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &IndexerConfig {
+        &self.cfg
+    }
+
+    /// A snapshot of the indexer's state; cheap enough for every `/metrics` request.
+    pub fn status(&self) -> IndexerStatus {
+        let s = &self.status;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        IndexerStatus {
+            first_scan_done: s.first_scan_done.load(Ordering::Relaxed),
+            scanning: s.scanning.load(Ordering::Relaxed),
+            repositories_done: get(&s.repositories_done),
+            repositories_total: get(&s.repositories_total),
+            full_scans: get(&s.full_scans),
+            manifests_fetched: get(&s.manifests_fetched),
+            blobs_fetched: get(&s.blobs_fetched),
+            events_applied: get(&s.events_applied),
+            events_ignored: get(&s.events_ignored),
+            events_failed: get(&s.events_failed),
+            reconciles: get(&s.reconciles),
+            reconciles_failed: get(&s.reconciles_failed),
+            reconciles_pending: self.queue.pending_len() as u64,
+            gc_manifests_removed: get(&s.gc_manifests_removed),
+            last_scan_error: lock(&s.last_scan_error).clone(),
+            last_scan_duration: *lock(&s.last_scan_duration),
+        }
+    }
+
+    /// The write lock stripe of a repository.
+    async fn write_guard(&self, repository: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        repository.hash(&mut h);
+        self.locks[(h.finish() as usize) % LOCK_STRIPES]
+            .lock()
+            .await
+    }
+
+    /// The current event sequence number; a scan remembers it before listing.
+    fn event_seq(&self) -> u64 {
+        self.event_seq.load(Ordering::SeqCst)
+    }
+
+    /// Whether an event touched `repository` after sequence number `since`.
+    fn touched_since(&self, repository: &str, since: u64) -> bool {
+        lock(&self.event_marks)
+            .get(repository)
+            .is_some_and(|mark| *mark > since)
+    }
+
+    /// Records that an event is being applied to `repository` (call under its write lock).
+    fn mark_event(&self, repository: &str) {
+        let seq = self.event_seq.fetch_add(1, Ordering::SeqCst) + 1;
+        lock(&self.event_marks).insert(repository.to_owned(), seq);
+    }
+
+    fn is_unsupported(&self, digest: &Digest) -> bool {
+        lock(&self.unsupported).contains(digest)
+    }
+
+    fn remember_unsupported(&self, digest: Digest) {
+        let mut set = lock(&self.unsupported);
+        if set.len() >= MAX_UNSUPPORTED_CACHE {
+            set.clear();
+        }
+        set.insert(digest);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every value guarded here stays consistent even if a holder panicked.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

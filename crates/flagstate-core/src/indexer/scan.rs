@@ -1,0 +1,315 @@
+//! Full scans and single-repository scans.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures::stream::{self, StreamExt};
+
+use super::fetch::{Resolved, Tally};
+use super::{Indexer, IndexerError, RepositoryOutcome, ScanProgress, ScanReport, lock};
+use crate::digest::Digest;
+use crate::model::{RepositorySnapshot, validate_repository_name, validate_tag};
+use crate::registry::{FetchedManifest, RegistryError};
+use crate::store::StoreError;
+
+impl Indexer {
+    /// Scans the whole registry into the store. See the module docs for the steps.
+    ///
+    /// One repository's failure never aborts the scan: it is reported in
+    /// [`ScanReport::repositories_failed`] and left in the store as it was. The call
+    /// fails only when the list of repositories cannot be had at all. Concurrent calls
+    /// run one after the other.
+    pub async fn full_scan(&self, progress: &dyn ScanProgress) -> Result<ScanReport, IndexerError> {
+        let _one_at_a_time = self.scan_lock.lock().await;
+        let status = &self.status;
+        status.scanning.store(true, Ordering::Relaxed);
+        status.repositories_done.store(0, Ordering::Relaxed);
+        status.repositories_total.store(0, Ordering::Relaxed);
+        let result = self.full_scan_inner(progress).await;
+        status.scanning.store(false, Ordering::Relaxed);
+        match &result {
+            Ok(report) => {
+                status.first_scan_done.store(true, Ordering::Relaxed);
+                status.full_scans.fetch_add(1, Ordering::Relaxed);
+                *lock(&status.last_scan_duration) = Some(report.duration);
+                *lock(&status.last_scan_error) =
+                    report.repositories_failed.first().map(|(name, error)| {
+                        format!(
+                            "{} of {} repositories failed; first: {name}: {error}",
+                            report.repositories_failed.len(),
+                            report.repositories_total
+                        )
+                    });
+            }
+            Err(e) => *lock(&status.last_scan_error) = Some(e.to_string()),
+        }
+        result
+    }
+
+    async fn full_scan_inner(
+        &self,
+        progress: &dyn ScanProgress,
+    ) -> Result<ScanReport, IndexerError> {
+        let started = Instant::now();
+        let scan_seq = self.event_seq();
+        let (names, catalog_complete) = match self.client.catalog().await {
+            Ok(names) => (names, true),
+            Err(e @ RegistryError::CatalogUnavailable { .. }) => {
+                if self.client.configured_repositories().is_empty() {
+                    return Err(IndexerError::NoRepositories(e));
+                }
+                tracing::info!(error = %e, "catalog unavailable; scanning the configured repositories");
+                (self.client.configured_repositories().to_vec(), false)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut report = ScanReport {
+            catalog_complete,
+            ..ScanReport::default()
+        };
+        let mut seen = HashSet::with_capacity(names.len());
+        let mut valid = Vec::with_capacity(names.len());
+        for name in names {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            match validate_repository_name(&name) {
+                Ok(()) => valid.push(name),
+                Err(reason) => {
+                    let e = IndexerError::InvalidRepository {
+                        name: name.clone(),
+                        reason,
+                    };
+                    report.repositories_failed.push((name, e.to_string()));
+                }
+            }
+        }
+        report.repositories_total = (valid.len() + report.repositories_failed.len()) as u64;
+        self.status
+            .repositories_total
+            .store(report.repositories_total, Ordering::Relaxed);
+        progress.total_repositories(report.repositories_total);
+
+        let mut outcomes = stream::iter(valid)
+            .map(|name| async move {
+                let outcome = self.scan_repository(&name).await;
+                (name, outcome)
+            })
+            .buffer_unordered(self.cfg.concurrency);
+        while let Some((name, outcome)) = outcomes.next().await {
+            self.status
+                .repositories_done
+                .fetch_add(1, Ordering::Relaxed);
+            match outcome {
+                Ok(o) => {
+                    report.repositories_scanned += 1;
+                    report.manifests_fetched += o.manifests_fetched;
+                    report.blobs_fetched += o.blobs_fetched;
+                    report.tags_seen += o.tags_seen;
+                    if o.removed {
+                        report.repositories_removed.push(name.clone());
+                    }
+                    progress.repository_done(&name, o.manifests_fetched);
+                }
+                Err(e) => {
+                    tracing::warn!(repository = %name, error = %e, "repository scan failed");
+                    progress.repository_done(&name, 0);
+                    report.repositories_failed.push((name, e.to_string()));
+                }
+            }
+        }
+        drop(outcomes);
+
+        if catalog_complete {
+            for name in self.store.repositories().await? {
+                if seen.contains(&name) {
+                    continue;
+                }
+                let _guard = self.write_guard(&name).await;
+                if self.touched_since(&name, scan_seq) {
+                    // Created by an event after the catalog was read.
+                    continue;
+                }
+                self.store.remove_repository(&name).await?;
+                tracing::info!(repository = %name, "repository gone from the registry; removed");
+                report.repositories_removed.push(name);
+            }
+        }
+        report.repositories_removed.sort();
+        report.duration = started.elapsed();
+        tracing::info!(
+            repositories = report.repositories_total,
+            failed = report.repositories_failed.len(),
+            removed = report.repositories_removed.len(),
+            manifests_fetched = report.manifests_fetched,
+            duration = ?report.duration,
+            "full scan finished"
+        );
+        Ok(report)
+    }
+
+    /// Re-reads one repository from the registry and replaces it in the store. A
+    /// repository the registry does not know (404) is removed from the store.
+    pub async fn scan_repository(&self, name: &str) -> Result<RepositoryOutcome, IndexerError> {
+        self.scan_repository_inner(name)
+            .await
+            .map_err(|source| IndexerError::Repository {
+                repository: name.to_owned(),
+                source: Box::new(source),
+            })
+    }
+
+    async fn scan_repository_inner(&self, name: &str) -> Result<RepositoryOutcome, IndexerError> {
+        validate_repository_name(name).map_err(|reason| IndexerError::InvalidRepository {
+            name: name.to_owned(),
+            reason,
+        })?;
+        let mut outcome = RepositoryOutcome {
+            repository: name.to_owned(),
+            ..RepositoryOutcome::default()
+        };
+        let since = self.event_seq();
+        let tags = match self.client.tags(name).await {
+            Ok(tags) => tags,
+            Err(e) if e.is_not_found() => {
+                let _guard = self.write_guard(name).await;
+                if self.touched_since(name, since) {
+                    outcome.superseded = true;
+                    self.queue.schedule(name);
+                    return Ok(outcome);
+                }
+                if self.store.repository_tags(name).await?.is_some() {
+                    self.store.remove_repository(name).await?;
+                    outcome.removed = true;
+                }
+                return Ok(outcome);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        outcome.tags_seen = tags.len() as u64;
+        let tags: Vec<String> = tags
+            .into_iter()
+            .filter(|tag| {
+                let ok = validate_tag(tag).is_ok();
+                if !ok {
+                    tracing::warn!(repository = name, tag = %tag, "registry lists an invalid tag; skipped");
+                }
+                ok
+            })
+            .collect();
+        // A repository new to the store needs every manifest body anyway: reading its
+        // tags with GET instead of HEAD saves one request per tag on a first scan.
+        let fresh = self.store.repository_tags(name).await?.is_none();
+        type Listed = (String, Option<(Digest, Option<FetchedManifest>)>);
+        let listed: Vec<Listed> = stream::iter(tags)
+            .map(|tag| async move {
+                if fresh {
+                    match self.client.get_manifest(name, &tag).await {
+                        Ok(m) => Ok((tag, Some((m.digest.clone(), Some(m))))),
+                        Err(e) if e.is_not_found() => Ok((tag, None)),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    let head = self.client.head_manifest(name, &tag).await;
+                    head.map(|h| (tag, h.map(|(digest, _)| (digest, None))))
+                }
+            })
+            .buffer_unordered(self.cfg.concurrency)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let mut total = Tally::default();
+        let mut tags: BTreeMap<String, Digest> = BTreeMap::new();
+        let mut prefetched: HashMap<Digest, FetchedManifest> = HashMap::new();
+        for (tag, entry) in listed {
+            match entry {
+                Some((digest, body)) => {
+                    if let Some(body) = body {
+                        total.manifests += 1;
+                        prefetched.insert(digest.clone(), body);
+                    }
+                    tags.insert(tag, digest);
+                }
+                // Deleted between listing and reading.
+                None => outcome.skipped += 1,
+            }
+        }
+
+        for attempt in 0..2 {
+            let digests: Vec<Digest> = tags
+                .values()
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let known = self.store.known_manifests(&digests).await?;
+            let wanted: Vec<Digest> = digests.into_iter().filter(|d| !known.contains(d)).collect();
+            let work: Vec<_> = wanted
+                .into_iter()
+                .map(|d| {
+                    let body = prefetched.remove(&d);
+                    (d, body)
+                })
+                .collect();
+            let resolved: Vec<_> = stream::iter(work)
+                .map(|(digest, body)| async move {
+                    let r = self.resolve(name, &digest, body).await;
+                    (digest, r)
+                })
+                .buffer_unordered(self.cfg.concurrency)
+                .collect()
+                .await;
+            let mut manifests = Vec::new();
+            let mut dropped: HashSet<Digest> = HashSet::new();
+            for (digest, result) in resolved {
+                let (resolved, tally) = result?;
+                total.add(tally);
+                match resolved {
+                    Resolved::Found(found) => manifests.extend(found),
+                    Resolved::Unsupported | Resolved::Vanished => {
+                        dropped.insert(digest);
+                    }
+                }
+            }
+            let before = tags.len();
+            tags.retain(|_, d| !dropped.contains(d));
+            total.skipped += (before - tags.len()) as u64;
+            let snapshot = RepositorySnapshot {
+                name: name.to_owned(),
+                tags: tags.clone(),
+                manifests,
+            };
+            let _guard = self.write_guard(name).await;
+            if self.touched_since(name, since) {
+                outcome.superseded = true;
+                self.queue.schedule(name);
+                break;
+            }
+            match self.store.replace_repository(&snapshot).await {
+                Ok(_) => {
+                    outcome.tags_indexed = tags.len() as u64;
+                    break;
+                }
+                Err(StoreError::MissingManifest { digest, .. }) if attempt == 0 => {
+                    // Garbage collection removed a manifest between `known_manifests`
+                    // and the write; the second round fetches it again.
+                    tracing::debug!(repository = name, %digest, "manifest collected during scan; refetching");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        outcome.manifests_fetched = total.manifests;
+        outcome.blobs_fetched = total.blobs;
+        outcome.skipped += total.skipped;
+        self.status
+            .manifests_fetched
+            .fetch_add(total.manifests, Ordering::Relaxed);
+        self.status
+            .blobs_fetched
+            .fetch_add(total.blobs, Ordering::Relaxed);
+        Ok(outcome)
+    }
+}

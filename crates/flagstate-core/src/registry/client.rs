@@ -1,0 +1,591 @@
+//! [`RegistryClient`]: requests with authentication, retries, time limits and a global
+//! concurrency bound, and the distribution API operations built on them.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use url::Url;
+
+use super::auth::{AuthState, Credentials};
+use super::paging::next_link;
+use super::{FetchedManifest, MANIFEST_ACCEPT, RegistryConfig, RegistryError, RetryPolicy};
+use crate::digest::Digest;
+use crate::model::{validate_repository_name, validate_tag};
+
+/// Largest manifest accepted (the distribution registry's own limit is 4 MiB).
+const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest blob accepted: image configs with embedded icons and appdata stay far below.
+const MAX_BLOB_BYTES: usize = 64 * 1024 * 1024;
+/// Largest catalog / tag list page accepted.
+const MAX_LIST_BYTES: usize = 32 * 1024 * 1024;
+/// Page size asked of `_catalog` and `tags/list` (the distribution registry's maximum).
+const PAGE_SIZE: usize = 1000;
+/// Safety net against registries whose `Link` headers loop.
+const MAX_PAGES: usize = 100_000;
+
+/// Request counters of one client, for tests, benchmarks and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// HTTP requests sent to the registry, every attempt counted.
+    pub requests: u64,
+    /// Attempts repeated after a transient failure.
+    pub retries: u64,
+    /// Manifest bodies fetched (`GET …/manifests/…`).
+    pub manifest_gets: u64,
+    /// Manifest `HEAD` requests.
+    pub manifest_heads: u64,
+    /// Blob bodies fetched.
+    pub blob_gets: u64,
+    /// `tags/list` pages fetched.
+    pub tag_pages: u64,
+    /// `_catalog` pages fetched.
+    pub catalog_pages: u64,
+    /// Requests to a bearer-token endpoint.
+    pub token_requests: u64,
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) requests: AtomicU64,
+    pub(super) retries: AtomicU64,
+    pub(super) manifest_gets: AtomicU64,
+    pub(super) manifest_heads: AtomicU64,
+    pub(super) blob_gets: AtomicU64,
+    pub(super) tag_pages: AtomicU64,
+    pub(super) catalog_pages: AtomicU64,
+    pub(super) token_requests: AtomicU64,
+}
+
+pub(super) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A client for one registry. Cheap to clone; clones share connections, the token
+/// cache, the concurrency limit and the counters.
+#[derive(Clone)]
+pub struct RegistryClient {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) http: reqwest::Client,
+    pub(super) base: Url,
+    pub(super) credentials: Option<Credentials>,
+    pub(super) retry: RetryPolicy,
+    pub(super) limit: Semaphore,
+    pub(super) auth: Mutex<AuthState>,
+    pub(super) counters: Counters,
+    pub(super) repositories: Vec<String>,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("base_url", &self.inner.base.as_str())
+            .field("credentials", &self.inner.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A read answer: status, headers and the whole (size-limited) body.
+pub(super) struct Answer {
+    pub(super) url: Url,
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Bytes,
+}
+
+impl Answer {
+    /// The error matching a non-success status.
+    fn error(&self) -> RegistryError {
+        let url = self.url.to_string();
+        let detail = error_detail(&self.body);
+        match self.status.as_u16() {
+            404 => RegistryError::NotFound { url, detail },
+            s @ (401 | 403) => RegistryError::Unauthorized {
+                url,
+                status: s,
+                detail,
+            },
+            status => RegistryError::Status {
+                url,
+                status,
+                detail,
+            },
+        }
+    }
+
+    fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn json<T: for<'de> Deserialize<'de>>(&self) -> Result<T, RegistryError> {
+        serde_json::from_slice(&self.body).map_err(|e| RegistryError::InvalidResponse {
+            url: self.url.to_string(),
+            reason: format!("bad JSON: {e}"),
+        })
+    }
+}
+
+/// The registry's `{"errors":[{"code","message"}]}` body, shortened, for error messages.
+pub(super) fn error_detail(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorItem>,
+    }
+    #[derive(Deserialize)]
+    struct ErrorItem {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let text = match serde_json::from_slice::<Errors>(body) {
+        Ok(e) => e
+            .errors
+            .iter()
+            .map(|i| format!("{} {}", i.code, i.message).trim().to_owned())
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
+    };
+    text.chars().take(200).collect()
+}
+
+impl RegistryClient {
+    /// Builds a client. Fails on a URL that is not `http`/`https` or a concurrency of 0.
+    pub fn new(cfg: RegistryConfig) -> Result<Self, RegistryError> {
+        let RegistryConfig {
+            mut url,
+            mut credentials,
+            timeout,
+            max_concurrency,
+            retry,
+            repositories,
+        } = cfg;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(RegistryError::Config(format!(
+                "registry URL must be http or https, got scheme {:?}",
+                url.scheme()
+            )));
+        }
+        if url.host_str().is_none() {
+            return Err(RegistryError::Config("registry URL has no host".into()));
+        }
+        if max_concurrency == 0 {
+            return Err(RegistryError::Config(
+                "max_concurrency must be at least 1".into(),
+            ));
+        }
+        if !url.username().is_empty() {
+            // Credentials in the URL would end up in every error message and log line.
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            if credentials.is_none() {
+                credentials = Some(Credentials::Basic {
+                    username: decode(url.username()),
+                    password: decode(url.password().unwrap_or_default()),
+                });
+            }
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+        }
+        url.set_query(None);
+        url.set_fragment(None);
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        for name in &repositories {
+            validate_repository_name(name).map_err(|why| {
+                RegistryError::Config(format!("configured repository {name:?}: {why}"))
+            })?;
+        }
+        super::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("flagstate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RegistryError::Config(format!("cannot build HTTP client: {e}")))?;
+        Ok(RegistryClient {
+            inner: Arc::new(Inner {
+                http,
+                base: url,
+                credentials,
+                retry: RetryPolicy {
+                    max_attempts: retry.max_attempts.max(1),
+                    ..retry
+                },
+                limit: Semaphore::new(max_concurrency),
+                auth: Mutex::new(AuthState::default()),
+                counters: Counters::default(),
+                repositories,
+            }),
+        })
+    }
+
+    /// The registry's base URL (always ending in `/`, without credentials).
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base
+    }
+
+    /// Repositories configured for registries without `_catalog`.
+    pub fn configured_repositories(&self) -> &[String] {
+        &self.inner.repositories
+    }
+
+    /// A snapshot of the request counters.
+    pub fn stats(&self) -> ClientStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ClientStats {
+            requests: get(&c.requests),
+            retries: get(&c.retries),
+            manifest_gets: get(&c.manifest_gets),
+            manifest_heads: get(&c.manifest_heads),
+            blob_gets: get(&c.blob_gets),
+            tag_pages: get(&c.tag_pages),
+            catalog_pages: get(&c.catalog_pages),
+            token_requests: get(&c.token_requests),
+        }
+    }
+
+    /// `GET /v2/`: checks that the registry speaks the distribution API and accepts our
+    /// credentials.
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        let url = self.url("v2/")?;
+        let answer = self
+            .execute(Method::GET, url, None, None, MAX_LIST_BYTES)
+            .await?;
+        if answer.status.is_success() {
+            Ok(())
+        } else {
+            Err(answer.error())
+        }
+    }
+
+    /// All repository names from `/v2/_catalog`, following every page. Registries that
+    /// do not offer the catalog give [`RegistryError::CatalogUnavailable`].
+    pub async fn catalog(&self) -> Result<Vec<String>, RegistryError> {
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            repositories: Option<Vec<String>>,
+        }
+        let first = self.url(&format!("v2/_catalog?n={PAGE_SIZE}"))?;
+        let mut names = Vec::new();
+        self.paginate(first, "registry:catalog:*", true, |answer| {
+            let page: Page = answer.json()?;
+            let page = page.repositories.unwrap_or_default();
+            names.extend(page.iter().cloned());
+            Ok(page)
+        })
+        .await?;
+        Ok(names)
+    }
+
+    /// All tags of a repository from `tags/list`, following every page. `"tags": null`
+    /// (a repository whose manifests were all deleted) gives an empty list; an unknown
+    /// repository gives [`RegistryError::NotFound`].
+    pub async fn tags(&self, repository: &str) -> Result<Vec<String>, RegistryError> {
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        check_repository(repository)?;
+        let first = self.url(&format!("v2/{repository}/tags/list?n={PAGE_SIZE}"))?;
+        let mut tags = Vec::new();
+        self.paginate(first, &pull_scope(repository), false, |answer| {
+            let page: Page = answer.json()?;
+            let page = page.tags.unwrap_or_default();
+            tags.extend(page.iter().cloned());
+            Ok(page)
+        })
+        .await?;
+        Ok(tags)
+    }
+
+    /// Follows `Link: rel="next"`, or, when a full page comes without one, `last=`.
+    /// Stops at an empty page or at a page that adds nothing new (a registry ignoring
+    /// `last` would otherwise loop).
+    async fn paginate(
+        &self,
+        first: Url,
+        scope: &str,
+        catalog: bool,
+        mut on_page: impl FnMut(&Answer) -> Result<Vec<String>, RegistryError>,
+    ) -> Result<(), RegistryError> {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut next = Some(first);
+        let mut pages = 0;
+        while let Some(url) = next.take() {
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(RegistryError::InvalidResponse {
+                    url: url.to_string(),
+                    reason: format!("more than {MAX_PAGES} pages"),
+                });
+            }
+            bump(if catalog {
+                &self.inner.counters.catalog_pages
+            } else {
+                &self.inner.counters.tag_pages
+            });
+            let answer = self
+                .execute(Method::GET, url.clone(), Some(scope), None, MAX_LIST_BYTES)
+                .await?;
+            if !answer.status.is_success() {
+                let status = answer.status.as_u16();
+                if catalog && matches!(status, 401 | 403 | 404 | 405) {
+                    return Err(RegistryError::CatalogUnavailable {
+                        url: url.to_string(),
+                        status,
+                    });
+                }
+                return Err(answer.error());
+            }
+            let page = on_page(&answer)?;
+            let before = seen.len();
+            let last = page.last().cloned();
+            seen.extend(page);
+            if seen.len() == before {
+                break;
+            }
+            next = answer
+                .header(header::LINK)
+                .and_then(|link| next_link(link, &url));
+            if next.is_none()
+                && seen.len() - before >= PAGE_SIZE
+                && let Some(last) = last
+            {
+                let mut u = url.clone();
+                let query: Vec<(String, String)> = url
+                    .query_pairs()
+                    .filter(|(k, _)| k != "last")
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .chain([("last".to_owned(), last)])
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(query);
+                next = Some(u);
+            }
+        }
+        Ok(())
+    }
+
+    /// `HEAD` a manifest: its digest and media type, or `None` if it does not exist.
+    /// Falls back to `GET` when the registry sends no `Docker-Content-Digest`.
+    pub async fn head_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<(Digest, String)>, RegistryError> {
+        let url = self.manifest_url(repository, reference)?;
+        bump(&self.inner.counters.manifest_heads);
+        let answer = self
+            .execute(
+                Method::HEAD,
+                url,
+                Some(&pull_scope(repository)),
+                Some(MANIFEST_ACCEPT),
+                0,
+            )
+            .await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status.is_success() {
+            return Err(answer.error());
+        }
+        let media_type = answer
+            .header(header::CONTENT_TYPE)
+            .map(|ct| ct.split(';').next().unwrap_or_default().trim().to_owned())
+            .filter(|ct| !ct.is_empty());
+        match (answer.header(DOCKER_CONTENT_DIGEST), media_type) {
+            (Some(digest), Some(media_type)) => {
+                let digest =
+                    Digest::parse(digest.trim()).map_err(|e| RegistryError::InvalidResponse {
+                        url: answer.url.to_string(),
+                        reason: format!("Docker-Content-Digest: {e}"),
+                    })?;
+                Ok(Some((digest, media_type)))
+            }
+            _ => match self.get_manifest(repository, reference).await {
+                Ok(m) => Ok(Some((m.digest, m.media_type))),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// `GET` a manifest by tag or digest. The bytes are verified against the digest
+    /// reference, or against `Docker-Content-Digest` for a tag.
+    pub async fn get_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<FetchedManifest, RegistryError> {
+        let url = self.manifest_url(repository, reference)?;
+        bump(&self.inner.counters.manifest_gets);
+        let answer = self
+            .execute(
+                Method::GET,
+                url,
+                Some(&pull_scope(repository)),
+                Some(MANIFEST_ACCEPT),
+                MAX_MANIFEST_BYTES,
+            )
+            .await?;
+        if !answer.status.is_success() {
+            return Err(answer.error());
+        }
+        let expected = match Digest::parse(reference) {
+            Ok(d) => Some(d),
+            Err(_) => answer
+                .header(DOCKER_CONTENT_DIGEST)
+                .and_then(|d| Digest::parse(d.trim()).ok()),
+        };
+        let digest = verify(&answer, expected)?;
+        #[derive(Deserialize)]
+        struct Probe {
+            #[serde(rename = "mediaType", default)]
+            media_type: Option<String>,
+        }
+        let from_body = serde_json::from_slice::<Probe>(&answer.body)
+            .ok()
+            .and_then(|p| p.media_type)
+            .filter(|m| !m.is_empty());
+        let media_type = from_body
+            .or_else(|| {
+                answer
+                    .header(header::CONTENT_TYPE)
+                    .map(|ct| ct.split(';').next().unwrap_or_default().trim().to_owned())
+            })
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| RegistryError::InvalidResponse {
+                url: answer.url.to_string(),
+                reason: "manifest states no media type (neither mediaType nor Content-Type)".into(),
+            })?;
+        Ok(FetchedManifest {
+            digest,
+            media_type,
+            bytes: answer.body,
+        })
+    }
+
+    /// `GET` a blob by digest, verifying the bytes.
+    pub async fn get_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Bytes, RegistryError> {
+        check_repository(repository)?;
+        let url = self.url(&format!("v2/{repository}/blobs/{digest}"))?;
+        bump(&self.inner.counters.blob_gets);
+        let answer = self
+            .execute(
+                Method::GET,
+                url,
+                Some(&pull_scope(repository)),
+                None,
+                MAX_BLOB_BYTES,
+            )
+            .await?;
+        if !answer.status.is_success() {
+            return Err(answer.error());
+        }
+        verify(&answer, Some(digest.clone()))?;
+        Ok(answer.body)
+    }
+
+    fn url(&self, relative: &str) -> Result<Url, RegistryError> {
+        self.inner
+            .base
+            .join(relative)
+            .map_err(|e| RegistryError::Config(format!("cannot build URL for {relative}: {e}")))
+    }
+
+    fn manifest_url(&self, repository: &str, reference: &str) -> Result<Url, RegistryError> {
+        check_repository(repository)?;
+        if Digest::parse(reference).is_err() && validate_tag(reference).is_err() {
+            return Err(RegistryError::Config(format!(
+                "{reference:?} is neither a tag nor a digest"
+            )));
+        }
+        self.url(&format!("v2/{repository}/manifests/{reference}"))
+    }
+}
+
+const DOCKER_CONTENT_DIGEST: header::HeaderName =
+    header::HeaderName::from_static("docker-content-digest");
+
+fn pull_scope(repository: &str) -> String {
+    format!("repository:{repository}:pull")
+}
+
+fn check_repository(name: &str) -> Result<(), RegistryError> {
+    validate_repository_name(name)
+        .map_err(|why| RegistryError::Config(format!("repository name {name:?}: {why}")))
+}
+
+/// Checks the body against `expected` (when known); returns the body's digest.
+fn verify(answer: &Answer, expected: Option<Digest>) -> Result<Digest, RegistryError> {
+    match expected {
+        Some(expected) => match expected.verify(&answer.body) {
+            Some(true) => Ok(expected),
+            Some(false) => Err(RegistryError::DigestMismatch {
+                url: answer.url.to_string(),
+                actual: Digest::sha256_of(&answer.body),
+                expected,
+            }),
+            // An algorithm we cannot compute: trust the registry's claim.
+            None => Ok(expected),
+        },
+        None => Ok(Digest::sha256_of(&answer.body)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_detail_reads_registry_errors() {
+        let body = br#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{}}]}"#;
+        assert_eq!(
+            error_detail(body),
+            "NAME_UNKNOWN repository name not known to registry"
+        );
+        assert_eq!(error_detail(b"plain text"), "plain text");
+    }
+
+    #[test]
+    fn credentials_move_out_of_the_url() {
+        let client = RegistryClient::new(RegistryConfig::new(
+            "http://al%40ice:p%3Ass@127.0.0.1:1/prefix".parse().unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(client.base_url().as_str(), "http://127.0.0.1:1/prefix/");
+        assert_eq!(
+            client.inner.credentials,
+            Some(Credentials::Basic {
+                username: "al@ice".into(),
+                password: "p:ss".into()
+            })
+        );
+        assert!(!format!("{client:?}").contains("p:ss"));
+        let bad = RegistryClient::new(RegistryConfig::new("ftp://x/".parse().unwrap()));
+        assert!(matches!(bad, Err(RegistryError::Config(_))));
+    }
+}

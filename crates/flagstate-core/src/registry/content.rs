@@ -1,0 +1,333 @@
+//! Reading fetched manifests and image configs into the index's model.
+//!
+//! Manifests are parsed with `oci-spec`'s types (Docker schema 2 manifests and lists
+//! share the OCI shapes). Image configs are parsed with a small lenient structure
+//! instead of `oci_spec::image::ImageConfiguration`, because that type rejects configs
+//! without `rootfs` and fails on a single non-string label, while the index only needs
+//! `os`, `architecture`, `variant`, `created` and the string-valued labels.
+
+use std::collections::{BTreeMap, HashMap};
+
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use serde::Deserialize;
+
+use crate::digest::Digest;
+use crate::model::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Image, OCI_INDEX, OCI_MANIFEST, Platform,
+    is_list_media_type,
+};
+
+/// Media type of an OCI image config.
+pub const OCI_IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// Media type of a Docker image config.
+pub const DOCKER_IMAGE_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// Whether `media_type` is one of the four manifest types the index understands.
+pub fn is_manifest_media_type(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        OCI_MANIFEST | OCI_INDEX | DOCKER_MANIFEST | DOCKER_MANIFEST_LIST
+    )
+}
+
+/// Whether a config blob of this media type describes a runnable image (as opposed to
+/// an artifact such as a Helm chart, signature or attestation).
+pub fn is_image_config_media_type(media_type: &str) -> bool {
+    media_type == OCI_IMAGE_CONFIG || media_type == DOCKER_IMAGE_CONFIG
+}
+
+/// What a manifest is, as far as the index cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParsedManifest {
+    /// A single-platform image whose config must be fetched.
+    Image {
+        /// Digest of the config blob.
+        config: Digest,
+        /// Manifest annotations.
+        annotations: BTreeMap<String, String>,
+    },
+    /// An image list; entries that are not image manifests are already dropped.
+    List {
+        /// List annotations.
+        annotations: BTreeMap<String, String>,
+        /// Child image manifests with the platform the list states for them.
+        entries: Vec<ListChild>,
+    },
+    /// Something the index does not hold (artifact, nested list entry, schema 1, …).
+    Unsupported {
+        /// Why, for the debug log.
+        reason: String,
+    },
+}
+
+/// One child of an image list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListChild {
+    /// Digest of the child manifest.
+    pub digest: Digest,
+    /// Platform stated by the list, when any.
+    pub platform: Option<Platform>,
+}
+
+/// Interprets a manifest's bytes according to its media type.
+pub fn parse_manifest(media_type: &str, bytes: &[u8]) -> ParsedManifest {
+    let unsupported = |reason: String| ParsedManifest::Unsupported { reason };
+    if is_list_media_type(media_type) {
+        let index: ImageIndex = match serde_json::from_slice(bytes) {
+            Ok(i) => i,
+            Err(e) => return unsupported(format!("unreadable {media_type}: {e}")),
+        };
+        let entries = index
+            .manifests()
+            .iter()
+            .filter_map(|d| match list_child(d) {
+                Ok(child) => Some(child),
+                Err(reason) => {
+                    tracing::debug!(digest = %d.digest(), reason, "list entry skipped");
+                    None
+                }
+            })
+            .collect();
+        ParsedManifest::List {
+            annotations: sorted(index.annotations().as_ref()),
+            entries,
+        }
+    } else if media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST {
+        let manifest: ImageManifest = match serde_json::from_slice(bytes) {
+            Ok(m) => m,
+            Err(e) => return unsupported(format!("unreadable {media_type}: {e}")),
+        };
+        let config_type = manifest.config().media_type().to_string();
+        if !is_image_config_media_type(&config_type) {
+            return unsupported(format!("artifact with config media type {config_type}"));
+        }
+        match Digest::parse(manifest.config().digest().as_ref()) {
+            Ok(config) => ParsedManifest::Image {
+                config,
+                annotations: sorted(manifest.annotations().as_ref()),
+            },
+            Err(e) => unsupported(format!("config digest: {e}")),
+        }
+    } else {
+        unsupported(format!("media type {media_type} is not indexed"))
+    }
+}
+
+fn list_child(d: &Descriptor) -> Result<ListChild, String> {
+    let media_type = d.media_type().to_string();
+    if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
+        return Err(format!(
+            "entry of media type {media_type} is not an image manifest"
+        ));
+    }
+    let digest = Digest::parse(d.digest().as_ref()).map_err(|e| e.to_string())?;
+    let platform = d.platform().as_ref().map(|p| Platform {
+        os: p.os().to_string(),
+        architecture: p.architecture().to_string(),
+        variant: p.variant().clone().filter(|v| !v.is_empty()),
+    });
+    Ok(ListChild { digest, platform })
+}
+
+fn sorted(map: Option<&HashMap<String, String>>) -> BTreeMap<String, String> {
+    map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+/// What the index keeps of an image config.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageConfig {
+    /// `os`, `architecture`, `variant`; empty strings when the config omits them.
+    pub platform: Platform,
+    /// String-valued `config.Labels`; other values are dropped.
+    pub labels: BTreeMap<String, String>,
+    /// `created`, verbatim.
+    pub created: Option<String>,
+}
+
+/// Why an image config could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unreadable image config: {0}")]
+pub struct ConfigError(String);
+
+/// Parses an image config blob leniently (see the module docs).
+pub fn parse_image_config(bytes: &[u8]) -> Result<ImageConfig, ConfigError> {
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(default)]
+        os: Option<serde_json::Value>,
+        #[serde(default)]
+        architecture: Option<serde_json::Value>,
+        #[serde(default)]
+        variant: Option<serde_json::Value>,
+        #[serde(default)]
+        created: Option<serde_json::Value>,
+        #[serde(default)]
+        config: Option<RawConfig>,
+    }
+    #[derive(Deserialize)]
+    struct RawConfig {
+        #[serde(rename = "Labels", default)]
+        labels: Option<serde_json::Map<String, serde_json::Value>>,
+    }
+    let string = |v: Option<serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
+        _ => None,
+    };
+    let raw: Raw = serde_json::from_slice(bytes).map_err(|e| ConfigError(e.to_string()))?;
+    let labels = raw
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            serde_json::Value::String(s) => Some((k, s)),
+            _ => None,
+        })
+        .collect();
+    Ok(ImageConfig {
+        platform: Platform {
+            os: string(raw.os).unwrap_or_default(),
+            architecture: string(raw.architecture).unwrap_or_default(),
+            variant: string(raw.variant),
+        },
+        labels,
+        created: string(raw.created),
+    })
+}
+
+/// Builds the indexed image from its manifest facts and config. A config that names no
+/// OS or architecture borrows them from `listed` (the list's platform entry), else
+/// `unknown`, because the index format must always state both.
+pub fn build_image(
+    digest: Digest,
+    media_type: String,
+    annotations: BTreeMap<String, String>,
+    config_digest: Digest,
+    config: ImageConfig,
+    listed: Option<&Platform>,
+) -> Image {
+    let mut platform = config.platform;
+    if platform.os.is_empty() {
+        platform.os = listed
+            .map(|p| p.os.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into());
+    }
+    if platform.architecture.is_empty() {
+        platform.architecture = listed
+            .map(|p| p.architecture.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into());
+    }
+    Image {
+        digest,
+        media_type,
+        platform,
+        labels: config.labels,
+        annotations,
+        created: config.created,
+        config_digest: Some(config_digest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> String {
+        Digest::sha256_of(s.as_bytes()).to_string()
+    }
+
+    #[test]
+    fn image_manifest_and_artifact() {
+        let m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": DOCKER_IMAGE_CONFIG, "digest": d("c"), "size": 2},
+            "layers": [],
+            "annotations": {"b": "2", "a": "1"}
+        });
+        match parse_manifest(DOCKER_MANIFEST, m.to_string().as_bytes()) {
+            ParsedManifest::Image {
+                config,
+                annotations,
+            } => {
+                assert_eq!(config.to_string(), d("c"));
+                assert_eq!(annotations.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        let artifact = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": d("h"), "size": 2},
+            "layers": []
+        });
+        assert!(matches!(
+            parse_manifest(OCI_MANIFEST, artifact.to_string().as_bytes()),
+            ParsedManifest::Unsupported { .. }
+        ));
+        assert!(matches!(
+            parse_manifest(
+                "application/vnd.docker.distribution.manifest.v1+prettyjws",
+                b"{}"
+            ),
+            ParsedManifest::Unsupported { .. }
+        ));
+        assert!(matches!(
+            parse_manifest(OCI_MANIFEST, b"not json"),
+            ParsedManifest::Unsupported { .. }
+        ));
+    }
+
+    #[test]
+    fn list_drops_nested_lists() {
+        let l = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": d("1"), "size": 1,
+                 "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+                {"mediaType": OCI_INDEX, "digest": d("2"), "size": 1},
+                {"mediaType": DOCKER_MANIFEST, "digest": d("3"), "size": 1}
+            ]
+        });
+        let ParsedManifest::List { entries, .. } =
+            parse_manifest(OCI_INDEX, l.to_string().as_bytes())
+        else {
+            panic!()
+        };
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            entries[0].platform,
+            Some(Platform {
+                os: "linux".into(),
+                architecture: "arm64".into(),
+                variant: Some("v8".into())
+            })
+        );
+        assert_eq!(entries[1].platform, None);
+    }
+
+    #[test]
+    fn config_keeps_string_labels_only() {
+        let c = br#"{"architecture":"amd64","os":"linux","created":"2024-01-01T00:00:00Z",
+            "config":{"Labels":{"a":"x","n":1,"z":null}}}"#;
+        let cfg = parse_image_config(c).unwrap();
+        assert_eq!(cfg.platform, Platform::new("linux", "amd64"));
+        assert_eq!(cfg.labels.len(), 1);
+        assert_eq!(cfg.created.as_deref(), Some("2024-01-01T00:00:00Z"));
+        let bare = parse_image_config(b"{}").unwrap();
+        let img = build_image(
+            Digest::sha256_of(b"m"),
+            OCI_MANIFEST.into(),
+            BTreeMap::new(),
+            Digest::sha256_of(b"c"),
+            bare,
+            Some(&Platform::new("linux", "s390x")),
+        );
+        assert_eq!(img.platform, Platform::new("linux", "s390x"));
+        assert!(parse_image_config(b"[").is_err());
+    }
+}

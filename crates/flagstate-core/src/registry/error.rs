@@ -1,0 +1,127 @@
+//! The public error type of the registry client.
+//!
+//! Messages name the HTTP status and the URL that failed. URLs never carry credentials:
+//! [`RegistryConfig`](super::RegistryConfig) moves any `user:password@` part of the
+//! configured URL into [`Credentials`](super::Credentials), and tokens travel only in
+//! headers, which are never printed.
+
+use crate::digest::Digest;
+
+/// Why a registry request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The client configuration cannot work (bad URL scheme, zero concurrency, …).
+    #[error("invalid registry configuration: {0}")]
+    Config(String),
+    /// The request could not be sent or its answer not read (connection refused, reset,
+    /// timeout), after all retries.
+    #[error("request to {url} failed after {attempts} attempt(s): {reason}")]
+    Network {
+        /// URL requested.
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// What went wrong on the last attempt.
+        reason: String,
+    },
+    /// The registry answered with a status the operation cannot use, after all retries
+    /// where the status was retryable.
+    #[error("{url} answered HTTP {status}{}", detail_suffix(.detail))]
+    Status {
+        /// URL requested.
+        url: String,
+        /// HTTP status code.
+        status: u16,
+        /// The registry's error code/message when it sent one (first 200 characters).
+        detail: String,
+    },
+    /// The repository, manifest or blob does not exist (HTTP 404).
+    #[error("{url} answered HTTP 404 (not found){}", detail_suffix(.detail))]
+    NotFound {
+        /// URL requested.
+        url: String,
+        /// The registry's error code/message when it sent one.
+        detail: String,
+    },
+    /// The registry refused the credentials (or their absence): HTTP 401/403 after
+    /// authenticating as the registry asked.
+    #[error("{url} answered HTTP {status}: not authorized{}", detail_suffix(.detail))]
+    Unauthorized {
+        /// URL requested.
+        url: String,
+        /// HTTP status code (401 or 403).
+        status: u16,
+        /// The registry's error code/message when it sent one.
+        detail: String,
+    },
+    /// `/v2/_catalog` is not offered by this registry or not to these credentials
+    /// (HTTP 401, 403, 404 or 405). Configure the repositories to index explicitly.
+    #[error(
+        "the registry's catalog is unavailable: {url} answered HTTP {status}; list the repositories to index in the configuration"
+    )]
+    CatalogUnavailable {
+        /// URL requested.
+        url: String,
+        /// HTTP status code.
+        status: u16,
+    },
+    /// The bearer-token endpoint named by the registry's challenge failed.
+    #[error("token request to {realm} failed: {reason}")]
+    Token {
+        /// Token endpoint (the challenge's `realm`).
+        realm: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Fetched content does not hash to the digest it was requested by or announced with.
+    #[error("{url}: content digest {actual} does not match expected {expected}")]
+    DigestMismatch {
+        /// URL requested.
+        url: String,
+        /// Digest asked for or announced in `Docker-Content-Digest`.
+        expected: Digest,
+        /// Digest of the bytes received.
+        actual: Digest,
+    },
+    /// The answer is not what the protocol says (bad JSON, bad digest header, …).
+    #[error("{url}: invalid response: {reason}")]
+    InvalidResponse {
+        /// URL requested.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The answer is larger than the client accepts for that kind of content.
+    #[error("{url}: response body exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// URL requested.
+        url: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
+}
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+impl RegistryError {
+    /// Whether the thing asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RegistryError::NotFound { .. })
+    }
+
+    /// Whether retrying later may succeed (network trouble, 5xx, 429).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Network { .. } => true,
+            RegistryError::Status { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}

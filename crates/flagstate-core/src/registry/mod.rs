@@ -1,0 +1,145 @@
+//! The registry client: everything flagstate asks of an OCI distribution registry.
+//!
+//! [`RegistryClient`] speaks the distribution HTTP API: `/v2/` ping, `_catalog` and
+//! `tags/list` with both pagination styles, manifest `HEAD`/`GET` with digest
+//! verification, and blob `GET`. It authenticates anonymously, with HTTP basic
+//! credentials, or through the bearer-token flow; it bounds concurrency globally,
+//! times out every request and retries transient failures with exponential backoff and
+//! jitter, honouring `Retry-After`.
+//!
+//! [`content`] turns fetched manifests and image configs into the index's model.
+
+mod auth;
+mod client;
+pub mod content;
+mod error;
+mod paging;
+mod transport;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use auth::Credentials;
+pub use client::{ClientStats, RegistryClient};
+pub use error::RegistryError;
+
+/// Installs `rustls`' ring crypto provider as the process default, once. reqwest is
+/// built without a provider of its own, so this must run before any `reqwest::Client`
+/// is built; [`RegistryClient::new`] calls it. Harmless if a provider is already set.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The `Accept` header sent for manifests: all four types the index understands. A
+/// registry that is not offered a type may refuse the manifest or convert it (changing
+/// its digest), so all four are always listed.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// How transient failures (network errors, HTTP 429 and 5xx) are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in total, including the first (at least 1).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled on each further retry.
+    pub base_delay: Duration,
+    /// Upper bound of any single delay, including one asked for by `Retry-After`.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries at all.
+    pub fn none() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        }
+    }
+}
+
+/// How to reach one registry.
+#[derive(Clone)]
+pub struct RegistryConfig {
+    /// Base URL of the registry, e.g. `https://registry.example.org/`. A path prefix is
+    /// kept (`/v2/` is appended to it). `user:password@` in the URL is moved into
+    /// `credentials` by [`RegistryClient::new`].
+    pub url: url::Url,
+    /// Credentials, or `None` for anonymous access.
+    pub credentials: Option<Credentials>,
+    /// Time limit of every single request, body included.
+    pub timeout: Duration,
+    /// Most requests in flight at once, over all operations of the client.
+    pub max_concurrency: usize,
+    /// How transient failures are retried.
+    pub retry: RetryPolicy,
+    /// Repositories to index when the registry does not offer `_catalog`.
+    pub repositories: Vec<String>,
+}
+
+impl RegistryConfig {
+    /// A configuration with defaults: anonymous, 30 s timeout, 16 concurrent requests,
+    /// the default retry policy and no configured repositories.
+    pub fn new(url: url::Url) -> Self {
+        RegistryConfig {
+            url,
+            credentials: None,
+            timeout: Duration::from_secs(30),
+            max_concurrency: 16,
+            retry: RetryPolicy::default(),
+            repositories: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.url.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("redacted"));
+        }
+        f.debug_struct("RegistryConfig")
+            .field("url", &shown.as_str())
+            .field("credentials", &self.credentials)
+            .field("timeout", &self.timeout)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("retry", &self.retry)
+            .field("repositories", &self.repositories)
+            .finish()
+    }
+}
+
+/// A manifest as fetched: verified bytes, their digest and media type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedManifest {
+    /// Digest of `bytes` (verified against the reference or `Docker-Content-Digest`).
+    pub digest: crate::Digest,
+    /// Media type from the body's `mediaType`, else the `Content-Type` header.
+    pub media_type: String,
+    /// The manifest exactly as served.
+    pub bytes: bytes::Bytes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_debug_hides_url_password() {
+        let cfg = RegistryConfig::new("https://bob:pa55@r.example/".parse().unwrap());
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("pa55"), "{shown}");
+        assert!(shown.contains("bob"));
+    }
+}

@@ -1,0 +1,466 @@
+//! Registry notifications: the captured envelopes, and live delivery from a real
+//! distribution registry into the indexer.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use flagstate_core::events::{EventAction, RegistryEvent, parse_distribution};
+use flagstate_core::indexer::{Indexer, NoProgress};
+use flagstate_core::model::DOCKER_MANIFEST;
+use flagstate_core::registry::RegistryClient;
+use flagstate_core::testkit::{
+    ImageSpec, ListFormat, Notifications, TestRegistry, TestRegistryOptions,
+};
+use flagstate_core::{Digest, MemoryStore, Store};
+use tokio_util::sync::CancellationToken;
+
+fn fixture(name: &str) -> (BTreeMap<String, String>, Vec<u8>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/registry-events")
+        .join(name);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let headers = v["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    (headers, serde_json::to_vec(&v["body"]).unwrap())
+}
+
+fn one(name: &str) -> RegistryEvent {
+    let (headers, body) = fixture(name);
+    assert_eq!(
+        headers["Content-Type"],
+        "application/vnd.docker.distribution.events.v1+json"
+    );
+    let mut events = parse_distribution(&body).unwrap();
+    assert_eq!(events.len(), 1, "{name}");
+    events.remove(0)
+}
+
+#[tokio::test]
+async fn captured_envelopes_parse_and_classify() {
+    let digest = |s: &str| Some(Digest::parse(s).unwrap());
+    let e = one("push-manifest-tagged.json");
+    assert_eq!(
+        (e.action.clone(), e.repository.as_str(), e.tag.as_deref()),
+        (EventAction::Push, "cap/img", Some("v1"))
+    );
+    assert_eq!(
+        e.digest,
+        digest("sha256:cf0b010ecb72e5f34e81e780d5909cd9a1b5f014508c2fe09f860f81228f2c7b")
+    );
+    assert_eq!(e.media_type.as_deref(), Some(DOCKER_MANIFEST));
+    let e = one("push-manifest-list-tagged.json");
+    assert_eq!(
+        (e.repository.as_str(), e.tag.as_deref()),
+        ("other.list/busybox", Some("prod"))
+    );
+    let e = one("push-manifest-untagged-list-child.json");
+    assert_eq!((e.action.clone(), e.tag.clone()), (EventAction::Push, None));
+    let e = one("push-blob.json");
+    assert_eq!(e.media_type.as_deref(), Some("application/octet-stream"));
+    let e = one("pull-manifest.json");
+    assert_eq!(e.action, EventAction::Pull);
+    let e = one("delete-tag.json");
+    assert_eq!(
+        (e.action.clone(), e.tag.as_deref(), e.digest.clone()),
+        (EventAction::Delete, Some("v1"), None)
+    );
+    let e = one("delete-manifest-by-digest.json");
+    assert_eq!(
+        (e.tag.clone(), e.digest.clone()),
+        (
+            None,
+            digest("sha256:cf0b010ecb72e5f34e81e780d5909cd9a1b5f014508c2fe09f860f81228f2c7b")
+        )
+    );
+
+    // Events that need no registry access: applied to a store, with a client that could
+    // not reach any registry (port 1).
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let client = RegistryClient::new(client_config("http://127.0.0.1:1/")).unwrap();
+    let indexer = Indexer::new(client, store.clone(), indexer_config());
+    let ignored = [
+        one("push-blob.json"),
+        one("pull-manifest.json"),
+        one("push-manifest-untagged-list-child.json"),
+    ];
+    let outcome = indexer.apply_events(&ignored).await.unwrap();
+    assert_eq!((outcome.applied, outcome.ignored), (0, 3));
+    assert!(outcome.reconcile_scheduled.is_empty());
+    let deletes = [
+        one("delete-tag.json"),
+        one("delete-manifest-by-digest.json"),
+    ];
+    let outcome = indexer.apply_events(&deletes).await.unwrap();
+    assert_eq!((outcome.applied, outcome.ignored), (2, 0));
+    assert_eq!(outcome.reconcile_scheduled, ["cap/img"]);
+    // A tagged push needs the manifest: with no registry the batch fails, naming the event.
+    let err = indexer
+        .apply_events(&[one("push-manifest-tagged.json")])
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("755e1ed6-5d51-4a70-9c44-6c7ddfcb0383") && text.contains("cap/img"),
+        "{text}"
+    );
+    assert_eq!(indexer.status().events_failed, 1);
+}
+
+/// Every repository's tags, read from the store.
+async fn snapshot(store: &Arc<dyn Store>) -> BTreeMap<String, BTreeMap<String, Digest>> {
+    let mut out = BTreeMap::new();
+    for name in store.repositories().await.unwrap() {
+        out.insert(
+            name.clone(),
+            store.repository_tags(&name).await.unwrap().unwrap(),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn live_notifications_keep_the_store_current() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let slot: Arc<tokio::sync::OnceCell<Arc<Indexer>>> = Arc::new(tokio::sync::OnceCell::new());
+    let handler_slot = slot.clone();
+    let hook = webhook(move |request| {
+        let slot = handler_slot.clone();
+        async move {
+            if request.header("authorization") != Some("Bearer hook-secret") {
+                return 401;
+            }
+            let Some(indexer) = slot.get() else {
+                return 503;
+            };
+            let Ok(events) = parse_distribution(&request.body) else {
+                return 400;
+            };
+            match indexer.apply_events(&events).await {
+                Ok(_) => 200,
+                Err(_) => 500,
+            }
+        }
+    })
+    .await;
+    let Some(registry) = TestRegistry::start_or_skip(TestRegistryOptions {
+        notifications: Some(Notifications {
+            url: hook.url.clone(),
+            bearer_token: Some("hook-secret".into()),
+            ignore_blobs_and_pulls: false,
+        }),
+        basic_auth: None,
+    })
+    .await
+    else {
+        return;
+    };
+    let client = RegistryClient::new(client_config(&registry.url())).unwrap();
+    let indexer = Arc::new(Indexer::new(client, store.clone(), indexer_config()));
+    slot.set(indexer.clone()).unwrap();
+    let shutdown = CancellationToken::new();
+    let background = indexer.clone().spawn(shutdown.clone());
+
+    let pusher = registry.pusher();
+    let wait = Duration::from_secs(20);
+    let tag_is = |repo: &'static str, tag: &'static str, want: Option<Digest>| {
+        let store = store.clone();
+        move || {
+            let store = store.clone();
+            let want = want.clone();
+            async move {
+                let tags = store
+                    .repository_tags(repo)
+                    .await
+                    .unwrap()
+                    .unwrap_or_default();
+                tags.get(tag).cloned() == want
+            }
+        }
+    };
+
+    // Push with a tag: indexed from the event itself.
+    let first = pusher
+        .push_image(
+            "live/app",
+            Some("v1"),
+            &ImageSpec::new("linux", "amd64").label("n", "1"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(wait, tag_is("live/app", "v1", Some(first.digest.clone()))).await,
+        "push indexed"
+    );
+
+    // A multi-arch list: children by digest, then the tagged list.
+    let list = pusher
+        .push_list(
+            "live/multi",
+            "latest",
+            ListFormat::DockerList,
+            &[
+                ImageSpec::new("linux", "amd64"),
+                ImageSpec::new("linux", "arm64"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(
+            wait,
+            tag_is("live/multi", "latest", Some(list.digest.clone()))
+        )
+        .await,
+        "list indexed"
+    );
+
+    // Moving a tag, and a second tag on the same image.
+    let second = pusher
+        .push_image(
+            "live/app",
+            Some("v1"),
+            &ImageSpec::new("linux", "amd64").label("n", "2"),
+        )
+        .await
+        .unwrap();
+    pusher
+        .tag("live/app", "stable", &second.digest)
+        .await
+        .unwrap();
+    assert!(
+        eventually(wait, tag_is("live/app", "v1", Some(second.digest.clone()))).await,
+        "tag moved"
+    );
+    assert!(
+        eventually(
+            wait,
+            tag_is("live/app", "stable", Some(second.digest.clone()))
+        )
+        .await,
+        "tag added"
+    );
+
+    // Deleting the manifest removes both of its tags.
+    pusher
+        .delete_manifest("live/app", &second.digest)
+        .await
+        .unwrap();
+    assert!(
+        eventually(wait, tag_is("live/app", "v1", None)).await,
+        "v1 deleted"
+    );
+    assert!(
+        eventually(wait, tag_is("live/app", "stable", None)).await,
+        "stable deleted"
+    );
+
+    // After the debounced re-scans, the store equals a fresh full scan of the registry.
+    assert!(
+        eventually(wait, || async {
+            indexer.status().reconciles > 0 && indexer.status().reconciles_pending == 0
+        })
+        .await
+    );
+    let fresh_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let fresh = Indexer::new(
+        RegistryClient::new(client_config(&registry.url())).unwrap(),
+        fresh_store.clone(),
+        indexer_config(),
+    );
+    fresh.full_scan(&NoProgress).await.unwrap();
+    assert!(
+        eventually(wait, || {
+            let store = store.clone();
+            let fresh_store = fresh_store.clone();
+            async move { snapshot(&store).await == snapshot(&fresh_store).await }
+        })
+        .await,
+        "event-maintained store matches a fresh scan"
+    );
+    assert!(
+        indexer.status().events_applied >= 6,
+        "{:?}",
+        indexer.status()
+    );
+    assert!(hook.received.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    shutdown.cancel();
+    background.await.unwrap();
+}
+
+#[tokio::test]
+async fn bursts_of_events_coalesce_into_few_rescans() {
+    let Some(registry) = registry().await else {
+        return;
+    };
+    let pusher = registry.pusher();
+    let mut pushed = Vec::new();
+    for i in 0..10 {
+        let tag = format!("t{i}");
+        let image = pusher
+            .push_image(
+                "burst/repo",
+                Some(&tag),
+                &ImageSpec::new("linux", "amd64").label("i", &tag),
+            )
+            .await
+            .unwrap();
+        pushed.push((tag, image));
+    }
+    let (indexer, store) = indexer_for(client_config(&registry.url()));
+    let events: Vec<RegistryEvent> = pushed
+        .iter()
+        .map(|(tag, image)| RegistryEvent {
+            id: format!("e-{tag}"),
+            action: EventAction::Push,
+            repository: "burst/repo".into(),
+            tag: Some(tag.clone()),
+            digest: Some(image.digest.clone()),
+            media_type: Some(image.media_type.clone()),
+        })
+        .collect();
+    for event in &events {
+        indexer
+            .apply_events(std::slice::from_ref(event))
+            .await
+            .unwrap();
+    }
+    // Durable on return, before any re-scan ran.
+    assert_eq!(
+        store
+            .repository_tags("burst/repo")
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        10
+    );
+    assert_eq!(
+        indexer.status().reconciles_pending,
+        1,
+        "ten events, one pending re-scan"
+    );
+    assert!(indexer.drain_reconciles(Duration::from_secs(20)).await);
+    assert_eq!(indexer.status().reconciles, 1);
+    assert_eq!(indexer.status().events_applied, 10);
+}
+
+#[tokio::test]
+async fn pushes_of_artifacts_and_blobs_change_nothing() {
+    let Some(registry) = registry().await else {
+        return;
+    };
+    let pusher = registry.pusher();
+    let artifact = pusher
+        .push_image(
+            "art/repo",
+            Some("sbom"),
+            &ImageSpec::new("linux", "amd64").artifact("application/vnd.example.sbom+json"),
+        )
+        .await
+        .unwrap();
+    let (indexer, store) = indexer_for(client_config(&registry.url()));
+    let generation = store.generation().await.unwrap();
+    let outcome = indexer
+        .apply_events(&[RegistryEvent {
+            id: "a".into(),
+            action: EventAction::Push,
+            repository: "art/repo".into(),
+            tag: Some("sbom".into()),
+            digest: Some(artifact.digest.clone()),
+            media_type: Some(artifact.media_type.clone()),
+        }])
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.ignored), (0, 1));
+    assert_eq!(store.generation().await.unwrap(), generation);
+    // The artifact is remembered: scans read the tag (a GET on the first scan of a
+    // repository, a HEAD later) but never fetch the artifact or its config again.
+    let before = indexer.client().stats();
+    indexer.scan_repository("art/repo").await.unwrap();
+    indexer.scan_repository("art/repo").await.unwrap();
+    let after = indexer.client().stats();
+    assert_eq!(after.manifest_gets - before.manifest_gets, 1);
+    assert_eq!(after.manifest_heads - before.manifest_heads, 1);
+    assert_eq!(after.blob_gets, before.blob_gets);
+    assert_eq!(
+        store.repository_tags("art/repo").await.unwrap(),
+        Some(Default::default())
+    );
+}
+
+#[tokio::test]
+async fn background_work_scans_and_collects_periodically() {
+    let Some(registry) = registry().await else {
+        return;
+    };
+    let pusher = registry.pusher();
+    let old = pusher
+        .push_image(
+            "bg/app",
+            Some("v1"),
+            &ImageSpec::new("linux", "amd64").label("n", "old"),
+        )
+        .await
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let client = RegistryClient::new(client_config(&registry.url())).unwrap();
+    let mut cfg = indexer_config();
+    cfg.full_scan_interval = Some(Duration::from_millis(200));
+    cfg.gc_interval = Some(Duration::from_millis(200));
+    let indexer = Arc::new(Indexer::new(client, store.clone(), cfg));
+    let shutdown = CancellationToken::new();
+    let background = indexer.clone().spawn(shutdown.clone());
+
+    let wait = Duration::from_secs(20);
+    assert!(eventually(wait, || async { indexer.status().first_scan_done }).await);
+    assert!(store.manifest(&old.digest).await.unwrap().is_some());
+
+    // No events at all: the periodic scan notices the moved tag, and GC drops the
+    // manifest nothing references any more.
+    let new = pusher
+        .push_image(
+            "bg/app",
+            Some("v1"),
+            &ImageSpec::new("linux", "amd64").label("n", "new"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(wait, || async {
+            store
+                .repository_tags("bg/app")
+                .await
+                .unwrap()
+                .unwrap_or_default()
+                .get("v1")
+                == Some(&new.digest)
+        })
+        .await
+    );
+    assert!(
+        eventually(wait, || async {
+            store.manifest(&old.digest).await.unwrap().is_none()
+        })
+        .await
+    );
+    let status = indexer.status();
+    assert!(
+        status.full_scans >= 2 && status.gc_manifests_removed >= 1,
+        "{status:?}"
+    );
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), background)
+        .await
+        .expect("stops on shutdown")
+        .unwrap();
+}

@@ -1,0 +1,421 @@
+//! Faults: retries, time limits, a registry killed mid-scan, and authentication (HTTP
+//! basic against the real registry's htpasswd; the bearer-token flow against an
+//! in-test token server in front of the real registry, because the registry's own
+//! `auth: token` needs certificates).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use flagstate_core::indexer::{IndexerError, NoProgress};
+use flagstate_core::registry::{RegistryClient, RegistryError, RetryPolicy};
+use flagstate_core::testkit::{ImageSpec, TestRegistry, TestRegistryOptions};
+use flagstate_core::{Digest, Store};
+
+async fn seeded(repos: usize) -> Option<TestRegistry> {
+    let registry = registry().await?;
+    let pusher = registry.pusher();
+    for r in 0..repos {
+        pusher
+            .push_image(
+                &format!("f/r{r:02}"),
+                Some("v1"),
+                &ImageSpec::new("linux", "amd64").label("r", &r.to_string()),
+            )
+            .await
+            .unwrap();
+    }
+    Some(registry)
+}
+
+#[tokio::test]
+async fn transient_5xx_are_retried() {
+    let Some(registry) = seeded(2).await else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.address()).await;
+    proxy.add_rule(
+        "/tags/list",
+        Fault::Status {
+            code: 500,
+            retry_after: None,
+        },
+        Some(2),
+    );
+    proxy.add_rule(
+        "/manifests/",
+        Fault::Status {
+            code: 502,
+            retry_after: None,
+        },
+        Some(1),
+    );
+    proxy.add_rule(
+        "/blobs/",
+        Fault::Status {
+            code: 503,
+            retry_after: None,
+        },
+        Some(1),
+    );
+    let (indexer, store) = indexer_for(client_config(&proxy.url));
+    let report = indexer.full_scan(&NoProgress).await.unwrap();
+    assert!(report.is_complete(), "{:?}", report.repositories_failed);
+    assert_eq!(store.repositories().await.unwrap().len(), 2);
+    assert!(
+        indexer.client().stats().retries >= 4,
+        "{:?}",
+        indexer.client().stats()
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let Some(registry) = seeded(1).await else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.address()).await;
+    proxy.add_rule(
+        "/v2/_catalog",
+        Fault::Status {
+            code: 429,
+            retry_after: Some(1),
+        },
+        Some(1),
+    );
+    let mut cfg = client_config(&proxy.url);
+    cfg.retry = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_secs(5),
+    };
+    let (indexer, _) = indexer_for(cfg);
+    let started = Instant::now();
+    indexer.full_scan(&NoProgress).await.unwrap();
+    // Without honouring Retry-After the retry would come after ~1 ms.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(proxy.count("GET /v2/_catalog"), 2);
+}
+
+#[tokio::test]
+async fn persistent_failures_give_clear_errors_and_keep_the_index() {
+    let Some(registry) = seeded(3).await else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.address()).await;
+    let (indexer, store) = indexer_for(client_config(&proxy.url));
+    indexer.full_scan(&NoProgress).await.unwrap();
+    let before = store.repository_tags("f/r01").await.unwrap().unwrap();
+
+    // A new tag whose manifest cannot be read: the repository fails, the others don't.
+    registry
+        .pusher()
+        .push_image("f/r01", Some("v2"), &ImageSpec::new("linux", "arm64"))
+        .await
+        .unwrap();
+    proxy.add_rule(
+        "/v2/f/r01/manifests/sha256:",
+        Fault::Status {
+            code: 503,
+            retry_after: None,
+        },
+        None,
+    );
+    let report = indexer.full_scan(&NoProgress).await.unwrap();
+    assert_eq!(report.repositories_scanned, 2);
+    assert_eq!(report.repositories_failed.len(), 1);
+    let (name, error) = &report.repositories_failed[0];
+    assert_eq!(name, "f/r01");
+    assert!(
+        error.contains("HTTP 503")
+            && error.contains("/v2/f/r01/manifests/sha256:")
+            && error.contains("INJECTED"),
+        "{error}"
+    );
+    assert_eq!(
+        store.repository_tags("f/r01").await.unwrap().unwrap(),
+        before,
+        "left as it was"
+    );
+    let status = indexer.status();
+    assert!(
+        status
+            .last_scan_error
+            .unwrap()
+            .contains("1 of 3 repositories failed")
+    );
+
+    match indexer.scan_repository("f/r01").await {
+        Err(IndexerError::Repository { repository, source }) => {
+            assert_eq!(repository, "f/r01");
+            assert!(
+                matches!(
+                    *source,
+                    IndexerError::Registry(RegistryError::Status { status: 503, .. })
+                ),
+                "{source:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn slow_registry_times_out() {
+    let Some(registry) = seeded(1).await else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.address()).await;
+    proxy.add_rule("/v2/_catalog", Fault::Delay(Duration::from_secs(3)), None);
+    let mut cfg = client_config(&proxy.url);
+    cfg.timeout = Duration::from_millis(300);
+    cfg.retry = RetryPolicy {
+        max_attempts: 2,
+        ..RetryPolicy::default()
+    };
+    let client = RegistryClient::new(cfg).unwrap();
+    match client.catalog().await {
+        Err(RegistryError::Network {
+            url,
+            attempts,
+            reason,
+        }) => {
+            assert!(url.contains("/v2/_catalog"), "{url}");
+            assert_eq!(attempts, 2);
+            assert!(
+                reason.to_lowercase().contains("timed out") || reason.contains("timeout"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn registry_killed_mid_scan() {
+    let Some(mut registry) = seeded(30).await else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.address()).await;
+    let mut cfg = client_config(&proxy.url);
+    cfg.max_concurrency = 2;
+    let (indexer, store) = indexer_for(cfg);
+    indexer.full_scan(&NoProgress).await.unwrap();
+    let indexed = store.repositories().await.unwrap();
+    assert_eq!(indexed.len(), 30);
+
+    // New content everywhere, and a slow proxy, so the next scan takes a while.
+    let pusher = registry.pusher();
+    for r in 0..30 {
+        pusher
+            .push_image(
+                &format!("f/r{r:02}"),
+                Some("v2"),
+                &ImageSpec::new("linux", "arm64").label("r", &r.to_string()),
+            )
+            .await
+            .unwrap();
+    }
+    proxy.add_rule("/v2/f/", Fault::Delay(Duration::from_millis(30)), None);
+    let scan = {
+        let indexer = indexer.clone();
+        tokio::spawn(async move { indexer.full_scan(&NoProgress).await })
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let s = indexer.status();
+            s.scanning && s.repositories_total == 30 && s.repositories_done >= 5
+        })
+        .await
+    );
+    registry.kill();
+    let report = scan.await.unwrap().unwrap();
+    assert!(
+        !report.repositories_failed.is_empty(),
+        "the scan reports the failure"
+    );
+    assert!(report.repositories_removed.is_empty());
+    assert!(indexer.status().last_scan_error.is_some());
+    // Nothing already indexed is lost.
+    for name in &indexed {
+        let tags = store.repository_tags(name).await.unwrap().unwrap();
+        assert!(tags.contains_key("v1"), "{name}: {tags:?}");
+    }
+}
+
+#[tokio::test]
+async fn basic_auth_with_htpasswd() {
+    let Some(registry) = TestRegistry::start_or_skip(TestRegistryOptions {
+        basic_auth: Some(("alice".into(), "wonderland".into())),
+        ..TestRegistryOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    registry
+        .pusher()
+        .push_image("secret/app", Some("v1"), &ImageSpec::new("linux", "amd64"))
+        .await
+        .unwrap();
+
+    let mut cfg = client_config(&registry.url());
+    cfg.credentials = Some(basic("alice", "wonderland"));
+    let (indexer, store) = indexer_for(cfg);
+    indexer.full_scan(&NoProgress).await.unwrap();
+    assert_eq!(store.repositories().await.unwrap(), ["secret/app"]);
+
+    // Anonymous: the catalog is refused, and so is the repository.
+    let (anonymous, _) = indexer_for(client_config(&registry.url()));
+    let err = anonymous.full_scan(&NoProgress).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IndexerError::NoRepositories(RegistryError::CatalogUnavailable { status: 401, .. })
+        ),
+        "{err:?}"
+    );
+    let err = anonymous
+        .scan_repository("secret/app")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("401") && err.contains("/v2/secret/app/tags/list"),
+        "{err}"
+    );
+
+    // Wrong password: refused, and the password appears nowhere.
+    let mut cfg = client_config(&registry.url());
+    cfg.credentials = Some(basic("alice", "looking-glass"));
+    let (wrong, _) = indexer_for(cfg);
+    let err = wrong.scan_repository("secret/app").await.unwrap_err();
+    let shown = format!("{err} {err:?} {:?}", wrong.client());
+    assert!(
+        shown.contains("401") && !shown.contains("looking-glass"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn bearer_token_flow() {
+    let Some(registry) = seeded(3).await else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.address()).await;
+    proxy.require_tokens("bob", "builder", 300);
+
+    let mut cfg = client_config(&proxy.url);
+    cfg.credentials = Some(basic("bob", "builder"));
+    let (indexer, store) = indexer_for(cfg);
+    indexer.full_scan(&NoProgress).await.unwrap();
+    assert_eq!(store.repositories().await.unwrap().len(), 3);
+    // One token for the catalog and one per repository, then cached.
+    assert_eq!(proxy.tokens_issued(), 4);
+    assert_eq!(indexer.client().stats().token_requests, 4);
+    indexer.full_scan(&NoProgress).await.unwrap();
+    assert_eq!(proxy.tokens_issued(), 4, "tokens are cached per scope");
+
+    // Tokens revoked: a 401 makes the client authenticate again and succeed.
+    proxy.revoke_tokens();
+    let report = indexer.full_scan(&NoProgress).await.unwrap();
+    assert!(report.is_complete(), "{:?}", report.repositories_failed);
+    assert_eq!(proxy.tokens_issued(), 8);
+
+    // Bad credentials at the token endpoint: a clear error naming the realm.
+    let mut cfg = client_config(&proxy.url);
+    cfg.credentials = Some(basic("bob", "wrecker"));
+    let (wrong, _) = indexer_for(cfg);
+    let err = wrong.full_scan(&NoProgress).await.unwrap_err().to_string();
+    assert!(
+        err.contains("token request to") && err.contains("/token") && err.contains("401"),
+        "{err}"
+    );
+    assert!(!err.contains("wrecker"));
+}
+
+#[tokio::test]
+async fn expired_tokens_are_renewed() {
+    let Some(registry) = seeded(1).await else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.address()).await;
+    proxy.require_tokens("bob", "builder", 1);
+    let mut cfg = client_config(&proxy.url);
+    cfg.credentials = Some(basic("bob", "builder"));
+    let (indexer, _) = indexer_for(cfg);
+    indexer.full_scan(&NoProgress).await.unwrap();
+    let issued = proxy.tokens_issued();
+    let challenges = proxy.count("GET /v2/f/r00/tags/list");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    indexer.full_scan(&NoProgress).await.unwrap();
+    assert_eq!(proxy.tokens_issued(), issued * 2, "expired tokens replaced");
+    // Renewed before use (the client knows the expiry): no extra 401 round trip.
+    assert_eq!(proxy.count("GET /v2/f/r00/tags/list"), challenges + 1);
+}
+
+#[tokio::test]
+async fn content_not_matching_its_digest_is_rejected() {
+    let Some(registry) = seeded(1).await else {
+        return;
+    };
+    let client = RegistryClient::new(client_config(&registry.url())).unwrap();
+    let (digest, media_type) = client.head_manifest("f/r00", "v1").await.unwrap().unwrap();
+    let good = client.get_manifest("f/r00", digest.as_str()).await.unwrap();
+    assert_eq!((&good.digest, &good.media_type), (&digest, &media_type));
+
+    // A registry (or something in between) serving other bytes than it announces.
+    let proxy = Proxy::start(&registry.address()).await;
+    let forged = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#.to_vec();
+    proxy.add_rule(
+        &format!("/manifests/{digest}"),
+        Fault::Serve {
+            headers: vec![("Content-Type", media_type.clone())],
+            body: forged.clone(),
+        },
+        None,
+    );
+    proxy.add_rule(
+        "/manifests/v1",
+        Fault::Serve {
+            headers: vec![
+                ("Content-Type", media_type.clone()),
+                ("Docker-Content-Digest", digest.to_string()),
+            ],
+            body: forged.clone(),
+        },
+        None,
+    );
+    let client = RegistryClient::new(client_config(&proxy.url)).unwrap();
+    for reference in [digest.as_str(), "v1"] {
+        match client.get_manifest("f/r00", reference).await {
+            Err(RegistryError::DigestMismatch {
+                expected,
+                actual,
+                url,
+            }) => {
+                assert_eq!(expected, digest);
+                assert_eq!(actual, Digest::sha256_of(&forged));
+                assert!(url.contains("/v2/f/r00/manifests/"), "{url}");
+            }
+            other => panic!("{reference}: {other:?}"),
+        }
+    }
+    // The indexer reports the repository as failed instead of storing forged content.
+    let (indexer, store) = indexer_for(client_config(&proxy.url));
+    let report = indexer.full_scan(&NoProgress).await.unwrap();
+    assert_eq!(report.repositories_failed.len(), 1);
+    assert!(
+        report.repositories_failed[0].1.contains("does not match"),
+        "{:?}",
+        report.repositories_failed
+    );
+    assert!(store.repository_tags("f/r00").await.unwrap().is_none());
+    let _ = Arc::new(());
+}

@@ -1,0 +1,321 @@
+//! Fills a registry with test images, reads it back raw, or scans it with the indexer —
+//! the three halves of the scan benchmark (`scripts/bench-scan`).
+//!
+//! ```text
+//! cargo run --release --example populate -- push --registry http://127.0.0.1:5000/ --images 10000 --repos 1000
+//! cargo run --release --example populate -- raw  --registry http://127.0.0.1:5000/ --concurrency 16
+//! cargo run --release --example populate -- scan --registry http://127.0.0.1:5000/ --concurrency 16
+//! ```
+//!
+//! `push` writes `--images` tags spread over `--repos` repositories: seven in ten are
+//! single images, three in ten multi-arch lists (OCI indexes and Docker lists) of two or
+//! three images; every image has a few random labels, a quarter of them Flatpak-style
+//! ones. `raw` fetches exactly what a first full scan fetches (catalog, tags, manifests,
+//! list children, configs) with the same concurrency and no processing, which is the
+//! registry's own rate. `scan` runs a full scan into memory, then a re-scan.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use flagstate_core::indexer::{Indexer, IndexerConfig, NoProgress};
+use flagstate_core::registry::{MANIFEST_ACCEPT, RegistryClient, RegistryConfig, RetryPolicy};
+use flagstate_core::testkit::{ImageSpec, ListFormat, Pusher};
+use flagstate_core::{MemoryStore, Store};
+use futures::stream::{self, StreamExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::Semaphore;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+struct Args {
+    mode: String,
+    options: HashMap<String, String>,
+}
+
+impl Args {
+    fn parse() -> Result<Args, Error> {
+        let mut raw = std::env::args().skip(1);
+        let mode = raw.next().ok_or("usage: populate push|raw|scan --registry URL [--images N --repos M --concurrency C --seed S]")?;
+        let mut options = HashMap::new();
+        while let Some(key) = raw.next() {
+            let key = key
+                .strip_prefix("--")
+                .ok_or_else(|| format!("unexpected argument {key:?}"))?;
+            let value = raw.next().ok_or_else(|| format!("--{key} needs a value"))?;
+            options.insert(key.to_owned(), value);
+        }
+        Ok(Args { mode, options })
+    }
+
+    fn get<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, Error> {
+        match self.options.get(key) {
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("--{key}: cannot read {v:?}").into()),
+            None => Ok(default),
+        }
+    }
+
+    fn registry(&self) -> Result<String, Error> {
+        let url = self
+            .options
+            .get("registry")
+            .ok_or("--registry URL is required")?;
+        Ok(if url.ends_with('/') {
+            url.clone()
+        } else {
+            format!("{url}/")
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args = Args::parse()?;
+    match args.mode.as_str() {
+        "push" => push(&args).await,
+        "raw" => raw(&args).await,
+        "scan" => scan(&args).await,
+        other => Err(format!("unknown mode {other:?}; use push, raw or scan").into()),
+    }
+}
+
+const ARCHES: &[&str] = &["amd64", "arm64", "ppc64le", "s390x"];
+const WORDS: &[&str] = &[
+    "editor", "viewer", "player", "shell", "runtime", "sdk", "tool", "game", "office", "chat",
+];
+
+fn image_spec(rng: &mut StdRng, id: u64, arch: &str) -> ImageSpec {
+    let mut spec = ImageSpec::new("linux", arch).label("bench.id", &id.to_string());
+    for _ in 0..rng.random_range(1..=5) {
+        let word = WORDS[rng.random_range(0..WORDS.len())];
+        spec = spec.label(
+            &format!("org.example.{word}"),
+            &format!("{word}-{}", rng.random_range(0..1000)),
+        );
+    }
+    if rng.random_range(0..4) == 0 {
+        let word = WORDS[rng.random_range(0..WORDS.len())];
+        let app = format!("org.example.{word}{id}");
+        spec = spec
+            .label("org.flatpak.ref", &format!("app/{app}/x86_64/stable"))
+            .label(
+                "org.flatpak.metadata",
+                &format!("[Application]\nname={app}\n"),
+            )
+            .label(
+                "org.flatpak.download-size",
+                &rng.random_range(1_000_000..90_000_000u64).to_string(),
+            )
+            .label(
+                "org.freedesktop.appstream.appdata",
+                &format!("<component><id>{app}</id></component>"),
+            )
+            .annotation("org.opencontainers.image.title", &app);
+    }
+    if rng.random_range(0..2) == 0 {
+        spec = spec.docker();
+    }
+    spec
+}
+
+async fn push(args: &Args) -> Result<(), Error> {
+    let registry = args.registry()?;
+    let images: u64 = args.get("images", 1000)?;
+    let repos: u64 = args.get("repos", 100)?.max(1);
+    let concurrency: usize = args.get("concurrency", 16)?;
+    let seed: u64 = args.get("seed", 1)?;
+    let pusher = Pusher::new(&registry, None);
+    let children = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let results: Vec<Result<(), Error>> = stream::iter(0..images)
+        .map(|i| {
+            let pusher = pusher.clone();
+            let children = children.clone();
+            async move {
+                let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(i));
+                let repo = format!("bench/r{:05}", i % repos);
+                let tag = format!("t{}", i / repos);
+                if i % 10 < 3 {
+                    let n = rng.random_range(2..=3);
+                    let specs: Vec<ImageSpec> = (0..n)
+                        .map(|k| image_spec(&mut rng, i * 10 + k as u64, ARCHES[k]))
+                        .collect();
+                    let format = if i % 2 == 0 {
+                        ListFormat::OciIndex
+                    } else {
+                        ListFormat::DockerList
+                    };
+                    pusher.push_list(&repo, &tag, format, &specs).await?;
+                    children.fetch_add(n as u64, Ordering::Relaxed);
+                } else {
+                    let arch = ARCHES[rng.random_range(0..2)];
+                    let spec = image_spec(&mut rng, i * 10, arch);
+                    pusher.push_image(&repo, Some(&tag), &spec).await?;
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        eprintln!("first failure: {e}");
+    }
+    let took = started.elapsed();
+    println!(
+        "pushed {} tags ({} list children) over {repos} repositories in {:.1}s: {:.0} tags/s, {failed} failed",
+        images - failed as u64,
+        children.load(Ordering::Relaxed),
+        took.as_secs_f64(),
+        images as f64 / took.as_secs_f64()
+    );
+    if failed > 0 {
+        return Err(format!("{failed} pushes failed").into());
+    }
+    Ok(())
+}
+
+/// The registry's own rate: the requests of a first full scan, with the same
+/// concurrency, and nothing done with the answers beyond finding the next request.
+async fn raw(args: &Args) -> Result<(), Error> {
+    let registry = args.registry()?;
+    let concurrency: usize = args.get("concurrency", 16)?;
+    flagstate_core::registry::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let limit = Arc::new(Semaphore::new(concurrency));
+    let get = |url: String, accept: bool| {
+        let http = http.clone();
+        let limit = limit.clone();
+        async move {
+            let _permit = limit.acquire().await?;
+            let mut request = http.get(&url);
+            if accept {
+                request = request.header("Accept", MANIFEST_ACCEPT);
+            }
+            let response = request.send().await?.error_for_status()?;
+            let link = response
+                .headers()
+                .get("link")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| {
+                    l.split_once('<')
+                        .and_then(|(_, r)| r.split_once('>'))
+                        .map(|(u, _)| u.to_owned())
+                });
+            let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
+            Ok::<_, Error>((body, link))
+        }
+    };
+    let started = Instant::now();
+    let mut repositories = Vec::new();
+    let mut next = Some(format!("{registry}v2/_catalog?n=1000"));
+    while let Some(url) = next.take() {
+        let (body, link) = get(url, false).await?;
+        let page: Vec<String> =
+            serde_json::from_value(body["repositories"].clone()).unwrap_or_default();
+        if page.is_empty() {
+            break;
+        }
+        repositories.extend(page);
+        next = link.map(|l| format!("{}{}", registry.trim_end_matches('/'), l));
+    }
+    let manifests = AtomicU64::new(0);
+    let blobs = AtomicU64::new(0);
+    let results: Vec<Result<(), Error>> = stream::iter(repositories.iter())
+        .map(|repo| {
+            let (get, registry, manifests, blobs) = (&get, &registry, &manifests, &blobs);
+            async move {
+                let (tags, _) = get(format!("{registry}v2/{repo}/tags/list"), false).await?;
+                let tags: Vec<String> =
+                    serde_json::from_value(tags["tags"].clone()).unwrap_or_default();
+                for tag in tags {
+                    let (manifest, _) =
+                        get(format!("{registry}v2/{repo}/manifests/{tag}"), true).await?;
+                    manifests.fetch_add(1, Ordering::Relaxed);
+                    let mut images = Vec::new();
+                    if let Some(children) = manifest["manifests"].as_array() {
+                        for child in children {
+                            let digest = child["digest"].as_str().unwrap_or_default();
+                            let (m, _) =
+                                get(format!("{registry}v2/{repo}/manifests/{digest}"), true)
+                                    .await?;
+                            manifests.fetch_add(1, Ordering::Relaxed);
+                            images.push(m);
+                        }
+                    } else {
+                        images.push(manifest);
+                    }
+                    for image in images {
+                        let config = image["config"]["digest"].as_str().unwrap_or_default();
+                        get(format!("{registry}v2/{repo}/blobs/{config}"), false).await?;
+                        blobs.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let took = started.elapsed();
+    let manifests = manifests.load(Ordering::Relaxed);
+    println!(
+        "raw read of {} repositories: {manifests} manifests + {} configs in {:.2}s: {:.0} manifests/s ({failed} repositories failed)",
+        repositories.len(),
+        blobs.load(Ordering::Relaxed),
+        took.as_secs_f64(),
+        manifests as f64 / took.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn scan(args: &Args) -> Result<(), Error> {
+    let registry = args.registry()?;
+    let concurrency: usize = args.get("concurrency", 16)?;
+    let mut cfg = RegistryConfig::new(registry.parse()?);
+    cfg.max_concurrency = concurrency;
+    cfg.retry = RetryPolicy::default();
+    let client = RegistryClient::new(cfg)?;
+    let store = Arc::new(MemoryStore::new());
+    let indexer = Indexer::new(
+        client,
+        store.clone() as Arc<dyn Store>,
+        IndexerConfig {
+            concurrency,
+            full_scan_interval: None,
+            gc_interval: None,
+            ..IndexerConfig::default()
+        },
+    );
+    let first = indexer.full_scan(&NoProgress).await?;
+    println!(
+        "full scan: {} repositories, {} tags, {} manifests + {} configs in {:.2}s: {:.0} manifests/s ({} failed)",
+        first.repositories_scanned,
+        first.tags_seen,
+        first.manifests_fetched,
+        first.blobs_fetched,
+        first.duration.as_secs_f64(),
+        first.manifests_fetched as f64 / first.duration.as_secs_f64(),
+        first.repositories_failed.len()
+    );
+    let before = indexer.client().stats();
+    let second = indexer.full_scan(&NoProgress).await?;
+    let after = indexer.client().stats();
+    println!(
+        "re-scan: {:.2}s, {} HEADs, {} manifest GETs, {} blob GETs: {:.0} tags/s",
+        second.duration.as_secs_f64(),
+        after.manifest_heads - before.manifest_heads,
+        after.manifest_gets - before.manifest_gets,
+        after.blob_gets - before.blob_gets,
+        second.tags_seen as f64 / second.duration.as_secs_f64()
+    );
+    Ok(())
+}
