@@ -1,1 +1,210 @@
-//! placeholder
+//! # flagstate-sqlite
+//!
+//! [`SqliteStore`]: the embedded, zero-setup [`Store`] of flagstate. One database file
+//! holds the whole index of one registry; it is created and migrated on open.
+//!
+//! ## How it works
+//! - **Connections** ([`connection`]): one writer connection serialises writes; a few
+//!   read-only connections answer queries concurrently thanks to WAL mode. All SQLite
+//!   calls run on tokio's blocking pool, never on the async runtime's workers.
+//! - **Schema** (`schema`): versioned migrations in `PRAGMA user_version`, applied at
+//!   open, additive only. A database from a newer flagstate is refused
+//!   ([`StoreError::SchemaTooNew`]), and so is a SQLite file another program created.
+//! - **Writes** (`write`): each `Store` write is one transaction that also rewrites the
+//!   repository's search row and bumps the generation when (and only when) the tags
+//!   changed, so the generation on disk always describes the data on disk.
+//! - **Queries** (`candidates`, `read`): label and annotation values live in a
+//!   normalised `(manifest, kind, key, value)` table indexed by `(kind, key, value)`.
+//!   That single index serves `:exists`, `=` and prefix-glob `:matches` tests on any key
+//!   (labels and annotations are open-ended, so neither per-key columns nor indexes on
+//!   JSON expressions could), and it is what makes the Flatpak query
+//!   (`label:org.flatpak.ref:exists=1&…`) touch only Flatpak images. SQL narrows the
+//!   query to candidate tags through these indexes; the answer is then produced by
+//!   [`IndexQuery::evaluate_repository`] over exactly those tags, so it is identical to
+//!   the reference semantics by construction. SQL text is shaped by the typed query and
+//!   every value is a bound parameter.
+//! - **Search** (`search`): an FTS5 table over repository names and the titles and
+//!   descriptions of tagged images, ranked with bm25 ([`Capabilities::ranked_search`]).
+//!
+//! ## Durability
+//! The database runs in WAL mode with `synchronous = NORMAL` by default
+//! ([`Durability::Normal`]): a committed write survives the process being killed at any
+//! moment (tested by killing a writer mid-stream), while an operating-system crash or
+//! power loss may roll back the last few commits — never corrupt the file. The index is
+//! rebuilt from the registry by the next scan, so that trade buys much cheaper commits.
+//! [`Durability::Full`] fsyncs every commit.
+//!
+//! ## Ordering
+//! Text columns use SQLite's BINARY (bytewise) collation, but no output order relies on
+//! SQL: repositories, images, lists and tags are sorted in Rust.
+
+#![warn(missing_docs)]
+
+mod candidates;
+pub mod connection;
+mod error;
+mod read;
+mod schema;
+mod search;
+mod write;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use async_trait::async_trait;
+use flagstate_core::{
+    Capabilities, Digest, GcStats, Generation, IndexQuery, Manifest, RepositoryEntry,
+    RepositorySnapshot, SearchPage, Store, StoreError, TagChange,
+};
+
+pub use connection::{Durability, SqliteOptions};
+
+use connection::Connections;
+
+/// The newest database schema version this build reads and writes.
+pub const SCHEMA_VERSION: i64 = schema::SUPPORTED_VERSION;
+
+/// A [`Store`] in a SQLite database file. See the [crate docs](crate).
+#[derive(Debug)]
+pub struct SqliteStore {
+    connections: Connections,
+}
+
+impl SqliteStore {
+    /// Opens the database at `path` for reading and writing, creating it if missing and
+    /// migrating its schema. Blocks while opening; call it before serving, or from
+    /// `spawn_blocking`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// [`open`](Self::open) with explicit tuning.
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
+        Ok(SqliteStore {
+            connections: Connections::open(path.as_ref(), &options)?,
+        })
+    }
+
+    /// Opens an existing, up-to-date database without ever writing to it: every write
+    /// method fails with [`StoreError::ReadOnly`]. Sees what another process's writer
+    /// commits.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_read_only_with(path, SqliteOptions::default())
+    }
+
+    /// [`open_read_only`](Self::open_read_only) with explicit tuning.
+    pub fn open_read_only_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<Self, StoreError> {
+        Ok(SqliteStore {
+            connections: Connections::open_read_only(path.as_ref(), &options)?,
+        })
+    }
+
+    /// A private, empty database in memory (one connection), for tests and throwaway use.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Ok(SqliteStore {
+            connections: Connections::open_in_memory(&SqliteOptions::default())?,
+        })
+    }
+
+    /// Where the database lives (`:memory:` for an in-memory store).
+    pub fn path(&self) -> &Path {
+        &self.connections.path
+    }
+
+    /// Whether writes are refused.
+    pub fn is_read_only(&self) -> bool {
+        self.connections.is_read_only()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn replace_repository(
+        &self,
+        snapshot: &RepositorySnapshot,
+    ) -> Result<Generation, StoreError> {
+        let snapshot = snapshot.clone();
+        Ok(self
+            .connections
+            .write(move |c| write::replace_repository(c, &snapshot))
+            .await?)
+    }
+
+    async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError> {
+        let name = name.to_owned();
+        Ok(self
+            .connections
+            .write(move |c| write::remove_repository(c, &name))
+            .await?)
+    }
+
+    async fn apply(&self, change: &TagChange) -> Result<Generation, StoreError> {
+        let change = change.clone();
+        Ok(self
+            .connections
+            .write(move |c| write::apply(c, &change))
+            .await?)
+    }
+
+    async fn repositories(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.connections.read(read::repositories).await?)
+    }
+
+    async fn repository_tags(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Digest>>, StoreError> {
+        let name = name.to_owned();
+        Ok(self
+            .connections
+            .read(move |c| read::repository_tags(c, &name))
+            .await?)
+    }
+
+    async fn known_manifests(&self, digests: &[Digest]) -> Result<BTreeSet<Digest>, StoreError> {
+        let digests = digests.to_vec();
+        Ok(self
+            .connections
+            .read(move |c| read::known_manifests(c, &digests))
+            .await?)
+    }
+
+    async fn manifest(&self, digest: &Digest) -> Result<Option<Manifest>, StoreError> {
+        let digest = digest.clone();
+        Ok(self
+            .connections
+            .read(move |c| read::manifest(c, &digest))
+            .await?)
+    }
+
+    async fn query(&self, query: &IndexQuery) -> Result<Vec<RepositoryEntry>, StoreError> {
+        let query = query.clone();
+        Ok(self
+            .connections
+            .read(move |c| read::query(c, &query))
+            .await?)
+    }
+
+    async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
+        let text = text.to_owned();
+        Ok(self
+            .connections
+            .read(move |c| search::search(c, &text, offset, limit))
+            .await?)
+    }
+
+    async fn generation(&self) -> Result<Generation, StoreError> {
+        Ok(self.connections.read(write::generation).await?)
+    }
+
+    async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
+        Ok(self.connections.write(write::collect_garbage).await?)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE.with_ranked_search(true)
+    }
+}

@@ -1,0 +1,337 @@
+//! Load and query benchmark of `SqliteStore` (plain timing main; run with
+//! `cargo bench -p flagstate-sqlite --bench store`).
+//!
+//! For each scenario (10,000 and 100,000 images) a fresh child process bulk-loads a
+//! synthetic registry with `replace_repository` — 10 images per repository, every tenth
+//! repository a Flatpak application (so 10% Flatpak images), the others a mix of direct
+//! images and a four-platform image list — then measures the Flatpak client's query and
+//! a whole-index dump, and reports peak RSS (`VmHWM`). Each scenario runs in its own
+//! process so peak memory is not inherited from the previous one.
+//!
+//! `FLAGSTATE_BENCH_SCENARIOS=10000,100000` picks the scenarios (image counts);
+//! `FLAGSTATE_BENCH_KEEP=DIR` keeps each loaded database in DIR for inspection.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use flagstate_core::model::{OCI_INDEX, OCI_MANIFEST};
+use flagstate_core::{
+    Digest, Image, ImageList, IndexQuery, IndexResponse, ListEntry, Manifest, Platform,
+    RepositorySnapshot, Store,
+};
+use flagstate_sqlite::SqliteStore;
+
+const SCENARIO_ENV: &str = "FLAGSTATE_BENCH_SCENARIO";
+const FLATPAK_QUERY: &str =
+    "label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
+const IMAGES_PER_REPOSITORY: usize = 10;
+
+fn labels(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+fn image(seed: &str, arch: &str, labels: BTreeMap<String, String>) -> Image {
+    Image {
+        digest: Digest::sha256_of(seed.as_bytes()),
+        media_type: OCI_MANIFEST.to_owned(),
+        platform: Platform::new("linux", arch),
+        labels,
+        annotations: labels_for_annotations(seed),
+        created: Some("2024-05-01T12:00:00Z".to_owned()),
+        config_digest: Some(Digest::sha256_of(format!("config {seed}").as_bytes())),
+    }
+}
+
+fn labels_for_annotations(seed: &str) -> BTreeMap<String, String> {
+    labels(&[
+        (
+            "org.opencontainers.image.created",
+            "2024-05-01T12:00:00Z".to_owned(),
+        ),
+        (
+            "org.opencontainers.image.revision",
+            format!("{:x}", seed.len() * 7919),
+        ),
+    ])
+}
+
+/// A Flatpak application image with labels shaped like real ones (metadata, appdata
+/// and an icon data URI of typical size).
+fn flatpak_image(repo: usize, version: usize, arch: &str) -> Image {
+    let app = format!("org.example.App{repo}");
+    let flatpak_arch = if arch == "amd64" { "x86_64" } else { "aarch64" };
+    let metadata = format!(
+        "[Application]\nname={app}\nruntime=org.freedesktop.Platform/{flatpak_arch}/23.08\nsdk=org.freedesktop.Sdk/{flatpak_arch}/23.08\ncommand=app\n\n[Context]\nshared=network;ipc;\nsockets=x11;wayland;pulseaudio;\ndevices=dri;\nfilesystems=xdg-documents;\n"
+    );
+    let appdata = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><components version=\"0.8\"><component type=\"desktop\"><id>{app}</id><name>Example App {repo}</name><summary>An example application number {repo}</summary><description><p>{}</p></description><releases><release version=\"1.{version}\" timestamp=\"1700000000\"/></releases></component></components>",
+        "This application does useful things. ".repeat(12)
+    );
+    let icon = format!(
+        "data:image/png;base64,{}",
+        "iVBORw0KGgoAAAANSUhEUgAA".repeat(80)
+    );
+    image(
+        &format!("flatpak {repo} {version} {arch}"),
+        arch,
+        labels(&[
+            (
+                "org.flatpak.ref",
+                format!("app/{app}/{flatpak_arch}/stable"),
+            ),
+            ("org.flatpak.metadata", metadata),
+            ("org.flatpak.download-size", "31457280".to_owned()),
+            ("org.flatpak.installed-size", "94371840".to_owned()),
+            ("org.freedesktop.appstream.appdata", appdata),
+            ("org.freedesktop.appstream.icon-64", icon),
+        ]),
+    )
+}
+
+fn plain_image(repo: usize, n: usize, arch: &str) -> Image {
+    image(
+        &format!("plain {repo} {n} {arch}"),
+        arch,
+        labels(&[
+            ("name", format!("service-{repo}")),
+            ("summary", format!("Service number {repo}, build {n}")),
+            ("vendor", "Example Corp".to_owned()),
+            ("version", format!("{n}.0")),
+            ("license", "MIT".to_owned()),
+        ]),
+    )
+}
+
+fn image_list(seed: &str, children: &[&Image]) -> ImageList {
+    ImageList {
+        digest: Digest::sha256_of(seed.as_bytes()),
+        media_type: OCI_INDEX.to_owned(),
+        annotations: BTreeMap::new(),
+        entries: children
+            .iter()
+            .map(|c| ListEntry {
+                digest: c.digest.clone(),
+                platform: Some(c.platform.clone()),
+            })
+            .collect(),
+    }
+}
+
+/// Repository `i` of the synthetic registry: exactly 10 images.
+fn repository(i: usize) -> RepositorySnapshot {
+    let mut tags = BTreeMap::new();
+    let mut manifests = Vec::new();
+    let mut tag = |tag: String, manifest: &Manifest| {
+        tags.insert(tag, manifest.digest().clone());
+    };
+    if i.is_multiple_of(10) {
+        // Flatpak application: `latest` is an image list (amd64 + arm64) on even
+        // repositories and a direct amd64 image on odd ones; older versions are direct.
+        let name = format!("apps/org.example.app{i}");
+        let amd = flatpak_image(i, 9, "amd64");
+        if i.is_multiple_of(20) {
+            let arm = flatpak_image(i, 9, "arm64");
+            let lst = Manifest::List(image_list(&format!("flatpak list {i}"), &[&amd, &arm]));
+            tag("latest".to_owned(), &lst);
+            manifests.extend([lst, Manifest::Image(amd), Manifest::Image(arm)]);
+            for v in 0..8 {
+                let m = Manifest::Image(flatpak_image(i, v, "amd64"));
+                tag(format!("1.{v}"), &m);
+                manifests.push(m);
+            }
+        } else {
+            let m = Manifest::Image(amd);
+            tag("latest".to_owned(), &m);
+            manifests.push(m);
+            for v in 0..9 {
+                let m = Manifest::Image(flatpak_image(i, v, "amd64"));
+                tag(format!("1.{v}"), &m);
+                manifests.push(m);
+            }
+        }
+        return RepositorySnapshot {
+            name,
+            tags,
+            manifests,
+        };
+    }
+    // A service: six direct images and one list of four platforms.
+    for n in 0..6 {
+        let m = Manifest::Image(plain_image(i, n, "amd64"));
+        tag(format!("v{n}"), &m);
+        if n == 5 {
+            tag("latest".to_owned(), &m);
+        }
+        manifests.push(m);
+    }
+    let children: Vec<Image> = ["amd64", "arm64", "ppc64le", "s390x"]
+        .iter()
+        .map(|arch| plain_image(i, 100, arch))
+        .collect();
+    let lst = Manifest::List(image_list(
+        &format!("plain list {i}"),
+        &children.iter().collect::<Vec<_>>(),
+    ));
+    tag("multi".to_owned(), &lst);
+    tag("stable".to_owned(), &lst);
+    manifests.push(lst);
+    manifests.extend(children.into_iter().map(Manifest::Image));
+    RepositorySnapshot {
+        name: format!("services/team{}/service{i}", i % 37),
+        tags,
+        manifests,
+    }
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn timed<F, Fut, T>(iterations: usize, mut run: F) -> (Vec<Duration>, T)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut samples = Vec::with_capacity(iterations);
+    let mut last = None;
+    for _ in 0..iterations {
+        // Free the previous answer first so peak memory reflects one answer.
+        drop(last.take());
+        let start = Instant::now();
+        last = Some(run().await);
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+    (samples, last.expect("at least one iteration"))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn scenario(images: usize) {
+    let repositories = images / IMAGES_PER_REPOSITORY;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // FLAGSTATE_BENCH_KEEP=DIR keeps the loaded database as DIR/bench-<images>.db.
+    let path = match std::env::var_os("FLAGSTATE_BENCH_KEEP") {
+        Some(keep) => {
+            let path = std::path::Path::new(&keep).join(format!("bench-{images}.db"));
+            let _ = std::fs::remove_file(&path);
+            path
+        }
+        None => dir.path().join("bench.db"),
+    };
+    let store = SqliteStore::open(&path).expect("open store");
+
+    let start = Instant::now();
+    for i in 0..repositories {
+        store
+            .replace_repository(&repository(i))
+            .await
+            .expect("replace_repository");
+    }
+    let load = start.elapsed();
+    let rss_loaded = status_kib("VmRSS:");
+    drop(store);
+
+    // Reopen so the first query runs on a cold connection and page cache.
+    let store = SqliteStore::open(&path).expect("reopen store");
+    let flatpak = IndexQuery::parse(FLATPAK_QUERY).expect("query parses");
+    let start = Instant::now();
+    let first = store.query(&flatpak).await.expect("query");
+    let first_time = start.elapsed();
+    let iterations = if images >= 100_000 { 100 } else { 300 };
+    let (flatpak_samples, results) = timed(iterations, || async {
+        store.query(&flatpak).await.expect("query")
+    })
+    .await;
+    assert_eq!(first, results);
+    let flatpak_images: usize = results
+        .iter()
+        .map(|r| r.images.len() + r.lists.iter().map(|l| l.images.len()).sum::<usize>())
+        .sum();
+    assert_eq!(
+        flatpak_images,
+        repositories / 10,
+        "one match per Flatpak app"
+    );
+    // Peak so far: the loaded store serving Flatpak queries.
+    let serving_peak = status_kib("VmHWM:");
+
+    let all = IndexQuery::all();
+    let dumps = if images >= 100_000 { 10 } else { 30 };
+    let (dump_samples, dump) =
+        timed(dumps, || async { store.query(&all).await.expect("dump") }).await;
+    let start = Instant::now();
+    let body = IndexResponse::new("/", dump).to_json();
+    let serialise = start.elapsed();
+
+    println!(
+        "RESULT images={images} repositories={repositories} load_s={:.2} replace_per_s={:.0} images_per_s={:.0} \
+         db_mib={:.1} flatpak_results={} flatpak_first={} flatpak_p50={} flatpak_p99={} \
+         dump_p50={} dump_p99={} dump_json_mib={:.1} dump_serialise={} rss_after_load_mib={:.1} peak_rss_serving_mib={:.1} peak_rss_with_dump_mib={:.1}",
+        load.as_secs_f64(),
+        repositories as f64 / load.as_secs_f64(),
+        images as f64 / load.as_secs_f64(),
+        std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0,
+        results.len(),
+        ms(first_time),
+        ms(percentile(&flatpak_samples, 0.5)),
+        ms(percentile(&flatpak_samples, 0.99)),
+        ms(percentile(&dump_samples, 0.5)),
+        ms(percentile(&dump_samples, 0.99)),
+        body.len() as f64 / 1048576.0,
+        ms(serialise),
+        rss_loaded as f64 / 1024.0,
+        serving_peak as f64 / 1024.0,
+        status_kib("VmHWM:") as f64 / 1024.0,
+    );
+}
+
+fn main() {
+    if let Ok(images) = std::env::var(SCENARIO_ENV) {
+        let images: usize = images.parse().expect("image count");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(scenario(images));
+        return;
+    }
+    // `cargo test --benches` runs bench targets with `--test`-like flags; a full run is
+    // only meant for `cargo bench`.
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    let scenarios =
+        std::env::var("FLAGSTATE_BENCH_SCENARIOS").unwrap_or_else(|_| "10000,100000".to_owned());
+    let exe = std::env::current_exe().expect("own executable");
+    for images in scenarios
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let status = Command::new(&exe)
+            .env(SCENARIO_ENV, images)
+            .status()
+            .expect("run scenario");
+        assert!(status.success(), "scenario {images} failed");
+    }
+}

@@ -1,0 +1,135 @@
+//! The crate's private error type and its conversion into the public [`StoreError`].
+//!
+//! Everything inside the crate returns [`Error`]; only the public `Store` methods convert,
+//! so that the mapping from SQLite result codes to meanings (busy → unavailable, not a
+//! database → backend failure naming the file) lives in one place.
+
+use std::path::PathBuf;
+
+use flagstate_core::{Digest, StoreError};
+use rusqlite::ErrorCode;
+
+/// Backend name stamped into every [`StoreError`].
+pub(crate) const STORE: &str = "sqlite";
+
+/// What can go wrong inside the SQLite store.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    /// A failed SQLite call.
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database file cannot be opened (missing, permissions, bad directory).
+    #[error("{path}: cannot open SQLite database: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// The file exists but SQLite cannot read it as a database.
+    #[error("{path}: not a SQLite database, or the file is corrupt: {source}")]
+    NotADatabase {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// A SQLite database that some other program created.
+    #[error(
+        "{path}: this SQLite database was not created by flagstate (application_id {application_id:#x}, {tables} tables); refusing to modify it"
+    )]
+    ForeignDatabase {
+        path: PathBuf,
+        application_id: i64,
+        tables: i64,
+    },
+    /// A read-only open of a database that still needs a schema upgrade.
+    #[error(
+        "{path}: database schema version {found} is older than {supported}; open it read-write once to upgrade it"
+    )]
+    SchemaTooOld {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    /// The database comes from a newer flagstate.
+    #[error("database schema version {found} is newer than {supported}")]
+    SchemaTooNew { found: i64, supported: i64 },
+    /// A write on a read-only store.
+    #[error("store is read-only")]
+    ReadOnly,
+    /// A stored manifest whose JSON no longer decodes.
+    #[error("stored manifest {digest} cannot be decoded: {source}")]
+    Decode {
+        digest: String,
+        source: serde_json::Error,
+    },
+    /// A manifest that cannot be encoded for storage.
+    #[error("manifest {digest} cannot be encoded: {source}")]
+    Encode {
+        digest: String,
+        source: serde_json::Error,
+    },
+    /// A digest column holding something that is not a digest.
+    #[error("stored digest {value:?} is invalid: {source}")]
+    BadDigest {
+        value: String,
+        source: flagstate_core::DigestError,
+    },
+    /// See [`StoreError::MissingManifest`].
+    #[error("repository {repository}: manifest {digest} is neither supplied nor stored")]
+    MissingManifest { repository: String, digest: Digest },
+    /// See [`StoreError::Invalid`].
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// A blocking task panicked or was cancelled.
+    #[error("database task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Whether a SQLite error means "try again later" rather than "this is broken".
+fn is_transient(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::CannotOpen
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::OutOfMemory
+        )
+    )
+}
+
+/// Whether a SQLite error says the file is not (or no longer) a readable database.
+pub(crate) fn is_not_a_database(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+    )
+}
+
+impl From<Error> for StoreError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::MissingManifest { repository, digest } => {
+                StoreError::MissingManifest { repository, digest }
+            }
+            Error::Invalid(message) => StoreError::Invalid(message),
+            Error::ReadOnly => StoreError::ReadOnly { store: STORE },
+            Error::SchemaTooNew { found, supported } => StoreError::SchemaTooNew {
+                store: STORE,
+                found,
+                supported,
+            },
+            Error::Sqlite(e) if is_transient(&e) => StoreError::Unavailable {
+                store: STORE,
+                source: Box::new(e),
+            },
+            other => StoreError::Backend {
+                store: STORE,
+                source: Box::new(other),
+            },
+        }
+    }
+}
+
+/// Shorthand for results inside the crate.
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,383 @@
+//! Write transactions: replacing repositories, incremental tag changes, removal and
+//! garbage collection.
+//!
+//! Every public function here runs in one `IMMEDIATE` transaction (taking the write lock
+//! up front, so a transaction never fails half-way on a lock upgrade) that also updates
+//! the search index and the generation, so a crash at any point leaves either the old or
+//! the new state — never tags without their generation bump.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use flagstate_core::model::{Description, validate_repository_name, validate_tag};
+use flagstate_core::query::effective_platform;
+use flagstate_core::{Digest, GcStats, Generation, Image, ImageList, Manifest};
+use flagstate_core::{RepositorySnapshot, TagChange};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use crate::error::{Error, Result};
+use crate::search;
+
+/// `properties.kind` of a config label.
+pub(crate) const LABEL: i64 = 0;
+/// `properties.kind` of a manifest annotation.
+pub(crate) const ANNOTATION: i64 = 1;
+
+/// Rejects repository names outside the distribution grammar.
+pub(crate) fn check_repository_name(name: &str) -> Result<()> {
+    validate_repository_name(name)
+        .map_err(|problem| Error::Invalid(format!("repository {name:?}: {problem}")))
+}
+
+/// Rejects tags outside the distribution grammar.
+pub(crate) fn check_tag(repository: &str, tag: &str) -> Result<()> {
+    validate_tag(tag).map_err(|problem| {
+        Error::Invalid(format!("repository {repository}: tag {tag:?}: {problem}"))
+    })
+}
+
+fn begin(conn: &mut Connection) -> Result<Transaction<'_>> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+/// The current generation.
+pub(crate) fn generation(conn: &Connection) -> Result<Generation> {
+    let value: i64 = conn
+        .prepare_cached("SELECT generation FROM meta WHERE id = 1")?
+        .query_row([], |r| r.get(0))?;
+    Ok(Generation::try_from(value).unwrap_or_default())
+}
+
+fn bump(tx: &Transaction<'_>) -> Result<Generation> {
+    let value: i64 = tx
+        .prepare_cached(
+            "UPDATE meta SET generation = generation + 1 WHERE id = 1 RETURNING generation",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok(Generation::try_from(value).unwrap_or_default())
+}
+
+/// The stored row of a manifest: id and whether it is a list.
+fn find_manifest(conn: &Connection, digest: &Digest) -> Result<Option<(i64, bool)>> {
+    Ok(conn
+        .prepare_cached("SELECT id, is_list FROM manifests WHERE digest = ?1")?
+        .query_row([digest.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+fn encode(manifest: &Manifest) -> Result<String> {
+    serde_json::to_string(manifest).map_err(|source| Error::Encode {
+        digest: manifest.digest().to_string(),
+        source,
+    })
+}
+
+fn insert_image(tx: &Transaction<'_>, image: &Image, body: &str) -> Result<()> {
+    let description = Description::resolve(&image.labels, &image.annotations);
+    let id: i64 = tx
+        .prepare_cached(
+            "INSERT INTO manifests (digest, is_list, os, architecture, title, description)
+             VALUES (?1, 0, ?2, ?3, ?4, ?5) RETURNING id",
+        )?
+        .query_row(
+            params![
+                image.digest.as_str(),
+                image.platform.os,
+                image.platform.architecture,
+                description.title,
+                description.description
+            ],
+            |r| r.get(0),
+        )?;
+    insert_body(tx, id, body)?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO properties (manifest_id, kind, key, value) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (key, value) in &image.labels {
+        insert.execute(params![id, LABEL, key, value])?;
+    }
+    for (key, value) in &image.annotations {
+        insert.execute(params![id, ANNOTATION, key, value])?;
+    }
+    Ok(())
+}
+
+fn insert_body(tx: &Transaction<'_>, id: i64, body: &str) -> Result<()> {
+    tx.prepare_cached("INSERT INTO manifest_bodies (manifest_id, body) VALUES (?1, ?2)")?
+        .execute(params![id, body])?;
+    Ok(())
+}
+
+fn insert_list_row(tx: &Transaction<'_>, list: &ImageList, body: &str) -> Result<i64> {
+    let id = tx
+        .prepare_cached("INSERT INTO manifests (digest, is_list) VALUES (?1, 1) RETURNING id")?
+        .query_row([list.digest.as_str()], |r| r.get(0))?;
+    insert_body(tx, id, body)?;
+    Ok(id)
+}
+
+/// Links a stored list to its children, which must all be stored images.
+fn insert_list_entries(
+    tx: &Transaction<'_>,
+    repository: &str,
+    list_id: i64,
+    list: &ImageList,
+) -> Result<()> {
+    let mut child_stmt = tx.prepare_cached(
+        "SELECT m.id, m.is_list, b.body FROM manifests m
+         JOIN manifest_bodies b ON b.manifest_id = m.id WHERE m.digest = ?1",
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO list_entries (list_id, position, child_id, os, architecture)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (position, entry) in list.entries.iter().enumerate() {
+        let child: Option<(i64, bool, String)> = child_stmt
+            .query_row([entry.digest.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let Some((child_id, is_list, body)) = child else {
+            return Err(Error::MissingManifest {
+                repository: repository.to_owned(),
+                digest: entry.digest.clone(),
+            });
+        };
+        let image = match crate::read::decode(&entry.digest, &body)? {
+            Manifest::Image(image) if !is_list => image,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "repository {repository}: list {} entry {}: a list entry must be an image, not another list",
+                    list.digest, entry.digest
+                )));
+            }
+        };
+        let platform = effective_platform(entry.platform.as_ref(), &image);
+        let position = i64::try_from(position).unwrap_or(i64::MAX);
+        insert.execute(params![
+            list_id,
+            position,
+            child_id,
+            platform.os,
+            platform.architecture
+        ])?;
+    }
+    Ok(())
+}
+
+/// Stores the supplied manifests that are not stored yet (the stored copy of a digest
+/// always wins; within one call the first copy wins) and checks that every new list's
+/// entries are stored images.
+fn store_manifests(tx: &Transaction<'_>, repository: &str, supplied: &[Manifest]) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    let mut new = Vec::new();
+    for manifest in supplied {
+        if manifest.media_type().is_empty() {
+            return Err(Error::Invalid(format!(
+                "repository {repository}: manifest {}: media type is empty",
+                manifest.digest()
+            )));
+        }
+        if seen.insert(manifest.digest()) && find_manifest(tx, manifest.digest())?.is_none() {
+            new.push(manifest);
+        }
+    }
+    // Images first, then every list row, then list entries: entries can then resolve
+    // against anything supplied, and a list naming another list is recognised as such.
+    let mut lists = Vec::new();
+    for manifest in new {
+        let body = encode(manifest)?;
+        match manifest {
+            Manifest::Image(image) => insert_image(tx, image, &body)?,
+            Manifest::List(list) => lists.push((insert_list_row(tx, list, &body)?, list)),
+        }
+    }
+    for (id, list) in lists {
+        insert_list_entries(tx, repository, id, list)?;
+    }
+    Ok(())
+}
+
+/// The id of a stored manifest a tag may point at.
+fn resolve(tx: &Transaction<'_>, repository: &str, digest: &Digest) -> Result<i64> {
+    find_manifest(tx, digest)?
+        .map(|(id, _)| id)
+        .ok_or_else(|| Error::MissingManifest {
+            repository: repository.to_owned(),
+            digest: digest.clone(),
+        })
+}
+
+/// The repository's id, and whether it was just created.
+fn ensure_repository(tx: &Transaction<'_>, name: &str) -> Result<(i64, bool)> {
+    if let Some(id) = repository_id(tx, name)? {
+        return Ok((id, false));
+    }
+    let id = tx
+        .prepare_cached("INSERT INTO repositories (name) VALUES (?1) RETURNING id")?
+        .query_row([name], |r| r.get(0))?;
+    Ok((id, true))
+}
+
+/// The id of a known repository.
+pub(crate) fn repository_id(conn: &Connection, name: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?)
+}
+
+fn stored_tags(tx: &Transaction<'_>, repository_id: i64) -> Result<BTreeMap<String, i64>> {
+    let mut stmt =
+        tx.prepare_cached("SELECT tag, manifest_id FROM tags WHERE repository_id = ?1")?;
+    let rows = stmt.query_map([repository_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn set_tag(tx: &Transaction<'_>, repository_id: i64, tag: &str, manifest_id: i64) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO tags (repository_id, tag, manifest_id) VALUES (?1, ?2, ?3)
+         ON CONFLICT (repository_id, tag) DO UPDATE SET manifest_id = excluded.manifest_id",
+    )?
+    .execute(params![repository_id, tag, manifest_id])?;
+    Ok(())
+}
+
+/// See [`Store::replace_repository`](flagstate_core::Store::replace_repository).
+pub(crate) fn replace_repository(
+    conn: &mut Connection,
+    snapshot: &RepositorySnapshot,
+) -> Result<Generation> {
+    check_repository_name(&snapshot.name)?;
+    for tag in snapshot.tags.keys() {
+        check_tag(&snapshot.name, tag)?;
+    }
+    let tx = begin(conn)?;
+    store_manifests(&tx, &snapshot.name, &snapshot.manifests)?;
+    let mut wanted = BTreeMap::new();
+    for (tag, digest) in &snapshot.tags {
+        wanted.insert(tag.clone(), resolve(&tx, &snapshot.name, digest)?);
+    }
+    let (repository_id, created) = ensure_repository(&tx, &snapshot.name)?;
+    let current = stored_tags(&tx, repository_id)?;
+    let generation = if created || current != wanted {
+        let mut delete =
+            tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND tag = ?2")?;
+        for tag in current.keys().filter(|t| !wanted.contains_key(*t)) {
+            delete.execute(params![repository_id, tag])?;
+        }
+        for (tag, id) in &wanted {
+            if current.get(tag) != Some(id) {
+                set_tag(&tx, repository_id, tag, *id)?;
+            }
+        }
+        search::refresh(&tx, repository_id, &snapshot.name)?;
+        bump(&tx)?
+    } else {
+        generation(&tx)?
+    };
+    tx.commit()?;
+    Ok(generation)
+}
+
+/// See [`Store::remove_repository`](flagstate_core::Store::remove_repository).
+pub(crate) fn remove_repository(conn: &mut Connection, name: &str) -> Result<Generation> {
+    let tx = begin(conn)?;
+    let removed: Option<i64> = tx
+        .prepare_cached("DELETE FROM repositories WHERE name = ?1 RETURNING id")?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
+    let generation = match removed {
+        Some(id) => {
+            search::forget(&tx, id)?;
+            bump(&tx)?
+        }
+        None => generation(&tx)?,
+    };
+    tx.commit()?;
+    Ok(generation)
+}
+
+/// See [`Store::apply`](flagstate_core::Store::apply).
+pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generation> {
+    if let TagChange::Put {
+        repository, tag, ..
+    } = change
+    {
+        check_repository_name(repository)?;
+        check_tag(repository, tag)?;
+    }
+    let tx = begin(conn)?;
+    let changed = match change {
+        TagChange::Put {
+            repository,
+            tag,
+            digest,
+            manifests,
+        } => {
+            store_manifests(&tx, repository, manifests)?;
+            let manifest_id = resolve(&tx, repository, digest)?;
+            let (repository_id, created) = ensure_repository(&tx, repository)?;
+            let current: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT manifest_id FROM tags WHERE repository_id = ?1 AND tag = ?2",
+                )?
+                .query_row(params![repository_id, tag], |r| r.get(0))
+                .optional()?;
+            if created || current != Some(manifest_id) {
+                set_tag(&tx, repository_id, tag, manifest_id)?;
+                Some((repository_id, repository))
+            } else {
+                None
+            }
+        }
+        TagChange::DeleteTag { repository, tag } => match repository_id(&tx, repository)? {
+            Some(repository_id) => {
+                let deleted = tx
+                    .prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND tag = ?2")?
+                    .execute(params![repository_id, tag])?;
+                (deleted > 0).then_some((repository_id, repository))
+            }
+            None => None,
+        },
+        TagChange::DeleteManifest { repository, digest } => {
+            match (repository_id(&tx, repository)?, find_manifest(&tx, digest)?) {
+                (Some(repository_id), Some((manifest_id, _))) => {
+                    let deleted = tx
+                        .prepare_cached(
+                            "DELETE FROM tags WHERE repository_id = ?1 AND manifest_id = ?2",
+                        )?
+                        .execute(params![repository_id, manifest_id])?;
+                    (deleted > 0).then_some((repository_id, repository))
+                }
+                _ => None,
+            }
+        }
+    };
+    let generation = match changed {
+        Some((repository_id, name)) => {
+            search::refresh(&tx, repository_id, name)?;
+            bump(&tx)?
+        }
+        None => generation(&tx)?,
+    };
+    tx.commit()?;
+    Ok(generation)
+}
+
+/// See [`Store::collect_garbage`](flagstate_core::Store::collect_garbage).
+pub(crate) fn collect_garbage(conn: &mut Connection) -> Result<GcStats> {
+    let tx = begin(conn)?;
+    // One statement deletes unreachable lists together with their unreachable children,
+    // so the list_entries foreign key is satisfied when the statement ends.
+    let removed = tx.execute(
+        "DELETE FROM manifests
+         WHERE id NOT IN (SELECT manifest_id FROM tags)
+           AND id NOT IN (SELECT e.child_id FROM tags t
+                          JOIN list_entries e ON e.list_id = t.manifest_id)",
+        [],
+    )?;
+    tx.commit()?;
+    Ok(GcStats {
+        manifests_removed: u64::try_from(removed).unwrap_or_default(),
+    })
+}
