@@ -1,1 +1,92 @@
-//! placeholder
+//! # flagstate-http
+//!
+//! The HTTP face of flagstate, and the only crate that knows HTTP. It serves:
+//!
+//! | path | what | module |
+//! |---|---|---|
+//! | `GET\|HEAD /index/static`, `/index/dynamic` | the registry index protocol (cached, ETag, gzip/zstd/br) | [`index`], [`cache`], [`encoding`] |
+//! | `POST /events` | registry notifications (distribution envelopes, CloudEvents) | [`events`] |
+//! | `GET /v1/search`, `/v2/`, `/v2/_catalog` | `docker search` / `podman search` | [`search`] |
+//! | `POST /assert` | wait until a query's answer satisfies assertions (opt-in) | [`assert`](mod@assert) |
+//! | `GET /icons/{hh}/{rest}.png` | extracted application icons | [`icons`] |
+//! | `GET /healthz`, `/readyz`, `/metrics` | liveness, readiness, Prometheus metrics | [`health`], [`metrics`] |
+//!
+//! Unknown paths answer `404` and known paths with the wrong method `405` (with `Allow`),
+//! both as JSON `{"error": {"code", "message"}}` like every other API error
+//! ([`HttpError`]).
+//!
+//! Build the router with [`router`] from an [`AppState`] (store, optional indexer,
+//! [`HttpConfig`]); merge more routes (such as the web UI, [`ui::routes`]) with
+//! [`router_with`]. Handlers stay thin: query semantics, event parsing and indexing live
+//! in `flagstate-core`.
+
+#![warn(missing_docs)]
+
+pub mod assert;
+pub mod cache;
+pub mod config;
+pub mod encoding;
+pub mod error;
+pub mod events;
+pub mod health;
+pub mod icons;
+pub mod index;
+pub mod metrics;
+pub mod search;
+pub mod state;
+pub mod ui;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+
+pub use config::HttpConfig;
+pub use error::HttpError;
+pub use state::AppState;
+
+/// The API's routes, without state, fallback or middleware. [`router_with`] adds those;
+/// use this only to compose a router by hand.
+pub fn api_routes(config: &HttpConfig) -> Router<AppState> {
+    let mut routes = Router::new()
+        .route("/index/static", get(index::static_index))
+        .route("/index/dynamic", get(index::dynamic_index))
+        .route(
+            "/events",
+            post(events::receive).layer(DefaultBodyLimit::max(config.max_event_body)),
+        )
+        .route("/v1/search", get(search::v1_search))
+        .route("/v2/", get(search::ping))
+        .route("/v2/_catalog", get(search::catalog))
+        .route("/icons/{prefix}/{file}", get(icons::serve))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::render));
+    if config.assert_endpoint {
+        routes = routes.route(
+            "/assert",
+            post(assert::check).layer(DefaultBodyLimit::max(assert::MAX_ASSERT_BODY)),
+        );
+    }
+    routes
+}
+
+/// The complete API router over `state`.
+pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API router with `extra` routes merged in (e.g. `ui::routes()`); `extra` must not
+/// define a path the API defines. Requests to `extra` are measured by `/metrics` too.
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
+    api_routes(state.config())
+        .merge(extra)
+        .fallback(not_found)
+        .layer(from_fn_with_state(state.clone(), metrics::observe))
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> HttpError {
+    HttpError::NotFound(format!("no such endpoint: {}", uri.path()))
+}

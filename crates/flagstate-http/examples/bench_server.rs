@@ -1,0 +1,66 @@
+//! Serves the HTTP API over an in-memory index of N Flatpak-style images, for
+//! `scripts/bench-http`.
+//!
+//! Usage: `bench_server [IMAGES] [BODY_DIR]` (defaults: 10000 images, no files). Prints
+//! `listening on 127.0.0.1:PORT` once ready. With BODY_DIR, first writes the Flatpak
+//! query's answer there as `index.json` and `index.json.gz` (the exact bytes this server
+//! sends), so a static file server can serve identical responses for comparison.
+
+use std::sync::Arc;
+
+use flagstate_core::conformance::fixtures::{flatpak_app, repo};
+use flagstate_core::{MemoryStore, Store};
+use flagstate_http::encoding::Coding;
+use flagstate_http::index::answer;
+use flagstate_http::{AppState, HttpConfig, router};
+
+const FLATPAK_QUERY: &str =
+    "label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let images: usize = args.next().map_or(Ok(10_000), |a| a.parse())?;
+    let body_dir = args.next();
+
+    let store = Arc::new(MemoryStore::new());
+    for i in 0..images {
+        let app = flatpak_app(&format!("org.example.App{i:05}"), "amd64")
+            .label(
+                "org.freedesktop.appstream.icon-64",
+                &format!("https://icons.example.org/{i:05}.png"),
+            )
+            .build();
+        store
+            .replace_repository(
+                &repo(&format!("flatpak/app{i:05}"))
+                    .image("latest", &app)
+                    .build(),
+            )
+            .await?;
+    }
+    let config = HttpConfig {
+        public_registry_url: "https://registry.example.org/".into(),
+        ..HttpConfig::default()
+    };
+    let state = AppState::new(store, None, config);
+
+    if let Some(dir) = body_dir {
+        let body = answer(&state, FLATPAK_QUERY).await?;
+        std::fs::write(format!("{dir}/index.json"), body.identity())?;
+        std::fs::write(
+            format!("{dir}/index.json.gz"),
+            body.encoded(Coding::Gzip).await?,
+        )?;
+        eprintln!(
+            "{images} images; body {} bytes, gzip {} bytes",
+            body.identity().len(),
+            body.encoded(Coding::Gzip).await?.len()
+        );
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("listening on {}", listener.local_addr()?);
+    axum::serve(listener, router(state)).await?;
+    Ok(())
+}

@@ -1,0 +1,421 @@
+//! The index response cache: serialised (and lazily compressed) answers per canonical
+//! query, valid for one store generation.
+//!
+//! Every request reads the store's generation (cheap by contract). A newer generation
+//! empties the cache; an entry is only served for the generation it was built at, so a
+//! change is never hidden. Concurrent requests for the same missing entry wait for one
+//! build instead of each querying the store (a burst of clients after a change would
+//! otherwise all hit the store at once). The cache is bounded by entry count (LRU) and by
+//! bytes.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use axum::http::HeaderValue;
+use bytes::Bytes;
+use flagstate_core::Generation;
+use lru::LruCache;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::OnceCell;
+
+use crate::encoding::{Coding, compress};
+use crate::error::HttpError;
+
+/// One cached answer: the JSON body, its hash, and its compressed variants.
+#[derive(Debug)]
+pub struct CachedBody {
+    generation: Generation,
+    identity: Bytes,
+    hash: String,
+    /// ETag header values per coding (identity, gzip, zstd, br), built once.
+    etags: [HeaderValue; 4],
+    gzip: OnceCell<Bytes>,
+    zstd: OnceCell<Bytes>,
+    brotli: OnceCell<Bytes>,
+}
+
+impl CachedBody {
+    /// Wraps a serialised body built at `generation`.
+    pub fn new(generation: Generation, identity: Bytes) -> Self {
+        let hash = hex::encode(Sha256::digest(&identity));
+        let etag = |coding: Coding| {
+            // A hex digest and a fixed suffix are always a valid header value.
+            HeaderValue::from_str(&format!("\"{hash}{}\"", coding.etag_suffix()))
+                .unwrap_or(HeaderValue::from_static("\"\""))
+        };
+        let etags = [
+            etag(Coding::Identity),
+            etag(Coding::Gzip),
+            etag(Coding::Zstd),
+            etag(Coding::Brotli),
+        ];
+        CachedBody {
+            generation,
+            identity,
+            hash,
+            etags,
+            gzip: OnceCell::new(),
+            zstd: OnceCell::new(),
+            brotli: OnceCell::new(),
+        }
+    }
+
+    /// The store generation the body was built at.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// Hex SHA-256 of the uncompressed body; the ETag's base.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The strong ETag of the representation in `coding` (quoted).
+    pub fn etag(&self, coding: Coding) -> &HeaderValue {
+        let i = match coding {
+            Coding::Identity => 0,
+            Coding::Gzip => 1,
+            Coding::Zstd => 2,
+            Coding::Brotli => 3,
+        };
+        &self.etags[i]
+    }
+
+    /// The uncompressed JSON body.
+    pub fn identity(&self) -> &Bytes {
+        &self.identity
+    }
+
+    /// The body in `coding`, compressing it (off the async threads) on first use.
+    pub async fn encoded(&self, coding: Coding) -> Result<Bytes, HttpError> {
+        let cell = match coding {
+            Coding::Identity => return Ok(self.identity.clone()),
+            Coding::Gzip => &self.gzip,
+            Coding::Zstd => &self.zstd,
+            Coding::Brotli => &self.brotli,
+        };
+        cell.get_or_try_init(|| {
+            let body = self.identity.clone();
+            async move {
+                tokio::task::spawn_blocking(move || compress(coding, &body))
+                    .await
+                    .map_err(|e| HttpError::Internal(format!("compression task failed: {e}")))?
+                    .map(Bytes::from)
+                    .map_err(|e| HttpError::Internal(format!("compression failed: {e}")))
+            }
+        })
+        .await
+        .cloned()
+    }
+}
+
+struct Slot {
+    cell: Arc<OnceCell<Arc<CachedBody>>>,
+    /// Bytes charged to the budget once the body is built (0 before).
+    bytes: usize,
+}
+
+struct Inner {
+    generation: Option<Generation>,
+    entries: LruCache<String, Slot>,
+    bytes: usize,
+    /// Raw query string → canonical key. Parsing is a pure function, so these stay valid
+    /// across generations; they let a repeated query skip parsing and canonicalising.
+    aliases: LruCache<String, Arc<str>>,
+}
+
+/// The bounded cache of index answers. See the module docs.
+pub struct IndexCache {
+    inner: Mutex<Inner>,
+    max_bytes: usize,
+}
+
+impl std::fmt::Debug for IndexCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = lock(&self.inner);
+        f.debug_struct("IndexCache")
+            .field("generation", &inner.generation)
+            .field("entries", &inner.entries.len())
+            .field("bytes", &inner.bytes)
+            .field("max_bytes", &self.max_bytes)
+            .finish()
+    }
+}
+
+/// Whether an answer came from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Served from the cache (or from a build another request was already doing).
+    Hit,
+    /// Built by this request.
+    Miss,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded maps are consistent after every statement, so a panic elsewhere
+    // while holding the lock leaves nothing half-done.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl IndexCache {
+    /// A cache of at most `max_entries` answers and about `max_bytes` bytes.
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        let cap = NonZeroUsize::new(max_entries).unwrap_or(NonZeroUsize::MIN);
+        IndexCache {
+            inner: Mutex::new(Inner {
+                generation: None,
+                entries: LruCache::new(cap),
+                bytes: 0,
+                aliases: LruCache::new(cap),
+            }),
+            max_bytes,
+        }
+    }
+
+    /// Number of cached answers.
+    pub fn len(&self) -> usize {
+        lock(&self.inner).entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The canonical key a raw query string was last seen to have.
+    pub fn alias(&self, raw_query: &str) -> Option<Arc<str>> {
+        lock(&self.inner).aliases.get(raw_query).cloned()
+    }
+
+    /// Remembers the canonical key of a raw query string that parsed successfully.
+    pub fn remember_alias(&self, raw_query: &str, key: Arc<str>) {
+        lock(&self.inner).aliases.put(raw_query.to_owned(), key);
+    }
+
+    /// Bytes charged to the budget.
+    pub fn bytes(&self) -> usize {
+        lock(&self.inner).bytes
+    }
+
+    /// The answer for `key` at `generation`, building it with `build` when missing.
+    ///
+    /// A failed build caches nothing. A request that observed an older generation than
+    /// the cache holds (it raced a change) builds without caching.
+    pub async fn get_or_build<F, Fut>(
+        &self,
+        key: &str,
+        generation: Generation,
+        build: F,
+    ) -> Result<(Arc<CachedBody>, Lookup), HttpError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes, HttpError>>,
+    {
+        let cell = {
+            let mut inner = lock(&self.inner);
+            match inner.generation {
+                Some(current) if generation < current => None,
+                Some(current) if generation == current => Some(match inner.entries.get(key) {
+                    Some(slot) => slot.cell.clone(),
+                    None => self.insert_slot(&mut inner, key),
+                }),
+                _ => {
+                    inner.entries.clear();
+                    inner.bytes = 0;
+                    inner.generation = Some(generation);
+                    Some(self.insert_slot(&mut inner, key))
+                }
+            }
+        };
+        let Some(cell) = cell else {
+            let body = build().await?;
+            return Ok((Arc::new(CachedBody::new(generation, body)), Lookup::Miss));
+        };
+        let mut built = false;
+        let entry = cell
+            .get_or_try_init(|| {
+                built = true;
+                async move {
+                    let body = build().await?;
+                    Ok::<_, HttpError>(Arc::new(CachedBody::new(generation, body)))
+                }
+            })
+            .await?
+            .clone();
+        if !built {
+            return Ok((entry, Lookup::Hit));
+        }
+        self.charge(key, &cell, entry.identity.len().saturating_mul(2));
+        Ok((entry, Lookup::Miss))
+    }
+
+    fn insert_slot(&self, inner: &mut Inner, key: &str) -> Arc<OnceCell<Arc<CachedBody>>> {
+        let cell = Arc::new(OnceCell::new());
+        let slot = Slot {
+            cell: cell.clone(),
+            bytes: 0,
+        };
+        if let Some((_, evicted)) = inner.entries.push(key.to_owned(), slot) {
+            inner.bytes = inner.bytes.saturating_sub(evicted.bytes);
+        }
+        cell
+    }
+
+    /// Charges a freshly built entry to the byte budget and evicts least recently used
+    /// entries beyond it (never the entry just built).
+    fn charge(&self, key: &str, cell: &Arc<OnceCell<Arc<CachedBody>>>, bytes: usize) {
+        let mut inner = lock(&self.inner);
+        let Some(slot) = inner.entries.peek_mut(key) else {
+            return;
+        };
+        if !Arc::ptr_eq(&slot.cell, cell) || slot.bytes != 0 {
+            return;
+        }
+        slot.bytes = bytes;
+        inner.bytes += bytes;
+        while inner.bytes > self.max_bytes && inner.entries.len() > 1 {
+            let Some((lru_key, _)) = inner.entries.peek_lru() else {
+                break;
+            };
+            if lru_key == key {
+                // The new entry is the only one left that matters; keep it.
+                inner.entries.promote(key);
+                continue;
+            }
+            if let Some((_, evicted)) = inner.entries.pop_lru() {
+                inner.bytes = inner.bytes.saturating_sub(evicted.bytes);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn body(s: &str) -> Result<Bytes, HttpError> {
+        Ok(Bytes::from(s.to_owned()))
+    }
+
+    #[tokio::test]
+    async fn hit_after_miss_and_generation_invalidates() {
+        let cache = IndexCache::new(10, 1 << 20);
+        let (a, l) = cache
+            .get_or_build("q", 1, || async { body("one") })
+            .await
+            .unwrap();
+        assert_eq!((a.identity().as_ref(), l), (&b"one"[..], Lookup::Miss));
+        let (a, l) = cache
+            .get_or_build("q", 1, || async { body("two") })
+            .await
+            .unwrap();
+        assert_eq!((a.identity().as_ref(), l), (&b"one"[..], Lookup::Hit));
+        let (a, l) = cache
+            .get_or_build("q", 2, || async { body("two") })
+            .await
+            .unwrap();
+        assert_eq!((a.identity().as_ref(), l), (&b"two"[..], Lookup::Miss));
+        // A request that saw an older generation is answered but does not pollute.
+        let (a, l) = cache
+            .get_or_build("q", 1, || async { body("old") })
+            .await
+            .unwrap();
+        assert_eq!((a.identity().as_ref(), l), (&b"old"[..], Lookup::Miss));
+        let (a, _) = cache
+            .get_or_build("q", 2, || async { body("x") })
+            .await
+            .unwrap();
+        assert_eq!(a.identity().as_ref(), b"two");
+    }
+
+    #[tokio::test]
+    async fn failed_build_is_not_cached() {
+        let cache = IndexCache::new(10, 1 << 20);
+        let err = cache
+            .get_or_build("q", 1, || async { Err(HttpError::Internal("boom".into())) })
+            .await;
+        assert!(err.is_err());
+        let (a, l) = cache
+            .get_or_build("q", 1, || async { body("ok") })
+            .await
+            .unwrap();
+        assert_eq!((a.identity().as_ref(), l), (&b"ok"[..], Lookup::Miss));
+    }
+
+    #[tokio::test]
+    async fn bounded_by_count_and_bytes() {
+        let cache = IndexCache::new(2, 1 << 20);
+        for k in ["a", "b", "c"] {
+            cache
+                .get_or_build(k, 1, || async { body(k) })
+                .await
+                .unwrap();
+        }
+        assert_eq!(cache.len(), 2);
+        // 100-byte bodies are charged 200 bytes; a 450-byte budget keeps two.
+        let cache = IndexCache::new(100, 450);
+        for k in ["a", "b", "c", "d"] {
+            let text = k.repeat(100);
+            cache
+                .get_or_build(k, 1, || async move { Ok(Bytes::from(text)) })
+                .await
+                .unwrap();
+        }
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.bytes(), 400);
+        let (_, l) = cache
+            .get_or_build("d", 1, || async { body("?") })
+            .await
+            .unwrap();
+        assert_eq!(l, Lookup::Hit);
+        let (_, l) = cache
+            .get_or_build("a", 1, || async { body("?") })
+            .await
+            .unwrap();
+        assert_eq!(l, Lookup::Miss);
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_build_once() {
+        let cache = Arc::new(IndexCache::new(10, 1 << 20));
+        let builds = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let cache = cache.clone();
+                let builds = builds.clone();
+                tokio::spawn(async move {
+                    cache
+                        .get_or_build("q", 1, || async move {
+                            builds.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            body("once")
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().0.identity().as_ref(), b"once");
+        }
+        assert_eq!(builds.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn compressed_variants_are_cached_and_distinct_etags() {
+        let b = CachedBody::new(1, Bytes::from_static(b"{\"Results\":[]}"));
+        let g1 = b.encoded(Coding::Gzip).await.unwrap();
+        let g2 = b.encoded(Coding::Gzip).await.unwrap();
+        assert_eq!(g1.as_ptr(), g2.as_ptr());
+        assert_ne!(b.etag(Coding::Gzip), b.etag(Coding::Identity));
+        assert_eq!(
+            b.etag(Coding::Identity).to_str().unwrap(),
+            format!("\"{}\"", b.hash())
+        );
+        assert_eq!(
+            b.etag(Coding::Brotli).to_str().unwrap(),
+            format!("\"{}-br\"", b.hash())
+        );
+    }
+}

@@ -1,0 +1,61 @@
+//! [`HttpConfig`]: everything the HTTP layer needs to know that is not in the store.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the HTTP API behaves. Built by the binary from its configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// The `Registry` field of every index response: the public URL clients resolve
+    /// manifests against. May be relative, e.g. `/` when the registry is served from the
+    /// same origin.
+    pub public_registry_url: String,
+    /// `Cache-Control: max-age` of `/index/static` responses.
+    pub max_age_index: Duration,
+    /// `Cache-Control: max-age` of web UI pages (used by a merged UI router).
+    pub max_age_html: Duration,
+    /// Bearer token `POST /events` requires; `None` accepts notifications from anyone.
+    /// `Some("")` is treated as a token nobody can present (fail closed) rather than as
+    /// "no token", so an empty setting never opens the endpoint by accident.
+    pub events_token: Option<String>,
+    /// Whether `POST /assert` (wait until a query's answer satisfies assertions) is served.
+    pub assert_endpoint: bool,
+    /// Largest `POST /events` body accepted, in bytes; larger ones get `413`.
+    pub max_event_body: usize,
+    /// Where extracted icons live (`<dir>/<hh>/<rest>.png`); `None` serves no icons and
+    /// leaves `data:` icons inline in index answers. When set, every index answer has its
+    /// `org.freedesktop.appstream.icon-*` `data:` values written to this directory and
+    /// replaced by URLs under [`icons_uri`](Self::icons_uri).
+    pub icons_dir: Option<PathBuf>,
+    /// URL prefix of the rewritten icon values; `/icons/` is where this router serves
+    /// them. Clients resolve it against the index URL.
+    pub icons_uri: String,
+    /// Most distinct queries whose answers are kept in the response cache.
+    pub index_cache_entries: usize,
+    /// Budget of the response cache in bytes (uncompressed bodies counted twice, to leave
+    /// room for their compressed variants).
+    pub index_cache_bytes: usize,
+    /// Longest wait `POST /assert?timeout=N` may ask for; larger values are capped.
+    pub max_assert_timeout: Duration,
+    /// Event ids remembered to acknowledge redelivered notifications without re-applying.
+    pub recent_event_ids: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            public_registry_url: "/".to_owned(),
+            max_age_index: Duration::from_secs(300),
+            max_age_html: Duration::from_secs(60),
+            events_token: None,
+            assert_endpoint: false,
+            max_event_body: 1024 * 1024,
+            icons_dir: None,
+            icons_uri: "/icons/".to_owned(),
+            index_cache_entries: 1024,
+            index_cache_bytes: 256 * 1024 * 1024,
+            max_assert_timeout: Duration::from_secs(300),
+            recent_event_ids: 10_000,
+        }
+    }
+}

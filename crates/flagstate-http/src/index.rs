@@ -1,0 +1,170 @@
+//! `GET|HEAD /index/static` and `/index/dynamic`: the registry index protocol.
+//!
+//! Both parse the raw query string with [`IndexQuery::parse`] and answer the same JSON
+//! body. `static` is meant for shared caches (`Cache-Control: max-age=…`), `dynamic`
+//! for answers built from user interaction (`no-store`). The ETag is the SHA-256 of the
+//! uncompressed body, so it is the same on every replica and across restarts for the
+//! same data; a compressed representation carries the same hash with a `-gzip`, `-zstd`
+//! or `-br` suffix, and `If-None-Match` with any of them answers `304`.
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use flagstate_core::icons::IconStore;
+use flagstate_core::{IndexQuery, IndexResponse, StoreExt};
+
+use crate::cache::{CachedBody, Lookup};
+use crate::encoding::{Coding, negotiate};
+use crate::error::HttpError;
+use crate::state::AppState;
+
+/// Which of the two index endpoints answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Static,
+    Dynamic,
+}
+
+/// `GET /index/static`.
+pub async fn static_index(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    serve(&state, Kind::Static, raw.as_deref().unwrap_or(""), &headers).await
+}
+
+/// `GET /index/dynamic`.
+pub async fn dynamic_index(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    serve(
+        &state,
+        Kind::Dynamic,
+        raw.as_deref().unwrap_or(""),
+        &headers,
+    )
+    .await
+}
+
+/// The (cached) answer to a raw query string at the store's current generation.
+///
+/// A raw query seen before skips parsing: its canonical key is remembered. The query is
+/// validated before the store is asked anything, so a bad query is a `400` even while
+/// the store is down.
+pub async fn answer(state: &AppState, raw_query: &str) -> Result<Arc<CachedBody>, HttpError> {
+    let cache = state.cache();
+    let key = match cache.alias(raw_query) {
+        Some(key) => key,
+        None => {
+            let key: Arc<str> = IndexQuery::parse(raw_query)?.canonical().into();
+            cache.remember_alias(raw_query, key.clone());
+            key
+        }
+    };
+    let generation = state.store().generation().await?;
+    let (body, lookup) = cache
+        .get_or_build(&key, generation, || async move {
+            // Parsed again only on a miss; it parsed before, so this cannot fail in
+            // practice, and the raw form is used because a canonical form near the
+            // length limit may not parse.
+            let query = IndexQuery::parse(raw_query)?;
+            let registry = &state.config().public_registry_url;
+            let mut response = state.store().index(registry, &query).await?;
+            if let Some(icons) = state.icon_store() {
+                response = extract_icons(icons.clone(), response).await?;
+            }
+            Ok(Bytes::from(response.to_json()))
+        })
+        .await?;
+    match lookup {
+        Lookup::Hit => state.metrics().cache_hits.inc(),
+        Lookup::Miss => state.metrics().cache_misses.inc(),
+    };
+    Ok(body)
+}
+
+/// Moves `data:` icons of `response` into the icon directory (file I/O, so on a blocking
+/// thread). Runs once per (query, generation): the result is cached with the body.
+async fn extract_icons(
+    icons: IconStore,
+    mut response: IndexResponse,
+) -> Result<IndexResponse, HttpError> {
+    let report =
+        tokio::task::spawn_blocking(move || icons.rewrite(&mut response).map(|r| (r, response)))
+            .await
+            .map_err(|e| HttpError::Internal(format!("icon extraction stopped: {e}")))?;
+    let (report, response) = report.map_err(|e| HttpError::Internal(e.to_string()))?;
+    for warning in &report.warnings {
+        tracing::warn!("icon left out of the index: {warning}");
+    }
+    Ok(response)
+}
+
+async fn serve(
+    state: &AppState,
+    kind: Kind,
+    raw_query: &str,
+    headers: &HeaderMap,
+) -> Result<Response, HttpError> {
+    let body = answer(state, raw_query).await?;
+    let coding = negotiate(headers);
+    let cache_control = match kind {
+        Kind::Static => state.index_cache_control().clone(),
+        Kind::Dynamic => HeaderValue::from_static("no-store"),
+    };
+    let mut response = if if_none_match(headers, body.hash()) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let bytes = body.encoded(coding).await?;
+        let length = bytes.len();
+        let mut response = bytes.into_response();
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        // Set explicitly so `HEAD` (whose body the router drops) still tells the length.
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        if let Some(token) = coding.header_token() {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(token));
+        }
+        response
+    };
+    let h = response.headers_mut();
+    h.insert(header::ETAG, body.etag(coding).clone());
+    h.insert(header::CACHE_CONTROL, cache_control);
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    Ok(response)
+}
+
+/// Whether `If-None-Match` names this body: `*`, or any listed entity tag whose opaque
+/// part is the body's hash, with or without a coding suffix. Weak tags (`W/"…"`) match
+/// too: `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2).
+pub fn if_none_match(headers: &HeaderMap, hash: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| {
+            if tag == "*" {
+                return true;
+            }
+            let tag = tag.strip_prefix("W/").unwrap_or(tag);
+            let Some(opaque) = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')) else {
+                return false;
+            };
+            let base = Coding::COMPRESSED
+                .iter()
+                .find_map(|c| opaque.strip_suffix(c.etag_suffix()))
+                .unwrap_or(opaque);
+            base == hash
+        })
+}

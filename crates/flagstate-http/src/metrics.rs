@@ -1,0 +1,331 @@
+//! Prometheus metrics: request counts and latencies per route, webhook outcomes, index
+//! cache efficiency, and (read at scrape time) the indexer's progress and the store's
+//! generation. Served as text at `GET /metrics`.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::error::{HttpError, error_response};
+use crate::state::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~3.3 s: cached answers take well under a millisecond, cold queries over
+    // a large store and webhook deliveries that fetch manifests take much longer.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// Every metric the HTTP layer keeps. Cheap to update from any thread.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily,
+    /// Events received in accepted deliveries.
+    pub events_received: Counter,
+    /// Events the indexer turned into store changes.
+    pub events_applied: Counter,
+    /// Events that changed nothing (pulls, blob pushes, …).
+    pub events_ignored: Counter,
+    /// Events acknowledged without re-applying because their id was seen recently.
+    pub events_duplicate: Counter,
+    deliveries_rejected: Family<ReasonLabels, Counter>,
+    /// Index answers served from the cache.
+    pub cache_hits: Counter,
+    /// Index answers built from the store.
+    pub cache_misses: Counter,
+    cache_entries: Gauge,
+    cache_bytes: Gauge,
+    store_generation: Gauge,
+    store_up: Gauge,
+    first_scan_done: Gauge,
+    scanning: Gauge,
+    repositories_done: Gauge,
+    repositories_total: Gauge,
+    full_scans: Gauge,
+    reconciles_pending: Gauge,
+    indexer_events_failed: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::default();
+    registry.register(name, help, g.clone());
+    g
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
+    let c = Counter::default();
+    registry.register(name, help, c.clone());
+    c
+}
+
+impl Metrics {
+    /// A fresh set of metrics, all zero.
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        r.register(
+            "flagstate_http_requests",
+            "HTTP requests answered, by route, method and status",
+            requests.clone(),
+        );
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        r.register(
+            "flagstate_http_request_duration_seconds",
+            "Time to produce a response, by route",
+            latency.clone(),
+        );
+        let deliveries_rejected = Family::<ReasonLabels, Counter>::default();
+        r.register(
+            "flagstate_event_deliveries_rejected",
+            "Webhook deliveries refused or failed, by reason",
+            deliveries_rejected.clone(),
+        );
+        Metrics {
+            events_received: counter(
+                &mut r,
+                "flagstate_events_received",
+                "Registry events received in deliveries that were read",
+            ),
+            events_applied: counter(
+                &mut r,
+                "flagstate_events_applied",
+                "Registry events applied to the store",
+            ),
+            events_ignored: counter(
+                &mut r,
+                "flagstate_events_ignored",
+                "Registry events that change nothing indexed",
+            ),
+            events_duplicate: counter(
+                &mut r,
+                "flagstate_events_duplicate",
+                "Redelivered registry events acknowledged without re-applying",
+            ),
+            cache_hits: counter(
+                &mut r,
+                "flagstate_index_cache_hits",
+                "Index answers served from the response cache",
+            ),
+            cache_misses: counter(
+                &mut r,
+                "flagstate_index_cache_misses",
+                "Index answers built from the store",
+            ),
+            cache_entries: gauge(
+                &mut r,
+                "flagstate_index_cache_entries",
+                "Answers held in the response cache",
+            ),
+            cache_bytes: gauge(
+                &mut r,
+                "flagstate_index_cache_bytes",
+                "Bytes charged to the response cache",
+            ),
+            store_generation: gauge(
+                &mut r,
+                "flagstate_store_generation",
+                "Current generation of the store",
+            ),
+            store_up: gauge(
+                &mut r,
+                "flagstate_store_up",
+                "1 when the store answered the last scrape",
+            ),
+            first_scan_done: gauge(
+                &mut r,
+                "flagstate_indexer_first_scan_done",
+                "1 once the first full scan completed (always 1 without an indexer)",
+            ),
+            scanning: gauge(
+                &mut r,
+                "flagstate_indexer_scanning",
+                "1 while a full scan runs",
+            ),
+            repositories_done: gauge(
+                &mut r,
+                "flagstate_indexer_scan_repositories_done",
+                "Repositories done in the current or last full scan",
+            ),
+            repositories_total: gauge(
+                &mut r,
+                "flagstate_indexer_scan_repositories",
+                "Repositories to visit in the current or last full scan",
+            ),
+            full_scans: gauge(
+                &mut r,
+                "flagstate_indexer_full_scans_completed",
+                "Full scans completed since start",
+            ),
+            reconciles_pending: gauge(
+                &mut r,
+                "flagstate_indexer_reconciles_pending",
+                "Repositories waiting for a re-scan",
+            ),
+            indexer_events_failed: gauge(
+                &mut r,
+                "flagstate_indexer_events_failed",
+                "Events whose application failed since start",
+            ),
+            registry: r,
+            requests,
+            latency,
+            deliveries_rejected,
+        }
+    }
+
+    /// Counts a refused or failed webhook delivery.
+    pub fn delivery_rejected(&self, reason: &'static str) {
+        self.deliveries_rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    fn observe(&self, route: String, method: &Method, status: StatusCode, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                method: method_label(method),
+                status: status.as_u16(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels { route })
+            .observe(seconds);
+    }
+}
+
+/// The method as a label; clients may send any token as a method, so anything unusual
+/// is folded into `other` to keep the label set bounded.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// `GET /metrics`: refreshes the scrape-time gauges and renders the text format.
+pub async fn render(State(state): State<AppState>) -> Result<Response, HttpError> {
+    let m = state.metrics();
+    match state.store().generation().await {
+        Ok(g) => {
+            m.store_generation.set(clamp(g));
+            m.store_up.set(1);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "store did not answer the metrics scrape");
+            m.store_up.set(0);
+        }
+    }
+    m.cache_entries.set(clamp(state.cache().len() as u64));
+    m.cache_bytes.set(clamp(state.cache().bytes() as u64));
+    match state.indexer() {
+        Some(indexer) => {
+            let s = indexer.status();
+            m.first_scan_done.set(i64::from(s.first_scan_done));
+            m.scanning.set(i64::from(s.scanning));
+            m.repositories_done.set(clamp(s.repositories_done));
+            m.repositories_total.set(clamp(s.repositories_total));
+            m.full_scans.set(clamp(s.full_scans));
+            m.reconciles_pending.set(clamp(s.reconciles_pending));
+            m.indexer_events_failed.set(clamp(s.events_failed));
+        }
+        None => {
+            m.first_scan_done.set(1);
+        }
+    }
+    let mut text = String::new();
+    encode(&mut text, &m.registry)
+        .map_err(|e| HttpError::Internal(format!("encoding metrics failed: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// Middleware around every request: records count and latency under the matched route
+/// (`unmatched` for 404s, so arbitrary paths cannot grow the label set), and turns the
+/// router's bare `405` into the JSON error every other failure uses, keeping `Allow`.
+pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        let allow = response.headers().get(header::ALLOW).cloned();
+        let message = match allow.as_ref().and_then(|v| v.to_str().ok()) {
+            Some(allowed) => format!("method {method} is not allowed here; allowed: {allowed}"),
+            None => format!("method {method} is not allowed here"),
+        };
+        let mut json = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            &message,
+        );
+        if let Some(allow) = allow {
+            json.headers_mut().insert(header::ALLOW, allow);
+        }
+        response = json;
+    }
+    state.metrics().observe(
+        route,
+        &method,
+        response.status(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}

@@ -1,0 +1,156 @@
+//! What `docker search` / `podman search` need: `GET /v2/` (the registry ping; podman
+//! gives up on a server that does not answer it with `200` or `401`), the Docker Hub v1
+//! search API `GET /v1/search`, and `GET /v2/_catalog` (podman walks it for an empty
+//! search term), paginated with `Link` like the distribution registry.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::error::HttpError;
+use crate::state::AppState;
+
+/// Results per page of `/v1/search` when `n` is not given.
+pub const DEFAULT_SEARCH_PAGE: u64 = 25;
+/// Largest `n` of `/v1/search`; larger values are capped (podman's `--limit` may exceed it).
+pub const MAX_SEARCH_PAGE: u64 = 100;
+/// Repositories per `/v2/_catalog` page when `n` is not given.
+pub const DEFAULT_CATALOG_PAGE: usize = 100;
+/// Largest `n` of `/v2/_catalog` (the distribution registry's limit).
+pub const MAX_CATALOG_PAGE: usize = 1000;
+
+/// `GET /v2/`: the registry API version check.
+pub async fn ping() -> Response {
+    let mut response = Json(json!({})).into_response();
+    response.headers_mut().insert(
+        "Docker-Distribution-Api-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    response
+}
+
+fn params(raw: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// The last value of `name`, as podman and Docker Hub read repeated parameters.
+fn last<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn positive(params: &[(String, String)], name: &str) -> Result<Option<u64>, HttpError> {
+    match last(params, name) {
+        None | Some("") => Ok(None),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n >= 1 => Ok(Some(n)),
+            _ => Err(HttpError::bad_request(
+                "invalid_parameter",
+                format!("parameter {name:?} must be a whole number of at least 1, got {v:?}"),
+            )),
+        },
+    }
+}
+
+#[derive(Serialize)]
+struct SearchResult {
+    name: String,
+    description: String,
+    star_count: u64,
+    is_official: bool,
+    is_automated: bool,
+}
+
+#[derive(Serialize)]
+struct SearchResponse {
+    query: String,
+    num_results: u64,
+    page: u64,
+    num_pages: u64,
+    page_size: u64,
+    results: Vec<SearchResult>,
+}
+
+/// `GET /v1/search?q=&n=&page=`: full-text search in Docker Hub's format.
+pub async fn v1_search(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, HttpError> {
+    let params = params(raw.as_deref());
+    let query = last(&params, "q").unwrap_or("").to_owned();
+    let page_size = positive(&params, "n")?
+        .unwrap_or(DEFAULT_SEARCH_PAGE)
+        .min(MAX_SEARCH_PAGE);
+    let page = positive(&params, "page")?.unwrap_or(1);
+    let offset = (page - 1).checked_mul(page_size).ok_or_else(|| {
+        HttpError::bad_request("invalid_parameter", format!("page {page} is out of range"))
+    })?;
+    let found = state.store().search(&query, offset, page_size).await?;
+    let results = found
+        .hits
+        .into_iter()
+        .map(|hit| SearchResult {
+            name: hit.repository,
+            description: hit.description.or(hit.title).unwrap_or_default(),
+            star_count: 0,
+            is_official: false,
+            is_automated: false,
+        })
+        .collect();
+    let body = SearchResponse {
+        query,
+        num_results: found.total,
+        page,
+        num_pages: found.total.div_ceil(page_size),
+        page_size,
+        results,
+    };
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `GET /v2/_catalog?n=&last=`: repository names in bytewise order, paginated.
+pub async fn catalog(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, HttpError> {
+    let params = params(raw.as_deref());
+    let n = match positive(&params, "n")? {
+        None => DEFAULT_CATALOG_PAGE,
+        Some(n) if n as usize <= MAX_CATALOG_PAGE => n as usize,
+        Some(n) => {
+            return Err(HttpError::bad_request(
+                "invalid_parameter",
+                format!("parameter \"n\" must be at most {MAX_CATALOG_PAGE}, got {n}"),
+            ));
+        }
+    };
+    let after = last(&params, "last").unwrap_or("");
+    let all = state.store().repositories().await?;
+    let start = all.partition_point(|r| r.as_bytes() <= after.as_bytes());
+    let page: Vec<String> = all.iter().skip(start).take(n).cloned().collect();
+    let more = start + page.len() < all.len();
+    let next = page.last().cloned();
+    let mut response = Json(json!({ "repositories": page })).into_response();
+    if let (true, Some(next)) = (more, next) {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("last", &next)
+            .append_pair("n", &n.to_string())
+            .finish();
+        if let Ok(link) = HeaderValue::from_str(&format!("</v2/_catalog?{query}>; rel=\"next\"")) {
+            response.headers_mut().insert(header::LINK, link);
+        }
+    }
+    Ok(response)
+}

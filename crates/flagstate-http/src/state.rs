@@ -1,0 +1,114 @@
+//! [`AppState`]: what every handler shares — the store, the optional indexer, the
+//! configuration, the response cache, recently seen event ids and the metrics.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use axum::http::HeaderValue;
+use flagstate_core::Store;
+use flagstate_core::icons::IconStore;
+use flagstate_core::indexer::Indexer;
+
+use crate::cache::IndexCache;
+use crate::config::HttpConfig;
+use crate::events::RecentEvents;
+use crate::metrics::Metrics;
+
+/// The shared state of the HTTP API. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    indexer: Option<Arc<Indexer>>,
+    config: HttpConfig,
+    cache: IndexCache,
+    recent: RecentEvents,
+    metrics: Metrics,
+    index_cache_control: HeaderValue,
+    icons: Option<IconStore>,
+}
+
+impl AppState {
+    /// State over `store`. `indexer` receives registry notifications (`POST /events`) and
+    /// reports readiness; `None` makes a read-only replica that refuses notifications.
+    pub fn new(store: Arc<dyn Store>, indexer: Option<Arc<Indexer>>, config: HttpConfig) -> Self {
+        let cache = IndexCache::new(config.index_cache_entries, config.index_cache_bytes);
+        let recent = RecentEvents::new(config.recent_event_ids);
+        // `max-age=<digits>` is always a valid header value.
+        let index_cache_control =
+            HeaderValue::from_str(&format!("max-age={}", config.max_age_index.as_secs()))
+                .unwrap_or(HeaderValue::from_static("max-age=0"));
+        let icons = config
+            .icons_dir
+            .as_ref()
+            .map(|dir| IconStore::new(dir.clone(), config.icons_uri.clone()));
+        AppState {
+            inner: Arc::new(Inner {
+                icons,
+                store,
+                indexer,
+                config,
+                cache,
+                recent,
+                metrics: Metrics::new(),
+                index_cache_control,
+            }),
+        }
+    }
+
+    /// Where index answers' `data:` icons are extracted to, when configured.
+    pub fn icon_store(&self) -> Option<&IconStore> {
+        self.inner.icons.as_ref()
+    }
+
+    /// The store queries are answered from.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The indexer, when this server writes the index.
+    pub fn indexer(&self) -> Option<&Arc<Indexer>> {
+        self.inner.indexer.as_ref()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HttpConfig {
+        &self.inner.config
+    }
+
+    /// The index response cache.
+    pub fn cache(&self) -> &IndexCache {
+        &self.inner.cache
+    }
+
+    /// Event ids recently applied.
+    pub(crate) fn recent_events(&self) -> &RecentEvents {
+        &self.inner.recent
+    }
+
+    /// `Cache-Control` of `/index/static` answers, built once.
+    pub(crate) fn index_cache_control(&self) -> &HeaderValue {
+        &self.inner.index_cache_control
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+}
+
+/// Lets the web UI's routes ([`crate::ui::routes`]) run on this state, so the binary can
+/// serve both with `router_with(state, ui::routes())`.
+impl FromRef<AppState> for crate::ui::UiContext {
+    fn from_ref(state: &AppState) -> Self {
+        crate::ui::UiContext::new(
+            state.store().clone(),
+            state.config().public_registry_url.clone(),
+            state.config().max_age_html,
+        )
+    }
+}

@@ -1,0 +1,78 @@
+//! `/`: the repository list.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use flagstate_core::{IndexQuery, RepositoryEntry, Store};
+
+use super::UiContext;
+use super::cards::RepoCard;
+use super::error::UiError;
+use super::layout::{Layout, Section};
+use super::params::{Pagination, Params, link};
+use super::response;
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    layout: Layout,
+    cards: Vec<RepoCard>,
+    pagination: Pagination,
+}
+
+/// `GET /?page=N`.
+pub async fn page(
+    State(ui): State<UiContext>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, UiError> {
+    let params = Params::parse(raw.as_deref());
+    let page = params.page()?;
+    let names = ui.store().repositories().await?;
+    let pagination = Pagination::new(page, names.len(), |n| {
+        link("/", &[("page", &n.to_string())])
+    })?;
+    let cards = cards_for(ui.store(), &names[pagination.range()]).await?;
+    let page = HomePage {
+        layout: Layout::new(Section::Repositories),
+        cards,
+        pagination,
+    };
+    response::page(&page, &headers, ui.max_age_html())
+}
+
+/// Cards for `names`, in that order, from one store query. A repository without tags
+/// still gets a (bare) card.
+pub async fn cards_for(store: &dyn Store, names: &[String]) -> Result<Vec<RepoCard>, UiError> {
+    let entries = entries_for(store, names, IndexQuery::all()).await?;
+    Ok(names
+        .iter()
+        .map(|n| RepoCard::new(n, entries.get(n)))
+        .collect())
+}
+
+/// The query results of `base` restricted to `names`, by repository name.
+pub async fn entries_for(
+    store: &dyn Store,
+    names: &[String],
+    base: IndexQuery,
+) -> Result<BTreeMap<String, RepositoryEntry>, UiError> {
+    if names.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut query = base;
+    for name in names {
+        query = query
+            .and("repository", name)
+            .map_err(|e| UiError::BadRequest(e.to_string()))?;
+    }
+    Ok(store
+        .query(&query)
+        .await?
+        .into_iter()
+        .map(|e| (e.name.clone(), e))
+        .collect())
+}

@@ -1,0 +1,286 @@
+//! `/i/<digest>` and `/r/<name>/@<digest>`: everything known about one image or list.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
+use flagstate_core::model::Description;
+use flagstate_core::query::effective_platform;
+use flagstate_core::{Digest, Image, Manifest};
+
+use super::UiContext;
+use super::appstream::{APPDATA_LABEL, AppStream};
+use super::cards::{KeyValue, describe_pairs, newest_first, rows};
+use super::error::UiError;
+use super::layout::{Layout, Section};
+use super::reference::{ICON_KEYS, PullCommand, RegistryHost, find_icon};
+use super::repository::{known_repository, repository_entry};
+use super::response;
+
+/// The Flatpak reference label.
+pub const FLATPAK_REF_LABEL: &str = "org.flatpak.ref";
+
+/// What an image says about the Flatpak it carries.
+pub struct FlatpakView {
+    reference: String,
+    appstream: AppStream,
+    download_size: Option<String>,
+    installed_size: Option<String>,
+}
+
+impl FlatpakView {
+    /// The Flatpak view of an image's labels, when it carries a Flatpak.
+    pub fn of(labels: &BTreeMap<String, String>) -> Option<Self> {
+        let reference = labels.get(FLATPAK_REF_LABEL)?.clone();
+        let size = |k: &str| labels.get(k).and_then(|v| human_size(v));
+        Some(FlatpakView {
+            reference,
+            appstream: labels
+                .get(APPDATA_LABEL)
+                .and_then(|x| AppStream::parse(x))
+                .unwrap_or_default(),
+            download_size: size("org.flatpak.download-size"),
+            installed_size: size("org.flatpak.installed-size"),
+        })
+    }
+}
+
+/// A child of a list.
+struct ChildView {
+    digest: String,
+    platform: String,
+    media_type: String,
+    title: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "image.html")]
+struct ImagePage {
+    layout: Layout,
+    digest: String,
+    repository: Option<String>,
+    /// `/r/<name>/@` or `/i/`: where links to other manifests go.
+    link_base: String,
+    tags: Vec<String>,
+    parents: Vec<String>,
+    is_list: bool,
+    media_type: String,
+    title: Option<String>,
+    description: Option<String>,
+    icon: Option<String>,
+    facts: Vec<KeyValue>,
+    flatpak: Option<FlatpakView>,
+    labels: Vec<KeyValue>,
+    annotations: Vec<KeyValue>,
+    children: Vec<ChildView>,
+    pull: Vec<PullCommand>,
+}
+
+impl ImagePage {
+    fn heading(&self) -> String {
+        match &self.title {
+            Some(t) => t.clone(),
+            None if self.is_list => "Image list".to_owned(),
+            None => "Image".to_owned(),
+        }
+    }
+}
+
+/// `GET /i/{digest}`.
+pub async fn page(
+    State(ui): State<UiContext>,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, UiError> {
+    let digest = parse_digest(&digest)?;
+    let manifest = load(&ui, &digest).await?;
+    let page = build(&ui, manifest, None, Vec::new(), Vec::new(), Vec::new()).await?;
+    response::page(&page, &headers, ui.max_age_html())
+}
+
+/// `GET /r/<name>/@<digest>`: like `/i/<digest>`, but only for manifests the repository
+/// references (by tag, or as a child of a tagged list), with its tags and pull commands.
+pub async fn in_repository(
+    ui: &UiContext,
+    name: &str,
+    digest: &str,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Response, UiError> {
+    let tags_map = known_repository(ui, name).await?;
+    let digest = parse_digest(digest)?;
+    let mut tags: Vec<String> = tags_map
+        .iter()
+        .filter(|(_, d)| **d == digest)
+        .map(|(t, _)| t.clone())
+        .collect();
+    newest_first(&mut tags);
+    let parents: Vec<String> = repository_entry(ui, name)
+        .await?
+        .iter()
+        .flat_map(|e| &e.lists)
+        .filter(|l| l.images.iter().any(|i| i.digest == digest))
+        .map(|l| l.digest.to_string())
+        .collect();
+    if tags.is_empty() && parents.is_empty() {
+        return Err(UiError::NotFound(format!(
+            "Repository {name:?} has no manifest {digest}."
+        )));
+    }
+    let host = RegistryHost::resolve(ui.registry(), headers, uri);
+    let mut pull = host.pull_commands(name, &format!("@{digest}"));
+    if let Some(tag) = tags.first() {
+        pull.extend(host.pull_commands(name, &format!(":{tag}")));
+    }
+    let manifest = load(ui, &digest).await?;
+    let page = build(ui, manifest, Some(name), tags, parents, pull).await?;
+    response::page(&page, headers, ui.max_age_html())
+}
+
+fn parse_digest(raw: &str) -> Result<Digest, UiError> {
+    Digest::parse(raw).map_err(|e| UiError::BadRequest(e.to_string()))
+}
+
+async fn load(ui: &UiContext, digest: &Digest) -> Result<Manifest, UiError> {
+    ui.store()
+        .manifest(digest)
+        .await?
+        .ok_or_else(|| UiError::NotFound(format!("No manifest {digest} is indexed.")))
+}
+
+async fn build(
+    ui: &UiContext,
+    manifest: Manifest,
+    repository: Option<&str>,
+    tags: Vec<String>,
+    parents: Vec<String>,
+    pull: Vec<PullCommand>,
+) -> Result<ImagePage, UiError> {
+    let link_base = match repository {
+        Some(name) => format!("/r/{name}/@"),
+        None => "/i/".to_owned(),
+    };
+    let mut page = ImagePage {
+        layout: Layout::new(Section::Other),
+        digest: manifest.digest().to_string(),
+        repository: repository.map(str::to_owned),
+        link_base,
+        tags,
+        parents,
+        is_list: false,
+        media_type: manifest.media_type().to_owned(),
+        title: None,
+        description: None,
+        icon: None,
+        facts: Vec::new(),
+        flatpak: None,
+        labels: Vec::new(),
+        annotations: Vec::new(),
+        children: Vec::new(),
+        pull,
+    };
+    match manifest {
+        Manifest::Image(image) => describe_image(&mut page, &image),
+        Manifest::List(list) => {
+            page.is_list = true;
+            let d = Description::resolve(&BTreeMap::new(), &list.annotations);
+            page.title = d.title;
+            page.description = d.description;
+            page.annotations = rows(&list.annotations);
+            for entry in &list.entries {
+                let Some(Manifest::Image(child)) = ui.store().manifest(&entry.digest).await? else {
+                    continue;
+                };
+                let p = effective_platform(entry.platform.as_ref(), &child);
+                let cd = describe_pairs([(&child.labels, &child.annotations)]);
+                page.title = page.title.or(cd.title.clone());
+                page.description = page.description.or(cd.description);
+                page.icon = page.icon.or_else(|| {
+                    find_icon(
+                        ICON_KEYS.iter().rev().copied(),
+                        &child.labels,
+                        &child.annotations,
+                    )
+                });
+                page.children.push(ChildView {
+                    digest: child.digest.to_string(),
+                    platform: platform_text(&p.os, &p.architecture, p.variant.as_deref()),
+                    media_type: child.media_type.clone(),
+                    title: cd.title,
+                });
+            }
+        }
+    }
+    Ok(page)
+}
+
+fn describe_image(page: &mut ImagePage, image: &Image) {
+    let d = describe_pairs([(&image.labels, &image.annotations)]);
+    page.title = d.title;
+    page.description = d.description;
+    page.icon = find_icon(
+        ICON_KEYS.iter().rev().copied(),
+        &image.labels,
+        &image.annotations,
+    );
+    let p = &image.platform;
+    let mut facts = vec![KeyValue {
+        key: "Platform".into(),
+        value: platform_text(&p.os, &p.architecture, p.variant.as_deref()),
+    }];
+    if let Some(created) = &image.created {
+        facts.push(KeyValue {
+            key: "Created".into(),
+            value: created.clone(),
+        });
+    }
+    if let Some(config) = &image.config_digest {
+        facts.push(KeyValue {
+            key: "Config digest".into(),
+            value: config.to_string(),
+        });
+    }
+    page.facts = facts;
+    page.flatpak = FlatpakView::of(&image.labels);
+    page.labels = rows(&image.labels);
+    page.annotations = rows(&image.annotations);
+}
+
+fn platform_text(os: &str, architecture: &str, variant: Option<&str>) -> String {
+    match variant {
+        Some(v) if !v.is_empty() => format!("{os}/{architecture}/{v}"),
+        _ => format!("{os}/{architecture}"),
+    }
+}
+
+/// A byte count as `12.3 MiB`; `None` when the label is not a number.
+pub fn human_size(raw: &str) -> Option<String> {
+    let bytes: u64 = raw.trim().parse().ok()?;
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    Some(if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size("512").as_deref(), Some("512 B"));
+        assert_eq!(human_size("1536").as_deref(), Some("1.5 KiB"));
+        assert_eq!(human_size("52428800").as_deref(), Some("50.0 MiB"));
+        assert_eq!(human_size("lots"), None);
+    }
+}

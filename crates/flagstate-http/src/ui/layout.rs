@@ -1,0 +1,97 @@
+//! What every page shares: the layout data the base template needs, and the stylesheet.
+//!
+//! The stylesheet's URL contains a hash of its content, so it can be cached for a year
+//! and still change the moment a new build ships a different one.
+
+use std::sync::LazyLock;
+
+use axum::extract::Path;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest as _, Sha256};
+
+use super::response::{etag_matches, security_headers};
+
+/// The hand-written stylesheet, compiled into the binary.
+const STYLE: &str = include_str!("../../static/style.css");
+
+/// `style-<first 16 hex digits of its SHA-256>.css`.
+static STYLE_FILE: LazyLock<String> = LazyLock::new(|| {
+    let hash = hex::encode(Sha256::digest(STYLE.as_bytes()));
+    format!("style-{}.css", &hash[..16])
+});
+
+/// The site section a page belongs to, for marking the current navigation entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// Repository list and repository pages.
+    Repositories,
+    /// The Flatpak apps view.
+    Apps,
+    /// Search.
+    Search,
+    /// Pages reached only by link (image details, errors).
+    Other,
+}
+
+/// Data the base template needs on every page.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Path of the stylesheet.
+    pub style_href: String,
+    /// Current section.
+    pub section: Section,
+    /// Text for the header's search box.
+    pub query: String,
+}
+
+impl Layout {
+    /// The layout for a page of `section`.
+    pub fn new(section: Section) -> Self {
+        Layout {
+            style_href: format!("/static/{}", *STYLE_FILE),
+            section,
+            query: String::new(),
+        }
+    }
+
+    /// Pre-fills the header's search box.
+    pub fn with_query(mut self, query: &str) -> Self {
+        self.query = query.to_owned();
+        self
+    }
+
+    /// `aria-current="page"` marker for a navigation entry, as template text.
+    pub fn current(&self, section: &str) -> &'static str {
+        let this = match self.section {
+            Section::Repositories => "repositories",
+            Section::Apps => "apps",
+            Section::Search => "search",
+            Section::Other => "",
+        };
+        if this == section { "page" } else { "false" }
+    }
+}
+
+/// `GET /static/{file}`: the stylesheet under its content-hashed name, else 404.
+pub async fn stylesheet(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    if file != *STYLE_FILE {
+        return (StatusCode::NOT_FOUND, "no such static file\n").into_response();
+    }
+    let etag = format!("\"{}\"", &STYLE_FILE["style-".len()..STYLE_FILE.len() - 4]);
+    let mut response = if etag_matches(&headers, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+    };
+    let h = response.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    security_headers(h);
+    response
+}

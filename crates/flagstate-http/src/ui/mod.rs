@@ -1,0 +1,103 @@
+//! The server-rendered web UI: a browsable view of the indexed registry.
+//!
+//! Pages (all plain HTML rendered with askama, no script needed):
+//!
+//! | path | page |
+//! |---|---|
+//! | `/` | repositories with title, description, icon, newest tags and counts (`?page=`) |
+//! | `/r/<name>` | one repository: tags, images, lists, labels, annotations, pull commands |
+//! | `/r/<name>/@<digest>` | one image or list as seen from a repository (tags, pull by digest) |
+//! | `/i/<digest>` | one image or list by digest |
+//! | `/search?q=&arch=&os=&label=` | full-text search narrowed by platform and label |
+//! | `/apps` | Flatpak applications and runtimes, named from their AppStream data |
+//! | `/static/style-<hash>.css` | the stylesheet, cached for a year (the name changes with it) |
+//!
+//! Every page carries a strong `ETag` (a hash of its body), answers `If-None-Match` with
+//! `304`, and says `Cache-Control: max-age=<max_age_html>`. Everything taken from the
+//! registry (labels, annotations, names) is escaped by the templates; a strict
+//! `Content-Security-Policy` forbids scripts on top of that.
+//!
+//! The handlers only need a [`UiContext`]; [`routes`] works with any router state that
+//! can produce one through [`FromRef`].
+
+mod apps;
+mod appstream;
+mod cards;
+mod error;
+mod home;
+mod image;
+mod layout;
+mod params;
+mod reference;
+mod repository;
+mod response;
+mod search;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::FromRef;
+use axum::routing::get;
+use flagstate_core::Store;
+
+pub use appstream::AppStream;
+pub use error::UiError;
+
+/// Repositories (or apps, or search hits) shown per page.
+pub const PAGE_SIZE: usize = 24;
+
+/// What the UI handlers need: where the index lives and how to describe it.
+#[derive(Debug, Clone)]
+pub struct UiContext {
+    store: Arc<dyn Store>,
+    registry: String,
+    max_age_html: Duration,
+}
+
+impl UiContext {
+    /// A context over `store`. `registry` is the public registry URL (the `Registry` of
+    /// index responses, possibly relative such as `/`); pull commands name its host, or
+    /// the host the page was requested from when it is relative. `max_age_html` is the
+    /// `Cache-Control: max-age` of every page.
+    pub fn new(store: Arc<dyn Store>, registry: impl Into<String>, max_age_html: Duration) -> Self {
+        UiContext {
+            store,
+            registry: registry.into(),
+            max_age_html,
+        }
+    }
+
+    /// The store pages are read from.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The public registry URL as configured.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The `Cache-Control: max-age` of every page.
+    pub fn max_age_html(&self) -> Duration {
+        self.max_age_html
+    }
+}
+
+/// The web UI's routes, for merging into the main router.
+///
+/// Paths: `/`, `/r/{*path}`, `/i/{digest}`, `/search`, `/apps`, `/static/{file}`. Unknown
+/// paths are left to the main router (which answers a plain 404).
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    UiContext: FromRef<S>,
+{
+    Router::new()
+        .route("/", get(home::page))
+        .route("/r/{*path}", get(repository::page))
+        .route("/i/{digest}", get(image::page))
+        .route("/search", get(search::page))
+        .route("/apps", get(apps::page))
+        .route("/static/{file}", get(layout::stylesheet))
+}

@@ -1,0 +1,250 @@
+//! `/r/<name>`: one repository with its tags, images, lists and pull commands.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
+use flagstate_core::model::validate_repository_name;
+use flagstate_core::{Digest, ImageEntry, IndexQuery, Manifest, RepositoryEntry};
+
+use super::UiContext;
+use super::cards::{KeyValue, describe_pairs, newest_first, rows};
+use super::error::UiError;
+use super::image;
+use super::layout::{Layout, Section};
+use super::reference::{ICON_KEYS, PullCommand, RegistryHost};
+use super::response;
+
+/// A tag and what it points at.
+struct TagRow {
+    tag: String,
+    digest: String,
+    kind: &'static str,
+    platforms: String,
+}
+
+/// A directly tagged image.
+struct ImageView {
+    digest: String,
+    media_type: String,
+    platform: String,
+    tags: Vec<String>,
+    labels: Vec<KeyValue>,
+    annotations: Vec<KeyValue>,
+}
+
+/// An image list and its children.
+struct ListView {
+    digest: String,
+    media_type: String,
+    tags: Vec<String>,
+    annotations: Vec<KeyValue>,
+    children: Vec<ChildRow>,
+}
+
+/// One child of a list.
+struct ChildRow {
+    digest: String,
+    platform: String,
+    title: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "repository.html")]
+struct RepositoryPage {
+    layout: Layout,
+    name: String,
+    title: Option<String>,
+    description: Option<String>,
+    icon: Option<String>,
+    pull_tag: Option<String>,
+    pull: Vec<PullCommand>,
+    tags: Vec<TagRow>,
+    images: Vec<ImageView>,
+    lists: Vec<ListView>,
+}
+
+impl RepositoryPage {
+    fn heading(&self) -> &str {
+        self.title.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// `GET /r/{*path}`: a repository, or `/r/<name>/@<digest>` for one of its manifests.
+pub async fn page(
+    State(ui): State<UiContext>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, UiError> {
+    if let Some((name, digest)) = path.split_once("/@") {
+        return image::in_repository(&ui, name, digest, &headers, &uri).await;
+    }
+    let name = path.trim_end_matches('/');
+    let tags = known_repository(&ui, name).await?;
+    let entry = repository_entry(&ui, name).await?;
+    let mut list_manifests = BTreeMap::new();
+    for list in entry.iter().flat_map(|e| &e.lists) {
+        if let Some(Manifest::List(l)) = ui.store().manifest(&list.digest).await? {
+            list_manifests.insert(list.digest.clone(), l);
+        }
+    }
+
+    let mut tag_names: Vec<String> = tags.keys().cloned().collect();
+    newest_first(&mut tag_names);
+    let newest = tag_names.first().cloned();
+    let empty = RepositoryEntry {
+        name: name.to_owned(),
+        images: Vec::new(),
+        lists: Vec::new(),
+    };
+    let entry = entry.as_ref().unwrap_or(&empty);
+
+    // Title, description and icon: the newest tag's manifest speaks first (a list's own
+    // annotations before its children), then everything else.
+    let no_labels = BTreeMap::new();
+    let mut pairs = Vec::new();
+    let newest_digest = newest.as_ref().and_then(|t| tags.get(t));
+    for list in &entry.lists {
+        if Some(&list.digest) == newest_digest {
+            if let Some(l) = list_manifests.get(&list.digest) {
+                pairs.push((&no_labels, &l.annotations));
+            }
+            pairs.extend(list.images.iter().map(|i| (&i.labels, &i.annotations)));
+        }
+    }
+    pairs.extend(
+        entry
+            .images
+            .iter()
+            .filter(|i| Some(&i.digest) == newest_digest)
+            .map(|i| (&i.labels, &i.annotations)),
+    );
+    for list in &entry.lists {
+        if let Some(l) = list_manifests.get(&list.digest) {
+            pairs.push((&no_labels, &l.annotations));
+        }
+    }
+    pairs.extend(super::cards::images_of(entry).map(|i| (&i.labels, &i.annotations)));
+    let mut described = describe_pairs(pairs.iter().copied());
+    // The page is about one repository: prefer the large icon.
+    if let Some(icon) = super::cards::images_of(entry)
+        .find_map(|i| super::reference::find_icon([ICON_KEYS[1]], &i.labels, &i.annotations))
+    {
+        described.icon = Some(icon);
+    }
+
+    let platforms_of = |digest: &Digest| -> (&'static str, String) {
+        if let Some(i) = entry.images.iter().find(|i| &i.digest == digest) {
+            return ("image", platform(i));
+        }
+        if let Some(l) = entry.lists.iter().find(|l| &l.digest == digest) {
+            let set: BTreeSet<String> = l.images.iter().map(platform).collect();
+            return ("list", set.into_iter().collect::<Vec<_>>().join(", "));
+        }
+        ("unresolved", String::new())
+    };
+    let tag_rows = tag_names
+        .iter()
+        .filter_map(|t| tags.get(t).map(|d| (t, d)))
+        .map(|(tag, digest)| {
+            let (kind, platforms) = platforms_of(digest);
+            TagRow {
+                tag: tag.clone(),
+                digest: digest.to_string(),
+                kind,
+                platforms,
+            }
+        })
+        .collect();
+
+    let images = entry
+        .images
+        .iter()
+        .map(|i| ImageView {
+            digest: i.digest.to_string(),
+            media_type: i.media_type.clone(),
+            platform: platform(i),
+            tags: sorted_tags(i.tags.as_deref().unwrap_or_default()),
+            labels: rows(&i.labels),
+            annotations: rows(&i.annotations),
+        })
+        .collect();
+    let lists = entry
+        .lists
+        .iter()
+        .map(|l| ListView {
+            digest: l.digest.to_string(),
+            media_type: l.media_type.clone(),
+            tags: sorted_tags(&l.tags),
+            annotations: list_manifests
+                .get(&l.digest)
+                .map(|m| rows(&m.annotations))
+                .unwrap_or_default(),
+            children: l
+                .images
+                .iter()
+                .map(|i| ChildRow {
+                    digest: i.digest.to_string(),
+                    platform: platform(i),
+                    title: describe_pairs([(&i.labels, &i.annotations)]).title,
+                })
+                .collect(),
+        })
+        .collect();
+
+    let host = RegistryHost::resolve(ui.registry(), &headers, &uri);
+    let pull = newest
+        .as_ref()
+        .map(|t| host.pull_commands(name, &format!(":{t}")))
+        .unwrap_or_default();
+    let page = RepositoryPage {
+        layout: Layout::new(Section::Repositories),
+        name: name.to_owned(),
+        title: described.title,
+        description: described.description,
+        icon: described.icon,
+        pull_tag: newest,
+        pull,
+        tags: tag_rows,
+        images,
+        lists,
+    };
+    response::page(&page, &headers, ui.max_age_html())
+}
+
+/// The tags of a known repository; `NotFound` for an unknown or malformed name.
+pub async fn known_repository(
+    ui: &UiContext,
+    name: &str,
+) -> Result<BTreeMap<String, Digest>, UiError> {
+    let unknown = || UiError::NotFound(format!("There is no repository named {name:?}."));
+    if validate_repository_name(name).is_err() {
+        return Err(unknown());
+    }
+    ui.store().repository_tags(name).await?.ok_or_else(unknown)
+}
+
+/// Everything the repository shows (its query result without filters), if it has tags.
+pub async fn repository_entry(
+    ui: &UiContext,
+    name: &str,
+) -> Result<Option<RepositoryEntry>, UiError> {
+    let query = IndexQuery::all()
+        .and("repository", name)
+        .map_err(|e| UiError::BadRequest(e.to_string()))?;
+    Ok(ui.store().query(&query).await?.into_iter().next())
+}
+
+/// `os/architecture`.
+pub fn platform(image: &ImageEntry) -> String {
+    format!("{}/{}", image.os, image.architecture)
+}
+
+fn sorted_tags(tags: &[String]) -> Vec<String> {
+    let mut tags = tags.to_vec();
+    newest_first(&mut tags);
+    tags
+}

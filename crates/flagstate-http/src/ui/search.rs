@@ -1,0 +1,147 @@
+//! `/search?q=&arch=&os=&label=`: full-text search over repositories, narrowed by
+//! platform and label through an index query.
+
+use askama::Template;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use flagstate_core::{IndexQuery, RepositoryEntry};
+
+use super::cards::RepoCard;
+use super::error::UiError;
+use super::home::entries_for;
+use super::layout::{Layout, Section};
+use super::params::{Pagination, Params, link};
+use super::{PAGE_SIZE, UiContext, response};
+
+/// With filters, text hits are checked against the filter query; this many best hits
+/// are considered, which bounds the work of one request.
+const FILTERED_HIT_LIMIT: u64 = 1000;
+
+/// Architectures offered as suggestions (any value is accepted).
+const ARCHITECTURES: &[&str] = &[
+    "amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64",
+];
+/// Operating systems offered as suggestions.
+const SYSTEMS: &[&str] = &["linux", "windows", "freebsd"];
+
+#[derive(Template)]
+#[template(path = "search.html")]
+struct SearchPage {
+    layout: Layout,
+    q: String,
+    arch: String,
+    os: String,
+    label: String,
+    searched: bool,
+    cards: Vec<RepoCard>,
+    pagination: Pagination,
+    architectures: &'static [&'static str],
+    systems: &'static [&'static str],
+}
+
+/// The filters of a search as an index query; `None` when none is given.
+fn filter_query(params: &Params) -> Result<Option<IndexQuery>, UiError> {
+    let bad = |e: flagstate_core::QueryError| UiError::BadRequest(e.to_string());
+    let mut query = IndexQuery::all();
+    if let Some(arch) = params.get("arch") {
+        query = query.and("architecture", arch).map_err(bad)?;
+    }
+    if let Some(os) = params.get("os") {
+        query = query.and("os", os).map_err(bad)?;
+    }
+    if let Some(label) = params.get("label") {
+        // `KEY` asks for presence, `KEY=VALUE` for a value.
+        query = match label.split_once('=') {
+            Some((key, value)) => query.and(&format!("label:{}", key.trim()), value.trim()),
+            None => query.and(&format!("label:{label}:exists"), "1"),
+        }
+        .map_err(bad)?;
+    }
+    Ok((!query.filters().is_empty()).then_some(query))
+}
+
+/// `GET /search`.
+pub async fn page(
+    State(ui): State<UiContext>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, UiError> {
+    let params = Params::parse(raw.as_deref());
+    let page_no = params.page()?;
+    let text = params.get("q").unwrap_or_default().to_owned();
+    let field = |k: &str| params.get(k).unwrap_or_default().to_owned();
+    let (arch, os, label) = (field("arch"), field("os"), field("label"));
+    let filters = filter_query(&params)?;
+    let page_link = |n: usize| {
+        let n = n.to_string();
+        link(
+            "/search",
+            &[
+                ("q", &text),
+                ("arch", &arch),
+                ("os", &os),
+                ("label", &label),
+                ("page", &n),
+            ],
+        )
+    };
+
+    let searched = !text.is_empty() || filters.is_some();
+    let (cards, pagination) = match filters {
+        None if text.is_empty() => (Vec::new(), Pagination::new(page_no, 0, page_link)?),
+        None => {
+            let found = ui
+                .store()
+                .search(&text, Pagination::offset(page_no), PAGE_SIZE as u64)
+                .await?;
+            let total = usize::try_from(found.total).unwrap_or(usize::MAX);
+            let pagination = Pagination::new(page_no, total, page_link)?;
+            let names: Vec<String> = found.hits.iter().map(|h| h.repository.clone()).collect();
+            let entries = entries_for(ui.store(), &names, IndexQuery::all()).await?;
+            let cards = found
+                .hits
+                .iter()
+                .map(|hit| {
+                    let mut card = RepoCard::new(&hit.repository, entries.get(&hit.repository));
+                    card.title = card.title.or_else(|| hit.title.clone());
+                    card.description = card.description.or_else(|| hit.description.clone());
+                    card
+                })
+                .collect();
+            (cards, pagination)
+        }
+        Some(query) => {
+            let matched: Vec<RepositoryEntry> = if text.is_empty() {
+                ui.store().query(&query).await?
+            } else {
+                let found = ui.store().search(&text, 0, FILTERED_HIT_LIMIT).await?;
+                let names: Vec<String> = found.hits.into_iter().map(|h| h.repository).collect();
+                let mut entries = entries_for(ui.store(), &names, query).await?;
+                // Keep the relevance order of the text search.
+                names.iter().filter_map(|n| entries.remove(n)).collect()
+            };
+            let pagination = Pagination::new(page_no, matched.len(), page_link)?;
+            // Cards show only what matched, e.g. just the arm64 images.
+            let cards = matched[pagination.range()]
+                .iter()
+                .map(|e| RepoCard::new(&e.name, Some(e)))
+                .collect();
+            (cards, pagination)
+        }
+    };
+
+    let page = SearchPage {
+        layout: Layout::new(Section::Search).with_query(&text),
+        q: text.clone(),
+        arch,
+        os,
+        label,
+        searched,
+        cards,
+        pagination,
+        architectures: ARCHITECTURES,
+        systems: SYSTEMS,
+    };
+    response::page(&page, &headers, ui.max_age_html())
+}

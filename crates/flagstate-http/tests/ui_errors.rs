@@ -1,0 +1,90 @@
+//! Store failures on UI pages: a clear HTML page with the right status, no internals.
+
+mod ui_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::http::StatusCode;
+use flagstate_core::store::Generation;
+use flagstate_core::{
+    Digest, GcStats, IndexQuery, Manifest, RepositoryEntry, RepositorySnapshot, SearchPage, Store,
+    StoreError, TagChange,
+};
+use ui_support::{app, get};
+
+/// A store whose database has gone away; no real backend can be made to fail on cue.
+#[derive(Debug)]
+struct DownStore;
+
+fn down<T>() -> Result<T, StoreError> {
+    Err(StoreError::Unavailable {
+        store: "test",
+        source: "connection refused to 10.0.0.9:5432 (secret detail)".into(),
+    })
+}
+
+#[async_trait]
+impl Store for DownStore {
+    async fn replace_repository(&self, _: &RepositorySnapshot) -> Result<Generation, StoreError> {
+        down()
+    }
+    async fn remove_repository(&self, _: &str) -> Result<Generation, StoreError> {
+        down()
+    }
+    async fn apply(&self, _: &TagChange) -> Result<Generation, StoreError> {
+        down()
+    }
+    async fn repositories(&self) -> Result<Vec<String>, StoreError> {
+        down()
+    }
+    async fn repository_tags(
+        &self,
+        _: &str,
+    ) -> Result<Option<BTreeMap<String, Digest>>, StoreError> {
+        down()
+    }
+    async fn known_manifests(&self, _: &[Digest]) -> Result<BTreeSet<Digest>, StoreError> {
+        down()
+    }
+    async fn manifest(&self, _: &Digest) -> Result<Option<Manifest>, StoreError> {
+        down()
+    }
+    async fn query(&self, _: &IndexQuery) -> Result<Vec<RepositoryEntry>, StoreError> {
+        down()
+    }
+    async fn search(&self, _: &str, _: u64, _: u64) -> Result<SearchPage, StoreError> {
+        down()
+    }
+    async fn generation(&self) -> Result<Generation, StoreError> {
+        down()
+    }
+    async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
+        down()
+    }
+}
+
+#[tokio::test]
+async fn unavailable_store_gives_503_pages_without_details() {
+    let app = app(Arc::new(DownStore), "/");
+    let digest = Digest::sha256_of(b"x");
+    for uri in [
+        "/".to_owned(),
+        "/r/some/repo".to_owned(),
+        format!("/i/{digest}"),
+        "/search?q=x".to_owned(),
+        "/apps".to_owned(),
+    ] {
+        let page = get(&app, &uri).await;
+        assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert!(page.body.contains("Temporarily unavailable"), "{uri}");
+        assert!(
+            !page.body.contains("secret detail"),
+            "{uri}: internals leaked"
+        );
+        assert_eq!(page.headers["cache-control"], "no-store");
+    }
+    // Input is checked before the store is asked.
+    assert_eq!(get(&app, "/?page=0").await.status, StatusCode::BAD_REQUEST);
+}

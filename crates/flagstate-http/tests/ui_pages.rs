@@ -1,0 +1,325 @@
+//! Web UI pages rendered in process over a `MemoryStore`: content, escaping, 404s.
+
+mod ui_support;
+
+use axum::http::StatusCode;
+use ui_support::{BULK, ICON, SCRIPT, app, esc, fixture, get, get_with};
+
+const REGISTRY: &str = "https://registry.example.org/";
+
+fn assert_inert(body: &str) {
+    assert!(!body.contains("<script"), "raw <script> in page");
+    assert!(
+        !body.contains("src=\"javascript:") && !body.contains("href=\"javascript:"),
+        "javascript: URL in page"
+    );
+    assert!(
+        !body.contains("\" onmouseover=\""),
+        "attribute injection in page"
+    );
+}
+
+#[tokio::test]
+async fn home_lists_repositories_with_descriptions_icons_tags_and_counts() {
+    let f = fixture().await;
+    let app = app(f.store.clone(), REGISTRY);
+    let page = get(&app, "/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    let b = &page.body;
+    assert!(b.contains("<meta name=\"viewport\""));
+    assert!(b.contains(&format!("{} repositories indexed", BULK + 4)));
+    // Flatpak card: named from AppStream, icon from the label, tags and counts.
+    assert!(b.contains(&esc("Photo Viewer & Co")), "{b}");
+    assert!(b.contains("Look at pictures quickly"));
+    assert!(b.contains(&format!("src=\"{ICON}\"")));
+    assert!(b.contains("2 tags · 2 images · 1 list · linux/amd64, linux/arm64"));
+    // Labels resolved in order: io.k8s.display-name, then summary.
+    assert!(b.contains("Base OS") && b.contains("Minimal operating system userland"));
+    // Newest-looking tags first.
+    let order: Vec<usize> = [
+        "/r/base/os#tag-latest",
+        "/r/base/os#tag-2",
+        "/r/base/os#tag-1.10",
+        "/r/base/os#tag-1.9",
+    ]
+    .iter()
+    .map(|t| b.find(t).unwrap_or_else(|| panic!("{t} missing")))
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    assert_inert(b);
+}
+
+#[tokio::test]
+async fn labels_with_markup_render_as_text() {
+    let f = fixture().await;
+    let app = app(f.store.clone(), REGISTRY);
+    let escaped = esc(SCRIPT);
+    for uri in [
+        "/?page=2".to_owned(),
+        "/r/evil".to_owned(),
+        format!("/i/{}", f.evil),
+        format!("/r/evil/@{}", f.evil),
+        "/search?q=evil".to_owned(),
+    ] {
+        let page = get(&app, &uri).await;
+        assert_eq!(page.status, StatusCode::OK, "{uri}");
+        assert!(page.body.contains(&escaped), "{uri}: escaped title missing");
+        assert!(!page.body.contains(SCRIPT), "{uri}: raw script present");
+        assert_inert(&page.body);
+    }
+    let detail = get(&app, &format!("/i/{}", f.evil)).await.body;
+    assert!(detail.contains(&esc("Ünïcødé ✓ 日本語 \"quoted\" & <b>bold</b>")));
+    assert!(detail.contains(&esc("\" onmouseover=\"alert(2)")));
+    let csp = &get(&app, "/r/evil").await.headers["content-security-policy"];
+    assert!(csp.to_str().unwrap().contains("default-src 'none'"));
+}
+
+#[tokio::test]
+async fn home_is_paginated() {
+    let f = fixture().await;
+    let app = app(f.store.clone(), REGISTRY);
+    let first = get(&app, "/").await.body;
+    assert_eq!(first.matches("<li class=\"card\">").count(), 24);
+    assert!(first.contains("href=\"/?page=2\"") && first.contains("Page 1 of 2"));
+    assert!(!first.contains("rel=\"prev\""));
+    let second = get(&app, "/?page=2").await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(
+        second.body.matches("<li class=\"card\">").count(),
+        BULK + 4 - 24
+    );
+    assert!(second.body.contains("href=\"/?page=1\"") && !second.body.contains("rel=\"next\""));
+    // Bytewise order: the last repositories land on page 2.
+    assert!(second.body.contains("/r/evil\"") && !first.contains("/r/evil\""));
+    assert!(
+        second.body.contains("No tags."),
+        "empty repository shown bare"
+    );
+
+    let past = get(&app, "/?page=3").await;
+    assert_eq!(past.status, StatusCode::NOT_FOUND);
+    assert!(
+        past.body
+            .contains("page 3 does not exist; there are 2 pages")
+    );
+    for bad in [
+        "/?page=0",
+        "/?page=abc",
+        "/?page=-1",
+        "/?page=2.5",
+        "/?page=99999999999999999999",
+    ] {
+        let page = get(&app, bad).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(page.body.contains("page must be a whole number"), "{bad}");
+        assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    }
+}
+
+#[tokio::test]
+async fn repository_page_shows_tags_platforms_metadata_and_pull_commands() {
+    let f = fixture().await;
+    let app = app(f.store.clone(), REGISTRY);
+    let page = get(&app, "/r/apps/viewer").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let b = &page.body;
+    // The list's OCI annotations come first in title resolution.
+    assert!(b.contains("<h1>Photo Viewer</h1>"), "{b}");
+    assert!(b.contains("A fast photo viewer for the desktop"));
+    assert!(b.contains("podman pull registry.example.org/apps/viewer:latest"));
+    assert!(b.contains(
+        "skopeo copy docker://registry.example.org/apps/viewer:latest oci:viewer:latest"
+    ));
+    assert!(b.contains("<th scope=\"col\">Tag</th>"));
+    assert!(b.contains("<tr id=\"tag-1.0\">"));
+    assert!(b.contains("linux/amd64, linux/arm64"));
+    for d in [&f.viewer_list, &f.viewer_amd64, &f.viewer_arm64] {
+        assert!(b.contains(&format!("href=\"/r/apps/viewer/@{d}\"")), "{d}");
+    }
+    assert!(
+        b.contains("org.opencontainers.image.description"),
+        "list annotations shown"
+    );
+
+    let base = get(&app, "/r/base/os").await.body;
+    assert!(base.contains("application/vnd.docker.distribution.manifest.v2+json"));
+    assert!(base.contains("<code>io.k8s.display-name</code>"));
+    let empty = get(&app, "/r/empty").await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert!(empty.body.contains("nothing to pull"));
+}
+
+#[tokio::test]
+async fn pull_commands_use_the_request_host_when_the_registry_url_is_relative() {
+    let f = fixture().await;
+    let app = app(f.store.clone(), "/");
+    let b = get_with(&app, "/r/base/os", &[("host", "index.test:8080")])
+        .await
+        .body;
+    assert!(
+        b.contains("podman pull index.test:8080/base/os:latest"),
+        "{b}"
+    );
+    let plain = ui_support::app(f.store.clone(), "http://127.0.0.1:5000");
+    let b = get(&plain, "/r/base/os").await.body;
+    assert!(b.contains("podman pull --tls-verify=false 127.0.0.1:5000/base/os:latest"));
+}
+
+#[tokio::test]
+async fn image_pages_show_all_metadata() {
+    let f = fixture().await;
+    let app = app(f.store.clone(), REGISTRY);
+    let page = get(&app, &format!("/i/{}", f.viewer_amd64)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let b = &page.body;
+    let name_row = format!("<dt>Name</dt><dd>{}</dd>", esc("Photo Viewer & Co"));
+    // Flatpak images are titled from their AppStream data.
+    let heading = format!("<h1>{}</h1>", esc("Photo Viewer & Co"));
+    for text in [
+        "app/org.example.Viewer/x86_64/stable",
+        name_row.as_str(),
+        heading.as_str(),
+        "<dt>Summary</dt><dd>Look at pictures quickly</dd>",
+        "<dt>Developer</dt><dd>Example Team</dd>",
+        "<dt>Download size</dt><dd>5.0 MiB</dd>",
+        "<dt>Created</dt><dd>2026-01-02T03:04:05Z</dd>",
+        "<dt>Platform</dt><dd>linux/amd64</dd>",
+        "<th scope=\"row\"><code>org.flatpak.ref</code></th>",
+    ] {
+        assert!(b.contains(text), "missing {text} in {b}");
+    }
+    // The long AppStream label is folded, still escaped.
+    assert!(b.contains(&esc("<component type=\"desktop-application\">")));
+
+    let list = get(&app, &format!("/r/apps/viewer/@{}", f.viewer_list)).await;
+    assert_eq!(list.status, StatusCode::OK);
+    let b = &list.body;
+    assert!(b.contains("<h1>Photo Viewer</h1>"));
+    assert!(b.contains(&format!(
+        "podman pull registry.example.org/apps/viewer@{}",
+        f.viewer_list
+    )));
+    assert!(b.contains("<th scope=\"row\">linux/arm64</th>"));
+    assert!(b.contains(&format!("href=\"/r/apps/viewer/@{}\"", f.viewer_arm64)));
+
+    // A child reached through a list: no tags of its own, linked back to the list.
+    let child = get(&app, &format!("/r/apps/viewer/@{}", f.viewer_arm64)).await;
+    assert_eq!(child.status, StatusCode::OK);
+    assert!(child.body.contains("none (reached through a list)"));
+    assert!(
+        child
+            .body
+            .contains(&format!("href=\"/r/apps/viewer/@{}\"", f.viewer_list))
+    );
+}
+
+#[tokio::test]
+async fn unknown_things_are_404_pages_and_malformed_digests_400() {
+    let f = fixture().await;
+    let app = app(f.store.clone(), REGISTRY);
+    let unknown = flagstate_core::Digest::sha256_of(b"nothing");
+    for (uri, status, text) in [
+        (
+            "/r/nope".to_owned(),
+            StatusCode::NOT_FOUND,
+            "There is no repository named &#34;nope&#34;.",
+        ),
+        (
+            "/r/Not_Valid".to_owned(),
+            StatusCode::NOT_FOUND,
+            "There is no repository",
+        ),
+        (format!("/i/{unknown}"), StatusCode::NOT_FOUND, "is indexed"),
+        (
+            format!("/r/evil/@{}", f.base),
+            StatusCode::NOT_FOUND,
+            "has no manifest",
+        ),
+        (
+            format!("/r/nope/@{}", f.base),
+            StatusCode::NOT_FOUND,
+            "There is no repository",
+        ),
+        (
+            "/i/sha256:xyz".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "invalid digest",
+        ),
+        (
+            "/r/evil/@nope".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "invalid digest",
+        ),
+    ] {
+        let page = get(&app, &uri).await;
+        assert_eq!(page.status, status, "{uri}");
+        assert!(page.body.contains(text), "{uri}: {}", page.body);
+        assert!(
+            page.body.contains("<main id=\"main\">"),
+            "{uri}: not a full page"
+        );
+        assert_eq!(page.headers["cache-control"], "no-store");
+    }
+}
+
+#[tokio::test]
+async fn apps_view_lists_flatpaks_by_appstream_name() {
+    let f = fixture().await;
+    let app = app(f.store.clone(), REGISTRY);
+    let page = get_with(&app, "/apps", &[("host", "flatpaks.test:8080")]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let b = &page.body;
+    assert_eq!(
+        b.matches("<li class=\"card\">").count(),
+        1,
+        "one card per app and branch"
+    );
+    assert!(b.contains("1 Flatpak ref in this registry"));
+    assert!(b.contains(&esc("Photo Viewer & Co")) && b.contains("Look at pictures quickly"));
+    assert!(b.contains("flatpak install --user flatpaks-test app/org.example.Viewer//stable"));
+    assert!(b.contains("oci+http://flatpaks.test:8080/"));
+    assert!(b.contains("app/org.example.Viewer/aarch64/stable"));
+    assert!(b.contains("amd64, arm64"));
+    assert!(b.contains(&format!("src=\"{ICON}\"")));
+    assert!(!b.contains("Base OS"), "non-Flatpak images are not apps");
+    assert_eq!(
+        get(&app, "/apps?page=2").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&app, "/apps?page=x").await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn pages_are_accessible_html() {
+    let f = fixture().await;
+    let app = app(f.store.clone(), REGISTRY);
+    for uri in ["/", "/r/apps/viewer", "/search?q=viewer", "/apps"] {
+        let b = get(&app, uri).await.body;
+        assert!(b.starts_with("<!DOCTYPE html>"), "{uri}");
+        assert!(b.contains("<html lang=\"en\">"), "{uri}");
+        for landmark in [
+            "<header class=\"site\">",
+            "<nav aria-label=\"Main\">",
+            "<main id=\"main\">",
+            "<h1>",
+        ] {
+            assert!(b.contains(landmark), "{uri}: {landmark}");
+        }
+        assert!(
+            b.contains("<label for=\"site-q\""),
+            "{uri}: search box labelled"
+        );
+    }
+    let search = get(&app, "/search").await.body;
+    for id in ["q", "arch", "os", "label"] {
+        assert!(search.contains(&format!("<label for=\"{id}\">")), "{id}");
+        assert!(
+            search.contains(&format!("id=\"{id}\" name=\"{id}\"")),
+            "{id}"
+        );
+    }
+}
