@@ -1,0 +1,219 @@
+//! The command line: subcommands and flags (clap derive), and how flags override the
+//! configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, LogFormat};
+
+/// Index the metadata of a container registry and answer registry index protocol queries.
+#[derive(Debug, Parser)]
+#[command(name = "flagstate", version, propagate_version = true)]
+pub struct Cli {
+    /// YAML configuration file. Environment variables `FLAGSTATE_*` and flags override it.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "FLAGSTATE_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Registry to index, e.g. http://127.0.0.1:5000 (overrides registry.url).
+    #[arg(long, global = true, value_name = "URL")]
+    pub registry: Option<String>,
+
+    /// Where the index is stored: postgres://… for PostgreSQL, or a SQLite file path
+    /// (sqlite://PATH also works). Overrides the database section.
+    #[arg(long, global = true, value_name = "URL|PATH")]
+    pub database: Option<String>,
+
+    /// Write logs as JSON lines (overrides log.format).
+    #[arg(long, global = true)]
+    pub json_logs: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the index over HTTP and keep it up to date (first full scan, registry
+    /// notifications on /events, periodic rescans and garbage collection).
+    Serve(ServeArgs),
+    /// Scan the whole registry once into the store, then exit. Exits 1 if any
+    /// repository failed.
+    Scan,
+    /// Print the index JSON a query answers, from the store.
+    Query(QueryArgs),
+    /// Compare the store with the registry; list missing, extra and moved tags. Exits 1
+    /// when they differ.
+    Check,
+    /// Write static index files as a regindexer configuration file (given with
+    /// `--config`) describes; with `--watch`, keep them up to date from registry
+    /// notifications. Exits 2 on a bad configuration, 1 when a registry could not be read
+    /// completely (its files are then left as they were).
+    Index(IndexArgs),
+}
+
+/// Flags of `index`.
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// Keep running: accept registry notifications on --listen and rewrite the files
+    /// whose content changed.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// Address `/events` listens on in --watch mode.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8089")]
+    pub listen: SocketAddr,
+
+    /// Bearer token the registry must send to `/events` in --watch mode.
+    #[arg(
+        long,
+        env = "FLAGSTATE_EVENTS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub events_token: Option<String>,
+
+    /// Time between full re-scans in --watch mode (e.g. 30m; 0 = never).
+    #[arg(long, value_name = "DURATION", default_value = "30m")]
+    pub rescan_interval: humantime::Duration,
+
+    /// Show a progress bar while scanning (on a terminal).
+    #[arg(long)]
+    pub progress: bool,
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8088 (overrides listen). Port 0 picks a
+    /// free port; the address in use is logged.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Serve queries only: no indexing, /events answers 503 (overrides read_only).
+    #[arg(long)]
+    pub read_only: bool,
+}
+
+/// Flags of `query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The query string of /index/static, e.g.
+    /// 'label:org.flatpak.ref:exists=1&architecture=amd64&tag=latest'. A leading `?` is
+    /// ignored; empty means every image.
+    #[arg(default_value = "")]
+    pub query: String,
+
+    /// Indent the JSON.
+    #[arg(long)]
+    pub pretty: bool,
+}
+
+impl Cli {
+    /// Whether the command reads the registry (and so needs `registry.url`).
+    pub fn needs_registry(&self) -> bool {
+        match &self.command {
+            Command::Serve(args) => !args.read_only,
+            Command::Scan | Command::Check => true,
+            Command::Query(_) | Command::Index(_) => false,
+        }
+    }
+
+    /// Loads the configuration and applies the flags on top of it, then validates it.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        let mut config = Config::load(self.config.as_deref())?;
+        self.apply(&mut config)?;
+        let needs_registry = self.needs_registry() && !config.read_only;
+        config.validate(needs_registry)?;
+        Ok(config)
+    }
+
+    /// Overrides configuration values with the flags given.
+    pub fn apply(&self, config: &mut Config) -> Result<(), ConfigError> {
+        if let Some(registry) = &self.registry {
+            let url = url::Url::parse(registry)
+                .map_err(|e| ConfigError::invalid("--registry", format!("{registry:?}: {e}")))?;
+            config.registry.url = Some(url);
+        }
+        if let Some(database) = &self.database {
+            config.database.set_from_argument(database)?;
+        }
+        if self.json_logs {
+            config.log.format = LogFormat::Json;
+        }
+        if let Command::Serve(args) = &self.command {
+            if let Some(listen) = args.listen {
+                config.listen = listen;
+            }
+            if args.read_only {
+                config.read_only = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_override_the_configuration() {
+        let cli = Cli::try_parse_from([
+            "flagstate",
+            "serve",
+            "--registry",
+            "http://127.0.0.1:5000",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            "sqlite:///tmp/x.db",
+            "--json-logs",
+        ])
+        .unwrap();
+        let mut config = Config::default();
+        cli.apply(&mut config).unwrap();
+        assert_eq!(
+            config.registry.url.unwrap().as_str(),
+            "http://127.0.0.1:5000/"
+        );
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(
+            config.database.choice().unwrap(),
+            crate::config::DatabaseChoice::Sqlite("/tmp/x.db".into())
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        let e = Cli::try_parse_from(["flagstate", "serve", "--listen", "nowhere"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let cli = Cli::try_parse_from(["flagstate", "scan", "--registry", "not a url"]).unwrap();
+        let e = cli.apply(&mut Config::default()).unwrap_err().to_string();
+        assert!(e.starts_with("--registry"), "{e}");
+    }
+
+    #[test]
+    fn query_is_store_only() {
+        let cli = Cli::try_parse_from(["flagstate", "query", "tag=latest", "--pretty"]).unwrap();
+        assert!(!cli.needs_registry());
+        let cli = Cli::try_parse_from(["flagstate", "serve", "--read-only"]).unwrap();
+        assert!(!cli.needs_registry());
+    }
+}

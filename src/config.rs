@@ -1,0 +1,498 @@
+//! Configuration: a YAML file, `FLAGSTATE_*` environment variables and command-line flags,
+//! in increasing order of precedence, checked as a whole before anything starts.
+//!
+//! The file keys are those of the original Go flagstate (`registry.url`, `events.token`,
+//! `interval.fetch_all`, …) plus the keys this implementation adds (`listen`,
+//! `database.sqlite.path`, registry credentials, `read_only`, `log.*`, `icons.*`).
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+//! `docs/configuration.md` is the user-facing reference.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Yaml};
+use serde::Deserialize;
+
+mod duration;
+mod error;
+
+pub use error::ConfigError;
+
+/// Prefix of every environment variable read as configuration.
+pub const ENV_PREFIX: &str = "FLAGSTATE_";
+/// Separator between nesting levels in environment variable names
+/// (`FLAGSTATE_REGISTRY__URL` is `registry.url`).
+pub const ENV_SEPARATOR: &str = "__";
+
+/// The top-level keys of [`Config`]. Only environment variables under one of these are
+/// configuration; other `FLAGSTATE_*` variables (such as those of the test suite) are not.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "read_only",
+    "registry",
+    "components",
+    "events",
+    "database",
+    "cache",
+    "interval",
+    "log",
+    "icons",
+];
+
+/// Keys whose environment value is taken verbatim. figment would read `0123` as the number
+/// 123 and `true` as a boolean; a secret must reach the program exactly as written.
+const VERBATIM_ENV_KEYS: &[&str] = &[
+    "registry.username",
+    "registry.password",
+    "registry.token",
+    "events.token",
+];
+
+/// Everything `flagstate` can be configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Serve queries only: no indexer, `/events` answers 503. For replicas that share a
+    /// PostgreSQL database with a writer.
+    pub read_only: bool,
+    /// The registry being indexed.
+    pub registry: RegistrySettings,
+    /// Optional parts of the HTTP server.
+    pub components: Components,
+    /// Registry notifications.
+    pub events: EventSettings,
+    /// Where the index is stored.
+    pub database: DatabaseSettings,
+    /// HTTP cache lifetimes.
+    pub cache: CacheSettings,
+    /// Periodic work of the indexer.
+    pub interval: IntervalSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Icons extracted from `data:` URIs and served by the server.
+    pub icons: IconSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8088)),
+            read_only: false,
+            registry: RegistrySettings::default(),
+            components: Components::default(),
+            events: EventSettings::default(),
+            database: DatabaseSettings::default(),
+            cache: CacheSettings::default(),
+            interval: IntervalSettings::default(),
+            log: LogSettings::default(),
+            icons: IconSettings::default(),
+        }
+    }
+}
+
+/// `registry.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySettings {
+    /// Base URL the indexer reads from, e.g. `http://127.0.0.1:5000`.
+    pub url: Option<url::Url>,
+    /// The `Registry` value written into every index answer; clients resolve it against
+    /// the index URL, so it may be relative (`/`). Defaults to `url`.
+    pub public_url: Option<String>,
+    /// User name for HTTP basic authentication (with `password`).
+    pub username: Option<String>,
+    /// Password for HTTP basic authentication.
+    pub password: Option<String>,
+    /// Bearer token (instead of `username`/`password`).
+    pub token: Option<String>,
+    /// Repositories to index when the registry's `_catalog` is disabled. When set, the
+    /// catalog is not read.
+    pub repositories: Vec<String>,
+    /// Timeout of one registry request.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Most registry requests in flight at once.
+    pub max_concurrency: usize,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            url: None,
+            public_url: None,
+            username: None,
+            password: None,
+            token: None,
+            repositories: Vec::new(),
+            timeout: Duration::from_secs(30),
+            max_concurrency: 8,
+        }
+    }
+}
+
+/// `components.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Components {
+    /// Serve the HTML home page.
+    pub web_ui: bool,
+    /// Serve `/assert`, which waits until the index reflects a given state (for tests
+    /// and deployment scripts).
+    pub assert_endpoint: bool,
+}
+
+impl Default for Components {
+    fn default() -> Self {
+        Components {
+            web_ui: true,
+            assert_endpoint: false,
+        }
+    }
+}
+
+/// `events.*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventSettings {
+    /// Bearer token the registry must send with notifications. Without one, `/events`
+    /// accepts any caller.
+    pub token: Option<String>,
+}
+
+/// `database.*`: at most one backend. Neither means SQLite at the default path.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// PostgreSQL.
+    pub postgres: Option<PostgresSettings>,
+    /// SQLite.
+    pub sqlite: Option<SqliteSettings>,
+}
+
+/// `database.postgres.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// Connection URL, `postgres://user:password@host:port/db`.
+    pub url: String,
+    /// Schema holding the tables (one schema per index); default: the connection's
+    /// search path.
+    #[serde(default)]
+    pub schema: Option<String>,
+}
+
+/// `database.sqlite.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteSettings {
+    /// Database file; created when missing.
+    pub path: PathBuf,
+}
+
+/// Default SQLite database file, relative to the working directory.
+pub const DEFAULT_SQLITE_PATH: &str = "flagstate.db";
+
+/// The chosen storage backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseChoice {
+    /// PostgreSQL at this URL, in this schema.
+    Postgres {
+        /// Connection URL.
+        url: String,
+        /// Schema, when not the default.
+        schema: Option<String>,
+    },
+    /// SQLite in this file.
+    Sqlite(PathBuf),
+}
+
+impl DatabaseSettings {
+    /// The backend to use: the one configured, or SQLite at [`DEFAULT_SQLITE_PATH`].
+    pub fn choice(&self) -> Result<DatabaseChoice, ConfigError> {
+        match (&self.postgres, &self.sqlite) {
+            (Some(_), Some(_)) => Err(ConfigError::invalid(
+                "database",
+                "configure either database.postgres or database.sqlite, not both",
+            )),
+            (Some(pg), None) => Ok(DatabaseChoice::Postgres {
+                url: pg.url.clone(),
+                schema: pg.schema.clone(),
+            }),
+            (None, Some(sqlite)) => Ok(DatabaseChoice::Sqlite(sqlite.path.clone())),
+            (None, None) => Ok(DatabaseChoice::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH))),
+        }
+    }
+
+    /// Selects a backend from a command-line value: `postgres://…` / `postgresql://…`
+    /// is PostgreSQL, `sqlite://PATH` or anything else is a SQLite file path.
+    pub fn set_from_argument(&mut self, value: &str) -> Result<(), ConfigError> {
+        if value.is_empty() {
+            return Err(ConfigError::invalid("--database", "is empty"));
+        }
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            // The schema of a configured PostgreSQL database still applies.
+            let schema = self.postgres.take().and_then(|pg| pg.schema);
+            self.postgres = Some(PostgresSettings {
+                url: value.to_owned(),
+                schema,
+            });
+            self.sqlite = None;
+        } else {
+            let path = value.strip_prefix("sqlite://").unwrap_or(value);
+            if path.is_empty() {
+                return Err(ConfigError::invalid("--database", "sqlite:// needs a path"));
+            }
+            self.sqlite = Some(SqliteSettings {
+                path: PathBuf::from(path),
+            });
+            self.postgres = None;
+        }
+        Ok(())
+    }
+}
+
+/// `cache.*`: `Cache-Control: max-age` of the answers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// For `/index/static`.
+    #[serde(with = "duration")]
+    pub max_age_index: Duration,
+    /// For HTML pages.
+    #[serde(with = "duration")]
+    pub max_age_html: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            max_age_index: Duration::from_secs(60),
+            max_age_html: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `interval.*`: `0` turns a periodic job off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntervalSettings {
+    /// Full rescan of the registry, repairing whatever notifications missed.
+    #[serde(with = "duration")]
+    pub fetch_all: Duration,
+    /// Removal of manifests no tag references any more.
+    #[serde(with = "duration")]
+    pub garbage_collect: Duration,
+}
+
+impl Default for IntervalSettings {
+    fn default() -> Self {
+        IntervalSettings {
+            fetch_all: Duration::from_secs(60 * 60),
+            garbage_collect: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+impl IntervalSettings {
+    /// The full-scan period, `None` when turned off.
+    pub fn fetch_all(&self) -> Option<Duration> {
+        Some(self.fetch_all).filter(|d| !d.is_zero())
+    }
+
+    /// The garbage-collection period, `None` when turned off.
+    pub fn garbage_collect(&self) -> Option<Duration> {
+        Some(self.garbage_collect).filter(|d| !d.is_zero())
+    }
+}
+
+/// `log.*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// Output format.
+    pub format: LogFormat,
+    /// Filter in `RUST_LOG` syntax (`info`, `flagstate=debug,info`); `RUST_LOG` wins.
+    pub filter: Option<String>,
+}
+
+/// How log lines are written (to standard error).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `icons.*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IconSettings {
+    /// Directory icons are extracted to. Unset: icons stay inline as `data:` URIs.
+    pub dir: Option<PathBuf>,
+    /// URL prefix the rewritten icon labels point at (default `/icons/`).
+    pub uri: Option<String>,
+}
+
+impl Config {
+    /// Reads the configuration: defaults, then the YAML file at `path` (if any), then
+    /// `FLAGSTATE_*` environment variables.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::from_figment(Self::figment(path)?)
+    }
+
+    /// The merged sources, before extraction; the file must exist when named.
+    fn figment(path: Option<&Path>) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            // figment treats a missing file as empty; a named file that is missing is a
+            // mistake worth reporting.
+            match std::fs::metadata(path) {
+                Ok(meta) if meta.is_file() => {}
+                Ok(_) => {
+                    return Err(ConfigError::Read {
+                        path: path.to_owned(),
+                        source: std::io::Error::other("not a regular file"),
+                    });
+                }
+                Err(source) => {
+                    return Err(ConfigError::Read {
+                        path: path.to_owned(),
+                        source,
+                    });
+                }
+            }
+            figment = figment.merge(Yaml::file_exact(path));
+        }
+        Ok(Self::merge_env(figment))
+    }
+
+    /// Adds the `FLAGSTATE_*` variables that name configuration keys.
+    fn merge_env(figment: Figment) -> Figment {
+        let env = Env::prefixed(ENV_PREFIX)
+            .split(ENV_SEPARATOR)
+            .filter(|key| {
+                let top = key.as_str().split('.').next().unwrap_or_default();
+                TOP_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+            })
+            .filter(|key| {
+                !VERBATIM_ENV_KEYS
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(key.as_str()))
+            });
+        let mut figment = figment.merge(env);
+        for key in VERBATIM_ENV_KEYS {
+            let var = env_var_name(key);
+            if let Some(value) = std::env::var_os(&var) {
+                figment = figment.merge((*key, value.to_string_lossy().into_owned()));
+            }
+        }
+        figment
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        figment
+            .extract::<Config>()
+            .map_err(ConfigError::from_figment)
+    }
+
+    /// Checks what serde cannot: combinations of keys and value formats. `needs_registry`
+    /// is false for commands that only read the store.
+    pub fn validate(&self, needs_registry: bool) -> Result<(), ConfigError> {
+        self.database.choice()?;
+        let registry = &self.registry;
+        if needs_registry && registry.url.is_none() {
+            return Err(ConfigError::invalid(
+                "registry.url",
+                "is required (set it in the file, with FLAGSTATE_REGISTRY__URL or with --registry)",
+            ));
+        }
+        if let Some(url) = &registry.url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return Err(ConfigError::invalid(
+                "registry.url",
+                format!("must be an http:// or https:// URL, got {url}"),
+            ));
+        }
+        match (&registry.username, &registry.password, &registry.token) {
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(ConfigError::invalid(
+                    "registry.username",
+                    "registry.username and registry.password go together",
+                ));
+            }
+            (Some(_), Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "registry.token",
+                    "use either registry.token or registry.username/password, not both",
+                ));
+            }
+            _ => {}
+        }
+        for name in &registry.repositories {
+            flagstate_core::model::validate_repository_name(name).map_err(|why| {
+                ConfigError::invalid("registry.repositories", format!("{name:?}: {why}"))
+            })?;
+        }
+        if registry.max_concurrency == 0 {
+            return Err(ConfigError::invalid(
+                "registry.max_concurrency",
+                "must be at least 1",
+            ));
+        }
+        if registry.timeout.is_zero() {
+            return Err(ConfigError::invalid("registry.timeout", "must not be 0"));
+        }
+        if let Some(token) = &self.events.token
+            && token.is_empty()
+        {
+            return Err(ConfigError::invalid(
+                "events.token",
+                "is empty; remove the key to accept notifications without a token",
+            ));
+        }
+        if self.icons.uri.is_some() && self.icons.dir.is_none() {
+            return Err(ConfigError::invalid(
+                "icons.uri",
+                "needs icons.dir (where the icons are written)",
+            ));
+        }
+        if let Some(filter) = &self.log.filter {
+            tracing_subscriber::EnvFilter::try_new(filter)
+                .map_err(|e| ConfigError::invalid("log.filter", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The `Registry` value of index answers: `registry.public_url`, else `registry.url`,
+    /// else `/` (the registry is served from the index's own origin, the usual setup
+    /// behind a reverse proxy; only possible for a read-only server).
+    pub fn public_registry_url(&self) -> String {
+        self.registry
+            .public_url
+            .clone()
+            .or_else(|| self.registry.url.as_ref().map(|u| u.as_str().to_owned()))
+            .unwrap_or_else(|| "/".to_owned())
+    }
+}
+
+/// The environment variable that sets `key` (`registry.url` → `FLAGSTATE_REGISTRY__URL`).
+pub fn env_var_name(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}",
+        key.split('.')
+            .map(str::to_ascii_uppercase)
+            .collect::<Vec<_>>()
+            .join(ENV_SEPARATOR)
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,318 @@
+//! Tests of configuration loading. `figment::Jail` gives each test its own working
+//! directory and environment, serialised behind a lock.
+
+// `Jail::expect_with` closures must return figment's own (large) error type.
+#![allow(clippy::result_large_err)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Jail;
+use figment::error::Kind;
+
+use super::*;
+
+const GO_STYLE: &str = "\
+registry:
+    url: http://registry:5000
+    public_url: /
+components:
+    web_ui: true
+    assert_endpoint: true
+events:
+    token: \"OPEN_SESAME\"
+database:
+    postgres:
+        url: postgres://index:secret@db:5432/index?sslmode=disable
+cache:
+    max_age_index: 1s
+    max_age_html: 2m
+interval:
+    fetch_all: 1h
+    garbage_collect: 30m
+";
+
+fn load(jail: &Jail, yaml: &str) -> Result<Config, ConfigError> {
+    jail.create_file("config.yaml", yaml).unwrap();
+    Config::load(Some(Path::new("config.yaml")))
+}
+
+fn load_err(jail: &Jail, yaml: &str) -> String {
+    match load(jail, yaml) {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn defaults_without_file_or_environment() {
+    Jail::expect_with(|_| {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8088");
+        assert!(!c.read_only);
+        assert_eq!(
+            c.database.choice().unwrap(),
+            DatabaseChoice::Sqlite(PathBuf::from("flagstate.db"))
+        );
+        assert_eq!(c.interval.fetch_all(), Some(Duration::from_secs(3600)));
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert!(c.validate(false).is_ok());
+        let e = c.validate(true).unwrap_err().to_string();
+        assert!(e.contains("registry.url"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn reads_the_original_go_keys() {
+    Jail::expect_with(|jail| {
+        let c = load(jail, GO_STYLE).unwrap();
+        assert_eq!(
+            c.registry.url.as_ref().unwrap().as_str(),
+            "http://registry:5000/"
+        );
+        assert_eq!(c.public_registry_url(), "/");
+        assert!(c.components.web_ui && c.components.assert_endpoint);
+        assert_eq!(c.events.token.as_deref(), Some("OPEN_SESAME"));
+        assert_eq!(
+            c.database.choice().unwrap(),
+            DatabaseChoice::Postgres {
+                url: "postgres://index:secret@db:5432/index?sslmode=disable".into(),
+                schema: None,
+            }
+        );
+        assert_eq!(c.cache.max_age_index, Duration::from_secs(1));
+        assert_eq!(c.cache.max_age_html, Duration::from_secs(120));
+        assert_eq!(
+            c.interval.garbage_collect(),
+            Some(Duration::from_secs(1800))
+        );
+        c.validate(true).unwrap();
+        Ok(())
+    });
+}
+
+#[test]
+fn reads_the_new_keys() {
+    Jail::expect_with(|jail| {
+        let c = load(
+            jail,
+            "listen: 0.0.0.0:9000\nread_only: true\n\
+             registry: {url: 'https://r.example', username: u, password: p, \
+             repositories: [a/b, c], timeout: 10s, max_concurrency: 3}\n\
+             database: {sqlite: {path: /var/lib/x.db}}\n\
+             log: {format: json, filter: 'flagstate=debug,info'}\n\
+             icons: {dir: /srv/icons, uri: /icons/}\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert!(c.read_only);
+        assert_eq!(c.registry.repositories, ["a/b", "c"]);
+        assert_eq!(c.registry.timeout, Duration::from_secs(10));
+        assert_eq!(c.registry.max_concurrency, 3);
+        assert_eq!(
+            c.database.choice().unwrap(),
+            DatabaseChoice::Sqlite("/var/lib/x.db".into())
+        );
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.icons.dir.as_deref(), Some(Path::new("/srv/icons")));
+        c.validate(true).unwrap();
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_full_path() {
+    Jail::expect_with(|jail| {
+        let e = load_err(jail, "registry:\n  url: http://x\nlisten_addr: 1\n");
+        assert!(e.contains("listen_addr: unknown key"), "{e}");
+        assert!(e.contains("config.yaml"), "{e}");
+
+        let e = load_err(jail, "registry:\n  urll: http://x\n");
+        assert!(e.contains("registry.urll: unknown key"), "{e}");
+        assert!(e.contains("url, public_url"), "{e}");
+
+        let e = load_err(jail, "database:\n  postgres:\n    uri: postgres://x\n");
+        assert!(e.contains("database.postgres.uri: unknown key"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    Jail::expect_with(|jail| {
+        let e = load_err(jail, "interval:\n  fetch_all: soon\n");
+        assert!(e.contains("interval.fetch_all"), "{e}");
+        assert!(e.contains("\"soon\""), "{e}");
+
+        let e = load_err(jail, "cache:\n  max_age_index: 5\n");
+        assert!(
+            e.contains("cache.max_age_index") && e.contains("no unit"),
+            "{e}"
+        );
+
+        let e = load_err(jail, "log:\n  format: xml\n");
+        assert!(e.contains("log.format") && e.contains("xml"), "{e}");
+
+        let e = load_err(jail, "listen: nowhere\n");
+        assert!(e.contains("listen"), "{e}");
+
+        let e = load_err(jail, "registry: [1, 2\n");
+        assert!(e.contains("config.yaml"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn durations_follow_go_spelling_and_zero_means_never() {
+    assert_eq!(duration::parse("0").unwrap(), Duration::ZERO);
+    assert_eq!(duration::parse("1h30m").unwrap(), Duration::from_secs(5400));
+    assert_eq!(
+        duration::parse("250ms").unwrap(),
+        Duration::from_millis(250)
+    );
+    assert!(duration::parse("").is_err());
+    assert!(duration::parse("-1s").is_err());
+    Jail::expect_with(|jail| {
+        let c = load(jail, "interval:\n  fetch_all: 0\n  garbage_collect: '0'\n").unwrap();
+        assert_eq!(c.interval.fetch_all(), None);
+        assert_eq!(c.interval.garbage_collect(), None);
+        Ok(())
+    });
+}
+
+#[test]
+fn missing_file_is_reported() {
+    Jail::expect_with(|_| {
+        let e = Config::load(Some(Path::new("nope.yaml"))).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
+        assert!(e.to_string().contains("nope.yaml"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    Jail::expect_with(|jail| {
+        jail.set_env("FLAGSTATE_REGISTRY__URL", "http://from-env:5000");
+        jail.set_env("FLAGSTATE_INTERVAL__FETCH_ALL", "0");
+        jail.set_env("FLAGSTATE_READ_ONLY", "true");
+        jail.set_env("FLAGSTATE_REGISTRY__PASSWORD", "0123");
+        jail.set_env("FLAGSTATE_REGISTRY__USERNAME", "true");
+        jail.set_env("FLAGSTATE_REGISTRY__REPOSITORIES", "[a, b/c]");
+        // Not configuration: other programs' variables share the prefix.
+        jail.set_env("FLAGSTATE_REQUIRE_REGISTRY", "1");
+        jail.set_env("FLAGSTATE_TEST_PG_URL", "postgres://x");
+        let c = load(jail, GO_STYLE).unwrap();
+        assert_eq!(c.registry.url.unwrap().as_str(), "http://from-env:5000/");
+        assert_eq!(c.interval.fetch_all(), None);
+        assert!(c.read_only);
+        assert_eq!(c.registry.password.as_deref(), Some("0123"));
+        assert_eq!(c.registry.username.as_deref(), Some("true"));
+        assert_eq!(c.registry.repositories, ["a", "b/c"]);
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_environment_keys_are_named() {
+    Jail::expect_with(|jail| {
+        jail.set_env("FLAGSTATE_REGISTRY__URLL", "http://x");
+        let e = Config::load(None).unwrap_err().to_string();
+        assert!(e.contains("registry.urll: unknown key"), "{e}");
+        assert!(e.contains("FLAGSTATE_"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn top_level_key_list_matches_the_struct() {
+    Jail::expect_with(|_| {
+        let e = Figment::new()
+            .merge(("zz_not_a_key", 1))
+            .extract::<Config>()
+            .unwrap_err();
+        let Kind::UnknownField(_, expected) = &e.kind else {
+            panic!("{e}");
+        };
+        let mut expected: Vec<_> = expected.to_vec();
+        let mut ours = TOP_LEVEL_KEYS.to_vec();
+        expected.sort_unstable();
+        ours.sort_unstable();
+        assert_eq!(expected, ours);
+        Ok(())
+    });
+}
+
+#[test]
+fn validation_catches_inconsistent_settings() {
+    Jail::expect_with(|jail| {
+        let check = |yaml: &str, key: &str| {
+            let c = load(jail, yaml).unwrap();
+            let e = c.validate(true).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{yaml}: {e}");
+        };
+        let url = "registry: {url: 'http://r'}\n";
+        check(
+            &format!("{url}database: {{sqlite: {{path: x}}, postgres: {{url: 'postgres://'}}}}"),
+            "database",
+        );
+        check("registry: {url: 'ftp://r'}", "registry.url");
+        check(
+            "registry: {url: 'http://r', username: u}",
+            "registry.username",
+        );
+        check(
+            "registry: {url: 'http://r', username: u, password: p, token: t}",
+            "registry.token",
+        );
+        check(
+            "registry: {url: 'http://r', repositories: [Bad]}",
+            "registry.repositories",
+        );
+        check(
+            "registry: {url: 'http://r', max_concurrency: 0}",
+            "registry.max_concurrency",
+        );
+        check(&format!("{url}events: {{token: ''}}"), "events.token");
+        check(&format!("{url}icons: {{uri: /i/}}"), "icons.uri");
+        check(&format!("{url}log: {{filter: 'a=b=c'}}"), "log.filter");
+        Ok(())
+    });
+}
+
+#[test]
+fn database_argument_selects_the_backend() {
+    let mut db = DatabaseSettings {
+        postgres: Some(PostgresSettings {
+            url: "postgres://file".into(),
+            schema: Some("idx".into()),
+        }),
+        sqlite: None,
+    };
+    // Another PostgreSQL URL keeps the configured schema.
+    db.set_from_argument("postgresql://u@h/d").unwrap();
+    let pg = DatabaseChoice::Postgres {
+        url: "postgresql://u@h/d".into(),
+        schema: Some("idx".into()),
+    };
+    assert_eq!(db.choice().unwrap(), pg);
+    db.set_from_argument("sqlite:///tmp/a.db").unwrap();
+    assert_eq!(
+        db.choice().unwrap(),
+        DatabaseChoice::Sqlite("/tmp/a.db".into())
+    );
+    db.set_from_argument("relative.db").unwrap();
+    assert_eq!(
+        db.choice().unwrap(),
+        DatabaseChoice::Sqlite("relative.db".into())
+    );
+    assert!(db.set_from_argument("sqlite://").is_err());
+    assert!(db.set_from_argument("").is_err());
+}
+
+#[test]
+fn env_var_names() {
+    assert_eq!(env_var_name("registry.url"), "FLAGSTATE_REGISTRY__URL");
+    assert_eq!(env_var_name("read_only"), "FLAGSTATE_READ_ONLY");
+}

@@ -1,0 +1,117 @@
+//! `flagstate serve`: the HTTP server plus the indexer keeping the store up to date, and
+//! their graceful shutdown.
+//!
+//! Order matters: the socket is bound before the indexer starts, so a port already in use
+//! fails fast without touching the registry. On SIGTERM/SIGINT the server stops accepting
+//! connections and finishes the requests in flight (a notification being applied completes
+//! and is acknowledged), the indexer is cancelled, and the process exits 0. A second
+//! signal exits at once.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::error::CliError;
+use crate::setup;
+
+/// How long the indexer gets to stop after the server has drained.
+const INDEXER_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the server until a shutdown signal.
+pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| CliError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| CliError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+
+    if !config.read_only && config.events.token.is_none() && !addr.ip().is_loopback() {
+        warn!(%addr, "events.token is not set: /events accepts notifications from anyone who can reach this address");
+    }
+
+    let store = setup::open_store(config).await?;
+    let shutdown = CancellationToken::new();
+    let (indexer, indexer_task) = if config.read_only {
+        info!("read-only: not indexing; /events is disabled");
+        (None, None)
+    } else {
+        let indexer = Arc::new(setup::indexer(config, store.clone())?);
+        let task = indexer.clone().spawn(shutdown.child_token());
+        (Some(indexer), Some(task))
+    };
+
+    let state = flagstate_http::AppState::new(store, indexer, setup::http_config(config));
+    let app = if config.components.web_ui {
+        flagstate_http::router_with(state, flagstate_http::ui::routes())
+    } else {
+        flagstate_http::router(state)
+    };
+    let registry = config.registry.url.as_ref().map(|url| {
+        let mut shown = url.clone();
+        // Credentials may be written into the URL; they never go to the log.
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("redacted"));
+        }
+        shown.to_string()
+    });
+    info!(%addr, registry = registry.as_deref().unwrap_or("none"), "listening on http://{addr}");
+
+    let signal = wait_for_signal(shutdown.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .await
+        .map_err(CliError::Serve)?;
+
+    shutdown.cancel();
+    if let Some(task) = indexer_task {
+        match tokio::time::timeout(INDEXER_STOP_TIMEOUT, task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "indexer task ended abnormally"),
+            Err(_) => warn!("indexer did not stop within {INDEXER_STOP_TIMEOUT:?}"),
+        }
+    }
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on the first SIGTERM or SIGINT (and then cancels `shutdown`); a second signal
+/// ends the process at once.
+pub(crate) async fn wait_for_signal(shutdown: CancellationToken) {
+    let name = next_signal().await;
+    info!(signal = name, "shutting down: finishing requests in flight");
+    shutdown.cancel();
+    tokio::spawn(async {
+        let name = next_signal().await;
+        warn!(signal = name, "second signal: exiting without waiting");
+        std::process::exit(130);
+    });
+}
+
+async fn next_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        // Installing handlers fails only when the runtime has no signal driver; Ctrl-C is
+        // then the one signal left to wait for.
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}

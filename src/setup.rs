@@ -1,0 +1,121 @@
+//! Turning the configuration into running parts: the store, the registry client and the
+//! indexer. Shared by every command so they all open things the same way.
+
+use std::sync::Arc;
+
+use flagstate_core::Store;
+use flagstate_core::indexer::{Indexer, IndexerConfig};
+use flagstate_core::registry::{Credentials, RegistryClient, RegistryConfig};
+
+use crate::config::{Config, ConfigError, DatabaseChoice};
+use crate::error::CliError;
+
+/// The registry client the configuration describes.
+pub fn registry_client(config: &Config) -> Result<RegistryClient, CliError> {
+    let settings = &config.registry;
+    let url = settings
+        .url
+        .clone()
+        .ok_or_else(|| ConfigError::invalid("registry.url", "is required for this command"))?;
+    let credentials = match (&settings.username, &settings.password, &settings.token) {
+        (Some(username), Some(password), None) => Some(Credentials::Basic {
+            username: username.clone(),
+            password: password.clone(),
+        }),
+        (None, None, Some(token)) => Some(Credentials::Bearer {
+            token: token.clone(),
+        }),
+        _ => None,
+    };
+    let mut cfg = RegistryConfig::new(url);
+    cfg.credentials = credentials;
+    cfg.timeout = settings.timeout;
+    cfg.max_concurrency = settings.max_concurrency;
+    cfg.repositories = settings.repositories.clone();
+    RegistryClient::new(cfg).map_err(|e| ConfigError::invalid("registry", e.to_string()).into())
+}
+
+/// The HTTP layer's settings from the configuration.
+pub fn http_config(config: &Config) -> flagstate_http::HttpConfig {
+    flagstate_http::HttpConfig {
+        public_registry_url: config.public_registry_url(),
+        max_age_index: config.cache.max_age_index,
+        max_age_html: config.cache.max_age_html,
+        events_token: config.events.token.clone(),
+        assert_endpoint: config.components.assert_endpoint,
+        icons_dir: config.icons.dir.clone(),
+        icons_uri: config
+            .icons
+            .uri
+            .clone()
+            .unwrap_or_else(|| "/icons/".to_owned()),
+        ..flagstate_http::HttpConfig::default()
+    }
+}
+
+/// The indexer the configuration describes, writing into `store`.
+pub fn indexer(config: &Config, store: Arc<dyn Store>) -> Result<Indexer, CliError> {
+    let client = registry_client(config)?;
+    let cfg = IndexerConfig {
+        concurrency: config.registry.max_concurrency,
+        full_scan_interval: config.interval.fetch_all(),
+        gc_interval: config.interval.garbage_collect(),
+        ..IndexerConfig::default()
+    };
+    Ok(Indexer::new(client, store, cfg))
+}
+
+/// Opens the configured store for writing (read-only when `read_only` is set), creating
+/// a SQLite database when missing.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
+    open(config.database.choice()?, config.read_only).await
+}
+
+/// Opens the configured store read-only, for commands that only look at an existing
+/// index: a SQLite file that does not exist is an error rather than a new empty database.
+pub async fn open_existing_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
+    let choice = config.database.choice()?;
+    if let DatabaseChoice::Sqlite(path) = &choice
+        && !path.exists()
+    {
+        return Err(CliError::Runtime(format!(
+            "no index at {}: run `flagstate scan` or `flagstate serve` first, or point --database at an existing index",
+            path.display()
+        )));
+    }
+    open(choice, true).await
+}
+
+async fn open(choice: DatabaseChoice, read_only: bool) -> Result<Arc<dyn Store>, CliError> {
+    match choice {
+        DatabaseChoice::Sqlite(path) => {
+            // Opening creates and migrates the file: blocking work, kept off the runtime.
+            let store = tokio::task::spawn_blocking(move || {
+                if read_only {
+                    flagstate_sqlite::SqliteStore::open_read_only(&path)
+                } else {
+                    flagstate_sqlite::SqliteStore::open(&path)
+                }
+            })
+            .await
+            .map_err(|e| CliError::Runtime(format!("opening the SQLite store panicked: {e}")))??;
+            Ok(Arc::new(store))
+        }
+        #[cfg(feature = "postgres")]
+        DatabaseChoice::Postgres { url, schema } => {
+            let options = flagstate_pg::PgOptions {
+                read_only,
+                schema,
+                ..Default::default()
+            };
+            let store = flagstate_pg::PgStore::connect(&url, options).await?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "postgres"))]
+        DatabaseChoice::Postgres { .. } => Err(ConfigError::invalid(
+            "database.postgres",
+            "this build of flagstate has no PostgreSQL support (feature `postgres`)",
+        )
+        .into()),
+    }
+}

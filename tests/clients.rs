@@ -1,0 +1,240 @@
+//! End to end with the real clients: a real registry with Flatpak-style images, the real
+//! `flagstate serve` binary indexing it and receiving its notifications, and the real
+//! Flatpak and podman clients reading the index.
+//!
+//! One registry and one server serve the whole scenario, to keep the suite fast.
+
+mod common;
+
+use common::clients::{Flatpak, Podman, available, success};
+use common::images::{App, HELLO, WORLD};
+use common::{EVENTS_TOKEN, Server, flatpak_refs, free_port, registry, repository_names};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flatpak_and_podman_read_the_index_and_see_pushes() {
+    let port = free_port();
+    let Some(registry) = registry(Some(port)).await else {
+        return;
+    };
+    let pusher = registry.pusher();
+    pusher
+        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("index.db");
+    let server = Server::start(
+        port,
+        &[
+            "--registry",
+            &registry.url(),
+            "--database",
+            db.to_str().unwrap(),
+        ],
+        &[("FLAGSTATE_EVENTS__TOKEN", EVENTS_TOKEN)],
+        dir.path(),
+    )
+    .await;
+
+    // The first full scan indexed the app with every label Flatpak reads.
+    let (index, first_etag) = server.flatpak_index().await;
+    assert_eq!(repository_names(&index), [HELLO.repository()]);
+    let image = &index["Results"][0]["Images"][0];
+    assert_eq!(image["Labels"]["org.flatpak.ref"], HELLO.flatpak_ref());
+    assert_eq!(image["OS"], "linux");
+    assert_eq!(image["Architecture"], "amd64");
+    assert_eq!(image["Tags"], serde_json::json!(["latest"]));
+    assert!(!first_etag.is_empty(), "no ETag");
+
+    if available("flatpak") {
+        flatpak_client(&server, &[&HELLO]).await;
+    }
+    if available("podman") {
+        podman_search(&server).await;
+    }
+
+    // A new application and a new version of the first arrive through notifications
+    // only: the periodic rescan is an hour away.
+    let hello_v2 = App {
+        version: "1.1",
+        ..HELLO
+    };
+    pusher
+        .push_image(&WORLD.repository(), Some("latest"), &WORLD.image())
+        .await
+        .unwrap();
+    let pushed = pusher
+        .push_image(&HELLO.repository(), Some("latest"), &hello_v2.image())
+        .await
+        .unwrap();
+    let (index, etag) = server
+        .wait_for_index("the pushed app and version", |index| {
+            let names = repository_names(index);
+            names.contains(&WORLD.repository())
+                && index["Results"][0]["Images"][0]["Digest"] == pushed.digest.as_str()
+        })
+        .await;
+    assert_ne!(
+        etag, first_etag,
+        "ETag unchanged although the index changed"
+    );
+    assert_eq!(
+        flatpak_refs(&index),
+        [HELLO.flatpak_ref(), WORLD.flatpak_ref()]
+    );
+    assert_eq!(index["Results"][0]["Images"].as_array().unwrap().len(), 1);
+    // Notifications delivered the change, not a second full scan.
+    let applied = server.metric("flagstate_events_applied_total").await;
+    assert!(applied.unwrap_or(0.0) >= 2.0, "events applied: {applied:?}");
+    let scans = server
+        .metric("flagstate_indexer_full_scans_completed")
+        .await;
+    assert_eq!(scans, Some(1.0));
+
+    if available("flatpak") {
+        flatpak_client(&server, &[&HELLO, &WORLD]).await;
+    }
+}
+
+/// A fresh Flatpak installation adds the server as a remote and sees exactly `apps`.
+async fn flatpak_client(server: &Server, apps: &[&App]) {
+    let flatpak = Flatpak::new();
+    let remote = format!("oci+{}", server.url);
+    flatpak
+        .ok(&["remote-add", "--user", "--no-gpg-verify", "t", &remote])
+        .await;
+
+    let listed = flatpak
+        .ok(&["remote-ls", "--user", "--columns=application,ref", "t"])
+        .await;
+    for app in apps {
+        assert!(
+            listed.contains(app.id),
+            "remote-ls does not list {}:\n{listed}",
+            app.id
+        );
+    }
+    assert_eq!(
+        listed.lines().filter(|l| !l.trim().is_empty()).count(),
+        apps.len(),
+        "remote-ls lists something else:\n{listed}"
+    );
+
+    flatpak.ok(&["update", "--user", "--appstream", "t"]).await;
+    let appstream = flatpak.user_dir().join("appstream/t/x86_64");
+    for app in apps {
+        let icon = appstream.join(format!("icons/64x64/{}.png", app.id));
+        assert!(
+            icon.is_file(),
+            "flatpak did not extract the icon {}",
+            icon.display()
+        );
+    }
+    for app in apps {
+        // A word of the summary proves the AppStream data was read. Flatpak 1.14 matches
+        // lowercased tokens against the term as typed, so the term is lowercase.
+        let word = app
+            .summary
+            .split_whitespace()
+            .next()
+            .unwrap_or(app.name)
+            .to_lowercase();
+        let word = word.as_str();
+        let found = flatpak.ok(&["search", "--user", word]).await;
+        assert!(
+            found.contains(app.id),
+            "flatpak search {word} does not find {}:\n{found}",
+            app.id
+        );
+    }
+    let missing = flatpak
+        .run(&["search", "--user", "nosuchapplication"])
+        .await;
+    let missing_out = String::from_utf8_lossy(&missing.stdout);
+    assert!(
+        !apps.iter().any(|a| missing_out.contains(a.id)),
+        "search for a missing term found an app:\n{missing_out}"
+    );
+}
+
+/// `podman search HOST/term` finds the repository by its name.
+async fn podman_search(server: &Server) {
+    let podman = Podman::new();
+    let host = server.url.trim_start_matches("http://");
+    let term = format!("{host}/hello");
+    let output = podman.run(&["search", "--tls-verify=false", &term]).await;
+    let listed = success(&output, "podman search");
+    assert!(
+        listed.contains(&format!("{host}/{}", HELLO.repository())),
+        "podman search does not list the repository:\n{listed}"
+    );
+    let output = podman
+        .run(&[
+            "search",
+            "--tls-verify=false",
+            &format!("{host}/nosuchthing"),
+        ])
+        .await;
+    let listed = success(&output, "podman search (no match)");
+    assert!(
+        !listed.contains(&HELLO.repository()),
+        "podman search lists a repository for a term that matches nothing:\n{listed}"
+    );
+}
+
+/// With `icons.dir` set, the server moves `data:` icons out of its answers into files it
+/// serves under `/icons/`, and the real Flatpak client fetches them from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flatpak_fetches_icons_the_server_extracted() {
+    let Some(registry) = registry(None).await else {
+        return;
+    };
+    registry
+        .pusher()
+        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let icons = dir.path().join("icons");
+    let db = dir.path().join("index.db");
+    let server = Server::start(
+        free_port(),
+        &[
+            "--registry",
+            &registry.url(),
+            "--database",
+            db.to_str().unwrap(),
+        ],
+        &[("FLAGSTATE_ICONS__DIR", icons.to_str().unwrap())],
+        dir.path(),
+    )
+    .await;
+
+    let (index, _) = server.flatpak_index().await;
+    let icon_url = index["Results"][0]["Images"][0]["Labels"]["org.freedesktop.appstream.icon-64"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let expected = common::images::png(64);
+    let hex = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&expected))
+    };
+    assert_eq!(icon_url, format!("/icons/{}/{}.png", &hex[..2], &hex[2..]));
+    let answer = server.get(&icon_url).await;
+    assert_eq!(answer.status(), 200);
+    assert!(
+        answer.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    assert_eq!(answer.bytes().await.unwrap().as_ref(), expected.as_slice());
+
+    if available("flatpak") {
+        // flatpak_client checks that `update --appstream` stored the icon: here it can
+        // only have come from the server's /icons/ URL.
+        flatpak_client(&server, &[&HELLO]).await;
+    }
+}

@@ -1,0 +1,154 @@
+//! The real Flatpak and podman clients, each confined to a throwaway home so nothing of
+//! the machine's own configuration or state is read or written.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+/// Whether `program` can be run. When it cannot: panics if the environment requires the
+/// real clients (`FLAGSTATE_REQUIRE_REGISTRY=1`), else prints a loud skip notice.
+pub fn available(program: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if flagstate_core::testkit::registry_required() {
+            panic!(
+                "FLAGSTATE_REQUIRE_REGISTRY=1 but `{program}` cannot be run; run scripts/install-test-deps"
+            );
+        }
+        eprintln!(
+            "\n!!! SKIPPING the {program} part: `{program}` cannot be run (scripts/install-test-deps installs it)\n"
+        );
+    }
+    found
+}
+
+async fn run(mut cmd: tokio::process::Command, what: &str) -> Output {
+    cmd.kill_on_drop(true).stdin(std::process::Stdio::null());
+    match tokio::time::timeout(Duration::from_secs(90), cmd.output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => panic!("{what}: cannot run: {e}"),
+        Err(_) => panic!("{what}: no answer within 90 s"),
+    }
+}
+
+/// Asserts success and returns standard output.
+pub fn success(output: &Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed with {}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// A Flatpak user installation in a temporary directory.
+pub struct Flatpak {
+    dir: TempDir,
+}
+
+impl Flatpak {
+    /// A fresh, empty installation.
+    pub fn new() -> Flatpak {
+        let dir = tempfile::Builder::new()
+            .prefix("flagstate-flatpak")
+            .tempdir()
+            .expect("temp dir");
+        for sub in ["user", "system", "data", "cache", "config", "home"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        }
+        Flatpak { dir }
+    }
+
+    fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    /// The installation's directory (for inspecting appstream data).
+    pub fn user_dir(&self) -> PathBuf {
+        self.path("user")
+    }
+
+    /// Runs `flatpak ARGS` against this installation.
+    pub async fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = tokio::process::Command::new("flatpak");
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.path("home"))
+            .env("FLATPAK_USER_DIR", self.path("user"))
+            .env("FLATPAK_SYSTEM_DIR", self.path("system"))
+            .env("FLATPAK_CONFIG_DIR", self.path("config"))
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env("XDG_CACHE_HOME", self.path("cache"))
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("LANG", "C.UTF-8");
+        run(cmd, &format!("flatpak {}", args.join(" "))).await
+    }
+
+    /// Runs `flatpak ARGS` and asserts it succeeded; returns its standard output.
+    pub async fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args).await;
+        success(&output, &format!("flatpak {}", args.join(" ")))
+    }
+}
+
+/// podman with its configuration, storage and credentials in a temporary directory.
+pub struct Podman {
+    dir: TempDir,
+}
+
+impl Podman {
+    /// A fresh configuration.
+    pub fn new() -> Podman {
+        let dir = tempfile::Builder::new()
+            .prefix("flagstate-podman")
+            .tempdir()
+            .expect("temp dir");
+        let root = dir.path();
+        for sub in ["home", "config", "data", "run", "storage", "storage-run"] {
+            std::fs::create_dir_all(root.join(sub)).expect("mkdir");
+        }
+        write(
+            &root.join("storage.conf"),
+            &format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+                root.join("storage").display(),
+                root.join("storage-run").display()
+            ),
+        );
+        write(
+            &root.join("registries.conf"),
+            "unqualified-search-registries = []\n",
+        );
+        write(&root.join("auth.json"), "{}\n");
+        Podman { dir }
+    }
+
+    /// Runs `podman ARGS`.
+    pub async fn run(&self, args: &[&str]) -> Output {
+        let root = self.dir.path();
+        let mut cmd = tokio::process::Command::new("podman");
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", root.join("home"))
+            .env("XDG_CONFIG_HOME", root.join("config"))
+            .env("XDG_DATA_HOME", root.join("data"))
+            .env("XDG_RUNTIME_DIR", root.join("run"))
+            .env("CONTAINERS_STORAGE_CONF", root.join("storage.conf"))
+            .env("CONTAINERS_REGISTRIES_CONF", root.join("registries.conf"))
+            .env("REGISTRY_AUTH_FILE", root.join("auth.json"));
+        run(cmd, &format!("podman {}", args.join(" "))).await
+    }
+}
+
+fn write(path: &Path, content: &str) {
+    std::fs::write(path, content).expect("write client configuration");
+}

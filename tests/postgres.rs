@@ -1,0 +1,130 @@
+//! End to end with PostgreSQL: a writer (`serve`) indexing a real registry into its own
+//! schema, a read-only replica (`serve --read-only`) on the same database seeing the
+//! writer's changes, and the one-shot commands reading it. Needs
+//! `FLAGSTATE_TEST_PG_URL`; skipped loudly without it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::images::{HELLO, WORLD};
+use common::{EVENTS_TOKEN, Server, flatpak_refs, free_port, http_client, registry, run, text};
+
+/// The database URL, or `None` (after a notice) when the test is to be skipped.
+fn database_url() -> Option<String> {
+    match std::env::var("FLAGSTATE_TEST_PG_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if flagstate_core::testkit::registry_required() => {
+            panic!("FLAGSTATE_REQUIRE_REGISTRY=1 but FLAGSTATE_TEST_PG_URL is not set")
+        }
+        _ => {
+            eprintln!(
+                "\n!!! SKIPPING the PostgreSQL end-to-end test: FLAGSTATE_TEST_PG_URL is not set\n"
+            );
+            None
+        }
+    }
+}
+
+/// Drops the test's schema when the test ends, however it ends.
+struct DropSchema {
+    url: String,
+    schema: String,
+}
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        // psql ships with the server the tests need; a leftover schema is harmless.
+        let _ = std::process::Command::new("psql")
+            .arg(&self.url)
+            .arg("-qc")
+            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_and_read_only_replica_share_postgres() {
+    let Some(url) = database_url() else {
+        return;
+    };
+    let port = free_port();
+    let Some(registry) = registry(Some(port)).await else {
+        return;
+    };
+    let pusher = registry.pusher();
+    pusher
+        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
+        .await
+        .unwrap();
+
+    let schema = format!("flagstate_e2e_{}_{port}", std::process::id());
+    let _cleanup = DropSchema {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flagstate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "registry:\n  url: {}\n  public_url: /\nevents:\n  token: {EVENTS_TOKEN}\n\
+             database:\n  postgres:\n    url: {url}\n    schema: {schema}\n",
+            registry.url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    let mut writer = Server::start(port, &["--config", config], &[], dir.path()).await;
+    let (index, _) = writer.flatpak_index().await;
+    assert_eq!(flatpak_refs(&index), [HELLO.flatpak_ref()]);
+
+    let mut replica = Server::start(
+        free_port(),
+        &["--config", config, "--read-only"],
+        &[],
+        dir.path(),
+    )
+    .await;
+    let (replica_index, _) = replica.flatpak_index().await;
+    assert_eq!(replica_index, index);
+    let refused = http_client()
+        .post(format!("{}/events", replica.url))
+        .bearer_auth(EVENTS_TOKEN)
+        .header(
+            "content-type",
+            "application/vnd.docker.distribution.events.v1+json",
+        )
+        .body(r#"{"events":[]}"#)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+
+    // A push reaches the writer as a notification; the replica sees it through the
+    // shared database.
+    pusher
+        .push_image(&WORLD.repository(), Some("latest"), &WORLD.image())
+        .await
+        .unwrap();
+    let both = [HELLO.flatpak_ref(), WORLD.flatpak_ref()];
+    writer
+        .wait_for_index("the pushed app on the writer", |i| flatpak_refs(i) == both)
+        .await;
+    replica
+        .wait_for_index("the pushed app on the replica", |i| flatpak_refs(i) == both)
+        .await;
+
+    // The one-shot commands read the same store.
+    let out = run(&["--config", config, "query", common::FLATPAK_QUERY]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let queried: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(flatpak_refs(&queried), both);
+    let out = run(&["--config", config, "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+
+    assert!(replica.terminate().success(), "{}", replica.log());
+    assert!(writer.terminate().success(), "{}", writer.log());
+}
