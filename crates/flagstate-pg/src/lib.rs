@@ -1,1 +1,328 @@
-//! placeholder
+//! # flagstate-pg
+//!
+//! [`PgStore`]: the PostgreSQL [`Store`] of flagstate, for scaling out. One process opens
+//! it read-write (the writer: scanner and webhook receiver); any number of query
+//! replicas open the same database and schema read-only behind an HTTP cache. Replicas
+//! learn about the writer's commits through `LISTEN`/`NOTIFY`, so their generation — and
+//! with it every ETag they hand out — follows the writer within milliseconds.
+//!
+//! ## Layout
+//!
+//! - `meta`: the generation, one row, bumped by `UPDATE … RETURNING` in the same
+//!   transaction as the change (a trigger announces it on channel `flagstate_generation`).
+//! - `manifests`: immutable, keyed by digest, shared by all repositories. Labels and
+//!   annotations are `jsonb` with GIN indexes.
+//! - `list_entries`: the children of image lists, in order, with the effective platform
+//!   queries match them by.
+//! - `repositories` and `tags`: names, and tag → digest, plus each repository's weighted
+//!   full-text document.
+//!
+//! Names, tags and digests are `COLLATE "C"`, so ordering is bytewise whatever the
+//! database locale. Migrations are embedded and applied by the writer at open; they only
+//! ever add. A replica never migrates: it refuses a schema that is missing, older or newer
+//! than the one it was built for.
+//!
+//! **Why jsonb rather than key/value tables.** Labels and annotations are only ever read
+//! whole (to build answers) or tested by key (`=`, `:exists`, `:matches`). A GIN index
+//! (`jsonb_ops`) serves `labels @> '{"k":"v"}'` and `labels ? 'k'` directly, the map
+//! round-trips in one column without a join per image, and a Flatpak image's dozen
+//! labels (some of them large: appdata XML, base64 icons) stay in one TOASTed value
+//! instead of a dozen rows. Normalised tables would pay a join and a row per key on every
+//! answer to win only on ad-hoc SQL, which nothing here needs.
+//!
+//! A replica's generation comes from the notifications while its listener is connected,
+//! and from reading the row on every call otherwise (startup, connection loss, or a
+//! server that refuses `LISTEN`, such as a hot standby). The writer also refreshes the
+//! planner's statistics itself (`ANALYZE` at open and after a doubling number of writes),
+//! because plans made for empty tables scan everything once the index has grown and
+//! autovacuum may be off or behind.
+//!
+//! ## Queries
+//!
+//! SQL narrows the candidates with indexes (repository, tag, platform, label and annotation
+//! tests, every value a bound parameter), then [`IndexQuery::evaluate_repository`] builds
+//! the answer from the candidate tags and manifests read in one repeatable-read snapshot.
+//! The semantics are therefore the reference ones by construction.
+//!
+//! ## Errors
+//!
+//! Connection trouble (refused, dropped, server shutting down, pool timeout) is
+//! [`StoreError::Unavailable`]; the pool reconnects by itself once the server is back.
+//! Writes on a read-only store are [`StoreError::ReadOnly`]; a schema from a newer build is
+//! [`StoreError::SchemaTooNew`]; everything else is [`StoreError::Backend`].
+//!
+//! ## Testing
+//!
+//! The tests need a server: set `FLAGSTATE_TEST_PG_URL` (for example
+//! `postgres://postgres@127.0.0.1:5432/test`). Each test works in a schema of its own and
+//! drops it afterwards; without the variable the tests say so loudly and skip.
+
+#![warn(missing_docs)]
+
+mod error;
+mod narrow;
+mod read;
+mod schema;
+mod search;
+mod stats;
+mod watch;
+mod write;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flagstate_core::index::RepositoryEntry;
+use flagstate_core::model::{Manifest, RepositorySnapshot, TagChange};
+use flagstate_core::{
+    Capabilities, Digest, GcStats, Generation, IndexQuery, SearchPage, Store, StoreError,
+};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::error::{PgError, STORE, SqlContext};
+use crate::watch::{GenerationWatch, Watcher};
+
+/// How to open a [`PgStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    /// Open as a query replica: never migrate, refuse every write with
+    /// [`StoreError::ReadOnly`], and run every session read-only.
+    pub read_only: bool,
+    /// Longest a single statement may run before the server cancels it; `None` keeps the
+    /// server's setting.
+    pub statement_timeout: Option<Duration>,
+    /// Most connections the query pool opens (the generation listener has one more).
+    pub max_connections: u32,
+    /// Schema holding the tables; `None` uses the connection's default search path. The
+    /// writer creates it if needed. Plain lowercase identifiers only (`[a-z_][a-z0-9_]*`).
+    pub schema: Option<String>,
+    /// How long an operation waits for a connection before failing with
+    /// [`StoreError::Unavailable`] (includes reconnect attempts while the server is down).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            read_only: false,
+            statement_timeout: Some(Duration::from_secs(30)),
+            max_connections: 10,
+            schema: None,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The PostgreSQL [`Store`]. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    listen_pool: PgPool,
+    read_only: bool,
+    schema: String,
+    watch: Arc<GenerationWatch>,
+    stats: stats::StatsSchedule,
+    _watcher: Watcher,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("schema", &self.inner.schema)
+            .field("read_only", &self.inner.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db?…`). A writer creates the schema
+    /// if needed and applies the embedded migrations; a read-only store checks that the
+    /// schema is exactly the version it understands.
+    ///
+    /// Fails with [`StoreError::Unavailable`] when the server cannot be reached,
+    /// [`StoreError::SchemaTooNew`] when a newer build migrated the schema, and
+    /// [`StoreError::Backend`] for a bad URL or schema name, or a replica facing a missing
+    /// or older schema.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<PgStore, StoreError> {
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+        if !matches!(scheme, Some("postgres" | "postgresql")) {
+            return Err(PgError::InvalidUrl(
+                "it must start with postgres:// or postgresql://".into(),
+            )
+            .into());
+        }
+        let mut connect =
+            PgConnectOptions::from_str(url).map_err(|e| PgError::InvalidUrl(e.to_string()))?;
+        if let Some(schema) = &options.schema {
+            schema::validate_schema_name(schema)?;
+        }
+        let mut settings: Vec<(&str, String)> = Vec::new();
+        if let Some(schema) = &options.schema {
+            settings.push(("search_path", schema.clone()));
+        }
+        if let Some(timeout) = options.statement_timeout {
+            settings.push(("statement_timeout", timeout.as_millis().to_string()));
+        }
+        if options.read_only {
+            // Belt and braces: even a bug cannot make a replica write.
+            settings.push(("default_transaction_read_only", "on".to_owned()));
+        }
+        connect = connect.options(settings).application_name("flagstate");
+        let pool_options = || {
+            PgPoolOptions::new()
+                .acquire_timeout(options.acquire_timeout)
+                .test_before_acquire(true)
+        };
+        let pool = pool_options()
+            .max_connections(options.max_connections.max(1))
+            .connect_with(connect.clone())
+            .await
+            .during("connecting")?;
+        if options.read_only {
+            schema::check_readable(&pool).await?;
+        } else {
+            schema::migrate(&pool, options.schema.as_deref()).await?;
+            // Statistics may be missing or stale (see `stats`); the writer starts fresh.
+            stats::refresh_in_background(pool.clone());
+        }
+        let schema =
+            schema::inspect(&pool)
+                .await?
+                .schema
+                .ok_or_else(|| PgError::SchemaMissing {
+                    schema: options.schema.clone().unwrap_or_else(|| "(none)".into()),
+                })?;
+        let watch = Arc::new(GenerationWatch::default());
+        watch.observe(watch::read_generation(&pool).await?);
+        let listen_pool = pool_options().max_connections(1).connect_lazy_with(connect);
+        let watcher = watch::spawn(
+            pool.clone(),
+            listen_pool.clone(),
+            schema.clone(),
+            watch.clone(),
+        );
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                listen_pool,
+                read_only: options.read_only,
+                schema,
+                watch,
+                stats: stats::StatsSchedule::default(),
+                _watcher: watcher,
+            }),
+        })
+    }
+
+    /// The schema the store works in.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// Whether the store was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// Closes every connection; later operations fail with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        self.inner.listen_pool.close().await;
+        self.inner.pool.close().await;
+    }
+
+    fn writable(&self) -> Result<&PgPool, StoreError> {
+        if self.inner.read_only {
+            Err(StoreError::ReadOnly { store: STORE })
+        } else {
+            Ok(&self.inner.pool)
+        }
+    }
+
+    /// Records a generation this store produced, so `generation()` reflects it at once.
+    fn produced(&self, generation: Generation) -> Generation {
+        self.inner.watch.observe(generation);
+        generation
+    }
+
+    /// Bookkeeping after a successful write.
+    fn wrote(&self, generation: Generation) -> Generation {
+        if self.inner.stats.record_write() {
+            stats::refresh_in_background(self.inner.pool.clone());
+        }
+        self.produced(generation)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn replace_repository(
+        &self,
+        snapshot: &RepositorySnapshot,
+    ) -> Result<Generation, StoreError> {
+        let pool = self.writable()?;
+        Ok(self.wrote(write::replace_repository(pool, snapshot).await?))
+    }
+
+    async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError> {
+        let pool = self.writable()?;
+        Ok(self.wrote(write::remove_repository(pool, name).await?))
+    }
+
+    async fn apply(&self, change: &TagChange) -> Result<Generation, StoreError> {
+        let pool = self.writable()?;
+        Ok(self.wrote(write::apply(pool, change).await?))
+    }
+
+    async fn repositories(&self) -> Result<Vec<String>, StoreError> {
+        read::repositories(&self.inner.pool).await
+    }
+
+    async fn repository_tags(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Digest>>, StoreError> {
+        read::repository_tags(&self.inner.pool, name).await
+    }
+
+    async fn known_manifests(&self, digests: &[Digest]) -> Result<BTreeSet<Digest>, StoreError> {
+        read::known_manifests(&self.inner.pool, digests).await
+    }
+
+    async fn manifest(&self, digest: &Digest) -> Result<Option<Manifest>, StoreError> {
+        read::manifest(&self.inner.pool, digest).await
+    }
+
+    async fn query(&self, query: &IndexQuery) -> Result<Vec<RepositoryEntry>, StoreError> {
+        read::query(&self.inner.pool, query).await
+    }
+
+    async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
+        search::search(&self.inner.pool, text, offset, limit).await
+    }
+
+    async fn generation(&self) -> Result<Generation, StoreError> {
+        if let Some(generation) = self.inner.watch.current() {
+            return Ok(generation);
+        }
+        let generation = watch::read_generation(&self.inner.pool).await?;
+        Ok(self.produced(generation))
+    }
+
+    async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
+        let pool = self.writable()?;
+        write::collect_garbage(pool).await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+            .with_ranked_search(true)
+            .with_shared(true)
+    }
+}

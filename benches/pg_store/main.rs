@@ -1,0 +1,217 @@
+//! Store benchmark, PostgreSQL section, with SQLite side by side when the `sqlite`
+//! feature is on: bulk load, the Flatpak query (p50/p99), a whole-index dump, and the
+//! Flatpak query from 4 concurrent readers, on the synthetic registry of [`workload`]
+//! (the SQLite benchmark's data).
+//!
+//! Run: `FLAGSTATE_TEST_PG_URL=postgres://postgres@127.0.0.1:5432/test cargo bench --bench pg_store`.
+//! `FLAGSTATE_BENCH_IMAGES` sets the size (default 100 000). The PostgreSQL store lives in
+//! a fresh schema that is dropped afterwards, unless `FLAGSTATE_BENCH_KEEP_SCHEMA` is set;
+//! `FLAGSTATE_BENCH_SKIP_SQLITE` skips SQLite.
+
+mod workload;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flagstate_core::{IndexQuery, Store};
+use flagstate_pg::{PgOptions, PgStore};
+
+use workload::{IMAGES_PER_REPOSITORY, repository};
+
+const FLATPAK_QUERY: &str =
+    "label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
+const WRITERS: usize = 4;
+const READERS: usize = 4;
+const READ_FOR: Duration = Duration::from_secs(10);
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn timed_queries(store: &dyn Store, query: &IndexQuery, runs: usize) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let answer = store.query(query).await.expect("query");
+        times.push(started.elapsed());
+        std::hint::black_box(answer);
+    }
+    times.sort();
+    times
+}
+
+async fn run(label: &str, store: Arc<dyn Store>, repositories: usize) {
+    let images = repositories * IMAGES_PER_REPOSITORY;
+    println!("\n== {label}: {repositories} repositories, {images} images ==");
+
+    // One snapshot per repository, from WRITERS tasks at once (a server store commits
+    // them concurrently; SQLite serialises them on its single writer).
+    let started = Instant::now();
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for i in (w..repositories).step_by(WRITERS) {
+                store
+                    .replace_repository(&repository(i))
+                    .await
+                    .expect("load");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let load = started.elapsed();
+    println!(
+        "bulk load ({WRITERS} writers, one snapshot per repository): {:.1} s, {:.0} snapshots/s, {:.0} images/s",
+        load.as_secs_f64(),
+        repositories as f64 / load.as_secs_f64(),
+        images as f64 / load.as_secs_f64()
+    );
+    let rescan = repositories.min(1000);
+    let snapshots: Vec<_> = (0..rescan).map(repository).collect();
+    let started = Instant::now();
+    for snapshot in &snapshots {
+        store.replace_repository(snapshot).await.expect("rescan");
+    }
+    println!(
+        "unchanged re-scan (1 writer): {:.0} snapshots/s",
+        rescan as f64 / started.elapsed().as_secs_f64()
+    );
+    drop(snapshots);
+
+    let flatpak = IndexQuery::parse(FLATPAK_QUERY).expect("query");
+    let answer = store.query(&flatpak).await.expect("query");
+    let matched: usize = answer
+        .iter()
+        .map(|r| r.images.len() + r.lists.iter().map(|l| l.images.len()).sum::<usize>())
+        .sum();
+    let times = timed_queries(store.as_ref(), &flatpak, 50).await;
+    println!(
+        "Flatpak query ({} repositories, {matched} images): p50 {}, p99 {}",
+        answer.len(),
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.99))
+    );
+
+    let all = IndexQuery::all();
+    let times = timed_queries(store.as_ref(), &all, 3).await;
+    println!(
+        "full dump ({images} images): p50 {}, max {}",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 1.0))
+    );
+
+    let started = Instant::now();
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        let store = store.clone();
+        let flatpak = flatpak.clone();
+        readers.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            while started.elapsed() < READ_FOR {
+                let t = Instant::now();
+                std::hint::black_box(store.query(&flatpak).await.expect("query"));
+                times.push(t.elapsed());
+            }
+            times
+        }));
+    }
+    let mut times = Vec::new();
+    for reader in readers {
+        times.extend(reader.await.expect("reader"));
+    }
+    times.sort();
+    println!(
+        "{READERS} concurrent readers, Flatpak query: {:.1} queries/s, p50 {}, p99 {}",
+        times.len() as f64 / started.elapsed().as_secs_f64(),
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.99))
+    );
+
+    let started = Instant::now();
+    for i in 0..20 {
+        std::hint::black_box(
+            store
+                .search(&format!("app{i}"), 0, 25)
+                .await
+                .expect("search"),
+        );
+    }
+    println!(
+        "search (prefix term, first page): mean {}",
+        ms(started.elapsed() / 20)
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; there are no other arguments to honour.
+    let Some(url) = std::env::var("FLAGSTATE_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!(
+            "pg_store: set FLAGSTATE_TEST_PG_URL to a PostgreSQL server to run this benchmark"
+        );
+        return;
+    };
+    let images: usize = std::env::var("FLAGSTATE_BENCH_IMAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let repositories = (images / IMAGES_PER_REPOSITORY).max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let schema = format!("flagstate_bench_{}", std::process::id());
+        let options = PgOptions {
+            schema: Some(schema.clone()),
+            max_connections: 8,
+            ..PgOptions::default()
+        };
+        let store = PgStore::connect(&url, options).await.expect("connect");
+        run("PostgreSQL", Arc::new(store.clone()), repositories).await;
+        store.close().await;
+        // Keeping the data allows looking at query plans afterwards.
+        if std::env::var_os("FLAGSTATE_BENCH_KEEP_SCHEMA").is_some() {
+            println!("kept schema {schema}");
+        } else {
+            drop_schema(&url, &schema).await;
+        }
+
+        #[cfg(feature = "sqlite")]
+        if std::env::var_os("FLAGSTATE_BENCH_SKIP_SQLITE").is_none() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = flagstate_sqlite::SqliteStore::open(dir.path().join("bench.db"))
+                .expect("open sqlite");
+            run("SQLite", Arc::new(store), repositories).await;
+        }
+    });
+}
+
+async fn drop_schema(url: &str, schema: &str) {
+    use sqlx::Connection;
+    match sqlx::PgConnection::connect(url).await {
+        Ok(mut conn) => {
+            let ddl = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(ddl))
+                .execute(&mut conn)
+                .await
+            {
+                eprintln!("could not drop {schema}: {e}");
+            }
+        }
+        Err(e) => eprintln!("could not drop {schema}: {e}"),
+    }
+}

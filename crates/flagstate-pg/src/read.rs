@@ -1,0 +1,231 @@
+//! Reading the index: repositories, tags, manifests, and index queries (SQL narrows the
+//! candidates, [`IndexQuery::evaluate_repository`] builds the answer).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use flagstate_core::index::RepositoryEntry;
+use flagstate_core::model::{Image, ImageList, ListEntry, Manifest, Platform};
+use flagstate_core::{Digest, IndexQuery, StoreError};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+
+use crate::error::{PgError, SqlContext};
+use crate::narrow;
+
+/// Tag → digest map of one repository.
+pub(crate) type Tags = BTreeMap<String, Digest>;
+
+/// digest, media_type, is_list, os, architecture, variant, labels, annotations, created,
+/// config_digest.
+type ManifestRow = (
+    String,
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Json<BTreeMap<String, String>>,
+    Json<BTreeMap<String, String>>,
+    Option<String>,
+    Option<String>,
+);
+
+/// list, child, os, architecture, variant (the platform the list states).
+type EntryRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+pub(crate) fn parse_digest(value: &str) -> Result<Digest, StoreError> {
+    Digest::parse(value).map_err(|e| PgError::Corrupt(e.to_string()).into())
+}
+
+/// Every repository name, bytewise.
+pub(crate) async fn repositories(pool: &PgPool) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT name FROM repositories ORDER BY name")
+        .fetch_all(pool)
+        .await
+        .during("listing repositories")?;
+    Ok(rows.into_iter().map(|(name,)| name).collect())
+}
+
+/// The tags of one repository, `None` when it is unknown.
+pub(crate) async fn repository_tags(pool: &PgPool, name: &str) -> Result<Option<Tags>, StoreError> {
+    let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT t.name, t.digest FROM repositories r \
+         LEFT JOIN tags t ON t.repository_id = r.id WHERE r.name = $1",
+    )
+    .bind(name)
+    .fetch_all(pool)
+    .await
+    .during("reading the tags of a repository")?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut tags = Tags::new();
+    for (tag, digest) in rows {
+        if let (Some(tag), Some(digest)) = (tag, digest) {
+            tags.insert(tag, parse_digest(&digest)?);
+        }
+    }
+    Ok(Some(tags))
+}
+
+/// Which of `digests` are stored. A stored list is always complete: its entries reference
+/// stored manifests through a foreign key.
+pub(crate) async fn known_manifests(
+    pool: &PgPool,
+    digests: &[Digest],
+) -> Result<BTreeSet<Digest>, StoreError> {
+    let wanted: Vec<&str> = digests.iter().map(Digest::as_str).collect();
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT digest FROM manifests WHERE digest = ANY($1)")
+            .bind(&wanted)
+            .fetch_all(pool)
+            .await
+            .during("looking up known manifests")?;
+    rows.iter().map(|(d,)| parse_digest(d)).collect()
+}
+
+/// One manifest by digest.
+pub(crate) async fn manifest(
+    pool: &PgPool,
+    digest: &Digest,
+) -> Result<Option<Manifest>, StoreError> {
+    let mut conn = pool.acquire().await.during("reading a manifest")?;
+    let mut found = load_manifests(&mut conn, &[digest.as_str().to_owned()]).await?;
+    Ok(found.remove(digest))
+}
+
+/// Loads the manifests `digests` and, for lists, their children.
+pub(crate) async fn load_manifests(
+    conn: &mut PgConnection,
+    digests: &[String],
+) -> Result<BTreeMap<Digest, Manifest>, StoreError> {
+    let rows: Vec<ManifestRow> = sqlx::query_as(
+        // Joins against the unnested array rather than `= ANY($1)`: a generic plan tests
+        // `= ANY` element by element, which is quadratic for a full dump.
+        "WITH asked AS (SELECT DISTINCT unnest($1::text[]) AS digest), \
+              wanted AS (SELECT digest FROM asked \
+                         UNION SELECT e.child FROM list_entries e JOIN asked a ON a.digest = e.list) \
+         SELECT m.digest, m.media_type, m.is_list, m.os, m.architecture, m.variant, \
+                m.labels, m.annotations, m.created, m.config_digest \
+         FROM manifests m JOIN wanted w ON w.digest = m.digest",
+    )
+    .bind(digests)
+    .fetch_all(&mut *conn)
+    .await
+    .during("reading manifests")?;
+    let lists: Vec<&str> = rows
+        .iter()
+        .filter(|row| row.2)
+        .map(|row| row.0.as_str())
+        .collect();
+    let mut entries: BTreeMap<String, Vec<ListEntry>> = BTreeMap::new();
+    if !lists.is_empty() {
+        let entry_rows: Vec<EntryRow> = sqlx::query_as(
+            "SELECT e.list, e.child, e.os, e.architecture, e.variant FROM list_entries e \
+             JOIN (SELECT DISTINCT unnest($1::text[]) AS list) a ON a.list = e.list \
+             ORDER BY e.list, e.position",
+        )
+        .bind(&lists)
+        .fetch_all(&mut *conn)
+        .await
+        .during("reading list entries")?;
+        for (list, child, os, architecture, variant) in entry_rows {
+            let platform = match (os, architecture) {
+                (Some(os), Some(architecture)) => Some(Platform {
+                    os,
+                    architecture,
+                    variant,
+                }),
+                _ => None,
+            };
+            entries.entry(list).or_default().push(ListEntry {
+                digest: parse_digest(&child)?,
+                platform,
+            });
+        }
+    }
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let children = entries.remove(&row.0).unwrap_or_default();
+        let manifest = decode_manifest(row, children)?;
+        out.insert(manifest.digest().clone(), manifest);
+    }
+    Ok(out)
+}
+
+fn decode_manifest(row: ManifestRow, entries: Vec<ListEntry>) -> Result<Manifest, StoreError> {
+    let (
+        digest,
+        media_type,
+        is_list,
+        os,
+        architecture,
+        variant,
+        labels,
+        annotations,
+        created,
+        config,
+    ) = row;
+    let digest = parse_digest(&digest)?;
+    if is_list {
+        return Ok(Manifest::List(ImageList {
+            digest,
+            media_type,
+            annotations: annotations.0,
+            entries,
+        }));
+    }
+    Ok(Manifest::Image(Image {
+        digest,
+        media_type,
+        platform: Platform {
+            os: os.unwrap_or_default(),
+            architecture: architecture.unwrap_or_default(),
+            variant,
+        },
+        labels: labels.0,
+        annotations: annotations.0,
+        created,
+        config_digest: config.as_deref().map(parse_digest).transpose()?,
+    }))
+}
+
+/// Runs an index query inside one read-only snapshot, so tags and manifests agree.
+pub(crate) async fn query(
+    pool: &PgPool,
+    query: &IndexQuery,
+) -> Result<Vec<RepositoryEntry>, StoreError> {
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .during("starting a query")?;
+    let rows: Vec<(String, String, String)> = narrow::candidate_tags(query)
+        .build_query_as()
+        .fetch_all(&mut *tx)
+        .await
+        .during("selecting candidate tags")?;
+    let mut repositories: BTreeMap<String, Tags> = BTreeMap::new();
+    let mut digests: BTreeSet<String> = BTreeSet::new();
+    for (repository, tag, digest) in rows {
+        let parsed = parse_digest(&digest)?;
+        digests.insert(digest);
+        repositories
+            .entry(repository)
+            .or_default()
+            .insert(tag, parsed);
+    }
+    let digests: Vec<String> = digests.into_iter().collect();
+    let manifests = load_manifests(&mut tx, &digests).await?;
+    tx.commit().await.during("finishing a query")?;
+    // BTreeMap iteration over `String` is bytewise: the order the index needs.
+    Ok(repositories
+        .iter()
+        .filter_map(|(name, tags)| query.evaluate_repository(name, tags, |d| manifests.get(d)))
+        .collect())
+}

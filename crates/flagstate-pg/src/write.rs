@@ -1,0 +1,587 @@
+//! Writing the index. Each method is one transaction that validates, stores new
+//! manifests, changes tags, rebuilds the repository's search document and bumps the
+//! generation — the bump only when the repository's tag map changed or it is new.
+//!
+//! Locking: writers take `ROW EXCLUSIVE` on `tags` first and garbage collection takes
+//! `SHARE`, so collection never runs while a writer relies on a manifest it found stored
+//! (and writers do not interleave with a collection). Writers of the same repository
+//! serialise on its row (`FOR UPDATE`); the generation row serialises the bumps.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use flagstate_core::model::{
+    Description, ImageList, Manifest, RepositorySnapshot, TagChange, validate_repository_name,
+    validate_tag,
+};
+use flagstate_core::{Digest, GcStats, Generation, StoreError};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use crate::error::{PgError, SqlContext};
+use crate::search;
+use crate::watch::generation_from_db;
+
+fn invalid(what: impl std::fmt::Display, problem: &str) -> StoreError {
+    StoreError::Invalid(format!("{what}: {problem}"))
+}
+
+fn check_repository_name(name: &str) -> Result<(), StoreError> {
+    validate_repository_name(name).map_err(|p| invalid(format_args!("repository {name:?}"), p))
+}
+
+fn check_tag(repository: &str, tag: &str) -> Result<(), StoreError> {
+    validate_tag(tag).map_err(|p| invalid(format_args!("repository {repository}: tag {tag:?}"), p))
+}
+
+/// Starts a write transaction (see the module docs for the lock).
+async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StoreError> {
+    let mut tx = pool.begin().await.during("starting a write")?;
+    sqlx::query("LOCK TABLE tags IN ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .during("locking for a write")?;
+    Ok(tx)
+}
+
+async fn bump(conn: &mut PgConnection) -> Result<Generation, StoreError> {
+    let (generation,): (i64,) =
+        sqlx::query_as("UPDATE meta SET generation = generation + 1 RETURNING generation")
+            .fetch_one(&mut *conn)
+            .await
+            .during("bumping the generation")?;
+    Ok(generation_from_db(generation))
+}
+
+async fn current_generation(conn: &mut PgConnection) -> Result<Generation, StoreError> {
+    let (generation,): (i64,) = sqlx::query_as("SELECT generation FROM meta")
+        .fetch_one(&mut *conn)
+        .await
+        .during("reading the generation")?;
+    Ok(generation_from_db(generation))
+}
+
+/// Locks an existing repository's row; `None` when it does not exist.
+async fn lock_repository(conn: &mut PgConnection, name: &str) -> Result<Option<i64>, StoreError> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT id FROM repositories WHERE name = $1 FOR UPDATE")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await
+            .during("locking a repository")?;
+    Ok(row.map(|(id,)| id))
+}
+
+/// Locks a repository's row, creating it if needed. Returns its id and whether it is new.
+async fn lock_or_create_repository(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<(i64, bool), StoreError> {
+    if let Some(id) = lock_repository(conn, name).await? {
+        return Ok((id, false));
+    }
+    let inserted: Option<(i64,)> = sqlx::query_as(
+        "INSERT INTO repositories (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await
+    .during("creating a repository")?;
+    if let Some((id,)) = inserted {
+        return Ok((id, true));
+    }
+    // Another writer created it between the two statements; its row is committed now.
+    match lock_repository(conn, name).await? {
+        Some(id) => Ok((id, false)),
+        None => Err(PgError::ConcurrentRemoval(name.to_owned()).into()),
+    }
+}
+
+/// What the store already holds for a digest.
+struct Stored {
+    is_list: bool,
+    os: String,
+    architecture: String,
+}
+
+/// A manifest resolved from either side.
+enum Resolved<'a> {
+    Stored(&'a Stored),
+    New(&'a Manifest),
+}
+
+impl Resolved<'_> {
+    fn is_list(&self) -> bool {
+        match self {
+            Resolved::Stored(s) => s.is_list,
+            Resolved::New(m) => matches!(m, Manifest::List(_)),
+        }
+    }
+}
+
+/// Rejects text PostgreSQL cannot store (`text` and `jsonb` refuse NUL characters).
+fn check_storable(repository: &str, manifest: &Manifest) -> Result<(), StoreError> {
+    let fields: Vec<&str> = match manifest {
+        Manifest::Image(i) => {
+            let mut f = vec![
+                i.media_type.as_str(),
+                i.platform.os.as_str(),
+                i.platform.architecture.as_str(),
+            ];
+            f.extend(i.platform.variant.as_deref());
+            f.extend(i.created.as_deref());
+            f.extend(i.labels.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]));
+            f.extend(
+                i.annotations
+                    .iter()
+                    .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+            );
+            f
+        }
+        Manifest::List(l) => {
+            let mut f = vec![l.media_type.as_str()];
+            f.extend(
+                l.annotations
+                    .iter()
+                    .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+            );
+            for p in l.entries.iter().filter_map(|e| e.platform.as_ref()) {
+                f.extend([p.os.as_str(), p.architecture.as_str()]);
+                f.extend(p.variant.as_deref());
+            }
+            f
+        }
+    };
+    if fields.iter().any(|f| f.contains('\0')) {
+        return Err(invalid(
+            format_args!("repository {repository}: manifest {}", manifest.digest()),
+            "contains a NUL character, which cannot be stored",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `targets` and the entries of every new list resolve (to stored manifests
+/// first — they are immutable — then to `supplied`), and stores the supplied manifests
+/// that are new. Nothing is written when a check fails.
+async fn admit(
+    conn: &mut PgConnection,
+    repository: &str,
+    targets: &[&Digest],
+    supplied: &[Manifest],
+) -> Result<(), StoreError> {
+    let mut new: BTreeMap<&Digest, &Manifest> = BTreeMap::new();
+    for manifest in supplied {
+        if manifest.media_type().is_empty() {
+            return Err(invalid(
+                format_args!("repository {repository}: manifest {}", manifest.digest()),
+                "media type is empty",
+            ));
+        }
+        check_storable(repository, manifest)?;
+        // First copy wins, as the stored copy wins over any supplied one.
+        new.entry(manifest.digest()).or_insert(manifest);
+    }
+    let mut lookup: BTreeSet<&str> = targets.iter().map(|d| d.as_str()).collect();
+    for manifest in new.values() {
+        lookup.insert(manifest.digest().as_str());
+        lookup.extend(manifest.children().map(Digest::as_str));
+    }
+    let lookup: Vec<&str> = lookup.into_iter().collect();
+    let rows: Vec<(String, bool, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT digest, is_list, os, architecture FROM manifests WHERE digest = ANY($1)",
+    )
+    .bind(&lookup)
+    .fetch_all(&mut *conn)
+    .await
+    .during("resolving manifests")?;
+    let stored: BTreeMap<String, Stored> = rows
+        .into_iter()
+        .map(|(digest, is_list, os, architecture)| {
+            let info = Stored {
+                is_list,
+                os: os.unwrap_or_default(),
+                architecture: architecture.unwrap_or_default(),
+            };
+            (digest, info)
+        })
+        .collect();
+    new.retain(|digest, _| !stored.contains_key(digest.as_str()));
+
+    let resolve = |digest: &Digest| {
+        stored
+            .get(digest.as_str())
+            .map(Resolved::Stored)
+            .or_else(|| new.get(digest).map(|m| Resolved::New(m)))
+    };
+    let missing = |digest: &Digest| StoreError::MissingManifest {
+        repository: repository.to_owned(),
+        digest: digest.clone(),
+    };
+    // Stored lists were checked when they were stored; new ones are checked here, those a
+    // tag points at first.
+    let mut lists: Vec<&ImageList> = Vec::new();
+    for digest in targets {
+        if let Resolved::New(Manifest::List(list)) =
+            resolve(digest).ok_or_else(|| missing(digest))?
+        {
+            lists.push(list);
+        }
+    }
+    lists.extend(new.values().filter_map(|m| match m {
+        Manifest::List(list) => Some(list),
+        Manifest::Image(_) => None,
+    }));
+    for list in &lists {
+        for child in &list.entries {
+            match resolve(&child.digest) {
+                Some(r) if r.is_list() => {
+                    return Err(invalid(
+                        format_args!(
+                            "repository {repository}: list {} entry {}",
+                            list.digest, child.digest
+                        ),
+                        "a list entry must be an image, not another list",
+                    ));
+                }
+                Some(_) => {}
+                None => return Err(missing(&child.digest)),
+            }
+        }
+    }
+    if new.is_empty() {
+        return Ok(());
+    }
+    let inserted = insert_manifests(conn, new.values().copied()).await?;
+    // Lists another writer stored meanwhile already have their entries.
+    let new_lists = new.values().filter_map(|m| match m {
+        Manifest::List(list) if inserted.contains(list.digest.as_str()) => Some(list),
+        _ => None,
+    });
+    let platform_of = |digest: &Digest| -> (String, String) {
+        match resolve(digest) {
+            Some(Resolved::Stored(s)) => (s.os.clone(), s.architecture.clone()),
+            Some(Resolved::New(Manifest::Image(i))) => {
+                (i.platform.os.clone(), i.platform.architecture.clone())
+            }
+            _ => (String::new(), String::new()),
+        }
+    };
+    insert_entries(conn, new_lists, platform_of).await
+}
+
+/// Inserts manifests (ignoring digests stored meanwhile); returns the digests inserted.
+async fn insert_manifests<'a>(
+    conn: &mut PgConnection,
+    manifests: impl Iterator<Item = &'a Manifest>,
+) -> Result<BTreeSet<String>, StoreError> {
+    let mut digest = Vec::new();
+    let mut media_type = Vec::new();
+    let mut is_list = Vec::new();
+    let mut os: Vec<Option<&str>> = Vec::new();
+    let mut architecture: Vec<Option<&str>> = Vec::new();
+    let mut variant: Vec<Option<&str>> = Vec::new();
+    let mut labels = Vec::new();
+    let mut annotations = Vec::new();
+    let mut created: Vec<Option<&str>> = Vec::new();
+    let mut config: Vec<Option<&str>> = Vec::new();
+    let mut title: Vec<Option<String>> = Vec::new();
+    let mut description: Vec<Option<String>> = Vec::new();
+    let json = |map| serde_json::to_string(map).map_err(|e| PgError::Corrupt(e.to_string()));
+    for manifest in manifests {
+        digest.push(manifest.digest().as_str());
+        media_type.push(manifest.media_type());
+        match manifest {
+            Manifest::Image(i) => {
+                let d = Description::resolve(&i.labels, &i.annotations);
+                is_list.push(false);
+                os.push(Some(&i.platform.os));
+                architecture.push(Some(&i.platform.architecture));
+                variant.push(i.platform.variant.as_deref());
+                labels.push(json(&i.labels)?);
+                annotations.push(json(&i.annotations)?);
+                created.push(i.created.as_deref());
+                config.push(i.config_digest.as_ref().map(Digest::as_str));
+                title.push(d.title);
+                description.push(d.description);
+            }
+            Manifest::List(l) => {
+                is_list.push(true);
+                os.push(None);
+                architecture.push(None);
+                variant.push(None);
+                labels.push("{}".to_owned());
+                annotations.push(json(&l.annotations)?);
+                created.push(None);
+                config.push(None);
+                title.push(None);
+                description.push(None);
+            }
+        }
+    }
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "INSERT INTO manifests (digest, media_type, is_list, os, architecture, variant, \
+             labels, annotations, created, config_digest, title, description) \
+         SELECT d, mt, il, o, a, v, l::jsonb, an::jsonb, c, cd, ti, de \
+         FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[], \
+                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
+              AS u(d, mt, il, o, a, v, l, an, c, cd, ti, de) \
+         ON CONFLICT (digest) DO NOTHING RETURNING digest",
+    )
+    .bind(&digest)
+    .bind(&media_type)
+    .bind(&is_list)
+    .bind(&os)
+    .bind(&architecture)
+    .bind(&variant)
+    .bind(&labels)
+    .bind(&annotations)
+    .bind(&created)
+    .bind(&config)
+    .bind(&title)
+    .bind(&description)
+    .fetch_all(&mut *conn)
+    .await
+    .during("storing manifests")?;
+    Ok(rows.into_iter().map(|(d,)| d).collect())
+}
+
+/// Inserts the entries of newly stored lists, with the platform queries match each child
+/// with. This mirrors `flagstate_core::query::effective_platform`: the list's platform
+/// unless it states none or an empty one, else the child's config platform.
+async fn insert_entries<'a>(
+    conn: &mut PgConnection,
+    lists: impl Iterator<Item = &'a ImageList>,
+    config_platform: impl Fn(&Digest) -> (String, String),
+) -> Result<(), StoreError> {
+    let mut list = Vec::new();
+    let mut position: Vec<i32> = Vec::new();
+    let mut child = Vec::new();
+    let mut os: Vec<Option<&str>> = Vec::new();
+    let mut architecture: Vec<Option<&str>> = Vec::new();
+    let mut variant: Vec<Option<&str>> = Vec::new();
+    let mut effective_os = Vec::new();
+    let mut effective_architecture = Vec::new();
+    for l in lists {
+        for (i, entry) in l.entries.iter().enumerate() {
+            list.push(l.digest.as_str());
+            position.push(
+                i32::try_from(i).map_err(|_| {
+                    invalid(format_args!("list {}", l.digest), "has too many entries")
+                })?,
+            );
+            child.push(entry.digest.as_str());
+            let listed = entry.platform.as_ref();
+            os.push(listed.map(|p| p.os.as_str()));
+            architecture.push(listed.map(|p| p.architecture.as_str()));
+            variant.push(listed.and_then(|p| p.variant.as_deref()));
+            let (e_os, e_arch) = match listed {
+                Some(p) if !p.os.is_empty() && !p.architecture.is_empty() => {
+                    (p.os.clone(), p.architecture.clone())
+                }
+                _ => config_platform(&entry.digest),
+            };
+            effective_os.push(e_os);
+            effective_architecture.push(e_arch);
+        }
+    }
+    if list.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO list_entries (list, position, child, os, architecture, variant, \
+             effective_os, effective_architecture) \
+         SELECT * FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[], \
+                              $6::text[], $7::text[], $8::text[])",
+    )
+    .bind(&list)
+    .bind(&position)
+    .bind(&child)
+    .bind(&os)
+    .bind(&architecture)
+    .bind(&variant)
+    .bind(&effective_os)
+    .bind(&effective_architecture)
+    .execute(&mut *conn)
+    .await
+    .during("storing list entries")?;
+    Ok(())
+}
+
+/// Sets a repository's tags to exactly `snapshot.tags`.
+pub(crate) async fn replace_repository(
+    pool: &PgPool,
+    snapshot: &RepositorySnapshot,
+) -> Result<Generation, StoreError> {
+    check_repository_name(&snapshot.name)?;
+    for tag in snapshot.tags.keys() {
+        check_tag(&snapshot.name, tag)?;
+    }
+    let mut tx = begin(pool).await?;
+    let targets: Vec<&Digest> = snapshot.tags.values().collect();
+    admit(&mut tx, &snapshot.name, &targets, &snapshot.manifests).await?;
+    let (id, created) = lock_or_create_repository(&mut tx, &snapshot.name).await?;
+    let current: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, digest FROM tags WHERE repository_id = $1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .during("reading current tags")?;
+    let current: BTreeMap<String, String> = current.into_iter().collect();
+    let removed: Vec<&str> = current
+        .keys()
+        .filter(|tag| !snapshot.tags.contains_key(*tag))
+        .map(String::as_str)
+        .collect();
+    let (set_tags, set_digests): (Vec<&str>, Vec<&str>) = snapshot
+        .tags
+        .iter()
+        .filter(|(tag, digest)| current.get(*tag).map(String::as_str) != Some(digest.as_str()))
+        .map(|(tag, digest)| (tag.as_str(), digest.as_str()))
+        .unzip();
+    let generation = if created || !removed.is_empty() || !set_tags.is_empty() {
+        if !removed.is_empty() {
+            sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND name = ANY($2)")
+                .bind(id)
+                .bind(&removed)
+                .execute(&mut *tx)
+                .await
+                .during("removing tags")?;
+        }
+        if !set_tags.is_empty() {
+            sqlx::query(
+                "INSERT INTO tags (repository_id, name, digest) \
+                 SELECT $1, n, d FROM UNNEST($2::text[], $3::text[]) AS u(n, d) \
+                 ON CONFLICT (repository_id, name) DO UPDATE SET digest = EXCLUDED.digest",
+            )
+            .bind(id)
+            .bind(&set_tags)
+            .bind(&set_digests)
+            .execute(&mut *tx)
+            .await
+            .during("setting tags")?;
+        }
+        search::refresh(&mut tx, id, &snapshot.name).await?;
+        bump(&mut tx).await?
+    } else {
+        current_generation(&mut tx).await?
+    };
+    tx.commit().await.during("committing a repository")?;
+    Ok(generation)
+}
+
+/// Removes a repository and its tags.
+pub(crate) async fn remove_repository(pool: &PgPool, name: &str) -> Result<Generation, StoreError> {
+    let mut tx = begin(pool).await?;
+    let removed = sqlx::query("DELETE FROM repositories WHERE name = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .during("removing a repository")?
+        .rows_affected();
+    let generation = if removed > 0 {
+        bump(&mut tx).await?
+    } else {
+        current_generation(&mut tx).await?
+    };
+    tx.commit().await.during("committing a removal")?;
+    Ok(generation)
+}
+
+/// Applies one incremental change.
+pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generation, StoreError> {
+    if let TagChange::Put {
+        repository, tag, ..
+    } = change
+    {
+        check_repository_name(repository)?;
+        check_tag(repository, tag)?;
+    }
+    let mut tx = begin(pool).await?;
+    let changed = match change {
+        TagChange::Put {
+            repository,
+            tag,
+            digest,
+            manifests,
+        } => {
+            admit(&mut tx, repository, &[digest], manifests).await?;
+            let (id, created) = lock_or_create_repository(&mut tx, repository).await?;
+            let moved = sqlx::query(
+                "INSERT INTO tags (repository_id, name, digest) VALUES ($1, $2, $3) \
+                 ON CONFLICT (repository_id, name) DO UPDATE SET digest = EXCLUDED.digest \
+                 WHERE tags.digest <> EXCLUDED.digest",
+            )
+            .bind(id)
+            .bind(tag)
+            .bind(digest.as_str())
+            .execute(&mut *tx)
+            .await
+            .during("setting a tag")?
+            .rows_affected();
+            (created || moved > 0).then_some((id, repository))
+        }
+        TagChange::DeleteTag { repository, tag } => {
+            match lock_repository(&mut tx, repository).await? {
+                Some(id) => {
+                    let removed =
+                        sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND name = $2")
+                            .bind(id)
+                            .bind(tag)
+                            .execute(&mut *tx)
+                            .await
+                            .during("deleting a tag")?
+                            .rows_affected();
+                    (removed > 0).then_some((id, repository))
+                }
+                None => None,
+            }
+        }
+        TagChange::DeleteManifest { repository, digest } => {
+            match lock_repository(&mut tx, repository).await? {
+                Some(id) => {
+                    let removed =
+                        sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND digest = $2")
+                            .bind(id)
+                            .bind(digest.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .during("deleting a manifest's tags")?
+                            .rows_affected();
+                    (removed > 0).then_some((id, repository))
+                }
+                None => None,
+            }
+        }
+    };
+    let generation = match changed {
+        Some((id, repository)) => {
+            search::refresh(&mut tx, id, repository).await?;
+            bump(&mut tx).await?
+        }
+        None => current_generation(&mut tx).await?,
+    };
+    tx.commit().await.during("committing a change")?;
+    Ok(generation)
+}
+
+/// Deletes manifests no tag references, directly or as a child of a referenced list.
+pub(crate) async fn collect_garbage(pool: &PgPool) -> Result<GcStats, StoreError> {
+    let mut tx = pool.begin().await.during("starting garbage collection")?;
+    sqlx::query("LOCK TABLE tags IN SHARE MODE")
+        .execute(&mut *tx)
+        .await
+        .during("locking for garbage collection")?;
+    let removed = sqlx::query(
+        "WITH live AS (\
+             SELECT digest FROM tags \
+             UNION SELECT e.child FROM list_entries e JOIN tags t ON t.digest = e.list) \
+         DELETE FROM manifests m WHERE NOT EXISTS (SELECT 1 FROM live WHERE live.digest = m.digest)",
+    )
+    .execute(&mut *tx)
+    .await
+    .during("collecting garbage")?
+    .rows_affected();
+    tx.commit().await.during("committing garbage collection")?;
+    Ok(GcStats {
+        manifests_removed: removed,
+    })
+}

@@ -1,0 +1,233 @@
+//! One writer and read-only replicas on the same schema; schema versions; options.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use flagstate_core::conformance::fixtures::{flatpak_app, image, put_image, query, repo};
+use flagstate_core::model::TagChange;
+use flagstate_core::{Store, StoreError};
+use flagstate_pg::{PgOptions, PgStore};
+
+use common::{SchemaGuard, TestStore, pg_url};
+
+/// Waits (generously; this is not a speed test) until `store` reports `want`.
+async fn await_generation(store: &PgStore, want: u64) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = store.generation().await.unwrap();
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(got < want, "replica overshot: {got} > {want}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "replica still at generation {got}, writer at {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_follows_the_writer() {
+    let Some(url) = pg_url() else { return };
+    let writer = TestStore::new(&url).await;
+    let replica = writer.replica().await;
+    assert!(replica.is_read_only());
+    assert_eq!(replica.schema(), writer.guard.schema);
+    assert_eq!(replica.generation().await.unwrap(), 0);
+
+    let app = flatpak_app("org.example.App", "amd64").build();
+    let g1 = writer
+        .replace_repository(&repo("apps/one").image("latest", &app).build())
+        .await
+        .unwrap();
+    let waited = await_generation(&replica, g1).await;
+    eprintln!("replica saw generation {g1} after {waited:?}");
+    let flatpak = query("label:org.flatpak.ref:exists=1&architecture=amd64&os=linux&tag=latest");
+    assert_eq!(
+        replica.query(&flatpak).await.unwrap(),
+        writer.query(&flatpak).await.unwrap()
+    );
+    assert_eq!(replica.repositories().await.unwrap(), ["apps/one"]);
+
+    // Several bumps in a row: the replica ends on the last one.
+    let mut last = g1;
+    for i in 0..5 {
+        let img = image(&format!("img{i}")).build();
+        last = writer
+            .apply(&put_image("apps/two", "latest", &img))
+            .await
+            .unwrap();
+    }
+    assert_eq!(last, g1 + 5);
+    await_generation(&replica, last).await;
+    assert_eq!(
+        replica.repository_tags("apps/two").await.unwrap(),
+        writer.repository_tags("apps/two").await.unwrap()
+    );
+    drop(replica);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_refuses_every_write() {
+    let Some(url) = pg_url() else { return };
+    let writer = TestStore::new(&url).await;
+    let app = image("a").build();
+    writer
+        .replace_repository(&repo("r").image("t", &app).build())
+        .await
+        .unwrap();
+    let replica = writer.replica().await;
+    let read_only = |r: Result<_, StoreError>| match r {
+        Err(StoreError::ReadOnly { store: "postgres" }) => {}
+        other => panic!("expected ReadOnly, got {other:?}"),
+    };
+    read_only(
+        replica
+            .replace_repository(&repo("r").build())
+            .await
+            .map(drop),
+    );
+    read_only(replica.remove_repository("r").await.map(drop));
+    read_only(replica.apply(&put_image("r", "u", &app)).await.map(drop));
+    read_only(
+        replica
+            .apply(&TagChange::DeleteTag {
+                repository: "r".into(),
+                tag: "t".into(),
+            })
+            .await
+            .map(drop),
+    );
+    read_only(replica.collect_garbage().await.map(drop));
+    assert_eq!(
+        replica.repository_tags("r").await.unwrap().unwrap().len(),
+        1,
+        "nothing changed"
+    );
+    assert_eq!(writer.generation().await.unwrap(), 1);
+    drop(replica);
+}
+
+fn backend_message(result: Result<PgStore, StoreError>) -> String {
+    match result {
+        Err(StoreError::Backend {
+            store: "postgres",
+            source,
+        }) => source.to_string(),
+        other => panic!("expected a Backend error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_refuses_a_missing_or_older_schema() {
+    let Some(url) = pg_url() else { return };
+    let guard = SchemaGuard::new(&url);
+    let message = backend_message(PgStore::connect(&url, guard.options(true)).await);
+    assert!(message.contains("read-write"), "{message}");
+
+    // Created by a writer, then rolled back to "before the newest migration".
+    let writer = PgStore::connect(&url, guard.options(false)).await.unwrap();
+    writer.close().await;
+    guard
+        .execute("UPDATE flagstate_migrations SET version = version - 1 WHERE version = (SELECT max(version) FROM flagstate_migrations)")
+        .await;
+    let message = backend_message(PgStore::connect(&url, guard.options(true)).await);
+    assert!(message.contains("older"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_schema_is_refused_by_writer_and_replica() {
+    let Some(url) = pg_url() else { return };
+    let store = TestStore::new(&url).await;
+    store.close().await;
+    store
+        .guard
+        .execute(
+            "INSERT INTO flagstate_migrations (version, description, success, checksum, execution_time) \
+             VALUES (999999, 'from the future', true, '\\x00', 0)",
+        )
+        .await;
+    for read_only in [false, true] {
+        match PgStore::connect(&url, store.guard.options(read_only)).await {
+            Err(StoreError::SchemaTooNew {
+                store: "postgres",
+                found: 999999,
+                supported,
+            }) => assert!(supported >= 1),
+            other => panic!("read_only={read_only}: expected SchemaTooNew, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_keeps_data_and_generation() {
+    let Some(url) = pg_url() else { return };
+    let store = TestStore::new(&url).await;
+    let img = image("keep").build();
+    let g = store
+        .replace_repository(&repo("keep/me").image("v1", &img).build())
+        .await
+        .unwrap();
+    let again = PgStore::connect(&url, store.guard.options(false))
+        .await
+        .unwrap();
+    assert_eq!(again.generation().await.unwrap(), g);
+    assert_eq!(again.repositories().await.unwrap(), ["keep/me"]);
+    assert!(again.manifest(&img.digest).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn bad_options_are_clear_errors() {
+    let Some(url) = pg_url() else { return };
+    let options = |schema: &str| PgOptions {
+        schema: Some(schema.to_owned()),
+        ..PgOptions::default()
+    };
+    let message = backend_message(PgStore::connect(&url, options("Bad-Name\";drop")).await);
+    assert!(message.contains("invalid schema name"), "{message}");
+    for url in ["mysql://host/db", "postgres://host:notaport/db"] {
+        let message = backend_message(PgStore::connect(url, PgOptions::default()).await);
+        assert!(
+            message.contains("invalid PostgreSQL URL"),
+            "{url}: {message}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_are_refused_and_nothing_is_stored() {
+    let Some(url) = pg_url() else { return };
+    let store = TestStore::new(&url).await;
+    let bad = image("nul").label("k", "a\0b").build();
+    match store
+        .replace_repository(&repo("r").image("t", &bad).build())
+        .await
+    {
+        Err(StoreError::Invalid(message)) => assert!(message.contains("NUL"), "{message}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(store.repositories().await.unwrap().is_empty());
+    assert!(store.manifest(&bad.digest).await.unwrap().is_none());
+    assert_eq!(store.generation().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_cancels_slow_statements() {
+    let Some(url) = pg_url() else { return };
+    let guard = SchemaGuard::new(&url);
+    let fast = PgOptions {
+        statement_timeout: Some(Duration::from_millis(1)),
+        ..guard.options(false)
+    };
+    // Migrating takes longer than a millisecond: the server cancels it, and says so.
+    match PgStore::connect(&url, fast).await {
+        Err(e @ StoreError::Backend { .. }) => {
+            let text = format!("{e}: {:?}", e);
+            assert!(text.contains("statement timeout"), "{text}");
+        }
+        Ok(_) => panic!("a 1 ms statement timeout let the migration through"),
+        Err(other) => panic!("expected a Backend error, got {other:?}"),
+    }
+}
