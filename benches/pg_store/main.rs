@@ -1,6 +1,6 @@
 //! Store benchmark, PostgreSQL section, with SQLite side by side when the `sqlite`
 //! feature is on: bulk load, the Flatpak query (p50/p99), a whole-index dump, and the
-//! Flatpak query from 4 concurrent readers, on the synthetic registry of [`workload`]
+//! Flatpak query from 4 concurrent readers, on the synthetic registry of `flagstate_core::testkit::workload`
 //! (the SQLite benchmark's data).
 //!
 //! Run: `FLAGSTATE_TEST_PG_URL=postgres://postgres@127.0.0.1:5432/test cargo bench --bench pg_store`.
@@ -8,15 +8,13 @@
 //! a fresh schema that is dropped afterwards, unless `FLAGSTATE_BENCH_KEEP_SCHEMA` is set;
 //! `FLAGSTATE_BENCH_SKIP_SQLITE` skips SQLite.
 
-mod workload;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flagstate_core::{IndexQuery, Store};
 use flagstate_pg::{PgOptions, PgStore};
 
-use workload::{IMAGES_PER_REPOSITORY, repository};
+use flagstate_core::testkit::workload::{IMAGES_PER_REPOSITORY, repository};
 
 const FLATPAK_QUERY: &str =
     "label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";

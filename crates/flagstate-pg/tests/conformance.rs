@@ -4,9 +4,12 @@
 mod common;
 
 #[cfg(flagstate_pg_tests)]
-async fn fresh_store() -> common::TestStore {
+async fn fresh_store()
+-> flagstate_core::conformance::Guarded<flagstate_pg::PgStore, common::SchemaGuard> {
     let url = common::pg_url().expect("FLAGSTATE_TEST_PG_URL was set when this test was built");
-    common::TestStore::new(&url).await
+    // The schema is dropped after the store's connections closed.
+    let test = common::TestStore::new(&url).await;
+    flagstate_core::conformance::Guarded::new(test.store, test.guard)
 }
 
 #[cfg(flagstate_pg_tests)]

@@ -14,6 +14,7 @@
 mod binary;
 mod push;
 mod registry;
+pub mod workload;
 
 pub use binary::registry_binary;
 pub use push::{ImageSpec, ListFormat, ManifestFormat, PushedImage, PushedList, Pusher};

@@ -3,18 +3,11 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
-use flagstate_core::index::RepositoryEntry;
-use flagstate_core::model::{Manifest, RepositorySnapshot, TagChange};
-use flagstate_core::{
-    Capabilities, Digest, GcStats, Generation, IndexQuery, SearchPage, Store, StoreError,
-};
 use flagstate_pg::{PgOptions, PgStore};
 use sqlx::Connection;
 
@@ -138,51 +131,5 @@ impl Deref for TestStore {
     type Target = PgStore;
     fn deref(&self) -> &PgStore {
         &self.store
-    }
-}
-
-#[async_trait]
-impl Store for TestStore {
-    async fn replace_repository(
-        &self,
-        snapshot: &RepositorySnapshot,
-    ) -> Result<Generation, StoreError> {
-        self.store.replace_repository(snapshot).await
-    }
-    async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError> {
-        self.store.remove_repository(name).await
-    }
-    async fn apply(&self, change: &TagChange) -> Result<Generation, StoreError> {
-        self.store.apply(change).await
-    }
-    async fn repositories(&self) -> Result<Vec<String>, StoreError> {
-        self.store.repositories().await
-    }
-    async fn repository_tags(
-        &self,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Digest>>, StoreError> {
-        self.store.repository_tags(name).await
-    }
-    async fn known_manifests(&self, digests: &[Digest]) -> Result<BTreeSet<Digest>, StoreError> {
-        self.store.known_manifests(digests).await
-    }
-    async fn manifest(&self, digest: &Digest) -> Result<Option<Manifest>, StoreError> {
-        self.store.manifest(digest).await
-    }
-    async fn query(&self, query: &IndexQuery) -> Result<Vec<RepositoryEntry>, StoreError> {
-        self.store.query(query).await
-    }
-    async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
-        self.store.search(text, offset, limit).await
-    }
-    async fn generation(&self) -> Result<Generation, StoreError> {
-        self.store.generation().await
-    }
-    async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
-        self.store.collect_garbage().await
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.store.capabilities()
     }
 }

@@ -1,5 +1,5 @@
-//! The synthetic registry of the store benchmarks: the same data as the SQLite store's
-//! benchmark (`crates/flagstate-sqlite/benches/store.rs`), so the figures compare. Ten
+//! The synthetic registry of the store benchmarks (SQLite's and PostgreSQL's use the same
+//! data, so their figures compare), built directly as snapshots with no registry. Ten
 //! images per repository; every tenth repository is a Flatpak application (real-sized
 //! metadata, appdata and icon labels) whose `latest` is a two-platform list on half of
 //! them and a direct amd64 image on the others; the rest are services with six direct
@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use flagstate_core::Digest;
-use flagstate_core::model::{
+use crate::Digest;
+use crate::model::{
     Image, ImageList, ListEntry, Manifest, OCI_INDEX, OCI_MANIFEST, Platform, RepositorySnapshot,
 };
 
