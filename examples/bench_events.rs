@@ -1,0 +1,160 @@
+//! Event → visible latency: how long after a registry notification reaches `/events`
+//! the new tag is in the index, at a steady rate of notifications.
+//!
+//! ```text
+//! cargo run --release --example bench_events -- [--rate 100] [--events 1000]
+//! ```
+//!
+//! Starts a real distribution registry, pushes `--events` distinct images by digest only
+//! (untagged, as the registry holds a manifest before its tag is linked), and serves a
+//! SQLite-backed index with its indexer on a loopback port. Then it sends one
+//! distribution-format push notification per image at `--rate` per second, each naming
+//! a new (repository, tag, digest) — the envelope the registry sends — and measures, per
+//! notification, the time until `/index/static?repository=R&tag=T` answers with the
+//! image. Every notification needs its manifest and config fetched from the registry,
+//! as a real push does. Prints p50/p90/p99/max.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flagstate_core::Store;
+use flagstate_core::indexer::{Indexer, IndexerConfig};
+use flagstate_core::registry::{RegistryClient, RegistryConfig};
+use flagstate_core::testkit::{ImageSpec, TestRegistry, TestRegistryOptions};
+use futures::stream::{self, StreamExt};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn arg<T: std::str::FromStr>(name: &str, default: T) -> Result<T, Error> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{name} needs a number").into()),
+        None => Ok(default),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).copied().unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let rate: u64 = arg("--rate", 100)?;
+    let count: usize = arg("--events", 1000)?;
+    let registry = TestRegistry::start(TestRegistryOptions::default()).await?;
+    let pusher = registry.pusher();
+
+    eprintln!("pushing {count} untagged images");
+    let started = Instant::now();
+    let pushed: Vec<_> = stream::iter(0..count)
+        .map(|i| {
+            let pusher = pusher.clone();
+            async move {
+                let spec = ImageSpec::new("linux", "amd64")
+                    .label(
+                        "org.flatpak.ref",
+                        &format!("app/org.bench.App{i}/x86_64/stable"),
+                    )
+                    .label("name", &format!("App {i}"));
+                let repository = format!("bench/app{}", i % 100);
+                let image = pusher.push_image(&repository, None, &spec).await?;
+                Ok::<_, Error>((repository, format!("v{i}"), image))
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    eprintln!("pushed in {:.1?}", started.elapsed());
+
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(flagstate::sqlite::SqliteStore::open(
+        dir.path().join("bench.db"),
+    )?);
+    let client = RegistryClient::new(RegistryConfig::new(registry.url().parse()?))?;
+    let indexer = Arc::new(Indexer::new(
+        client,
+        store.clone(),
+        IndexerConfig {
+            full_scan_interval: None,
+            gc_interval: None,
+            // Reconciles follow each event as in production; keep them out of the window.
+            reconcile_debounce: Duration::from_secs(60),
+            ..IndexerConfig::default()
+        },
+    ));
+    let app = flagstate::http::router(flagstate::http::AppState::new(
+        store,
+        Some(indexer),
+        flagstate::http::HttpConfig::default(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let http = reqwest::Client::new();
+    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
+    let mut tasks = Vec::with_capacity(count);
+    let window = Instant::now();
+    for (i, (repository, tag, image)) in pushed.into_iter().enumerate() {
+        ticker.tick().await;
+        let http = http.clone();
+        let base = base.clone();
+        tasks.push(tokio::spawn(async move {
+            let envelope = serde_json::json!({"events": [{
+                "id": format!("bench-{i}"),
+                "timestamp": "2026-01-01T00:00:00Z",
+                "action": "push",
+                "target": {
+                    "mediaType": image.media_type,
+                    "digest": image.digest.to_string(),
+                    "size": image.size,
+                    "repository": repository,
+                    "tag": tag,
+                },
+                "request": {"method": "PUT"},
+            }]});
+            let sent = Instant::now();
+            let answer = http
+                .post(format!("{base}/events"))
+                .header(
+                    "content-type",
+                    "application/vnd.docker.distribution.events.v1+json",
+                )
+                .body(envelope.to_string())
+                .send()
+                .await?;
+            if !answer.status().is_success() {
+                return Err(format!("/events answered {}", answer.status()).into());
+            }
+            let query = format!("{base}/index/static?repository={repository}&tag={tag}");
+            loop {
+                let body = http.get(&query).send().await?.text().await?;
+                if body.contains(image.digest.as_str()) {
+                    return Ok::<_, Error>(sent.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(count);
+    for task in tasks {
+        latencies.push(task.await??);
+    }
+    let elapsed = window.elapsed();
+    latencies.sort();
+    println!(
+        "{count} notifications at {rate}/s (achieved {:.0}/s): event → visible p50 {:.1?}, p90 {:.1?}, p99 {:.1?}, max {:.1?}",
+        count as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.90),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or_default(),
+    );
+    Ok(())
+}
