@@ -16,9 +16,10 @@ use serde_json::{Value, json};
 
 const DISTRIBUTION: &str = "application/vnd.docker.distribution.events.v1+json";
 
+/// The registry's captured notifications, kept once, beside core's event parser tests.
 fn fixture(name: &str) -> Value {
     let path = format!(
-        "{}/tests/fixtures/registry-events/{name}.json",
+        "{}/../flagstate-core/tests/fixtures/registry-events/{name}.json",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap();
