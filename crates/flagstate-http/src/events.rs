@@ -218,6 +218,15 @@ pub async fn receive(
     };
     let encoding = encoding(&headers).map_err(|e| reject("media_type", e))?;
     let limit = state.config().max_event_body;
+    // A declared length over the limit is refused before reading a byte, so a sender
+    // announcing a huge body gets its answer at once instead of after `limit` bytes.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(reject("too_large", HttpError::PayloadTooLarge { limit }));
+    }
     let body = Bytes::from_request(request, &state)
         .await
         .map_err(|rejection| {

@@ -153,6 +153,17 @@ async fn content_types_size_and_syntax_are_checked() {
         .await
         .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     assert!(m.contains("4096"), "{m}");
+    // A declared length over the limit is refused without reading the body.
+    post(
+        &app,
+        &[
+            ("content-type", DISTRIBUTION),
+            ("content-length", "1000000000"),
+        ],
+        r#"{"events":[]}"#,
+    )
+    .await
+    .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     for (bad, needle) in [
         ("{", "JSON"),
         ("[]", "JSON"),
@@ -187,7 +198,7 @@ async fn content_types_size_and_syntax_are_checked() {
         "{text}"
     );
     assert!(text.contains("reason=\"media_type\"} 4"));
-    assert!(text.contains("reason=\"too_large\"} 1"));
+    assert!(text.contains("reason=\"too_large\"} 2"));
     assert_eq!(state.metrics().events_received.get(), 0);
 }
 
