@@ -5,6 +5,7 @@
 //! cargo run --release --example populate -- push --registry http://127.0.0.1:5000/ --images 10000 --repos 1000
 //! cargo run --release --example populate -- raw  --registry http://127.0.0.1:5000/ --concurrency 16
 //! cargo run --release --example populate -- scan --registry http://127.0.0.1:5000/ --concurrency 16
+//! cargo run --release --example populate -- raw-rescan --registry http://127.0.0.1:5000/ --concurrency 16
 //! ```
 //!
 //! `push` writes `--images` tags spread over `--repos` repositories: seven in ten are
@@ -12,7 +13,11 @@
 //! three images; every image has a few random labels, a quarter of them Flatpak-style
 //! ones. `raw` fetches exactly what a first full scan fetches (catalog, tags, manifests,
 //! list children, configs) with the same concurrency and no processing, which is the
-//! registry's own rate. `scan` runs a full scan into memory, then a re-scan.
+//! registry's own rate. `scan` runs a full scan into memory, then a re-scan. `raw-rescan` is
+//! the registry's own rate for what a re-scan of an unchanged registry must ask: the catalog,
+//! one `tags/list` per repository and one question per tag, asked two ways — a `HEAD`, and a
+//! `GET` carrying `If-None-Match: "<known digest>"` that the registry answers `304` without
+//! reading the manifest.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,7 +43,7 @@ struct Args {
 impl Args {
     fn parse() -> Result<Args, Error> {
         let mut raw = std::env::args().skip(1);
-        let mode = raw.next().ok_or("usage: populate push|raw|scan --registry URL [--images N --repos M --concurrency C --seed S]")?;
+        let mode = raw.next().ok_or("usage: populate push|raw|raw-rescan|scan --registry URL [--images N --repos M --concurrency C --seed S]")?;
         let mut options = HashMap::new();
         while let Some(key) = raw.next() {
             let key = key
@@ -78,8 +83,9 @@ async fn main() -> Result<(), Error> {
     match args.mode.as_str() {
         "push" => push(&args).await,
         "raw" => raw(&args).await,
+        "raw-rescan" => raw_rescan(&args).await,
         "scan" => scan(&args).await,
-        other => Err(format!("unknown mode {other:?}; use push, raw or scan").into()),
+        other => Err(format!("unknown mode {other:?}; use push, raw, raw-rescan or scan").into()),
     }
 }
 
@@ -277,6 +283,133 @@ async fn raw(args: &Args) -> Result<(), Error> {
     Ok(())
 }
 
+/// Reads the catalog, then every repository's tags with their digests (untimed), then
+/// times the two ways of asking "has this tag moved?" over the whole registry.
+async fn raw_rescan(args: &Args) -> Result<(), Error> {
+    let registry = args.registry()?;
+    let concurrency: usize = args.get("concurrency", 16)?;
+    flagstate_core::registry::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let mut repositories = Vec::new();
+    let mut next = Some(format!("{registry}v2/_catalog?n=1000"));
+    while let Some(url) = next.take() {
+        let response = http.get(&url).send().await?.error_for_status()?;
+        let link = response
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| l.split_once('<').and_then(|(_, r)| r.split_once('>')))
+            .map(|(u, _)| format!("{}{u}", registry.trim_end_matches('/')));
+        let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
+        let page: Vec<String> =
+            serde_json::from_value(body["repositories"].clone()).unwrap_or_default();
+        if page.is_empty() {
+            break;
+        }
+        repositories.extend(page);
+        next = link;
+    }
+    let tags_of = |repo: String| {
+        let http = http.clone();
+        let registry = registry.clone();
+        async move {
+            let response = http
+                .get(format!("{registry}v2/{repo}/tags/list"))
+                .send()
+                .await?
+                .error_for_status()?;
+            let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
+            let tags: Vec<String> =
+                serde_json::from_value(body["tags"].clone()).unwrap_or_default();
+            Ok::<_, Error>(tags)
+        }
+    };
+    // Untimed: what the store would already know.
+    let known: Vec<(String, Vec<(String, String)>)> = stream::iter(repositories.clone())
+        .map(|repo| {
+            let (http, registry, tags_of) = (&http, &registry, &tags_of);
+            async move {
+                let mut out = Vec::new();
+                for tag in tags_of(repo.clone()).await? {
+                    let response = http
+                        .head(format!("{registry}v2/{repo}/manifests/{tag}"))
+                        .header("Accept", MANIFEST_ACCEPT)
+                        .send()
+                        .await?
+                        .error_for_status()?;
+                    let digest = response
+                        .headers()
+                        .get("docker-content-digest")
+                        .and_then(|v| v.to_str().ok())
+                        .ok_or("no Docker-Content-Digest")?
+                        .to_owned();
+                    out.push((tag, digest));
+                }
+                Ok::<_, Error>((repo, out))
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let tag_count: usize = known.iter().map(|(_, t)| t.len()).sum();
+    for conditional in [false, true, false, true] {
+        let started = Instant::now();
+        let unchanged = AtomicU64::new(0);
+        let results: Vec<Result<(), Error>> = stream::iter(known.iter())
+            .map(|(repo, tags)| {
+                let (http, registry, tags_of, unchanged) = (&http, &registry, &tags_of, &unchanged);
+                async move {
+                    tags_of(repo.clone()).await?;
+                    for (tag, digest) in tags {
+                        let url = format!("{registry}v2/{repo}/manifests/{tag}");
+                        let request = if conditional {
+                            http.get(&url)
+                                .header("If-None-Match", format!("\"{digest}\""))
+                        } else {
+                            http.head(&url)
+                        };
+                        let response = request.header("Accept", MANIFEST_ACCEPT).send().await?;
+                        let status = response.status();
+                        response.bytes().await?;
+                        if status == reqwest::StatusCode::NOT_MODIFIED || status.is_success() {
+                            unchanged.fetch_add(
+                                u64::from(
+                                    status == reqwest::StatusCode::NOT_MODIFIED || !conditional,
+                                ),
+                                Ordering::Relaxed,
+                            );
+                        } else {
+                            return Err(format!("{url}: {status}").into());
+                        }
+                    }
+                    Ok(())
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let took = started.elapsed();
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        println!(
+            "raw re-scan with {}: {} repositories, {tag_count} tags ({} unchanged) in {:.2}s: {:.0} tags/s ({failed} repositories failed)",
+            if conditional {
+                "conditional GET"
+            } else {
+                "HEAD"
+            },
+            known.len(),
+            unchanged.load(Ordering::Relaxed),
+            took.as_secs_f64(),
+            tag_count as f64 / took.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
 async fn scan(args: &Args) -> Result<(), Error> {
     let registry = args.registry()?;
     let concurrency: usize = args.get("concurrency", 16)?;
@@ -310,8 +443,10 @@ async fn scan(args: &Args) -> Result<(), Error> {
     let second = indexer.full_scan(&NoProgress).await?;
     let after = indexer.client().stats();
     println!(
-        "re-scan: {:.2}s, {} HEADs, {} manifest GETs, {} blob GETs: {:.0} tags/s",
+        "re-scan: {:.2}s, {} conditional GETs ({} answered 304), {} HEADs, {} manifest GETs, {} blob GETs: {:.0} tags/s",
         second.duration.as_secs_f64(),
+        after.manifest_checks - before.manifest_checks,
+        after.manifest_not_modified - before.manifest_not_modified,
         after.manifest_heads - before.manifest_heads,
         after.manifest_gets - before.manifest_gets,
         after.blob_gets - before.blob_gets,

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use flagstate_core::indexer::{IndexerError, NoProgress};
+use flagstate_core::indexer::{Indexer, IndexerConfig, IndexerError, NoProgress};
 use flagstate_core::registry::{RegistryClient, RegistryError, RetryPolicy};
 use flagstate_core::testkit::{ImageSpec, TestRegistry, TestRegistryOptions};
-use flagstate_core::{Digest, Store};
+use flagstate_core::{Digest, MemoryStore, Store};
 
 async fn seeded(repos: usize) -> Option<TestRegistry> {
     let registry = registry().await?;
@@ -417,5 +417,66 @@ async fn content_not_matching_its_digest_is_rejected() {
         report.repositories_failed
     );
     assert!(store.repository_tags("f/r00").await.unwrap().is_none());
-    let _ = Arc::new(());
+}
+
+#[tokio::test]
+async fn registry_ignoring_conditional_requests_is_checked_with_head() {
+    let Some(registry) = seeded(3).await else {
+        return;
+    };
+    // In front of the real registry, a proxy that drops `If-None-Match`: the registry
+    // then answers every check with the full, unchanged manifest.
+    let proxy = Proxy::start(&registry.address()).await;
+    proxy.drop_header("if-none-match");
+    // One request at a time, so exactly one check runs before the client has learnt.
+    let client = RegistryClient::new(client_config(&proxy.url)).unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let indexer = Indexer::new(
+        client,
+        store.clone(),
+        IndexerConfig {
+            concurrency: 1,
+            ..indexer_config()
+        },
+    );
+    assert!(indexer.full_scan(&NoProgress).await.unwrap().is_complete());
+    let generation = store.generation().await.unwrap();
+
+    let before = indexer.client().stats();
+    let rescan = indexer.full_scan(&NoProgress).await.unwrap();
+    let after = indexer.client().stats();
+    assert!(rescan.is_complete());
+    assert_eq!(rescan.manifests_fetched, 0);
+    assert_eq!(
+        after.manifest_checks - before.manifest_checks,
+        1,
+        "one conditional GET shows the registry ignores the condition"
+    );
+    assert_eq!(after.manifest_not_modified, before.manifest_not_modified);
+    assert_eq!(
+        after.manifest_heads - before.manifest_heads,
+        2,
+        "the other tags"
+    );
+    assert_eq!(after.blob_gets, before.blob_gets);
+    assert_eq!(store.generation().await.unwrap(), generation);
+
+    // Moves are still seen, through HEAD and a GET by digest.
+    let moved = registry
+        .pusher()
+        .push_image(
+            "f/r01",
+            Some("v1"),
+            &ImageSpec::new("linux", "arm64").label("moved", "yes"),
+        )
+        .await
+        .unwrap();
+    let before = indexer.client().stats();
+    assert!(indexer.full_scan(&NoProgress).await.unwrap().is_complete());
+    let after = indexer.client().stats();
+    assert_eq!(after.manifest_checks, before.manifest_checks);
+    assert_eq!(after.manifest_heads - before.manifest_heads, 3);
+    assert_eq!(after.manifest_gets - before.manifest_gets, 1);
+    let tags = store.repository_tags("f/r01").await.unwrap().unwrap();
+    assert_eq!(tags["v1"], moved.digest);
 }

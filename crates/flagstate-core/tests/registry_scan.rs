@@ -248,10 +248,16 @@ async fn rescan_of_unchanged_registry_fetches_no_bodies() {
     );
     assert_eq!(after.blob_gets - before.blob_gets, 0, "no blob bodies");
     assert_eq!(
-        after.manifest_heads - before.manifest_heads,
+        after.manifest_checks - before.manifest_checks,
         tags_total,
-        "one HEAD per tag"
+        "one conditional GET per tag"
     );
+    assert_eq!(
+        after.manifest_not_modified - before.manifest_not_modified,
+        tags_total,
+        "every one answered 304"
+    );
+    assert_eq!(after.manifest_heads, before.manifest_heads, "no HEAD");
     assert_eq!(
         after.tag_pages - before.tag_pages,
         7,
@@ -263,6 +269,48 @@ async fn rescan_of_unchanged_registry_fetches_no_bodies() {
         generation,
         "nothing visible changed"
     );
+
+    // A moved tag comes back with its new manifest in the same request; a tag new to a
+    // known repository that aliases a known manifest costs one HEAD and no body.
+    let moved = pusher
+        .push_image(
+            "rescan/r0",
+            Some("t0"),
+            &ImageSpec::new("linux", "arm64").label("n", "moved"),
+        )
+        .await
+        .unwrap();
+    let aliased = store.repository_tags("rescan/r1").await.unwrap().unwrap()["t1"].clone();
+    pusher.tag("rescan/r1", "alias", &aliased).await.unwrap();
+    let before = indexer.client().stats();
+    let third = indexer.full_scan(&NoProgress).await.unwrap();
+    let after = indexer.client().stats();
+    assert!(third.is_complete());
+    assert_eq!(after.manifest_checks - before.manifest_checks, tags_total);
+    assert_eq!(
+        after.manifest_not_modified - before.manifest_not_modified,
+        tags_total - 1
+    );
+    assert_eq!(after.manifest_heads - before.manifest_heads, 1, "the alias");
+    assert_eq!(after.manifest_gets, before.manifest_gets, "no separate GET");
+    assert_eq!(
+        after.blob_gets - before.blob_gets,
+        1,
+        "the moved image's config"
+    );
+    assert_eq!(third.manifests_fetched, 1);
+    let r0 = store.repository_tags("rescan/r0").await.unwrap().unwrap();
+    assert_eq!(r0["t0"], moved.digest);
+    let r1 = store.repository_tags("rescan/r1").await.unwrap().unwrap();
+    assert_eq!(r1["alias"], aliased);
+    let found = store
+        .query(&IndexQuery::parse("repository=rescan/r0&tag=t0").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].images.len(), 1);
+    assert_eq!(found[0].images[0].digest, moved.digest);
+    assert_eq!(found[0].images[0].architecture, "arm64");
 }
 
 #[tokio::test]

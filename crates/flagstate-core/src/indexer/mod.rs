@@ -1,9 +1,14 @@
 //! The indexer: keeps a [`Store`] in step with one registry.
 //!
-//! - [`Indexer::full_scan`]: catalog → tags → `HEAD` each tag → fetch only digests the
+//! - [`Indexer::full_scan`]: catalog → tags → read each tag → fetch only digests the
 //!   store does not know → `replace_repository`; repositories gone from a complete
-//!   catalog are removed. A re-scan of an unchanged registry costs one `tags/list` and
-//!   one `HEAD` per tag, and no manifest or blob bodies.
+//!   catalog are removed. A repository new to the store has its tags read with `GET`
+//!   (the bodies are needed anyway); a known tag is checked against its stored digest
+//!   with [`RegistryClient::check_manifest`](crate::registry::RegistryClient::check_manifest)
+//!   (a conditional `GET` answered `304`, or `HEAD` on registries that ignore the
+//!   condition); a tag new to a known repository is read with `HEAD`. A re-scan of an
+//!   unchanged registry costs one `tags/list` per repository and one bodiless answer
+//!   per tag.
 //! - [`Indexer::apply_events`]: applies registry notifications durably, then schedules a
 //!   debounced reconcile (re-scan) of each touched repository.
 //! - [`Indexer::spawn`]: the background work — first full scan at once, periodic full

@@ -10,7 +10,7 @@ use super::fetch::{Resolved, Tally};
 use super::{Indexer, IndexerError, RepositoryOutcome, ScanProgress, ScanReport, lock};
 use crate::digest::Digest;
 use crate::model::{RepositorySnapshot, validate_repository_name, validate_tag};
-use crate::registry::{FetchedManifest, RegistryError};
+use crate::registry::{FetchedManifest, ManifestCheck, RegistryError};
 use crate::store::StoreError;
 
 impl Indexer {
@@ -199,20 +199,35 @@ impl Indexer {
             })
             .collect();
         // A repository new to the store needs every manifest body anyway: reading its
-        // tags with GET instead of HEAD saves one request per tag on a first scan.
-        let fresh = self.store.repository_tags(name).await?.is_none();
+        // tags with GET instead of HEAD saves one request per tag on a first scan. A tag
+        // the store knows is checked against its digest (`304` when unchanged, the new
+        // body when it moved); a tag new to a known repository is read with HEAD, since
+        // its manifest is often one the store already has under another tag.
+        let previous = self.store.repository_tags(name).await?;
+        let previous = previous.as_ref();
         type Listed = (String, Option<(Digest, Option<FetchedManifest>)>);
         let listed: Vec<Listed> = stream::iter(tags)
             .map(|tag| async move {
-                if fresh {
-                    match self.client.get_manifest(name, &tag).await {
+                let Some(previous) = previous else {
+                    return match self.client.get_manifest(name, &tag).await {
                         Ok(m) => Ok((tag, Some((m.digest.clone(), Some(m))))),
                         Err(e) if e.is_not_found() => Ok((tag, None)),
                         Err(e) => Err(e),
+                    };
+                };
+                match previous.get(&tag) {
+                    Some(known) => {
+                        let found = match self.client.check_manifest(name, &tag, known).await? {
+                            ManifestCheck::Unchanged => Some((known.clone(), None)),
+                            ManifestCheck::Moved { digest, manifest } => Some((digest, manifest)),
+                            ManifestCheck::Missing => None,
+                        };
+                        Ok((tag, found))
                     }
-                } else {
-                    let head = self.client.head_manifest(name, &tag).await;
-                    head.map(|h| (tag, h.map(|(digest, _)| (digest, None))))
+                    None => {
+                        let head = self.client.head_manifest(name, &tag).await;
+                        head.map(|h| (tag, h.map(|(digest, _)| (digest, None))))
+                    }
                 }
             })
             .buffer_unordered(self.cfg.concurrency)

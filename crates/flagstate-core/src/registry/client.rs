@@ -2,7 +2,7 @@
 //! concurrency bound, and the distribution API operations built on them.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,9 @@ use url::Url;
 
 use super::auth::{AuthState, Credentials};
 use super::paging::next_link;
-use super::{FetchedManifest, MANIFEST_ACCEPT, RegistryConfig, RegistryError, RetryPolicy};
+use super::{
+    FetchedManifest, MANIFEST_ACCEPT, ManifestCheck, RegistryConfig, RegistryError, RetryPolicy,
+};
 use crate::digest::Digest;
 use crate::model::{validate_repository_name, validate_tag};
 
@@ -41,6 +43,11 @@ pub struct ClientStats {
     pub manifest_gets: u64,
     /// Manifest `HEAD` requests.
     pub manifest_heads: u64,
+    /// Conditional manifest `GET`s (`If-None-Match: "<known digest>"`) sent by
+    /// [`RegistryClient::check_manifest`].
+    pub manifest_checks: u64,
+    /// Of those, the ones the registry answered `304 Not Modified` (no body).
+    pub manifest_not_modified: u64,
     /// Blob bodies fetched.
     pub blob_gets: u64,
     /// `tags/list` pages fetched.
@@ -57,6 +64,8 @@ pub(super) struct Counters {
     pub(super) retries: AtomicU64,
     pub(super) manifest_gets: AtomicU64,
     pub(super) manifest_heads: AtomicU64,
+    pub(super) manifest_checks: AtomicU64,
+    pub(super) manifest_not_modified: AtomicU64,
     pub(super) blob_gets: AtomicU64,
     pub(super) tag_pages: AtomicU64,
     pub(super) catalog_pages: AtomicU64,
@@ -83,6 +92,9 @@ pub(super) struct Inner {
     pub(super) auth: Mutex<AuthState>,
     pub(super) counters: Counters,
     pub(super) repositories: Vec<String>,
+    /// Set once the registry answered a conditional manifest `GET` with the unchanged
+    /// body: it ignores `If-None-Match`, so checks use `HEAD` from then on.
+    pub(super) conditional_ignored: AtomicBool,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -132,6 +144,47 @@ impl Answer {
             reason: format!("bad JSON: {e}"),
         })
     }
+}
+
+/// A manifest read from a `GET` answer: the status checked, the bytes verified against
+/// the digest reference (or `Docker-Content-Digest` for a tag), the media type from the
+/// body's `mediaType` or else the `Content-Type`.
+fn fetched_manifest(answer: &Answer, reference: &str) -> Result<FetchedManifest, RegistryError> {
+    if !answer.status.is_success() {
+        return Err(answer.error());
+    }
+    let expected = match Digest::parse(reference) {
+        Ok(d) => Some(d),
+        Err(_) => answer
+            .header(DOCKER_CONTENT_DIGEST)
+            .and_then(|d| Digest::parse(d.trim()).ok()),
+    };
+    let digest = verify(answer, expected)?;
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType", default)]
+        media_type: Option<String>,
+    }
+    let from_body = serde_json::from_slice::<Probe>(&answer.body)
+        .ok()
+        .and_then(|p| p.media_type)
+        .filter(|m| !m.is_empty());
+    let media_type = from_body
+        .or_else(|| {
+            answer
+                .header(header::CONTENT_TYPE)
+                .map(|ct| ct.split(';').next().unwrap_or_default().trim().to_owned())
+        })
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| RegistryError::InvalidResponse {
+            url: answer.url.to_string(),
+            reason: "manifest states no media type (neither mediaType nor Content-Type)".into(),
+        })?;
+    Ok(FetchedManifest {
+        digest,
+        media_type,
+        bytes: answer.body.clone(),
+    })
 }
 
 /// The registry's `{"errors":[{"code","message"}]}` body, shortened, for error messages.
@@ -231,6 +284,7 @@ impl RegistryClient {
                 auth: Mutex::new(AuthState::default()),
                 counters: Counters::default(),
                 repositories,
+                conditional_ignored: AtomicBool::new(false),
             }),
         })
     }
@@ -254,6 +308,8 @@ impl RegistryClient {
             retries: get(&c.retries),
             manifest_gets: get(&c.manifest_gets),
             manifest_heads: get(&c.manifest_heads),
+            manifest_checks: get(&c.manifest_checks),
+            manifest_not_modified: get(&c.manifest_not_modified),
             blob_gets: get(&c.blob_gets),
             tag_pages: get(&c.tag_pages),
             catalog_pages: get(&c.catalog_pages),
@@ -266,7 +322,7 @@ impl RegistryClient {
     pub async fn ping(&self) -> Result<(), RegistryError> {
         let url = self.url("v2/")?;
         let answer = self
-            .execute(Method::GET, url, None, None, MAX_LIST_BYTES)
+            .execute(Method::GET, url, None, &[], MAX_LIST_BYTES)
             .await?;
         if answer.status.is_success() {
             Ok(())
@@ -344,7 +400,7 @@ impl RegistryClient {
                 &self.inner.counters.tag_pages
             });
             let answer = self
-                .execute(Method::GET, url.clone(), Some(scope), None, MAX_LIST_BYTES)
+                .execute(Method::GET, url.clone(), Some(scope), &[], MAX_LIST_BYTES)
                 .await?;
             if !answer.status.is_success() {
                 let status = answer.status.as_u16();
@@ -398,7 +454,7 @@ impl RegistryClient {
                 Method::HEAD,
                 url,
                 Some(&pull_scope(repository)),
-                Some(MANIFEST_ACCEPT),
+                &[(header::ACCEPT, MANIFEST_ACCEPT)],
                 0,
             )
             .await?;
@@ -429,6 +485,66 @@ impl RegistryClient {
         }
     }
 
+    /// Asks whether `reference` (normally a tag) still points at `known`, the cheapest
+    /// way the registry allows: a `GET` with `If-None-Match: "<known>"`, which the
+    /// distribution registry answers `304 Not Modified` after resolving the tag and
+    /// before reading the manifest, and which returns the new manifest in the same
+    /// request when the tag moved. A registry that ignores the condition (it sends the
+    /// unchanged body) is remembered, and later checks use `HEAD` instead.
+    pub async fn check_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        known: &Digest,
+    ) -> Result<ManifestCheck, RegistryError> {
+        if self.inner.conditional_ignored.load(Ordering::Relaxed) {
+            return Ok(match self.head_manifest(repository, reference).await? {
+                None => ManifestCheck::Missing,
+                Some((digest, _)) if &digest == known => ManifestCheck::Unchanged,
+                Some((digest, _)) => ManifestCheck::Moved {
+                    digest,
+                    manifest: None,
+                },
+            });
+        }
+        let url = self.manifest_url(repository, reference)?;
+        bump(&self.inner.counters.manifest_checks);
+        let etag = format!("\"{known}\"");
+        let answer = self
+            .execute(
+                Method::GET,
+                url,
+                Some(&pull_scope(repository)),
+                &[
+                    (header::ACCEPT, MANIFEST_ACCEPT),
+                    (header::IF_NONE_MATCH, etag.as_str()),
+                ],
+                MAX_MANIFEST_BYTES,
+            )
+            .await?;
+        if answer.status == StatusCode::NOT_MODIFIED {
+            bump(&self.inner.counters.manifest_not_modified);
+            return Ok(ManifestCheck::Unchanged);
+        }
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(ManifestCheck::Missing);
+        }
+        let manifest = fetched_manifest(&answer, reference)?;
+        if &manifest.digest == known {
+            if !self.inner.conditional_ignored.swap(true, Ordering::Relaxed) {
+                tracing::info!(
+                    registry = %self.inner.base,
+                    "the registry ignores If-None-Match on manifests; re-scans use HEAD"
+                );
+            }
+            return Ok(ManifestCheck::Unchanged);
+        }
+        Ok(ManifestCheck::Moved {
+            digest: manifest.digest.clone(),
+            manifest: Some(manifest),
+        })
+    }
+
     /// `GET` a manifest by tag or digest. The bytes are verified against the digest
     /// reference, or against `Docker-Content-Digest` for a tag.
     pub async fn get_manifest(
@@ -443,45 +559,11 @@ impl RegistryClient {
                 Method::GET,
                 url,
                 Some(&pull_scope(repository)),
-                Some(MANIFEST_ACCEPT),
+                &[(header::ACCEPT, MANIFEST_ACCEPT)],
                 MAX_MANIFEST_BYTES,
             )
             .await?;
-        if !answer.status.is_success() {
-            return Err(answer.error());
-        }
-        let expected = match Digest::parse(reference) {
-            Ok(d) => Some(d),
-            Err(_) => answer
-                .header(DOCKER_CONTENT_DIGEST)
-                .and_then(|d| Digest::parse(d.trim()).ok()),
-        };
-        let digest = verify(&answer, expected)?;
-        #[derive(Deserialize)]
-        struct Probe {
-            #[serde(rename = "mediaType", default)]
-            media_type: Option<String>,
-        }
-        let from_body = serde_json::from_slice::<Probe>(&answer.body)
-            .ok()
-            .and_then(|p| p.media_type)
-            .filter(|m| !m.is_empty());
-        let media_type = from_body
-            .or_else(|| {
-                answer
-                    .header(header::CONTENT_TYPE)
-                    .map(|ct| ct.split(';').next().unwrap_or_default().trim().to_owned())
-            })
-            .filter(|m| !m.is_empty())
-            .ok_or_else(|| RegistryError::InvalidResponse {
-                url: answer.url.to_string(),
-                reason: "manifest states no media type (neither mediaType nor Content-Type)".into(),
-            })?;
-        Ok(FetchedManifest {
-            digest,
-            media_type,
-            bytes: answer.body,
-        })
+        fetched_manifest(&answer, reference)
     }
 
     /// `GET` a blob by digest, verifying the bytes.
@@ -498,7 +580,7 @@ impl RegistryClient {
                 Method::GET,
                 url,
                 Some(&pull_scope(repository)),
-                None,
+                &[],
                 MAX_BLOB_BYTES,
             )
             .await?;

@@ -2,7 +2,8 @@
 //!
 //! [`RegistryClient`] speaks the distribution HTTP API: `/v2/` ping, `_catalog` and
 //! `tags/list` with both pagination styles, manifest `HEAD`/`GET` with digest
-//! verification, and blob `GET`. It authenticates anonymously, with HTTP basic
+//! verification, conditional manifest checks (`If-None-Match` on the known digest), and
+//! blob `GET`. It authenticates anonymously, with HTTP basic
 //! credentials, or through the bearer-token flow; it bounds concurrency globally,
 //! times out every request and retries transient failures with exponential backoff and
 //! jitter, honouring `Retry-After`.
@@ -129,6 +130,24 @@ pub struct FetchedManifest {
     pub media_type: String,
     /// The manifest exactly as served.
     pub bytes: bytes::Bytes,
+}
+
+/// What [`RegistryClient::check_manifest`] learned about a reference whose digest was
+/// known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestCheck {
+    /// It still points at the known digest.
+    Unchanged,
+    /// It points at another manifest now. `manifest` holds its verified body when the
+    /// answer carried it (a conditional `GET`), `None` after a `HEAD`.
+    Moved {
+        /// The digest it points at now.
+        digest: crate::Digest,
+        /// The new manifest, when the answer carried it.
+        manifest: Option<FetchedManifest>,
+    },
+    /// It no longer exists.
+    Missing,
 }
 
 #[cfg(test)]

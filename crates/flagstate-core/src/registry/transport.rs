@@ -24,7 +24,7 @@ impl RegistryClient {
         method: Method,
         url: Url,
         scope: Option<&str>,
-        accept: Option<&str>,
+        headers: &[(header::HeaderName, &str)],
         limit: usize,
     ) -> Result<Answer, RegistryError> {
         let retry = self.inner.retry;
@@ -41,8 +41,8 @@ impl RegistryClient {
                     .map_err(|_| RegistryError::Config("client is shut down".into()))?,
             );
             let mut request = self.inner.http.request(method.clone(), url.clone());
-            if let Some(accept) = accept {
-                request = request.header(header::ACCEPT, accept);
+            for (name, value) in headers {
+                request = request.header(name, *value);
             }
             if let Some(value) = authorization {
                 request = request.header(header::AUTHORIZATION, value);

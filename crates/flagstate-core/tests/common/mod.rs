@@ -252,6 +252,8 @@ struct ProxyState {
     rules: Mutex<Vec<Rule>>,
     /// (from, to) replacements applied to request targets before forwarding.
     rewrites: Mutex<Vec<(String, String)>>,
+    /// Request headers (lowercase names) removed before forwarding.
+    dropped_headers: Mutex<Vec<String>>,
     counts: Mutex<HashMap<String, u64>>,
     auth: Mutex<Option<TokenAuth>>,
     tokens_issued: AtomicU64,
@@ -304,6 +306,16 @@ impl Proxy {
             .lock()
             .unwrap()
             .push((from.into(), to.into()));
+    }
+
+    /// Removes a request header before forwarding (e.g. `if-none-match`, to play a
+    /// registry that ignores conditional requests).
+    pub fn drop_header(&self, name: &str) {
+        self.state
+            .dropped_headers
+            .lock()
+            .unwrap()
+            .push(format!("{}:", name.to_ascii_lowercase()));
     }
 
     pub fn clear_rules(&self) {
@@ -472,10 +484,15 @@ async fn serve(
             }
             head.replace_range(..first_line_end, &first);
         }
+        let dropped = state.dropped_headers.lock().unwrap().clone();
         let mut rewritten = String::new();
         for (i, line) in head.split("\r\n").enumerate() {
             let lower = line.to_ascii_lowercase();
-            if i > 0 && (lower.starts_with("connection:") || lower.starts_with("authorization:")) {
+            if i > 0
+                && (lower.starts_with("connection:")
+                    || lower.starts_with("authorization:")
+                    || dropped.iter().any(|d| lower.starts_with(d.as_str())))
+            {
                 continue;
             }
             if line.is_empty() {
