@@ -269,9 +269,10 @@ pub struct CacheSettings {
 
 impl Default for CacheSettings {
     fn default() -> Self {
+        let http = flagstate_http::HttpConfig::default();
         CacheSettings {
-            max_age_index: Duration::from_secs(60),
-            max_age_html: Duration::from_secs(60),
+            max_age_index: http.max_age_index,
+            max_age_html: http.max_age_html,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The `flagstate` binary: `serve`, `scan`, `query` and `check`.
+//! The `flagstate` binary: `serve`, `scan`, `query`, `check` and `index`.
 //!
 //! This file only wires things together: flags and configuration ([`cli`], [`config`]),
 //! logging, then the subcommand ([`serve`], [`commands`]) on a tokio runtime. Exit

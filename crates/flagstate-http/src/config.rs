@@ -10,7 +10,9 @@ pub struct HttpConfig {
     /// manifests against. May be relative, e.g. `/` when the registry is served from the
     /// same origin.
     pub public_registry_url: String,
-    /// `Cache-Control: max-age` of `/index/static` responses.
+    /// `Cache-Control: max-age` of `/index/static` responses. The default, 60 s, is the
+    /// binary's too: notifications make changes visible within milliseconds, so a client
+    /// should not keep a stale answer for long, and its revalidation costs a `304`.
     pub max_age_index: Duration,
     /// `Cache-Control: max-age` of web UI pages (used by a merged UI router).
     pub max_age_html: Duration,
@@ -45,7 +47,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             public_registry_url: "/".to_owned(),
-            max_age_index: Duration::from_secs(300),
+            max_age_index: Duration::from_secs(60),
             max_age_html: Duration::from_secs(60),
             events_token: None,
             assert_endpoint: false,
