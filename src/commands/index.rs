@@ -391,7 +391,8 @@ pub async fn run_watch(
         },
     ));
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let indexer_task = indexer.clone().spawn(shutdown.child_token());
+    // The scan above is the first one; the periodic ones start an interval later.
+    let indexer_task = indexer.clone().spawn_after_scan(shutdown.child_token());
     let http = flagstate_http::HttpConfig {
         public_registry_url: source
             .specs

@@ -464,3 +464,64 @@ async fn background_work_scans_and_collects_periodically() {
         .expect("stops on shutdown")
         .unwrap();
 }
+
+#[tokio::test]
+async fn spawn_after_scan_does_not_repeat_the_first_scan() {
+    let Some(registry) = registry().await else {
+        return;
+    };
+    let pusher = registry.pusher();
+    pusher
+        .push_image("after/app", Some("v1"), &ImageSpec::new("linux", "amd64"))
+        .await
+        .unwrap();
+    for (interval, expected_scans) in [(None, 1), (Some(Duration::from_millis(300)), 2)] {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let client = RegistryClient::new(client_config(&registry.url())).unwrap();
+        let mut cfg = indexer_config();
+        cfg.full_scan_interval = interval;
+        let indexer = Arc::new(Indexer::new(client, store.clone(), cfg));
+        assert!(indexer.full_scan(&NoProgress).await.unwrap().is_complete());
+        let catalog_pages = indexer.client().stats().catalog_pages;
+        let shutdown = CancellationToken::new();
+        let background = indexer.clone().spawn_after_scan(shutdown.clone());
+
+        // The background work is running (an event's reconcile completes) ...
+        let v2 = pusher
+            .push_image("after/app", Some("v2"), &ImageSpec::new("linux", "arm64"))
+            .await
+            .unwrap();
+        indexer
+            .apply_events(&[RegistryEvent {
+                id: format!("after-{expected_scans}"),
+                action: EventAction::Push,
+                repository: "after/app".into(),
+                tag: Some("v2".into()),
+                digest: Some(v2.digest.clone()),
+                media_type: Some(v2.media_type.clone()),
+            }])
+            .await
+            .unwrap();
+        assert!(indexer.drain_reconciles(Duration::from_secs(20)).await);
+        assert_eq!(indexer.status().reconciles, 1);
+        match interval {
+            // ... and without an interval no full scan follows the one already done;
+            None => {
+                assert_eq!(indexer.status().full_scans, 1);
+                assert_eq!(indexer.client().stats().catalog_pages, catalog_pages);
+            }
+            // with one, the next full scan comes an interval later.
+            Some(_) => assert!(
+                eventually(Duration::from_secs(20), || async {
+                    indexer.status().full_scans >= expected_scans
+                })
+                .await
+            ),
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), background)
+            .await
+            .expect("stops on shutdown")
+            .unwrap();
+    }
+}

@@ -93,16 +93,43 @@ impl Indexer {
     /// reconcile worker, which re-scans repositories touched by events once their
     /// debounce delay has passed.
     pub fn spawn(self: Arc<Self>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        self.start(shutdown, false)
+    }
+
+    /// Like [`spawn`](Self::spawn), for a store a full scan has just brought up to date
+    /// (its caller ran [`full_scan`](Self::full_scan) itself, e.g. to report progress):
+    /// the first periodic scan waits a whole interval instead of repeating it at once.
+    pub fn spawn_after_scan(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        self.start(shutdown, true)
+    }
+
+    fn start(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        scanned: bool,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             tokio::join!(
-                self.clone().full_scan_loop(shutdown.clone()),
+                self.clone().full_scan_loop(shutdown.clone(), scanned),
                 self.clone().gc_loop(shutdown.clone()),
                 self.clone().reconcile_loop(shutdown.clone()),
             );
         })
     }
 
-    async fn full_scan_loop(self: Arc<Self>, shutdown: CancellationToken) {
+    async fn full_scan_loop(self: Arc<Self>, shutdown: CancellationToken, scanned: bool) {
+        if scanned {
+            let Some(interval) = self.cfg.full_scan_interval else {
+                return;
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
         loop {
             let succeeded = tokio::select! {
                 _ = shutdown.cancelled() => return,
