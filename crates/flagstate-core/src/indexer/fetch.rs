@@ -1,13 +1,15 @@
 //! Fetching manifests by digest and turning them, their list children and their image
 //! configs into [`Manifest`]s for the store.
 
+use std::collections::{BTreeMap, HashSet};
+
 use futures::stream::{self, StreamExt};
 
 use super::{Indexer, IndexerError};
 use crate::digest::Digest;
 use crate::model::{Image, ImageList, ListEntry, Manifest, Platform};
 use crate::registry::FetchedManifest;
-use crate::registry::content::{self, ParsedManifest};
+use crate::registry::content::{self, ListChild, ParsedManifest};
 
 /// What resolving one digest gave.
 pub(super) enum Resolved {
@@ -35,7 +37,79 @@ impl Tally {
     }
 }
 
+/// A manifest read by digest and parsed: the first half of resolving a tagged manifest
+/// and a list child alike.
+enum Read {
+    /// The registry no longer has it (404).
+    Gone,
+    /// Not indexable; remembered by digest so it is never fetched again.
+    Unsupported,
+    /// An image manifest; its config is still to be fetched.
+    Image {
+        fetched: FetchedManifest,
+        config: Digest,
+        annotations: BTreeMap<String, String>,
+    },
+    /// An image list.
+    List {
+        fetched: FetchedManifest,
+        annotations: BTreeMap<String, String>,
+        entries: Vec<ListChild>,
+    },
+}
+
 impl Indexer {
+    /// Reads manifest `digest` of `repository` — from `prefetched` when the caller already
+    /// holds its body, else with a `GET` counted in `tally` — unless it is known to be
+    /// unsupported.
+    async fn read(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        prefetched: Option<FetchedManifest>,
+        tally: &mut Tally,
+    ) -> Result<Read, IndexerError> {
+        if self.is_unsupported(digest) {
+            return Ok(Read::Unsupported);
+        }
+        let fetched = match prefetched {
+            Some(f) => f,
+            None => match self.client.get_manifest(repository, digest.as_str()).await {
+                Ok(f) => {
+                    tally.manifests += 1;
+                    f
+                }
+                Err(e) if e.is_not_found() => return Ok(Read::Gone),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        Ok(
+            match content::parse_manifest(&fetched.media_type, &fetched.bytes) {
+                ParsedManifest::Unsupported { reason } => {
+                    tracing::debug!(repository, %digest, reason, "manifest is not indexed");
+                    self.remember_unsupported(digest.clone());
+                    Read::Unsupported
+                }
+                ParsedManifest::Image {
+                    config,
+                    annotations,
+                } => Read::Image {
+                    fetched,
+                    config,
+                    annotations,
+                },
+                ParsedManifest::List {
+                    annotations,
+                    entries,
+                } => Read::List {
+                    fetched,
+                    annotations,
+                    entries,
+                },
+            },
+        )
+    }
+
     /// Fetches manifest `digest` of `repository` (unless `prefetched` already holds it);
     /// for a list also every child the store does not hold, dropping children that are
     /// not indexable images.
@@ -46,104 +120,82 @@ impl Indexer {
         prefetched: Option<FetchedManifest>,
     ) -> Result<(Resolved, Tally), IndexerError> {
         let mut tally = Tally::default();
-        if self.is_unsupported(digest) {
-            return Ok((Resolved::Unsupported, tally));
-        }
-        let fetched = match prefetched {
-            Some(f) => f,
-            None => match self.client.get_manifest(repository, digest.as_str()).await {
-                Ok(f) => {
-                    tally.manifests += 1;
-                    f
-                }
-                Err(e) if e.is_not_found() => return Ok((Resolved::Vanished, tally)),
-                Err(e) => return Err(e.into()),
-            },
-        };
-        match content::parse_manifest(&fetched.media_type, &fetched.bytes) {
-            ParsedManifest::Unsupported { reason } => {
-                tracing::debug!(repository, %digest, reason, "manifest is not indexed");
-                self.remember_unsupported(digest.clone());
-                Ok((Resolved::Unsupported, tally))
-            }
-            ParsedManifest::Image {
+        let (fetched, annotations, entries) = match self
+            .read(repository, digest, prefetched, &mut tally)
+            .await?
+        {
+            Read::Gone => return Ok((Resolved::Vanished, tally)),
+            Read::Unsupported => return Ok((Resolved::Unsupported, tally)),
+            Read::Image {
+                fetched,
                 config,
                 annotations,
             } => {
                 let (image, t) = self
-                    .fetch_image(
-                        repository,
-                        fetched.digest,
-                        fetched.media_type,
-                        config,
-                        annotations,
-                        None,
-                    )
+                    .fetch_image(repository, fetched, config, annotations, None)
                     .await?;
                 tally.add(t);
-                Ok((
-                    match image {
-                        Some(image) => Resolved::Found(vec![Manifest::Image(image)]),
-                        None if self.is_unsupported(digest) => Resolved::Unsupported,
-                        None => Resolved::Vanished,
-                    },
-                    tally,
-                ))
+                let resolved = match image {
+                    Some(image) => Resolved::Found(vec![Manifest::Image(image)]),
+                    None if self.is_unsupported(digest) => Resolved::Unsupported,
+                    None => Resolved::Vanished,
+                };
+                return Ok((resolved, tally));
             }
-            ParsedManifest::List {
+            Read::List {
+                fetched,
                 annotations,
                 entries,
-            } => {
-                let children: Vec<Digest> = entries.iter().map(|e| e.digest.clone()).collect();
-                let known = self.store.known_manifests(&children).await?;
-                let wanted: Vec<_> = entries
-                    .iter()
-                    .filter(|e| !known.contains(&e.digest))
-                    .cloned()
-                    .collect();
-                let results: Vec<_> = stream::iter(wanted)
-                    .map(|child| async move {
-                        let r = self
-                            .resolve_child(repository, &child.digest, child.platform.as_ref())
-                            .await;
-                        (child.digest, r)
-                    })
-                    .buffer_unordered(self.cfg.concurrency)
-                    .collect()
+            } => (fetched, annotations, entries),
+        };
+        let children: Vec<Digest> = entries.iter().map(|e| e.digest.clone()).collect();
+        let known = self.store.known_manifests(&children).await?;
+        let wanted: Vec<_> = entries
+            .iter()
+            .filter(|e| !known.contains(&e.digest))
+            .cloned()
+            .collect();
+        let results: Vec<_> = stream::iter(wanted)
+            .map(|child| async move {
+                let r = self
+                    .resolve_child(repository, &child.digest, child.platform.as_ref())
                     .await;
-                let mut manifests = Vec::with_capacity(results.len() + 1);
-                let mut fetched_children = std::collections::HashSet::new();
-                for (child, result) in results {
-                    let (image, t) = result?;
-                    tally.add(t);
-                    if let Some(image) = image {
-                        fetched_children.insert(child);
-                        manifests.push(Manifest::Image(image));
-                    }
-                }
-                let mut kept = Vec::with_capacity(entries.len());
-                for entry in entries {
-                    if known.contains(&entry.digest) || fetched_children.contains(&entry.digest) {
-                        kept.push(ListEntry {
-                            digest: entry.digest,
-                            platform: entry.platform,
-                        });
-                    } else {
-                        tally.skipped += 1;
-                    }
-                }
-                manifests.insert(
-                    0,
-                    Manifest::List(ImageList {
-                        digest: fetched.digest,
-                        media_type: fetched.media_type,
-                        annotations,
-                        entries: kept,
-                    }),
-                );
-                Ok((Resolved::Found(manifests), tally))
+                (child.digest, r)
+            })
+            .buffer_unordered(self.cfg.concurrency)
+            .collect()
+            .await;
+        let mut manifests = Vec::with_capacity(results.len() + 1);
+        let mut fetched_children = HashSet::new();
+        for (child, result) in results {
+            let (image, t) = result?;
+            tally.add(t);
+            if let Some(image) = image {
+                fetched_children.insert(child);
+                manifests.push(Manifest::Image(image));
             }
         }
+        let mut kept = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if known.contains(&entry.digest) || fetched_children.contains(&entry.digest) {
+                kept.push(ListEntry {
+                    digest: entry.digest,
+                    platform: entry.platform,
+                });
+            } else {
+                tally.skipped += 1;
+            }
+        }
+        manifests.insert(
+            0,
+            Manifest::List(ImageList {
+                digest: fetched.digest,
+                media_type: fetched.media_type,
+                annotations,
+                entries: kept,
+            }),
+        );
+        Ok((Resolved::Found(manifests), tally))
     }
 
     /// Fetches one list child; `None` when it is not an indexable image or is gone.
@@ -154,43 +206,25 @@ impl Indexer {
         listed: Option<&Platform>,
     ) -> Result<(Option<Image>, Tally), IndexerError> {
         let mut tally = Tally::default();
-        if self.is_unsupported(digest) {
-            return Ok((None, tally));
-        }
-        let fetched = match self.client.get_manifest(repository, digest.as_str()).await {
-            Ok(f) => f,
-            Err(e) if e.is_not_found() => {
+        match self.read(repository, digest, None, &mut tally).await? {
+            Read::Gone => {
                 tracing::warn!(repository, %digest, "image list names a manifest the registry does not have");
-                return Ok((None, tally));
+                Ok((None, tally))
             }
-            Err(e) => return Err(e.into()),
-        };
-        tally.manifests += 1;
-        match content::parse_manifest(&fetched.media_type, &fetched.bytes) {
-            ParsedManifest::Image {
+            Read::Unsupported => Ok((None, tally)),
+            Read::Image {
+                fetched,
                 config,
                 annotations,
             } => {
                 let (image, t) = self
-                    .fetch_image(
-                        repository,
-                        fetched.digest,
-                        fetched.media_type,
-                        config,
-                        annotations,
-                        listed,
-                    )
+                    .fetch_image(repository, fetched, config, annotations, listed)
                     .await?;
                 tally.add(t);
                 Ok((image, tally))
             }
-            ParsedManifest::List { .. } => {
+            Read::List { .. } => {
                 tracing::debug!(repository, %digest, "nested image list entry is not indexed");
-                self.remember_unsupported(digest.clone());
-                Ok((None, tally))
-            }
-            ParsedManifest::Unsupported { reason } => {
-                tracing::debug!(repository, %digest, reason, "list entry is not indexed");
                 self.remember_unsupported(digest.clone());
                 Ok((None, tally))
             }
@@ -202,13 +236,15 @@ impl Indexer {
     async fn fetch_image(
         &self,
         repository: &str,
-        digest: Digest,
-        media_type: String,
+        fetched: FetchedManifest,
         config_digest: Digest,
-        annotations: std::collections::BTreeMap<String, String>,
+        annotations: BTreeMap<String, String>,
         listed: Option<&Platform>,
     ) -> Result<(Option<Image>, Tally), IndexerError> {
         let mut tally = Tally::default();
+        let FetchedManifest {
+            digest, media_type, ..
+        } = fetched;
         let blob = match self.client.get_blob(repository, &config_digest).await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
