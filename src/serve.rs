@@ -11,9 +11,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flagstate_core::Store;
+use flagstate_core::icons::{IconCollection, IconStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::error::CliError;
@@ -50,7 +52,18 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
         (Some(indexer), Some(task))
     };
 
-    let state = flagstate_http::AppState::new(store, indexer, setup::http_config(config));
+    let state = flagstate_http::AppState::new(store.clone(), indexer, setup::http_config(config));
+    // Answers write icon files as they are computed; files no answer references any
+    // more are deleted on the garbage-collection interval.
+    let icon_task = match (state.icon_store(), config.interval.garbage_collect()) {
+        (Some(icons), Some(every)) => Some(tokio::spawn(collect_icons(
+            icons.clone(),
+            store,
+            every,
+            shutdown.child_token(),
+        ))),
+        _ => None,
+    };
     let app = if config.components.web_ui {
         flagstate_http::router_with(state, flagstate_http::ui::routes())
     } else {
@@ -80,8 +93,40 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
             Err(_) => warn!("indexer did not stop within {INDEXER_STOP_TIMEOUT:?}"),
         }
     }
+    if let Some(task) = icon_task {
+        let _ = task.await;
+    }
     info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Deletes unreferenced icon files every `every` until `shutdown`.
+async fn collect_icons(
+    icons: IconStore,
+    store: Arc<dyn Store>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let pass = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            pass = icons.collect(&store) => pass,
+        };
+        match pass {
+            Ok(IconCollection::Removed(0)) => debug!("no unreferenced icon files"),
+            Ok(IconCollection::Removed(n)) => {
+                info!(removed = n, "deleted icon files no answer references")
+            }
+            Ok(IconCollection::StoreChanged) => {
+                debug!("the index changed during icon collection; trying again next interval")
+            }
+            Err(e) => warn!(error = %e, "icon collection failed"),
+        }
+    }
 }
 
 /// Resolves on the first SIGTERM or SIGINT (and then cancels `shutdown`); a second signal

@@ -238,3 +238,77 @@ async fn flatpak_fetches_icons_the_server_extracted() {
         flatpak_client(&server, &[&HELLO]).await;
     }
 }
+
+/// Icon files the server wrote for answers that no longer exist are deleted on the
+/// garbage-collection interval; the current ones stay served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_deletes_icons_no_answer_references() {
+    let Some(registry) = registry(None).await else {
+        return;
+    };
+    let pusher = registry.pusher();
+    pusher
+        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let icons = dir.path().join("icons");
+    let db = dir.path().join("index.db");
+    let server = Server::start(
+        free_port(),
+        &[
+            "--registry",
+            &registry.url(),
+            "--database",
+            db.to_str().unwrap(),
+        ],
+        &[
+            ("FLAGSTATE_ICONS__DIR", icons.to_str().unwrap()),
+            ("FLAGSTATE_INTERVAL__FETCH_ALL", "1s"),
+            ("FLAGSTATE_INTERVAL__GARBAGE_COLLECT", "1s"),
+        ],
+        dir.path(),
+    )
+    .await;
+    let icon_of = |index: &serde_json::Value| {
+        index["Results"][0]["Images"][0]["Labels"]["org.freedesktop.appstream.icon-64"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let (index, _) = server
+        .wait_for_index("the first icon", |i| icon_of(i).is_some())
+        .await;
+    let old = icon_of(&index).unwrap();
+    assert_eq!(server.get(&old).await.status(), 200);
+
+    // A new version with another icon replaces the tag; the periodic re-scan sees it.
+    let new_image = HELLO.image().label(
+        "org.freedesktop.appstream.icon-64",
+        &common::images::icon_data_uri(128),
+    );
+    pusher
+        .push_image(&HELLO.repository(), Some("latest"), &new_image)
+        .await
+        .unwrap();
+    let (index, _) = server
+        .wait_for_index("the new icon", |i| {
+            icon_of(i).is_some_and(|icon| icon != old)
+        })
+        .await;
+    let new = icon_of(&index).unwrap();
+    let file = |uri: &str| icons.join(uri.trim_start_matches("/icons/"));
+    assert!(file(&new).is_file());
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while file(&old).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unreferenced icon was never deleted; server log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(server.get(&old).await.status(), 404);
+    assert_eq!(server.get(&new).await.status(), 200);
+    assert!(file(&new).is_file());
+}

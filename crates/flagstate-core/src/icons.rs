@@ -6,15 +6,23 @@
 //! every index download large; extracted, each icon is written once as
 //! `<dir>/<hh>/<rest-of-sha256>.png` and the value becomes `<uri><hh>/<rest>.png`, which
 //! clients resolve against the index URL and cache forever (the name is the content).
+//!
+//! Files no answer references any more are deleted by [`IconStore::retain`] (given the
+//! referenced set, as `flagstate index` knows it from the files it wrote) or by
+//! [`IconStore::collect`] (which works the set out from a [`Store`], for a server that
+//! extracts icons answer by answer).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::index::{ImageEntry, IndexResponse};
+use crate::query::IndexQuery;
+use crate::store::{Store, StoreError};
 
 /// Label and annotation keys whose values may be extracted.
 pub const ICON_KEYS: &[&str] = &[
@@ -37,6 +45,22 @@ pub enum IconError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The store could not tell which icons are referenced.
+    #[error("icon store: {0}")]
+    Store(#[from] StoreError),
+    /// The blocking task doing the file work ended abnormally.
+    #[error("icon store: {0}")]
+    Stopped(String),
+}
+
+/// What one [`IconStore::collect`] pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IconCollection {
+    /// This many unreferenced icon files were deleted.
+    Removed(u64),
+    /// The store changed while the referenced icons were being listed, so nothing was
+    /// deleted (an answer for the new content may already need a file the list lacks).
+    StoreChanged,
 }
 
 /// Why one icon value could not be extracted; the value is then left out of the answer.
@@ -68,10 +92,14 @@ pub struct IconReport {
 }
 
 /// A directory of content-addressed icons and the URI prefix it is published under.
+/// Clones share a gate: [`rewrite`](Self::rewrite) writes files under its shared side,
+/// deletions happen under its exclusive side, so a file is never deleted between a
+/// rewrite finding it present and the answer being published.
 #[derive(Debug, Clone)]
 pub struct IconStore {
     dir: PathBuf,
     uri: String,
+    gate: Arc<RwLock<()>>,
 }
 
 /// Decodes a `data:image/png;base64,` value into PNG bytes. `Ok(None)` for values that are
@@ -126,6 +154,7 @@ impl IconStore {
         IconStore {
             dir: dir.into(),
             uri,
+            gate: Arc::new(RwLock::new(())),
         }
     }
 
@@ -143,6 +172,7 @@ impl IconStore {
     /// and list children) into a URL under [`uri`](Self::uri), writing each icon file once.
     /// Values that cannot be decoded are removed and reported; plain URLs stay.
     pub fn rewrite(&self, response: &mut IndexResponse) -> Result<IconReport, IconError> {
+        let _shared = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         let mut report = IconReport::default();
         for repository in &mut response.results {
             let images = repository.images.iter_mut().chain(
@@ -229,6 +259,51 @@ impl IconStore {
     /// Deletes icon files (only names of the [`icon_path`] shape) not in `keep`, and then
     /// empty fan-out directories. Returns how many files were deleted.
     pub fn retain(&self, keep: &BTreeSet<String>) -> Result<u64, IconError> {
+        let _exclusive = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        self.retain_gated(keep)
+    }
+
+    /// Deletes the icon files no answer of `store` references: the `data:` icons of every
+    /// tagged image (labels and annotations, list children included) are the ones kept.
+    /// The deletion happens only if the store's generation is still the one the list was
+    /// made from, checked under the exclusive side of the gate; otherwise the pass
+    /// reports [`IconCollection::StoreChanged`] and the next one tries again.
+    ///
+    /// It reads the whole index (`IndexQuery::all()`), so run it on the scale of the
+    /// manifest garbage collection, not per request.
+    pub async fn collect(&self, store: &Arc<dyn Store>) -> Result<IconCollection, IconError> {
+        let generation = store.generation().await?;
+        let mut keep = BTreeSet::new();
+        for repository in store.query(&IndexQuery::all()).await? {
+            let images = repository
+                .images
+                .iter()
+                .chain(repository.lists.iter().flat_map(|l| l.images.iter()));
+            for image in images {
+                for map in [&image.labels, &image.annotations] {
+                    for key in ICON_KEYS {
+                        if let Some(Ok(Some(bytes))) = map.get(*key).map(|v| decode_data_uri(v)) {
+                            keep.insert(icon_path(&bytes));
+                        }
+                    }
+                }
+            }
+        }
+        let this = self.clone();
+        let store = store.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let _exclusive = this.gate.write().unwrap_or_else(PoisonError::into_inner);
+            if runtime.block_on(store.generation())? != generation {
+                return Ok(IconCollection::StoreChanged);
+            }
+            this.retain_gated(&keep).map(IconCollection::Removed)
+        })
+        .await
+        .map_err(|e| IconError::Stopped(e.to_string()))?
+    }
+
+    fn retain_gated(&self, keep: &BTreeSet<String>) -> Result<u64, IconError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| IconError::Io { path, source }
