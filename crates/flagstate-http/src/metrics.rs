@@ -1,7 +1,8 @@
 //! Prometheus metrics: request counts and latencies per route, webhook outcomes, index
-//! cache efficiency, and (read at scrape time) the indexer's progress and the store's
-//! generation. Served as text at `GET /metrics`.
+//! cache efficiency, and (read at scrape time) the indexer's progress, the requests it
+//! sent the registry, and the store's generation. Served as text at `GET /metrics`.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -15,6 +16,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use flagstate_core::registry::ClientStats;
 
 use crate::error::{HttpError, error_response};
 use crate::state::AppState;
@@ -34,6 +37,11 @@ struct RouteLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
 }
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
@@ -74,6 +82,11 @@ pub struct Metrics {
     full_scans: Gauge,
     reconciles_pending: Gauge,
     indexer_events_failed: Gauge,
+    registry_requests: Family<KindLabels, Counter>,
+    registry_retries: Counter,
+    registry_not_modified: Counter,
+    /// The registry client's counters at the last scrape; scrapes add the difference.
+    registry_seen: Mutex<ClientStats>,
 }
 
 impl Default for Metrics {
@@ -116,7 +129,26 @@ impl Metrics {
             "Webhook deliveries refused or failed, by reason",
             deliveries_rejected.clone(),
         );
+        let registry_requests = Family::<KindLabels, Counter>::default();
+        r.register(
+            "flagstate_registry_requests",
+            "Requests sent to the registry, by kind (catalog_page, tag_page, manifest_get, \
+             manifest_head, manifest_check: a conditional GET, blob_get, token)",
+            registry_requests.clone(),
+        );
         Metrics {
+            registry_retries: counter(
+                &mut r,
+                "flagstate_registry_retries",
+                "Registry requests repeated after a transient failure",
+            ),
+            registry_not_modified: counter(
+                &mut r,
+                "flagstate_registry_manifest_not_modified",
+                "Manifest checks the registry answered 304 Not Modified (tag unchanged)",
+            ),
+            registry_requests,
+            registry_seen: Mutex::new(ClientStats::default()),
             events_received: counter(
                 &mut r,
                 "flagstate_events_received",
@@ -230,6 +262,41 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Adds what the registry client counted since the last scrape.
+    fn count_registry_requests(&self, now: ClientStats) {
+        let mut seen = self
+            .registry_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let before = *seen;
+        for (kind, now, before) in [
+            ("catalog_page", now.catalog_pages, before.catalog_pages),
+            ("tag_page", now.tag_pages, before.tag_pages),
+            ("manifest_get", now.manifest_gets, before.manifest_gets),
+            ("manifest_head", now.manifest_heads, before.manifest_heads),
+            (
+                "manifest_check",
+                now.manifest_checks,
+                before.manifest_checks,
+            ),
+            ("blob_get", now.blob_gets, before.blob_gets),
+            ("token", now.token_requests, before.token_requests),
+        ] {
+            self.registry_requests
+                .get_or_create(&KindLabels { kind })
+                .inc_by(now.saturating_sub(before));
+        }
+        self.registry_retries
+            .inc_by(now.retries.saturating_sub(before.retries));
+        self.registry_not_modified.inc_by(
+            now.manifest_not_modified
+                .saturating_sub(before.manifest_not_modified),
+        );
+        *seen = now;
+    }
+}
+
 /// The method as a label; clients may send any token as a method, so anything unusual
 /// is folded into `other` to keep the label set bounded.
 fn method_label(method: &Method) -> &'static str {
@@ -274,6 +341,7 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, HttpError
             m.full_scans.set(clamp(s.full_scans));
             m.reconciles_pending.set(clamp(s.reconciles_pending));
             m.indexer_events_failed.set(clamp(s.events_failed));
+            m.count_registry_requests(indexer.client().stats());
         }
         None => {
             m.first_scan_done.set(1);

@@ -98,8 +98,36 @@ async fn registry_notifications_reach_the_index() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let rejected = get(&app, "/metrics", &[]).await;
-    let text = String::from_utf8_lossy(&rejected.body).into_owned();
+    let before = indexer.client().stats();
+    let scraped = get(&app, "/metrics", &[]).await;
+    let after = indexer.client().stats();
+    let text = String::from_utf8_lossy(&scraped.body).into_owned();
     assert!(!text.contains("reason=\"unauthorized\""), "{text}");
+    // The requests the indexer sent the registry, as the client counted them.
+    let value = |line: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+    };
+    // The scan found an empty registry (one catalog page, no tag list); the pushed
+    // image was fetched when its notification arrived.
+    assert!(before.catalog_pages > 0 && before.manifest_gets > 0 && before.blob_gets > 0);
+    for (kind, low, high) in [
+        ("catalog_page", before.catalog_pages, after.catalog_pages),
+        ("tag_page", before.tag_pages, after.tag_pages),
+        ("manifest_get", before.manifest_gets, after.manifest_gets),
+        (
+            "manifest_check",
+            before.manifest_checks,
+            after.manifest_checks,
+        ),
+        ("blob_get", before.blob_gets, after.blob_gets),
+    ] {
+        let n = value(&format!(
+            "flagstate_registry_requests_total{{kind=\"{kind}\"}}"
+        ));
+        assert!(low <= n && n <= high, "{kind}: {n} not in {low}..={high}");
+    }
+    assert_eq!(value("flagstate_registry_retries_total"), after.retries);
     server.abort();
 }
