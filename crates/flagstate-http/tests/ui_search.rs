@@ -89,3 +89,56 @@ async fn bad_filters_are_400_with_the_reason() {
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
     assert!(page.body.contains("empty key"), "{}", page.body);
 }
+
+#[tokio::test]
+async fn filters_apply_past_the_first_batch_of_text_hits_up_to_a_limit() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use flagstate_core::model::RepositorySnapshot;
+    use flagstate_core::{Manifest, MemoryStore, Store};
+    use flagstate_http::ui::FILTERED_HIT_LIMIT;
+    use ui_support::image;
+
+    // More repositories than the limit match the word; the arm64 ones are spread over
+    // the whole relevance order, so later batches must be filtered too.
+    let store = Arc::new(MemoryStore::new());
+    let repositories = FILTERED_HIT_LIMIT as usize + 500;
+    let mut arm_within_limit = 0;
+    for n in 0..repositories {
+        let arch = if n % 1000 == 999 { "arm64" } else { "amd64" };
+        let img = image(
+            &format!("many {n}"),
+            arch,
+            &[("name", &format!("Widget {n:05}"))],
+            &[],
+        );
+        store
+            .replace_repository(&RepositorySnapshot {
+                name: format!("many/widget-{n:05}"),
+                tags: BTreeMap::from([("v1".into(), img.digest.clone())]),
+                manifests: vec![Manifest::Image(img)],
+            })
+            .await
+            .unwrap();
+        if arch == "arm64" && n < FILTERED_HIT_LIMIT as usize {
+            arm_within_limit += 1;
+        }
+    }
+    let app = app(store.clone() as Arc<dyn Store>, "/");
+    let total = store.search("widget", 0, 1).await.unwrap().total;
+    assert_eq!(total, repositories as u64);
+
+    let page = get(&app, "/search?q=widget&arch=arm64").await.body;
+    // Every arm64 repository among the best FILTERED_HIT_LIMIT hits, whichever batch it
+    // was in (the store ranks equal hits by name).
+    assert!(arm_within_limit > 1);
+    assert_eq!(cards(&page), arm_within_limit, "{page}");
+    assert!(page.contains(&format!(
+        "The words match {repositories} repositories; the filters were applied to the {FILTERED_HIT_LIMIT} best matches"
+    )));
+    // Under the limit, no notice.
+    let few = get(&app, "/search?q=widget+00999&arch=arm64").await.body;
+    assert_eq!(cards(&few), 1, "{few}");
+    assert!(!few.contains("best matches"));
+}

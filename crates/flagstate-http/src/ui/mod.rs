@@ -43,6 +43,7 @@ use flagstate_core::Store;
 
 pub use appstream::AppStream;
 pub use error::UiError;
+pub use search::FILTERED_HIT_LIMIT;
 
 /// Repositories (or apps, or search hits) shown per page.
 pub const PAGE_SIZE: usize = 24;

@@ -14,9 +14,12 @@ use super::layout::{Layout, Section};
 use super::params::{Pagination, Params, link};
 use super::{PAGE_SIZE, UiContext, response};
 
-/// With filters, text hits are checked against the filter query; this many best hits
-/// are considered, which bounds the work of one request.
-const FILTERED_HIT_LIMIT: u64 = 1000;
+/// With filters, text hits are checked against the filter query in batches of this many,
+/// best first …
+const FILTER_BATCH: u64 = 1000;
+/// … up to this many hits, which bounds the work of one request; when the text matches
+/// more, the page says that only the best ones were filtered.
+pub const FILTERED_HIT_LIMIT: u64 = 5000;
 
 /// Architectures offered as suggestions (any value is accepted).
 const ARCHITECTURES: &[&str] = &[
@@ -34,6 +37,9 @@ struct SearchPage {
     os: String,
     label: String,
     searched: bool,
+    /// Text hits in all, when only the best [`FILTERED_HIT_LIMIT`] were filtered.
+    filtered_of: Option<u64>,
+    filtered_limit: u64,
     cards: Vec<RepoCard>,
     pagination: Pagination,
     architectures: &'static [&'static str],
@@ -88,6 +94,7 @@ pub async fn page(
     };
 
     let searched = !text.is_empty() || filters.is_some();
+    let mut filtered_of = None;
     let (cards, pagination) = match filters {
         None if text.is_empty() => (Vec::new(), Pagination::new(page_no, 0, page_link)?),
         None => {
@@ -115,11 +122,27 @@ pub async fn page(
             let matched: Vec<RepositoryEntry> = if text.is_empty() {
                 ui.store().query(&query).await?
             } else {
-                let found = ui.store().search(&text, 0, FILTERED_HIT_LIMIT).await?;
-                let names: Vec<String> = found.hits.into_iter().map(|h| h.repository).collect();
-                let mut entries = entries_for(ui.store(), &names, query).await?;
-                // Keep the relevance order of the text search.
-                names.iter().filter_map(|n| entries.remove(n)).collect()
+                let mut matched = Vec::new();
+                let mut offset = 0;
+                loop {
+                    let found = ui.store().search(&text, offset, FILTER_BATCH).await?;
+                    let names: Vec<String> = found.hits.into_iter().map(|h| h.repository).collect();
+                    if names.is_empty() {
+                        break;
+                    }
+                    offset += names.len() as u64;
+                    let mut entries = entries_for(ui.store(), &names, query.clone()).await?;
+                    // Keep the relevance order of the text search.
+                    matched.extend(names.iter().filter_map(|n| entries.remove(n)));
+                    if offset >= found.total {
+                        break;
+                    }
+                    if offset >= FILTERED_HIT_LIMIT {
+                        filtered_of = Some(found.total);
+                        break;
+                    }
+                }
+                matched
             };
             let pagination = Pagination::new(page_no, matched.len(), page_link)?;
             // Cards show only what matched, e.g. just the arm64 images.
@@ -138,6 +161,8 @@ pub async fn page(
         os,
         label,
         searched,
+        filtered_of,
+        filtered_limit: FILTERED_HIT_LIMIT,
         cards,
         pagination,
         architectures: ARCHITECTURES,
