@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::clients::{Flatpak, Podman, available, success};
+use common::clients::{Flatpak, Podman, Skopeo, available, success};
 use common::images::{App, HELLO, WORLD};
 use common::{EVENTS_TOKEN, Server, flatpak_refs, free_port, registry, repository_names};
 
@@ -94,6 +94,98 @@ async fn flatpak_and_podman_read_the_index_and_see_pushes() {
 
     if available("flatpak") {
         flatpak_client(&server, &[&HELLO, &WORLD]).await;
+    }
+}
+
+/// skopeo, a real registry client, copies the app into another repository and converts
+/// it to Docker schema 2; the registry's notifications alone bring the copy into the
+/// index, and every image the index names is fetched by skopeo at the digest it gives,
+/// with the labels it shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_copies_are_indexed_and_indexed_digests_resolve() {
+    if !available("skopeo") {
+        return;
+    }
+    let port = free_port();
+    let Some(registry) = registry(Some(port)).await else {
+        return;
+    };
+    registry
+        .pusher()
+        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("index.db");
+    let server = Server::start(
+        port,
+        &[
+            "--registry",
+            &registry.url(),
+            "--database",
+            db.to_str().unwrap(),
+        ],
+        &[("FLAGSTATE_EVENTS__TOKEN", EVENTS_TOKEN)],
+        dir.path(),
+    )
+    .await;
+    server
+        .wait_for_index("the pushed app", |i| {
+            repository_names(i) == [HELLO.repository()]
+        })
+        .await;
+
+    let skopeo = Skopeo::new();
+    let at = |reference: &str| format!("docker://{}/{reference}", registry.address());
+    skopeo
+        .ok(&[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--format",
+            "v2s2",
+            &at(&format!("{}:latest", HELLO.repository())),
+            &at("mirror/hello:latest"),
+        ])
+        .await;
+    let (index, _) = server
+        .wait_for_index("the copy skopeo pushed", |i| {
+            repository_names(i).contains(&"mirror/hello".to_owned())
+        })
+        .await;
+    assert_eq!(
+        repository_names(&index),
+        ["apps/org.example.hello", "mirror/hello"]
+    );
+    let copy = &index["Results"][1]["Images"][0];
+    assert_eq!(
+        copy["MediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(copy["Labels"]["org.flatpak.ref"], HELLO.flatpak_ref());
+
+    for result in index["Results"].as_array().unwrap() {
+        let name = result["Name"].as_str().unwrap();
+        for image in result["Images"].as_array().unwrap() {
+            let digest = image["Digest"].as_str().unwrap();
+            let reference = at(&format!("{name}@{digest}"));
+            let raw = skopeo
+                .ok_bytes(&["inspect", "--tls-verify=false", "--raw", &reference])
+                .await;
+            let actual = {
+                use sha2::Digest as _;
+                format!("sha256:{}", hex::encode(sha2::Sha256::digest(&raw)))
+            };
+            assert_eq!(actual, digest, "{reference}");
+            let config: serde_json::Value = serde_json::from_slice(
+                &skopeo
+                    .ok_bytes(&["inspect", "--tls-verify=false", "--config", &reference])
+                    .await,
+            )
+            .unwrap();
+            assert_eq!(config["config"]["Labels"], image["Labels"], "{reference}");
+            assert_eq!(config["architecture"], image["Architecture"]);
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The real Flatpak and podman clients, each confined to a throwaway home so nothing of
+//! The real Flatpak, podman and skopeo clients, each confined to a throwaway home so nothing of
 //! the machine's own configuration or state is read or written.
 
 use std::path::{Path, PathBuf};
@@ -46,6 +46,44 @@ pub fn success(output: &Output, what: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// skopeo with a throwaway home and a signature policy that accepts anything (the test
+/// registry serves unsigned images over plain HTTP).
+pub struct Skopeo {
+    dir: TempDir,
+}
+
+impl Skopeo {
+    pub fn new() -> Skopeo {
+        let dir = tempfile::tempdir().expect("skopeo home");
+        write(
+            &dir.path().join("policy.json"),
+            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+        );
+        Skopeo { dir }
+    }
+
+    /// Runs `skopeo` with `args`, asserts success and returns standard output.
+    pub async fn ok_bytes(&self, args: &[&str]) -> Vec<u8> {
+        let mut cmd = tokio::process::Command::new("skopeo");
+        let policy = self.dir.path().join("policy.json");
+        cmd.arg("--policy")
+            .arg(&policy)
+            .args(args)
+            .env("HOME", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("XDG_RUNTIME_DIR", self.dir.path());
+        let what = format!("skopeo {}", args.join(" "));
+        let output = run(cmd, &what).await;
+        success(&output, &what);
+        output.stdout
+    }
+
+    /// Like [`ok_bytes`](Self::ok_bytes), for commands whose output is not needed.
+    pub async fn ok(&self, args: &[&str]) {
+        self.ok_bytes(args).await;
+    }
 }
 
 /// A Flatpak user installation in a temporary directory.
