@@ -2,7 +2,8 @@
 //! `flagstate serve` binary indexing it and receiving its notifications, and the real
 //! Flatpak and podman clients reading the index.
 //!
-//! One registry and one server serve the whole scenario, to keep the suite fast.
+//! One registry and one server serve the whole scenario, to keep the suite fast. Also
+//! here: a read-only server sharing the writer's SQLite file, as Flatpak sees it.
 
 mod common;
 
@@ -187,6 +188,65 @@ async fn skopeo_copies_are_indexed_and_indexed_digests_resolve() {
             assert_eq!(config["architecture"], image["Architecture"]);
         }
     }
+}
+
+/// Two processes on one SQLite file: the writer indexes, a read-only server started next
+/// to it answers queries and follows the writer's changes as they are committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_server_follows_a_writer_on_the_same_sqlite_file() {
+    let port = free_port();
+    let Some(registry) = registry(Some(port)).await else {
+        return;
+    };
+    let pusher = registry.pusher();
+    pusher
+        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("index.db");
+    let db = db.to_str().unwrap();
+    let writer = Server::start(
+        port,
+        &["--registry", &registry.url(), "--database", db],
+        &[("FLAGSTATE_EVENTS__TOKEN", EVENTS_TOKEN)],
+        dir.path(),
+    )
+    .await;
+    let (index, _) = writer
+        .wait_for_index("the first app on the writer", |i| {
+            flatpak_refs(i) == [HELLO.flatpak_ref()]
+        })
+        .await;
+    let replica = Server::start(
+        free_port(),
+        &[
+            "--read-only",
+            "--registry",
+            &registry.url(),
+            "--database",
+            db,
+        ],
+        &[],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(replica.flatpak_index().await.0, index);
+
+    pusher
+        .push_image(&WORLD.repository(), Some("latest"), &WORLD.image())
+        .await
+        .unwrap();
+    let both = [HELLO.flatpak_ref(), WORLD.flatpak_ref()];
+    let (on_writer, writer_etag) = writer
+        .wait_for_index("the pushed app on the writer", |i| flatpak_refs(i) == both)
+        .await;
+    let (on_replica, replica_etag) = replica
+        .wait_for_index("the pushed app on the replica", |i| flatpak_refs(i) == both)
+        .await;
+    // Same bytes, so the same ETag from either process.
+    assert_eq!(on_replica, on_writer);
+    assert_eq!(replica_etag, writer_etag);
 }
 
 /// A fresh Flatpak installation adds the server as a remote and sees exactly `apps`.

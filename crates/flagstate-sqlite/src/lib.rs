@@ -205,6 +205,11 @@ impl Store for SqliteStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE.with_ranked_search(true)
+        // Processes on one host can share the file: a writer and read-only servers,
+        // which see each commit (WAL). Not over network filesystems, where SQLite's
+        // locking cannot be relied on.
+        Capabilities::NONE
+            .with_ranked_search(true)
+            .with_shared(true)
     }
 }
