@@ -480,3 +480,71 @@ async fn registry_ignoring_conditional_requests_is_checked_with_head() {
     let tags = store.repository_tags("f/r01").await.unwrap().unwrap();
     assert_eq!(tags["v1"], moved.digest);
 }
+
+#[tokio::test]
+async fn events_the_registry_can_never_serve_are_skipped_not_refused() {
+    use flagstate_core::events::{EventAction, RegistryEvent};
+
+    let Some(registry) = seeded(2).await else {
+        return;
+    };
+    let client = RegistryClient::new(client_config(&registry.url())).unwrap();
+    let (bad, media_type) = client.head_manifest("f/r00", "v1").await.unwrap().unwrap();
+    let (good, _) = client.head_manifest("f/r01", "v1").await.unwrap().unwrap();
+    let push = |id: &str, repository: &str, digest: &Digest| RegistryEvent {
+        id: id.into(),
+        action: EventAction::Push,
+        repository: repository.into(),
+        tag: Some("v1".into()),
+        digest: Some(digest.clone()),
+        media_type: Some(media_type.clone()),
+    };
+    // Storage serving other bytes than the digest names: no retry can fix that.
+    let proxy = Proxy::start(&registry.address()).await;
+    proxy.add_rule(
+        &format!("/manifests/{bad}"),
+        Fault::Serve {
+            headers: vec![("Content-Type", media_type.clone())],
+            body: br#"{"schemaVersion":2,"config":{},"layers":[]}"#.to_vec(),
+        },
+        None,
+    );
+    let (indexer, store) = indexer_for(client_config(&proxy.url));
+    let outcome = indexer
+        .apply_events(&[push("bad", "f/r00", &bad), push("good", "f/r01", &good)])
+        .await
+        .expect("a permanent failure does not refuse the delivery");
+    assert_eq!((outcome.applied, outcome.failed), (1, 1));
+    assert_eq!(outcome.reconcile_scheduled, ["f/r00", "f/r01"]);
+    assert!(store.repository_tags("f/r00").await.unwrap().is_none());
+    assert_eq!(
+        store.repository_tags("f/r01").await.unwrap().unwrap()["v1"],
+        good
+    );
+    assert_eq!(indexer.status().events_failed, 1);
+
+    // A registry failing with 5xx may recover: the delivery is refused, to be retried.
+    proxy.clear_rules();
+    proxy.add_rule(
+        &format!("/manifests/{bad}"),
+        Fault::Status {
+            code: 503,
+            retry_after: None,
+        },
+        None,
+    );
+    let refused = indexer
+        .apply_events(&[push("bad-again", "f/r00", &bad)])
+        .await;
+    match refused {
+        Err(e @ IndexerError::Event { .. }) => assert!(!e.is_permanent(), "{e}"),
+        other => panic!("expected a transient failure, got {other:?}"),
+    }
+    // Once the registry serves it, the redelivery applies.
+    proxy.clear_rules();
+    let outcome = indexer
+        .apply_events(&[push("bad-again", "f/r00", &bad)])
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.failed), (1, 0));
+}

@@ -6,7 +6,10 @@
 //! [`Indexer::apply_events`](flagstate_core::indexer::Indexer::apply_events), which writes
 //! them to the store before returning; only then is the delivery acknowledged with `200`.
 //! If applying fails the answer is `5xx` and the registry delivers the envelope again, so
-//! an acknowledged event is never lost.
+//! an acknowledged event is never lost — unless the failure is permanent (the registry's
+//! own answer is unusable, e.g. content not matching its digest): such an event is
+//! acknowledged as `failed` and left to the re-scan, because refusing it would make the
+//! registry retry it forever and hold back every later notification.
 //!
 //! Redeliveries are acknowledged without re-applying: the ids of recently applied events
 //! are remembered (a bounded set). Events without an id are always applied (applying is
@@ -270,6 +273,7 @@ pub async fn receive(
         "received": received,
         "applied": outcome.applied,
         "ignored": outcome.ignored,
+        "failed": outcome.failed,
         "duplicates": duplicates,
     })))
 }

@@ -213,7 +213,7 @@ async fn distribution_events_apply_and_redelivery_is_acknowledged_once() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(
         r.json(),
-        json!({"received": 1, "applied": 1, "ignored": 0, "duplicates": 0})
+        json!({"received": 1, "applied": 1, "ignored": 0, "failed": 0, "duplicates": 0})
     );
     assert_eq!(tags(&store, "cap/img").await, ["v1", "v2"]);
     let index = get(&app, "/index/static?repository=cap/img&tag=v2", &[]).await;
@@ -233,7 +233,7 @@ async fn distribution_events_apply_and_redelivery_is_acknowledged_once() {
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(
         again.json(),
-        json!({"received": 1, "applied": 0, "ignored": 0, "duplicates": 1})
+        json!({"received": 1, "applied": 0, "ignored": 0, "failed": 0, "duplicates": 1})
     );
     assert_eq!(tags(&store, "cap/img").await, ["v1", "v2"]);
     assert_eq!(state.metrics().events_duplicate.get(), 1);

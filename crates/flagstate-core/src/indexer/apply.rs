@@ -71,7 +71,9 @@ fn plan(event: &RegistryEvent) -> Plan {
 impl Indexer {
     /// Applies events in order. Each relevant event is written to the store before the
     /// call returns; fetching what a pushed tag points at (manifest, list children,
-    /// configs) as needed. On the first failure the call returns the error (so the
+    /// configs) as needed. An event that can never be applied
+    /// ([`IndexerError::is_permanent`]) is counted in [`EventsOutcome::failed`], logged,
+    /// and skipped. On the first other failure the call returns the error (so the
     /// webhook can answer 5xx and the registry retries the batch; re-applying the
     /// events already written is harmless). Touched repositories are then scheduled for
     /// a debounced re-scan — also when a later event failed.
@@ -89,6 +91,17 @@ impl Indexer {
                     outcome.applied += 1;
                 }
                 Ok(None) => outcome.ignored += 1,
+                Err(source) if source.is_permanent() => {
+                    self.status.events_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        id = %event.id,
+                        repository = %event.repository,
+                        error = %source,
+                        "event cannot be applied; left to the repository's re-scan"
+                    );
+                    touched.insert(event.repository.clone());
+                    outcome.failed += 1;
+                }
                 Err(source) => {
                     self.status.events_failed.fetch_add(1, Ordering::Relaxed);
                     touched.insert(event.repository.clone());

@@ -108,6 +108,28 @@ pub enum IndexerError {
     },
 }
 
+impl IndexerError {
+    /// Whether retrying the same work can never succeed: the registry answered, and its
+    /// answer is unusable (see [`EventsOutcome::failed`]). Network trouble, 5xx, 429,
+    /// authentication and store failures are not permanent.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            IndexerError::Registry(e) => {
+                matches!(
+                    e,
+                    RegistryError::DigestMismatch { .. }
+                        | RegistryError::InvalidResponse { .. }
+                        | RegistryError::TooLarge { .. }
+                ) || matches!(e, RegistryError::Status { status, .. } if (400..500).contains(status) && *status != 429)
+            }
+            IndexerError::Repository { source, .. } | IndexerError::Event { source, .. } => {
+                source.is_permanent()
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Receives progress of a full scan (for progress bars and logs).
 pub trait ScanProgress: Send + Sync {
     /// The number of repositories the scan will visit, once known.
@@ -188,6 +210,13 @@ pub struct EventsOutcome {
     /// Events that change nothing visible (pulls, mounts, blobs, pushes by digest,
     /// artifacts).
     pub ignored: u64,
+    /// Events that can never be applied because the registry's answer is unusable
+    /// however often it is asked (content not matching its digest, a manifest over the
+    /// size limit, an invalid answer, a 4xx other than 429). They are logged and left
+    /// to the re-scan of their repository, which reports the failure; refusing the
+    /// delivery instead would make the registry retry it forever and hold back every
+    /// later notification.
+    pub failed: u64,
     /// Repositories scheduled for a debounced re-scan, sorted.
     pub reconcile_scheduled: Vec<String>,
 }
