@@ -188,6 +188,30 @@ async fn push(args: &Args) -> Result<(), Error> {
 
 /// The registry's own rate: the requests of a first full scan, with the same
 /// concurrency, and nothing done with the answers beyond finding the next request.
+/// Every repository of the catalog, following its `Link` pages.
+async fn catalog(http: &reqwest::Client, registry: &str) -> Result<Vec<String>, Error> {
+    let mut repositories = Vec::new();
+    let mut next = Some(format!("{registry}v2/_catalog?n=1000"));
+    while let Some(url) = next.take() {
+        let response = http.get(&url).send().await?.error_for_status()?;
+        let link = response
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| l.split_once('<').and_then(|(_, r)| r.split_once('>')))
+            .map(|(u, _)| format!("{}{u}", registry.trim_end_matches('/')));
+        let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
+        let page: Vec<String> =
+            serde_json::from_value(body["repositories"].clone()).unwrap_or_default();
+        if page.is_empty() {
+            break;
+        }
+        repositories.extend(page);
+        next = link;
+    }
+    Ok(repositories)
+}
+
 async fn raw(args: &Args) -> Result<(), Error> {
     let registry = args.registry()?;
     let concurrency: usize = args.get("concurrency", 16)?;
@@ -220,18 +244,7 @@ async fn raw(args: &Args) -> Result<(), Error> {
         }
     };
     let started = Instant::now();
-    let mut repositories = Vec::new();
-    let mut next = Some(format!("{registry}v2/_catalog?n=1000"));
-    while let Some(url) = next.take() {
-        let (body, link) = get(url, false).await?;
-        let page: Vec<String> =
-            serde_json::from_value(body["repositories"].clone()).unwrap_or_default();
-        if page.is_empty() {
-            break;
-        }
-        repositories.extend(page);
-        next = link.map(|l| format!("{}{}", registry.trim_end_matches('/'), l));
-    }
+    let repositories = catalog(&http, &registry).await?;
     let manifests = AtomicU64::new(0);
     let blobs = AtomicU64::new(0);
     let results: Vec<Result<(), Error>> = stream::iter(repositories.iter())
@@ -292,25 +305,7 @@ async fn raw_rescan(args: &Args) -> Result<(), Error> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let mut repositories = Vec::new();
-    let mut next = Some(format!("{registry}v2/_catalog?n=1000"));
-    while let Some(url) = next.take() {
-        let response = http.get(&url).send().await?.error_for_status()?;
-        let link = response
-            .headers()
-            .get("link")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|l| l.split_once('<').and_then(|(_, r)| r.split_once('>')))
-            .map(|(u, _)| format!("{}{u}", registry.trim_end_matches('/')));
-        let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
-        let page: Vec<String> =
-            serde_json::from_value(body["repositories"].clone()).unwrap_or_default();
-        if page.is_empty() {
-            break;
-        }
-        repositories.extend(page);
-        next = link;
-    }
+    let repositories = catalog(&http, &registry).await?;
     let tags_of = |repo: String| {
         let http = http.clone();
         let registry = registry.clone();

@@ -10,33 +10,56 @@ mod common;
 use common::clients::{Flatpak, Podman, Skopeo, available, success};
 use common::images::{App, HELLO, WORLD};
 use common::{EVENTS_TOKEN, Server, flatpak_refs, free_port, registry, repository_names};
+use flagstate_core::testkit::TestRegistry;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flatpak_and_podman_read_the_index_and_see_pushes() {
+/// What most tests here start from: a real registry holding [`HELLO`]`:latest`, and
+/// `flagstate serve` indexing it into a SQLite file in `dir`. With `notify`, the
+/// registry's notifications go to the server's `/events` (with [`EVENTS_TOKEN`]).
+struct Setup {
+    registry: TestRegistry,
+    server: Server,
+    db: String,
+    dir: tempfile::TempDir,
+}
+
+async fn hello_served(notify: bool, env: &[(&str, &str)]) -> Option<Setup> {
     let port = free_port();
-    let Some(registry) = registry(Some(port)).await else {
-        return;
-    };
-    let pusher = registry.pusher();
-    pusher
+    let registry = registry(notify.then_some(port)).await?;
+    registry
+        .pusher()
         .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
         .await
         .unwrap();
-
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("index.db");
+    let db = dir.path().join("index.db").to_str().unwrap().to_owned();
+    let mut env = env.to_vec();
+    if notify {
+        env.push(("FLAGSTATE_EVENTS__TOKEN", EVENTS_TOKEN));
+    }
     let server = Server::start(
         port,
-        &[
-            "--registry",
-            &registry.url(),
-            "--database",
-            db.to_str().unwrap(),
-        ],
-        &[("FLAGSTATE_EVENTS__TOKEN", EVENTS_TOKEN)],
+        &["--registry", &registry.url(), "--database", &db],
+        &env,
         dir.path(),
     )
     .await;
+    Some(Setup {
+        registry,
+        server,
+        db,
+        dir,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flatpak_and_podman_read_the_index_and_see_pushes() {
+    let Some(Setup {
+        registry, server, ..
+    }) = hello_served(true, &[]).await
+    else {
+        return;
+    };
+    let pusher = registry.pusher();
 
     // The first full scan indexed the app with every label Flatpak reads.
     let (index, first_etag) = server.flatpak_index().await;
@@ -107,29 +130,12 @@ async fn skopeo_copies_are_indexed_and_indexed_digests_resolve() {
     if !available("skopeo") {
         return;
     }
-    let port = free_port();
-    let Some(registry) = registry(Some(port)).await else {
+    let Some(Setup {
+        registry, server, ..
+    }) = hello_served(true, &[]).await
+    else {
         return;
     };
-    registry
-        .pusher()
-        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("index.db");
-    let server = Server::start(
-        port,
-        &[
-            "--registry",
-            &registry.url(),
-            "--database",
-            db.to_str().unwrap(),
-        ],
-        &[("FLAGSTATE_EVENTS__TOKEN", EVENTS_TOKEN)],
-        dir.path(),
-    )
-    .await;
     server
         .wait_for_index("the pushed app", |i| {
             repository_names(i) == [HELLO.repository()]
@@ -194,25 +200,16 @@ async fn skopeo_copies_are_indexed_and_indexed_digests_resolve() {
 /// to it answers queries and follows the writer's changes as they are committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_server_follows_a_writer_on_the_same_sqlite_file() {
-    let port = free_port();
-    let Some(registry) = registry(Some(port)).await else {
+    let Some(Setup {
+        registry,
+        server: writer,
+        db,
+        dir,
+    }) = hello_served(true, &[]).await
+    else {
         return;
     };
     let pusher = registry.pusher();
-    pusher
-        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("index.db");
-    let db = db.to_str().unwrap();
-    let writer = Server::start(
-        port,
-        &["--registry", &registry.url(), "--database", db],
-        &[("FLAGSTATE_EVENTS__TOKEN", EVENTS_TOKEN)],
-        dir.path(),
-    )
-    .await;
     let (index, _) = writer
         .wait_for_index("the first app on the writer", |i| {
             flatpak_refs(i) == [HELLO.flatpak_ref()]
@@ -225,7 +222,7 @@ async fn read_only_server_follows_a_writer_on_the_same_sqlite_file() {
             "--registry",
             &registry.url(),
             "--database",
-            db,
+            &db,
         ],
         &[],
         dir.path(),
@@ -339,29 +336,15 @@ async fn podman_search(server: &Server) {
 /// serves under `/icons/`, and the real Flatpak client fetches them from there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flatpak_fetches_icons_the_server_extracted() {
-    let Some(registry) = registry(None).await else {
+    let icons = tempfile::tempdir().unwrap();
+    let Some(Setup { server, .. }) = hello_served(
+        false,
+        &[("FLAGSTATE_ICONS__DIR", icons.path().to_str().unwrap())],
+    )
+    .await
+    else {
         return;
     };
-    registry
-        .pusher()
-        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let icons = dir.path().join("icons");
-    let db = dir.path().join("index.db");
-    let server = Server::start(
-        free_port(),
-        &[
-            "--registry",
-            &registry.url(),
-            "--database",
-            db.to_str().unwrap(),
-        ],
-        &[("FLAGSTATE_ICONS__DIR", icons.to_str().unwrap())],
-        dir.path(),
-    )
-    .await;
 
     let (index, _) = server.flatpak_index().await;
     let icon_url = index["Results"][0]["Images"][0]["Labels"]["org.freedesktop.appstream.icon-64"]
@@ -395,33 +378,23 @@ async fn flatpak_fetches_icons_the_server_extracted() {
 /// garbage-collection interval; the current ones stay served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_deletes_icons_no_answer_references() {
-    let Some(registry) = registry(None).await else {
-        return;
-    };
-    let pusher = registry.pusher();
-    pusher
-        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let icons = dir.path().join("icons");
-    let db = dir.path().join("index.db");
-    let server = Server::start(
-        free_port(),
-        &[
-            "--registry",
-            &registry.url(),
-            "--database",
-            db.to_str().unwrap(),
-        ],
+    let icons_dir = tempfile::tempdir().unwrap();
+    let icons = icons_dir.path().to_owned();
+    let Some(Setup {
+        registry, server, ..
+    }) = hello_served(
+        false,
         &[
             ("FLAGSTATE_ICONS__DIR", icons.to_str().unwrap()),
             ("FLAGSTATE_INTERVAL__FETCH_ALL", "1s"),
             ("FLAGSTATE_INTERVAL__GARBAGE_COLLECT", "1s"),
         ],
-        dir.path(),
     )
-    .await;
+    .await
+    else {
+        return;
+    };
+    let pusher = registry.pusher();
     let icon_of = |index: &serde_json::Value| {
         index["Results"][0]["Images"][0]["Labels"]["org.freedesktop.appstream.icon-64"]
             .as_str()
