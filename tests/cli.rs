@@ -163,6 +163,16 @@ async fn scan_query_and_check_against_a_real_registry() {
     let summary = text(&out.stdout);
     assert!(summary.contains("scanned 1 of 1 repositories"), "{summary}");
     assert!(summary.contains("0 failed"), "{summary}");
+    assert!(summary.contains("0 tags confirmed unchanged"), "{summary}");
+    // Scanning again only confirms the known tag: ping, catalog, tags/list, one 304.
+    let out = run(&["--config", &config, "scan"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let summary = text(&out.stdout);
+    assert!(
+        summary.contains("0 manifests and 0 configs fetched")
+            && summary.contains("1 tags confirmed unchanged (304)"),
+        "{summary}"
+    );
 
     // Zero configuration: the registry alone, SQLite in the working directory.
     let cwd = tempfile::tempdir().unwrap();

@@ -66,8 +66,9 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
     for (repository, error) in &report.repositories_failed {
         eprintln!("failed: {repository}: {error}");
     }
+    let requests = indexer.client().stats();
     println!(
-        "scanned {} of {} repositories in {:.1?}: {} tags, {} manifests and {} configs fetched, {} repositories removed, {} failed",
+        "scanned {} of {} repositories in {:.1?}: {} tags, {} manifests and {} configs fetched, {} repositories removed, {} failed; {} registry requests, {} tags confirmed unchanged (304)",
         report.repositories_scanned,
         report.repositories_total,
         report.duration,
@@ -76,6 +77,8 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
         report.blobs_fetched,
         report.repositories_removed.len(),
         report.repositories_failed.len(),
+        requests.requests,
+        requests.manifest_not_modified,
     );
     Ok(if report.is_complete() {
         ExitCode::SUCCESS
