@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -547,4 +548,85 @@ async fn events_the_registry_can_never_serve_are_skipped_not_refused() {
         .await
         .unwrap();
     assert_eq!((outcome.applied, outcome.failed), (1, 0));
+}
+
+#[tokio::test]
+async fn an_unusable_manifest_costs_its_tag_not_the_repository() {
+    let Some(registry) = registry().await else {
+        return;
+    };
+    let pusher = registry.pusher();
+    let spec = |n: &str| ImageSpec::new("linux", "amd64").label("n", n);
+    let v1 = pusher
+        .push_image("mixed/app", Some("v1"), &spec("1"))
+        .await
+        .unwrap();
+    let v2 = pusher
+        .push_image("mixed/app", Some("v2"), &spec("2"))
+        .await
+        .unwrap();
+    let proxy = Proxy::start(&registry.address()).await;
+    let (indexer, store) = indexer_for(client_config(&proxy.url));
+    assert!(indexer.full_scan(&NoProgress).await.unwrap().is_complete());
+
+    // v2 moves to a manifest the registry (as seen through the proxy) serves with other
+    // bytes than its digest; v3 is new and points at another such manifest; v4 is new
+    // and fine.
+    let moved = pusher
+        .push_image("mixed/app", Some("v2"), &spec("2b"))
+        .await
+        .unwrap();
+    let broken = pusher
+        .push_image("mixed/app", Some("v3"), &spec("3"))
+        .await
+        .unwrap();
+    let fine = pusher
+        .push_image("mixed/app", Some("v4"), &spec("4"))
+        .await
+        .unwrap();
+    let forged = br#"{"schemaVersion":2,"config":{},"layers":[]}"#.to_vec();
+    for target in [
+        "/manifests/v2".to_owned(),
+        format!("/manifests/{}", broken.digest),
+    ] {
+        proxy.add_rule(
+            &target,
+            Fault::Serve {
+                headers: vec![
+                    ("Content-Type", moved.media_type.clone()),
+                    ("Docker-Content-Digest", moved.digest.to_string()),
+                ],
+                body: forged.clone(),
+            },
+            None,
+        );
+    }
+    let report = indexer.full_scan(&NoProgress).await.unwrap();
+    assert_eq!(report.repositories_scanned, 1);
+    assert_eq!(report.repositories_failed.len(), 1, "{report:?}");
+    let (name, message) = &report.repositories_failed[0];
+    assert_eq!(name, "mixed/app");
+    assert!(
+        message.contains("other tags indexed")
+            && message.contains("tag v2:")
+            && message.contains("tag v3:")
+            && message.contains("does not match"),
+        "{message}"
+    );
+    let tags = store.repository_tags("mixed/app").await.unwrap().unwrap();
+    let expected = BTreeMap::from([
+        ("v1".to_owned(), v1.digest.clone()),
+        // The unreadable move keeps what was indexed; the unreadable new tag stays out.
+        ("v2".to_owned(), v2.digest.clone()),
+        ("v4".to_owned(), fine.digest.clone()),
+    ]);
+    assert_eq!(tags, expected);
+    assert!(indexer.status().last_scan_error.is_some());
+
+    // Once the registry serves them properly, the next scan catches up.
+    proxy.clear_rules();
+    assert!(indexer.full_scan(&NoProgress).await.unwrap().is_complete());
+    let tags = store.repository_tags("mixed/app").await.unwrap().unwrap();
+    assert_eq!(tags["v2"], moved.digest);
+    assert_eq!(tags["v3"], broken.digest);
 }

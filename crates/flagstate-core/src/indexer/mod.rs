@@ -94,6 +94,15 @@ pub enum IndexerError {
         /// What failed.
         source: Box<IndexerError>,
     },
+    /// A repository new to the store has no tag whose manifest the registry serves
+    /// usably; nothing of it was written.
+    #[error("tag {tag}: {error}")]
+    UnreadableTag {
+        /// The first such tag.
+        tag: String,
+        /// Why its manifest is unusable.
+        error: String,
+    },
     /// Applying one event failed; events before it were applied.
     #[error("event #{index} ({id}) for repository {repository}: {source}")]
     Event {
@@ -114,14 +123,8 @@ impl IndexerError {
     /// authentication and store failures are not permanent.
     pub fn is_permanent(&self) -> bool {
         match self {
-            IndexerError::Registry(e) => {
-                matches!(
-                    e,
-                    RegistryError::DigestMismatch { .. }
-                        | RegistryError::InvalidResponse { .. }
-                        | RegistryError::TooLarge { .. }
-                ) || matches!(e, RegistryError::Status { status, .. } if (400..500).contains(status) && *status != 429)
-            }
+            IndexerError::Registry(e) => e.is_permanent(),
+            IndexerError::UnreadableTag { .. } => true,
             IndexerError::Repository { source, .. } | IndexerError::Event { source, .. } => {
                 source.is_permanent()
             }
@@ -154,7 +157,10 @@ pub struct ScanReport {
     pub repositories_total: u64,
     /// Repositories indexed successfully (including ones found gone and removed).
     pub repositories_scanned: u64,
-    /// Repositories whose indexing failed, with the error; they were left as they were.
+    /// Repositories whose indexing failed, with the error. They were left as they were,
+    /// except when only some tags' manifests were unusable
+    /// ([`RepositoryOutcome::unreadable`]): then the other tags were indexed, and the
+    /// repository is listed here as well, naming those tags.
     pub repositories_failed: Vec<(String, String)>,
     /// Repositories removed from the store: gone from a complete catalog, or answering
     /// 404 to `tags/list`.
@@ -200,6 +206,12 @@ pub struct RepositoryOutcome {
     /// An event changed the repository while it was being read; the (stale) result was
     /// not written and another re-scan was scheduled.
     pub superseded: bool,
+    /// Tags whose manifest the registry cannot serve usably (content not matching its
+    /// digest, over the size limit, an invalid answer: see
+    /// [`IndexerError::is_permanent`]), with the error. Each keeps the digest the store
+    /// had for it, or is left out if it had none; the other tags are indexed. A
+    /// repository new to the store whose every tag is unreadable fails instead.
+    pub unreadable: Vec<(String, String)>,
 }
 
 /// What [`Indexer::apply_events`] did.

@@ -13,7 +13,48 @@ use crate::model::{RepositorySnapshot, validate_repository_name, validate_tag};
 use crate::registry::{FetchedManifest, ManifestCheck, RegistryError};
 use crate::store::StoreError;
 
+/// What reading one listed tag found.
+enum TagRead {
+    /// Its digest, with the manifest body when the answer carried it.
+    Found(Digest, Option<FetchedManifest>),
+    /// Deleted between listing and reading.
+    Gone,
+    /// The registry's answer is unusable however often it is asked; the error.
+    Unreadable(String),
+}
+
 impl Indexer {
+    /// Reads one listed tag. A repository new to the store needs every manifest body
+    /// anyway: its tags are read with GET, which saves one request per tag on a first
+    /// scan. A tag the store knows is checked against its digest (`304` when unchanged,
+    /// the new body when it moved); a tag new to a known repository is read with HEAD,
+    /// since its manifest is often one the store already has under another tag.
+    async fn read_tag(
+        &self,
+        name: &str,
+        tag: &str,
+        previous: Option<&BTreeMap<String, Digest>>,
+    ) -> Result<TagRead, RegistryError> {
+        let Some(previous) = previous else {
+            return match self.client.get_manifest(name, tag).await {
+                Ok(m) => Ok(TagRead::Found(m.digest.clone(), Some(m))),
+                Err(e) if e.is_not_found() => Ok(TagRead::Gone),
+                Err(e) => Err(e),
+            };
+        };
+        Ok(match previous.get(tag) {
+            Some(known) => match self.client.check_manifest(name, tag, known).await? {
+                ManifestCheck::Unchanged => TagRead::Found(known.clone(), None),
+                ManifestCheck::Moved { digest, manifest } => TagRead::Found(digest, manifest),
+                ManifestCheck::Missing => TagRead::Gone,
+            },
+            None => match self.client.head_manifest(name, tag).await? {
+                Some((digest, _)) => TagRead::Found(digest, None),
+                None => TagRead::Gone,
+            },
+        })
+    }
+
     /// Scans the whole registry into the store. See the module docs for the steps.
     ///
     /// One repository's failure never aborts the scan: it is reported in
@@ -111,6 +152,16 @@ impl Indexer {
                         report.repositories_removed.push(name.clone());
                     }
                     progress.repository_done(&name, o.manifests_fetched);
+                    if !o.unreadable.is_empty() {
+                        let tags: Vec<String> = o
+                            .unreadable
+                            .iter()
+                            .map(|(tag, error)| format!("tag {tag}: {error}"))
+                            .collect();
+                        report
+                            .repositories_failed
+                            .push((name, format!("other tags indexed; {}", tags.join("; "))));
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(repository = %name, error = %e, "repository scan failed");
@@ -205,42 +256,27 @@ impl Indexer {
         // its manifest is often one the store already has under another tag.
         let previous = self.store.repository_tags(name).await?;
         let previous = previous.as_ref();
-        type Listed = (String, Option<(Digest, Option<FetchedManifest>)>);
-        let listed: Vec<Listed> = stream::iter(tags)
+        let listed: Vec<(String, TagRead)> = stream::iter(tags)
             .map(|tag| async move {
-                let Some(previous) = previous else {
-                    return match self.client.get_manifest(name, &tag).await {
-                        Ok(m) => Ok((tag, Some((m.digest.clone(), Some(m))))),
-                        Err(e) if e.is_not_found() => Ok((tag, None)),
-                        Err(e) => Err(e),
-                    };
-                };
-                match previous.get(&tag) {
-                    Some(known) => {
-                        let found = match self.client.check_manifest(name, &tag, known).await? {
-                            ManifestCheck::Unchanged => Some((known.clone(), None)),
-                            ManifestCheck::Moved { digest, manifest } => Some((digest, manifest)),
-                            ManifestCheck::Missing => None,
-                        };
-                        Ok((tag, found))
-                    }
-                    None => {
-                        let head = self.client.head_manifest(name, &tag).await;
-                        head.map(|h| (tag, h.map(|(digest, _)| (digest, None))))
-                    }
+                let read = self.read_tag(name, &tag, previous).await;
+                match read {
+                    Ok(read) => Ok((tag, read)),
+                    Err(e) if e.is_permanent() => Ok((tag, TagRead::Unreadable(e.to_string()))),
+                    Err(e) => Err(e),
                 }
             })
             .buffer_unordered(self.cfg.concurrency)
             .collect::<Vec<_>>()
             .await
             .into_iter()
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, RegistryError>>()?;
         let mut total = Tally::default();
         let mut tags: BTreeMap<String, Digest> = BTreeMap::new();
         let mut prefetched: HashMap<Digest, FetchedManifest> = HashMap::new();
-        for (tag, entry) in listed {
-            match entry {
-                Some((digest, body)) => {
+        let mut unreadable: BTreeMap<String, String> = BTreeMap::new();
+        for (tag, read) in listed {
+            match read {
+                TagRead::Found(digest, body) => {
                     if let Some(body) = body {
                         total.manifests += 1;
                         prefetched.insert(digest.clone(), body);
@@ -248,7 +284,10 @@ impl Indexer {
                     tags.insert(tag, digest);
                 }
                 // Deleted between listing and reading.
-                None => outcome.skipped += 1,
+                TagRead::Gone => outcome.skipped += 1,
+                TagRead::Unreadable(error) => {
+                    unreadable.insert(tag, error);
+                }
             }
         }
 
@@ -278,8 +317,16 @@ impl Indexer {
                 .await;
             let mut manifests = Vec::new();
             let mut dropped: HashSet<Digest> = HashSet::new();
+            let mut failed: HashMap<Digest, String> = HashMap::new();
             for (digest, result) in resolved {
-                let (resolved, tally) = result?;
+                let (resolved, tally) = match result {
+                    Ok(r) => r,
+                    Err(e) if e.is_permanent() => {
+                        failed.insert(digest, e.to_string());
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 total.add(tally);
                 match resolved {
                     Resolved::Found(found) => manifests.extend(found),
@@ -291,6 +338,29 @@ impl Indexer {
             let before = tags.len();
             tags.retain(|_, d| !dropped.contains(d));
             total.skipped += (before - tags.len()) as u64;
+            tags.retain(|tag, d| match failed.get(d) {
+                Some(error) => {
+                    unreadable.insert(tag.clone(), error.clone());
+                    false
+                }
+                None => true,
+            });
+            // An unreadable tag keeps what the store had for it (never lost because of
+            // an error); one the store did not have stays out.
+            for tag in unreadable.keys() {
+                if let Some(known) = previous.and_then(|p| p.get(tag)) {
+                    tags.insert(tag.clone(), known.clone());
+                }
+            }
+            if previous.is_none()
+                && tags.is_empty()
+                && let Some((tag, error)) = unreadable.iter().next()
+            {
+                return Err(IndexerError::UnreadableTag {
+                    tag: tag.clone(),
+                    error: error.clone(),
+                });
+            }
             let snapshot = RepositorySnapshot {
                 name: name.to_owned(),
                 tags: tags.clone(),
@@ -316,6 +386,15 @@ impl Indexer {
                 Err(e) => return Err(e.into()),
             }
         }
+        for (tag, error) in &unreadable {
+            tracing::warn!(
+                repository = name,
+                tag,
+                error,
+                "tag's manifest is unusable; the tag keeps its indexed state"
+            );
+        }
+        outcome.unreadable = unreadable.into_iter().collect();
         outcome.manifests_fetched = total.manifests;
         outcome.blobs_fetched = total.blobs;
         outcome.skipped += total.skipped;

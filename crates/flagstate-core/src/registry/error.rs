@@ -116,6 +116,20 @@ impl RegistryError {
         matches!(self, RegistryError::NotFound { .. })
     }
 
+    /// Whether the registry answered and its answer is unusable however often it is
+    /// asked: content not matching its digest, an invalid answer, a body over the
+    /// limit, or a 4xx status other than 429 (404 and authentication failures have
+    /// their own variants and are not included).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            RegistryError::DigestMismatch { .. }
+            | RegistryError::InvalidResponse { .. }
+            | RegistryError::TooLarge { .. } => true,
+            RegistryError::Status { status, .. } => (400..500).contains(status) && *status != 429,
+            _ => false,
+        }
+    }
+
     /// Whether retrying later may succeed (network trouble, 5xx, 429).
     pub fn is_transient(&self) -> bool {
         match self {
