@@ -249,11 +249,8 @@ impl Indexer {
                 ok
             })
             .collect();
-        // A repository new to the store needs every manifest body anyway: reading its
-        // tags with GET instead of HEAD saves one request per tag on a first scan. A tag
-        // the store knows is checked against its digest (`304` when unchanged, the new
-        // body when it moved); a tag new to a known repository is read with HEAD, since
-        // its manifest is often one the store already has under another tag.
+        // What the store has decides how each tag is read (see `read_tag`), and what an
+        // unreadable tag keeps.
         let previous = self.store.repository_tags(name).await?;
         let previous = previous.as_ref();
         let listed: Vec<(String, TagRead)> = stream::iter(tags)
