@@ -188,6 +188,14 @@ async fn push(args: &Args) -> Result<(), Error> {
 
 /// The registry's own rate: the requests of a first full scan, with the same
 /// concurrency, and nothing done with the answers beyond finding the next request.
+/// The plain HTTP client of the raw modes: no retries, no processing, 30 s per request.
+fn raw_client() -> Result<reqwest::Client, Error> {
+    flagstate_core::registry::install_crypto_provider();
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
 /// Every repository of the catalog, following its `Link` pages.
 async fn catalog(http: &reqwest::Client, registry: &str) -> Result<Vec<String>, Error> {
     let mut repositories = Vec::new();
@@ -215,10 +223,7 @@ async fn catalog(http: &reqwest::Client, registry: &str) -> Result<Vec<String>, 
 async fn raw(args: &Args) -> Result<(), Error> {
     let registry = args.registry()?;
     let concurrency: usize = args.get("concurrency", 16)?;
-    flagstate_core::registry::install_crypto_provider();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let http = raw_client()?;
     let limit = Arc::new(Semaphore::new(concurrency));
     let get = |url: String, accept: bool| {
         let http = http.clone();
@@ -301,10 +306,7 @@ async fn raw(args: &Args) -> Result<(), Error> {
 async fn raw_rescan(args: &Args) -> Result<(), Error> {
     let registry = args.registry()?;
     let concurrency: usize = args.get("concurrency", 16)?;
-    flagstate_core::registry::install_crypto_provider();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let http = raw_client()?;
     let repositories = catalog(&http, &registry).await?;
     let tags_of = |repo: String| {
         let http = http.clone();
