@@ -350,3 +350,51 @@ async fn registry_credentials_come_from_the_environment() {
     // The password never shows up in what the command prints.
     assert!(!text(&out.stderr).contains(&credentials.1), "{out:?}");
 }
+
+#[test]
+fn scan_against_a_dead_registry_reports_it_unreachable_promptly() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("registry:\n  url: {url}\n  retry_budget: 5s\n  repositories: [a/b, c/d]\n"),
+    );
+    let db = dir.path().join("x.db");
+    let started = std::time::Instant::now();
+    let out = run(&[
+        "--config",
+        &config,
+        "scan",
+        "--database",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr.matches("registry unreachable").count(),
+        1,
+        "one error, once: {stderr}"
+    );
+    assert!(stderr.contains(&url), "{stderr}");
+    // The default retry policy's four attempts of the first request, then no more.
+    assert!(stderr.contains("over 4 attempt(s)"), "{stderr}");
+    // A bound that cannot flake: the retries take about a second and a half.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let config = write_config(
+        dir.path(),
+        "registry:\n  url: http://127.0.0.1:1\n  retry_budget: 0s\n",
+    );
+    let out = run(&["--config", &config, "scan"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("registry.retry_budget: must not be 0"),
+        "{out:?}"
+    );
+}

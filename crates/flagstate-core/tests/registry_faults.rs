@@ -181,7 +181,17 @@ async fn slow_registry_times_out() {
         ..RetryPolicy::default()
     };
     let client = RegistryClient::new(cfg).unwrap();
-    match client.catalog().await {
+    // While the registry answers other requests, one that keeps timing out is that
+    // request's failure...
+    let pings = async {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            client.ping().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (catalog, ()) = tokio::join!(client.catalog(), pings);
+    match catalog {
         Err(RegistryError::Network {
             url,
             attempts,
@@ -189,6 +199,24 @@ async fn slow_registry_times_out() {
         }) => {
             assert!(url.contains("/v2/_catalog"), "{url}");
             assert_eq!(attempts, 2);
+            assert!(
+                reason.to_lowercase().contains("timed out") || reason.contains("timeout"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // ... while one that times out with no answer from the registry in between means
+    // the registry is unreachable.
+    match client.catalog().await {
+        Err(RegistryError::Unreachable {
+            url,
+            failures,
+            reason,
+            ..
+        }) => {
+            assert!(url.contains("/v2/_catalog"), "{url}");
+            assert_eq!(failures, 2);
             assert!(
                 reason.to_lowercase().contains("timed out") || reason.contains("timeout"),
                 "{reason}"
@@ -236,13 +264,27 @@ async fn registry_killed_mid_scan() {
         .await
     );
     registry.kill();
-    let report = scan.await.unwrap().unwrap();
+    // The scan stops with one error once the registry is unreachable, instead of
+    // retrying and reporting every remaining repository.
+    let err = scan.await.unwrap().unwrap_err();
     assert!(
-        !report.repositories_failed.is_empty(),
-        "the scan reports the failure"
+        matches!(
+            err,
+            IndexerError::Registry(RegistryError::Unreachable { .. })
+        ),
+        "{err:?}"
     );
-    assert!(report.repositories_removed.is_empty());
-    assert!(indexer.status().last_scan_error.is_some());
+    assert!(err.to_string().contains("registry unreachable"), "{err}");
+    let status = indexer.status();
+    assert!(
+        status.repositories_done < 30,
+        "repositories after the failure are not started: {status:?}"
+    );
+    assert!(
+        status
+            .last_scan_error
+            .is_some_and(|e| e.contains("registry unreachable"))
+    );
     // Nothing already indexed is lost.
     for name in &indexed {
         let tags = store.repository_tags(name).await.unwrap().unwrap();
@@ -629,4 +671,546 @@ async fn an_unusable_manifest_costs_its_tag_not_the_repository() {
     let tags = store.repository_tags("mixed/app").await.unwrap().unwrap();
     assert_eq!(tags["v2"], moved.digest);
     assert_eq!(tags["v3"], broken.digest);
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile registries: credentials stay with their origin, bodies are bounded, a dead
+// registry is reported once.
+
+/// A listener on another origin that records each request's `METHOD path` and its
+/// `Authorization` header, answering `status`.
+async fn foreign_listener(
+    status: u16,
+) -> (
+    Webhook,
+    Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>,
+) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let listener = webhook(move |request: Request| {
+        log.lock().unwrap().push((
+            format!("{} {}", request.method, request.path()),
+            request.header("authorization").map(str::to_owned),
+        ));
+        async move { status }
+    })
+    .await;
+    (listener, seen)
+}
+
+/// The origin (`http://host:port/`) of a webhook URL.
+fn origin_of(url: &str) -> String {
+    let u: url::Url = url.parse().unwrap();
+    format!("http://{}:{}/", u.host_str().unwrap(), u.port().unwrap())
+}
+
+#[tokio::test]
+async fn a_foreign_next_page_link_is_refused_and_deletes_nothing() {
+    let Some(registry) = seeded(2).await else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.address()).await;
+    proxy.require_tokens("bob", "builder", 300);
+    let mut cfg = client_config(&proxy.url);
+    cfg.credentials = Some(basic("bob", "builder"));
+    let (indexer, store) = indexer_for(cfg);
+    assert!(indexer.full_scan(&NoProgress).await.unwrap().is_complete());
+    assert_eq!(store.repositories().await.unwrap().len(), 2);
+
+    let (foreign, seen) = foreign_listener(200).await;
+    let elsewhere = origin_of(&foreign.url);
+    // The catalog's first page names one repository and sends the next page elsewhere.
+    proxy.add_rule(
+        "/v2/_catalog",
+        Fault::Serve {
+            headers: vec![
+                ("Content-Type", "application/json".into()),
+                (
+                    "Link",
+                    format!("<{elsewhere}v2/_catalog?last=f%2Fr00&n=1000>; rel=\"next\""),
+                ),
+            ],
+            body: br#"{"repositories":["f/r00"]}"#.to_vec(),
+        },
+        None,
+    );
+    let err = indexer.full_scan(&NoProgress).await.unwrap_err();
+    match &err {
+        IndexerError::Registry(RegistryError::ForeignUrl { kind, target, .. }) => {
+            assert_eq!(*kind, "next-page link");
+            assert!(target.starts_with(&elsewhere), "{target}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains(&elsewhere) && message.contains("not the registry's origin"),
+        "{message}"
+    );
+    assert_eq!(
+        store.repositories().await.unwrap().len(),
+        2,
+        "a failed listing deletes nothing"
+    );
+
+    // The same for a repository's tag list: that repository fails and keeps its tags.
+    proxy.clear_rules();
+    let before = store.repository_tags("f/r01").await.unwrap().unwrap();
+    proxy.add_rule(
+        "/v2/f/r01/tags/list",
+        Fault::Serve {
+            headers: vec![
+                ("Content-Type", "application/json".into()),
+                (
+                    "Link",
+                    format!("<{elsewhere}v2/f/r01/tags/list?last=v0&n=1000>; rel=\"next\""),
+                ),
+            ],
+            body: br#"{"name":"f/r01","tags":["v0"]}"#.to_vec(),
+        },
+        None,
+    );
+    let report = indexer.full_scan(&NoProgress).await.unwrap();
+    assert_eq!(report.repositories_failed.len(), 1, "{report:?}");
+    let (name, error) = &report.repositories_failed[0];
+    assert_eq!(name, "f/r01");
+    assert!(
+        error.contains("refusing to follow next-page link"),
+        "{error}"
+    );
+    assert_eq!(
+        store.repository_tags("f/r01").await.unwrap().unwrap(),
+        before
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "no request reached the foreign origin: {:?}",
+        seen.lock().unwrap()
+    );
+    assert_eq!(
+        foreign.received.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
+
+#[tokio::test]
+async fn redirects_keep_credentials_on_the_registry_origin() {
+    let Some(registry) = seeded(1).await else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.address()).await;
+    proxy.require_tokens("bob", "builder", 300);
+    let mut cfg = client_config(&proxy.url);
+    cfg.credentials = Some(basic("bob", "builder"));
+    let client = RegistryClient::new(cfg.clone()).unwrap();
+    let good = client.get_manifest("f/r00", "v1").await.unwrap();
+    let (foreign, seen) = foreign_listener(200).await;
+    let elsewhere = origin_of(&foreign.url);
+
+    // A redirect within the registry's origin is followed, with the registry's token
+    // (the proxy answers 401 to a request without one).
+    proxy.add_rule(
+        "/manifests/v1",
+        Fault::Reply {
+            status: 307,
+            headers: vec![("Location", format!("/v2/f/r00/manifests/{}", good.digest))],
+        },
+        None,
+    );
+    let followed = client.get_manifest("f/r00", "v1").await.unwrap();
+    assert_eq!(followed, good);
+
+    // A manifest redirected to another origin is refused, naming the target; nothing
+    // is sent there.
+    proxy.clear_rules();
+    proxy.add_rule(
+        "/manifests/",
+        Fault::Reply {
+            status: 307,
+            headers: vec![("Location", format!("{elsewhere}v2/f/r00/manifests/v1"))],
+        },
+        None,
+    );
+    for reference in ["v1", good.digest.as_str()] {
+        match client.get_manifest("f/r00", reference).await {
+            Err(RegistryError::ForeignUrl { kind, target, .. }) => {
+                assert_eq!(kind, "redirect");
+                assert!(target.starts_with(&elsewhere), "{target}");
+            }
+            other => panic!("{reference}: {other:?}"),
+        }
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+
+    // A blob redirected to its storage elsewhere (S3, a CDN) is fetched there without
+    // any credentials, and its bytes are verified: this "storage" serves an empty body.
+    proxy.clear_rules();
+    let config =
+        match flagstate_core::registry::content::parse_manifest(&good.media_type, &good.bytes) {
+            flagstate_core::registry::content::ParsedManifest::Image { config, .. } => config,
+            other => panic!("{other:?}"),
+        };
+    proxy.add_rule(
+        &format!("/blobs/{config}"),
+        Fault::Reply {
+            status: 307,
+            headers: vec![("Location", format!("{elsewhere}storage/{config}?sig=x"))],
+        },
+        None,
+    );
+    match client.get_blob("f/r00", &config).await {
+        Err(RegistryError::DigestMismatch { url, .. }) => {
+            assert!(url.starts_with(&elsewhere), "{url}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(
+        requests,
+        [(format!("GET /storage/{config}"), None)],
+        "one request, without Authorization"
+    );
+
+    // Through the indexer: the repository is reported failed, naming the tag.
+    proxy.clear_rules();
+    proxy.add_rule(
+        "/manifests/",
+        Fault::Reply {
+            status: 302,
+            headers: vec![("Location", format!("{elsewhere}v2/f/r00/manifests/v1"))],
+        },
+        None,
+    );
+    let (indexer, store) = indexer_for(cfg);
+    let err = indexer.full_scan(&NoProgress).await.unwrap();
+    assert_eq!(err.repositories_failed.len(), 1, "{err:?}");
+    assert!(
+        err.repositories_failed[0]
+            .1
+            .contains("refusing to follow redirect"),
+        "{:?}",
+        err.repositories_failed
+    );
+    assert!(store.repository_tags("f/r00").await.unwrap().is_none());
+    assert_eq!(seen.lock().unwrap().len(), 1, "still only the blob request");
+}
+
+/// A registry of its own making: every `/v2/` request is challenged for a bearer token
+/// from `/token`, which `token` answers (it gets the connection and the request head).
+async fn challenging_registry<F, Fut>(token: F) -> (String, tokio::task::JoinHandle<()>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let realm = format!("{url}token");
+    let token = Arc::new(token);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let realm = realm.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                if head.starts_with("GET /token") {
+                    token(stream).await;
+                    return;
+                }
+                let answer = format!(
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"hostile\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn a_huge_token_answer_is_refused() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::AsyncWriteExt;
+    // An endless chunked body: the client must stop reading at its limit.
+    let written = Arc::new(AtomicU64::new(0));
+    let counter = written.clone();
+    let (url, task) = challenging_registry(move |mut stream| {
+        let counter = counter.clone();
+        async move {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b'x'; 64 * 1024];
+            let framed = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk, b"\r\n".to_vec()].concat();
+            while stream.write_all(&framed).await.is_ok() {
+                counter.fetch_add(64 * 1024, Ordering::Relaxed);
+                if counter.load(Ordering::Relaxed) > 1 << 30 {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let mut cfg = client_config(&url);
+    cfg.credentials = Some(basic("bob", "builder"));
+    let client = RegistryClient::new(cfg).unwrap();
+    match client.catalog().await {
+        Err(RegistryError::Token { realm, reason }) => {
+            assert!(realm.ends_with("/token"), "{realm}");
+            assert!(reason.contains("exceeds the limit of"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The client stopped reading: what was written is the limit plus socket buffers,
+    // nowhere near the gigabyte the server would send.
+    let sent = written.load(Ordering::Relaxed);
+    assert!(sent < 64 << 20, "{sent} bytes were written");
+    task.abort();
+
+    // An announced length over the limit is refused before reading.
+    let (url, task) = challenging_registry(|mut stream| async move {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 107374182400\r\n\r\n{\"token\":\"";
+        let _ = stream.write_all(head.as_bytes()).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    let client = RegistryClient::new(client_config(&url)).unwrap();
+    let started = Instant::now();
+    let err = client.catalog().await.unwrap_err().to_string();
+    assert!(
+        err.contains("token request to") && err.contains("exceeds the limit of"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "not waited for"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_slow_token_endpoint_is_bounded_by_the_request_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let (url, task) = challenging_registry(|mut stream| async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let body = r#"{"token":"late"}"#;
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(answer.as_bytes()).await;
+    })
+    .await;
+    let mut cfg = client_config(&url);
+    cfg.timeout = Duration::from_millis(300);
+    let client = RegistryClient::new(cfg).unwrap();
+    let started = Instant::now();
+    match client.tags("a/b").await {
+        Err(RegistryError::Token { realm, reason }) => {
+            assert!(realm.ends_with("/token"), "{realm}");
+            assert!(
+                reason.to_lowercase().contains("timed out") || reason.contains("timeout"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Bounded by the 300 ms timeout, not by the endpoint's minute.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.stats().token_requests, 1);
+    task.abort();
+}
+
+/// A port nothing listens on.
+fn closed_port_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    drop(listener);
+    url
+}
+
+#[tokio::test]
+async fn a_dead_registry_fails_a_scan_once_and_promptly() {
+    let url = closed_port_url();
+    let mut cfg = client_config(&url);
+    cfg.repositories = (0..50).map(|i| format!("r/{i:02}")).collect();
+    let (indexer, _) = indexer_for(cfg);
+    let err = indexer.full_scan(&NoProgress).await.unwrap_err();
+    match &err {
+        IndexerError::Registry(RegistryError::Unreachable { failures, url, .. }) => {
+            assert_eq!(*failures, 3, "the catalog's attempts, then no more");
+            assert!(url.contains("/v2/_catalog"), "{url}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains("registry unreachable"), "{message}");
+    assert!(message.to_lowercase().contains("connect"), "{message}");
+    let stats = indexer.client().stats();
+    assert_eq!(stats.requests, 3, "{stats:?}");
+    assert_eq!(stats.retries, 2, "{stats:?}");
+
+    // Declared unreachable, the client sends nothing until the budget has passed...
+    let again = indexer.full_scan(&NoProgress).await.unwrap_err();
+    assert!(again.to_string().contains("not sent"), "{again}");
+    assert_eq!(indexer.client().stats().requests, 3);
+}
+
+#[tokio::test]
+async fn the_retry_budget_bounds_a_registry_that_never_answers() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Accepts connections and never answers: each attempt lasts the whole timeout.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = accepted.clone();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let mut cfg = client_config(&url);
+    cfg.timeout = Duration::from_millis(300);
+    cfg.retry = RetryPolicy {
+        max_attempts: 10,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+    };
+    cfg.retry_budget = Duration::from_millis(700);
+    let client = RegistryClient::new(cfg).unwrap();
+    match client.ping().await {
+        Err(RegistryError::Unreachable {
+            failures,
+            unanswered,
+            reason,
+            ..
+        }) => {
+            // 300 ms per attempt: the third failure is past the 700 ms budget, long
+            // before the ten attempts the retry policy allows.
+            assert_eq!(failures, 3, "{reason}");
+            assert!(unanswered >= Duration::from_millis(700), "{unanswered:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.stats().requests, 3);
+
+    // Until the budget has passed again, requests fail without being sent; then the
+    // registry is tried again.
+    assert!(
+        client
+            .ping()
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("not sent")
+    );
+    assert_eq!(client.stats().requests, 3);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(client.ping().await.is_err());
+    assert!(client.stats().requests > 3);
+    task.abort();
+}
+
+#[tokio::test]
+async fn the_retry_budget_comes_back_once_the_registry_answers() {
+    let Some(mut registry) = seeded(2).await else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.address()).await;
+    let mut cfg = client_config(&proxy.url);
+    cfg.retry_budget = Duration::from_millis(200);
+    let (indexer, store) = indexer_for(cfg);
+    indexer.full_scan(&NoProgress).await.unwrap();
+    registry.kill();
+    let err = indexer.full_scan(&NoProgress).await.unwrap_err();
+    assert!(err.to_string().contains("registry unreachable"), "{err}");
+    assert_eq!(
+        store.repositories().await.unwrap().len(),
+        2,
+        "nothing removed"
+    );
+    registry.restart().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(indexer.full_scan(&NoProgress).await.unwrap().is_complete());
+}
+
+#[tokio::test]
+async fn a_deeply_nested_config_costs_its_tag_and_is_reported() {
+    let Some(registry) = registry().await else {
+        return;
+    };
+    let pusher = registry.pusher();
+    let fine = pusher
+        .push_image("deep/app", Some("ok"), &ImageSpec::new("linux", "amd64"))
+        .await
+        .unwrap();
+    let depth = 200_000;
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Labels":{{"x":{}1{}}}}}}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let config_digest = pusher
+        .push_blob("deep/app", config.as_bytes())
+        .await
+        .unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest.to_string(),
+            "size": config.len(),
+        },
+        "layers": [],
+    })
+    .to_string();
+    pusher
+        .put_manifest(
+            "deep/app",
+            "deep",
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest.as_bytes(),
+        )
+        .await
+        .unwrap();
+
+    let (indexer, store) = indexer_for(client_config(&registry.url()));
+    let report = indexer.full_scan(&NoProgress).await.unwrap();
+    assert_eq!(report.repositories_failed.len(), 1, "{report:?}");
+    let (name, message) = &report.repositories_failed[0];
+    assert_eq!(name, "deep/app");
+    assert!(
+        message.contains("tag deep:")
+            && message.contains("recursion limit")
+            && message.contains(&config_digest.to_string()),
+        "{message}"
+    );
+    let tags = store.repository_tags("deep/app").await.unwrap().unwrap();
+    assert_eq!(tags, BTreeMap::from([("ok".to_owned(), fine.digest)]));
+    // Reported again by the next scan, not forgotten as unsupported.
+    let again = indexer.full_scan(&NoProgress).await.unwrap();
+    assert_eq!(again.repositories_failed, report.repositories_failed);
 }

@@ -8,14 +8,14 @@ use futures::stream::{self, StreamExt};
 use super::{Indexer, IndexerError};
 use crate::digest::Digest;
 use crate::model::{Image, ImageList, ListEntry, Manifest, Platform};
-use crate::registry::FetchedManifest;
 use crate::registry::content::{self, ListChild, ParsedManifest};
+use crate::registry::{FetchedManifest, RegistryError};
 
 /// What resolving one digest gave.
 pub(super) enum Resolved {
     /// The manifest (and for a list, its children the store did not have yet).
     Found(Vec<Manifest>),
-    /// Not indexable (artifact, nested list, unreadable); remembered by digest.
+    /// Not indexable (artifact, nested list, unknown media type); remembered by digest.
     Unsupported,
     /// Gone from the registry while being read (404).
     Vanished,
@@ -90,6 +90,18 @@ impl Indexer {
                     self.remember_unsupported(digest.clone());
                     Read::Unsupported
                 }
+                ParsedManifest::Unreadable { reason } => {
+                    // The registry's content is broken: a permanent failure that costs
+                    // the tag (and is reported), not a silently skipped artifact.
+                    return Err(RegistryError::InvalidResponse {
+                        url: self
+                            .client
+                            .manifest_url(repository, digest.as_str())?
+                            .into(),
+                        reason,
+                    }
+                    .into());
+                }
                 ParsedManifest::Image {
                     config,
                     annotations,
@@ -137,7 +149,6 @@ impl Indexer {
                 tally.add(t);
                 let resolved = match image {
                     Some(image) => Resolved::Found(vec![Manifest::Image(image)]),
-                    None if self.is_unsupported(digest) => Resolved::Unsupported,
                     None => Resolved::Vanished,
                 };
                 return Ok((resolved, tally));
@@ -232,7 +243,9 @@ impl Indexer {
     }
 
     /// Fetches and reads the config of an image manifest. `None` when the config is
-    /// gone (404) or unreadable (then the manifest is remembered as unsupported).
+    /// gone (404). A config that cannot be read (not JSON, nested too deep) is a
+    /// permanent failure ([`RegistryError::InvalidResponse`]): the tag is reported
+    /// failed rather than silently dropped.
     async fn fetch_image(
         &self,
         repository: &str,
@@ -266,11 +279,11 @@ impl Indexer {
                 )),
                 tally,
             )),
-            Err(e) => {
-                tracing::debug!(repository, %digest, error = %e, "image config unreadable; not indexed");
-                self.remember_unsupported(digest);
-                Ok((None, tally))
+            Err(e) => Err(RegistryError::InvalidResponse {
+                url: self.client.blob_url(repository, &config_digest)?.into(),
+                reason: format!("config of manifest {digest}: {e}"),
             }
+            .into()),
         }
     }
 }

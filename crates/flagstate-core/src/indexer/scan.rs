@@ -1,7 +1,7 @@
 //! Full scans and single-repository scans.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
@@ -59,8 +59,10 @@ impl Indexer {
     ///
     /// One repository's failure never aborts the scan: it is reported in
     /// [`ScanReport::repositories_failed`] and left in the store as it was. The call
-    /// fails only when the list of repositories cannot be had at all. Concurrent calls
-    /// run one after the other.
+    /// fails only when the list of repositories cannot be had at all, or when the
+    /// registry becomes [unreachable](RegistryError::Unreachable) (its retry budget is
+    /// spent): then no further repository is started, nothing is removed, and the scan
+    /// fails with that one error. Concurrent calls run one after the other.
     pub async fn full_scan(&self, progress: &dyn ScanProgress) -> Result<ScanReport, IndexerError> {
         let _one_at_a_time = self.scan_lock.lock().await;
         let status = &self.status;
@@ -132,13 +134,24 @@ impl Indexer {
             .store(report.repositories_total, Ordering::Relaxed);
         progress.total_repositories(report.repositories_total);
 
+        // Once the registry is unreachable, no further repository is started and the
+        // scan fails with that one error instead of reporting every repository.
+        let stop = AtomicBool::new(false);
+        let stop = &stop;
+        let mut unreachable: Option<IndexerError> = None;
         let mut outcomes = stream::iter(valid)
             .map(|name| async move {
+                if stop.load(Ordering::Relaxed) {
+                    return (name, None);
+                }
                 let outcome = self.scan_repository(&name).await;
-                (name, outcome)
+                (name, Some(outcome))
             })
             .buffer_unordered(self.cfg.concurrency);
         while let Some((name, outcome)) = outcomes.next().await {
+            let Some(outcome) = outcome else {
+                continue;
+            };
             self.status
                 .repositories_done
                 .fetch_add(1, Ordering::Relaxed);
@@ -163,14 +176,24 @@ impl Indexer {
                             .push((name, format!("other tags indexed; {}", tags.join("; "))));
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(repository = %name, error = %e, "repository scan failed");
-                    progress.repository_done(&name, 0);
-                    report.repositories_failed.push((name, e.to_string()));
-                }
+                Err(e) => match registry_unreachable(e) {
+                    Ok(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        unreachable.get_or_insert(e);
+                    }
+                    Err(e) => {
+                        tracing::warn!(repository = %name, error = %e, "repository scan failed");
+                        progress.repository_done(&name, 0);
+                        report.repositories_failed.push((name, e.to_string()));
+                    }
+                },
             }
         }
         drop(outcomes);
+        if let Some(e) = unreachable {
+            // Nothing is removed: a scan that could not reach the registry lists nothing.
+            return Err(e);
+        }
 
         if catalog_complete {
             for name in self.store.repositories().await? {
@@ -402,5 +425,17 @@ impl Indexer {
             .blobs_fetched
             .fetch_add(total.blobs, Ordering::Relaxed);
         Ok(outcome)
+    }
+}
+
+/// The registry error of a repository scan that failed because the registry is
+/// unreachable (`Ok`), or the error unchanged (`Err`).
+fn registry_unreachable(e: IndexerError) -> Result<IndexerError, IndexerError> {
+    match e {
+        IndexerError::Registry(r) if r.is_unreachable() => Ok(IndexerError::Registry(r)),
+        IndexerError::Repository { source, .. } if matches!(&*source, IndexerError::Registry(r) if r.is_unreachable()) => {
+            Ok(*source)
+        }
+        other => Err(other),
     }
 }

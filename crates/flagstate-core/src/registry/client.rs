@@ -15,6 +15,7 @@ use url::Url;
 
 use super::auth::{AuthState, Credentials};
 use super::paging::next_link;
+use super::transport::{Reachability, Redirects};
 use super::{
     FetchedManifest, MANIFEST_ACCEPT, ManifestCheck, RegistryConfig, RegistryError, RetryPolicy,
 };
@@ -31,6 +32,8 @@ const MAX_LIST_BYTES: usize = 32 * 1024 * 1024;
 const PAGE_SIZE: usize = 1000;
 /// Safety net against registries whose `Link` headers loop.
 const MAX_PAGES: usize = 100_000;
+/// Largest token-endpoint answer accepted: real tokens are a few kilobytes.
+pub(super) const MAX_TOKEN_BYTES: usize = 1024 * 1024;
 
 /// Request counters of one client, for tests, benchmarks and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,6 +91,8 @@ pub(super) struct Inner {
     pub(super) base: Url,
     pub(super) credentials: Option<Credentials>,
     pub(super) retry: RetryPolicy,
+    pub(super) retry_budget: Duration,
+    pub(super) reachability: Mutex<Reachability>,
     pub(super) limit: Semaphore,
     pub(super) auth: Mutex<AuthState>,
     pub(super) counters: Counters,
@@ -221,6 +226,7 @@ impl RegistryClient {
             timeout,
             max_concurrency,
             retry,
+            retry_budget,
             repositories,
         } = cfg;
         if !matches!(url.scheme(), "http" | "https") {
@@ -236,6 +242,9 @@ impl RegistryClient {
             return Err(RegistryError::Config(
                 "max_concurrency must be at least 1".into(),
             ));
+        }
+        if retry_budget.is_zero() {
+            return Err(RegistryError::Config("retry_budget must not be 0".into()));
         }
         if !url.username().is_empty() {
             // Credentials in the URL would end up in every error message and log line.
@@ -269,6 +278,9 @@ impl RegistryClient {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("flagstate/", env!("CARGO_PKG_VERSION")))
+            // Redirects are followed by `execute`, which decides per hop whether the
+            // target is one credentials may go to (see `Redirects`).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| RegistryError::Config(format!("cannot build HTTP client: {e}")))?;
         Ok(RegistryClient {
@@ -280,6 +292,8 @@ impl RegistryClient {
                     max_attempts: retry.max_attempts.max(1),
                     ..retry
                 },
+                retry_budget,
+                reachability: Mutex::new(Reachability::default()),
                 limit: Semaphore::new(max_concurrency),
                 auth: Mutex::new(AuthState::default()),
                 counters: Counters::default(),
@@ -322,7 +336,14 @@ impl RegistryClient {
     pub async fn ping(&self) -> Result<(), RegistryError> {
         let url = self.url("v2/")?;
         let answer = self
-            .execute(Method::GET, url, None, &[], MAX_LIST_BYTES)
+            .execute(
+                Method::GET,
+                url,
+                None,
+                &[],
+                MAX_LIST_BYTES,
+                Redirects::SameOrigin,
+            )
             .await?;
         if answer.status.is_success() {
             Ok(())
@@ -400,7 +421,14 @@ impl RegistryClient {
                 &self.inner.counters.tag_pages
             });
             let answer = self
-                .execute(Method::GET, url.clone(), Some(scope), &[], MAX_LIST_BYTES)
+                .execute(
+                    Method::GET,
+                    url.clone(),
+                    Some(scope),
+                    &[],
+                    MAX_LIST_BYTES,
+                    Redirects::SameOrigin,
+                )
                 .await?;
             if !answer.status.is_success() {
                 let status = answer.status.as_u16();
@@ -421,7 +449,14 @@ impl RegistryClient {
             }
             next = answer
                 .header(header::LINK)
-                .and_then(|link| next_link(link, &url));
+                .and_then(|link| next_link(link, &answer.url));
+            if let Some(target) = &next
+                && !self.is_own_origin(target)
+            {
+                // The listing fails (and a failed listing never deletes) rather than
+                // sending the registry's credentials elsewhere.
+                return Err(self.foreign(&answer.url, "next-page link", target));
+            }
             if next.is_none()
                 && seen.len() - before >= PAGE_SIZE
                 && let Some(last) = last
@@ -456,6 +491,7 @@ impl RegistryClient {
                 Some(&pull_scope(repository)),
                 &[(header::ACCEPT, MANIFEST_ACCEPT)],
                 0,
+                Redirects::SameOrigin,
             )
             .await?;
         if answer.status == StatusCode::NOT_FOUND {
@@ -520,6 +556,7 @@ impl RegistryClient {
                     (header::IF_NONE_MATCH, etag.as_str()),
                 ],
                 MAX_MANIFEST_BYTES,
+                Redirects::SameOrigin,
             )
             .await?;
         if answer.status == StatusCode::NOT_MODIFIED {
@@ -561,19 +598,20 @@ impl RegistryClient {
                 Some(&pull_scope(repository)),
                 &[(header::ACCEPT, MANIFEST_ACCEPT)],
                 MAX_MANIFEST_BYTES,
+                Redirects::SameOrigin,
             )
             .await?;
         fetched_manifest(&answer, reference)
     }
 
-    /// `GET` a blob by digest, verifying the bytes.
+    /// `GET` a blob by digest, verifying the bytes. A redirect to the blob's storage on
+    /// another origin is followed, without credentials.
     pub async fn get_blob(
         &self,
         repository: &str,
         digest: &Digest,
     ) -> Result<Bytes, RegistryError> {
-        check_repository(repository)?;
-        let url = self.url(&format!("v2/{repository}/blobs/{digest}"))?;
+        let url = self.blob_url(repository, digest)?;
         bump(&self.inner.counters.blob_gets);
         let answer = self
             .execute(
@@ -582,6 +620,7 @@ impl RegistryClient {
                 Some(&pull_scope(repository)),
                 &[],
                 MAX_BLOB_BYTES,
+                Redirects::ToStorage,
             )
             .await?;
         if !answer.status.is_success() {
@@ -591,6 +630,12 @@ impl RegistryClient {
         Ok(answer.body)
     }
 
+    /// The URL of blob `digest` of `repository` (for error messages about its content).
+    pub fn blob_url(&self, repository: &str, digest: &Digest) -> Result<Url, RegistryError> {
+        check_repository(repository)?;
+        self.url(&format!("v2/{repository}/blobs/{digest}"))
+    }
+
     fn url(&self, relative: &str) -> Result<Url, RegistryError> {
         self.inner
             .base
@@ -598,7 +643,8 @@ impl RegistryClient {
             .map_err(|e| RegistryError::Config(format!("cannot build URL for {relative}: {e}")))
     }
 
-    fn manifest_url(&self, repository: &str, reference: &str) -> Result<Url, RegistryError> {
+    /// The URL of manifest `reference` (tag or digest) of `repository`.
+    pub fn manifest_url(&self, repository: &str, reference: &str) -> Result<Url, RegistryError> {
         check_repository(repository)?;
         if Digest::parse(reference).is_err() && validate_tag(reference).is_err() {
             return Err(RegistryError::Config(format!(

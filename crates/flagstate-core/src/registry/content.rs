@@ -58,6 +58,13 @@ pub enum ParsedManifest {
         /// Why, for the debug log.
         reason: String,
     },
+    /// Bytes that are not what their (indexed) media type says: not JSON, nested deeper
+    /// than the JSON parser's recursion limit, a required field missing. Unlike
+    /// `Unsupported`, this is a fault of the registry's content, reported as such.
+    Unreadable {
+        /// What is wrong, naming the media type.
+        reason: String,
+    },
 }
 
 /// One child of an image list.
@@ -72,10 +79,13 @@ pub struct ListChild {
 /// Interprets a manifest's bytes according to its media type.
 pub fn parse_manifest(media_type: &str, bytes: &[u8]) -> ParsedManifest {
     let unsupported = |reason: String| ParsedManifest::Unsupported { reason };
+    let unreadable = |e: serde_json::Error| ParsedManifest::Unreadable {
+        reason: format!("unreadable {media_type}: {e}"),
+    };
     if is_list_media_type(media_type) {
         let index: ImageIndex = match serde_json::from_slice(bytes) {
             Ok(i) => i,
-            Err(e) => return unsupported(format!("unreadable {media_type}: {e}")),
+            Err(e) => return unreadable(e),
         };
         let entries = index
             .manifests()
@@ -95,7 +105,7 @@ pub fn parse_manifest(media_type: &str, bytes: &[u8]) -> ParsedManifest {
     } else if media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST {
         let manifest: ImageManifest = match serde_json::from_slice(bytes) {
             Ok(m) => m,
-            Err(e) => return unsupported(format!("unreadable {media_type}: {e}")),
+            Err(e) => return unreadable(e),
         };
         let config_type = manifest.config().media_type().to_string();
         if !is_image_config_media_type(&config_type) {
@@ -277,8 +287,37 @@ mod tests {
         ));
         assert!(matches!(
             parse_manifest(OCI_MANIFEST, b"not json"),
-            ParsedManifest::Unsupported { .. }
+            ParsedManifest::Unreadable { .. }
         ));
+    }
+
+    /// JSON nested deeper than serde_json's recursion limit (128) in a field the index
+    /// reads is an error naming the limit, never a stack overflow and never a silently
+    /// empty result.
+    #[test]
+    fn deeply_nested_json_is_unreadable() {
+        let depth = 200_000;
+        let deep = |inner: &str| format!("{}{inner}{}", "[".repeat(depth), "]".repeat(depth));
+        let config = format!(
+            r#"{{"os":"linux","config":{{"Labels":{{"x":{}}}}}}}"#,
+            deep("1")
+        );
+        let e = parse_image_config(config.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("recursion limit"), "{e}");
+        // A field the index does not read is skipped without recursion: still usable.
+        let unknown_field = format!(r#"{{"os":"linux","history":{}}}"#, deep(""));
+        let cfg = parse_image_config(unknown_field.as_bytes()).unwrap();
+        assert_eq!(cfg.platform.os, "linux");
+        let manifest = format!(r#"{{"schemaVersion":2,"annotations":{}}}"#, deep(""));
+        match parse_manifest(OCI_MANIFEST, manifest.as_bytes()) {
+            ParsedManifest::Unreadable { reason } => {
+                assert!(
+                    reason.starts_with("unreadable application/vnd.oci"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -100,6 +100,37 @@ pub enum RegistryError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The registry pointed the client (with a `Link` header or a redirect) at another
+    /// origin (scheme, host and port) than its own. Such targets are not followed, so
+    /// credentials never travel there.
+    #[error("{url}: refusing to follow {kind} to {target}: not the registry's origin {origin}")]
+    ForeignUrl {
+        /// URL requested.
+        url: String,
+        /// What pointed elsewhere (`redirect`, `next-page link`).
+        kind: &'static str,
+        /// The refused target.
+        target: String,
+        /// The registry's origin.
+        origin: String,
+    },
+    /// No request reached the registry for the client's whole retry budget (every
+    /// attempt failed to connect or timed out, with no answer in between). Requests
+    /// fail at once, without being sent, until the budget has passed again.
+    #[error(
+        "registry unreachable: no answer for {:.1} s over {failures} attempt(s); last: {url}: {reason}",
+        .unanswered.as_secs_f64()
+    )]
+    Unreachable {
+        /// URL of the last attempt.
+        url: String,
+        /// Attempts that failed in a row (over all requests of the client).
+        failures: u64,
+        /// How long the registry has not answered.
+        unanswered: std::time::Duration,
+        /// What went wrong on the last attempt.
+        reason: String,
+    },
 }
 
 fn detail_suffix(detail: &str) -> String {
@@ -118,22 +149,30 @@ impl RegistryError {
 
     /// Whether the registry answered and its answer is unusable however often it is
     /// asked: content not matching its digest, an invalid answer, a body over the
-    /// limit, or a 4xx status other than 429 (404 and authentication failures have
-    /// their own variants and are not included).
+    /// limit, a redirect or link to a foreign origin, or a 4xx status other than 429
+    /// (404 and authentication failures have their own variants and are not included).
     pub fn is_permanent(&self) -> bool {
         match self {
             RegistryError::DigestMismatch { .. }
             | RegistryError::InvalidResponse { .. }
-            | RegistryError::TooLarge { .. } => true,
+            | RegistryError::TooLarge { .. }
+            | RegistryError::ForeignUrl { .. } => true,
             RegistryError::Status { status, .. } => (400..500).contains(status) && *status != 429,
             _ => false,
         }
     }
 
+    /// Whether the registry could not be reached at all for the client's retry budget
+    /// (see [`RegistryError::Unreachable`]): a scan stops at once instead of trying
+    /// every remaining repository.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, RegistryError::Unreachable { .. })
+    }
+
     /// Whether retrying later may succeed (network trouble, 5xx, 429).
     pub fn is_transient(&self) -> bool {
         match self {
-            RegistryError::Network { .. } => true,
+            RegistryError::Network { .. } | RegistryError::Unreachable { .. } => true,
             RegistryError::Status { status, .. } => *status == 429 || *status >= 500,
             _ => false,
         }

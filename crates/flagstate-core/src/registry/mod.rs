@@ -6,7 +6,18 @@
 //! blob `GET`. It authenticates anonymously, with HTTP basic
 //! credentials, or through the bearer-token flow; it bounds concurrency globally,
 //! times out every request and retries transient failures with exponential backoff and
-//! jitter, honouring `Retry-After`.
+//! jitter, honouring `Retry-After`. A registry that answers nothing for the retry
+//! budget is reported [unreachable](RegistryError::Unreachable) once instead of being
+//! retried request by request.
+//!
+//! **Credentials stay with their origin.** Registry credentials (basic, or the bearer
+//! token) are only ever sent to the registry's own origin (scheme, host, port); basic
+//! credentials also go to the token endpoint the registry's own challenge names, and
+//! nowhere else. `Link` next-page targets and redirects to another origin are refused
+//! ([`RegistryError::ForeignUrl`]), except a blob's redirect to its storage (how
+//! registries on S3, GCS or a CDN serve blobs): that one is followed without any
+//! credentials, and the bytes are verified against the digest. Every body read is
+//! size-limited, token answers included.
 //!
 //! [`content`] turns fetched manifests and image configs into the index's model.
 
@@ -38,6 +49,11 @@ pub fn install_crypto_provider() {
 /// registry that is not offered a type may refuse the manifest or convert it (changing
 /// its digest), so all four are always listed.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Default of [`RegistryConfig::retry_budget`]: long enough to ride out a registry
+/// restart, short enough that a dead registry is reported within seconds rather than
+/// after every remaining request has been retried.
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(20);
 
 /// How transient failures (network errors, HTTP 429 and 5xx) are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,13 +101,21 @@ pub struct RegistryConfig {
     pub max_concurrency: usize,
     /// How transient failures are retried.
     pub retry: RetryPolicy,
+    /// How long the registry may answer nothing at all (every attempt of every request
+    /// failing to connect or timing out) before it counts as unreachable: the failing
+    /// request then ends with [`RegistryError::Unreachable`], and further requests fail
+    /// the same way without being sent until this much time has passed again or an
+    /// earlier request gets an answer. A request whose every attempt failed while no
+    /// other request got an answer is reported unreachable at once.
+    pub retry_budget: Duration,
     /// Repositories to index when the registry does not offer `_catalog`.
     pub repositories: Vec<String>,
 }
 
 impl RegistryConfig {
     /// A configuration with defaults: anonymous, 30 s timeout, 16 concurrent requests,
-    /// the default retry policy and no configured repositories.
+    /// the default retry policy, a retry budget of [`DEFAULT_RETRY_BUDGET`] and no
+    /// configured repositories.
     pub fn new(url: url::Url) -> Self {
         RegistryConfig {
             url,
@@ -99,6 +123,7 @@ impl RegistryConfig {
             timeout: Duration::from_secs(30),
             max_concurrency: 16,
             retry: RetryPolicy::default(),
+            retry_budget: DEFAULT_RETRY_BUDGET,
             repositories: Vec::new(),
         }
     }
@@ -116,6 +141,7 @@ impl fmt::Debug for RegistryConfig {
             .field("timeout", &self.timeout)
             .field("max_concurrency", &self.max_concurrency)
             .field("retry", &self.retry)
+            .field("retry_budget", &self.retry_budget)
             .field("repositories", &self.repositories)
             .finish()
     }

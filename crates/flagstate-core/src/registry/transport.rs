@@ -12,13 +12,48 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::auth::{Challenge, Credentials, TokenResponse, parse_challenge};
-use super::client::{Answer, RegistryClient, bump, error_detail};
+use super::client::{Answer, MAX_TOKEN_BYTES, RegistryClient, bump, error_detail};
 use super::{RegistryError, RetryPolicy};
+
+/// Which redirects a request follows. Automatic redirects are off in the HTTP client:
+/// reqwest (0.13) follows up to ten hops to any origin, stripping `Authorization` on
+/// cross-origin ones, and hands back whatever the last origin answered, so a foreign
+/// origin's `401` challenge (naming a token realm of its choosing) would reach
+/// `authenticate`. `execute` follows redirects by hand instead, deciding per hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Redirects {
+    /// Only to the registry's own origin; another origin is refused
+    /// ([`RegistryError::ForeignUrl`]).
+    SameOrigin,
+    /// Also to another origin, without any credentials: a blob's storage (S3, GCS, a
+    /// CDN). Only for content verified against its digest afterwards.
+    ToStorage,
+}
+
+/// Redirect hops followed for one request (reqwest's own default).
+const MAX_REDIRECTS: usize = 10;
+
+/// Whether the registry answered lately, over all requests of the client: the basis of
+/// the retry budget (see [`RegistryConfig::retry_budget`](super::RegistryConfig)).
+#[derive(Default)]
+pub(super) struct Reachability {
+    /// When the registry last answered anything.
+    last_answer: Option<Instant>,
+    /// Start of the earliest attempt that failed since the last answer.
+    failing_since: Option<Instant>,
+    /// Attempts failed since the last answer.
+    failures: u64,
+    /// What went wrong on the last failed attempt.
+    last_reason: String,
+    /// Declared unreachable: requests fail without being sent until then.
+    unreachable_until: Option<Instant>,
+}
 
 impl RegistryClient {
     /// Sends one request with authentication and retries, and reads the body up to
     /// `limit` bytes. Non-success statuses that are not retried are returned as answers
-    /// for the caller to interpret.
+    /// for the caller to interpret. Redirects are followed as `redirects` allows;
+    /// credentials are attached only to the registry's own origin.
     pub(super) async fn execute(
         &self,
         method: Method,
@@ -26,13 +61,25 @@ impl RegistryClient {
         scope: Option<&str>,
         headers: &[(header::HeaderName, &str)],
         limit: usize,
+        redirects: Redirects,
     ) -> Result<Answer, RegistryError> {
         let retry = self.inner.retry;
+        let mut first_sent: Option<Instant> = None;
+        let mut target = url;
+        let mut hops = 0;
         let mut attempt: u32 = 0;
         let mut reauthenticated = false;
         loop {
             attempt += 1;
-            let authorization = self.authorization(scope).await?;
+            if let Some(e) = self.unreachable_now(&target) {
+                return Err(e);
+            }
+            let own_origin = self.is_own_origin(&target);
+            let authorization = if own_origin {
+                self.authorization(scope).await?
+            } else {
+                None
+            };
             let mut permit = Some(
                 self.inner
                     .limit
@@ -40,7 +87,7 @@ impl RegistryClient {
                     .await
                     .map_err(|_| RegistryError::Config("client is shut down".into()))?,
             );
-            let mut request = self.inner.http.request(method.clone(), url.clone());
+            let mut request = self.inner.http.request(method.clone(), target.clone());
             for (name, value) in headers {
                 request = request.header(name, *value);
             }
@@ -48,20 +95,40 @@ impl RegistryClient {
                 request = request.header(header::AUTHORIZATION, value);
             }
             bump(&self.inner.counters.requests);
+            let sent = Instant::now();
+            let first = *first_sent.get_or_insert(sent);
             let outcome = match request.send().await {
                 Ok(response) => {
+                    self.answered();
                     let status = response.status();
                     let headers = response.headers().clone();
-                    if status == StatusCode::UNAUTHORIZED && !reauthenticated {
+                    if let Some(next) = redirect_target(status, &headers, &target)? {
+                        permit.take();
+                        hops += 1;
+                        if hops > MAX_REDIRECTS {
+                            return Err(RegistryError::InvalidResponse {
+                                url: target.to_string(),
+                                reason: format!("more than {MAX_REDIRECTS} redirects"),
+                            });
+                        }
+                        if !self.is_own_origin(&next) && redirects == Redirects::SameOrigin {
+                            return Err(self.foreign(&target, "redirect", &next));
+                        }
+                        tracing::debug!(from = %target, to = %next, "following redirect");
+                        target = next;
+                        // Not a failure of the registry: do not spend a retry on it.
+                        attempt -= 1;
+                        continue;
+                    }
+                    if status == StatusCode::UNAUTHORIZED && own_origin && !reauthenticated {
                         permit.take();
                         reauthenticated = true;
-                        if self.authenticate(&headers, scope, &url).await? {
-                            // Not a failure of the registry: do not spend a retry on it.
+                        if self.authenticate(&headers, scope, &target).await? {
                             attempt -= 1;
                             continue;
                         }
                         Ok(Answer {
-                            url: url.clone(),
+                            url: target.clone(),
                             status,
                             headers,
                             body: Bytes::new(),
@@ -69,19 +136,18 @@ impl RegistryClient {
                     } else if is_retryable_status(status) && attempt < retry.max_attempts {
                         permit.take();
                         let wait = retry_after(&headers).map(|d| d.min(retry.max_delay));
-                        self.back_off(attempt, wait, &url, &status.to_string())
+                        self.back_off(attempt, wait, &target, &status.to_string())
                             .await;
                         continue;
                     } else {
-                        match read_limited(response, limit, &url).await {
-                            Ok(body) => Ok(Answer {
-                                url: url.clone(),
+                        read_limited(response, limit, &target)
+                            .await
+                            .map(|body| Answer {
+                                url: target.clone(),
                                 status,
                                 headers,
                                 body,
-                            }),
-                            Err(e) => Err(e),
-                        }
+                            })
                     }
                 }
                 Err(e) => Err(ReadError::Network(describe(&e))),
@@ -91,23 +157,113 @@ impl RegistryClient {
                 Ok(answer) => return Ok(answer),
                 Err(ReadError::TooLarge) => {
                     return Err(RegistryError::TooLarge {
-                        url: url.to_string(),
+                        url: target.to_string(),
                         limit,
                     });
                 }
                 Err(ReadError::Network(reason)) => {
-                    if attempt < retry.max_attempts {
-                        self.back_off(attempt, None, &url, &reason).await;
+                    let exhausted = attempt >= retry.max_attempts;
+                    if let Some(e) = self.attempt_failed(&target, sent, first, exhausted, &reason) {
+                        return Err(e);
+                    }
+                    if !exhausted {
+                        self.back_off(attempt, None, &target, &reason).await;
                         continue;
                     }
                     return Err(RegistryError::Network {
-                        url: url.to_string(),
+                        url: target.to_string(),
                         attempts: attempt,
                         reason,
                     });
                 }
             }
         }
+    }
+
+    /// Whether `url` is on the registry's own origin (scheme, host and port), the only
+    /// origin registry credentials are sent to.
+    pub(super) fn is_own_origin(&self, url: &Url) -> bool {
+        url.origin() == self.inner.base.origin()
+    }
+
+    /// The error for a `kind` (redirect, link) from `url` to a foreign `target`.
+    pub(super) fn foreign(&self, url: &Url, kind: &'static str, target: &Url) -> RegistryError {
+        RegistryError::ForeignUrl {
+            url: url.to_string(),
+            kind,
+            target: target.to_string(),
+            origin: self.inner.base.origin().ascii_serialization(),
+        }
+    }
+
+    /// The registry answered (any status): it is reachable.
+    fn answered(&self) {
+        let mut r = lock(&self.inner.reachability);
+        r.last_answer = Some(Instant::now());
+        r.failing_since = None;
+        r.failures = 0;
+        r.unreachable_until = None;
+    }
+
+    /// While the registry is declared unreachable: the error to fail a request with,
+    /// without sending it.
+    fn unreachable_now(&self, url: &Url) -> Option<RegistryError> {
+        let r = lock(&self.inner.reachability);
+        let now = Instant::now();
+        if r.unreachable_until.is_none_or(|until| now >= until) {
+            return None;
+        }
+        Some(RegistryError::Unreachable {
+            url: url.to_string(),
+            failures: r.failures,
+            unanswered: r.failing_since.map(|s| now - s).unwrap_or_default(),
+            reason: format!("not sent; earlier attempts: {}", r.last_reason),
+        })
+    }
+
+    /// Records a failed attempt (no answer at all) sent at `sent`, of a request whose
+    /// first attempt was sent at `request_started`. Declares the registry unreachable, and returns
+    /// the error, when it has answered nothing for the retry budget, when it is declared
+    /// so already, or when this request is `exhausted` and nothing answered during any
+    /// of its attempts.
+    fn attempt_failed(
+        &self,
+        url: &Url,
+        sent: Instant,
+        request_started: Instant,
+        exhausted: bool,
+        reason: &str,
+    ) -> Option<RegistryError> {
+        let budget = self.inner.retry_budget;
+        let mut r = lock(&self.inner.reachability);
+        let now = Instant::now();
+        // An attempt sent before the last answer says nothing about the time after it.
+        let began = r.last_answer.map_or(sent, |answer| sent.max(answer));
+        let since = r.failing_since.map_or(began, |s| s.min(began));
+        r.failing_since = Some(since);
+        r.failures += 1;
+        reason.clone_into(&mut r.last_reason);
+        let unanswered = now - since;
+        let declared = r.unreachable_until.is_some_and(|until| now < until);
+        if !(declared || unanswered >= budget || (exhausted && since <= request_started)) {
+            return None;
+        }
+        if !declared {
+            tracing::warn!(
+                registry = %self.inner.base,
+                failures = r.failures,
+                ?unanswered,
+                reason,
+                "the registry does not answer; requests fail without retries for the retry budget"
+            );
+        }
+        r.unreachable_until = Some(now + budget);
+        Some(RegistryError::Unreachable {
+            url: url.to_string(),
+            failures: r.failures,
+            unanswered,
+            reason: reason.to_owned(),
+        })
     }
 
     async fn back_off(&self, attempt: u32, asked: Option<Duration>, url: &Url, why: &str) {
@@ -219,6 +375,20 @@ impl RegistryClient {
             reason,
         };
         let mut url = Url::parse(realm).map_err(|e| fail(format!("realm is not a URL: {e}")))?;
+        match url.scheme() {
+            "https" => {}
+            // Credentials in the clear only where the registry itself is spoken to so.
+            "http" if self.inner.base.scheme() == "http" => {}
+            other => {
+                return Err(fail(format!(
+                    "realm scheme {other:?} is not allowed for a registry at {}",
+                    self.inner.base.origin().ascii_serialization()
+                )));
+            }
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(fail("realm carries credentials of its own".into()));
+        }
         {
             let mut q = url.query_pairs_mut();
             if let Some(service) = service {
@@ -228,14 +398,27 @@ impl RegistryClient {
                 q.append_pair("scope", scope);
             }
         }
-        let mut request = self.inner.http.get(url);
+        // The token endpoint is the one other origin credentials go to: the realm named
+        // by the registry's own challenge (`authenticate` only reads challenges from the
+        // registry's origin). The registry's bearer credentials never go there.
+        let mut request = self.inner.http.get(url.clone());
         if let Some(Credentials::Basic { username, password }) = &self.inner.credentials {
             request = request.basic_auth(username, Some(password));
         }
         bump(&self.inner.counters.token_requests);
         let response = request.send().await.map_err(|e| fail(describe(&e)))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| fail(describe(&e)))?;
+        let body = read_limited(response, MAX_TOKEN_BYTES, &url)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge => fail(format!(
+                    "answer exceeds the limit of {MAX_TOKEN_BYTES} bytes"
+                )),
+                ReadError::Network(reason) => fail(reason),
+            })?;
+        if status.is_redirection() {
+            return Err(fail(format!("HTTP {status}: redirects are not followed")));
+        }
         if !status.is_success() {
             return Err(fail(format!("HTTP {status}: {}", error_detail(&body))));
         }
@@ -251,6 +434,39 @@ impl RegistryClient {
 enum ReadError {
     Network(String),
     TooLarge,
+}
+
+/// The target of a redirect answer (`301`, `302`, `303`, `307`, `308`), resolved against
+/// the URL requested and stripped of any user info; `None` for other statuses (`304` is
+/// an answer, not a redirect).
+fn redirect_target(
+    status: StatusCode,
+    headers: &HeaderMap,
+    requested: &Url,
+) -> Result<Option<Url>, RegistryError> {
+    if !matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
+        return Ok(None);
+    }
+    let invalid = |reason: String| RegistryError::InvalidResponse {
+        url: requested.to_string(),
+        reason,
+    };
+    let location = headers
+        .get(header::LOCATION)
+        .ok_or_else(|| invalid(format!("HTTP {status} without Location")))?
+        .to_str()
+        .map_err(|_| invalid(format!("HTTP {status} with a Location that is not text")))?;
+    let mut next = requested
+        .join(location)
+        .map_err(|e| invalid(format!("HTTP {status} to {location:?}: {e}")))?;
+    if !matches!(next.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "HTTP {status} to {location:?}: not an http(s) URL"
+        )));
+    }
+    let _ = next.set_username("");
+    let _ = next.set_password(None);
+    Ok(Some(next))
 }
 
 async fn read_limited(
@@ -369,6 +585,60 @@ mod tests {
             let d9 = backoff_delay(&p, 9);
             assert!(d9 <= Duration::from_millis(1001), "{d9:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn token_realm_must_not_downgrade_or_carry_credentials() {
+        let mut cfg = super::super::RegistryConfig::new("https://r.example/".parse().unwrap());
+        cfg.credentials = Some(Credentials::Basic {
+            username: "bob".into(),
+            password: "builder".into(),
+        });
+        let client = RegistryClient::new(cfg).unwrap();
+        for (realm, expected) in [
+            (
+                "http://127.0.0.1:1/token",
+                "realm scheme \"http\" is not allowed",
+            ),
+            (
+                "ftp://127.0.0.1:1/token",
+                "realm scheme \"ftp\" is not allowed",
+            ),
+            ("https://u:p@127.0.0.1:1/token", "realm carries credentials"),
+        ] {
+            match client.request_token(realm, None, "").await {
+                Err(RegistryError::Token { reason, .. }) => {
+                    assert!(reason.contains(expected), "{realm}: {reason}")
+                }
+                other => panic!("{realm}: {other:?}"),
+            }
+        }
+        assert_eq!(client.stats().token_requests, 0, "nothing was sent");
+    }
+
+    #[test]
+    fn redirect_targets() {
+        let requested: Url = "http://r.example:5000/v2/a/manifests/v1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert!(
+            redirect_target(StatusCode::NOT_MODIFIED, &h, &requested)
+                .unwrap()
+                .is_none()
+        );
+        assert!(redirect_target(StatusCode::TEMPORARY_REDIRECT, &h, &requested).is_err());
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_static("//u:p@elsewhere/x"),
+        );
+        let next = redirect_target(StatusCode::FOUND, &h, &requested)
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.as_str(), "http://elsewhere/x", "user info stripped");
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_static("file:///etc/passwd"),
+        );
+        assert!(redirect_target(StatusCode::MOVED_PERMANENTLY, &h, &requested).is_err());
     }
 
     #[test]
