@@ -284,3 +284,54 @@ async fn bad_requests_are_refused_and_nothing_is_lost() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn malformed_encoding_and_oversized_globs_are_refused_by_the_binary() {
+    let Some(registry) = registry(None).await else {
+        return;
+    };
+    registry
+        .pusher()
+        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("index.db");
+    let server = Server::start(
+        free_port(),
+        &[
+            "--registry",
+            &registry.url(),
+            "--database",
+            db.to_str().unwrap(),
+        ],
+        &[("FLAGSTATE_QUERY__MAX_PATTERN_BYTES", "8")],
+        dir.path(),
+    )
+    .await;
+    let (before, _) = server.flatpak_index().await;
+    assert_eq!(repository_names(&before), [HELLO.repository()]);
+    for endpoint in ["/index/static", "/index/dynamic", "/v1/search"] {
+        let answer = server.get(&format!("{endpoint}?tag=%ZZ")).await;
+        let json = expect_error(
+            answer,
+            400,
+            "parameter \"tag\" is not valid percent-encoded",
+        )
+        .await;
+        assert_eq!(json["error"]["code"], "invalid_query");
+    }
+    // The configured glob limit applies; a glob within it is answered.
+    let answer = server.get("/index/static?tag:matches=latest-*-x").await;
+    let json = expect_error(
+        answer,
+        400,
+        "\"tag:matches\" has a pattern of 10 bytes; the limit is 8",
+    )
+    .await;
+    assert_eq!(json["error"]["code"], "invalid_query");
+    let answer = server.get("/index/static?tag:matches=lat*").await;
+    assert_eq!(answer.status(), 200);
+    let index: Value = answer.json().await.unwrap();
+    assert_eq!(repository_names(&index), [HELLO.repository()]);
+}

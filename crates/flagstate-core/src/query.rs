@@ -14,9 +14,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use percent_encoding::percent_decode_str;
-use wildmatch::WildMatch;
 
 use crate::digest::Digest;
 use crate::index::{ImageEntry, ListEntryOut, RepositoryEntry};
@@ -26,6 +27,43 @@ use crate::model::{Image, Manifest, Platform};
 pub const MAX_QUERY_LEN: usize = 8 * 1024;
 /// Most `key=value` pairs accepted in one query.
 pub const MAX_PARAMETERS: usize = 256;
+/// Default of [`QueryLimits::max_pattern_bytes`]: 256 bytes is twice the longest OCI tag
+/// (128 characters), ample for any prefix, suffix or infix glob over tags or label
+/// values, and keeps the worst case of one comparison (pattern × value) small.
+pub const DEFAULT_MAX_PATTERN_BYTES: usize = 256;
+/// Default of [`QueryLimits::max_pattern_wildcards`]: real globs use one or two `*`;
+/// 16 leaves room for unusual ones while bounding the number of segments searched.
+pub const DEFAULT_MAX_PATTERN_WILDCARDS: usize = 16;
+/// Default of [`QueryLimits::max_match_cost`]: 16 Mi units. Substring-style globs examine
+/// each value byte about once, at memory speed, so this is 16 MiB of tags and values per
+/// answer (SQL stores narrow globs in SQL first, so this counts only candidates); the
+/// costliest patterns (segments mixing literals and `?`, re-checked at every occurrence
+/// of their first literal) run at a few hundred million units a second, so an answer
+/// that exhausts the budget has spent some tens of milliseconds of CPU.
+pub const DEFAULT_MAX_MATCH_COST: u64 = 16 * 1024 * 1024;
+
+/// Limits on what one query may ask for: the size of its globs (checked when parsing) and
+/// the work its glob matching may do (checked while evaluating, see [`CostBudget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Longest glob (`tag:matches`, `label:K:matches`, `annotation:K:matches`), in bytes.
+    pub max_pattern_bytes: usize,
+    /// Most `*` in one glob.
+    pub max_pattern_wildcards: usize,
+    /// Most glob-matching work one evaluation of a query may do, in units of one value
+    /// byte (or pattern character) examined, plus one per comparison.
+    pub max_match_cost: u64,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            max_pattern_bytes: DEFAULT_MAX_PATTERN_BYTES,
+            max_pattern_wildcards: DEFAULT_MAX_PATTERN_WILDCARDS,
+            max_match_cost: DEFAULT_MAX_MATCH_COST,
+        }
+    }
+}
 
 /// Why a query string was rejected. Every variant names the offending parameter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,20 +111,318 @@ pub enum QueryError {
         /// The value given.
         value: String,
     },
-    /// Percent-encoding that does not decode to UTF-8.
+    /// Malformed percent-encoding (a `%` not followed by two hex digits), or
+    /// percent-encoding that does not decode to UTF-8.
     #[error("parameter {parameter:?} is not valid percent-encoded UTF-8")]
     InvalidEncoding {
-        /// The raw (undecoded) parameter name.
+        /// The parameter name: decoded when only the value is malformed, else raw.
         parameter: String,
     },
+    /// A glob longer than [`QueryLimits::max_pattern_bytes`].
+    #[error("parameter {parameter:?} has a pattern of {length} bytes; the limit is {limit}")]
+    PatternTooLong {
+        /// The parameter name as decoded.
+        parameter: String,
+        /// Length of the pattern in bytes.
+        length: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A glob with more `*` than [`QueryLimits::max_pattern_wildcards`].
+    #[error("parameter {parameter:?} has a pattern with {count} `*`; the limit is {limit}")]
+    TooManyWildcards {
+        /// The parameter name as decoded.
+        parameter: String,
+        /// Number of `*` in the pattern.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Evaluating the query's globs needed more work than [`QueryLimits::max_match_cost`].
+    #[error(
+        "parameter {parameter:?} needs more pattern-matching work than the limit of {limit}; \
+         use a more specific pattern"
+    )]
+    TooExpensive {
+        /// The parameter whose matching exhausted the budget.
+        parameter: String,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+/// Decodes one component of an `application/x-www-form-urlencoded` string strictly: `+`
+/// is a space, `%` must be followed by two hex digits, and the result must be UTF-8.
+/// `None` when it is malformed.
+///
+/// The `percent-encoding` and `form_urlencoded` crates decode leniently (a stray `%` is
+/// kept as a literal), so the `%` sequences are checked here before they decode.
+pub fn decode_component(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'%') {
+        let at = i + offset;
+        let hex = bytes.get(at + 1..at + 3)?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        i = at + 3;
+    }
+    let plus = raw.replace('+', " ");
+    percent_decode_str(&plus)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
+}
+
+/// Splits a raw query string (the part after `?`) into decoded `(name, value)` pairs,
+/// strictly (see [`decode_component`]). Empty pairs (`a=1&&b=2`) are skipped; a pair
+/// without `=` has an empty value. Every query-string reader of the server uses this, so
+/// malformed encoding is refused the same way everywhere.
+pub fn decode_pairs(raw: &str) -> Result<Vec<(String, String)>, QueryError> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = decode_component(raw_key).ok_or_else(|| QueryError::InvalidEncoding {
+                parameter: raw_key.chars().take(100).collect(),
+            })?;
+            let value = decode_component(raw_value).ok_or_else(|| QueryError::InvalidEncoding {
+                parameter: key.chars().take(100).collect(),
+            })?;
+            Ok((key, value))
+        })
+        .collect()
+}
+
+/// The glob-matching work one query evaluation may still do, shared by every clone of
+/// the query it is attached to (see [`IndexQuery::metered`]). Once spent, every further
+/// glob test fails without looking at its value, so an evaluation that exhausted it
+/// finishes quickly with an incomplete answer, which [`check`](Self::check) turns into
+/// [`QueryError::TooExpensive`].
+#[derive(Debug, Clone)]
+pub struct CostBudget {
+    state: Arc<BudgetState>,
+}
+
+#[derive(Debug)]
+struct BudgetState {
+    limit: u64,
+    spent: AtomicU64,
+    exhausted_by: OnceLock<String>,
+}
+
+impl CostBudget {
+    /// A budget of `limit` units.
+    pub fn new(limit: u64) -> Self {
+        CostBudget {
+            state: Arc::new(BudgetState {
+                limit,
+                spent: AtomicU64::new(0),
+                exhausted_by: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Units spent so far (may exceed the limit by the last comparison's work).
+    pub fn spent(&self) -> u64 {
+        self.state.spent.load(Ordering::Relaxed)
+    }
+
+    /// Whether the budget ran out.
+    pub fn is_exhausted(&self) -> bool {
+        self.state.exhausted_by.get().is_some()
+    }
+
+    /// `Err(TooExpensive)` naming the parameter whose matching exhausted the budget.
+    /// Call it after the evaluation: an exhausted evaluation's answer is incomplete.
+    pub fn check(&self) -> Result<(), QueryError> {
+        match self.state.exhausted_by.get() {
+            None => Ok(()),
+            Some(parameter) => Err(QueryError::TooExpensive {
+                parameter: parameter.clone(),
+                limit: self.state.limit,
+            }),
+        }
+    }
+
+    fn remaining(&self) -> u64 {
+        self.state.limit.saturating_sub(self.spent())
+    }
+
+    fn spend(&self, units: u64) {
+        self.state.spent.fetch_add(units, Ordering::Relaxed);
+    }
+
+    fn exhaust(&self, parameter: String) {
+        let _ = self.state.exhausted_by.set(parameter);
+    }
+}
+
+/// The work a glob comparison may still do; `Err(Exhausted)` once it is spent.
+struct Meter {
+    spent: u64,
+    limit: u64,
+}
+
+/// A comparison ran out of budget.
+struct Exhausted;
+
+impl Meter {
+    fn new(limit: u64) -> Self {
+        Meter { spent: 0, limit }
+    }
+
+    fn charge(&mut self, units: usize) -> Result<(), Exhausted> {
+        self.spent = self.spent.saturating_add(units as u64);
+        if self.spent > self.limit {
+            Err(Exhausted)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// A glob over a whole string: `*` matches any run of characters, `?` one character;
 /// every other character matches itself. Anchored at both ends.
+///
+/// Matching splits the pattern at `*` into segments of fixed length (literal runs and
+/// `?`): the first is anchored at the start, the last at the end, and each one between is
+/// placed at its leftmost occurrence after the previous one (which is exact, because a
+/// segment of fixed length placed leftmost leaves the most room for the rest). Literal
+/// runs are found with the standard library's linear-time substring search, so the common
+/// globs cost one pass over the value. Only segments mixing literals and `?` can need more
+/// (a re-check at each occurrence of their first literal), and that work is counted
+/// against the query's [`CostBudget`].
+///
+/// Hand-written because glob crates either backtrack (`wildmatch` takes seconds on
+/// `*aaa…ab` against a long value: pattern length × value length) or cannot report the
+/// work they do, which the budget needs.
 #[derive(Clone)]
 pub struct Pattern {
     source: String,
-    compiled: WildMatch,
+    /// The segments between `*`; one segment when the pattern has no `*`.
+    segments: Vec<Segment>,
+}
+
+/// A run of the pattern without `*`.
+#[derive(Clone, Debug)]
+struct Segment {
+    pieces: Vec<Piece>,
+    /// Length in characters (every piece has a fixed length).
+    chars: usize,
+}
+
+#[derive(Clone, Debug)]
+enum Piece {
+    /// Characters that match themselves.
+    Literal(String),
+    /// This many `?`, each matching one character.
+    Any(usize),
+}
+
+impl Segment {
+    fn new(source: &str) -> Self {
+        let mut pieces = Vec::new();
+        let mut chars = 0;
+        for c in source.chars() {
+            chars += 1;
+            match (c, pieces.last_mut()) {
+                ('?', Some(Piece::Any(n))) => *n += 1,
+                ('?', _) => pieces.push(Piece::Any(1)),
+                (c, Some(Piece::Literal(s))) => s.push(c),
+                (c, _) => pieces.push(Piece::Literal(c.to_string())),
+            }
+        }
+        Segment { pieces, chars }
+    }
+
+    /// The end of this segment placed at byte `at` of `value`, if it fits before `end`.
+    fn match_at(
+        pieces: &[Piece],
+        value: &str,
+        mut at: usize,
+        end: usize,
+        meter: &mut Meter,
+    ) -> Result<Option<usize>, Exhausted> {
+        for piece in pieces {
+            match piece {
+                Piece::Literal(literal) => {
+                    meter.charge(literal.len())?;
+                    if !value[at..end].starts_with(literal.as_str()) {
+                        return Ok(None);
+                    }
+                    at += literal.len();
+                }
+                Piece::Any(n) => {
+                    meter.charge(*n)?;
+                    match skip_chars(&value[at..end], *n) {
+                        Some(len) => at += len,
+                        None => return Ok(None),
+                    }
+                }
+            }
+        }
+        Ok(Some(at))
+    }
+
+    /// The end of the leftmost placement of this segment in `value[from..end]`.
+    fn find(
+        &self,
+        value: &str,
+        from: usize,
+        end: usize,
+        meter: &mut Meter,
+    ) -> Result<Option<usize>, Exhausted> {
+        let mut pieces = self.pieces.as_slice();
+        let mut from = from;
+        // Leading `?` only shift where the rest may start.
+        if let [Piece::Any(n), rest @ ..] = pieces {
+            meter.charge(*n)?;
+            match skip_chars(&value[from..end], *n) {
+                Some(len) => from += len,
+                None => return Ok(None),
+            }
+            pieces = rest;
+        }
+        let Some((Piece::Literal(first), rest)) = pieces.split_first() else {
+            return Ok(Some(from));
+        };
+        loop {
+            let window = &value[from..end];
+            let Some(offset) = window.find(first.as_str()) else {
+                meter.charge(window.len())?;
+                return Ok(None);
+            };
+            meter.charge(offset + first.len())?;
+            let at = from + offset;
+            if let Some(done) = Self::match_at(rest, value, at + first.len(), end, meter)? {
+                return Ok(Some(done));
+            }
+            // A literal is valid UTF-8, so it only occurs at character boundaries; the
+            // next candidate starts after this occurrence's first character.
+            from = at + first.chars().next().map_or(1, char::len_utf8);
+        }
+    }
+}
+
+/// Byte length of the first `n` characters of `s`, if it has that many.
+fn skip_chars(s: &str, n: usize) -> Option<usize> {
+    // Each character's length is read off its leading byte (`s` is valid UTF-8 and the
+    // walk stays on character boundaries): a hot loop of the matcher, several times
+    // faster than decoding each character with `char_indices`.
+    let bytes = s.as_bytes();
+    let mut at = 0;
+    for _ in 0..n {
+        let lead = *bytes.get(at)?;
+        at += match lead {
+            0x00..=0x7F => 1,
+            0x80..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            _ => 4,
+        };
+    }
+    Some(at)
 }
 
 impl Pattern {
@@ -94,13 +430,53 @@ impl Pattern {
     pub fn new(source: &str) -> Self {
         Pattern {
             source: source.to_owned(),
-            compiled: WildMatch::new(source),
+            segments: source.split('*').map(Segment::new).collect(),
         }
     }
 
     /// Whether `value` matches the whole pattern.
     pub fn matches(&self, value: &str) -> bool {
-        self.compiled.matches(value)
+        self.matches_within(value, &mut Meter::new(u64::MAX))
+            .unwrap_or(false)
+    }
+
+    /// [`matches`](Self::matches), charging the work to `meter`.
+    fn matches_within(&self, value: &str, meter: &mut Meter) -> Result<bool, Exhausted> {
+        meter.charge(1)?;
+        let (first, rest) = match self.segments.split_first() {
+            Some(split) => split,
+            None => return Ok(value.is_empty()),
+        };
+        let Some((last, middle)) = rest.split_last() else {
+            // No `*`: the one segment is the whole value.
+            return Ok(
+                Segment::match_at(&first.pieces, value, 0, value.len(), meter)?
+                    == Some(value.len()),
+            );
+        };
+        let Some(mut at) = Segment::match_at(&first.pieces, value, 0, value.len(), meter)? else {
+            return Ok(false);
+        };
+        // The last segment ends the value: it starts `last.chars` characters from the end.
+        meter.charge(last.chars)?;
+        let tail = match last.chars {
+            0 => value.len(),
+            n => match value.char_indices().nth_back(n - 1) {
+                Some((i, _)) => i,
+                None => return Ok(false),
+            },
+        };
+        if tail < at || Segment::match_at(&last.pieces, value, tail, value.len(), meter)?.is_none()
+        {
+            return Ok(false);
+        }
+        for segment in middle {
+            match segment.find(value, at, tail, meter)? {
+                Some(end) => at = end,
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     /// The pattern text.
@@ -117,6 +493,11 @@ impl Pattern {
     pub fn literal_prefix(&self) -> &str {
         let end = self.source.find(['*', '?']).unwrap_or(self.source.len());
         &self.source[..end]
+    }
+
+    /// Number of `*` in the pattern.
+    pub fn wildcards(&self) -> usize {
+        self.segments.len() - 1
     }
 }
 
@@ -270,19 +651,23 @@ pub struct ImageContext<'a> {
 }
 
 /// A parsed, normalised index query. The empty query matches every tagged image.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// Equality compares the filters only; an attached [`CostBudget`] is not part of what the
+/// query asks.
+#[derive(Debug, Clone, Default)]
 pub struct IndexQuery {
     /// One filter per distinct parameter, sorted by parameter name.
     filters: Vec<Filter>,
+    /// The glob-matching budget of evaluations, when metered.
+    budget: Option<CostBudget>,
 }
 
-fn decode(raw: &str) -> Option<String> {
-    let plus = raw.replace('+', " ");
-    percent_decode_str(&plus)
-        .decode_utf8()
-        .ok()
-        .map(|c| c.into_owned())
+impl PartialEq for IndexQuery {
+    fn eq(&self, other: &Self) -> bool {
+        self.filters == other.filters
+    }
 }
+impl Eq for IndexQuery {}
 
 impl IndexQuery {
     /// The query with no filters.
@@ -290,40 +675,63 @@ impl IndexQuery {
         IndexQuery::default()
     }
 
-    /// Parses a raw query string (the part after `?`, still percent-encoded; `+` is a
-    /// space). Empty pairs (`a=1&&b=2`) are ignored.
+    /// Parses a raw query string with the default [`QueryLimits`].
     pub fn parse(raw: &str) -> Result<Self, QueryError> {
+        Self::parse_with(raw, &QueryLimits::default())
+    }
+
+    /// Parses a raw query string (the part after `?`, still percent-encoded; `+` is a
+    /// space). Empty pairs (`a=1&&b=2`) are ignored. Malformed percent-encoding anywhere
+    /// is an error, and so is a glob over the size limits of `limits`.
+    pub fn parse_with(raw: &str, limits: &QueryLimits) -> Result<Self, QueryError> {
         if raw.len() > MAX_QUERY_LEN {
             return Err(QueryError::TooLong {
                 length: raw.len(),
                 limit: MAX_QUERY_LEN,
             });
         }
-        let pairs: Vec<&str> = raw.split('&').filter(|p| !p.is_empty()).collect();
-        if pairs.len() > MAX_PARAMETERS {
+        let count = raw.split('&').filter(|p| !p.is_empty()).count();
+        if count > MAX_PARAMETERS {
             return Err(QueryError::TooManyParameters {
-                count: pairs.len(),
+                count,
                 limit: MAX_PARAMETERS,
             });
         }
         let mut query = IndexQuery::default();
-        for pair in pairs {
-            let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-            let key = decode(raw_key).ok_or_else(|| QueryError::InvalidEncoding {
-                parameter: raw_key.chars().take(100).collect(),
-            })?;
-            let value = decode(raw_value).ok_or_else(|| QueryError::InvalidEncoding {
-                parameter: key.chars().take(100).collect(),
-            })?;
-            query = query.and(&key, &value)?;
+        for (key, value) in decode_pairs(raw)? {
+            query = query.and_with(&key, &value, limits)?;
         }
         Ok(query)
     }
 
+    /// Attaches a fresh budget of `limit` units of glob-matching work to this query and
+    /// returns it: evaluations of the query (and of its clones) spend it, and once it is
+    /// spent every further glob test fails, so check the budget after evaluating.
+    pub fn metered(mut self, limit: u64) -> (Self, CostBudget) {
+        let budget = CostBudget::new(limit);
+        self.budget = Some(budget.clone());
+        (self, budget)
+    }
+
+    /// The budget attached by [`metered`](Self::metered), if any.
+    pub fn budget(&self) -> Option<&CostBudget> {
+        self.budget.as_ref()
+    }
+
+    /// Adds one decoded `parameter=value` pair with the default [`QueryLimits`].
+    pub fn and(self, parameter: &str, value: &str) -> Result<Self, QueryError> {
+        self.and_with(parameter, value, &QueryLimits::default())
+    }
+
     /// Adds one decoded `parameter=value` pair (ANDed with other parameters, ORed with
-    /// earlier values of the same parameter).
-    pub fn and(mut self, parameter: &str, value: &str) -> Result<Self, QueryError> {
-        let filter = Self::filter_for(parameter, value)?;
+    /// earlier values of the same parameter); a glob must be within `limits`.
+    pub fn and_with(
+        mut self,
+        parameter: &str,
+        value: &str,
+        limits: &QueryLimits,
+    ) -> Result<Self, QueryError> {
+        let filter = Self::filter_for(parameter, value, limits)?;
         let name = filter.parameter();
         match self.filters.binary_search_by(|f| f.parameter().cmp(&name)) {
             Ok(i) => self.filters[i].merge(filter),
@@ -332,8 +740,30 @@ impl IndexQuery {
         Ok(self)
     }
 
-    fn filter_for(parameter: &str, value: &str) -> Result<Filter, QueryError> {
+    fn filter_for(
+        parameter: &str,
+        value: &str,
+        limits: &QueryLimits,
+    ) -> Result<Filter, QueryError> {
         let named = |p: &str| p.chars().take(200).collect::<String>();
+        let pattern = |v: &str| {
+            if v.len() > limits.max_pattern_bytes {
+                return Err(QueryError::PatternTooLong {
+                    parameter: named(parameter),
+                    length: v.len(),
+                    limit: limits.max_pattern_bytes,
+                });
+            }
+            let pattern = Pattern::new(v);
+            if pattern.wildcards() > limits.max_pattern_wildcards {
+                return Err(QueryError::TooManyWildcards {
+                    parameter: named(parameter),
+                    count: pattern.wildcards(),
+                    limit: limits.max_pattern_wildcards,
+                });
+            }
+            Ok(BTreeSet::from([pattern]))
+        };
         let non_empty = |v: &str| {
             if v.is_empty() {
                 Err(QueryError::EmptyValue {
@@ -347,7 +777,7 @@ impl IndexQuery {
             "repository" => return Ok(Filter::Repository(non_empty(value)?)),
             "tag" => return Ok(Filter::Tag(non_empty(value)?)),
             "tag:matches" => {
-                return Ok(Filter::TagMatches(BTreeSet::from([Pattern::new(value)])));
+                return Ok(Filter::TagMatches(pattern(value)?));
             }
             "os" => return Ok(Filter::Os(non_empty(value)?)),
             "architecture" => return Ok(Filter::Architecture(non_empty(value)?)),
@@ -371,10 +801,7 @@ impl IndexQuery {
             }
             (key, ValueTest::Exists)
         } else if let Some(key) = rest.strip_suffix(":matches") {
-            (
-                key,
-                ValueTest::Matches(BTreeSet::from([Pattern::new(value)])),
-            )
+            (key, ValueTest::Matches(pattern(value)?))
         } else {
             (rest, ValueTest::Equals(BTreeSet::from([value.to_owned()])))
         };
@@ -425,19 +852,55 @@ impl IndexQuery {
         self.repositories().is_none_or(|s| s.contains(repository))
     }
 
-    /// Whether an image in the given context matches every filter.
+    /// Whether an image in the given context matches every filter. Glob tests spend the
+    /// attached budget, if any, and fail once it is spent.
     pub fn matches(&self, ctx: &ImageContext<'_>) -> bool {
         self.filters.iter().all(|f| match f {
             Filter::Repository(s) => s.contains(ctx.repository),
             Filter::Tag(s) => ctx.tags.iter().any(|t| s.contains(t)),
-            Filter::TagMatches(p) => ctx.tags.iter().any(|t| p.iter().any(|p| p.matches(t))),
+            Filter::TagMatches(p) => ctx.tags.iter().any(|t| self.glob(f, p, t)),
             Filter::Os(s) => s.contains(&ctx.platform.os),
             Filter::Architecture(s) => s.contains(&ctx.platform.architecture),
-            Filter::Label { key, test } => test.passes(ctx.labels.get(key).map(String::as_str)),
-            Filter::Annotation { key, test } => {
-                test.passes(ctx.annotations.get(key).map(String::as_str))
-            }
+            Filter::Label { key, test } => self.passes(f, test, ctx.labels.get(key)),
+            Filter::Annotation { key, test } => self.passes(f, test, ctx.annotations.get(key)),
         })
+    }
+
+    /// [`ValueTest::passes`], with globs metered.
+    fn passes(&self, filter: &Filter, test: &ValueTest, value: Option<&String>) -> bool {
+        match (test, value) {
+            (ValueTest::Matches(patterns), Some(value)) => self.glob(filter, patterns, value),
+            (test, value) => test.passes(value.map(String::as_str)),
+        }
+    }
+
+    /// Whether `value` matches one of `patterns` (of `filter`), spending the budget.
+    fn glob(&self, filter: &Filter, patterns: &BTreeSet<Pattern>, value: &str) -> bool {
+        let Some(budget) = &self.budget else {
+            return patterns.iter().any(|p| p.matches(value));
+        };
+        if budget.is_exhausted() {
+            return false;
+        }
+        let mut meter = Meter::new(budget.remaining());
+        let mut result = Ok(false);
+        for pattern in patterns {
+            match pattern.matches_within(value, &mut meter) {
+                Ok(false) => {}
+                done => {
+                    result = done;
+                    break;
+                }
+            }
+        }
+        budget.spend(meter.spent);
+        match result {
+            Ok(matched) => matched,
+            Err(Exhausted) => {
+                budget.exhaust(filter.parameter());
+                false
+            }
+        }
     }
 
     /// Evaluates the query over one repository: `tags` maps each tag to its digest and
@@ -445,14 +908,18 @@ impl IndexQuery {
     /// matching images and lists (normalised), or `None` when nothing matches.
     ///
     /// This is the reference semantics. A store may narrow candidates first (in SQL), but
-    /// must produce exactly what this function produces for the same data.
+    /// must produce exactly what this function produces for the same data. When the
+    /// query is [`metered`](Self::metered) and its budget runs out, the answer is
+    /// incomplete: check the budget afterwards.
     pub fn evaluate_repository<'m>(
         &self,
         repository: &str,
         tags: &BTreeMap<String, Digest>,
         resolve: impl Fn(&Digest) -> Option<&'m Manifest>,
     ) -> Option<RepositoryEntry> {
-        if !self.admits_repository(repository) {
+        if !self.admits_repository(repository)
+            || self.budget.as_ref().is_some_and(CostBudget::is_exhausted)
+        {
             return None;
         }
         let mut by_digest: BTreeMap<&Digest, Vec<String>> = BTreeMap::new();

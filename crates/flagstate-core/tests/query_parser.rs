@@ -3,6 +3,10 @@
 
 use std::collections::BTreeSet;
 
+use flagstate_core::query::{
+    DEFAULT_MAX_PATTERN_BYTES, DEFAULT_MAX_PATTERN_WILDCARDS, QueryLimits, decode_component,
+    decode_pairs,
+};
 use flagstate_core::query::{MAX_PARAMETERS, MAX_QUERY_LEN};
 use flagstate_core::{Filter, IndexQuery, Pattern, QueryError, ValueTest};
 
@@ -271,8 +275,134 @@ fn invalid_encoding_is_named() {
         }
     );
     assert!(err("label:k=%E2%82").to_string().contains("\"label:k\""));
-    // Malformed escapes are taken literally, not rejected.
-    assert_eq!(only("tag=%zz%"), Filter::Tag(set(&["%zz%"])));
+}
+
+#[test]
+fn malformed_percent_escapes_are_refused() {
+    for (raw, parameter) in [
+        ("tag=%ZZ", "tag"),
+        ("tag=%zz%", "tag"),
+        ("tag=a%", "tag"),
+        ("tag=%4", "tag"),
+        ("tag=%4g", "tag"),
+        ("os=linux&tag=%ZZ", "tag"),
+        ("label:k:matches=*%G0*", "label:k:matches"),
+        ("label%3Ak%ZZ=1", "label%3Ak%ZZ"),
+        ("ta%g=1", "ta%g"),
+    ] {
+        let e = err(raw);
+        assert_eq!(
+            e,
+            QueryError::InvalidEncoding {
+                parameter: parameter.into()
+            },
+            "{raw:?}"
+        );
+        assert!(e.to_string().contains(&format!("{parameter:?}")), "{e}");
+    }
+    // Well-formed escapes of `%` itself, and hex digits of either case, still decode.
+    assert_eq!(only("tag=%25zz%25"), Filter::Tag(set(&["%zz%"])));
+    assert_eq!(only("tag=%c3%bc%C3%BC"), Filter::Tag(set(&["üü"])));
+}
+
+#[test]
+fn strict_decoding_is_shared() {
+    assert_eq!(decode_component("a+b%20c%2B"), Some("a b c+".to_owned()));
+    assert_eq!(decode_component(""), Some(String::new()));
+    for bad in ["%", "%Z", "%ZZ", "x%2", "%FF", "%E2%82"] {
+        assert_eq!(decode_component(bad), None, "{bad:?}");
+    }
+    assert_eq!(
+        decode_pairs("q=a+b&&n=5&flag").unwrap(),
+        vec![
+            ("q".to_owned(), "a b".to_owned()),
+            ("n".to_owned(), "5".to_owned()),
+            ("flag".to_owned(), String::new()),
+        ]
+    );
+    assert_eq!(
+        decode_pairs("n=5&q=%ZZ"),
+        Err(QueryError::InvalidEncoding {
+            parameter: "q".into()
+        })
+    );
+}
+
+#[test]
+fn glob_length_is_limited() {
+    let limit = DEFAULT_MAX_PATTERN_BYTES;
+    for parameter in ["tag:matches", "label:k:matches", "annotation:k:matches"] {
+        let at_limit = format!("{parameter}={}", "a".repeat(limit));
+        assert!(IndexQuery::parse(&at_limit).is_ok(), "{parameter}");
+        let over = format!("{parameter}={}", "a".repeat(limit + 1));
+        let e = err(&over);
+        assert_eq!(
+            e,
+            QueryError::PatternTooLong {
+                parameter: parameter.into(),
+                length: limit + 1,
+                limit
+            }
+        );
+        assert!(e.to_string().contains(&format!("{parameter:?}")), "{e}");
+    }
+    // The limit is on the decoded pattern, in bytes.
+    let encoded = format!("tag:matches={}", "%C3%BC".repeat(limit / 2 + 1));
+    assert!(
+        matches!(err(&encoded), QueryError::PatternTooLong { length, .. } if length == limit + 2)
+    );
+    // Exact-match values are not globs and are not limited by it.
+    assert!(IndexQuery::parse(&format!("label:k={}", "a".repeat(4 * limit))).is_ok());
+}
+
+#[test]
+fn glob_wildcards_are_limited() {
+    let limit = DEFAULT_MAX_PATTERN_WILDCARDS;
+    let glob = |stars: usize| "a*".repeat(stars);
+    assert!(IndexQuery::parse(&format!("tag:matches={}", glob(limit))).is_ok());
+    let e = err(&format!("label:k:matches={}", glob(limit + 1)));
+    assert_eq!(
+        e,
+        QueryError::TooManyWildcards {
+            parameter: "label:k:matches".into(),
+            count: limit + 1,
+            limit
+        }
+    );
+    assert!(e.to_string().contains("\"label:k:matches\""), "{e}");
+    // `?` is bounded by the length limit only.
+    assert!(IndexQuery::parse(&format!("tag:matches={}", "?".repeat(100))).is_ok());
+}
+
+#[test]
+fn limits_are_configurable() {
+    let limits = QueryLimits {
+        max_pattern_bytes: 4,
+        max_pattern_wildcards: 1,
+        ..QueryLimits::default()
+    };
+    assert!(IndexQuery::parse_with("tag:matches=ab*", &limits).is_ok());
+    assert!(matches!(
+        IndexQuery::parse_with("tag:matches=abcd*", &limits),
+        Err(QueryError::PatternTooLong { limit: 4, .. })
+    ));
+    assert!(matches!(
+        IndexQuery::parse_with("tag:matches=*a*", &limits),
+        Err(QueryError::TooManyWildcards { limit: 1, .. })
+    ));
+    let roomy = QueryLimits {
+        max_pattern_bytes: 16 * 1024,
+        max_pattern_wildcards: 8 * 1024,
+        ..QueryLimits::default()
+    };
+    let long = format!("tag:matches={}b", "*a".repeat(4000));
+    assert!(IndexQuery::parse_with(&long, &roomy).is_ok());
+    assert!(IndexQuery::parse(&long).is_err());
+    // The same rules apply to queries built pair by pair.
+    assert!(matches!(
+        IndexQuery::all().and_with("tag:matches", "*a*", &limits),
+        Err(QueryError::TooManyWildcards { .. })
+    ));
 }
 
 #[test]

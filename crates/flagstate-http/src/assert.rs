@@ -24,6 +24,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use flagstate_core::query::decode_pairs;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -91,10 +92,11 @@ fn failing(response: &Value, assertions: &[Assertion]) -> Vec<usize> {
 }
 
 fn timeout(raw: Option<&str>, cap: Duration) -> Result<Duration, HttpError> {
-    let value = form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-        .filter(|(k, _)| k == "timeout")
-        .map(|(_, v)| v.into_owned())
-        .last();
+    let value = decode_pairs(raw.unwrap_or(""))?
+        .into_iter()
+        .rev()
+        .find(|(k, _)| k == "timeout")
+        .map(|(_, v)| v);
     let Some(value) = value.filter(|v| !v.is_empty()) else {
         return Ok(Duration::ZERO);
     };
@@ -215,7 +217,14 @@ mod tests {
             Duration::from_millis(500)
         );
         assert_eq!(timeout(Some("timeout=99999"), cap).unwrap(), cap);
-        for bad in ["timeout=-1", "timeout=abc", "timeout=NaN", "timeout=inf"] {
+        for bad in [
+            "timeout=-1",
+            "timeout=abc",
+            "timeout=NaN",
+            "timeout=inf",
+            "timeout=%ZZ",
+            "time%out=1",
+        ] {
             assert!(timeout(Some(bad), cap).is_err(), "{bad}");
         }
     }

@@ -55,14 +55,20 @@ pub async fn dynamic_index(
 /// The (cached) answer to a raw query string at the store's current generation.
 ///
 /// A raw query seen before skips parsing: its canonical key is remembered. The query is
-/// validated before the store is asked anything, so a bad query is a `400` even while
-/// the store is down.
+/// validated (with the configured [`QueryLimits`](flagstate_core::query::QueryLimits))
+/// before the store is asked anything, so a bad query is a `400` even while the store is
+/// down. Building an answer is metered: a query whose globs need more matching work than
+/// the limit is a `400` too (`query_too_expensive`), because the query itself is what
+/// is expensive and asking again cannot help.
 pub async fn answer(state: &AppState, raw_query: &str) -> Result<Arc<CachedBody>, HttpError> {
     let cache = state.cache();
+    let limits = &state.config().query_limits;
     let key = match cache.alias(raw_query) {
         Some(key) => key,
         None => {
-            let key: Arc<str> = IndexQuery::parse(raw_query)?.canonical().into();
+            let key: Arc<str> = IndexQuery::parse_with(raw_query, limits)?
+                .canonical()
+                .into();
             cache.remember_alias(raw_query, key.clone());
             key
         }
@@ -73,9 +79,13 @@ pub async fn answer(state: &AppState, raw_query: &str) -> Result<Arc<CachedBody>
             // Parsed again only on a miss; it parsed before, so this cannot fail in
             // practice, and the raw form is used because a canonical form near the
             // length limit may not parse.
-            let query = IndexQuery::parse(raw_query)?;
+            let (query, budget) =
+                IndexQuery::parse_with(raw_query, limits)?.metered(limits.max_match_cost);
             let registry = &state.config().public_registry_url;
-            let mut response = state.store().index(registry, &query).await?;
+            let response = state.store().index(registry, &query).await;
+            // An exhausted budget leaves the answer incomplete, so it wins over it.
+            budget.check()?;
+            let mut response = response?;
             if let Some(icons) = state.icon_store() {
                 response = extract_icons(icons.clone(), response).await?;
             }

@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 
+use flagstate_core::query::decode_pairs;
+
 use crate::error::HttpError;
 use crate::state::AppState;
 
@@ -32,10 +34,10 @@ pub async fn ping() -> Response {
     response
 }
 
-fn params(raw: Option<&str>) -> Vec<(String, String)> {
-    form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+/// The decoded query-string pairs; malformed percent-encoding is a `400` naming the
+/// parameter.
+fn params(raw: Option<&str>) -> Result<Vec<(String, String)>, HttpError> {
+    Ok(decode_pairs(raw.unwrap_or(""))?)
 }
 
 /// The last value of `name`, as podman and Docker Hub read repeated parameters.
@@ -84,7 +86,7 @@ pub async fn v1_search(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, HttpError> {
-    let params = params(raw.as_deref());
+    let params = params(raw.as_deref())?;
     let query = last(&params, "q").unwrap_or("").to_owned();
     let page_size = positive(&params, "n")?
         .unwrap_or(DEFAULT_SEARCH_PAGE)
@@ -125,7 +127,7 @@ pub async fn catalog(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, HttpError> {
-    let params = params(raw.as_deref());
+    let params = params(raw.as_deref())?;
     let n = match positive(&params, "n")? {
         None => DEFAULT_CATALOG_PAGE,
         Some(n) if n as usize <= MAX_CATALOG_PAGE => n as usize,

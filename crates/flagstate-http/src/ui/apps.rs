@@ -64,12 +64,12 @@ pub async fn page(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, UiError> {
-    let params = Params::parse(raw.as_deref());
+    let params = Params::parse(raw.as_deref())?;
     let page_no = params.page()?;
     let query = IndexQuery::all()
         .and(&format!("label:{FLATPAK_REF_LABEL}:exists"), "1")
         .map_err(|e| UiError::BadRequest(e.to_string()))?;
-    let entries = ui.store().query(&query).await?;
+    let entries = ui.query(&query).await?;
 
     // (repository, ref without architecture) → images carrying it, with the tags that
     // reach them.

@@ -29,7 +29,7 @@ pub async fn page(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, UiError> {
-    let params = Params::parse(raw.as_deref());
+    let params = Params::parse(raw.as_deref())?;
     let page = params.page()?;
     let names = ui.store().repositories().await?;
     let pagination = Pagination::new(page, names.len(), |n| {

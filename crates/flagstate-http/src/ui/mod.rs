@@ -39,7 +39,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::get;
-use flagstate_core::Store;
+use flagstate_core::index::RepositoryEntry;
+use flagstate_core::{IndexQuery, Store, StoreError};
+use tokio::sync::Semaphore;
 
 pub use appstream::AppStream;
 pub use error::UiError;
@@ -54,6 +56,7 @@ pub struct UiContext {
     store: Arc<dyn Store>,
     registry: String,
     max_age_html: Duration,
+    builds: Option<Arc<Semaphore>>,
 }
 
 impl UiContext {
@@ -66,7 +69,34 @@ impl UiContext {
             store,
             registry: registry.into(),
             max_age_html,
+            builds: None,
         }
+    }
+
+    /// Makes broad queries ([`query`](Self::query)) wait for one of `builds`' permits,
+    /// the ones the index response cache builds with, so pages that read many
+    /// repositories share the server's bound on concurrent builds.
+    pub fn with_build_limit(mut self, builds: Arc<Semaphore>) -> Self {
+        self.builds = Some(builds);
+        self
+    }
+
+    /// Answers a query that may read much of the index (the apps page, filtered
+    /// search), within the build limit when one is set.
+    pub async fn query(&self, query: &IndexQuery) -> Result<Vec<RepositoryEntry>, StoreError> {
+        let _permit = match &self.builds {
+            Some(builds) => Some(
+                builds
+                    .acquire()
+                    .await
+                    .map_err(|e| StoreError::Unavailable {
+                        store: "build limiter",
+                        source: Box::new(e),
+                    })?,
+            ),
+            None => None,
+        };
+        self.store.query(query).await
     }
 
     /// The store pages are read from.

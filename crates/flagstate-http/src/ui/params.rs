@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use flagstate_core::query::decode_pairs;
+
 use super::PAGE_SIZE;
 use super::error::UiError;
 
@@ -16,14 +18,17 @@ const MAX_PAGE: usize = 1_000_000;
 pub struct Params(BTreeMap<String, String>);
 
 impl Params {
-    /// Parses a raw query string (`None` when the URL has no `?`).
-    pub fn parse(raw: Option<&str>) -> Self {
+    /// Parses a raw query string (`None` when the URL has no `?`). Malformed
+    /// percent-encoding is a bad request naming the parameter.
+    pub fn parse(raw: Option<&str>) -> Result<Self, UiError> {
+        let pairs = decode_pairs(raw.unwrap_or_default())
+            .map_err(|e| UiError::BadRequest(e.to_string()))?;
         let mut map = BTreeMap::new();
-        for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        for (k, v) in pairs {
             // The first occurrence wins, like most form handling.
-            map.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+            map.entry(k).or_insert(v);
         }
-        Params(map)
+        Ok(Params(map))
     }
 
     /// A trimmed, non-empty value.
@@ -115,9 +120,10 @@ mod tests {
 
     #[test]
     fn page_numbers() {
-        assert_eq!(Params::parse(None).page().unwrap(), 1);
-        assert_eq!(Params::parse(Some("page=3")).page().unwrap(), 3);
-        assert_eq!(Params::parse(Some("page=")).page().unwrap(), 1);
+        let parse = |raw| Params::parse(raw).unwrap();
+        assert_eq!(parse(None).page().unwrap(), 1);
+        assert_eq!(parse(Some("page=3")).page().unwrap(), 3);
+        assert_eq!(parse(Some("page=")).page().unwrap(), 1);
         for bad in [
             "page=0",
             "page=-1",
@@ -126,10 +132,22 @@ mod tests {
             "page=99999999999999999999",
         ] {
             assert!(
-                matches!(Params::parse(Some(bad)).page(), Err(UiError::BadRequest(_))),
+                matches!(parse(Some(bad)).page(), Err(UiError::BadRequest(_))),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn malformed_encoding_is_a_bad_request_naming_the_parameter() {
+        for bad in ["q=%ZZ", "page=1&q=abc%", "q=%FF"] {
+            match Params::parse(Some(bad)) {
+                Err(UiError::BadRequest(m)) => assert!(m.contains("\"q\""), "{bad}: {m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let p = Params::parse(Some("q=a+b%26c&q=second")).unwrap();
+        assert_eq!(p.get("q"), Some("a b&c"));
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub async fn page(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, UiError> {
-    let params = Params::parse(raw.as_deref());
+    let params = Params::parse(raw.as_deref())?;
     let page_no = params.page()?;
     let text = params.get("q").unwrap_or_default().to_owned();
     let field = |k: &str| params.get(k).unwrap_or_default().to_owned();
@@ -120,7 +120,7 @@ pub async fn page(
         }
         Some(query) => {
             let matched: Vec<RepositoryEntry> = if text.is_empty() {
-                ui.store().query(&query).await?
+                ui.query(&query).await?
             } else {
                 let mut matched = Vec::new();
                 let mut offset = 0;
