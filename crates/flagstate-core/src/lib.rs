@@ -42,4 +42,5 @@ pub use model::{Image, ImageList, ListEntry, Manifest, Platform, RepositorySnaps
 pub use query::{Filter, IndexQuery, Pattern, QueryError, ValueTest};
 pub use store::{
     Capabilities, GcStats, Generation, SearchHit, SearchPage, Store, StoreError, StoreExt,
+    StoreNotReady,
 };

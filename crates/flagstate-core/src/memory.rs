@@ -16,7 +16,9 @@ use crate::model::{
     Description, Manifest, RepositorySnapshot, TagChange, validate_repository_name, validate_tag,
 };
 use crate::query::IndexQuery;
-use crate::store::{Capabilities, GcStats, Generation, SearchHit, SearchPage, Store, StoreError};
+use crate::store::{
+    Capabilities, GcStats, Generation, SearchHit, SearchPage, Store, StoreError, StoreNotReady,
+};
 
 /// Tag → digest map of one repository.
 type Tags = BTreeMap<String, Digest>;
@@ -365,6 +367,12 @@ impl Store for MemoryStore {
         Ok(GcStats {
             manifests_removed: (before - state.manifests.len()) as u64,
         })
+    }
+
+    /// Always ready: the data is in this process's memory, so reads and writes cannot be
+    /// refused by anything outside it.
+    async fn readiness(&self) -> Result<(), StoreNotReady> {
+        Ok(())
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -75,6 +75,22 @@ pub enum StoreError {
     },
 }
 
+/// Why a store cannot serve right now; the answer of [`Store::readiness`].
+///
+/// The two cases fail different requests: an unreadable store fails every query, a
+/// store that reads but cannot write fails every event and scan.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreNotReady {
+    /// A read failed (database unreachable, file unreadable, …): queries would fail.
+    #[error("store unreadable: {0}")]
+    Unreadable(#[source] StoreError),
+    /// Reads work, but this writer cannot start a write (read-only file or file system,
+    /// another process holding the write lock, a server in recovery): events would fail.
+    #[error("store not writable: {0}")]
+    NotWritable(#[source] StoreError),
+}
+
 /// What garbage collection removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GcStats {
@@ -201,6 +217,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// list. Never changes query results, so never bumps the generation.
     async fn collect_garbage(&self) -> Result<GcStats, StoreError>;
 
+    /// Whether the store can serve right now: it answers a read and, unless it was opened
+    /// read-only, a write transaction can start (the write lock can be had, with a short
+    /// wait). Changes nothing. Cheap enough for a readiness probe every few seconds; it
+    /// does not verify the integrity of the stored data.
+    async fn readiness(&self) -> Result<(), StoreNotReady>;
+
     /// What this backend can do beyond the required contract.
     fn capabilities(&self) -> Capabilities {
         Capabilities::NONE
@@ -258,6 +280,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
         (**self).collect_garbage().await
+    }
+    async fn readiness(&self) -> Result<(), StoreNotReady> {
+        (**self).readiness().await
     }
     fn capabilities(&self) -> Capabilities {
         (**self).capabilities()

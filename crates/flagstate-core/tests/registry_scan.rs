@@ -526,6 +526,9 @@ impl Store for RacingStore {
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
         self.inner.collect_garbage().await
     }
+    async fn readiness(&self) -> Result<(), flagstate_core::store::StoreNotReady> {
+        self.inner.readiness().await
+    }
 }
 
 #[tokio::test]

@@ -1,23 +1,65 @@
-//! `GET /healthz` (the process and its store answer) and `GET /readyz` (the index is
-//! worth serving: the first full scan completed, or this is a read-only replica, whose
-//! data comes from the writer).
+//! `GET /healthz` (liveness: the process is up and serving HTTP) and `GET /readyz`
+//! (readiness: the store answers and the index is worth serving).
+//!
+//! Liveness deliberately ignores the store: a database outage is not cured by restarting
+//! the server, so an orchestrator must not kill it for one; it only stops sending it
+//! traffic, which is what readiness is for.
 
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
+use std::time::Instant;
+
+use flagstate_core::Store;
+
 use crate::error::HttpError;
 use crate::state::AppState;
 
-/// `GET /healthz`: `200` when the store answers, `503` when it is unavailable.
-pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
-    let generation = state.store().generation().await?;
-    Ok(Json(json!({"status": "ok", "generation": generation})))
+/// Runs the store's readiness check for `/readyz`, one at a time: probes that arrive
+/// while a check runs take its result instead of starting their own. The probe is
+/// unauthenticated and never shed, and a writer's check briefly takes the write lock, so
+/// a flood of probes must not turn into a queue of lock requests in front of the writer.
+#[derive(Debug, Default)]
+pub struct ReadinessCheck {
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
-/// `GET /readyz`: `200` once the first full scan is done (always for read-only
-/// replicas), else `503` saying how far the scan got.
+impl ReadinessCheck {
+    /// The store's readiness, checked now or by a check that finished after this call
+    /// began waiting.
+    pub async fn check(&self, store: &dyn Store) -> Result<(), String> {
+        let arrived = Instant::now();
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = last.as_ref()
+            && *at >= arrived
+        {
+            return result.clone();
+        }
+        let result = store.readiness().await.map_err(|e| e.to_string());
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
+}
+
+/// `GET /healthz`: always `200` with `{"status": "ok"}` while the process serves
+/// requests; it touches nothing else.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: `200` when the store passes [`Store::readiness`] (it answers a read
+/// and, for a writer, a write could start) and, with an indexer, the first full scan is
+/// done; else `503` (`not_ready`) whose message starts with the reason: `store
+/// unreadable: …`, `store not writable: …` or `first scan not done: …`.
+///
+/// [`Store::readiness`]: flagstate_core::Store::readiness
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
+    state
+        .readiness()
+        .check(state.store().as_ref())
+        .await
+        .map_err(HttpError::NotReady)?;
     match state.indexer() {
         None => Ok(Json(json!({"status": "ready", "indexer": false}))),
         Some(indexer) => {
@@ -26,7 +68,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, HttpEr
                 Ok(Json(json!({"status": "ready", "indexer": true})))
             } else {
                 let mut message = format!(
-                    "the first full scan of the registry has not completed ({} of {} repositories done)",
+                    "first scan not done: the first full scan of the registry has not completed ({} of {} repositories done)",
                     s.repositories_done, s.repositories_total
                 );
                 if let Some(e) = s.last_scan_error {

@@ -309,9 +309,12 @@ async fn health_and_readiness() {
     );
     assert_eq!(get(&app, "/readyz", &[]).await.status, StatusCode::OK);
     store.fault.store(1, Ordering::SeqCst);
-    get(&app, "/healthz", &[])
+    // Liveness does not depend on the store; readiness does (tests/health.rs has more).
+    assert_eq!(get(&app, "/healthz", &[]).await.status, StatusCode::OK);
+    let m = get(&app, "/readyz", &[])
         .await
-        .expect_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+        .expect_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+    assert!(m.starts_with("store unreadable: "), "{m}");
 
     let memory = Arc::new(MemoryStore::new());
     let indexer = unreachable_indexer(memory.clone());

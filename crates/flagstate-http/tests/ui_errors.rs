@@ -63,6 +63,9 @@ impl Store for DownStore {
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
         down()
     }
+    async fn readiness(&self) -> Result<(), flagstate_core::store::StoreNotReady> {
+        down().map_err(flagstate_core::store::StoreNotReady::Unreadable)
+    }
 }
 
 #[tokio::test]

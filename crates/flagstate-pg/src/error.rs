@@ -55,6 +55,9 @@ pub(crate) enum PgError {
     /// A stored value does not decode into the data model.
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The server reads but refuses writes (recovery, read-only transactions, privileges).
+    #[error("PostgreSQL accepts no writes: {0}")]
+    NotWritable(&'static str),
     /// The repository vanished between two statements of one write (a concurrent removal).
     #[error("repository {0} was removed concurrently; retry the write")]
     ConcurrentRemoval(String),

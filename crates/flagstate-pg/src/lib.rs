@@ -76,6 +76,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flagstate_core::index::RepositoryEntry;
 use flagstate_core::model::{Manifest, RepositorySnapshot, TagChange};
+use flagstate_core::store::StoreNotReady;
 use flagstate_core::{
     Capabilities, Digest, GcStats, Generation, IndexQuery, SearchPage, Store, StoreError,
 };
@@ -318,6 +319,22 @@ impl Store for PgStore {
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
         let pool = self.writable()?;
         write::collect_garbage(pool).await
+    }
+
+    /// Reads the generation row (a query, never the generation cached from notifications);
+    /// a writer then checks in a transaction, rolled back, that the server is not in
+    /// recovery (a standby), its transactions are not read-only, and it may update the
+    /// tables.
+    async fn readiness(&self) -> Result<(), StoreNotReady> {
+        watch::read_generation(&self.inner.pool)
+            .await
+            .map_err(StoreNotReady::Unreadable)?;
+        if !self.inner.read_only {
+            write::probe_write(&self.inner.pool)
+                .await
+                .map_err(StoreNotReady::NotWritable)?;
+        }
+        Ok(())
     }
 
     fn capabilities(&self) -> Capabilities {

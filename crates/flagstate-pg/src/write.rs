@@ -585,3 +585,30 @@ pub(crate) async fn collect_garbage(pool: &PgPool) -> Result<GcStats, StoreError
         manifests_removed: removed,
     })
 }
+
+/// Whether the server accepts the store's writes right now: starts a transaction the
+/// way every write does (so a `default_transaction_read_only` in force shows), checks
+/// that the server is not in recovery, the transaction is not read-only and the user may
+/// update `meta` and insert `tags`, and rolls back.
+pub(crate) async fn probe_write(pool: &PgPool) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await.during("starting a write transaction")?;
+    let (in_recovery, read_only, may_update): (bool, bool, bool) = sqlx::query_as(
+        "SELECT pg_is_in_recovery(), \
+                current_setting('transaction_read_only') = 'on', \
+                has_table_privilege('meta', 'UPDATE') AND has_table_privilege('tags', 'INSERT')",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .during("checking that writes are possible")?;
+    tx.rollback().await.during("ending the write check")?;
+    let refusal = if in_recovery {
+        "the server is in recovery (a standby accepts no writes)"
+    } else if read_only {
+        "transactions on this connection are read-only (default_transaction_read_only)"
+    } else if !may_update {
+        "the database user may not update the store's tables"
+    } else {
+        return Ok(());
+    };
+    Err(PgError::NotWritable(refusal).into())
+}

@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flagstate_core::conformance::fixtures::{image, put_image, query, repo};
+use flagstate_core::store::StoreNotReady;
 use flagstate_core::{Store, StoreError};
 use flagstate_pg::{PgOptions, PgStore};
 
@@ -222,8 +223,16 @@ async fn operations_fail_while_the_server_is_down_and_recover_after() {
     let all = query("");
     let answer = writer.query(&all).await.unwrap();
     assert_eq!(answer.len(), 1);
+    writer.readiness().await.unwrap();
+    replica.readiness().await.unwrap();
 
     cluster.stop();
+    for (what, store) in [("writer", &writer), ("replica", &replica)] {
+        match store.readiness().await {
+            Err(StoreNotReady::Unreadable(e)) => assert_unavailable(what, Err::<(), _>(e)),
+            other => panic!("{what}: expected unreadable while the server is down, got {other:?}"),
+        }
+    }
     assert_unavailable("query", writer.query(&all).await);
     assert_unavailable("replica query", replica.query(&all).await);
     assert_unavailable("repositories", writer.repositories().await);
@@ -259,6 +268,60 @@ async fn operations_fail_while_the_server_is_down_and_recover_after() {
         replica.query(&all).await.unwrap(),
         writer.query(&all).await.unwrap()
     );
+    writer.readiness().await.unwrap();
+    replica.readiness().await.unwrap();
+
+    // A server that reads but refuses writes (here: read-only transactions by default,
+    // as after `ALTER SYSTEM` on a server being drained) makes the writer not ready,
+    // while the replica, which never writes, stays ready.
+    let admin = sqlx::PgPool::connect(&cluster.url()).await.unwrap();
+    let set_read_only = |on: bool| {
+        let admin = admin.clone();
+        async move {
+            let statement = if on {
+                "ALTER SYSTEM SET default_transaction_read_only = on"
+            } else {
+                "ALTER SYSTEM RESET default_transaction_read_only"
+            };
+            let mut conn = admin.acquire().await.unwrap();
+            sqlx::query("SET default_transaction_read_only = off")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            sqlx::query(statement).execute(&mut *conn).await.unwrap();
+            sqlx::query("SELECT pg_reload_conf()")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+    };
+    set_read_only(true).await;
+    // Sessions pick the reloaded setting up at their next command.
+    let started = Instant::now();
+    let refusal = loop {
+        match writer.readiness().await {
+            Err(StoreNotReady::NotWritable(e)) => break e.to_string(),
+            Ok(()) if started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("expected not writable, got {other:?}"),
+        }
+    };
+    assert!(refusal.contains("read-only"), "{refusal}");
+    // What readiness says is what writes find.
+    let refused = image("refused").build();
+    assert!(writer.apply(&put_image("r", "v3", &refused)).await.is_err());
+    replica.readiness().await.unwrap();
+    set_read_only(false).await;
+    let started = Instant::now();
+    while writer.readiness().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "writer did not become ready again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    admin.close().await;
     writer.close().await;
     replica.close().await;
 }

@@ -5,7 +5,9 @@
 //! synthetic registry with `replace_repository` — 10 images per repository, every tenth
 //! repository a Flatpak application (so 10% Flatpak images), the others a mix of direct
 //! images and a four-platform image list — then measures the Flatpak client's query and
-//! a whole-index dump, and reports peak RSS (`VmHWM`). Each scenario runs in its own
+//! a whole-index dump, and reports peak RSS (`VmHWM`). It also times opening the loaded
+//! file with and without the integrity check (`CheckOnOpen::Quick` against
+//! `CheckOnOpen::Skip`, alternating, 5 rounds, medians). Each scenario runs in its own
 //! process so peak memory is not inherited from the previous one.
 //!
 //! `FLAGSTATE_BENCH_SCENARIOS=10000,100000` picks the scenarios (image counts);
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use flagstate_core::testkit::workload::{IMAGES_PER_REPOSITORY, repository};
 use flagstate_core::{IndexQuery, IndexResponse, Store};
-use flagstate_sqlite::SqliteStore;
+use flagstate_sqlite::{CheckOnOpen, SqliteOptions, SqliteStore};
 
 const SCENARIO_ENV: &str = "FLAGSTATE_BENCH_SCENARIO";
 const FLATPAK_QUERY: &str =
@@ -86,8 +88,34 @@ async fn scenario(images: usize) {
     let rss_loaded = status_kib("VmRSS:");
     drop(store);
 
-    // Reopen so the first query runs on a cold connection and page cache.
-    let store = SqliteStore::open(&path).expect("reopen store");
+    // Opening with and without `PRAGMA quick_check`, alternating.
+    let mut open_times = [Vec::new(), Vec::new()];
+    for _ in 0..5 {
+        for (slot, check_on_open) in [CheckOnOpen::Quick, CheckOnOpen::Skip]
+            .into_iter()
+            .enumerate()
+        {
+            let options = SqliteOptions {
+                check_on_open,
+                ..SqliteOptions::default()
+            };
+            let start = Instant::now();
+            let store = SqliteStore::open_with(&path, options).expect("open store");
+            open_times[slot].push(start.elapsed());
+            drop(store);
+        }
+    }
+    for samples in &mut open_times {
+        samples.sort();
+    }
+
+    // Reopen so the first query runs on a cold connection (without the check, which
+    // would read every page into the connection's cache first).
+    let unchecked = SqliteOptions {
+        check_on_open: CheckOnOpen::Skip,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&path, unchecked).expect("reopen store");
     let flatpak = IndexQuery::parse(FLATPAK_QUERY).expect("query parses");
     let start = Instant::now();
     let first = store.query(&flatpak).await.expect("query");
@@ -121,7 +149,8 @@ async fn scenario(images: usize) {
     println!(
         "RESULT images={images} repositories={repositories} load_s={:.2} replace_per_s={:.0} images_per_s={:.0} \
          db_mib={:.1} flatpak_results={} flatpak_first={} flatpak_p50={} flatpak_p99={} \
-         dump_p50={} dump_p99={} dump_json_mib={:.1} dump_serialise={} rss_after_load_mib={:.1} peak_rss_serving_mib={:.1} peak_rss_with_dump_mib={:.1}",
+         dump_p50={} dump_p99={} dump_json_mib={:.1} dump_serialise={} rss_after_load_mib={:.1} peak_rss_serving_mib={:.1} peak_rss_with_dump_mib={:.1} \
+         open_quick_check_p50={} open_unchecked_p50={}",
         load.as_secs_f64(),
         repositories as f64 / load.as_secs_f64(),
         images as f64 / load.as_secs_f64(),
@@ -137,6 +166,8 @@ async fn scenario(images: usize) {
         rss_loaded as f64 / 1024.0,
         serving_peak as f64 / 1024.0,
         status_kib("VmHWM:") as f64 / 1024.0,
+        ms(percentile(&open_times[0], 0.5)),
+        ms(percentile(&open_times[1], 0.5)),
     );
 }
 

@@ -22,17 +22,43 @@ use tokio::sync::Mutex;
 use crate::error::{Error, Result, is_not_a_database};
 use crate::schema;
 
-/// How hard a commit tries to survive power loss.
+/// How hard a commit tries to survive power loss (`PRAGMA synchronous` of the writer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// `synchronous = NORMAL` in WAL mode: a commit survives the process being killed at
-    /// any moment; after an operating-system crash or power loss the last transactions
-    /// before the crash may be rolled back, but the database is never corrupted. The index
-    /// can always be rebuilt from the registry, so this is the default.
+    /// `synchronous = FULL`: every commit is fsynced before it returns, so a write that
+    /// was acknowledged survives an operating-system crash or power loss. The default,
+    /// because `/events` acknowledges a notification once its change is committed and
+    /// the registry never sends it again.
     #[default]
-    Normal,
-    /// `synchronous = FULL`: every commit is also fsynced before it returns.
     Full,
+    /// `synchronous = NORMAL` in WAL mode: a commit survives the process being killed at
+    /// any moment and the database is never corrupted, but after an operating-system
+    /// crash or power loss the last commits before it may be rolled back, including
+    /// acknowledged events, until the next full scan repairs them. Commits are cheaper
+    /// (no fsync per commit; the WAL is synced at checkpoints).
+    Normal,
+}
+
+impl Durability {
+    /// The `PRAGMA synchronous` value.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
+}
+
+/// What opening a database file checks before using it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckOnOpen {
+    /// `PRAGMA quick_check`: reads every page and verifies the b-tree structure (not
+    /// index contents against tables); a corrupt file is refused with what the check
+    /// reported. Costs one read of the whole file.
+    #[default]
+    Quick,
+    /// No check: a corrupt page surfaces as errors of the queries that touch it.
+    Skip,
 }
 
 /// Tuning for [`SqliteStore::open_with`](crate::SqliteStore::open_with).
@@ -45,8 +71,10 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// Page cache per connection, in KiB.
     pub cache_kib: u32,
-    /// Commit durability.
+    /// Commit durability of the writer; default [`Durability::Full`].
     pub durability: Durability,
+    /// Integrity check of a database file at open; default [`CheckOnOpen::Quick`].
+    pub check_on_open: CheckOnOpen,
 }
 
 impl Default for SqliteOptions {
@@ -55,10 +83,14 @@ impl Default for SqliteOptions {
             readers: 4,
             busy_timeout: Duration::from_secs(5),
             cache_kib: 8 * 1024,
-            durability: Durability::Normal,
+            durability: Durability::default(),
+            check_on_open: CheckOnOpen::default(),
         }
     }
 }
+
+/// How long [`Connections::probe_write`] waits for a write lock another process holds.
+const PROBE_BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 
 type Shared = Arc<Mutex<Connection>>;
 
@@ -74,6 +106,8 @@ pub(crate) struct Connections {
     /// `None` for a read-only store.
     writer: Option<Shared>,
     next_reader: AtomicUsize,
+    /// The busy timeout every connection runs with.
+    busy_timeout: Duration,
 }
 
 /// Wraps an error from opening or first touching `path`, recognising non-databases.
@@ -109,6 +143,52 @@ fn configure(conn: &Connection, options: &SqliteOptions, path: &Path) -> Result<
     Ok(())
 }
 
+/// Reads back the `PRAGMA synchronous` of a connection.
+pub(crate) fn durability(conn: &mut Connection) -> Result<Durability> {
+    let level: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    match level {
+        1 => Ok(Durability::Normal),
+        2 => Ok(Durability::Full),
+        other => Err(Error::UnexpectedSynchronous(other)),
+    }
+}
+
+/// Runs `PRAGMA quick_check` and refuses a database it finds damaged.
+fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
+    let corrupt = |report: String| Error::Corrupt {
+        path: path.to_owned(),
+        report,
+    };
+    let found = conn
+        .prepare("PRAGMA quick_check(10)")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        });
+    match found {
+        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => Ok(()),
+        // One problem per line (rows may hold several), on one line of the message.
+        Ok(rows) => Err(corrupt(
+            rows.iter()
+                .flat_map(|row| row.lines())
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with("*** in database"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+        Err(e) if is_not_a_database(&e) => Err(corrupt(e.to_string())),
+        Err(e) => Err(opening(path)(e)),
+    }
+}
+
+fn check_on_open(conn: &Connection, options: &SqliteOptions, path: &Path) -> Result<()> {
+    match options.check_on_open {
+        CheckOnOpen::Quick => quick_check(conn, path),
+        CheckOnOpen::Skip => Ok(()),
+    }
+}
+
 fn open_reader(path: &Path, options: &SqliteOptions) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(opening(path))?;
@@ -136,20 +216,27 @@ impl Connections {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut writer = Connection::open_with_flags(path, flags).map_err(opening(path))?;
+        // SQLite silently opens a file it may not write read-only; a writer that cannot
+        // write would accept nothing, so it refuses to start.
+        if writer
+            .is_readonly(rusqlite::MAIN_DB)
+            .map_err(opening(path))?
+        {
+            return Err(Error::NotWritable {
+                path: path.to_owned(),
+            });
+        }
         configure(&writer, options, path)?;
-        // Check ownership and version before anything can change the file.
+        // Check ownership, version and integrity before anything can change the file.
         schema::check(&schema::inspect(&writer).map_err(opening(path))?, path)?;
+        check_on_open(&writer, options, path)?;
         let mode: String = writer
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(opening(path))?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %path.display(), mode, "SQLite refused WAL mode");
         }
-        let synchronous = match options.durability {
-            Durability::Normal => "NORMAL",
-            Durability::Full => "FULL",
-        };
-        writer.pragma_update(None, "synchronous", synchronous)?;
+        writer.pragma_update(None, "synchronous", options.durability.pragma())?;
         schema::migrate(&mut writer, path)?;
         let readers = shared(open_readers(path, options)?);
         Ok(Connections {
@@ -157,6 +244,7 @@ impl Connections {
             writer: Some(Arc::new(Mutex::new(writer))),
             readers,
             next_reader: AtomicUsize::new(0),
+            busy_timeout: options.busy_timeout,
         })
     }
 
@@ -173,12 +261,14 @@ impl Connections {
                     supported: schema::SUPPORTED_VERSION,
                 });
             }
+            check_on_open(first, options, path)?;
         }
         Ok(Connections {
             path: path.to_owned(),
             writer: None,
             readers: shared(readers),
             next_reader: AtomicUsize::new(0),
+            busy_timeout: options.busy_timeout,
         })
     }
 
@@ -193,12 +283,35 @@ impl Connections {
             writer: Some(Arc::new(Mutex::new(conn))),
             readers: Vec::new(),
             next_reader: AtomicUsize::new(0),
+            busy_timeout: options.busy_timeout,
         })
     }
 
     /// Whether writes are refused.
     pub(crate) fn is_read_only(&self) -> bool {
         self.writer.is_none()
+    }
+
+    /// Whether the writer can start a write transaction right now: the file is writable
+    /// and no other process holds the write lock for longer than a short wait
+    /// (`BEGIN IMMEDIATE; ROLLBACK`). Fails with [`Error::ReadOnly`] for a read-only store.
+    pub(crate) async fn probe_write(&self) -> Result<()> {
+        let path = self.path.clone();
+        let busy_timeout = self.busy_timeout;
+        self.write(move |conn| {
+            if conn.is_readonly(rusqlite::MAIN_DB)? {
+                return Err(Error::NotWritable { path });
+            }
+            conn.busy_timeout(PROBE_BUSY_TIMEOUT)?;
+            let probe = conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK");
+            if probe.is_err() && !conn.is_autocommit() {
+                // ROLLBACK itself failed after BEGIN succeeded; leave no transaction open.
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            conn.busy_timeout(busy_timeout)?;
+            Ok(probe?)
+        })
+        .await
     }
 
     /// Runs `work` on the writer connection on a blocking thread.

@@ -30,6 +30,19 @@ pub(crate) enum Error {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// `PRAGMA quick_check` found damage.
+    #[error(
+        "{path}: the database is corrupt; PRAGMA quick_check reported: {report}. Restore it from a backup, or move it away and let flagstate rebuild the index from the registry"
+    )]
+    Corrupt { path: PathBuf, report: String },
+    /// A writer was pointed at a file it cannot write.
+    #[error(
+        "{path}: the database file cannot be written (file permissions, immutable attribute or read-only file system); give the writer write access, or serve it read-only (read_only: true)"
+    )]
+    NotWritable { path: PathBuf },
+    /// The writer runs with a `PRAGMA synchronous` level flagstate never sets.
+    #[error("the writer runs with PRAGMA synchronous = {0}, a level flagstate never sets")]
+    UnexpectedSynchronous(i64),
     /// A SQLite database that some other program created.
     #[error(
         "{path}: this SQLite database was not created by flagstate (application_id {application_id:#x}, {tables} tables); refusing to modify it"

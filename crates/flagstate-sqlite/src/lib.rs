@@ -27,12 +27,22 @@
 //!   descriptions of tagged images, ranked with bm25 ([`Capabilities::ranked_search`]).
 //!
 //! ## Durability
-//! The database runs in WAL mode with `synchronous = NORMAL` by default
-//! ([`Durability::Normal`]): a committed write survives the process being killed at any
-//! moment (tested by killing a writer mid-stream), while an operating-system crash or
-//! power loss may roll back the last few commits — never corrupt the file. The index is
-//! rebuilt from the registry by the next scan, so that trade buys much cheaper commits.
-//! [`Durability::Full`] fsyncs every commit.
+//! The database runs in WAL mode with `synchronous = FULL` by default
+//! ([`Durability::Full`]): every commit is fsynced before the write returns, so a change
+//! that was acknowledged (an event answered `2xx`) survives an operating-system crash or
+//! power loss. [`Durability::Normal`] (`synchronous = NORMAL`) is the explicit opt-in for
+//! cheaper commits: a commit still survives the process being killed at any moment
+//! (tested by killing a writer mid-stream) and the file is never corrupted, but power
+//! loss may roll back the last commits before it, acknowledged events included, until
+//! the next full scan repairs them. `docs/performance.md` has the measured cost.
+//!
+//! ## Integrity and readiness
+//! Opening a file runs `PRAGMA quick_check` ([`CheckOnOpen::Quick`], the default) and
+//! refuses a damaged database, naming the file and what the check reported. A writer
+//! refuses a file it cannot write (SQLite would silently open it read-only).
+//! [`Store::readiness`] reads the generation and, for a writer, takes and releases the
+//! write lock (`BEGIN IMMEDIATE; ROLLBACK`, waiting at most a quarter second for another
+//! process).
 //!
 //! ## Ordering
 //! Text columns use SQLite's BINARY (bytewise) collation, but no output order relies on
@@ -52,12 +62,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use async_trait::async_trait;
+use flagstate_core::store::StoreNotReady;
 use flagstate_core::{
     Capabilities, Digest, GcStats, Generation, IndexQuery, Manifest, RepositoryEntry,
     RepositorySnapshot, SearchPage, Store, StoreError, TagChange,
 };
 
-pub use connection::{Durability, SqliteOptions};
+pub use connection::{CheckOnOpen, Durability, SqliteOptions};
 
 use connection::Connections;
 
@@ -117,6 +128,15 @@ impl SqliteStore {
     /// Whether writes are refused.
     pub fn is_read_only(&self) -> bool {
         self.connections.is_read_only()
+    }
+
+    /// The durability the writer connection runs with, read back from
+    /// `PRAGMA synchronous`; `None` for a read-only store, which commits nothing.
+    pub async fn durability(&self) -> Result<Option<Durability>, StoreError> {
+        if self.is_read_only() {
+            return Ok(None);
+        }
+        Ok(Some(self.connections.write(connection::durability).await?))
     }
 }
 
@@ -202,6 +222,20 @@ impl Store for SqliteStore {
 
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
         Ok(self.connections.write(write::collect_garbage).await?)
+    }
+
+    async fn readiness(&self) -> Result<(), StoreNotReady> {
+        self.connections
+            .read(write::generation)
+            .await
+            .map_err(|e| StoreNotReady::Unreadable(e.into()))?;
+        if !self.is_read_only() {
+            self.connections
+                .probe_write()
+                .await
+                .map_err(|e| StoreNotReady::NotWritable(e.into()))?;
+        }
+        Ok(())
     }
 
     fn capabilities(&self) -> Capabilities {

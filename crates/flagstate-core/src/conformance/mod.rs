@@ -33,6 +33,7 @@ mod output;
 mod patterns;
 mod queries;
 mod random;
+mod readiness;
 mod regressions;
 mod search;
 mod writes;
@@ -43,6 +44,7 @@ pub use output::*;
 pub use patterns::*;
 pub use queries::*;
 pub use random::*;
+pub use readiness::*;
 pub use regressions::*;
 pub use search::*;
 pub use writes::*;
@@ -55,7 +57,9 @@ use crate::digest::Digest;
 use crate::index::RepositoryEntry;
 use crate::model::{Manifest, RepositorySnapshot, TagChange};
 use crate::query::IndexQuery;
-use crate::store::{Capabilities, GcStats, Generation, SearchPage, Store, StoreError};
+use crate::store::{
+    Capabilities, GcStats, Generation, SearchPage, Store, StoreError, StoreNotReady,
+};
 
 /// Unwraps a store result, panicking with what was being done.
 pub(crate) fn ok<T>(result: Result<T, StoreError>, doing: &str) -> T {
@@ -122,6 +126,9 @@ impl<S: Store, G: std::fmt::Debug + Send + Sync + 'static> Store for Guarded<S, 
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
         self.store.collect_garbage().await
     }
+    async fn readiness(&self) -> Result<(), StoreNotReady> {
+        self.store.readiness().await
+    }
     fn capabilities(&self) -> Capabilities {
         self.store.capabilities()
     }
@@ -184,6 +191,8 @@ macro_rules! conformance_tests {
             regression_repeated_annotation_values_are_ored,
             regression_matches_takes_a_glob,
             regression_order_is_bytewise_and_total,
+            // readiness
+            healthy_store_is_ready,
         );
     };
 }
