@@ -82,6 +82,11 @@ pub struct IndexArgs {
     )]
     pub events_token: Option<String>,
 
+    /// Accept notifications without a token in --watch mode (when no --events-token is
+    /// given). Without either, /events refuses every notification.
+    #[arg(long, conflicts_with = "events_token")]
+    pub allow_anonymous_events: bool,
+
     /// Time between full re-scans in --watch mode (e.g. 30m; 0 = never).
     #[arg(long, value_name = "DURATION", default_value = "30m")]
     pub rescan_interval: humantime::Duration,

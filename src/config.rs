@@ -39,6 +39,8 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "interval",
     "log",
     "icons",
+    "server",
+    "query",
 ];
 
 /// Keys whose environment value is taken verbatim. figment would read `0123` as the number
@@ -75,6 +77,10 @@ pub struct Config {
     pub log: LogSettings,
     /// Icons extracted from `data:` URIs and served by the server.
     pub icons: IconSettings,
+    /// Limits of the HTTP server: time, connections and requests a client can take.
+    pub server: ServerSettings,
+    /// Limits on index queries: glob size and matching work.
+    pub query: QuerySettings,
 }
 
 impl Default for Config {
@@ -90,6 +96,8 @@ impl Default for Config {
             interval: IntervalSettings::default(),
             log: LogSettings::default(),
             icons: IconSettings::default(),
+            server: ServerSettings::default(),
+            query: QuerySettings::default(),
         }
     }
 }
@@ -117,6 +125,10 @@ pub struct RegistrySettings {
     pub timeout: Duration,
     /// Most registry requests in flight at once.
     pub max_concurrency: usize,
+    /// How long the registry may answer nothing (every attempt failing to connect or
+    /// timing out) before it counts as unreachable and a scan stops with that one error.
+    #[serde(with = "duration")]
+    pub retry_budget: Duration,
 }
 
 impl Default for RegistrySettings {
@@ -130,6 +142,7 @@ impl Default for RegistrySettings {
             repositories: Vec::new(),
             timeout: Duration::from_secs(30),
             max_concurrency: 8,
+            retry_budget: flagstate_core::registry::DEFAULT_RETRY_BUDGET,
         }
     }
 }
@@ -155,12 +168,117 @@ impl Default for Components {
 }
 
 /// `events.*`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventSettings {
-    /// Bearer token the registry must send with notifications. Without one, `/events`
-    /// accepts any caller.
+    /// Bearer token the registry must send with notifications. Without one (or with an
+    /// empty one), `/events` refuses every notification unless `allow_anonymous` is set.
     pub token: Option<String>,
+    /// Accept notifications from anyone when no token is set.
+    pub allow_anonymous: bool,
+    /// Most repositories waiting for the re-scan notifications ask for; beyond it,
+    /// requests are dropped (and counted) and the next full scan covers them.
+    pub max_pending_reconciles: usize,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        EventSettings {
+            token: None,
+            allow_anonymous: false,
+            max_pending_reconciles: flagstate_core::indexer::IndexerConfig::default()
+                .max_pending_reconciles,
+        }
+    }
+}
+
+impl EventSettings {
+    /// The token in force: an empty one counts as none.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref().filter(|t| !t.is_empty())
+    }
+}
+
+/// `server.*`: what one client can take from the server. The defaults suit a public,
+/// unauthenticated index server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Longest time to receive a complete request head (also while a keep-alive
+    /// connection waits for its next request).
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// How long a connection with no request being served stays open.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Longest time a response write may make no progress before the connection closes.
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
+    /// Longest time to produce a response head; slower requests get `503`.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// Most connections open at once (lowered to fit the open-file limit).
+    pub max_connections: usize,
+    /// Most requests served at once; more are answered `503` at once.
+    pub max_in_flight: usize,
+    /// Most distinct index answers built from the store at once.
+    pub max_concurrent_builds: usize,
+    /// Longest wait for requests in flight at shutdown.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        let server = flagstate_http::ServerConfig::default();
+        let http = flagstate_http::HttpConfig::default();
+        ServerSettings {
+            header_read_timeout: server.header_read_timeout,
+            idle_timeout: server.idle_timeout,
+            write_timeout: server.write_timeout,
+            request_timeout: http.request_timeout,
+            max_connections: server.max_connections,
+            max_in_flight: http.max_in_flight,
+            max_concurrent_builds: http.max_concurrent_builds,
+            shutdown_timeout: server.shutdown_timeout,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The connection-level part, for [`flagstate_http::serve`].
+    pub fn server_config(&self) -> flagstate_http::ServerConfig {
+        let mut config = flagstate_http::ServerConfig::default();
+        config.header_read_timeout = self.header_read_timeout;
+        config.idle_timeout = self.idle_timeout;
+        config.write_timeout = self.write_timeout;
+        config.max_connections = self.max_connections;
+        config.shutdown_timeout = self.shutdown_timeout;
+        config
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("server.header_read_timeout", self.header_read_timeout),
+            ("server.idle_timeout", self.idle_timeout),
+            ("server.write_timeout", self.write_timeout),
+            ("server.request_timeout", self.request_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(key, "must not be 0"));
+            }
+        }
+        for (key, value) in [
+            ("server.max_connections", self.max_connections),
+            ("server.max_in_flight", self.max_in_flight),
+            ("server.max_concurrent_builds", self.max_concurrent_builds),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `database.*`: at most one backend. Neither means SQLite at the default path.
@@ -186,11 +304,48 @@ pub struct PostgresSettings {
 }
 
 /// `database.sqlite.*`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SqliteSettings {
     /// Database file; created when missing.
     pub path: PathBuf,
+    /// `synchronous`: how the writer commits.
+    pub synchronous: SqliteSynchronous,
+    /// `check_on_open`: the integrity check run when the file is opened.
+    pub check_on_open: SqliteCheckOnOpen,
+}
+
+impl Default for SqliteSettings {
+    fn default() -> Self {
+        SqliteSettings {
+            path: PathBuf::from(DEFAULT_SQLITE_PATH),
+            synchronous: SqliteSynchronous::default(),
+            check_on_open: SqliteCheckOnOpen::default(),
+        }
+    }
+}
+
+/// `database.sqlite.synchronous`: `full` or `normal`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// Every commit is fsynced: an acknowledged event survives power loss.
+    #[default]
+    Full,
+    /// Cheaper commits; power loss may roll back the last acknowledged events until the
+    /// next full scan.
+    Normal,
+}
+
+/// `database.sqlite.check_on_open`: `quick` or `none`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteCheckOnOpen {
+    /// `PRAGMA quick_check` at open; a corrupt file is refused.
+    #[default]
+    Quick,
+    /// No check.
+    None,
 }
 
 /// Default SQLite database file, relative to the working directory.
@@ -227,6 +382,11 @@ impl DatabaseSettings {
         }
     }
 
+    /// The SQLite settings in force: `database.sqlite`, or its defaults when absent.
+    pub fn sqlite_settings(&self) -> SqliteSettings {
+        self.sqlite.clone().unwrap_or_default()
+    }
+
     /// Selects a backend from a command-line value: `postgres://…` / `postgresql://…`
     /// is PostgreSQL, `sqlite://PATH` or anything else is a SQLite file path.
     pub fn set_from_argument(&mut self, value: &str) -> Result<(), ConfigError> {
@@ -246,9 +406,10 @@ impl DatabaseSettings {
             if path.is_empty() {
                 return Err(ConfigError::invalid("--database", "sqlite:// needs a path"));
             }
-            self.sqlite = Some(SqliteSettings {
-                path: PathBuf::from(path),
-            });
+            // The other SQLite settings of the configuration still apply.
+            let mut sqlite = self.sqlite.take().unwrap_or_default();
+            sqlite.path = PathBuf::from(path);
+            self.sqlite = Some(sqlite);
             self.postgres = None;
         }
         Ok(())
@@ -339,6 +500,40 @@ pub struct IconSettings {
     pub dir: Option<PathBuf>,
     /// URL prefix the rewritten icon labels point at (default `/icons/`).
     pub uri: Option<String>,
+}
+
+/// `query.*`: limits on index queries, so one request cannot burn seconds of CPU.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuerySettings {
+    /// Longest glob (`tag:matches`, `label:K:matches`, `annotation:K:matches`) in bytes.
+    pub max_pattern_bytes: usize,
+    /// Most `*` in one glob.
+    pub max_pattern_wildcards: usize,
+    /// Most glob-matching work one answer may cost (about one unit per byte examined).
+    pub max_match_cost: u64,
+}
+
+impl Default for QuerySettings {
+    fn default() -> Self {
+        let limits = flagstate_core::query::QueryLimits::default();
+        QuerySettings {
+            max_pattern_bytes: limits.max_pattern_bytes,
+            max_pattern_wildcards: limits.max_pattern_wildcards,
+            max_match_cost: limits.max_match_cost,
+        }
+    }
+}
+
+impl QuerySettings {
+    /// The limits the query engine applies.
+    pub fn limits(&self) -> flagstate_core::query::QueryLimits {
+        flagstate_core::query::QueryLimits {
+            max_pattern_bytes: self.max_pattern_bytes,
+            max_pattern_wildcards: self.max_pattern_wildcards,
+            max_match_cost: self.max_match_cost,
+        }
+    }
 }
 
 impl Config {
@@ -451,19 +646,41 @@ impl Config {
         if registry.timeout.is_zero() {
             return Err(ConfigError::invalid("registry.timeout", "must not be 0"));
         }
-        if let Some(token) = &self.events.token
-            && token.is_empty()
-        {
+        if registry.retry_budget.is_zero() {
             return Err(ConfigError::invalid(
-                "events.token",
-                "is empty; remove the key to accept notifications without a token",
+                "registry.retry_budget",
+                "must not be 0",
             ));
         }
+        if self.events.token().is_some() && self.events.allow_anonymous {
+            return Err(ConfigError::invalid(
+                "events.allow_anonymous",
+                "contradicts events.token; remove one of them",
+            ));
+        }
+        if self.events.max_pending_reconciles == 0 {
+            return Err(ConfigError::invalid(
+                "events.max_pending_reconciles",
+                "must be at least 1",
+            ));
+        }
+        self.server.validate()?;
         if self.icons.uri.is_some() && self.icons.dir.is_none() {
             return Err(ConfigError::invalid(
                 "icons.uri",
                 "needs icons.dir (where the icons are written)",
             ));
+        }
+        for (key, value) in [
+            (
+                "query.max_pattern_bytes",
+                self.query.max_pattern_bytes as u64,
+            ),
+            ("query.max_match_cost", self.query.max_match_cost),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
         }
         if let Some(filter) = &self.log.filter {
             tracing_subscriber::EnvFilter::try_new(filter)

@@ -37,9 +37,6 @@ pub enum CliError {
         /// Why.
         source: std::io::Error,
     },
-    /// The HTTP server stopped with an error.
-    #[error("HTTP server failed: {0}")]
-    Serve(std::io::Error),
     /// Any other failure while running, described.
     #[error("{0}")]
     Runtime(String),

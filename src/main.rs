@@ -75,6 +75,7 @@ fn index(cli: &Cli, args: &cli::IndexArgs) -> ExitCode {
             let options = commands::index::WatchOptions {
                 listen: args.listen,
                 events_token: args.events_token.clone(),
+                allow_anonymous_events: args.allow_anonymous_events,
                 rescan_interval: (!interval.is_zero()).then_some(interval),
             };
             commands::index::run_watch(path, &options, &progress).await

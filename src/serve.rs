@@ -2,10 +2,11 @@
 //! their graceful shutdown.
 //!
 //! Order matters: the socket is bound before the indexer starts, so a port already in use
-//! fails fast without touching the registry. On SIGTERM/SIGINT the server stops accepting
+//! fails fast without touching the registry. Connections and requests are bounded by
+//! `server.*` ([`flagstate_http::serve`]). On SIGTERM/SIGINT the server stops accepting
 //! connections and finishes the requests in flight (a notification being applied completes
-//! and is acknowledged), the indexer is cancelled, and the process exits 0. A second
-//! signal exits at once.
+//! and is acknowledged; at most `server.shutdown_timeout`), the indexer is cancelled, and
+//! the process exits 0. A second signal exits at once.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,8 +38,14 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
         source,
     })?;
 
-    if !config.read_only && config.events.token.is_none() && !addr.ip().is_loopback() {
-        warn!(%addr, "events.token is not set: /events accepts notifications from anyone who can reach this address");
+    if !config.read_only && config.events.token().is_none() {
+        if !config.events.allow_anonymous {
+            warn!(
+                "events.token is not set: /events refuses every notification (set events.token, or events.allow_anonymous: true)"
+            );
+        } else if !addr.ip().is_loopback() {
+            warn!(%addr, "events.allow_anonymous: /events accepts notifications from anyone who can reach this address");
+        }
     }
 
     let store = setup::open_store(config).await?;
@@ -64,6 +71,7 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
         ))),
         _ => None,
     };
+    let connections = state.connections();
     let app = if config.components.web_ui {
         flagstate_http::router_with(state, flagstate_http::ui::routes())
     } else {
@@ -80,10 +88,14 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
     info!(%addr, registry = registry.as_deref().unwrap_or("none"), "listening on http://{addr}");
 
     let signal = wait_for_signal(shutdown.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await
-        .map_err(CliError::Serve)?;
+    flagstate_http::serve(
+        listener,
+        app,
+        &config.server.server_config(),
+        connections,
+        signal,
+    )
+    .await;
 
     shutdown.cancel();
     if let Some(task) = indexer_task {

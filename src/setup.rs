@@ -7,7 +7,9 @@ use flagstate_core::Store;
 use flagstate_core::indexer::{Indexer, IndexerConfig};
 use flagstate_core::registry::{Credentials, RegistryClient, RegistryConfig};
 
-use crate::config::{Config, ConfigError, DatabaseChoice};
+use crate::config::{
+    Config, ConfigError, DatabaseChoice, SqliteCheckOnOpen, SqliteSettings, SqliteSynchronous,
+};
 use crate::error::CliError;
 
 /// The registry client the configuration describes.
@@ -31,6 +33,7 @@ pub fn registry_client(config: &Config) -> Result<RegistryClient, CliError> {
     cfg.credentials = credentials;
     cfg.timeout = settings.timeout;
     cfg.max_concurrency = settings.max_concurrency;
+    cfg.retry_budget = settings.retry_budget;
     cfg.repositories = settings.repositories.clone();
     RegistryClient::new(cfg).map_err(|e| ConfigError::invalid("registry", e.to_string()).into())
 }
@@ -41,7 +44,11 @@ pub fn http_config(config: &Config) -> flagstate_http::HttpConfig {
         public_registry_url: config.public_registry_url(),
         max_age_index: config.cache.max_age_index,
         max_age_html: config.cache.max_age_html,
-        events_token: config.events.token.clone(),
+        events_token: config.events.token().map(str::to_owned),
+        events_allow_anonymous: config.events.allow_anonymous,
+        request_timeout: config.server.request_timeout,
+        max_in_flight: config.server.max_in_flight,
+        max_concurrent_builds: config.server.max_concurrent_builds,
         assert_endpoint: config.components.assert_endpoint,
         icons_dir: config.icons.dir.clone(),
         icons_uri: config
@@ -49,6 +56,7 @@ pub fn http_config(config: &Config) -> flagstate_http::HttpConfig {
             .uri
             .clone()
             .unwrap_or_else(|| "/icons/".to_owned()),
+        query_limits: config.query.limits(),
         ..flagstate_http::HttpConfig::default()
     }
 }
@@ -60,6 +68,7 @@ pub fn indexer(config: &Config, store: Arc<dyn Store>) -> Result<Indexer, CliErr
         concurrency: config.registry.max_concurrency,
         full_scan_interval: config.interval.fetch_all(),
         gc_interval: config.interval.garbage_collect(),
+        max_pending_reconciles: config.events.max_pending_reconciles,
         ..IndexerConfig::default()
     };
     Ok(Indexer::new(client, store, cfg))
@@ -68,7 +77,7 @@ pub fn indexer(config: &Config, store: Arc<dyn Store>) -> Result<Indexer, CliErr
 /// Opens the configured store for writing (read-only when `read_only` is set), creating
 /// a SQLite database when missing.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
-    open(config.database.choice()?, config.read_only).await
+    open(config, config.database.choice()?, config.read_only).await
 }
 
 /// Opens the configured store read-only, for commands that only look at an existing
@@ -83,18 +92,40 @@ pub async fn open_existing_store(config: &Config) -> Result<Arc<dyn Store>, CliE
             path.display()
         )));
     }
-    open(choice, true).await
+    open(config, choice, true).await
 }
 
-async fn open(choice: DatabaseChoice, read_only: bool) -> Result<Arc<dyn Store>, CliError> {
+/// The SQLite store's options from `database.sqlite.*`.
+pub fn sqlite_options(settings: &SqliteSettings) -> flagstate_sqlite::SqliteOptions {
+    use flagstate_sqlite::{CheckOnOpen, Durability};
+    flagstate_sqlite::SqliteOptions {
+        durability: match settings.synchronous {
+            SqliteSynchronous::Full => Durability::Full,
+            SqliteSynchronous::Normal => Durability::Normal,
+        },
+        check_on_open: match settings.check_on_open {
+            SqliteCheckOnOpen::Quick => CheckOnOpen::Quick,
+            SqliteCheckOnOpen::None => CheckOnOpen::Skip,
+        },
+        ..flagstate_sqlite::SqliteOptions::default()
+    }
+}
+
+async fn open(
+    config: &Config,
+    choice: DatabaseChoice,
+    read_only: bool,
+) -> Result<Arc<dyn Store>, CliError> {
     match choice {
         DatabaseChoice::Sqlite(path) => {
-            // Opening creates and migrates the file: blocking work, kept off the runtime.
+            let options = sqlite_options(&config.database.sqlite_settings());
+            // Opening creates, checks and migrates the file: blocking work, kept off the
+            // runtime.
             let store = tokio::task::spawn_blocking(move || {
                 if read_only {
-                    flagstate_sqlite::SqliteStore::open_read_only(&path)
+                    flagstate_sqlite::SqliteStore::open_read_only_with(&path, options)
                 } else {
-                    flagstate_sqlite::SqliteStore::open(&path)
+                    flagstate_sqlite::SqliteStore::open_with(&path, options)
                 }
             })
             .await

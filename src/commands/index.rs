@@ -341,6 +341,8 @@ pub struct WatchOptions {
     pub listen: std::net::SocketAddr,
     /// Bearer token the registry must send to `/events`.
     pub events_token: Option<String>,
+    /// Accept notifications without a token (when `events_token` is `None`).
+    pub allow_anonymous_events: bool,
     /// Time between full re-scans that repair what notifications missed.
     pub rescan_interval: Option<Duration>,
 }
@@ -399,14 +401,18 @@ pub async fn run_watch(
             .first()
             .map(|s| s.registry_public.clone())
             .unwrap_or_default(),
-        events_token: options.events_token.clone(),
+        events_token: options.events_token.clone().filter(|t| !t.is_empty()),
+        events_allow_anonymous: options.allow_anonymous_events,
         ..flagstate_http::HttpConfig::default()
     };
-    let app = flagstate_http::router(flagstate_http::AppState::new(
-        store.clone(),
-        Some(indexer),
-        http,
-    ));
+    if http.events_token.is_none() && !http.events_allow_anonymous {
+        tracing::warn!(
+            "no --events-token: /events refuses every notification (pass --events-token, or --allow-anonymous-events)"
+        );
+    }
+    let state = flagstate_http::AppState::new(store.clone(), Some(indexer), http);
+    let connections = state.connections();
+    let app = flagstate_http::router(state);
     tracing::info!(%addr, "listening on http://{addr}");
     eprintln!("flagstate: watching; notifications to http://{addr}/events");
 
@@ -416,10 +422,14 @@ pub async fn run_watch(
         plan.icons.clone(),
         shutdown.child_token(),
     ));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(crate::serve::wait_for_signal(shutdown.clone()))
-        .await
-        .map_err(CliError::Serve)?;
+    flagstate_http::serve(
+        listener,
+        app,
+        &flagstate_http::ServerConfig::default(),
+        connections,
+        crate::serve::wait_for_signal(shutdown.clone()),
+    )
+    .await;
     shutdown.cancel();
     let _ = indexer_task.await;
     match rewriter.await {

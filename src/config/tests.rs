@@ -274,8 +274,40 @@ fn validation_catches_inconsistent_settings() {
             "registry: {url: 'http://r', max_concurrency: 0}",
             "registry.max_concurrency",
         );
-        check(&format!("{url}events: {{token: ''}}"), "events.token");
+        check(
+            &format!("{url}events: {{token: t, allow_anonymous: true}}"),
+            "events.allow_anonymous",
+        );
+        check(
+            &format!("{url}events: {{max_pending_reconciles: 0}}"),
+            "events.max_pending_reconciles",
+        );
+        check(
+            &format!("{url}server: {{max_connections: 0}}"),
+            "server.max_connections",
+        );
+        check(
+            &format!("{url}server: {{max_in_flight: 0}}"),
+            "server.max_in_flight",
+        );
+        check(
+            &format!("{url}server: {{max_concurrent_builds: 0}}"),
+            "server.max_concurrent_builds",
+        );
+        check(
+            &format!("{url}server: {{idle_timeout: 0}}"),
+            "server.idle_timeout",
+        );
+        check(
+            &format!("{url}server: {{header_read_timeout: 0}}"),
+            "server.header_read_timeout",
+        );
         check(&format!("{url}icons: {{uri: /i/}}"), "icons.uri");
+        // An empty token counts as none: valid, and it opens nothing.
+        let c = load(jail, &format!("{url}events: {{token: ''}}")).unwrap();
+        c.validate(true).unwrap();
+        assert_eq!(c.events.token(), None);
+        assert!(!c.events.allow_anonymous);
         check(&format!("{url}log: {{filter: 'a=b=c'}}"), "log.filter");
         Ok(())
     });
@@ -315,4 +347,93 @@ fn database_argument_selects_the_backend() {
 fn env_var_names() {
     assert_eq!(env_var_name("registry.url"), "FLAGSTATE_REGISTRY__URL");
     assert_eq!(env_var_name("read_only"), "FLAGSTATE_READ_ONLY");
+}
+
+#[test]
+fn query_limits_have_defaults_keys_and_checks() {
+    Jail::expect_with(|jail| {
+        let defaults = load(jail, "{}\n").unwrap();
+        assert_eq!(
+            defaults.query.limits(),
+            flagstate_core::query::QueryLimits::default()
+        );
+        let c = load(
+            jail,
+            "query: {max_pattern_bytes: 1024, max_pattern_wildcards: 4, max_match_cost: 5000}\n",
+        )
+        .unwrap();
+        let limits = c.query.limits();
+        assert_eq!(
+            (
+                limits.max_pattern_bytes,
+                limits.max_pattern_wildcards,
+                limits.max_match_cost
+            ),
+            (1024, 4, 5000)
+        );
+        assert_eq!(crate::setup::http_config(&c).query_limits, limits);
+        jail.set_env("FLAGSTATE_QUERY__MAX_MATCH_COST", "77");
+        assert_eq!(load(jail, "{}\n").unwrap().query.max_match_cost, 77);
+        jail.clear_env();
+        for key in ["max_pattern_bytes", "max_match_cost"] {
+            let c = load(jail, &format!("query: {{{key}: 0}}\n")).unwrap();
+            let e = c.validate(false).unwrap_err().to_string();
+            assert!(e.contains(&format!("query.{key}")), "{e}");
+        }
+        assert!(load_err(jail, "query: {max_glob: 1}\n").contains("query.max_glob"));
+        Ok(())
+    });
+}
+
+#[test]
+fn sqlite_synchronous_and_check_on_open() {
+    use flagstate_sqlite::{CheckOnOpen, Durability};
+    Jail::expect_with(|jail| {
+        // Defaults: FULL commits and a quick_check at open, with or without the section.
+        let defaults =
+            crate::setup::sqlite_options(&load(jail, "{}\n").unwrap().database.sqlite_settings());
+        assert_eq!(defaults.durability, Durability::Full);
+        assert_eq!(defaults.check_on_open, CheckOnOpen::Quick);
+        let c = load(jail, "database: {sqlite: {synchronous: full}}\n").unwrap();
+        assert_eq!(
+            c.database.choice().unwrap(),
+            DatabaseChoice::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH))
+        );
+
+        let c = load(
+            jail,
+            "database: {sqlite: {path: a.db, synchronous: normal, check_on_open: none}}\n",
+        )
+        .unwrap();
+        let options = crate::setup::sqlite_options(&c.database.sqlite_settings());
+        assert_eq!(options.durability, Durability::Normal);
+        assert_eq!(options.check_on_open, CheckOnOpen::Skip);
+        // --database replaces the file, not the other SQLite settings.
+        let mut db = c.database.clone();
+        db.set_from_argument("b.db").unwrap();
+        let settings = db.sqlite_settings();
+        assert_eq!(settings.path, PathBuf::from("b.db"));
+        assert_eq!(settings.synchronous, SqliteSynchronous::Normal);
+        assert_eq!(settings.check_on_open, SqliteCheckOnOpen::None);
+
+        jail.set_env("FLAGSTATE_DATABASE__SQLITE__SYNCHRONOUS", "normal");
+        let c = load(jail, "{}\n").unwrap();
+        assert_eq!(
+            c.database.sqlite_settings().synchronous,
+            SqliteSynchronous::Normal
+        );
+        jail.clear_env();
+
+        for (yaml, key) in [
+            ("database: {sqlite: {synchronous: off}}\n", "synchronous"),
+            (
+                "database: {sqlite: {check_on_open: full}}\n",
+                "check_on_open",
+            ),
+        ] {
+            let e = load_err(jail, yaml);
+            assert!(e.contains(key), "{e}");
+        }
+        Ok(())
+    });
 }

@@ -99,9 +99,22 @@ async fn captured_envelopes_parse_and_classify() {
         one("delete-tag.json"),
         one("delete-manifest-by-digest.json"),
     ];
+    // In a repository the store does not know, deletes have nothing to remove.
+    let outcome = indexer.apply_events(&deletes).await.unwrap();
+    assert_eq!((outcome.applied, outcome.ignored), (0, 2));
+    assert!(outcome.reconcile_scheduled.is_empty());
+    use flagstate_core::conformance::fixtures::{image, repo};
+    store
+        .replace_repository(&repo("cap/img").image("v1", &image("cap").build()).build())
+        .await
+        .unwrap();
     let outcome = indexer.apply_events(&deletes).await.unwrap();
     assert_eq!((outcome.applied, outcome.ignored), (2, 0));
     assert_eq!(outcome.reconcile_scheduled, ["cap/img"]);
+    assert_eq!(
+        store.repository_tags("cap/img").await.unwrap(),
+        Some(Default::default())
+    );
     // A tagged push needs the manifest: with no registry the batch fails, naming the event.
     let err = indexer
         .apply_events(&[one("push-manifest-tagged.json")])
@@ -524,4 +537,63 @@ async fn spawn_after_scan_does_not_repeat_the_first_scan() {
             .expect("stops on shutdown")
             .unwrap();
     }
+}
+
+/// A flood of notifications naming 10,000 invented repositories (what an anonymous or
+/// compromised sender can post) neither grows the reconcile queue past its cap nor costs
+/// registry requests for names the registry does not have.
+#[tokio::test]
+async fn invented_repositories_cost_nothing_and_the_queue_is_capped() {
+    let Some(registry) = registry().await else {
+        return;
+    };
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let client = RegistryClient::new(client_config(&registry.url())).unwrap();
+    let cap = 100;
+    let indexer = Indexer::new(
+        client,
+        store.clone(),
+        flagstate_core::indexer::IndexerConfig {
+            max_pending_reconciles: cap,
+            ..Default::default()
+        },
+    );
+    let generation = store.generation().await.unwrap();
+    let invented = |i: usize, action: EventAction, tag: Option<&str>, digest: bool| RegistryEvent {
+        id: format!("flood-{i}-{action:?}"),
+        action,
+        repository: format!("flood/r{i}"),
+        tag: tag.map(str::to_owned),
+        digest: digest.then(|| Digest::sha256_of(format!("m{i}").as_bytes())),
+        media_type: Some(DOCKER_MANIFEST.into()),
+    };
+    // Deletes and pushes of manifests the registry does not have: ignored, no re-scan.
+    let mut events = Vec::new();
+    for i in 0..10_000 {
+        events.push(invented(i, EventAction::Delete, Some("latest"), false));
+        events.push(invented(i, EventAction::Delete, None, true));
+    }
+    for i in 0..200 {
+        events.push(invented(i, EventAction::Push, Some("latest"), true));
+    }
+    let before = indexer.client().stats();
+    let outcome = indexer.apply_events(&events).await.unwrap();
+    assert_eq!(outcome.applied, 0, "{outcome:?}");
+    assert!(outcome.reconcile_scheduled.is_empty());
+    assert_eq!(indexer.status().reconciles_pending, 0);
+    assert_eq!(store.generation().await.unwrap(), generation);
+    // One manifest request per invented push, nothing more.
+    let after = indexer.client().stats();
+    assert_eq!(after.manifest_gets - before.manifest_gets, 200);
+    assert_eq!(after.tag_pages, before.tag_pages);
+
+    // Tag pushes without a digest ask for a re-scan; the queue keeps at most `cap`.
+    let events: Vec<_> = (0..10_000)
+        .map(|i| invented(i, EventAction::Push, Some("latest"), false))
+        .collect();
+    let outcome = indexer.apply_events(&events).await.unwrap();
+    assert_eq!(outcome.reconcile_scheduled.len(), cap);
+    let status = indexer.status();
+    assert_eq!(status.reconciles_pending, cap as u64);
+    assert_eq!(status.reconciles_dropped, 10_000 - cap as u64);
 }

@@ -5,6 +5,10 @@
 //! `listening on 127.0.0.1:PORT` once ready. With BODY_DIR, first writes the Flatpak
 //! query's answer there as `index.json` and `index.json.gz` (the exact bytes this server
 //! sends), so a static file server can serve identical responses for comparison.
+//!
+//! The router is served by [`flagstate_http::serve`], the bounded loop the binary runs;
+//! `FLAGSTATE_BENCH_LOOP=axum` serves it with `axum::serve` instead, the unbounded
+//! baseline, to measure what the limits cost per request.
 
 use std::sync::Arc;
 
@@ -61,6 +65,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("listening on {}", listener.local_addr()?);
-    axum::serve(listener, router(state)).await?;
+    if std::env::var("FLAGSTATE_BENCH_LOOP").is_ok_and(|v| v == "axum") {
+        axum::serve(listener, router(state)).await?;
+    } else {
+        let connections = state.connections();
+        let config = flagstate_http::ServerConfig::default();
+        flagstate_http::serve(
+            listener,
+            router(state),
+            &config,
+            connections,
+            std::future::pending(),
+        )
+        .await;
+    }
     Ok(())
 }

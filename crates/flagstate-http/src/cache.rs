@@ -5,8 +5,10 @@
 //! empties the cache; an entry is only served for the generation it was built at, so a
 //! change is never hidden. Concurrent requests for the same missing entry wait for one
 //! build instead of each querying the store (a burst of clients after a change would
-//! otherwise all hit the store at once). The cache is bounded by entry count (LRU) and by
-//! bytes.
+//! otherwise all hit the store at once), and distinct misses are built a few at a time
+//! ([`IndexCache::with_build_limit`]), so a burst of different expensive queries cannot
+//! hold many whole answers in memory at once. The cache is bounded by entry count (LRU)
+//! and by bytes.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,7 @@ use bytes::Bytes;
 use flagstate_core::Generation;
 use lru::LruCache;
 use sha2::{Digest as _, Sha256};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 use crate::encoding::{Coding, compress};
 use crate::error::HttpError;
@@ -128,6 +130,8 @@ struct Inner {
 pub struct IndexCache {
     inner: Mutex<Inner>,
     max_bytes: usize,
+    /// Permits for builds running at once; distinct misses beyond them wait.
+    builds: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for IndexCache {
@@ -158,8 +162,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl IndexCache {
-    /// A cache of at most `max_entries` answers and about `max_bytes` bytes.
+    /// A cache of at most `max_entries` answers and about `max_bytes` bytes, building
+    /// any number of distinct answers at once.
     pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Self::with_build_limit(max_entries, max_bytes, Semaphore::MAX_PERMITS)
+    }
+
+    /// Like [`new`](Self::new), building at most `max_builds` distinct answers at once
+    /// (at least one): each build holds a whole answer in memory, so this bounds the
+    /// memory and CPU that distinct uncached queries can take together.
+    pub fn with_build_limit(max_entries: usize, max_bytes: usize, max_builds: usize) -> Self {
         let cap = NonZeroUsize::new(max_entries).unwrap_or(NonZeroUsize::MIN);
         IndexCache {
             inner: Mutex::new(Inner {
@@ -169,6 +181,7 @@ impl IndexCache {
                 aliases: LruCache::new(cap),
             }),
             max_bytes,
+            builds: Arc::new(Semaphore::new(max_builds.clamp(1, Semaphore::MAX_PERMITS))),
         }
     }
 
@@ -228,6 +241,7 @@ impl IndexCache {
             }
         };
         let Some(cell) = cell else {
+            let _permit = self.build_permit().await?;
             let body = build().await?;
             return Ok((Arc::new(CachedBody::new(generation, body)), Lookup::Miss));
         };
@@ -236,6 +250,7 @@ impl IndexCache {
             .get_or_try_init(|| {
                 built = true;
                 async move {
+                    let _permit = self.build_permit().await?;
                     let body = build().await?;
                     Ok::<_, HttpError>(Arc::new(CachedBody::new(generation, body)))
                 }
@@ -247,6 +262,20 @@ impl IndexCache {
         }
         self.charge(key, &cell, entry.identity.len().saturating_mul(2));
         Ok((entry, Lookup::Miss))
+    }
+
+    /// The permits distinct builds take; other whole-index readers (the web UI's broad
+    /// pages) take them too, so the bound holds for the server as a whole.
+    pub fn builds(&self) -> Arc<Semaphore> {
+        self.builds.clone()
+    }
+
+    /// Waits for room to build an answer.
+    async fn build_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, HttpError> {
+        self.builds
+            .acquire()
+            .await
+            .map_err(|_| HttpError::Internal("the index build limiter was closed".into()))
     }
 
     fn insert_slot(&self, inner: &mut Inner, key: &str) -> Arc<OnceCell<Arc<CachedBody>>> {
@@ -400,6 +429,36 @@ mod tests {
             assert_eq!(t.await.unwrap().0.identity().as_ref(), b"once");
         }
         assert_eq!(builds.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn distinct_builds_are_bounded() {
+        let cache = Arc::new(IndexCache::with_build_limit(100, 1 << 20, 2));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (cache, running, most) = (cache.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    let key = format!("q{i}");
+                    cache
+                        .get_or_build(&key, 1, || async move {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            body("x")
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        assert_eq!(cache.len(), 8);
     }
 
     #[tokio::test]

@@ -16,10 +16,15 @@ pub struct HttpConfig {
     pub max_age_index: Duration,
     /// `Cache-Control: max-age` of web UI pages (used by a merged UI router).
     pub max_age_html: Duration,
-    /// Bearer token `POST /events` requires; `None` accepts notifications from anyone.
-    /// `Some("")` is treated as a token nobody can present (fail closed) rather than as
-    /// "no token", so an empty setting never opens the endpoint by accident.
+    /// Bearer token `POST /events` requires. `None` refuses every notification unless
+    /// [`events_allow_anonymous`](Self::events_allow_anonymous) is set. `Some("")` is a
+    /// token nobody can present (fail closed), so an empty setting never opens the
+    /// endpoint by accident.
     pub events_token: Option<String>,
+    /// Accept notifications without a token when no `events_token` is set. Off by
+    /// default: an anonymous `/events` lets anyone who can reach the server delete tags
+    /// from the index until the next scan and make it send registry requests.
+    pub events_allow_anonymous: bool,
     /// Whether `POST /assert` (wait until a query's answer satisfies assertions) is served.
     pub assert_endpoint: bool,
     /// Largest `POST /events` body accepted, in bytes; larger ones get `413`.
@@ -41,6 +46,19 @@ pub struct HttpConfig {
     pub max_assert_timeout: Duration,
     /// Event ids remembered to acknowledge redelivered notifications without re-applying.
     pub recent_event_ids: usize,
+    /// Limits on index queries: glob size and wildcards (a longer one is a `400`), and
+    /// the glob-matching work one answer may cost (a query needing more is a `400`).
+    pub query_limits: flagstate_core::query::QueryLimits,
+    /// Longest time a request may take to produce its response head; slower ones get
+    /// `503` with `Retry-After`. `POST /assert` is bounded by its own `timeout` instead.
+    pub request_timeout: Duration,
+    /// Most requests served at once; more are shed with `503` and `Retry-After` rather
+    /// than queued. `/healthz` and `/readyz` are never shed.
+    pub max_in_flight: usize,
+    /// Most index answers built from the store at once (distinct uncached queries);
+    /// further builds wait their turn (within `request_timeout`). Requests for the same
+    /// answer always share one build.
+    pub max_concurrent_builds: usize,
 }
 
 impl Default for HttpConfig {
@@ -50,6 +68,7 @@ impl Default for HttpConfig {
             max_age_index: Duration::from_secs(60),
             max_age_html: Duration::from_secs(60),
             events_token: None,
+            events_allow_anonymous: false,
             assert_endpoint: false,
             max_event_body: 1024 * 1024,
             icons_dir: None,
@@ -58,6 +77,10 @@ impl Default for HttpConfig {
             index_cache_bytes: 256 * 1024 * 1024,
             max_assert_timeout: Duration::from_secs(300),
             recent_event_ids: 10_000,
+            query_limits: flagstate_core::query::QueryLimits::default(),
+            request_timeout: Duration::from_secs(30),
+            max_in_flight: 512,
+            max_concurrent_builds: 4,
         }
     }
 }

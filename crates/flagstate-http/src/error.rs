@@ -10,7 +10,8 @@ use flagstate_core::{QueryError, StoreError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HttpError {
-    /// An index query string is invalid; `400`. The message names the parameter.
+    /// An index query string is invalid, or its globs need more matching work than
+    /// allowed; `400`. The message names the parameter.
     #[error("{0}")]
     Query(#[from] QueryError),
     /// Any other malformed request; `400`.
@@ -42,6 +43,10 @@ pub enum HttpError {
     /// The server is not ready yet (first scan running); `503`.
     #[error("{0}")]
     NotReady(String),
+    /// The server has too much to do (requests in flight at the cap, or an answer not
+    /// ready within the request timeout); `503` with `Retry-After`.
+    #[error("{0}")]
+    Overloaded(String),
     /// The store failed: `503` when it is unavailable, else `500`.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -71,7 +76,9 @@ impl HttpError {
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
             HttpError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            HttpError::ReadOnly(_) | HttpError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::ReadOnly(_) | HttpError::NotReady(_) | HttpError::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             HttpError::Store(e) => store_status(e),
             HttpError::Indexer(e) => indexer_status(e),
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -81,6 +88,7 @@ impl HttpError {
     /// The machine-readable code of the JSON body.
     pub fn code(&self) -> &'static str {
         match self {
+            HttpError::Query(QueryError::TooExpensive { .. }) => "query_too_expensive",
             HttpError::Query(_) => "invalid_query",
             HttpError::BadRequest { code, .. } => code,
             HttpError::Unauthorized(_) => "unauthorized",
@@ -89,6 +97,7 @@ impl HttpError {
             HttpError::UnsupportedMediaType(_) => "unsupported_media_type",
             HttpError::ReadOnly(_) => "read_only",
             HttpError::NotReady(_) => "not_ready",
+            HttpError::Overloaded(_) => "overloaded",
             HttpError::Store(StoreError::Unavailable { .. }) => "store_unavailable",
             HttpError::Store(_) => "store_error",
             HttpError::Indexer(_) => "events_not_applied",
@@ -137,6 +146,12 @@ impl IntoResponse for HttpError {
             tracing::warn!(error = %self, status = status.as_u16(), "request failed");
         }
         let mut response = error_response(status, self.code(), &self.to_string());
+        if matches!(self, HttpError::Overloaded(_)) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::limits::RETRY_AFTER_SECONDS),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

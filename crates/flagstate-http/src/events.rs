@@ -1,7 +1,9 @@
 //! `POST /events`: registry notifications (webhooks).
 //!
-//! Order of checks, each answered with a JSON error: bearer token (`401`), whether this
-//! server writes the index at all (`503` on a read-only replica), content type (`415`),
+//! Order of checks, each answered with a JSON error: whether this server writes the
+//! index at all (`503` on a read-only replica), bearer token (`401`; without a
+//! configured token every post is refused unless anonymous posts are explicitly
+//! allowed, [`HttpConfig::events_allow_anonymous`](crate::HttpConfig)), content type (`415`),
 //! body size (`413`), parsing (`400`). Accepted events are then applied through
 //! [`Indexer::apply_events`](flagstate_core::indexer::Indexer::apply_events), which writes
 //! them to the store before returning; only then is the delivery acknowledged with `200`.
@@ -94,11 +96,41 @@ impl RecentEvents {
     }
 }
 
+/// Who may post notifications.
+#[derive(Debug, Clone, Copy)]
+enum Access<'a> {
+    /// Senders presenting this bearer token.
+    Token(&'a str),
+    /// Anyone (`events_allow_anonymous` without a token).
+    Anyone,
+    /// No one: no token is configured and anonymous posts are not allowed.
+    NoOne,
+}
+
+impl<'a> Access<'a> {
+    fn of(config: &'a crate::HttpConfig) -> Self {
+        match (&config.events_token, config.events_allow_anonymous) {
+            (Some(token), _) => Access::Token(token),
+            (None, true) => Access::Anyone,
+            (None, false) => Access::NoOne,
+        }
+    }
+}
+
 /// Checks `Authorization: Bearer <token>` in constant time. Both sides are hashed first
 /// so that neither the comparison nor its length leaks the token.
-fn authorize(expected: Option<&str>, headers: &HeaderMap) -> Result<(), HttpError> {
-    let Some(expected) = expected else {
-        return Ok(());
+fn authorize(access: Access<'_>, headers: &HeaderMap) -> Result<(), HttpError> {
+    let expected = match access {
+        Access::Anyone => return Ok(()),
+        Access::NoOne => {
+            return Err(HttpError::Unauthorized(
+                "this server accepts registry notifications only with a bearer token, and \
+                 none is configured: set events.token (and send it from the registry), or \
+                 events.allow_anonymous: true to accept notifications from anyone"
+                    .into(),
+            ));
+        }
+        Access::Token(token) => token,
     };
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -207,8 +239,6 @@ pub async fn receive(
         e
     };
     let headers = request.headers().clone();
-    authorize(state.config().events_token.as_deref(), &headers)
-        .map_err(|e| reject("unauthorized", e))?;
     let Some(indexer) = state.indexer().cloned() else {
         return Err(reject(
             "read_only",
@@ -219,6 +249,7 @@ pub async fn receive(
             ),
         ));
     };
+    authorize(Access::of(state.config()), &headers).map_err(|e| reject("unauthorized", e))?;
     let encoding = encoding(&headers).map_err(|e| reject("media_type", e))?;
     let limit = state.config().max_event_body;
     // A declared length over the limit is refused before reading a byte, so a sender
@@ -293,9 +324,11 @@ mod tests {
 
     #[test]
     fn bearer_checks() {
-        assert!(authorize(None, &auth(None)).is_ok());
-        assert!(authorize(None, &auth(Some(b"Bearer whatever"))).is_ok());
-        let t = Some("s3cret");
+        assert!(authorize(Access::Anyone, &auth(None)).is_ok());
+        assert!(authorize(Access::Anyone, &auth(Some(b"Bearer whatever"))).is_ok());
+        assert!(authorize(Access::NoOne, &auth(None)).is_err());
+        assert!(authorize(Access::NoOne, &auth(Some(b"Bearer whatever"))).is_err());
+        let t = Access::Token("s3cret");
         assert!(authorize(t, &auth(Some(b"Bearer s3cret"))).is_ok());
         assert!(authorize(t, &auth(Some(b"bearer   s3cret "))).is_ok());
         for bad in [
@@ -311,8 +344,8 @@ mod tests {
             assert!(authorize(t, &auth(Some(bad))).is_err(), "{bad:?}");
         }
         assert!(authorize(t, &auth(None)).is_err());
-        assert!(authorize(Some(""), &auth(Some(b"Bearer "))).is_err());
-        assert!(authorize(Some(""), &auth(None)).is_err());
+        assert!(authorize(Access::Token(""), &auth(Some(b"Bearer "))).is_err());
+        assert!(authorize(Access::Token(""), &auth(None)).is_err());
     }
 
     #[test]

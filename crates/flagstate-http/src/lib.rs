@@ -15,6 +15,10 @@
 //! both as JSON `{"error": {"code", "message"}}` like every other API error
 //! ([`HttpError`]).
 //!
+//! Serve a router with [`serve`], which bounds connections, header reads, idle and
+//! stalled clients ([`ServerConfig`]); every route is also bounded per request
+//! ([`limits`]: a deadline and a cap on requests in flight).
+//!
 //! Build the router with [`router`] from an [`AppState`] (store, optional indexer,
 //! [`HttpConfig`]); merge more routes (such as the web UI, [`ui::routes`]) with
 //! [`router_with`]. Handlers stay thin: query semantics, event parsing and indexing live
@@ -31,8 +35,10 @@ pub mod events;
 pub mod health;
 pub mod icons;
 pub mod index;
+pub mod limits;
 pub mod metrics;
 pub mod search;
+pub mod server;
 pub mod state;
 pub mod ui;
 
@@ -44,6 +50,7 @@ use axum::routing::{get, post};
 
 pub use config::HttpConfig;
 pub use error::HttpError;
+pub use server::{ServerConfig, serve};
 pub use state::AppState;
 
 /// The API's routes, without state, fallback or middleware. [`router_with`] adds those;
@@ -83,6 +90,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     api_routes(state.config())
         .merge(extra)
         .fallback(not_found)
+        .layer(from_fn_with_state(state.clone(), limits::limit))
         .layer(from_fn_with_state(state.clone(), metrics::observe))
         .with_state(state)
 }

@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use flagstate_core::registry::ClientStats;
 
 use crate::error::{HttpError, error_response};
+use crate::server::ConnectionStats;
 use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,6 +88,14 @@ pub struct Metrics {
     registry_not_modified: Counter,
     /// The registry client's counters at the last scrape; scrapes add the difference.
     registry_seen: Mutex<ClientStats>,
+    /// Requests shed with `503` because `max_in_flight` requests were being served.
+    pub requests_shed: Counter,
+    /// Requests answered `503` because they took longer than `request_timeout`.
+    pub requests_timed_out: Counter,
+    /// Reconcile requests dropped because the queue was full.
+    reconciles_dropped: Gauge,
+    /// The server loop's connection counters.
+    pub(crate) connections: ConnectionStats,
 }
 
 impl Default for Metrics {
@@ -234,6 +243,60 @@ impl Metrics {
                 "flagstate_indexer_events_failed",
                 "Events whose application failed since start",
             ),
+            requests_shed: counter(
+                &mut r,
+                "flagstate_http_requests_shed",
+                "Requests answered 503 at once because server.max_in_flight were in flight",
+            ),
+            requests_timed_out: counter(
+                &mut r,
+                "flagstate_http_requests_timed_out",
+                "Requests answered 503 because they exceeded server.request_timeout",
+            ),
+            reconciles_dropped: gauge(
+                &mut r,
+                "flagstate_indexer_reconciles_dropped",
+                "Reconcile requests dropped since start because the queue was full \
+                 (the periodic full scan covers those repositories)",
+            ),
+            connections: ConnectionStats {
+                open: gauge(
+                    &mut r,
+                    "flagstate_http_connections_open",
+                    "Client connections open",
+                ),
+                accepted: counter(
+                    &mut r,
+                    "flagstate_http_connections_accepted",
+                    "Client connections accepted",
+                ),
+                rejected: counter(
+                    &mut r,
+                    "flagstate_http_connections_rejected",
+                    "Connections answered 503 at server.max_connections (every connection busy)",
+                ),
+                evicted: counter(
+                    &mut r,
+                    "flagstate_http_connections_evicted",
+                    "Idle connections closed to admit a new one at server.max_connections",
+                ),
+                idle_closed: counter(
+                    &mut r,
+                    "flagstate_http_connections_idle_closed",
+                    "Connections closed after server.idle_timeout without a request",
+                ),
+                write_timeouts: counter(
+                    &mut r,
+                    "flagstate_http_connections_write_timeouts",
+                    "Connections closed because the client stopped reading for server.write_timeout",
+                ),
+                read_errors: counter(
+                    &mut r,
+                    "flagstate_http_connections_read_errors",
+                    "Connections ended by an unreadable request or a request head slower than \
+                     server.header_read_timeout",
+                ),
+            },
             registry: r,
             requests,
             latency,
@@ -340,6 +403,7 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, HttpError
             m.repositories_total.set(clamp(s.repositories_total));
             m.full_scans.set(clamp(s.full_scans));
             m.reconciles_pending.set(clamp(s.reconciles_pending));
+            m.reconciles_dropped.set(clamp(s.reconciles_dropped));
             m.indexer_events_failed.set(clamp(s.events_failed));
             m.count_registry_requests(indexer.client().stats());
         }

@@ -12,7 +12,10 @@ use flagstate_core::indexer::Indexer;
 use crate::cache::IndexCache;
 use crate::config::HttpConfig;
 use crate::events::RecentEvents;
+use crate::health::ReadinessCheck;
+use crate::limits::RequestLimiter;
 use crate::metrics::Metrics;
+use crate::server::ConnectionStats;
 
 /// The shared state of the HTTP API. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -30,13 +33,20 @@ struct Inner {
     metrics: Metrics,
     index_cache_control: HeaderValue,
     icons: Option<IconStore>,
+    limiter: RequestLimiter,
+    readiness: ReadinessCheck,
 }
 
 impl AppState {
     /// State over `store`. `indexer` receives registry notifications (`POST /events`) and
     /// reports readiness; `None` makes a read-only replica that refuses notifications.
     pub fn new(store: Arc<dyn Store>, indexer: Option<Arc<Indexer>>, config: HttpConfig) -> Self {
-        let cache = IndexCache::new(config.index_cache_entries, config.index_cache_bytes);
+        let cache = IndexCache::with_build_limit(
+            config.index_cache_entries,
+            config.index_cache_bytes,
+            config.max_concurrent_builds,
+        );
+        let limiter = RequestLimiter::new(config.max_in_flight);
         let recent = RecentEvents::new(config.recent_event_ids);
         // `max-age=<digits>` is always a valid header value.
         let index_cache_control =
@@ -56,6 +66,8 @@ impl AppState {
                 recent,
                 metrics: Metrics::new(),
                 index_cache_control,
+                limiter,
+                readiness: ReadinessCheck::default(),
             }),
         }
     }
@@ -99,6 +111,22 @@ impl AppState {
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
+
+    /// The coalesced readiness check of `/readyz`.
+    pub(crate) fn readiness(&self) -> &ReadinessCheck {
+        &self.inner.readiness
+    }
+
+    /// The request limits' shared state.
+    pub(crate) fn limiter(&self) -> &RequestLimiter {
+        &self.inner.limiter
+    }
+
+    /// The connection counters `/metrics` reports; hand them to
+    /// [`server::serve`](crate::server::serve) when serving this state's router.
+    pub fn connections(&self) -> ConnectionStats {
+        self.inner.metrics.connections.clone()
+    }
 }
 
 /// Lets the web UI's routes ([`crate::ui::routes`]) run on this state, so the binary can
@@ -110,5 +138,6 @@ impl FromRef<AppState> for crate::ui::UiContext {
             state.config().public_registry_url.clone(),
             state.config().max_age_html,
         )
+        .with_build_limit(state.cache().builds())
     }
 }

@@ -26,9 +26,11 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str::<Value>(&text).unwrap()["body"].clone()
 }
 
+/// A token, or (with `None`) explicitly anonymous notifications.
 fn config(token: Option<&str>) -> HttpConfig {
     HttpConfig {
         events_token: token.map(str::to_owned),
+        events_allow_anonymous: token.is_none(),
         max_event_body: 4096,
         ..HttpConfig::default()
     }
@@ -348,4 +350,34 @@ async fn cloudevents_structured_batch_binary_and_plain_json() {
     .await;
     assert_eq!(r.json()["applied"], 1);
     assert_eq!(tags(&store, "cap/img").await, ["back"]);
+}
+
+#[tokio::test]
+async fn without_a_token_every_post_is_refused_unless_anonymous_is_allowed() {
+    let body = fixture("delete-tag").to_string();
+    let ct = ("content-type", DISTRIBUTION);
+    let store = Arc::new(MemoryStore::new());
+    let refusing = HttpConfig {
+        max_event_body: 4096,
+        ..HttpConfig::default()
+    };
+    assert!(refusing.events_token.is_none() && !refusing.events_allow_anonymous);
+    let indexer = unreachable_indexer(store.clone());
+    let app = router(AppState::new(store.clone(), Some(indexer), refusing));
+    for auth in [None, Some("Bearer anything")] {
+        let mut headers = vec![ct];
+        if let Some(a) = auth {
+            headers.push(("authorization", a));
+        }
+        let r = post(&app, &headers, body.clone()).await;
+        let message = r.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+        assert!(
+            message.contains("events.token") && message.contains("events.allow_anonymous"),
+            "{message}"
+        );
+    }
+    // The explicit opt-in accepts the same delivery.
+    let (app, _, _) = writer(None).await;
+    let r = post(&app, &[ct], body).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
 }

@@ -10,7 +10,10 @@
 //!   manifest or a blob went; deleting a blob digest as a manifest is harmless because no
 //!   tag points at a blob;
 //! - blob pushes (`application/octet-stream` and other non-manifest types), pulls,
-//!   mounts and unknown actions → ignored.
+//!   mounts and unknown actions → ignored;
+//! - deletes in a repository the store does not know, and pushes of a manifest the
+//!   registry does not have in such a repository → ignored, without a re-scan: nothing
+//!   indexed can be wrong, and made-up names must not cost registry requests.
 //!
 //! Every applied change is durable when [`Indexer::apply_events`] returns; after that the
 //! touched repositories are re-scanned (debounced) to catch what events cannot say, such
@@ -121,13 +124,16 @@ impl Indexer {
         self.status
             .events_ignored
             .fetch_add(outcome.ignored, Ordering::Relaxed);
-        for repository in &touched {
-            if validate_repository_name(repository).is_ok() {
-                self.queue.schedule(repository);
-            }
-        }
+        touched.retain(|repository| {
+            validate_repository_name(repository).is_ok() && self.queue.schedule(repository)
+        });
         outcome.reconcile_scheduled = touched.into_iter().collect();
         result.map(|()| outcome)
+    }
+
+    /// Whether the store knows `repository`.
+    async fn indexed(&self, repository: &str) -> Result<bool, IndexerError> {
+        Ok(self.store.repository_tags(repository).await?.is_some())
     }
 
     /// Applies one event; returns the repository it touched, or `None` if ignored.
@@ -171,8 +177,14 @@ impl Indexer {
                             return Ok(None);
                         }
                         Resolved::Vanished => {
-                            // Deleted again already; the re-scan settles the tag.
-                            return Ok(Some(repository.to_owned()));
+                            // Deleted again already; the re-scan settles the tag — if
+                            // the repository is indexed at all. A manifest the registry
+                            // does not have in a repository nobody indexed is a name made
+                            // up by the sender, not worth registry requests.
+                            return Ok(self
+                                .indexed(repository)
+                                .await?
+                                .then(|| repository.to_owned()));
                         }
                     }
                 };
@@ -182,6 +194,12 @@ impl Indexer {
                     digest,
                     manifests,
                 }
+            }
+            Plan::DeleteTag { .. } | Plan::DeleteManifest { .. }
+                if !self.indexed(repository).await? =>
+            {
+                tracing::trace!(id = %event.id, repository, "delete in a repository not indexed; ignored");
+                return Ok(None);
             }
             Plan::DeleteTag { tag } => TagChange::DeleteTag {
                 repository: repository.to_owned(),

@@ -52,6 +52,10 @@ pub struct IndexerConfig {
     /// Delay between an event and the re-scan of its repository; further events for the
     /// repository within the delay are folded into the same re-scan.
     pub reconcile_debounce: Duration,
+    /// Most repositories waiting for a re-scan. Requests beyond it are dropped and
+    /// counted ([`IndexerStatus::reconciles_dropped`]); the next periodic full scan covers
+    /// those repositories. Bounds the registry requests a flood of notifications can cause.
+    pub max_pending_reconciles: usize,
 }
 
 impl Default for IndexerConfig {
@@ -61,6 +65,7 @@ impl Default for IndexerConfig {
             full_scan_interval: Some(Duration::from_secs(30 * 60)),
             gc_interval: Some(Duration::from_secs(60 * 60)),
             reconcile_debounce: Duration::from_secs(2),
+            max_pending_reconciles: 1000,
         }
     }
 }
@@ -262,6 +267,8 @@ pub struct IndexerStatus {
     pub reconciles_failed: u64,
     /// Repositories waiting for a re-scan.
     pub reconciles_pending: u64,
+    /// Re-scan requests dropped since start because the queue was full.
+    pub reconciles_dropped: u64,
     /// Manifests removed by garbage collection since start.
     pub gc_manifests_removed: u64,
     /// Why the last full scan failed or was incomplete; `None` after a clean scan.
@@ -344,7 +351,7 @@ impl Indexer {
             event_marks: Mutex::new(HashMap::new()),
             event_seq: AtomicU64::new(0),
             scan_lock: tokio::sync::Mutex::new(()),
-            queue: worker::ReconcileQueue::new(cfg.reconcile_debounce),
+            queue: worker::ReconcileQueue::new(cfg.reconcile_debounce, cfg.max_pending_reconciles),
             cfg,
         }
     }
@@ -382,6 +389,7 @@ impl Indexer {
             reconciles: get(&s.reconciles),
             reconciles_failed: get(&s.reconciles_failed),
             reconciles_pending: self.queue.pending_len() as u64,
+            reconciles_dropped: self.queue.dropped(),
             gc_manifests_removed: get(&s.gc_manifests_removed),
             last_scan_error: lock(&s.last_scan_error).clone(),
             last_scan_duration: *lock(&s.last_scan_duration),

@@ -3,11 +3,14 @@
 //!
 //! The queue is a map, not a channel: a repository is pending at most once (later
 //! requests fold into it) and runs at most once at a time, so a burst of events for one
-//! repository costs one or two re-scans, and the queue can never fill up and block the
-//! event path.
+//! repository costs one or two re-scans, and the queue never blocks the event path. It
+//! holds at most [`max_pending_reconciles`](super::IndexerConfig::max_pending_reconciles)
+//! repositories: a request for another one beyond that is dropped and counted, and the
+//! periodic full scan covers it, so a flood of notifications naming many repositories
+//! cannot turn into an unbounded number of registry requests.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +29,9 @@ const FAILED_SCAN_RETRY: Duration = Duration::from_secs(30);
 /// Repositories waiting for a re-scan, each with the time it becomes due.
 pub(super) struct ReconcileQueue {
     debounce: Duration,
+    capacity: usize,
     pending: Mutex<HashMap<String, Instant>>,
+    dropped: AtomicU64,
     wake: Notify,
 }
 
@@ -38,23 +43,47 @@ pub struct ReconcileQueueStats {
 }
 
 impl ReconcileQueue {
-    pub fn new(debounce: Duration) -> Self {
+    pub fn new(debounce: Duration, capacity: usize) -> Self {
         ReconcileQueue {
             debounce,
+            capacity,
             pending: Mutex::new(HashMap::new()),
+            dropped: AtomicU64::new(0),
             wake: Notify::new(),
         }
     }
 
-    /// Asks for a re-scan of `repository` after the debounce delay. An already pending
-    /// request keeps its (earlier) due time, so a steady stream of events cannot
-    /// postpone the re-scan forever.
-    pub fn schedule(&self, repository: &str) {
+    /// Asks for a re-scan of `repository` after the debounce delay; false when the queue
+    /// is full and the request was dropped. An already pending request keeps its
+    /// (earlier) due time, so a steady stream of events cannot postpone the re-scan
+    /// forever.
+    pub fn schedule(&self, repository: &str) -> bool {
         let due = Instant::now() + self.debounce;
-        lock(&self.pending)
-            .entry(repository.to_owned())
-            .or_insert(due);
+        {
+            let mut pending = lock(&self.pending);
+            if !pending.contains_key(repository) && pending.len() >= self.capacity {
+                drop(pending);
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                // One line per thousand dropped: a flood must not flood the log too.
+                if dropped % 1000 == 1 {
+                    tracing::warn!(
+                        repository,
+                        dropped,
+                        capacity = self.capacity,
+                        "reconcile queue full; the next full scan covers the repositories dropped"
+                    );
+                }
+                return false;
+            }
+            pending.entry(repository.to_owned()).or_insert(due);
+        }
         self.wake.notify_one();
+        true
+    }
+
+    /// Requests dropped since start because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     pub fn pending_len(&self) -> usize {

@@ -39,6 +39,7 @@ pub fn indexer_config() -> IndexerConfig {
         full_scan_interval: None,
         gc_interval: None,
         reconcile_debounce: Duration::from_millis(100),
+        ..IndexerConfig::default()
     }
 }
 
@@ -227,6 +228,11 @@ pub enum Fault {
     Serve {
         headers: Vec<(&'static str, String)>,
         body: Vec<u8>,
+    },
+    /// Answer this status with these headers and an empty body (e.g. a redirect).
+    Reply {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
     },
 }
 
@@ -459,6 +465,16 @@ async fn serve(
             Some(Fault::Serve { headers, body }) => {
                 if stream
                     .write_all(&response(200, &headers, &body, false))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            Some(Fault::Reply { status, headers }) => {
+                if stream
+                    .write_all(&response(status, &headers, b"", false))
                     .await
                     .is_err()
                 {

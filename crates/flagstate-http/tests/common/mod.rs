@@ -163,8 +163,13 @@ pub async fn request(
 pub struct InstrumentedStore {
     pub inner: MemoryStore,
     pub queries: AtomicU64,
-    /// 0 = healthy, 1 = unavailable, 2 = backend error.
+    /// 0 = healthy, 1 = unavailable, 2 = backend error, 3 = readiness finds that a
+    /// write could not start (other calls then fail as backend errors).
     pub fault: AtomicU64,
+    /// Readiness checks run.
+    pub readiness_checks: AtomicU64,
+    /// Milliseconds each readiness check takes.
+    pub readiness_delay_ms: AtomicU64,
 }
 
 impl InstrumentedStore {
@@ -236,5 +241,19 @@ impl Store for InstrumentedStore {
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
         self.check()?;
         self.inner.collect_garbage().await
+    }
+    async fn readiness(&self) -> Result<(), flagstate_core::store::StoreNotReady> {
+        use flagstate_core::store::StoreNotReady;
+        self.readiness_checks.fetch_add(1, Ordering::SeqCst);
+        let delay = self.readiness_delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        if self.fault.load(Ordering::SeqCst) == 3 {
+            return Err(StoreNotReady::NotWritable(StoreError::Unavailable {
+                store: "test",
+                source: "database is locked".into(),
+            }));
+        }
+        self.check().map_err(StoreNotReady::Unreadable)?;
+        self.inner.readiness().await
     }
 }

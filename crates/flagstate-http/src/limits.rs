@@ -1,0 +1,76 @@
+//! Per-request limits, applied to every route by [`crate::router_with`]: a deadline for
+//! producing the response head ([`HttpConfig::request_timeout`](crate::HttpConfig)) and a
+//! cap on requests in flight ([`HttpConfig::max_in_flight`](crate::HttpConfig)) beyond
+//! which requests are shed at once with `503` and `Retry-After`, instead of queueing
+//! until every client times out.
+//!
+//! The probes `/healthz` and `/readyz` are never shed, so an orchestrator does not kill
+//! a server for being busy. `POST /assert` has no deadline here: it waits for a state
+//! by design, bounded by its own `timeout` (at most `max_assert_timeout`).
+//!
+//! A hand-written layer rather than tower's `LoadShed` + `ConcurrencyLimit` +
+//! `Timeout`: those answer with errors that need an extra error-handling layer to become
+//! responses, and the answers here are this API's JSON errors with `Retry-After`.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+
+use crate::error::HttpError;
+use crate::state::AppState;
+
+/// Seconds a shed or timed-out client is asked to wait before retrying.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// The shared counters of the request limits.
+#[derive(Debug)]
+pub struct RequestLimiter {
+    in_flight: Arc<Semaphore>,
+}
+
+impl RequestLimiter {
+    /// Room for `max_in_flight` requests at once (at least one).
+    pub fn new(max_in_flight: usize) -> Self {
+        RequestLimiter {
+            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+        }
+    }
+}
+
+fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz")
+}
+
+/// The middleware. See the module docs.
+pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if is_probe(path) {
+        return next.run(request).await;
+    }
+    let deadline = (path != "/assert").then_some(state.config().request_timeout);
+    let Ok(_permit) = state.limiter().in_flight.clone().try_acquire_owned() else {
+        state.metrics().requests_shed.inc();
+        return HttpError::Overloaded(format!(
+            "the server is answering {} requests already; try again shortly",
+            state.config().max_in_flight
+        ))
+        .into_response();
+    };
+    match deadline {
+        None => next.run(request).await,
+        Some(deadline) => match tokio::time::timeout(deadline, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => {
+                state.metrics().requests_timed_out.inc();
+                HttpError::Overloaded(format!(
+                    "the answer took longer than the server's request timeout of {}s",
+                    deadline.as_secs_f64()
+                ))
+                .into_response()
+            }
+        },
+    }
+}

@@ -1,0 +1,509 @@
+//! [`serve`]: the HTTP/1.1 server loop for a router, bounded for the open internet.
+//!
+//! `axum::serve` accepts every connection and waits on each for as long as the client
+//! likes, so a few thousand sockets that send half a request head exhaust the process's
+//! file descriptors and the server stops answering anyone. This loop bounds every
+//! resource a client can hold ([`ServerConfig`]):
+//!
+//! - **Request heads** must arrive complete within
+//!   [`header_read_timeout`](ServerConfig::header_read_timeout) (hyper's timer, which
+//!   also runs while a keep-alive connection waits for its next request).
+//! - **Idle connections** — no request being served, whether they never sent one, sent
+//!   half a head, or finished their last response — are closed after
+//!   [`idle_timeout`](ServerConfig::idle_timeout).
+//! - **Stalled readers**: a response write that makes no progress for
+//!   [`write_timeout`](ServerConfig::write_timeout) closes the connection.
+//! - **Connections** are capped at [`max_connections`](ServerConfig::max_connections),
+//!   kept below the process's descriptor limit ([`descriptor_budget`]). At the cap a new
+//!   connection evicts the longest-idle one, so a flood of idle sockets cannot lock out
+//!   clients that send requests; when every connection is serving a request the new one
+//!   is answered `503` with `Retry-After` and closed.
+//!
+//! Requests themselves are bounded by the router's layers ([`crate::limits`]): a deadline
+//! per request and a cap on requests in flight. On shutdown the loop stops accepting,
+//! lets requests in flight finish (at most
+//! [`shutdown_timeout`](ServerConfig::shutdown_timeout)) and closes the rest.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+
+/// Connection-level limits of [`serve`]. Every field has a safe default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Longest time a client may take to send a complete request head, counted from the
+    /// moment the server waits for it (a new connection, or the end of the previous
+    /// response on a keep-alive connection). Default 10 s: a client trickling one header
+    /// line a second is cut off.
+    pub header_read_timeout: Duration,
+    /// How long a connection with no request being served stays open. Default 5 s.
+    pub idle_timeout: Duration,
+    /// Longest time a response write may make no progress (the client stopped reading)
+    /// before the connection is closed. Default 30 s.
+    pub write_timeout: Duration,
+    /// Most connections open at once; lowered at start to fit the descriptor limit
+    /// ([`descriptor_budget`]). Default 4096.
+    pub max_connections: usize,
+    /// Longest wait for requests in flight at shutdown before their connections are
+    /// closed. Default 30 s.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Descriptors kept free for everything but client connections: the store's files and
+/// connections, registry requests, icon files, logs.
+pub const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// How many client connections fit the process's open-file limit: the soft limit
+/// (raised to the hard limit first, as far as the system allows) minus
+/// [`RESERVED_DESCRIPTORS`] for everything else. `None` when the limit cannot be read.
+pub fn descriptor_budget() -> Option<usize> {
+    // Raising the soft limit is what servers do at start (nginx' worker_rlimit_nofile,
+    // Go's runtime since 1.19); a failure leaves the current limit, which is then used.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let (soft, _hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).ok()?;
+    let budget = soft.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+    Some(usize::try_from(budget).unwrap_or(usize::MAX))
+}
+
+/// Counters of the server loop, reported by `/metrics` (they are registered in
+/// [`Metrics`](crate::metrics::Metrics); [`crate::AppState::connections`] hands them out).
+/// `Default` gives unregistered counters, for a server whose router has no metrics.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionStats {
+    /// Connections open now.
+    pub open: Gauge,
+    /// Connections accepted since start.
+    pub accepted: Counter,
+    /// Connections answered `503` at the cap because every connection was busy.
+    pub rejected: Counter,
+    /// Idle connections closed to make room for a new one at the cap.
+    pub evicted: Counter,
+    /// Connections closed after `idle_timeout` without a request.
+    pub idle_closed: Counter,
+    /// Connections closed because a response write stalled for `write_timeout`.
+    pub write_timeouts: Counter,
+    /// Connections that ended with an error reading the request (including a request
+    /// head not complete within `header_read_timeout`).
+    pub read_errors: Counter,
+}
+
+/// What one connection is doing, seen by the idle sweep and by eviction.
+#[derive(Debug)]
+struct Connection {
+    /// Requests being served (a request counts until its response body is done).
+    active: AtomicUsize,
+    /// Milliseconds since the server's start at which the connection last became idle.
+    idle_since: AtomicU64,
+    /// Set once the connection was told to close, so it is not counted or evicted twice.
+    closing: AtomicBool,
+    close: Notify,
+}
+
+impl Connection {
+    /// Tells the connection to close once its requests are done; false when it was
+    /// already told.
+    fn close(&self) -> bool {
+        let first = !self.closing.swap(true, Ordering::AcqRel);
+        if first {
+            self.close.notify_one();
+        }
+        first
+    }
+
+    fn idle(&self) -> bool {
+        self.active.load(Ordering::Acquire) == 0 && !self.closing.load(Ordering::Acquire)
+    }
+}
+
+/// The open connections, by id.
+#[derive(Debug)]
+struct Registry {
+    epoch: Instant,
+    connections: Mutex<HashMap<u64, Arc<Connection>>>,
+}
+
+impl Registry {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Connection>>> {
+        // The map is consistent after every statement; a panic cannot leave it half-done.
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Idle connections open longer than `idle` without a request.
+    fn idle_longer_than(&self, idle: Duration) -> Vec<Arc<Connection>> {
+        let now = self.now_ms();
+        let limit = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        self.lock()
+            .values()
+            .filter(|c| {
+                c.idle() && now.saturating_sub(c.idle_since.load(Ordering::Acquire)) >= limit
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The connection idle the longest, if any is idle.
+    fn longest_idle(&self) -> Option<Arc<Connection>> {
+        self.lock()
+            .values()
+            .filter(|c| c.idle())
+            .min_by_key(|c| c.idle_since.load(Ordering::Acquire))
+            .cloned()
+    }
+}
+
+/// Marks a request as being served on its connection until dropped (with the response
+/// body, so a long download is not "idle").
+#[derive(Debug)]
+struct Busy {
+    connection: Arc<Connection>,
+    registry: Arc<Registry>,
+}
+
+impl Busy {
+    fn new(connection: Arc<Connection>, registry: Arc<Registry>) -> Self {
+        connection.active.fetch_add(1, Ordering::AcqRel);
+        Busy {
+            connection,
+            registry,
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.connection
+            .idle_since
+            .store(self.registry.now_ms(), Ordering::Release);
+        self.connection.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its connection marked busy until it is done.
+struct TrackedBody {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl HttpBody for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client socket with a deadline on write progress. Hand-written rather than
+/// `tokio-io-timeout`: it is the one timeout needed, and reads are already bounded by
+/// hyper's header timer, the idle sweep and the request deadline.
+struct WriteDeadline {
+    stream: TcpStream,
+    timeout: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+    stats: ConnectionStats,
+}
+
+impl WriteDeadline {
+    /// Turns a pending write into an error once it has been pending for `timeout`.
+    fn check<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Ready(result) => {
+                self.stalled = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let sleep = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(sleep.as_mut().poll(cx));
+                self.stalled = None;
+                self.stats.write_timeouts.inc();
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client stopped reading the response",
+                )))
+            }
+        }
+    }
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.check(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.check(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_flush(cx);
+        self.check(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The answer to a connection that arrives while every connection is serving a request.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+cache-control: no-store\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+content-length: 94\r\n\
+\r\n\
+{\"error\":{\"code\":\"overloaded\",\"message\":\"too many connections; try again in a second\"}}\n";
+
+/// Serves `app` on `listener` until `shutdown` resolves, within `config`'s limits, and
+/// returns once the connections have drained (see the module docs). `stats` receives
+/// the loop's counters; pass [`crate::AppState::connections`] to see them in `/metrics`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    config: &ServerConfig,
+    stats: ConnectionStats,
+    shutdown: impl Future<Output = ()>,
+) {
+    let max_connections = match descriptor_budget() {
+        Some(budget) if budget < config.max_connections => {
+            warn!(
+                configured = config.max_connections,
+                budget, "server.max_connections lowered to fit the open-file limit"
+            );
+            budget
+        }
+        _ => config.max_connections,
+    }
+    .max(1);
+    let registry = Arc::new(Registry {
+        epoch: Instant::now(),
+        connections: Mutex::new(HashMap::new()),
+    });
+    let mut tasks = JoinSet::new();
+    let sweep_every =
+        (config.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut sweep = tokio::time::interval(sweep_every);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_id: u64 = 0;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = sweep.tick() => {
+                for connection in registry.idle_longer_than(config.idle_timeout) {
+                    if connection.close() {
+                        stats.idle_closed.inc();
+                    }
+                }
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of descriptors or memory: back off instead of spinning;
+                        // idle connections are being closed meanwhile.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let open = registry.lock().len();
+                if open >= max_connections {
+                    match registry.longest_idle() {
+                        Some(idle) => {
+                            if idle.close() {
+                                stats.evicted.inc();
+                            }
+                        }
+                        None => {
+                            stats.rejected.inc();
+                            debug!(%peer, "every connection is busy; answering 503");
+                            // One non-blocking write: the reply fits any socket buffer,
+                            // and a peer that cannot take it is not waited for.
+                            let _ = stream.try_write(BUSY_RESPONSE);
+                            continue;
+                        }
+                    }
+                }
+                next_id += 1;
+                let connection = Arc::new(Connection {
+                    active: AtomicUsize::new(0),
+                    idle_since: AtomicU64::new(registry.now_ms()),
+                    closing: AtomicBool::new(false),
+                    close: Notify::new(),
+                });
+                registry.lock().insert(next_id, connection.clone());
+                stats.accepted.inc();
+                stats.open.inc();
+                let _ = stream.set_nodelay(true);
+                let io = WriteDeadline {
+                    stream,
+                    timeout: config.write_timeout,
+                    stalled: None,
+                    stats: stats.clone(),
+                };
+                tasks.spawn(serve_connection(
+                    next_id,
+                    io,
+                    app.clone(),
+                    config.header_read_timeout,
+                    connection,
+                    registry.clone(),
+                    stats.clone(),
+                ));
+            }
+        }
+    }
+    drop(listener);
+    info!(
+        connections = tasks.len(),
+        "no longer accepting connections; draining"
+    );
+    for connection in registry.lock().values() {
+        connection.close();
+    }
+    let drained = tokio::time::timeout(config.shutdown_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            left = tasks.len(),
+            "requests still in flight after server.shutdown_timeout; closing their connections"
+        );
+        tasks.shutdown().await;
+    }
+}
+
+/// One connection, from its first byte to its close.
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection(
+    id: u64,
+    io: WriteDeadline,
+    app: Router,
+    header_read_timeout: Duration,
+    connection: Arc<Connection>,
+    registry: Arc<Registry>,
+    stats: ConnectionStats,
+) {
+    let service = {
+        let connection = connection.clone();
+        let registry = registry.clone();
+        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let busy = Busy::new(connection.clone(), registry.clone());
+            let app = app.clone();
+            async move {
+                let response = match app.oneshot(request.map(Body::new)).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|inner| TrackedBody { inner, _busy: busy }),
+                )
+            }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = connection.close.notified() => {
+            if connection.active.load(Ordering::Acquire) == 0 {
+                // Idle, or stuck in a partial head: hyper's graceful shutdown would wait
+                // for that head to complete, so the socket is closed outright.
+                Ok(())
+            } else {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    };
+    if let Err(e) = result {
+        stats.read_errors.inc();
+        debug!(error = %e, "connection ended with an error");
+    }
+    registry.lock().remove(&id);
+    stats.open.dec();
+}
