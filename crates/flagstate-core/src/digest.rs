@@ -35,11 +35,17 @@ impl Digest {
         if algorithm.is_empty() || encoded.is_empty() {
             return Err(err("empty algorithm or encoded part"));
         }
-        if !algorithm
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
-        {
-            return Err(err("algorithm must be lowercase alphanumerics and +._-"));
+        // `component (separator component)*`: splitting on the separators leaves no
+        // empty component exactly when none leads, trails or follows another.
+        if !algorithm.split(['+', '.', '_', '-']).all(|component| {
+            !component.is_empty()
+                && component
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        }) {
+            return Err(err(
+                "algorithm must be lowercase alphanumerics joined by single +._- separators",
+            ));
         }
         if !encoded
             .bytes()
@@ -162,5 +168,24 @@ mod tests {
         }
         assert!(Digest::parse("sha256:abc").is_err(), "short sha256");
         assert!(Digest::parse("blake3:abc").is_ok());
+    }
+
+    /// The OCI grammar joins algorithm components with single separators; found by the
+    /// `names` fuzz target, which checks the parser against that grammar.
+    #[test]
+    fn algorithm_separators_join_components() {
+        for good in ["sha256+b64u:abc", "multihash+base58:Qm1", "a.b_c-d:x"] {
+            assert!(Digest::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "a__b:abc",
+            "+sha256:abc",
+            "sha256+:abc",
+            "a.-b:abc",
+            "-:abc",
+        ] {
+            let err = Digest::parse(bad).unwrap_err();
+            assert!(err.reason.contains("separators"), "{bad}: {err}");
+        }
     }
 }
