@@ -30,6 +30,7 @@ pub mod memory;
 pub mod model;
 pub mod query;
 pub mod registry;
+pub mod search;
 pub mod static_index;
 pub mod store;
 #[cfg(feature = "testkit")]

@@ -12,10 +12,9 @@ use tokio::sync::RwLock;
 
 use crate::digest::Digest;
 use crate::index::RepositoryEntry;
-use crate::model::{
-    Description, Manifest, RepositorySnapshot, TagChange, validate_repository_name, validate_tag,
-};
+use crate::model::{Description, Manifest, RepositorySnapshot, TagChange, check_list_entry};
 use crate::query::IndexQuery;
+use crate::search::{Field, SearchDocument, words};
 use crate::store::{
     Capabilities, GcStats, Generation, SearchHit, SearchPage, Store, StoreError, StoreNotReady,
 };
@@ -46,22 +45,11 @@ impl MemoryStore {
     }
 }
 
-fn invalid(what: impl std::fmt::Display, problem: &str) -> StoreError {
-    StoreError::Invalid(format!("{what}: {problem}"))
-}
-
-fn check_repository_name(name: &str) -> Result<(), StoreError> {
-    validate_repository_name(name).map_err(|p| invalid(format_args!("repository {name:?}"), p))
-}
-
-fn check_tag(repository: &str, tag: &str) -> Result<(), StoreError> {
-    validate_tag(tag).map_err(|p| invalid(format_args!("repository {repository}: tag {tag:?}"), p))
-}
-
 impl State {
     /// Checks that `tag_digests` and the entries of every supplied list resolve, against
     /// stored manifests first (they are immutable) and then `supplied`. Returns the
-    /// supplied manifests that are new, keyed by digest.
+    /// supplied manifests that are new, keyed by digest. The input itself has been
+    /// validated already.
     fn admit(
         &self,
         repository: &str,
@@ -70,12 +58,6 @@ impl State {
     ) -> Result<BTreeMap<Digest, Manifest>, StoreError> {
         let mut new: BTreeMap<Digest, Manifest> = BTreeMap::new();
         for manifest in supplied {
-            if manifest.media_type().is_empty() {
-                return Err(invalid(
-                    format_args!("repository {repository}: manifest {}", manifest.digest()),
-                    "media type is empty",
-                ));
-            }
             if !self.manifests.contains_key(manifest.digest()) {
                 // First copy wins, like the stored copy wins over later ones.
                 new.entry(manifest.digest().clone())
@@ -98,19 +80,8 @@ impl State {
                 continue;
             };
             for child in &list.entries {
-                match resolve(&child.digest) {
-                    Some(Manifest::Image(_)) => {}
-                    Some(Manifest::List(_)) => {
-                        return Err(invalid(
-                            format_args!(
-                                "repository {repository}: list {} entry {}",
-                                list.digest, child.digest
-                            ),
-                            "a list entry must be an image, not another list",
-                        ));
-                    }
-                    None => return Err(missing(&child.digest)),
-                }
+                let is_list = resolve(&child.digest).map(|m| matches!(m, Manifest::List(_)));
+                check_list_entry(repository, &list.digest, &child.digest, is_list)?;
             }
         }
         Ok(new)
@@ -121,47 +92,27 @@ impl State {
         self.generation
     }
 
-    /// Images reachable from a repository's tags, tags in bytewise order and list
-    /// children in list order, so the result is deterministic.
-    fn tagged_descriptions(&self, tags: &Tags) -> Vec<Description> {
-        let mut seen = BTreeSet::new();
-        let mut out = Vec::new();
-        let mut visit = |digest: &Digest, out: &mut Vec<Description>| {
-            if let Some(Manifest::Image(image)) = self.manifests.get(digest)
-                && seen.insert(digest.clone())
-            {
-                out.push(Description::resolve(&image.labels, &image.annotations));
-            }
+    /// The search document of a repository: the images its tags reach, tags in bytewise
+    /// order and list children in list order, so the result is deterministic.
+    fn search_document(&self, name: &str, tags: &Tags) -> SearchDocument {
+        let image = |digest: &Digest| match self.manifests.get(digest) {
+            Some(Manifest::Image(image)) => Some((
+                digest.clone(),
+                Description::resolve(&image.labels, &image.annotations),
+            )),
+            _ => None,
         };
-        for digest in tags.values() {
-            match self.manifests.get(digest) {
-                Some(Manifest::List(list)) => {
-                    for child in &list.entries {
-                        visit(&child.digest, &mut out);
-                    }
-                }
-                Some(Manifest::Image(_)) => visit(digest, &mut out),
-                None => {}
-            }
-        }
-        out
+        let reached = tags
+            .values()
+            .flat_map(|digest| match self.manifests.get(digest) {
+                Some(Manifest::List(list)) => list.entries.iter().map(|e| &e.digest).collect(),
+                Some(Manifest::Image(_)) => vec![digest],
+                None => Vec::new(),
+            })
+            .filter_map(image);
+        SearchDocument::new(name, reached)
     }
 }
-
-/// Lowercased words of `text`: runs of alphanumeric characters. Splitting on everything
-/// else covers the `/ . _ -` separators of repository names as well as prose.
-fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
-}
-
-/// How much a term counts where it is found: a name hit says more about a repository
-/// than a title hit, and a title more than a description.
-const NAME_WEIGHT: f64 = 3.0;
-const TITLE_WEIGHT: f64 = 2.0;
-const DESCRIPTION_WEIGHT: f64 = 1.0;
 
 /// Scores one repository for `terms`, or `None` when some term matches nowhere.
 fn score(
@@ -173,9 +124,9 @@ fn score(
     let hits = |term: &str, words: &[String]| words.iter().filter(|w| w.starts_with(term)).count();
     let mut total = 0.0;
     for term in terms {
-        let term_score = NAME_WEIGHT * hits(term, name) as f64
-            + TITLE_WEIGHT * hits(term, title) as f64
-            + DESCRIPTION_WEIGHT * hits(term, description) as f64;
+        let term_score = Field::Name.weight() * hits(term, name) as f64
+            + Field::Title.weight() * hits(term, title) as f64
+            + Field::Description.weight() * hits(term, description) as f64;
         if term_score == 0.0 {
             return None;
         }
@@ -190,10 +141,7 @@ impl Store for MemoryStore {
         &self,
         snapshot: &RepositorySnapshot,
     ) -> Result<Generation, StoreError> {
-        check_repository_name(&snapshot.name)?;
-        for tag in snapshot.tags.keys() {
-            check_tag(&snapshot.name, tag)?;
-        }
+        snapshot.validate()?;
         let mut state = self.state.write().await;
         let digests: Vec<&Digest> = snapshot.tags.values().collect();
         let new = state.admit(&snapshot.name, &digests, &snapshot.manifests)?;
@@ -217,6 +165,7 @@ impl Store for MemoryStore {
     }
 
     async fn apply(&self, change: &TagChange) -> Result<Generation, StoreError> {
+        change.validate()?;
         let mut state = self.state.write().await;
         match change {
             TagChange::Put {
@@ -225,8 +174,6 @@ impl Store for MemoryStore {
                 digest,
                 manifests,
             } => {
-                check_repository_name(repository)?;
-                check_tag(repository, tag)?;
                 let new = state.admit(repository, &[digest], manifests)?;
                 state.manifests.extend(new);
                 let tags = state.repositories.entry(repository.clone()).or_default();
@@ -308,29 +255,25 @@ impl Store for MemoryStore {
     }
 
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
-        let terms = words(text);
+        let terms: Vec<String> = words(text).collect();
         if terms.is_empty() {
             return Ok(SearchPage::default());
         }
         let state = self.state.read().await;
         let mut hits = Vec::new();
         for (name, tags) in &state.repositories {
-            let descriptions = state.tagged_descriptions(tags);
-            let title_words: Vec<String> = descriptions
-                .iter()
-                .filter_map(|d| d.title.as_deref())
-                .flat_map(words)
-                .collect();
-            let description_words: Vec<String> = descriptions
-                .iter()
-                .filter_map(|d| d.description.as_deref())
-                .flat_map(words)
-                .collect();
-            if let Some(score) = score(&terms, &words(name), &title_words, &description_words) {
+            let doc = state.search_document(name, tags);
+            let found = score(
+                &terms,
+                &doc.words(Field::Name),
+                &doc.words(Field::Title),
+                &doc.words(Field::Description),
+            );
+            if let Some(score) = found {
                 hits.push(SearchHit {
                     repository: name.clone(),
-                    title: descriptions.iter().find_map(|d| d.title.clone()),
-                    description: descriptions.iter().find_map(|d| d.description.clone()),
+                    title: doc.title().map(str::to_owned),
+                    description: doc.description().map(str::to_owned),
                     score,
                 });
             }
@@ -386,17 +329,8 @@ mod tests {
     use crate::model::{Image, Platform};
 
     #[test]
-    fn words_split_names_and_prose() {
-        assert_eq!(
-            words("org.example-App/tool_kit: Über  ALLES!"),
-            ["org", "example", "app", "tool", "kit", "über", "alles"]
-        );
-        assert!(words(" \t-/").is_empty());
-    }
-
-    #[test]
     fn score_needs_every_term_and_weighs_names_most() {
-        let w = |s: &str| words(s);
+        let w = |s: &str| words(s).collect::<Vec<_>>();
         let terms = w("calc tool");
         assert_eq!(score(&terms, &w("calc"), &[], &w("a tool")), Some(4.0));
         assert_eq!(score(&terms, &w("calc"), &[], &[]), None);

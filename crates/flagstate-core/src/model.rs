@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::store::StoreError;
 
 /// Media type of an OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -241,6 +242,91 @@ pub fn validate_tag(tag: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// [`StoreError::Invalid`] for `what` (which input is wrong) and `problem` (why).
+fn invalid(what: impl std::fmt::Display, problem: &str) -> StoreError {
+    StoreError::Invalid(format!("{what}: {problem}"))
+}
+
+/// [`validate_repository_name`] as the store contract reports it: [`StoreError::Invalid`].
+pub fn check_repository_name(name: &str) -> Result<(), StoreError> {
+    validate_repository_name(name).map_err(|p| invalid(format_args!("repository {name:?}"), p))
+}
+
+/// [`validate_tag`] for a tag of `repository`, as the store contract reports it:
+/// [`StoreError::Invalid`].
+pub fn check_tag(repository: &str, tag: &str) -> Result<(), StoreError> {
+    validate_tag(tag).map_err(|p| invalid(format_args!("repository {repository}: tag {tag:?}"), p))
+}
+
+/// Checks manifests supplied for `repository`: every media type must be non-empty.
+fn check_supplied(repository: &str, manifests: &[Manifest]) -> Result<(), StoreError> {
+    match manifests.iter().find(|m| m.media_type().is_empty()) {
+        Some(manifest) => Err(invalid(
+            format_args!("repository {repository}: manifest {}", manifest.digest()),
+            "media type is empty",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks one entry of `list`, written for `repository`, against what it resolved to:
+/// `None` when the entry is neither supplied nor stored ([`StoreError::MissingManifest`]),
+/// `Some(true)` when it is a list ([`StoreError::Invalid`]: entries must be images), and
+/// `Some(false)` for an image, which is accepted.
+pub fn check_list_entry(
+    repository: &str,
+    list: &Digest,
+    entry: &Digest,
+    entry_is_list: Option<bool>,
+) -> Result<(), StoreError> {
+    match entry_is_list {
+        Some(false) => Ok(()),
+        Some(true) => Err(invalid(
+            format_args!("repository {repository}: list {list} entry {entry}"),
+            "a list entry must be an image, not another list",
+        )),
+        None => Err(StoreError::MissingManifest {
+            repository: repository.to_owned(),
+            digest: entry.clone(),
+        }),
+    }
+}
+
+impl RepositorySnapshot {
+    /// The store contract's checks of the input alone, before any stored state is
+    /// consulted: the repository name and every tag follow the distribution grammar, and
+    /// no supplied manifest has an empty media type. Failures are
+    /// [`StoreError::Invalid`], naming the first offending input.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        check_repository_name(&self.name)?;
+        for tag in self.tags.keys() {
+            check_tag(&self.name, tag)?;
+        }
+        check_supplied(&self.name, &self.manifests)
+    }
+}
+
+impl TagChange {
+    /// The store contract's checks of the input alone: for [`TagChange::Put`], the same
+    /// as [`RepositorySnapshot::validate`] for its repository, tag and manifests. Deletions
+    /// are not checked: deleting what cannot exist changes nothing.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        match self {
+            TagChange::Put {
+                repository,
+                tag,
+                manifests,
+                ..
+            } => {
+                check_repository_name(repository)?;
+                check_tag(repository, tag)?;
+                check_supplied(repository, manifests)
+            }
+            TagChange::DeleteTag { .. } | TagChange::DeleteManifest { .. } => Ok(()),
+        }
+    }
+}
+
 /// Descriptive text of an image, resolved from its labels and annotations.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Description {
@@ -321,6 +407,71 @@ mod tests {
         assert!(validate_tag("_x.Y-1").is_ok());
         assert!(validate_tag(".x").is_err());
         assert!(validate_tag(&"a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn store_contract_checks_name_the_input() {
+        let digest = Digest::sha256_of(b"x");
+        let image = |media_type: &str| {
+            Manifest::Image(Image {
+                digest: digest.clone(),
+                media_type: media_type.to_owned(),
+                platform: Platform::new("linux", "amd64"),
+                labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
+                created: None,
+                config_digest: None,
+            })
+        };
+        let message = |result: Result<(), StoreError>| match result {
+            Err(StoreError::Invalid(message)) => message,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        let snapshot = |name: &str, tag: &str, media_type: &str| RepositorySnapshot {
+            name: name.to_owned(),
+            tags: BTreeMap::from([(tag.to_owned(), digest.clone())]),
+            manifests: vec![image(media_type)],
+        };
+        assert!(snapshot("app", "latest", OCI_MANIFEST).validate().is_ok());
+        assert_eq!(
+            message(snapshot("App", "latest", OCI_MANIFEST).validate()),
+            "repository \"App\": each path component must start and end with [a-z0-9]"
+        );
+        assert_eq!(
+            message(snapshot("app", ".x", OCI_MANIFEST).validate()),
+            "repository app: tag \".x\": tag must start with [A-Za-z0-9_]"
+        );
+        assert_eq!(
+            message(snapshot("app", "latest", "").validate()),
+            format!("repository app: manifest {digest}: media type is empty")
+        );
+        let put = TagChange::Put {
+            repository: "app".to_owned(),
+            tag: "latest".to_owned(),
+            digest: digest.clone(),
+            manifests: vec![image("")],
+        };
+        assert_eq!(
+            message(put.validate()),
+            format!("repository app: manifest {digest}: media type is empty")
+        );
+        let delete = TagChange::DeleteTag {
+            repository: "Not Valid".to_owned(),
+            tag: ".x".to_owned(),
+        };
+        assert!(delete.validate().is_ok());
+        let list = Digest::sha256_of(b"list");
+        assert!(check_list_entry("app", &list, &digest, Some(false)).is_ok());
+        assert_eq!(
+            message(check_list_entry("app", &list, &digest, Some(true))),
+            format!(
+                "repository app: list {list} entry {digest}: a list entry must be an image, not another list"
+            )
+        );
+        assert!(matches!(
+            check_list_entry("app", &list, &digest, None),
+            Err(StoreError::MissingManifest { .. })
+        ));
     }
 
     #[test]

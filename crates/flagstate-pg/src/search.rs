@@ -1,9 +1,9 @@
 //! Full-text search: one weighted `tsvector` per repository (name words A, titles B,
 //! descriptions C), a GIN index over it, prefix `tsquery` terms, `ts_rank` ordering.
 //!
-//! Words are cut and lowercased here, exactly as the reference store does (runs of
-//! alphanumeric characters), and handed to PostgreSQL as ready-made lexemes through the
-//! `tsvector` / `tsquery` input syntax. That bypasses PostgreSQL's text-search parser, whose
+//! Words and documents follow the shared rules of [`flagstate_core::search`]: words are
+//! cut in Rust and handed to PostgreSQL as ready-made lexemes through the
+//! `tsvector` / `tsquery` input syntax, each [`Field`] under its own weight label. That bypasses PostgreSQL's text-search parser, whose
 //! idea of a word depends on the database locale (under the C locale every non-ASCII
 //! letter is a separator) and which keeps tokens such as `a.b` or `/usr/bin` whole; using
 //! it would make hits differ from the other stores for the same data.
@@ -11,6 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use flagstate_core::model::Description;
+use flagstate_core::search::{Field, SearchDocument, words};
 use flagstate_core::{SearchHit, SearchPage, StoreError};
 use sqlx::{PgConnection, PgPool};
 
@@ -25,12 +27,14 @@ const MAX_LEXEME_BYTES: usize = 2_047;
 /// Budget for one document, well below the 1 MB `tsvector` limit.
 const MAX_DOCUMENT_BYTES: usize = 512 * 1024;
 
-/// Lowercased runs of alphanumeric characters: splits repository names on `/ . _ -` and
-/// prose on spaces and punctuation alike.
-fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
+/// The `tsvector` weight label of a field. Labels rank A > B > C under `ts_rank`'s
+/// default weights, the order of [`Field::ALL`].
+fn label(field: Field) -> char {
+    match field {
+        Field::Name => 'A',
+        Field::Title => 'B',
+        Field::Description => 'C',
+    }
 }
 
 /// Quotes a lexeme for `tsvector` / `tsquery` input.
@@ -45,26 +49,19 @@ fn quote(lexeme: &str, out: &mut String) {
     out.push('\'');
 }
 
-/// A `tsvector` literal for a repository.
-fn document(name: &str, titles: &[&str], descriptions: &[&str]) -> String {
+/// A `tsvector` literal for a repository's search document.
+fn tsvector(doc: &SearchDocument) -> String {
     let mut lexemes: BTreeMap<String, Vec<(usize, char)>> = BTreeMap::new();
     let mut position = 0usize;
-    let sections: [(char, Vec<&str>); 3] = [
-        ('A', vec![name]),
-        ('B', titles.to_vec()),
-        ('C', descriptions.to_vec()),
-    ];
-    for (weight, texts) in &sections {
-        for text in texts {
-            for word in words(text) {
-                position = (position + 1).min(MAX_POSITION);
-                if word.len() >= MAX_LEXEME_BYTES {
-                    continue;
-                }
-                let positions = lexemes.entry(word).or_default();
-                if positions.len() < MAX_POSITIONS_PER_LEXEME {
-                    positions.push((position, *weight));
-                }
+    for field in Field::ALL {
+        for word in doc.words(field) {
+            position = (position + 1).min(MAX_POSITION);
+            if word.len() >= MAX_LEXEME_BYTES {
+                continue;
+            }
+            let positions = lexemes.entry(word).or_default();
+            if positions.len() < MAX_POSITIONS_PER_LEXEME {
+                positions.push((position, label(field)));
             }
         }
     }
@@ -105,8 +102,8 @@ fn prefix_query(text: &str) -> Option<String> {
 }
 
 /// Rebuilds the search document, title and description of one repository from its
-/// current tags. Images are visited in tag order (lists: their children in list order),
-/// each once; the first title and the first description found describe the repository.
+/// current tags. Images are visited in tag order (lists: their children in list order);
+/// [`SearchDocument`] counts each once and picks the title and description shown.
 pub(crate) async fn refresh(
     conn: &mut PgConnection,
     repository_id: i64,
@@ -127,24 +124,18 @@ pub(crate) async fn refresh(
     .fetch_all(&mut *conn)
     .await
     .during("reading descriptive text")?;
-    let mut seen = BTreeSet::new();
-    let mut titles = Vec::new();
-    let mut descriptions = Vec::new();
-    for (digest, title, description) in &rows {
-        if seen.insert(digest.as_str()) {
-            titles.extend(title.as_deref());
-            descriptions.extend(description.as_deref());
-        }
-    }
-    let doc = document(name, &titles, &descriptions);
+    let reached = rows
+        .into_iter()
+        .map(|(digest, title, description)| (digest, Description { title, description }));
+    let doc = SearchDocument::new(name, reached);
     sqlx::query(
         "UPDATE repositories SET title = $2, description = $3, search = $4::tsvector \
          WHERE id = $1",
     )
     .bind(repository_id)
-    .bind(titles.first().copied())
-    .bind(descriptions.first().copied())
-    .bind(doc)
+    .bind(doc.title())
+    .bind(doc.description())
+    .bind(tsvector(&doc))
     .execute(&mut *conn)
     .await
     .during("updating the search document")?;
@@ -210,6 +201,18 @@ pub(crate) async fn search(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `tsvector` of repository `name` with one image per title/description pair.
+    fn document(name: &str, titles: &[&str], descriptions: &[&str]) -> String {
+        let described = (0..titles.len().max(descriptions.len())).map(|i| {
+            let description = Description {
+                title: titles.get(i).map(|t| (*t).to_owned()),
+                description: descriptions.get(i).map(|d| (*d).to_owned()),
+            };
+            (i, description)
+        });
+        tsvector(&SearchDocument::new(name, described))
+    }
 
     #[test]
     fn documents_are_weighted_lexemes() {

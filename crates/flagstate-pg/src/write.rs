@@ -10,8 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flagstate_core::model::{
-    Description, ImageList, Manifest, RepositorySnapshot, TagChange, validate_repository_name,
-    validate_tag,
+    Description, ImageList, Manifest, RepositorySnapshot, TagChange, check_list_entry,
 };
 use flagstate_core::{Digest, GcStats, Generation, StoreError};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -19,18 +18,6 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use crate::error::{PgError, SqlContext};
 use crate::search;
 use crate::watch::generation_from_db;
-
-fn invalid(what: impl std::fmt::Display, problem: &str) -> StoreError {
-    StoreError::Invalid(format!("{what}: {problem}"))
-}
-
-fn check_repository_name(name: &str) -> Result<(), StoreError> {
-    validate_repository_name(name).map_err(|p| invalid(format_args!("repository {name:?}"), p))
-}
-
-fn check_tag(repository: &str, tag: &str) -> Result<(), StoreError> {
-    validate_tag(tag).map_err(|p| invalid(format_args!("repository {repository}: tag {tag:?}"), p))
-}
 
 /// Starts a write transaction (see the module docs for the lock).
 async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StoreError> {
@@ -151,17 +138,18 @@ fn check_storable(repository: &str, manifest: &Manifest) -> Result<(), StoreErro
         }
     };
     if fields.iter().any(|f| f.contains('\0')) {
-        return Err(invalid(
-            format_args!("repository {repository}: manifest {}", manifest.digest()),
-            "contains a NUL character, which cannot be stored",
-        ));
+        return Err(StoreError::Invalid(format!(
+            "repository {repository}: manifest {}: contains a NUL character, which cannot be stored",
+            manifest.digest()
+        )));
     }
     Ok(())
 }
 
 /// Checks that `targets` and the entries of every new list resolve (to stored manifests
 /// first — they are immutable — then to `supplied`), and stores the supplied manifests
-/// that are new. Nothing is written when a check fails.
+/// that are new. Nothing is written when a check fails. The input itself has been
+/// validated already.
 async fn admit(
     conn: &mut PgConnection,
     repository: &str,
@@ -170,12 +158,6 @@ async fn admit(
 ) -> Result<(), StoreError> {
     let mut new: BTreeMap<&Digest, &Manifest> = BTreeMap::new();
     for manifest in supplied {
-        if manifest.media_type().is_empty() {
-            return Err(invalid(
-                format_args!("repository {repository}: manifest {}", manifest.digest()),
-                "media type is empty",
-            ));
-        }
         check_storable(repository, manifest)?;
         // First copy wins, as the stored copy wins over any supplied one.
         new.entry(manifest.digest()).or_insert(manifest);
@@ -232,19 +214,8 @@ async fn admit(
     }));
     for list in &lists {
         for child in &list.entries {
-            match resolve(&child.digest) {
-                Some(r) if r.is_list() => {
-                    return Err(invalid(
-                        format_args!(
-                            "repository {repository}: list {} entry {}",
-                            list.digest, child.digest
-                        ),
-                        "a list entry must be an image, not another list",
-                    ));
-                }
-                Some(_) => {}
-                None => return Err(missing(&child.digest)),
-            }
+            let is_list = resolve(&child.digest).map(|r| r.is_list());
+            check_list_entry(repository, &list.digest, &child.digest, is_list)?;
         }
     }
     if new.is_empty() {
@@ -363,11 +334,9 @@ async fn insert_entries<'a>(
     for l in lists {
         for (i, entry) in l.entries.iter().enumerate() {
             list.push(l.digest.as_str());
-            position.push(
-                i32::try_from(i).map_err(|_| {
-                    invalid(format_args!("list {}", l.digest), "has too many entries")
-                })?,
-            );
+            position.push(i32::try_from(i).map_err(|_| {
+                StoreError::Invalid(format!("list {}: has too many entries", l.digest))
+            })?);
             child.push(entry.digest.as_str());
             let listed = entry.platform.as_ref();
             os.push(listed.map(|p| p.os.as_str()));
@@ -411,10 +380,7 @@ pub(crate) async fn replace_repository(
     pool: &PgPool,
     snapshot: &RepositorySnapshot,
 ) -> Result<Generation, StoreError> {
-    check_repository_name(&snapshot.name)?;
-    for tag in snapshot.tags.keys() {
-        check_tag(&snapshot.name, tag)?;
-    }
+    snapshot.validate()?;
     let mut tx = begin(pool).await?;
     let targets: Vec<&Digest> = snapshot.tags.values().collect();
     admit(&mut tx, &snapshot.name, &targets, &snapshot.manifests).await?;
@@ -488,13 +454,7 @@ pub(crate) async fn remove_repository(pool: &PgPool, name: &str) -> Result<Gener
 
 /// Applies one incremental change.
 pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generation, StoreError> {
-    if let TagChange::Put {
-        repository, tag, ..
-    } = change
-    {
-        check_repository_name(repository)?;
-        check_tag(repository, tag)?;
-    }
+    change.validate()?;
     let mut tx = begin(pool).await?;
     let changed = match change {
         TagChange::Put {

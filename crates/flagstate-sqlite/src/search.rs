@@ -5,38 +5,28 @@
 //! tagged, and the children of tagged lists). The row is rewritten in the transaction
 //! that changes the repository's tags, so search never disagrees with the tags.
 //!
-//! Words are cut here, in Rust, with the same rule as the reference store (runs of
-//! alphanumeric characters, lowercased), and stored space-separated; the FTS5 tokenizer
+//! Words and documents follow the shared rules of [`flagstate_core::search`]: words are
+//! cut in Rust and stored space-separated, one column per [`Field`]; the FTS5 tokenizer
 //! is configured to treat every such character as part of a token, so FTS5 sees exactly
 //! those words. Queries are built from the same words, each quoted and marked as a prefix
 //! (`"term"*`), so user text can never be read as FTS5 syntax. Ranking is FTS5's bm25
-//! with the name weighted over titles over descriptions.
+//! with the column weights of [`Field::weight`].
 
-use std::collections::BTreeSet;
-
+use flagstate_core::model::Description;
+use flagstate_core::search::{Field, SearchDocument, words};
 use flagstate_core::{SearchHit, SearchPage};
 use rusqlite::{Connection, Transaction, params};
 
 use crate::error::Result;
 
-/// bm25 column weights: name, titles, descriptions.
-const RANK: &str = "bm25(search, 3.0, 2.0, 1.0)";
-
-/// Lowercased words of `text`: runs of alphanumeric characters.
-pub(crate) fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-}
-
-fn joined<'a>(texts: impl Iterator<Item = &'a str>) -> String {
-    texts.flat_map(words).collect::<Vec<_>>().join(" ")
-}
-
-/// Title and description of one image.
-struct Described {
-    title: Option<String>,
-    description: Option<String>,
+/// The bm25 ranking expression: one weight per column, in [`Field::ALL`] order (the
+/// column order of the `search` table).
+fn rank() -> String {
+    let weights: Vec<String> = Field::ALL
+        .iter()
+        .map(|f| format!("{:?}", f.weight()))
+        .collect();
+    format!("bm25(search, {})", weights.join(", "))
 }
 
 /// A manifest a tag points at.
@@ -44,12 +34,12 @@ struct Tagged {
     tag: String,
     id: i64,
     is_list: bool,
-    described: Described,
+    described: Description,
 }
 
-/// The descriptions of the images a repository's tags reach, tags in bytewise order and
-/// list children in list order, each image once.
-fn tagged_descriptions(tx: &Transaction<'_>, repository_id: i64) -> Result<Vec<Described>> {
+/// The search document of a repository: the images its tags reach, tags in bytewise
+/// order and list children in list order.
+fn document(tx: &Transaction<'_>, repository_id: i64, name: &str) -> Result<SearchDocument> {
     let mut tags_stmt = tx.prepare_cached(
         "SELECT t.tag, m.id, m.is_list, m.title, m.description
          FROM tags t JOIN manifests m ON m.id = t.manifest_id
@@ -61,7 +51,7 @@ fn tagged_descriptions(tx: &Transaction<'_>, repository_id: i64) -> Result<Vec<D
                 tag: r.get(0)?,
                 id: r.get(1)?,
                 is_list: r.get(2)?,
-                described: Described {
+                described: Description {
                     title: r.get(3)?,
                     description: r.get(4)?,
                 },
@@ -75,50 +65,47 @@ fn tagged_descriptions(tx: &Transaction<'_>, repository_id: i64) -> Result<Vec<D
          FROM list_entries e JOIN manifests c ON c.id = e.child_id
          WHERE e.list_id = ?1 ORDER BY e.position",
     )?;
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
+    let mut reached = Vec::new();
     for manifest in tagged {
         if manifest.is_list {
             let children = children_stmt.query_map([manifest.id], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
-                    Described {
+                    Description {
                         title: r.get(1)?,
                         description: r.get(2)?,
                     },
                 ))
             })?;
             for child in children {
-                let (id, described) = child?;
-                if seen.insert(id) {
-                    out.push(described);
-                }
+                reached.push(child?);
             }
-        } else if seen.insert(manifest.id) {
-            out.push(manifest.described);
+        } else {
+            reached.push((manifest.id, manifest.described));
         }
     }
-    Ok(out)
+    Ok(SearchDocument::new(name, reached))
+}
+
+/// The words of one field as the `search` table stores them: space-separated.
+fn column(doc: &SearchDocument, field: Field) -> String {
+    doc.words(field).join(" ")
 }
 
 /// Rewrites the search row and the shown title/description of a repository.
 pub(crate) fn refresh(tx: &Transaction<'_>, repository_id: i64, name: &str) -> Result<()> {
-    let described = tagged_descriptions(tx, repository_id)?;
-    let titles = joined(described.iter().filter_map(|d| d.title.as_deref()));
-    let descriptions = joined(described.iter().filter_map(|d| d.description.as_deref()));
-    let title = described.iter().find_map(|d| d.title.clone());
-    let description = described.iter().find_map(|d| d.description.clone());
+    let doc = document(tx, repository_id, name)?;
     tx.prepare_cached("UPDATE repositories SET title = ?2, description = ?3 WHERE id = ?1")?
-        .execute(params![repository_id, title, description])?;
+        .execute(params![repository_id, doc.title(), doc.description()])?;
     forget(tx, repository_id)?;
     tx.prepare_cached(
         "INSERT INTO search (rowid, name, titles, descriptions) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![
         repository_id,
-        joined(std::iter::once(name)),
-        titles,
-        descriptions
+        column(&doc, Field::Name),
+        column(&doc, Field::Title),
+        column(&doc, Field::Description)
     ])?;
     Ok(())
 }
@@ -147,8 +134,9 @@ pub(crate) fn search(conn: &Connection, text: &str, offset: u64, limit: u64) -> 
         .query_row([&query], |r| r.get(0))?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+    let rank = rank();
     let sql = format!(
-        "SELECT r.name, r.title, r.description, -{RANK} AS score
+        "SELECT r.name, r.title, r.description, -{rank} AS score
          FROM search JOIN repositories r ON r.id = search.rowid
          WHERE search MATCH ?1
          ORDER BY score DESC, r.name COLLATE BINARY
@@ -169,4 +157,14 @@ pub(crate) fn search(conn: &Connection, text: &str, offset: u64, limit: u64) -> 
         total: u64::try_from(total).unwrap_or_default(),
         hits,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_weighs_columns_by_field() {
+        assert_eq!(rank(), "bm25(search, 3.0, 2.0, 1.0)");
+    }
 }

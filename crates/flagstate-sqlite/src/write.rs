@@ -8,9 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flagstate_core::model::{Description, validate_repository_name, validate_tag};
+use flagstate_core::model::{Description, check_list_entry};
 use flagstate_core::query::effective_platform;
-use flagstate_core::{Digest, GcStats, Generation, Image, ImageList, Manifest};
+use flagstate_core::{Digest, GcStats, Generation, Image, ImageList, Manifest, StoreError};
 use flagstate_core::{RepositorySnapshot, TagChange};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -22,17 +22,17 @@ pub(crate) const LABEL: i64 = 0;
 /// `properties.kind` of a manifest annotation.
 pub(crate) const ANNOTATION: i64 = 1;
 
-/// Rejects repository names outside the distribution grammar.
-pub(crate) fn check_repository_name(name: &str) -> Result<()> {
-    validate_repository_name(name)
-        .map_err(|problem| Error::Invalid(format!("repository {name:?}: {problem}")))
-}
-
-/// Rejects tags outside the distribution grammar.
-pub(crate) fn check_tag(repository: &str, tag: &str) -> Result<()> {
-    validate_tag(tag).map_err(|problem| {
-        Error::Invalid(format!("repository {repository}: tag {tag:?}: {problem}"))
-    })
+/// A store contract check's refusal (`flagstate_core::model`'s checks produce only
+/// these two variants) as the crate's error, which converts back to the same
+/// [`StoreError`].
+fn refused(error: StoreError) -> Error {
+    match error {
+        StoreError::MissingManifest { repository, digest } => {
+            Error::MissingManifest { repository, digest }
+        }
+        StoreError::Invalid(message) => Error::Invalid(message),
+        other => Error::Invalid(other.to_string()),
+    }
 }
 
 fn begin(conn: &mut Connection) -> Result<Transaction<'_>> {
@@ -136,20 +136,21 @@ fn insert_list_entries(
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .optional()?;
-        let Some((child_id, is_list, body)) = child else {
-            return Err(Error::MissingManifest {
-                repository: repository.to_owned(),
-                digest: entry.digest.clone(),
-            });
-        };
-        let image = match crate::read::decode(&entry.digest, &body)? {
-            Manifest::Image(image) if !is_list => image,
-            _ => {
-                return Err(Error::Invalid(format!(
-                    "repository {repository}: list {} entry {}: a list entry must be an image, not another list",
-                    list.digest, entry.digest
-                )));
+        let decoded = match child {
+            Some((id, is_list, body)) => {
+                Some((id, is_list, crate::read::decode(&entry.digest, &body)?))
             }
+            None => None,
+        };
+        // A row is a list when it is marked as one or its body is one.
+        let entry_is_list = decoded
+            .as_ref()
+            .map(|(_, is_list, m)| *is_list || matches!(m, Manifest::List(_)));
+        check_list_entry(repository, &list.digest, &entry.digest, entry_is_list)
+            .map_err(refused)?;
+        // The check refused everything but a stored image.
+        let Some((child_id, _, Manifest::Image(image))) = decoded else {
+            continue;
         };
         let platform = effective_platform(entry.platform.as_ref(), &image);
         let position = i64::try_from(position).unwrap_or(i64::MAX);
@@ -166,17 +167,11 @@ fn insert_list_entries(
 
 /// Stores the supplied manifests that are not stored yet (the stored copy of a digest
 /// always wins; within one call the first copy wins) and checks that every new list's
-/// entries are stored images.
+/// entries are stored images. The input itself has been validated already.
 fn store_manifests(tx: &Transaction<'_>, repository: &str, supplied: &[Manifest]) -> Result<()> {
     let mut seen = BTreeSet::new();
     let mut new = Vec::new();
     for manifest in supplied {
-        if manifest.media_type().is_empty() {
-            return Err(Error::Invalid(format!(
-                "repository {repository}: manifest {}: media type is empty",
-                manifest.digest()
-            )));
-        }
         if seen.insert(manifest.digest()) && find_manifest(tx, manifest.digest())?.is_none() {
             new.push(manifest);
         }
@@ -247,10 +242,7 @@ pub(crate) fn replace_repository(
     conn: &mut Connection,
     snapshot: &RepositorySnapshot,
 ) -> Result<Generation> {
-    check_repository_name(&snapshot.name)?;
-    for tag in snapshot.tags.keys() {
-        check_tag(&snapshot.name, tag)?;
-    }
+    snapshot.validate().map_err(refused)?;
     let tx = begin(conn)?;
     store_manifests(&tx, &snapshot.name, &snapshot.manifests)?;
     let mut wanted = BTreeMap::new();
@@ -299,13 +291,7 @@ pub(crate) fn remove_repository(conn: &mut Connection, name: &str) -> Result<Gen
 
 /// See [`Store::apply`](flagstate_core::Store::apply).
 pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generation> {
-    if let TagChange::Put {
-        repository, tag, ..
-    } = change
-    {
-        check_repository_name(repository)?;
-        check_tag(repository, tag)?;
-    }
+    change.validate().map_err(refused)?;
     let tx = begin(conn)?;
     let changed = match change {
         TagChange::Put {
