@@ -2,7 +2,8 @@
 //! files.
 //!
 //! Flatpak images carry their AppStream icons as `data:image/png;base64,…` values of the
-//! `org.freedesktop.appstream.icon-64` / `-128` labels (or annotations). Inlined, they make
+//! `org.freedesktop.appstream.icon-64` / `-128` labels (or annotations), the
+//! [`ICON_KEYS`] of [`crate::flatpak`]. Inlined, they make
 //! every index download large; extracted, each icon is written once as
 //! `<dir>/<hh>/<rest-of-sha256>.png` and the value becomes `<uri><hh>/<rest>.png`, which
 //! clients resolve against the index URL and cache forever (the name is the content).
@@ -24,11 +25,8 @@ use crate::index::{ImageEntry, IndexResponse};
 use crate::query::IndexQuery;
 use crate::store::{Store, StoreError};
 
-/// Label and annotation keys whose values may be extracted.
-pub const ICON_KEYS: &[&str] = &[
-    "org.freedesktop.appstream.icon-64",
-    "org.freedesktop.appstream.icon-128",
-];
+/// Label and annotation keys whose values may be extracted (Flatpak's icon keys).
+pub use crate::flatpak::ICON_KEYS;
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 const DATA_PREFIX: &str = "data:image/png;base64,";
@@ -282,7 +280,7 @@ impl IconStore {
             for image in images {
                 for map in [&image.labels, &image.annotations] {
                     for key in ICON_KEYS {
-                        if let Some(Ok(Some(bytes))) = map.get(*key).map(|v| decode_data_uri(v)) {
+                        if let Some(Ok(Some(bytes))) = map.get(key).map(|v| decode_data_uri(v)) {
                             keep.insert(icon_path(&bytes));
                         }
                     }

@@ -23,6 +23,7 @@
 pub mod conformance;
 pub mod digest;
 pub mod events;
+pub mod flatpak;
 pub mod icons;
 pub mod index;
 pub mod indexer;

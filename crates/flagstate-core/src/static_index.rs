@@ -12,13 +12,11 @@ use std::path::{Path, PathBuf};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
+use crate::flatpak;
 use crate::icons::{IconError, IconReport, IconStore};
 use crate::index::{ImageEntry, IndexResponse};
 use crate::query::{IndexQuery, QueryError};
 use crate::store::{Store, StoreError};
-
-/// Key prefixes dropped by `skip_flatpak_labels` / `skip_flatpak_annotations`.
-pub const FLATPAK_KEY_PREFIXES: &[&str] = &["org.flatpak.", "org.freedesktop."];
 
 /// What one static index contains and how it is written.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -168,8 +166,9 @@ impl IndexSpec {
     }
 
     fn drop_flatpak_keys(&self, image: &mut ImageEntry) {
-        let keep =
-            |key: &String, _: &mut String| !FLATPAK_KEY_PREFIXES.iter().any(|p| key.starts_with(p));
+        let keep = |key: &String, _: &mut String| {
+            !flatpak::KEY_PREFIXES.iter().any(|p| key.starts_with(p))
+        };
         if self.skip_flatpak_labels {
             image.labels.retain(keep);
         }

@@ -7,16 +7,15 @@ use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Uri, header};
 use axum::response::Response;
+use flagstate_core::flatpak::{APPDATA_LABEL, AppStream, ICON_KEYS, REF_LABEL};
 use flagstate_core::{ImageEntry, IndexQuery};
 
 use super::UiContext;
-use super::appstream::{APPDATA_LABEL, AppStream};
 use super::cards::{initial_of, newest_first};
 use super::error::UiError;
-use super::image::FLATPAK_REF_LABEL;
 use super::layout::{Layout, Section};
 use super::params::{Pagination, Params, link};
-use super::reference::{ICON_KEYS, find_icon};
+use super::reference::find_icon;
 use super::response;
 
 /// An image carrying a Flatpak, with the tags that reach it (its own, or its list's).
@@ -67,7 +66,7 @@ pub async fn page(
     let params = Params::parse(raw.as_deref())?;
     let page_no = params.page()?;
     let query = IndexQuery::all()
-        .and(&format!("label:{FLATPAK_REF_LABEL}:exists"), "1")
+        .and(&format!("label:{REF_LABEL}:exists"), "1")
         .map_err(|e| UiError::BadRequest(e.to_string()))?;
     let entries = ui.query(&query).await?;
 
@@ -84,7 +83,7 @@ pub async fn page(
             .iter()
             .flat_map(|l| l.images.iter().map(|i| (i, l.tags.as_slice())));
         for (image, tags) in direct.chain(listed) {
-            if let Some(reference) = image.labels.get(FLATPAK_REF_LABEL) {
+            if let Some(reference) = image.labels.get(REF_LABEL) {
                 grouped
                     .entry((entry.name.clone(), without_arch(reference)))
                     .or_default()
@@ -159,7 +158,7 @@ fn app_card(repository: String, install_ref: String, images: &[Carrier<'_>]) -> 
         .collect();
     let refs = images
         .iter()
-        .filter_map(|(i, _)| i.labels.get(FLATPAK_REF_LABEL).cloned())
+        .filter_map(|(i, _)| i.labels.get(REF_LABEL).cloned())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();

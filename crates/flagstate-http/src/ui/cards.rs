@@ -4,11 +4,11 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
+use flagstate_core::flatpak::{APPDATA_LABEL, AppStream, ICON_KEYS};
 use flagstate_core::model::Description;
 use flagstate_core::{ImageEntry, RepositoryEntry};
 
-use super::appstream::{APPDATA_LABEL, AppStream};
-use super::reference::{ICON_KEYS, find_icon};
+use super::reference::find_icon;
 
 /// Tags shown on a card; the rest are counted.
 const CARD_TAGS: usize = 5;
@@ -150,6 +150,7 @@ pub fn describe_pairs<'a>(
         }
         out.title = out.title.or(d.title);
         out.description = out.description.or(d.description);
+        // Cards show the smallest icon present.
         out.icon = out
             .icon
             .or_else(|| find_icon(ICON_KEYS, labels, annotations));

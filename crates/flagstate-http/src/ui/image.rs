@@ -6,21 +6,20 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
+use flagstate_core::flatpak::{
+    APPDATA_LABEL, AppStream, DOWNLOAD_SIZE_LABEL, ICON_KEYS, INSTALLED_SIZE_LABEL, REF_LABEL,
+};
 use flagstate_core::model::Description;
 use flagstate_core::query::effective_platform;
 use flagstate_core::{Digest, Image, Manifest};
 
 use super::UiContext;
-use super::appstream::{APPDATA_LABEL, AppStream};
 use super::cards::{KeyValue, describe_pairs, newest_first, rows};
 use super::error::UiError;
 use super::layout::{Layout, Section};
-use super::reference::{ICON_KEYS, PullCommand, RegistryHost, find_icon};
+use super::reference::{PullCommand, RegistryHost, find_icon};
 use super::repository::{known_repository, repository_entry};
 use super::response;
-
-/// The Flatpak reference label.
-pub const FLATPAK_REF_LABEL: &str = "org.flatpak.ref";
 
 /// What an image says about the Flatpak it carries.
 pub struct FlatpakView {
@@ -33,7 +32,7 @@ pub struct FlatpakView {
 impl FlatpakView {
     /// The Flatpak view of an image's labels, when it carries a Flatpak.
     pub fn of(labels: &BTreeMap<String, String>) -> Option<Self> {
-        let reference = labels.get(FLATPAK_REF_LABEL)?.clone();
+        let reference = labels.get(REF_LABEL)?.clone();
         let size = |k: &str| labels.get(k).and_then(|v| human_size(v));
         Some(FlatpakView {
             reference,
@@ -41,8 +40,8 @@ impl FlatpakView {
                 .get(APPDATA_LABEL)
                 .and_then(|x| AppStream::parse(x))
                 .unwrap_or_default(),
-            download_size: size("org.flatpak.download-size"),
-            installed_size: size("org.flatpak.installed-size"),
+            download_size: size(DOWNLOAD_SIZE_LABEL),
+            installed_size: size(INSTALLED_SIZE_LABEL),
         })
     }
 }

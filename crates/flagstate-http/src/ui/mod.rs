@@ -21,7 +21,6 @@
 //! can produce one through [`FromRef`].
 
 mod apps;
-mod appstream;
 mod cards;
 mod error;
 mod home;
@@ -43,8 +42,8 @@ use flagstate_core::index::RepositoryEntry;
 use flagstate_core::{IndexQuery, Store, StoreError};
 use tokio::sync::Semaphore;
 
-pub use appstream::AppStream;
 pub use error::UiError;
+pub use flagstate_core::flatpak::AppStream;
 pub use search::FILTERED_HIT_LIMIT;
 
 /// Repositories (or apps, or search hits) shown per page.

@@ -6,12 +6,6 @@ use std::collections::BTreeMap;
 use axum::http::{HeaderMap, Uri, header};
 use url::Url;
 
-/// Icon label keys, smallest first. Cards use the first present, detail pages the last.
-pub const ICON_KEYS: [&str; 2] = [
-    "org.freedesktop.appstream.icon-64",
-    "org.freedesktop.appstream.icon-128",
-];
-
 /// Where pull commands send clients: `host[:port]` of the registry, and whether it
 /// speaks plain HTTP (so clients need TLS verification turned off).
 #[derive(Debug, Clone, PartialEq, Eq)]

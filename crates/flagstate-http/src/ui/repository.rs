@@ -6,6 +6,7 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
+use flagstate_core::flatpak::ICON_128_LABEL;
 use flagstate_core::model::validate_repository_name;
 use flagstate_core::{Digest, ImageEntry, IndexQuery, Manifest, RepositoryEntry};
 
@@ -14,7 +15,7 @@ use super::cards::{KeyValue, describe_pairs, newest_first, rows};
 use super::error::UiError;
 use super::image;
 use super::layout::{Layout, Section};
-use super::reference::{ICON_KEYS, PullCommand, RegistryHost};
+use super::reference::{PullCommand, RegistryHost};
 use super::response;
 
 /// A tag and what it points at.
@@ -131,7 +132,7 @@ pub async fn page(
     let mut described = describe_pairs(pairs.iter().copied());
     // The page is about one repository: prefer the large icon.
     if let Some(icon) = super::cards::images_of(entry)
-        .find_map(|i| super::reference::find_icon([ICON_KEYS[1]], &i.labels, &i.annotations))
+        .find_map(|i| super::reference::find_icon([ICON_128_LABEL], &i.labels, &i.annotations))
     {
         described.icon = Some(icon);
     }

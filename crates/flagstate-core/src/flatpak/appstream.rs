@@ -1,14 +1,11 @@
 //! Reading the AppStream metadata Flatpak images carry in the
-//! `org.freedesktop.appstream.appdata` label.
+//! `org.freedesktop.appstream.appdata` label ([`APPDATA_LABEL`](super::APPDATA_LABEL)).
 
 use roxmltree::{Document, Node};
 
-/// The label holding a Flatpak image's AppStream XML.
-pub const APPDATA_LABEL: &str = "org.freedesktop.appstream.appdata";
-
 const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 
-/// What the UI shows of an AppStream component: untranslated texts only.
+/// What flagstate shows of an AppStream component: untranslated texts only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppStream {
     /// `<id>`, e.g. `org.gnome.Calculator`.
