@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use flagstate_core::Store;
 use flagstate_core::icons::{IconCollection, IconStore};
+use flagstate_http::{AppState, ServerConfig};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -71,45 +73,62 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
         ))),
         _ => None,
     };
+    // Credentials may be written into the URL; they never go to the log.
+    let registry = config
+        .registry
+        .url
+        .as_ref()
+        .map(flagstate_core::registry::redacted);
+    info!(%addr, registry = registry.as_deref().unwrap_or("none"), "listening on http://{addr}");
+
+    serve_until_signal(
+        listener,
+        state,
+        config.components.web_ui,
+        &config.server.server_config(),
+        &shutdown,
+        indexer_task,
+    )
+    .await;
+    if let Some(task) = icon_task {
+        let _ = task.await;
+    }
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the API over `state` (and the web UI when `web_ui` is set) on `listener` until
+/// SIGTERM/SIGINT ([`wait_for_signal`]), then cancels `shutdown` and waits (at most
+/// [`INDEXER_STOP_TIMEOUT`]) for `indexer` to stop.
+///
+/// The server stops accepting connections on the signal and finishes the requests in
+/// flight (bounded by `server`, [`flagstate_http::serve`]) before the indexer is
+/// stopped, so a notification being applied completes and is acknowledged. Tasks that
+/// watch `shutdown` (children of it) are the caller's to join afterwards.
+pub(crate) async fn serve_until_signal(
+    listener: TcpListener,
+    state: AppState,
+    web_ui: bool,
+    server: &ServerConfig,
+    shutdown: &CancellationToken,
+    indexer: Option<JoinHandle<()>>,
+) {
     let connections = state.connections();
-    let app = if config.components.web_ui {
+    let app = if web_ui {
         flagstate_http::router_with(state, flagstate_http::ui::routes())
     } else {
         flagstate_http::router(state)
     };
-    let registry = config.registry.url.as_ref().map(|url| {
-        let mut shown = url.clone();
-        // Credentials may be written into the URL; they never go to the log.
-        if shown.password().is_some() {
-            let _ = shown.set_password(Some("redacted"));
-        }
-        shown.to_string()
-    });
-    info!(%addr, registry = registry.as_deref().unwrap_or("none"), "listening on http://{addr}");
-
     let signal = wait_for_signal(shutdown.clone());
-    flagstate_http::serve(
-        listener,
-        app,
-        &config.server.server_config(),
-        connections,
-        signal,
-    )
-    .await;
-
+    flagstate_http::serve(listener, app, server, connections, signal).await;
     shutdown.cancel();
-    if let Some(task) = indexer_task {
+    if let Some(task) = indexer {
         match tokio::time::timeout(INDEXER_STOP_TIMEOUT, task).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(error = %e, "indexer task ended abnormally"),
             Err(_) => warn!("indexer did not stop within {INDEXER_STOP_TIMEOUT:?}"),
         }
     }
-    if let Some(task) = icon_task {
-        let _ = task.await;
-    }
-    info!("stopped");
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Deletes unreferenced icon files every `every` until `shutdown`.
@@ -143,7 +162,7 @@ async fn collect_icons(
 
 /// Resolves on the first SIGTERM or SIGINT (and then cancels `shutdown`); a second signal
 /// ends the process at once.
-pub(crate) async fn wait_for_signal(shutdown: CancellationToken) {
+async fn wait_for_signal(shutdown: CancellationToken) {
     let name = next_signal().await;
     info!(signal = name, "shutting down: finishing requests in flight");
     shutdown.cancel();

@@ -32,6 +32,8 @@ use flagstate_core::static_index::{IndexSpec, WriteOutcome};
 use flagstate_core::{MemoryStore, Store};
 use serde::Deserialize;
 
+use crate::cli::IndexArgs;
+use crate::commands::scan::Bar;
 use crate::config::ConfigError;
 use crate::error::CliError;
 
@@ -309,6 +311,26 @@ fn summarize(report: &PassReport) -> ExitCode {
     }
 }
 
+/// Runs `flagstate index` as `args` say: once, or with `--watch` until a signal. Scan
+/// progress is shown when `--progress` is given and standard error is a terminal.
+pub async fn run(config_path: &Path, args: &IndexArgs) -> Result<ExitCode, CliError> {
+    let progress = Bar::new(args.progress);
+    let result = if args.watch {
+        let interval: Duration = args.rescan_interval.into();
+        let options = WatchOptions {
+            listen: args.listen,
+            events_token: args.events_token.clone(),
+            allow_anonymous_events: args.allow_anonymous_events,
+            rescan_interval: (!interval.is_zero()).then_some(interval),
+        };
+        run_watch(config_path, &options, &progress).await
+    } else {
+        run_once(config_path, &progress).await
+    };
+    progress.finish();
+    result
+}
+
 /// Runs `flagstate index` once (no `--watch`).
 pub async fn run_once(
     config_path: &Path,
@@ -411,8 +433,6 @@ pub async fn run_watch(
         );
     }
     let state = flagstate_http::AppState::new(store.clone(), Some(indexer), http);
-    let connections = state.connections();
-    let app = flagstate_http::router(state);
     tracing::info!(%addr, "listening on http://{addr}");
     eprintln!("flagstate: watching; notifications to http://{addr}/events");
 
@@ -422,16 +442,15 @@ pub async fn run_watch(
         plan.icons.clone(),
         shutdown.child_token(),
     ));
-    flagstate_http::serve(
+    crate::serve::serve_until_signal(
         listener,
-        app,
+        state,
+        false,
         &flagstate_http::ServerConfig::default(),
-        connections,
-        crate::serve::wait_for_signal(shutdown.clone()),
+        &shutdown,
+        Some(indexer_task),
     )
     .await;
-    shutdown.cancel();
-    let _ = indexer_task.await;
     match rewriter.await {
         Ok(result) => result?,
         Err(e) => return Err(CliError::Runtime(format!("index writer stopped: {e}"))),

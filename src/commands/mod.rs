@@ -1,25 +1,75 @@
-//! The one-shot subcommands. `serve` lives in its own module ([`crate::serve`]).
+//! The subcommands: [`prepare`] loads what one needs and starts logging, [`run`] runs it.
+//! `serve` lives in its own module ([`crate::serve`]).
 
 pub mod check;
 pub mod index;
 pub mod query;
 pub mod scan;
 
+use std::path::Path;
 use std::process::ExitCode;
 
-use crate::cli::Command;
-use crate::config::Config;
+use crate::cli::{Cli, Command, IndexArgs, QueryArgs};
+use crate::config::{Config, ConfigError, LogFormat};
 use crate::error::CliError;
+use crate::logging;
+
+/// A subcommand with what it runs on.
+pub enum Job<'a> {
+    /// `serve`.
+    Serve(Config),
+    /// `scan`.
+    Scan(Config),
+    /// `query`.
+    Query(&'a QueryArgs, Config),
+    /// `check`.
+    Check(Config),
+    /// `index`: its `--config` is a regindexer file, not flagstate's configuration.
+    Index {
+        /// The regindexer configuration file.
+        config: &'a Path,
+        /// The command's flags.
+        args: &'a IndexArgs,
+    },
+}
+
+/// Loads what the command of `cli` needs (flagstate's configuration, or for `index` the
+/// path of its regindexer file) and starts logging as that configuration says.
+pub fn prepare(cli: &Cli) -> Result<Job<'_>, CliError> {
+    let load = || -> Result<Config, CliError> {
+        let config = cli.load_config()?;
+        logging::init(&config.log)?;
+        Ok(config)
+    };
+    Ok(match &cli.command {
+        Command::Serve(_) => Job::Serve(load()?),
+        Command::Scan => Job::Scan(load()?),
+        Command::Query(args) => Job::Query(args, load()?),
+        Command::Check => Job::Check(load()?),
+        Command::Index(args) => {
+            let config = cli.config.as_deref().ok_or_else(|| {
+                ConfigError::invalid(
+                    "--config",
+                    "`index` needs the regindexer configuration file",
+                )
+            })?;
+            let mut log = Config::default().log;
+            if cli.json_logs {
+                log.format = LogFormat::Json;
+            }
+            logging::init(&log)?;
+            Job::Index { config, args }
+        }
+    })
+}
 
 /// Runs a subcommand to completion.
-pub async fn run(command: &Command, config: &Config) -> Result<ExitCode, CliError> {
-    match command {
-        Command::Serve(_) => crate::serve::run(config).await,
-        Command::Scan => scan::run(config).await,
-        Command::Query(args) => query::run(args, config).await,
-        Command::Check => check::run(config).await,
-        Command::Index(_) => Err(CliError::Runtime(
-            "`index` reads a regindexer configuration, not flagstate's".to_owned(),
-        )),
+pub async fn run(job: Job<'_>) -> Result<ExitCode, CliError> {
+    match job {
+        Job::Serve(config) => crate::serve::run(&config).await,
+        Job::Scan(config) => scan::run(&config).await,
+        Job::Query(args, config) => query::run(args, &config).await,
+        Job::Check(config) => check::run(&config).await,
+        Job::Index { config, args } => index::run(config, args).await,
     }
 }

@@ -34,6 +34,7 @@ pub mod registry;
 pub mod search;
 pub mod static_index;
 pub mod store;
+pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

@@ -24,12 +24,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use flagstate_core::query::decode_pairs;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::HttpError;
 use crate::index::answer;
+use crate::params::{QueryParams, Repeated};
 use crate::state::AppState;
 
 /// Largest assertion body accepted, in bytes.
@@ -92,12 +92,8 @@ fn failing(response: &Value, assertions: &[Assertion]) -> Vec<usize> {
 }
 
 fn timeout(raw: Option<&str>, cap: Duration) -> Result<Duration, HttpError> {
-    let value = decode_pairs(raw.unwrap_or(""))?
-        .into_iter()
-        .rev()
-        .find(|(k, _)| k == "timeout")
-        .map(|(_, v)| v);
-    let Some(value) = value.filter(|v| !v.is_empty()) else {
+    let params = QueryParams::parse(raw, Repeated::Last)?;
+    let Some(value) = params.get("timeout").filter(|v| !v.is_empty()) else {
         return Ok(Duration::ZERO);
     };
     let secs: f64 = value

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::HeaderValue;
 use bytes::Bytes;
 use flagstate_core::Generation;
+use flagstate_core::sync::lock;
 use lru::LruCache;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{OnceCell, Semaphore};
@@ -153,12 +154,6 @@ pub enum Lookup {
     Hit,
     /// Built by this request.
     Miss,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded maps are consistent after every statement, so a panic elsewhere
-    // while holding the lock leaves nothing half-done.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl IndexCache {

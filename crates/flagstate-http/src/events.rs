@@ -14,7 +14,7 @@
 //! registry retry it forever and hold back every later notification.
 //!
 //! Redeliveries are acknowledged without re-applying: the ids of recently applied events
-//! are remembered (a bounded set). Events without an id are always applied (applying is
+//! are remembered (a bounded set, oldest forgotten first). Events without an id are always applied (applying is
 //! idempotent anyway; the set only saves the work).
 //!
 //! Understood encodings: the distribution registry's envelope
@@ -23,7 +23,8 @@
 //! (`application/cloudevents-batch+json`) and binary mode (`ce-*` headers), and plain
 //! `application/json` holding either an envelope or CloudEvents.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
 use axum::Json;
@@ -33,6 +34,8 @@ use axum::http::{HeaderMap, header};
 use flagstate_core::events::{
     EventError, RegistryEvent, parse_cloudevent_binary, parse_cloudevents, parse_distribution,
 };
+use flagstate_core::sync::lock;
+use lru::LruCache;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
@@ -51,46 +54,41 @@ enum Encoding {
 }
 
 /// The ids of recently applied events, oldest evicted first.
+///
+/// Eviction follows insertion order: looking an id up, or remembering it again, does not
+/// keep it longer.
 #[derive(Debug)]
 pub struct RecentEvents {
-    inner: Mutex<(HashSet<String>, VecDeque<String>)>,
-    capacity: usize,
+    /// `None` when nothing is remembered (a capacity of 0).
+    ids: Option<Mutex<LruCache<String, ()>>>,
 }
 
 impl RecentEvents {
     /// Remembers at most `capacity` ids.
     pub fn new(capacity: usize) -> Self {
         RecentEvents {
-            inner: Mutex::new((HashSet::new(), VecDeque::new())),
-            capacity,
+            ids: NonZeroUsize::new(capacity).map(|capacity| Mutex::new(LruCache::new(capacity))),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, (HashSet<String>, VecDeque<String>)> {
-        // Set and queue are updated together under the lock; a panic cannot split them.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether the event with this id was applied recently (empty ids never were).
     pub fn seen(&self, id: &str) -> bool {
-        !id.is_empty() && self.lock().0.contains(id)
+        match &self.ids {
+            Some(ids) => !id.is_empty() && lock(ids).contains(id),
+            None => false,
+        }
     }
 
     /// Records ids of applied events.
     pub fn remember<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
-        if self.capacity == 0 {
+        let Some(recent) = &self.ids else {
             return;
-        }
-        let mut guard = self.lock();
-        let (set, order) = &mut *guard;
+        };
+        let mut recent = lock(recent);
         for id in ids.into_iter().filter(|id| !id.is_empty()) {
-            if set.insert(id.to_owned()) {
-                order.push_back(id.to_owned());
-            }
-            while order.len() > self.capacity {
-                if let Some(old) = order.pop_front() {
-                    set.remove(&old);
-                }
+            // `contains` leaves the order alone, so an id is evicted by age of first sight.
+            if !recent.contains(id) {
+                recent.put(id.to_owned(), ());
             }
         }
     }

@@ -7,11 +7,12 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::conditional::Validators;
 use crate::error::HttpError;
-use crate::index::if_none_match;
+use crate::index::names_body;
 use crate::state::AppState;
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
@@ -37,37 +38,29 @@ pub async fn serve(
     let not_found = || HttpError::NotFound(format!("no icon /icons/{prefix}/{file}"));
     let hash = icon_hash(&prefix, &file).ok_or_else(not_found)?;
     let dir = state.config().icons_dir.as_ref().ok_or_else(not_found)?;
-    let etag = format!("\"{hash}\"");
-    let mut response = if if_none_match(&headers, &hash) {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        let path = dir.join(&prefix).join(&file);
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
-            Err(e) => {
-                return Err(HttpError::Internal(format!(
-                    "reading icon {}: {e}",
-                    path.display()
-                )));
-            }
-        };
-        let length = bytes.len();
-        let mut response = bytes.into_response();
-        let h = response.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-        response
-    };
-    let h = response.headers_mut();
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        h.insert(header::ETAG, v);
+    let validators = Validators::quoted(&hash).cache_control(HeaderValue::from_static(
+        "public, max-age=31536000, immutable",
+    ));
+    if names_body(&headers, &hash) {
+        return Ok(validators.not_modified());
     }
-    Ok(response)
+    let path = dir.join(&prefix).join(&file);
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+        Err(e) => {
+            return Err(HttpError::Internal(format!(
+                "reading icon {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let length = bytes.len();
+    let mut response = bytes.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    Ok(validators.apply(response))
 }
 
 #[cfg(test)]

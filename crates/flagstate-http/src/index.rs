@@ -10,13 +10,14 @@
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use flagstate_core::icons::IconStore;
 use flagstate_core::{IndexQuery, IndexResponse, StoreExt};
 
 use crate::cache::{CachedBody, Lookup};
+use crate::conditional::{Validators, if_none_match};
 use crate::encoding::{Coding, negotiate};
 use crate::error::HttpError;
 use crate::state::AppState;
@@ -128,53 +129,38 @@ async fn serve(
         Kind::Static => state.index_cache_control().clone(),
         Kind::Dynamic => HeaderValue::from_static("no-store"),
     };
-    let mut response = if if_none_match(headers, body.hash()) {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        let bytes = body.encoded(coding).await?;
-        let length = bytes.len();
-        let mut response = bytes.into_response();
-        let h = response.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        // Set explicitly so `HEAD` (whose body the router drops) still tells the length.
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-        if let Some(token) = coding.header_token() {
-            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(token));
-        }
-        response
-    };
+    let validators = Validators::new(body.etag(coding).clone())
+        .cache_control(cache_control)
+        .vary(HeaderValue::from_static("Accept-Encoding"));
+    if names_body(headers, body.hash()) {
+        return Ok(validators.not_modified());
+    }
+    let bytes = body.encoded(coding).await?;
+    let length = bytes.len();
+    let mut response = bytes.into_response();
     let h = response.headers_mut();
-    h.insert(header::ETAG, body.etag(coding).clone());
-    h.insert(header::CACHE_CONTROL, cache_control);
-    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    Ok(response)
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // Set explicitly so `HEAD` (whose body the router drops) still tells the length.
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Some(token) = coding.header_token() {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(token));
+    }
+    Ok(validators.apply(response))
 }
 
-/// Whether `If-None-Match` names this body: `*`, or any listed entity tag whose opaque
-/// part is the body's hash, with or without a coding suffix. Weak tags (`W/"…"`) match
-/// too: `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2).
-pub fn if_none_match(headers: &HeaderMap, hash: &str) -> bool {
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .any(|tag| {
-            if tag == "*" {
-                return true;
-            }
-            let tag = tag.strip_prefix("W/").unwrap_or(tag);
-            let Some(opaque) = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')) else {
-                return false;
-            };
-            let base = Coding::COMPRESSED
-                .iter()
-                .find_map(|c| opaque.strip_suffix(c.etag_suffix()))
-                .unwrap_or(opaque);
-            base == hash
-        })
+/// Whether `If-None-Match` names a body with this hash: `*`, or any entity tag whose
+/// opaque part is the hash, with or without a coding suffix (so a tag of any encoded
+/// representation matches them all). Parsing and the weak comparison are
+/// [`conditional::if_none_match`](crate::conditional::if_none_match)'s.
+pub fn names_body(headers: &HeaderMap, hash: &str) -> bool {
+    if_none_match(headers, |opaque| {
+        let base = Coding::COMPRESSED
+            .iter()
+            .find_map(|c| opaque.strip_suffix(c.etag_suffix()))
+            .unwrap_or(opaque);
+        base == hash
+    })
 }

@@ -28,6 +28,7 @@
 
 pub mod assert;
 pub mod cache;
+pub mod conditional;
 pub mod config;
 pub mod encoding;
 pub mod error;
@@ -37,6 +38,7 @@ pub mod icons;
 pub mod index;
 pub mod limits;
 pub mod metrics;
+pub mod params;
 pub mod search;
 pub mod server;
 pub mod state;

@@ -2,7 +2,7 @@
 //! cache efficiency, and (read at scrape time) the indexer's progress, the requests it
 //! sent the registry, and the store's generation. Served as text at `GET /metrics`.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -18,6 +18,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use flagstate_core::registry::ClientStats;
+use flagstate_core::sync::lock;
 
 use crate::error::{HttpError, error_response};
 use crate::server::ConnectionStats;
@@ -328,10 +329,7 @@ impl Metrics {
 impl Metrics {
     /// Adds what the registry client counted since the last scrape.
     fn count_registry_requests(&self, now: ClientStats) {
-        let mut seen = self
-            .registry_seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut seen = lock(&self.registry_seen);
         let before = *seen;
         for (kind, now, before) in [
             ("catalog_page", now.catalog_pages, before.catalog_pages),

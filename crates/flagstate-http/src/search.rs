@@ -10,9 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 
-use flagstate_core::query::decode_pairs;
-
 use crate::error::HttpError;
+use crate::params::{QueryParams, Repeated};
 use crate::state::AppState;
 
 /// Results per page of `/v1/search` when `n` is not given.
@@ -34,23 +33,14 @@ pub async fn ping() -> Response {
     response
 }
 
-/// The decoded query-string pairs; malformed percent-encoding is a `400` naming the
-/// parameter.
-fn params(raw: Option<&str>) -> Result<Vec<(String, String)>, HttpError> {
-    Ok(decode_pairs(raw.unwrap_or(""))?)
+/// The decoded query-string parameters, a repeated one read by its last value as podman
+/// and Docker Hub do; malformed percent-encoding is a `400` naming the parameter.
+fn params(raw: Option<&str>) -> Result<QueryParams, HttpError> {
+    Ok(QueryParams::parse(raw, Repeated::Last)?)
 }
 
-/// The last value of `name`, as podman and Docker Hub read repeated parameters.
-fn last<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-fn positive(params: &[(String, String)], name: &str) -> Result<Option<u64>, HttpError> {
-    match last(params, name) {
+fn positive(params: &QueryParams, name: &str) -> Result<Option<u64>, HttpError> {
+    match params.get(name) {
         None | Some("") => Ok(None),
         Some(v) => match v.parse::<u64>() {
             Ok(n) if n >= 1 => Ok(Some(n)),
@@ -87,7 +77,7 @@ pub async fn v1_search(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, HttpError> {
     let params = params(raw.as_deref())?;
-    let query = last(&params, "q").unwrap_or("").to_owned();
+    let query = params.get("q").unwrap_or("").to_owned();
     let page_size = positive(&params, "n")?
         .unwrap_or(DEFAULT_SEARCH_PAGE)
         .min(MAX_SEARCH_PAGE);
@@ -138,7 +128,7 @@ pub async fn catalog(
             ));
         }
     };
-    let after = last(&params, "last").unwrap_or("");
+    let after = params.get("last").unwrap_or("");
     let all = state.store().repositories().await?;
     let start = all.partition_point(|r| r.as_bytes() <= after.as_bytes());
     let page: Vec<String> = all.iter().skip(start).take(n).cloned().collect();

@@ -160,10 +160,7 @@ impl Registry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Connection>>> {
-        // The map is consistent after every statement; a panic cannot leave it half-done.
-        self.connections
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        flagstate_core::sync::lock(&self.connections)
     }
 
     /// Idle connections open longer than `idle` without a request.

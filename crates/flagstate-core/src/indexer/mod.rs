@@ -35,6 +35,7 @@ use std::time::Duration;
 use crate::digest::Digest;
 use crate::registry::{RegistryClient, RegistryError};
 use crate::store::{Store, StoreError};
+use crate::sync::lock;
 
 pub use worker::ReconcileQueueStats;
 
@@ -435,9 +436,4 @@ impl Indexer {
         }
         set.insert(digest);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every value guarded here stays consistent even if a holder panicked.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -129,14 +129,20 @@ impl RegistryConfig {
     }
 }
 
+/// `url` as it may be shown or logged: a password written into it is replaced by
+/// `redacted` (the user name stays, so the URL still says who connects).
+pub fn redacted(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("redacted"));
+    }
+    shown.into()
+}
+
 impl fmt::Debug for RegistryConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = self.url.clone();
-        if shown.password().is_some() {
-            let _ = shown.set_password(Some("redacted"));
-        }
         f.debug_struct("RegistryConfig")
-            .field("url", &shown.as_str())
+            .field("url", &redacted(&self.url).as_str())
             .field("credentials", &self.credentials)
             .field("timeout", &self.timeout)
             .field("max_concurrency", &self.max_concurrency)
@@ -186,5 +192,13 @@ mod tests {
         let shown = format!("{cfg:?}");
         assert!(!shown.contains("pa55"), "{shown}");
         assert!(shown.contains("bob"));
+    }
+
+    #[test]
+    fn redacted_hides_only_the_password() {
+        let with = "https://bob:pa55@r.example/v2/".parse().unwrap();
+        assert_eq!(redacted(&with), "https://bob:redacted@r.example/v2/");
+        let without = "https://bob@r.example/".parse().unwrap();
+        assert_eq!(redacted(&without), "https://bob@r.example/");
     }
 }

@@ -3,7 +3,6 @@
 //! limit, size-limited body reads, and retries with exponential backoff and jitter that
 //! honour `Retry-After`.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,6 +13,7 @@ use url::Url;
 use super::auth::{Challenge, Credentials, TokenResponse, parse_challenge};
 use super::client::{Answer, MAX_TOKEN_BYTES, RegistryClient, bump, error_detail};
 use super::{RegistryError, RetryPolicy};
+use crate::sync::lock;
 
 /// Which redirects a request follows. Automatic redirects are off in the HTTP client:
 /// reqwest (0.13) follows up to ten hops to any origin, stripping `Authorization` on
@@ -535,11 +535,6 @@ fn backoff_delay(policy: &RetryPolicy, attempt: u32) -> Duration {
     let half = capped / 2;
     let jitter_ms = rand::random_range(0..=half.as_millis().max(1) as u64);
     half + Duration::from_millis(jitter_ms)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded state stays consistent even if a holder panicked (plain inserts).
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn bearer_header(token: &str) -> Result<HeaderValue, RegistryError> {

@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest as _, Sha256};
 
-use super::response::{etag_matches, security_headers};
+use super::response::security_headers;
+use crate::conditional::{Validators, if_none_match};
 
 /// The hand-written stylesheet, compiled into the binary.
 const STYLE: &str = include_str!("../../static/style.css");
@@ -78,20 +79,16 @@ pub async fn stylesheet(Path(file): Path<String>, headers: HeaderMap) -> Respons
     if file != *STYLE_FILE {
         return (StatusCode::NOT_FOUND, "no such static file\n").into_response();
     }
-    let etag = format!("\"{}\"", &STYLE_FILE["style-".len()..STYLE_FILE.len() - 4]);
-    let mut response = if etag_matches(&headers, &etag) {
-        StatusCode::NOT_MODIFIED.into_response()
+    let opaque = &STYLE_FILE["style-".len()..STYLE_FILE.len() - 4];
+    let validators = Validators::quoted(opaque).cache_control(HeaderValue::from_static(
+        "public, max-age=31536000, immutable",
+    ));
+    let mut response = if if_none_match(&headers, |tag| tag == opaque) {
+        validators.not_modified()
     } else {
-        ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+        validators
+            .apply(([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response())
     };
-    let h = response.headers_mut();
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        h.insert(header::ETAG, v);
-    }
-    security_headers(h);
+    security_headers(response.headers_mut());
     response
 }

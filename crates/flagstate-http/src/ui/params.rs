@@ -1,8 +1,6 @@
 //! Query-string parameters of the UI pages, and pagination.
 
-use std::collections::BTreeMap;
-
-use flagstate_core::query::decode_pairs;
+use crate::params::{QueryParams, Repeated};
 
 use super::PAGE_SIZE;
 use super::error::UiError;
@@ -14,26 +12,24 @@ const MAX_PAGE: usize = 1_000_000;
 /// Decoded query-string parameters. Forms submit empty fields as `key=`, so an empty
 /// value means "not given". Unknown parameters are ignored: links from elsewhere may carry
 /// tracking parameters, and a page is still meaningful without them.
-#[derive(Debug, Default)]
-pub struct Params(BTreeMap<String, String>);
+///
+/// A parameter given more than once counts by its first value, like most form handling
+/// ([`Repeated::First`]).
+#[derive(Debug)]
+pub struct Params(QueryParams);
 
 impl Params {
     /// Parses a raw query string (`None` when the URL has no `?`). Malformed
     /// percent-encoding is a bad request naming the parameter.
     pub fn parse(raw: Option<&str>) -> Result<Self, UiError> {
-        let pairs = decode_pairs(raw.unwrap_or_default())
-            .map_err(|e| UiError::BadRequest(e.to_string()))?;
-        let mut map = BTreeMap::new();
-        for (k, v) in pairs {
-            // The first occurrence wins, like most form handling.
-            map.entry(k).or_insert(v);
-        }
-        Ok(Params(map))
+        QueryParams::parse(raw, Repeated::First)
+            .map(Params)
+            .map_err(|e| UiError::BadRequest(e.to_string()))
     }
 
     /// A trimmed, non-empty value.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+        self.0.get(key).map(str::trim).filter(|v| !v.is_empty())
     }
 
     /// The 1-based `page` parameter (default 1).

@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use askama::Template;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest as _, Sha256};
 
 use super::error::UiError;
+use crate::conditional::{Validators, if_none_match};
 
 /// Pages run no script and embed images only from the registry's labels (data: URIs or
 /// URLs), so everything else can be refused outright; a label that slips markup past the
@@ -33,24 +34,11 @@ pub fn security_headers(headers: &mut HeaderMap) {
     );
 }
 
-/// Whether `If-None-Match` in `request` names `etag` (or is `*`). Weak validators
-/// compare equal to strong ones, as RFC 9110 prescribes for `If-None-Match`.
-pub fn etag_matches(request: &HeaderMap, etag: &str) -> bool {
-    request
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .any(|candidate| {
-            candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
-        })
-}
-
-/// The strong ETag of a body: a quoted prefix of its SHA-256.
-pub fn etag_of(body: &[u8]) -> String {
-    let hash = hex::encode(Sha256::digest(body));
-    format!("\"{}\"", &hash[..32])
+/// The opaque part of a body's strong ETag: a prefix of its SHA-256.
+fn tag_of(body: &[u8]) -> String {
+    let mut hash = hex::encode(Sha256::digest(body));
+    hash.truncate(32);
+    hash
 }
 
 /// Renders `template` as a `200` page, or `304` when the client already has it.
@@ -60,20 +48,14 @@ pub fn page<T: Template>(
     max_age: Duration,
 ) -> Result<Response, UiError> {
     let body = template.render()?;
-    let etag = etag_of(body.as_bytes());
-    let mut response = if etag_matches(request, &etag) {
-        StatusCode::NOT_MODIFIED.into_response()
+    let tag = tag_of(body.as_bytes());
+    let validators = Validators::quoted(&tag).max_age(max_age);
+    let mut response = if if_none_match(request, |t| t == tag) {
+        validators.not_modified()
     } else {
-        html(body)
+        validators.apply(html(body))
     };
-    let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        headers.insert(header::ETAG, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("max-age={}", max_age.as_secs())) {
-        headers.insert(header::CACHE_CONTROL, v);
-    }
-    security_headers(headers);
+    security_headers(response.headers_mut());
     Ok(response)
 }
 
