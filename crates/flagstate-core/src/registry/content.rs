@@ -172,13 +172,40 @@ pub fn parse_image_config(bytes: &[u8]) -> Result<ImageConfig, ConfigError> {
         variant: Option<serde_json::Value>,
         #[serde(default)]
         created: Option<serde_json::Value>,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "config_object")]
         config: Option<RawConfig>,
     }
     #[derive(Deserialize)]
     struct RawConfig {
         #[serde(rename = "Labels", default)]
         labels: Option<serde_json::Map<String, serde_json::Value>>,
+    }
+    /// `config` as the image spec writes it, an object (or `null`). serde would also
+    /// read the struct from a JSON array, positionally, turning `[{…}]` into labels.
+    fn config_object<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<RawConfig>, D::Error> {
+        struct ObjectOrNull;
+        impl<'de> serde::de::Visitor<'de> for ObjectOrNull {
+            type Value = Option<RawConfig>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object or null")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                RawConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+            }
+        }
+        deserializer.deserialize_any(ObjectOrNull)
+    }
+    // The same for the document itself: an image config is a JSON object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ConfigError("an image config must be a JSON object".into()));
     }
     let string = |v: Option<serde_json::Value>| match v {
         Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
@@ -289,6 +316,21 @@ mod tests {
             parse_manifest(OCI_MANIFEST, b"not json"),
             ParsedManifest::Unreadable { .. }
         ));
+    }
+
+    /// serde reads structs from JSON arrays too; a config (or its `config`) written as
+    /// an array is not an image config, and must not turn into labels.
+    #[test]
+    fn configs_are_objects() {
+        let positional = br#"{"os":"linux","config":[{"mediaType":"x","size":7}]}"#;
+        let e = parse_image_config(positional).unwrap_err();
+        assert!(e.to_string().contains("an object or null"), "{e}");
+        let e = parse_image_config(br#" ["linux","amd64"]"#).unwrap_err();
+        assert!(e.to_string().contains("JSON object"), "{e}");
+        let ok = parse_image_config(br#" {"os":"linux","config":null}"#).unwrap();
+        assert!(ok.labels.is_empty());
+        let ok = parse_image_config(br#"{"config":{"Labels":{"a":"1","n":2}}}"#).unwrap();
+        assert_eq!(ok.labels.len(), 1);
     }
 
     /// JSON nested deeper than serde_json's recursion limit (128) in a field the index
