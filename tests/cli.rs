@@ -5,7 +5,7 @@
 mod common;
 
 use common::images::{App, HELLO, WORLD};
-use common::{FLATPAK_QUERY, flatpak_refs, registry, run, run_in, run_with_env, text};
+use common::{FLATPAK_QUERY, flatpak_refs, hello_registry, run, run_in, run_with_env, text};
 use flagstate_core::testkit::{TestRegistry, TestRegistryOptions};
 
 fn write_config(dir: &std::path::Path, yaml: &str) -> String {
@@ -134,14 +134,10 @@ fn scan_against_an_unreachable_registry_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_query_and_check_against_a_real_registry() {
     // No notifications: only the commands change the index.
-    let Some(registry) = registry(None).await else {
+    let Some(registry) = hello_registry(None).await else {
         return;
     };
     let pusher = registry.pusher();
-    pusher
-        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("index.db");
     let db = db.to_str().unwrap().to_owned();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::images::HELLO;
 use common::{
-    EVENTS_TOKEN, FLATPAK_QUERY, Server, free_port, http_client, registry, repository_names,
+    EVENTS_TOKEN, FLATPAK_QUERY, Server, free_port, hello_registry, http_client, repository_names,
 };
 use serde_json::Value;
 
@@ -65,14 +65,9 @@ async fn raw_request(port: u16, head: &str, body: Vec<u8>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_and_nothing_is_lost() {
     let port = free_port();
-    let Some(registry) = registry(Some(port)).await else {
+    let Some(registry) = hello_registry(Some(port)).await else {
         return;
     };
-    registry
-        .pusher()
-        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("index.db");
     let db = db.to_str().unwrap();
@@ -287,14 +282,9 @@ async fn bad_requests_are_refused_and_nothing_is_lost() {
 
 #[tokio::test]
 async fn malformed_encoding_and_oversized_globs_are_refused_by_the_binary() {
-    let Some(registry) = registry(None).await else {
+    let Some(registry) = hello_registry(None).await else {
         return;
     };
-    registry
-        .pusher()
-        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("index.db");
     let server = Server::start(

@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::images::{HELLO, WORLD};
-use common::{EVENTS_TOKEN, Server, flatpak_refs, free_port, http_client, registry, run, text};
+use common::{
+    EVENTS_TOKEN, Server, flatpak_refs, free_port, hello_registry, http_client, run, text,
+};
 
 /// The database URL, or `None` (after a notice) when the test is to be skipped.
 fn database_url() -> Option<String> {
@@ -49,14 +51,10 @@ async fn writer_and_read_only_replica_share_postgres() {
         return;
     };
     let port = free_port();
-    let Some(registry) = registry(Some(port)).await else {
+    let Some(registry) = hello_registry(Some(port)).await else {
         return;
     };
     let pusher = registry.pusher();
-    pusher
-        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
-        .await
-        .unwrap();
 
     let schema = format!("flagstate_e2e_{}_{port}", std::process::id());
     let _cleanup = DropSchema {

@@ -14,14 +14,9 @@ use tokio::net::TcpStream;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_partial_heads_is_cut_off_while_clients_are_served() {
     let port = free_port();
-    let Some(registry) = registry(Some(port)).await else {
+    let Some(registry) = hello_registry(Some(port)).await else {
         return;
     };
-    registry
-        .pusher()
-        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("index.db");
     let server = Server::start(
@@ -93,14 +88,9 @@ async fn a_flood_of_partial_heads_is_cut_off_while_clients_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_without_a_configured_token_are_refused_unless_allowed() {
-    let Some(registry) = registry(None).await else {
+    let Some(registry) = hello_registry(None).await else {
         return;
     };
-    registry
-        .pusher()
-        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
-        .await
-        .unwrap();
     let delete = serde_json::json!({"events": [{
         "id": "anon-1",
         "timestamp": "2026-01-01T00:00:00Z",

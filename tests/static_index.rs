@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::images::{HELLO, WORLD, icon_data_uri, png};
-use common::{EVENTS_TOKEN, binary, free_port, registry, run, text};
+use common::{EVENTS_TOKEN, binary, free_port, hello_registry, registry, run, text};
 use flagstate_core::testkit::{ImageSpec, TestRegistry};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -311,14 +311,10 @@ impl Drop for Watcher {
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_mode_rewrites_files_after_notifications() {
     let port = free_port();
-    let Some(registry) = registry(Some(port)).await else {
+    let Some(registry) = hello_registry(Some(port)).await else {
         return;
     };
     let pusher = registry.pusher();
-    pusher
-        .push_image(&HELLO.repository(), Some("latest"), &HELLO.image())
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &registry);
     let log = std::fs::File::create(dir.path().join("watch.log")).unwrap();

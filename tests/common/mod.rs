@@ -49,6 +49,22 @@ pub async fn registry(notify_port: Option<u16>) -> Option<TestRegistry> {
     .await
 }
 
+/// [`registry`] with [`images::HELLO`](images::HELLO) pushed as `latest`, the one
+/// application most end-to-end tests index.
+pub async fn hello_registry(notify_port: Option<u16>) -> Option<TestRegistry> {
+    let registry = registry(notify_port).await?;
+    registry
+        .pusher()
+        .push_image(
+            &images::HELLO.repository(),
+            Some("latest"),
+            &images::HELLO.image(),
+        )
+        .await
+        .expect("push the hello app");
+    Some(registry)
+}
+
 /// Runs the binary to completion with `args` (and no `FLAGSTATE_*` configuration from
 /// the environment of the test run).
 pub fn run(args: &[&str]) -> Output {

@@ -160,15 +160,9 @@ fn unmetered_matching_has_no_budget() {
     assert!(Pattern::new(&raw).matches(&format!("{label}b")));
 }
 
-/// The reference meaning of a glob: `*` any run, `?` one character, anchored.
-fn glob(pattern: &[char], text: &[char]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some(('*', rest)) => (0..=text.len()).any(|i| glob(rest, &text[i..])),
-        Some(('?', rest)) => !text.is_empty() && glob(rest, &text[1..]),
-        Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
-    }
-}
+#[path = "support/glob.rs"]
+mod reference;
+use reference::glob;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]

@@ -44,15 +44,9 @@ fn structured() -> impl Strategy<Value = String> {
     "([a-z:%&=+*?]|%[0-9A-Fa-f]{2}|label:|annotation:|:exists|:matches|tag){0,40}"
 }
 
-/// The reference meaning of a glob: `*` any run, `?` one character, anchored.
-fn glob(pattern: &[char], text: &[char]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some(('*', rest)) => (0..=text.len()).any(|i| glob(rest, &text[i..])),
-        Some(('?', rest)) => !text.is_empty() && glob(rest, &text[1..]),
-        Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
-    }
-}
+#[path = "support/glob.rs"]
+mod reference;
+use reference::glob;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
