@@ -3,6 +3,7 @@
 //! The heart of flagstate: everything that is neither SQL nor HTTP.
 //!
 //! - [`model`]: images, image lists, tags and repositories as the index sees them.
+//! - [`name`]: [`RepositoryName`] and [`Tag`], parsed (= validated) once at the edge.
 //! - [`index`]: the registry index protocol's JSON format and its deterministic writer.
 //! - [`query`]: parsing `/index/*` query strings into an [`IndexQuery`], its canonical
 //!   form, and the reference semantics ([`IndexQuery::evaluate_repository`]).
@@ -29,6 +30,7 @@ pub mod index;
 pub mod indexer;
 pub mod memory;
 pub mod model;
+pub mod name;
 pub mod query;
 pub mod registry;
 pub mod search;
@@ -42,6 +44,7 @@ pub use digest::{Digest, DigestError};
 pub use index::{ImageEntry, IndexResponse, ListEntryOut, RepositoryEntry};
 pub use memory::MemoryStore;
 pub use model::{Image, ImageList, ListEntry, Manifest, Platform, RepositorySnapshot, TagChange};
+pub use name::{NameError, RepositoryName, Tag};
 pub use query::{Filter, IndexQuery, Pattern, QueryError, ValueTest};
 pub use store::{
     Capabilities, GcStats, Generation, SearchHit, SearchPage, Store, StoreError, StoreExt,

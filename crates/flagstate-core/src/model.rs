@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+pub use crate::name::{validate_repository_name, validate_tag};
 use crate::store::StoreError;
 
 /// Media type of an OCI image manifest.
@@ -194,54 +195,6 @@ impl TagChange {
     }
 }
 
-/// Checks a repository name against the distribution grammar
-/// (`[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*`, separators `.`, `_`,
-/// `__`, `-`+). Returns a description of the problem.
-pub fn validate_repository_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("repository name is empty");
-    }
-    if name.len() > 255 {
-        return Err("repository name is longer than 255 characters");
-    }
-    for component in name.split('/') {
-        let bytes = component.as_bytes();
-        let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-        if bytes.is_empty() || !alnum(&bytes[0]) || !alnum(&bytes[bytes.len() - 1]) {
-            return Err("each path component must start and end with [a-z0-9]");
-        }
-        if !bytes.iter().all(|b| alnum(b) || b"._-".contains(b)) {
-            return Err("repository names use only [a-z0-9._-/]");
-        }
-        let separators_ok = component
-            .split(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            .filter(|s| !s.is_empty())
-            .all(|s| s == "." || s == "_" || s == "__" || s.bytes().all(|b| b == b'-'));
-        if !separators_ok {
-            return Err("separators inside a component are '.', '_', '__' or dashes");
-        }
-    }
-    Ok(())
-}
-
-/// Checks a tag against the distribution grammar `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
-pub fn validate_tag(tag: &str) -> Result<(), &'static str> {
-    let bytes = tag.as_bytes();
-    if bytes.is_empty() || bytes.len() > 128 {
-        return Err("tag must be 1 to 128 characters");
-    }
-    if !(bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_') {
-        return Err("tag must start with [A-Za-z0-9_]");
-    }
-    if !bytes
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
-    {
-        return Err("tag uses only [A-Za-z0-9._-]");
-    }
-    Ok(())
-}
-
 /// [`StoreError::Invalid`] for `what` (which input is wrong) and `problem` (why).
 fn invalid(what: impl std::fmt::Display, problem: &str) -> StoreError {
     StoreError::Invalid(format!("{what}: {problem}"))
@@ -380,34 +333,6 @@ impl Description {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn repository_names() {
-        for ok in [
-            "a",
-            "a/b",
-            "a-c",
-            "a.z",
-            "a0",
-            "fedora/flatpak__x",
-            "a--b/c_d",
-        ] {
-            assert_eq!(validate_repository_name(ok), Ok(()), "{ok}");
-        }
-        for bad in [
-            "", "A", "a/", "/a", "a//b", "-a", "a-", "a..b", "a___b", "a b",
-        ] {
-            assert!(validate_repository_name(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn tags() {
-        assert!(validate_tag("latest").is_ok());
-        assert!(validate_tag("_x.Y-1").is_ok());
-        assert!(validate_tag(".x").is_err());
-        assert!(validate_tag(&"a".repeat(129)).is_err());
-    }
 
     #[test]
     fn store_contract_checks_name_the_input() {
