@@ -313,6 +313,10 @@ pub struct SqliteSettings {
     pub synchronous: SqliteSynchronous,
     /// `check_on_open`: the integrity check run when the file is opened.
     pub check_on_open: SqliteCheckOnOpen,
+    /// `generation_refresh`: how stale another process's commits on the file may be seen
+    /// (the generation is read at most once per interval; own writes are seen at once).
+    #[serde(with = "duration")]
+    pub generation_refresh: Duration,
 }
 
 impl Default for SqliteSettings {
@@ -321,6 +325,7 @@ impl Default for SqliteSettings {
             path: PathBuf::from(DEFAULT_SQLITE_PATH),
             synchronous: SqliteSynchronous::default(),
             check_on_open: SqliteCheckOnOpen::default(),
+            generation_refresh: flagstate_sqlite::DEFAULT_GENERATION_REFRESH,
         }
     }
 }

@@ -107,6 +107,7 @@ pub fn sqlite_options(settings: &SqliteSettings) -> flagstate_sqlite::SqliteOpti
             SqliteCheckOnOpen::Quick => CheckOnOpen::Quick,
             SqliteCheckOnOpen::None => CheckOnOpen::Skip,
         },
+        generation_refresh: settings.generation_refresh,
         ..flagstate_sqlite::SqliteOptions::default()
     }
 }

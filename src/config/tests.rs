@@ -394,6 +394,10 @@ fn sqlite_synchronous_and_check_on_open() {
             crate::setup::sqlite_options(&load(jail, "{}\n").unwrap().database.sqlite_settings());
         assert_eq!(defaults.durability, Durability::Full);
         assert_eq!(defaults.check_on_open, CheckOnOpen::Quick);
+        assert_eq!(
+            defaults.generation_refresh,
+            flagstate_sqlite::DEFAULT_GENERATION_REFRESH
+        );
         let c = load(jail, "database: {sqlite: {synchronous: full}}\n").unwrap();
         assert_eq!(
             c.database.choice().unwrap(),
@@ -402,10 +406,15 @@ fn sqlite_synchronous_and_check_on_open() {
 
         let c = load(
             jail,
-            "database: {sqlite: {path: a.db, synchronous: normal, check_on_open: none}}\n",
+            "database: {sqlite: {path: a.db, synchronous: normal, check_on_open: none, \
+             generation_refresh: 2s}}\n",
         )
         .unwrap();
         let options = crate::setup::sqlite_options(&c.database.sqlite_settings());
+        assert_eq!(
+            options.generation_refresh,
+            std::time::Duration::from_secs(2)
+        );
         assert_eq!(options.durability, Durability::Normal);
         assert_eq!(options.check_on_open, CheckOnOpen::Skip);
         // --database replaces the file, not the other SQLite settings.
@@ -429,6 +438,10 @@ fn sqlite_synchronous_and_check_on_open() {
             (
                 "database: {sqlite: {check_on_open: full}}\n",
                 "check_on_open",
+            ),
+            (
+                "database: {sqlite: {generation_refresh: soon}}\n",
+                "generation_refresh",
             ),
         ] {
             let e = load_err(jail, yaml);

@@ -75,6 +75,11 @@ pub struct SqliteOptions {
     pub durability: Durability,
     /// Integrity check of a database file at open; default [`CheckOnOpen::Quick`].
     pub check_on_open: CheckOnOpen,
+    /// How stale the generation may be for commits of *other* processes on the same file
+    /// (a read-only server following a writer): the generation is read from the database
+    /// at most once per this interval; the store's own writes are seen at once.
+    /// `Duration::ZERO` reads it on every call. Default: 500 ms.
+    pub generation_refresh: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -85,9 +90,13 @@ impl Default for SqliteOptions {
             cache_kib: 8 * 1024,
             durability: Durability::default(),
             check_on_open: CheckOnOpen::default(),
+            generation_refresh: DEFAULT_GENERATION_REFRESH,
         }
     }
 }
+
+/// Default of [`SqliteOptions::generation_refresh`].
+pub const DEFAULT_GENERATION_REFRESH: Duration = Duration::from_millis(500);
 
 /// How long [`Connections::probe_write`] waits for a write lock another process holds.
 const PROBE_BUSY_TIMEOUT: Duration = Duration::from_millis(250);

@@ -23,6 +23,10 @@
 //!   [`IndexQuery::evaluate_repository`] over exactly those tags, so it is identical to
 //!   the reference semantics by construction. SQL text is shaped by the typed query and
 //!   every value is a bound parameter.
+//! - **Generation** (`generation`): known in-process. The store's own commits record it at
+//!   once; another process's commits on the same file are seen within
+//!   [`SqliteOptions::generation_refresh`] (the `meta` row is read at most once per
+//!   interval), so answering from a generation-keyed cache costs no database read.
 //! - **Search** (`search`): an FTS5 table over repository names and the titles and
 //!   descriptions of tagged images, ranked with bm25 ([`Capabilities::ranked_search`]).
 //!
@@ -53,6 +57,7 @@
 mod candidates;
 pub mod connection;
 mod error;
+mod generation;
 mod read;
 mod schema;
 mod search;
@@ -68,9 +73,10 @@ use flagstate_core::{
     RepositorySnapshot, SearchPage, Store, StoreError, TagChange,
 };
 
-pub use connection::{CheckOnOpen, Durability, SqliteOptions};
+pub use connection::{CheckOnOpen, DEFAULT_GENERATION_REFRESH, Durability, SqliteOptions};
 
 use connection::Connections;
+use generation::GenerationCache;
 
 /// The newest database schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = schema::SUPPORTED_VERSION;
@@ -79,6 +85,7 @@ pub const SCHEMA_VERSION: i64 = schema::SUPPORTED_VERSION;
 #[derive(Debug)]
 pub struct SqliteStore {
     connections: Connections,
+    generation: GenerationCache,
 }
 
 impl SqliteStore {
@@ -93,6 +100,7 @@ impl SqliteStore {
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
         Ok(SqliteStore {
             connections: Connections::open(path.as_ref(), &options)?,
+            generation: GenerationCache::new(options.generation_refresh),
         })
     }
 
@@ -110,6 +118,7 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         Ok(SqliteStore {
             connections: Connections::open_read_only(path.as_ref(), &options)?,
+            generation: GenerationCache::new(options.generation_refresh),
         })
     }
 
@@ -117,6 +126,7 @@ impl SqliteStore {
     pub fn open_in_memory() -> Result<Self, StoreError> {
         Ok(SqliteStore {
             connections: Connections::open_in_memory(&SqliteOptions::default())?,
+            generation: GenerationCache::new(SqliteOptions::default().generation_refresh),
         })
     }
 
@@ -150,7 +160,8 @@ impl Store for SqliteStore {
         Ok(self
             .connections
             .write(move |c| write::replace_repository(c, &snapshot))
-            .await?)
+            .await
+            .map(|g| self.generation.wrote(g))?)
     }
 
     async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError> {
@@ -158,7 +169,8 @@ impl Store for SqliteStore {
         Ok(self
             .connections
             .write(move |c| write::remove_repository(c, &name))
-            .await?)
+            .await
+            .map(|g| self.generation.wrote(g))?)
     }
 
     async fn apply(&self, change: &TagChange) -> Result<Generation, StoreError> {
@@ -166,7 +178,8 @@ impl Store for SqliteStore {
         Ok(self
             .connections
             .write(move |c| write::apply(c, &change))
-            .await?)
+            .await
+            .map(|g| self.generation.wrote(g))?)
     }
 
     async fn repositories(&self) -> Result<Vec<String>, StoreError> {
@@ -216,8 +229,16 @@ impl Store for SqliteStore {
             .await?)
     }
 
+    /// Known in-process (see [`SqliteOptions::generation_refresh`]): the database is read
+    /// at most once per refresh interval, so a cached answer costs no database work.
     async fn generation(&self) -> Result<Generation, StoreError> {
-        Ok(self.connections.read(write::generation).await?)
+        match self.generation.current() {
+            Ok(known) => Ok(known),
+            Err(refresh) => {
+                let read = self.connections.read(write::generation).await?;
+                Ok(refresh.done(read))
+            }
+        }
     }
 
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {

@@ -182,6 +182,61 @@ async fn read_only_refuses_writes_and_follows_the_writer() {
     assert_eq!(reader.repositories().await.unwrap(), ["app", "other"]);
 }
 
+/// `generation_refresh` bounds how stale another process's commits are seen: within the
+/// interval the generation is answered from memory (no database read), the store's own
+/// writes are seen at once, and with a zero interval every call reads the file.
+#[tokio::test]
+async fn generation_refresh_bounds_how_stale_other_writers_are_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    let a = image("a", &[]);
+    let writer = SqliteStore::open(&path).unwrap();
+    let g1 = writer
+        .replace_repository(&snapshot("app", &[("latest", &a)]))
+        .await
+        .unwrap();
+    let cached = SqliteStore::open_read_only_with(
+        &path,
+        SqliteOptions {
+            generation_refresh: Duration::from_secs(3600),
+            ..SqliteOptions::default()
+        },
+    )
+    .unwrap();
+    let every_call = SqliteStore::open_read_only_with(
+        &path,
+        SqliteOptions {
+            generation_refresh: Duration::ZERO,
+            ..SqliteOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(cached.generation().await.unwrap(), g1);
+    assert_eq!(every_call.generation().await.unwrap(), g1);
+
+    let g2 = writer
+        .replace_repository(&snapshot("app", &[("latest", &a), ("v2", &a)]))
+        .await
+        .unwrap();
+    assert!(g2 > g1);
+    assert_eq!(
+        writer.generation().await.unwrap(),
+        g2,
+        "own writes: at once"
+    );
+    assert_eq!(every_call.generation().await.unwrap(), g2);
+    assert_eq!(
+        cached.generation().await.unwrap(),
+        g1,
+        "within the interval the generation comes from memory"
+    );
+    // The data itself is always read from the file.
+    assert_eq!(
+        cached.repository_tags("app").await.unwrap().unwrap().len(),
+        2
+    );
+}
+
 #[tokio::test]
 async fn read_only_needs_an_existing_up_to_date_database() {
     let dir = tempfile::tempdir().unwrap();
