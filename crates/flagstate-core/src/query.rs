@@ -22,6 +22,7 @@ use percent_encoding::percent_decode_str;
 use crate::digest::Digest;
 use crate::index::{ImageEntry, ListEntryOut, RepositoryEntry};
 use crate::model::{Image, Manifest, Platform};
+use crate::name::{RepositoryName, Tag};
 
 /// Longest raw query string accepted, in bytes.
 pub const MAX_QUERY_LEN: usize = 8 * 1024;
@@ -95,6 +96,14 @@ pub enum QueryError {
     #[error("parameter {parameter:?} names an empty key")]
     EmptyKey {
         /// The parameter name as decoded.
+        parameter: String,
+    },
+    /// A label or annotation equality test on a key ending in `:exists` or `:matches`:
+    /// written as a query string it would read as that operator, so only the typed
+    /// constructors of [`Filter`] can be asked for it, and they refuse it.
+    #[error("parameter {parameter:?} names a key ending in an operator (`:exists`, `:matches`)")]
+    OperatorKey {
+        /// The parameter name as it would be written.
         parameter: String,
     },
     /// A parameter that needs a value got none.
@@ -635,6 +644,146 @@ impl Filter {
     }
 }
 
+/// Typed constructors: the way code (rather than a query string) builds filters.
+///
+/// Validity rule: a filter made here is one the protocol can write, so a query built from
+/// them has a [`canonical`](IndexQuery::canonical) form that parses back to an equal
+/// query. Repository names and tags are validated by their types, and every string is a
+/// [`Pattern`], so those constructors cannot fail. The ones taking a plain string check
+/// what [`IndexQuery::parse`] checks and fail with the error it gives for the same
+/// parameter: an empty `os` or `architecture` is [`QueryError::EmptyValue`], an empty
+/// label or annotation key is [`QueryError::EmptyKey`]. One more key is refused, for an
+/// equality test only: a key ending in `:exists` or `:matches` would be written as that
+/// operator ([`QueryError::OperatorKey`]); such a label can still be tested with
+/// [`label_exists`](Self::label_exists) or [`label_matches`](Self::label_matches).
+///
+/// A [`Pattern`] given here is trusted: the size limits of [`QueryLimits`] guard the
+/// parsing of untrusted input and are not applied (the budget of
+/// [`IndexQuery::metered`] still bounds the work of matching).
+impl Filter {
+    /// `repository=R`.
+    pub fn repository(name: &RepositoryName) -> Filter {
+        Filter::Repository(BTreeSet::from([name.as_str().to_owned()]))
+    }
+
+    /// `tag=T`.
+    pub fn tag(tag: &Tag) -> Filter {
+        Filter::Tag(BTreeSet::from([tag.as_str().to_owned()]))
+    }
+
+    /// `tag:matches=GLOB`.
+    pub fn tag_matches(pattern: Pattern) -> Filter {
+        Filter::TagMatches(BTreeSet::from([pattern]))
+    }
+
+    /// `os=O`; [`QueryError::EmptyValue`] when `os` is empty.
+    pub fn os(os: impl Into<String>) -> Result<Filter, QueryError> {
+        Ok(Filter::Os(non_empty("os", os.into())?))
+    }
+
+    /// `architecture=A`; [`QueryError::EmptyValue`] when `architecture` is empty.
+    pub fn architecture(architecture: impl Into<String>) -> Result<Filter, QueryError> {
+        Ok(Filter::Architecture(non_empty(
+            "architecture",
+            architecture.into(),
+        )?))
+    }
+
+    /// `label:K=V`: the config label `key` equals `value` (which may be empty).
+    pub fn label(key: impl Into<String>, value: impl Into<String>) -> Result<Filter, QueryError> {
+        let test = ValueTest::Equals(BTreeSet::from([value.into()]));
+        let key = checked_key("label", key.into(), &test)?;
+        Ok(Filter::Label { key, test })
+    }
+
+    /// `label:K:exists=1`: the config label `key` is present.
+    pub fn label_exists(key: impl Into<String>) -> Result<Filter, QueryError> {
+        let key = checked_key("label", key.into(), &ValueTest::Exists)?;
+        Ok(Filter::Label {
+            key,
+            test: ValueTest::Exists,
+        })
+    }
+
+    /// `label:K:matches=GLOB`: the config label `key` matches `pattern`.
+    pub fn label_matches(key: impl Into<String>, pattern: Pattern) -> Result<Filter, QueryError> {
+        let test = ValueTest::Matches(BTreeSet::from([pattern]));
+        let key = checked_key("label", key.into(), &test)?;
+        Ok(Filter::Label { key, test })
+    }
+
+    /// `annotation:K=V`: the manifest annotation `key` equals `value` (which may be
+    /// empty).
+    pub fn annotation(
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Filter, QueryError> {
+        let test = ValueTest::Equals(BTreeSet::from([value.into()]));
+        let key = checked_key("annotation", key.into(), &test)?;
+        Ok(Filter::Annotation { key, test })
+    }
+
+    /// `annotation:K:exists=1`: the manifest annotation `key` is present.
+    pub fn annotation_exists(key: impl Into<String>) -> Result<Filter, QueryError> {
+        let key = checked_key("annotation", key.into(), &ValueTest::Exists)?;
+        Ok(Filter::Annotation {
+            key,
+            test: ValueTest::Exists,
+        })
+    }
+
+    /// `annotation:K:matches=GLOB`: the manifest annotation `key` matches `pattern`.
+    pub fn annotation_matches(
+        key: impl Into<String>,
+        pattern: Pattern,
+    ) -> Result<Filter, QueryError> {
+        let test = ValueTest::Matches(BTreeSet::from([pattern]));
+        let key = checked_key("annotation", key.into(), &test)?;
+        Ok(Filter::Annotation { key, test })
+    }
+}
+
+/// A parameter name as errors show it (truncated).
+fn shown_parameter(parameter: &str) -> String {
+    parameter.chars().take(200).collect()
+}
+
+/// `value` as a one-value set, unless it is empty.
+fn non_empty(parameter: &str, value: String) -> Result<BTreeSet<String>, QueryError> {
+    if value.is_empty() {
+        return Err(QueryError::EmptyValue {
+            parameter: shown_parameter(parameter),
+        });
+    }
+    Ok(BTreeSet::from([value]))
+}
+
+/// `key` if a `prefix:` filter with `test` on it can be written (see the typed
+/// constructors of [`Filter`]).
+fn checked_key(prefix: &str, key: String, test: &ValueTest) -> Result<String, QueryError> {
+    let written = || {
+        let op = match test {
+            ValueTest::Equals(_) => "",
+            ValueTest::Exists => ":exists",
+            ValueTest::Matches(_) => ":matches",
+        };
+        shown_parameter(&format!("{prefix}:{key}{op}"))
+    };
+    if key.is_empty() {
+        return Err(QueryError::EmptyKey {
+            parameter: written(),
+        });
+    }
+    if matches!(test, ValueTest::Equals(_))
+        && (key.ends_with(":exists") || key.ends_with(":matches"))
+    {
+        return Err(QueryError::OperatorKey {
+            parameter: written(),
+        });
+    }
+    Ok(key)
+}
+
 /// What a query sees of one image in one context (directly tagged, or inside a list).
 #[derive(Debug, Clone, Copy)]
 pub struct ImageContext<'a> {
@@ -651,6 +800,26 @@ pub struct ImageContext<'a> {
 }
 
 /// A parsed, normalised index query. The empty query matches every tagged image.
+///
+/// Built from a query string with [`parse`](Self::parse), or by code from typed filters:
+///
+/// ```
+/// use flagstate_core::{Filter, IndexQuery, Pattern, Tag};
+///
+/// let tag = Tag::parse("latest").unwrap();
+/// let query = IndexQuery::new()
+///     .with(Filter::tag(&tag))
+///     .with(Filter::label_matches("org.opencontainers.image.title", Pattern::new("Fire*")).unwrap());
+/// assert_eq!(
+///     query,
+///     IndexQuery::parse("tag=latest&label:org.opencontainers.image.title:matches=Fire*").unwrap()
+/// );
+/// ```
+///
+/// Invariant: the [`canonical`](Self::canonical) form of every query parses back to an
+/// equal query (with the caveats given there). The typed constructors of [`Filter`] keep
+/// it; the variants of [`Filter`] are public so that stores can read them, and a filter
+/// assembled from them by hand (an empty set of values, an empty key) is not checked.
 ///
 /// Equality compares the filters only; an attached [`CostBudget`] is not part of what the
 /// query asks.
@@ -670,9 +839,29 @@ impl PartialEq for IndexQuery {
 impl Eq for IndexQuery {}
 
 impl IndexQuery {
-    /// The query with no filters.
+    /// The query with no filters; the start of a query built with [`with`](Self::with).
+    pub const fn new() -> Self {
+        IndexQuery {
+            filters: Vec::new(),
+            budget: None,
+        }
+    }
+
+    /// The query with no filters (the same as [`new`](Self::new)).
     pub fn all() -> Self {
-        IndexQuery::default()
+        IndexQuery::new()
+    }
+
+    /// This query and `filter`: ANDed with the filters of other parameters, ORed with an
+    /// earlier filter of the same parameter (`tag=a` with `tag=b` asks for either tag).
+    /// This is what a query string with both pairs means; parsing builds queries this way.
+    pub fn with(mut self, filter: Filter) -> Self {
+        let name = filter.parameter();
+        match self.filters.binary_search_by(|f| f.parameter().cmp(&name)) {
+            Ok(i) => self.filters[i].merge(filter),
+            Err(i) => self.filters.insert(i, filter),
+        }
+        self
     }
 
     /// Parses a raw query string with the default [`QueryLimits`].
@@ -697,7 +886,7 @@ impl IndexQuery {
                 limit: MAX_PARAMETERS,
             });
         }
-        let mut query = IndexQuery::default();
+        let mut query = IndexQuery::new();
         for (key, value) in decode_pairs(raw)? {
             query = query.and_with(&key, &value, limits)?;
         }
@@ -718,34 +907,25 @@ impl IndexQuery {
         self.budget.as_ref()
     }
 
-    /// Adds one decoded `parameter=value` pair with the default [`QueryLimits`].
-    pub fn and(self, parameter: &str, value: &str) -> Result<Self, QueryError> {
-        self.and_with(parameter, value, &QueryLimits::default())
-    }
-
-    /// Adds one decoded `parameter=value` pair (ANDed with other parameters, ORed with
-    /// earlier values of the same parameter); a glob must be within `limits`.
-    pub fn and_with(
-        mut self,
+    /// Adds one decoded `parameter=value` pair (see [`with`](Self::with)); a glob must
+    /// be within `limits`.
+    fn and_with(
+        self,
         parameter: &str,
         value: &str,
         limits: &QueryLimits,
     ) -> Result<Self, QueryError> {
-        let filter = Self::filter_for(parameter, value, limits)?;
-        let name = filter.parameter();
-        match self.filters.binary_search_by(|f| f.parameter().cmp(&name)) {
-            Ok(i) => self.filters[i].merge(filter),
-            Err(i) => self.filters.insert(i, filter),
-        }
-        Ok(self)
+        Ok(self.with(Self::filter_for(parameter, value, limits)?))
     }
 
+    /// The filter of one decoded pair, checked as untrusted input: the typed
+    /// constructors of [`Filter`], plus the glob size limits of `limits`.
     fn filter_for(
         parameter: &str,
         value: &str,
         limits: &QueryLimits,
     ) -> Result<Filter, QueryError> {
-        let named = |p: &str| p.chars().take(200).collect::<String>();
+        let named = shown_parameter;
         let pattern = |v: &str| {
             if v.len() > limits.max_pattern_bytes {
                 return Err(QueryError::PatternTooLong {
@@ -762,25 +942,16 @@ impl IndexQuery {
                     limit: limits.max_pattern_wildcards,
                 });
             }
-            Ok(BTreeSet::from([pattern]))
+            Ok(pattern)
         };
-        let non_empty = |v: &str| {
-            if v.is_empty() {
-                Err(QueryError::EmptyValue {
-                    parameter: named(parameter),
-                })
-            } else {
-                Ok(BTreeSet::from([v.to_owned()]))
-            }
-        };
+        // A query string may name any repository or tag, valid or not (an invalid one
+        // matches nothing), so these two are not built from the validated types.
         match parameter {
-            "repository" => return Ok(Filter::Repository(non_empty(value)?)),
-            "tag" => return Ok(Filter::Tag(non_empty(value)?)),
-            "tag:matches" => {
-                return Ok(Filter::TagMatches(pattern(value)?));
-            }
-            "os" => return Ok(Filter::Os(non_empty(value)?)),
-            "architecture" => return Ok(Filter::Architecture(non_empty(value)?)),
+            "repository" => return Ok(Filter::Repository(non_empty(parameter, value.into())?)),
+            "tag" => return Ok(Filter::Tag(non_empty(parameter, value.into())?)),
+            "tag:matches" => return Ok(Filter::tag_matches(pattern(value)?)),
+            "os" => return Filter::os(value),
+            "architecture" => return Filter::architecture(value),
             _ => {}
         }
         let (is_label, rest) = if let Some(rest) = parameter.strip_prefix("label:") {
@@ -792,30 +963,33 @@ impl IndexQuery {
                 parameter: named(parameter),
             });
         };
-        let (key, test) = if let Some(key) = rest.strip_suffix(":exists") {
+        // The constructors name the parameter as it is written here, so their errors
+        // are the parser's; a key they could refuse as ending in an operator cannot
+        // reach them, because the operator was split off.
+        if let Some(key) = rest.strip_suffix(":exists") {
             if value != "1" {
                 return Err(QueryError::ExistsNotOne {
                     parameter: named(parameter),
                     value: value.chars().take(100).collect(),
                 });
             }
-            (key, ValueTest::Exists)
+            if is_label {
+                Filter::label_exists(key)
+            } else {
+                Filter::annotation_exists(key)
+            }
         } else if let Some(key) = rest.strip_suffix(":matches") {
-            (key, ValueTest::Matches(pattern(value)?))
+            let pattern = pattern(value)?;
+            if is_label {
+                Filter::label_matches(key, pattern)
+            } else {
+                Filter::annotation_matches(key, pattern)
+            }
+        } else if is_label {
+            Filter::label(rest, value)
         } else {
-            (rest, ValueTest::Equals(BTreeSet::from([value.to_owned()])))
-        };
-        if key.is_empty() {
-            return Err(QueryError::EmptyKey {
-                parameter: named(parameter),
-            });
+            Filter::annotation(rest, value)
         }
-        let key = key.to_owned();
-        Ok(if is_label {
-            Filter::Label { key, test }
-        } else {
-            Filter::Annotation { key, test }
-        })
     }
 
     /// The filters, one per parameter, sorted by parameter name.
@@ -825,9 +999,13 @@ impl IndexQuery {
 
     /// The canonical query string: parameters sorted by name, values sorted and
     /// deduplicated, percent-encoded. Equal queries have equal canonical forms, so this
-    /// is the cache key; parsing it gives back an equal query. (Percent-encoding can make
-    /// it longer than the raw query it came from, so a query near [`MAX_QUERY_LEN`] may
-    /// have a canonical form that [`parse`](Self::parse) rejects as too long.)
+    /// is the cache key; parsing it gives back an equal query. Caveat: parsing bounds
+    /// untrusted input, and the canonical form can exceed those bounds. Percent-encoding
+    /// can make it longer than the raw query it came from, so a query near
+    /// [`MAX_QUERY_LEN`] may have a canonical form that [`parse`](Self::parse) rejects
+    /// as too long; a query built by code may be longer still, have more than
+    /// [`MAX_PARAMETERS`] values, or hold (trusted) globs beyond the [`QueryLimits`] it
+    /// is parsed with.
     pub fn canonical(&self) -> String {
         let mut out = form_urlencoded::Serializer::new(String::new());
         for filter in &self.filters {
@@ -1016,5 +1194,178 @@ impl std::str::FromStr for IndexQuery {
     type Err = QueryError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         IndexQuery::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(t: &str) -> Tag {
+        Tag::parse(t).unwrap()
+    }
+
+    fn repository(r: &str) -> RepositoryName {
+        RepositoryName::parse(r).unwrap()
+    }
+
+    #[test]
+    fn new_is_the_empty_query() {
+        assert_eq!(IndexQuery::new(), IndexQuery::all());
+        assert_eq!(IndexQuery::new(), IndexQuery::parse("").unwrap());
+        assert_eq!(IndexQuery::new().canonical(), "");
+    }
+
+    #[test]
+    fn typed_queries_equal_parsed_ones() {
+        let built = IndexQuery::new()
+            .with(Filter::tag(&tag("latest")))
+            .with(Filter::label("org.example.kind", "app").unwrap());
+        assert_eq!(
+            built,
+            IndexQuery::parse("tag=latest&label:org.example.kind=app").unwrap()
+        );
+        let built = IndexQuery::new()
+            .with(Filter::repository(&repository("fedora/app")))
+            .with(Filter::tag_matches(Pattern::new("1.*")))
+            .with(Filter::os("linux").unwrap())
+            .with(Filter::architecture("arm64").unwrap())
+            .with(Filter::label_exists("a:b").unwrap())
+            .with(Filter::label_matches("t", Pattern::new("F?re*")).unwrap())
+            .with(Filter::annotation("k", "").unwrap())
+            .with(Filter::annotation_exists("k").unwrap())
+            .with(Filter::annotation_matches("k", Pattern::new("*")).unwrap());
+        let parsed = IndexQuery::parse(
+            "architecture=arm64&os=linux&repository=fedora/app&tag:matches=1.*\
+             &label:a:b:exists=1&label:t:matches=F%3Fre*\
+             &annotation:k=&annotation:k:exists=1&annotation:k:matches=*",
+        )
+        .unwrap();
+        assert_eq!(built, parsed);
+        assert_eq!(built.canonical(), parsed.canonical());
+        // The order filters are added in does not matter.
+        let reversed = IndexQuery::new()
+            .with(Filter::label("org.example.kind", "app").unwrap())
+            .with(Filter::tag(&tag("latest")));
+        assert_eq!(
+            reversed,
+            IndexQuery::new()
+                .with(Filter::tag(&tag("latest")))
+                .with(Filter::label("org.example.kind", "app").unwrap())
+        );
+    }
+
+    #[test]
+    fn the_same_parameter_is_ored() {
+        let built = IndexQuery::new()
+            .with(Filter::tag(&tag("a")))
+            .with(Filter::os("linux").unwrap())
+            .with(Filter::tag(&tag("b")))
+            .with(Filter::label("k", "1").unwrap())
+            .with(Filter::label("k", "2").unwrap())
+            .with(Filter::label_exists("k").unwrap())
+            .with(Filter::tag(&tag("a")));
+        assert_eq!(
+            built,
+            IndexQuery::parse("tag=b&label:k=2&os=linux&tag=a&label:k=1&label:k:exists=1").unwrap()
+        );
+        assert_eq!(built.filters().len(), 4);
+        assert_eq!(
+            built.filters().iter().find(|f| matches!(f, Filter::Tag(_))),
+            Some(&Filter::Tag(BTreeSet::from(["a".into(), "b".into()])))
+        );
+        // `label:k` and `label:k:exists` are different parameters, ANDed.
+        assert!(
+            built
+                .filters()
+                .iter()
+                .any(|f| f.parameter() == "label:k:exists")
+        );
+    }
+
+    #[test]
+    fn typed_canonical_parses_back_equal() {
+        let built = IndexQuery::new()
+            .with(Filter::repository(&repository("a/b")))
+            .with(Filter::label("k:with:colons", "a&b=c+d %e é").unwrap())
+            .with(Filter::label_exists("x:exists").unwrap())
+            .with(Filter::label_matches("y:matches", Pattern::new("*&*")).unwrap())
+            .with(Filter::annotation("exists", "1").unwrap())
+            .with(Filter::os("linux").unwrap())
+            .with(Filter::os("freebsd").unwrap());
+        let canonical = built.canonical();
+        let parsed = IndexQuery::parse(&canonical).unwrap();
+        assert_eq!(parsed, built, "{canonical}");
+        assert_eq!(parsed.canonical(), canonical);
+    }
+
+    #[test]
+    fn typed_constructors_refuse_what_cannot_be_written() {
+        assert_eq!(
+            Filter::os(""),
+            Err(QueryError::EmptyValue {
+                parameter: "os".into()
+            })
+        );
+        assert_eq!(
+            Filter::architecture(String::new()),
+            Err(QueryError::EmptyValue {
+                parameter: "architecture".into()
+            })
+        );
+        // The errors are the parser's for the same parameter.
+        for (built, raw) in [
+            (Filter::label("", "v"), "label:=v"),
+            (Filter::label_exists(""), "label::exists=1"),
+            (
+                Filter::label_matches("", Pattern::new("x")),
+                "label::matches=x",
+            ),
+            (Filter::annotation("", "v"), "annotation:=v"),
+            (Filter::annotation_exists(""), "annotation::exists=1"),
+            (
+                Filter::annotation_matches("", Pattern::new("x")),
+                "annotation::matches=x",
+            ),
+            (Filter::os(""), "os="),
+            (Filter::architecture(""), "architecture="),
+        ] {
+            assert_eq!(built.err(), IndexQuery::parse(raw).err(), "{raw}");
+        }
+        // An equality test on a key ending in an operator would be written as it.
+        for key in ["a:exists", "a:matches", ":exists"] {
+            assert_eq!(
+                Filter::label(key, "v"),
+                Err(QueryError::OperatorKey {
+                    parameter: format!("label:{key}")
+                })
+            );
+            assert!(matches!(
+                Filter::annotation(key, "v"),
+                Err(QueryError::OperatorKey { .. })
+            ));
+        }
+        // Other tests on such keys can be written.
+        assert!(Filter::label_exists("a:matches").is_ok());
+        assert!(Filter::label_matches("a:exists", Pattern::new("*")).is_ok());
+        assert!(Filter::label("exists", "1").is_ok());
+    }
+
+    #[test]
+    fn typed_patterns_are_trusted() {
+        let long = "a".repeat(DEFAULT_MAX_PATTERN_BYTES + 1);
+        let built = IndexQuery::new().with(Filter::tag_matches(Pattern::new(&long)));
+        assert!(matches!(
+            IndexQuery::parse(&built.canonical()),
+            Err(QueryError::PatternTooLong { .. })
+        ));
+        let limits = QueryLimits {
+            max_pattern_bytes: usize::MAX,
+            ..QueryLimits::default()
+        };
+        assert_eq!(
+            IndexQuery::parse_with(&built.canonical(), &limits).unwrap(),
+            built
+        );
     }
 }

@@ -15,7 +15,7 @@ use flate2::write::GzEncoder;
 use crate::flatpak;
 use crate::icons::{IconError, IconReport, IconStore};
 use crate::index::{ImageEntry, IndexResponse};
-use crate::query::{IndexQuery, QueryError};
+use crate::query::{Filter, IndexQuery, Pattern, QueryError};
 use crate::store::{Store, StoreError};
 
 /// What one static index contains and how it is written.
@@ -104,20 +104,23 @@ pub enum WriteOutcome {
 }
 
 impl IndexSpec {
-    /// The index query this spec stands for.
+    /// The index query this spec stands for. An empty label, annotation or
+    /// architecture is an error; the tag globs come from the configuration, so they are
+    /// trusted and not held to the [`QueryLimits`](crate::query::QueryLimits) of
+    /// untrusted queries.
     pub fn query(&self) -> Result<IndexQuery, QueryError> {
-        let mut query = IndexQuery::all();
+        let mut query = IndexQuery::new();
         for glob in &self.tags {
-            query = query.and("tag:matches", glob)?;
+            query = query.with(Filter::tag_matches(Pattern::new(glob)));
         }
         for label in &self.required_labels {
-            query = query.and(&format!("label:{label}:exists"), "1")?;
+            query = query.with(Filter::label_exists(label.as_str())?);
         }
         for annotation in &self.required_annotations {
-            query = query.and(&format!("annotation:{annotation}:exists"), "1")?;
+            query = query.with(Filter::annotation_exists(annotation.as_str())?);
         }
         for architecture in &self.architectures {
-            query = query.and("architecture", architecture)?;
+            query = query.with(Filter::architecture(architecture.as_str())?);
         }
         Ok(query)
     }

@@ -1,7 +1,7 @@
 //! Properties of the query parser: the canonical form round-trips and is idempotent, and
 //! no input — arbitrary text or arbitrary percent-encoded bytes — makes parsing panic.
 
-use flagstate_core::{IndexQuery, Pattern};
+use flagstate_core::{Filter, IndexQuery, Pattern, RepositoryName, Tag};
 use proptest::prelude::*;
 
 /// One decoded `parameter=value` pair of any form, with arbitrary keys and values.
@@ -33,9 +33,62 @@ fn pair() -> impl Strategy<Value = (String, String)> {
 /// A query built from decoded pairs; pairs the parser would reject are skipped.
 fn query() -> impl Strategy<Value = IndexQuery> {
     prop::collection::vec(pair(), 0..8).prop_map(|pairs| {
-        pairs.into_iter().fold(IndexQuery::all(), |q, (p, v)| {
-            q.clone().and(&p, &v).unwrap_or(q)
-        })
+        let accepted: Vec<String> = pairs
+            .iter()
+            .map(|(p, v)| {
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair(p, v)
+                    .finish()
+            })
+            .filter(|pair| IndexQuery::parse(pair).is_ok())
+            .collect();
+        IndexQuery::parse(&accepted.join("&")).expect("pairs accepted alone are accepted together")
+    })
+}
+
+/// One filter from the typed constructors, with arbitrary keys and values (keys may end
+/// in an operator); `None` when the constructor refuses it.
+fn typed_filter() -> impl Strategy<Value = Option<Filter>> {
+    let text = "\\PC{0,12}";
+    let key = (
+        text,
+        prop_oneof![Just(""), Just(":exists"), Just(":matches")],
+    )
+        .prop_map(|(key, op)| format!("{key}{op}"));
+    prop_oneof![
+        "[a-z0-9]{1,6}(/[a-z0-9]{1,6})?"
+            .prop_map(|r| Some(Filter::repository(&RepositoryName::parse(r).unwrap()))),
+        "[A-Za-z0-9_][A-Za-z0-9._-]{0,10}".prop_map(|t| Some(Filter::tag(&Tag::parse(t).unwrap()))),
+        text.prop_map(|p| Some(Filter::tag_matches(Pattern::new(&p)))),
+        text.prop_map(|v| Filter::os(v).ok()),
+        text.prop_map(|v| Filter::architecture(v).ok()),
+        (
+            prop::bool::ANY,
+            key,
+            prop_oneof![Just(0), Just(1), Just(2)],
+            text
+        )
+            .prop_map(|(label, key, op, value)| {
+                match (label, op) {
+                    (true, 0) => Filter::label(key, value),
+                    (true, 1) => Filter::label_exists(key),
+                    (true, _) => Filter::label_matches(key, Pattern::new(&value)),
+                    (false, 0) => Filter::annotation(key, value),
+                    (false, 1) => Filter::annotation_exists(key),
+                    (false, _) => Filter::annotation_matches(key, Pattern::new(&value)),
+                }
+                .ok()
+            }),
+    ]
+}
+
+/// A query built by code from typed filters.
+fn typed_query() -> impl Strategy<Value = IndexQuery> {
+    prop::collection::vec(typed_filter(), 0..8).prop_map(|filters| {
+        filters
+            .into_iter()
+            .flatten()
+            .fold(IndexQuery::new(), IndexQuery::with)
     })
 }
 
@@ -53,6 +106,14 @@ proptest! {
 
     #[test]
     fn canonical_round_trips(q in query()) {
+        let canonical = q.canonical();
+        let parsed = IndexQuery::parse(&canonical);
+        prop_assert_eq!(parsed.as_ref(), Ok(&q), "canonical {:?}", canonical);
+        prop_assert_eq!(parsed.map(|p| p.canonical()), Ok(canonical));
+    }
+
+    #[test]
+    fn canonical_of_a_typed_query_round_trips(q in typed_query()) {
         let canonical = q.canonical();
         let parsed = IndexQuery::parse(&canonical);
         prop_assert_eq!(parsed.as_ref(), Ok(&q), "canonical {:?}", canonical);

@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::HeaderValue;
 use bytes::Bytes;
-use flagstate_core::Generation;
+use flagstate_core::query::CostBudget;
 use flagstate_core::sync::lock;
+use flagstate_core::{Generation, IndexQuery};
 use lru::LruCache;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{OnceCell, Semaphore};
@@ -112,6 +113,37 @@ impl CachedBody {
     }
 }
 
+/// A raw query string that parsed: its canonical key (the cache key) and the query.
+///
+/// The query is only handed out metered, each time with a fresh budget, so a remembered
+/// query never carries the budget an earlier evaluation spent.
+#[derive(Debug, Clone)]
+pub struct ParsedQuery {
+    key: Arc<str>,
+    query: Arc<IndexQuery>,
+}
+
+impl ParsedQuery {
+    /// Remembers `query` with its canonical form as the key.
+    pub fn new(query: IndexQuery) -> Self {
+        ParsedQuery {
+            key: query.canonical().into(),
+            query: Arc::new(query),
+        }
+    }
+
+    /// The canonical key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// A copy of the query with a fresh budget of `limit` units (see
+    /// [`IndexQuery::metered`]), for one evaluation.
+    pub fn metered(&self, limit: u64) -> (IndexQuery, CostBudget) {
+        IndexQuery::clone(&self.query).metered(limit)
+    }
+}
+
 struct Slot {
     cell: Arc<OnceCell<Arc<CachedBody>>>,
     /// Bytes charged to the budget once the body is built (0 before).
@@ -122,9 +154,12 @@ struct Inner {
     generation: Option<Generation>,
     entries: LruCache<String, Slot>,
     bytes: usize,
-    /// Raw query string → canonical key. Parsing is a pure function, so these stay valid
-    /// across generations; they let a repeated query skip parsing and canonicalising.
-    aliases: LruCache<String, Arc<str>>,
+    /// Raw query string → its parsed query and canonical key, as many as there are
+    /// entries (LRU). Parsing is a pure function (of the string and the configured
+    /// limits, fixed for the cache's life), so these stay valid across generations; a
+    /// repeated query skips parsing and canonicalising, and its misses build from the
+    /// remembered query.
+    parsed: LruCache<String, ParsedQuery>,
 }
 
 /// The bounded cache of index answers. See the module docs.
@@ -173,7 +208,7 @@ impl IndexCache {
                 generation: None,
                 entries: LruCache::new(cap),
                 bytes: 0,
-                aliases: LruCache::new(cap),
+                parsed: LruCache::new(cap),
             }),
             max_bytes,
             builds: Arc::new(Semaphore::new(max_builds.clamp(1, Semaphore::MAX_PERMITS))),
@@ -190,14 +225,14 @@ impl IndexCache {
         self.len() == 0
     }
 
-    /// The canonical key a raw query string was last seen to have.
-    pub fn alias(&self, raw_query: &str) -> Option<Arc<str>> {
-        lock(&self.inner).aliases.get(raw_query).cloned()
+    /// What a raw query string was last seen to parse to.
+    pub fn parsed(&self, raw_query: &str) -> Option<ParsedQuery> {
+        lock(&self.inner).parsed.get(raw_query).cloned()
     }
 
-    /// Remembers the canonical key of a raw query string that parsed successfully.
-    pub fn remember_alias(&self, raw_query: &str, key: Arc<str>) {
-        lock(&self.inner).aliases.put(raw_query.to_owned(), key);
+    /// Remembers what a raw query string that parsed successfully parsed to.
+    pub fn remember_parsed(&self, raw_query: &str, parsed: ParsedQuery) {
+        lock(&self.inner).parsed.put(raw_query.to_owned(), parsed);
     }
 
     /// Bytes charged to the budget.

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use flagstate_core::icons::IconStore;
 use flagstate_core::{IndexQuery, IndexResponse, StoreExt};
 
-use crate::cache::{CachedBody, Lookup};
+use crate::cache::{CachedBody, Lookup, ParsedQuery};
 use crate::conditional::{Validators, if_none_match};
 use crate::encoding::{Coding, negotiate};
 use crate::error::HttpError;
@@ -55,7 +55,9 @@ pub async fn dynamic_index(
 
 /// The (cached) answer to a raw query string at the store's current generation.
 ///
-/// A raw query seen before skips parsing: its canonical key is remembered. The query is
+/// A raw query seen before skips parsing: its parsed query and canonical key are
+/// remembered (as many as the cache has entries), and a miss builds from that query, so
+/// a raw query is parsed once while it stays remembered. The query is
 /// validated (with the configured [`QueryLimits`](flagstate_core::query::QueryLimits))
 /// before the store is asked anything, so a bad query is a `400` even while the store is
 /// down. Building an answer is metered: a query whose globs need more matching work than
@@ -64,24 +66,21 @@ pub async fn dynamic_index(
 pub async fn answer(state: &AppState, raw_query: &str) -> Result<Arc<CachedBody>, HttpError> {
     let cache = state.cache();
     let limits = &state.config().query_limits;
-    let key = match cache.alias(raw_query) {
-        Some(key) => key,
+    let parsed = match cache.parsed(raw_query) {
+        Some(parsed) => parsed,
         None => {
-            let key: Arc<str> = IndexQuery::parse_with(raw_query, limits)?
-                .canonical()
-                .into();
-            cache.remember_alias(raw_query, key.clone());
-            key
+            let parsed = ParsedQuery::new(IndexQuery::parse_with(raw_query, limits)?);
+            cache.remember_parsed(raw_query, parsed.clone());
+            parsed
         }
     };
     let generation = state.store().generation().await?;
     let (body, lookup) = cache
-        .get_or_build(&key, generation, || async move {
-            // Parsed again only on a miss; it parsed before, so this cannot fail in
-            // practice, and the raw form is used because a canonical form near the
-            // length limit may not parse.
-            let (query, budget) =
-                IndexQuery::parse_with(raw_query, limits)?.metered(limits.max_match_cost);
+        .get_or_build(parsed.key(), generation, || async {
+            // Each build evaluates a copy of the remembered query with a budget of its
+            // own: the remembered query is never metered, so no spent budget carries
+            // over to the next miss.
+            let (query, budget) = parsed.metered(limits.max_match_cost);
             let registry = &state.config().public_registry_url;
             let response = state.store().index(registry, &query).await;
             // An exhausted budget leaves the answer incomplete, so it wins over it.

@@ -159,6 +159,8 @@ async fn globs_over_the_cost_budget_are_refused() {
     let (app, _) = app(big_label_store().await, config);
     // Within the size limits, but each comparison re-checks the segment at every `a`.
     let expensive = format!("/index/static?label:k:matches=*{}b*", "a?".repeat(100));
+    // The second request builds from the remembered parsed query, with a budget of its
+    // own: refused again, and for the same reason.
     for _ in 0..2 {
         let message = get(&app, &expensive, &[])
             .await
@@ -175,4 +177,37 @@ async fn globs_over_the_cost_budget_are_refused() {
             .len(),
         5
     );
+}
+
+#[tokio::test]
+async fn a_remembered_query_is_rebuilt_with_a_fresh_budget_after_a_change() {
+    // `*b*` scans each 60 KiB value once: about 300 K units per answer, within a budget
+    // of 400 K but not twice over, so a rebuild that inherited the first answer's spent
+    // budget would be refused.
+    let config = HttpConfig {
+        query_limits: QueryLimits {
+            max_match_cost: 400_000,
+            ..QueryLimits::default()
+        },
+        ..HttpConfig::default()
+    };
+    let store = big_label_store().await;
+    let (app, _) = app(store.clone(), config);
+    let uri = "/index/static?label:k:matches=*b*";
+    let first = get(&app, uri, &[]).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.json()["Results"], json!([]));
+    // A change: the remembered raw query misses and is answered from its parsed query.
+    let img = image("small").label("k", "xbx").build();
+    store
+        .replace_repository(&repo("small/app").image("latest", &img).build())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let again = get(&app, uri, &[]).await;
+        assert_eq!(again.status, StatusCode::OK, "{:?}", again.json());
+        let results = again.json()["Results"].clone();
+        assert_eq!(results.as_array().unwrap().len(), 1, "{results}");
+        assert_eq!(results[0]["Name"], "small/app");
+    }
 }

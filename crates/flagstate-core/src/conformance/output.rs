@@ -211,9 +211,10 @@ pub async fn large_values_round_trip(store: &dyn Store) {
     assert_eq!(results[0].images[0].annotations, img.annotations);
     let encoded: String = form_urlencoded::byte_serialize(appdata.as_bytes()).collect();
     // A query this long exceeds the parser's limit, so build it directly.
-    let query = crate::IndexQuery::all()
-        .and("label:org.freedesktop.appstream.appdata", &appdata)
-        .unwrap_or_else(|e| panic!("query: {e}"));
+    let query = crate::IndexQuery::new().with(
+        crate::Filter::label("org.freedesktop.appstream.appdata", appdata.as_str())
+            .unwrap_or_else(|e| panic!("query: {e}")),
+    );
     let found = ok(store.query(&query).await, "query by large value");
     assert_eq!(
         found,

@@ -8,7 +8,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Uri, header};
 use axum::response::Response;
 use flagstate_core::flatpak::{APPDATA_LABEL, AppStream, ICON_KEYS, REF_LABEL};
-use flagstate_core::{ImageEntry, IndexQuery};
+use flagstate_core::{Filter, ImageEntry, IndexQuery};
 
 use super::UiContext;
 use super::cards::{initial_of, newest_first};
@@ -65,9 +65,8 @@ pub async fn page(
 ) -> Result<Response, UiError> {
     let params = Params::parse(raw.as_deref())?;
     let page_no = params.page()?;
-    let query = IndexQuery::all()
-        .and(&format!("label:{REF_LABEL}:exists"), "1")
-        .map_err(|e| UiError::BadRequest(e.to_string()))?;
+    let query = IndexQuery::new()
+        .with(Filter::label_exists(REF_LABEL).map_err(|e| UiError::BadRequest(e.to_string()))?);
     let entries = ui.query(&query).await?;
 
     // (repository, ref without architecture) → images carrying it, with the tags that

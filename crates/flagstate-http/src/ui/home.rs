@@ -6,7 +6,7 @@ use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use flagstate_core::{IndexQuery, RepositoryEntry, Store};
+use flagstate_core::{Filter, IndexQuery, RepositoryEntry, RepositoryName, Store};
 
 use super::UiContext;
 use super::cards::RepoCard;
@@ -54,20 +54,26 @@ pub async fn cards_for(store: &dyn Store, names: &[String]) -> Result<Vec<RepoCa
         .collect())
 }
 
-/// The query results of `base` restricted to `names`, by repository name.
+/// The query results of `base` restricted to `names`, by repository name. The names
+/// come from the store, which keeps only valid ones; a string that is not a repository
+/// name can have no entry, so it is left out of the query.
 pub async fn entries_for(
     store: &dyn Store,
     names: &[String],
     base: IndexQuery,
 ) -> Result<BTreeMap<String, RepositoryEntry>, UiError> {
-    if names.is_empty() {
-        return Ok(BTreeMap::new());
-    }
     let mut query = base;
-    for name in names {
-        query = query
-            .and("repository", name)
-            .map_err(|e| UiError::BadRequest(e.to_string()))?;
+    let mut restricted = false;
+    for name in names
+        .iter()
+        .filter_map(|n| RepositoryName::parse(n.as_str()).ok())
+    {
+        query = query.with(Filter::repository(&name));
+        restricted = true;
+    }
+    // Without a repository filter the query would answer for every repository.
+    if !restricted {
+        return Ok(BTreeMap::new());
     }
     Ok(store
         .query(&query)

@@ -18,7 +18,7 @@ use super::cards::{KeyValue, describe_pairs, newest_first, rows};
 use super::error::UiError;
 use super::layout::{Layout, Section};
 use super::reference::{PullCommand, RegistryHost, find_icon};
-use super::repository::{known_repository, repository_entry};
+use super::repository::{known_repository, repository_entry, repository_name};
 use super::response;
 
 /// What an image says about the Flatpak it carries.
@@ -108,7 +108,8 @@ pub async fn in_repository(
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<Response, UiError> {
-    let tags_map = known_repository(ui, name).await?;
+    let repository = repository_name(name)?;
+    let tags_map = known_repository(ui, &repository).await?;
     let digest = parse_digest(digest)?;
     let mut tags: Vec<String> = tags_map
         .iter()
@@ -116,7 +117,7 @@ pub async fn in_repository(
         .map(|(t, _)| t.clone())
         .collect();
     newest_first(&mut tags);
-    let parents: Vec<String> = repository_entry(ui, name)
+    let parents: Vec<String> = repository_entry(ui, &repository)
         .await?
         .iter()
         .flat_map(|e| &e.lists)

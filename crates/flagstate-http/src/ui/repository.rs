@@ -7,8 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use flagstate_core::flatpak::ICON_128_LABEL;
-use flagstate_core::model::validate_repository_name;
-use flagstate_core::{Digest, ImageEntry, IndexQuery, Manifest, RepositoryEntry};
+use flagstate_core::{
+    Digest, Filter, ImageEntry, IndexQuery, Manifest, RepositoryEntry, RepositoryName,
+};
 
 use super::UiContext;
 use super::cards::{KeyValue, describe_pairs, newest_first, rows};
@@ -84,8 +85,9 @@ pub async fn page(
         return image::in_repository(&ui, name, digest, &headers, &uri).await;
     }
     let name = path.trim_end_matches('/');
-    let tags = known_repository(&ui, name).await?;
-    let entry = repository_entry(&ui, name).await?;
+    let repository = repository_name(name)?;
+    let tags = known_repository(&ui, &repository).await?;
+    let entry = repository_entry(&ui, &repository).await?;
     let mut list_manifests = BTreeMap::new();
     for list in entry.iter().flat_map(|e| &e.lists) {
         if let Some(Manifest::List(l)) = ui.store().manifest(&list.digest).await? {
@@ -216,26 +218,32 @@ pub async fn page(
     response::page(&page, &headers, ui.max_age_html())
 }
 
-/// The tags of a known repository; `NotFound` for an unknown or malformed name.
+fn unknown(name: &str) -> UiError {
+    UiError::NotFound(format!("There is no repository named {name:?}."))
+}
+
+/// The repository a URL names; `NotFound` for a malformed name.
+pub fn repository_name(name: &str) -> Result<RepositoryName, UiError> {
+    RepositoryName::parse(name).map_err(|_| unknown(name))
+}
+
+/// The tags of a known repository; `NotFound` for an unknown one.
 pub async fn known_repository(
     ui: &UiContext,
-    name: &str,
+    name: &RepositoryName,
 ) -> Result<BTreeMap<String, Digest>, UiError> {
-    let unknown = || UiError::NotFound(format!("There is no repository named {name:?}."));
-    if validate_repository_name(name).is_err() {
-        return Err(unknown());
-    }
-    ui.store().repository_tags(name).await?.ok_or_else(unknown)
+    ui.store()
+        .repository_tags(name)
+        .await?
+        .ok_or_else(|| unknown(name))
 }
 
 /// Everything the repository shows (its query result without filters), if it has tags.
 pub async fn repository_entry(
     ui: &UiContext,
-    name: &str,
+    name: &RepositoryName,
 ) -> Result<Option<RepositoryEntry>, UiError> {
-    let query = IndexQuery::all()
-        .and("repository", name)
-        .map_err(|e| UiError::BadRequest(e.to_string()))?;
+    let query = IndexQuery::new().with(Filter::repository(name));
     Ok(ui.store().query(&query).await?.into_iter().next())
 }
 

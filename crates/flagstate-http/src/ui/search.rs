@@ -5,7 +5,7 @@ use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use flagstate_core::{IndexQuery, RepositoryEntry};
+use flagstate_core::{Filter, IndexQuery, RepositoryEntry};
 
 use super::cards::RepoCard;
 use super::error::UiError;
@@ -49,20 +49,20 @@ struct SearchPage {
 /// The filters of a search as an index query; `None` when none is given.
 fn filter_query(params: &Params) -> Result<Option<IndexQuery>, UiError> {
     let bad = |e: flagstate_core::QueryError| UiError::BadRequest(e.to_string());
-    let mut query = IndexQuery::all();
+    let mut query = IndexQuery::new();
     if let Some(arch) = params.get("arch") {
-        query = query.and("architecture", arch).map_err(bad)?;
+        query = query.with(Filter::architecture(arch).map_err(bad)?);
     }
     if let Some(os) = params.get("os") {
-        query = query.and("os", os).map_err(bad)?;
+        query = query.with(Filter::os(os).map_err(bad)?);
     }
     if let Some(label) = params.get("label") {
         // `KEY` asks for presence, `KEY=VALUE` for a value.
-        query = match label.split_once('=') {
-            Some((key, value)) => query.and(&format!("label:{}", key.trim()), value.trim()),
-            None => query.and(&format!("label:{label}:exists"), "1"),
-        }
-        .map_err(bad)?;
+        let filter = match label.split_once('=') {
+            Some((key, value)) => Filter::label(key.trim(), value.trim()),
+            None => Filter::label_exists(label),
+        };
+        query = query.with(filter.map_err(bad)?);
     }
     Ok((!query.filters().is_empty()).then_some(query))
 }
