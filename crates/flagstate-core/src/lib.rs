@@ -9,11 +9,33 @@
 //!   form, and the reference semantics ([`IndexQuery::evaluate_repository`]).
 //! - [`store`]: the [`Store`] trait every backend implements.
 //! - [`memory`]: [`MemoryStore`], the in-process store that runs the reference semantics.
-//! - `conformance` (feature `conformance`): the suite every backend runs from its tests.
-//! - [`registry`]: the registry client (distribution API, auth, retries, digest checks).
+//! - [`search`], [`flatpak`] (AppStream, labels), [`digest`], [`sync`]: the rest of the
+//!   model every part shares.
 //! - [`events`]: parsing registry webhook notifications (distribution, CloudEvents).
-//! - [`indexer`]: full scans, event application, debounced reconcile, periodic GC.
-//! - `testkit` (feature `testkit`): a real distribution registry for tests, and pushing.
+//! - `conformance` (feature `conformance`): the suite every backend runs from its tests.
+//! - `registry` (feature `registry`): the registry client (distribution API, auth,
+//!   retries, digest checks).
+//! - `indexer` (feature `indexer`, implies `registry`): full scans, event application,
+//!   debounced reconcile, periodic GC.
+//! - `icons` (feature `icons`): moving `data:` URI icons into content-addressed files.
+//! - `static_index` (feature `static-index`, implies `icons`): writing static index files.
+//! - `testkit` (feature `testkit`, implies `registry`): a real distribution registry for
+//!   tests, and pushing.
+//!
+//! ## Features
+//!
+//! | feature | default | modules | brings in |
+//! |---|---|---|---|
+//! | `registry` | yes | `registry` | reqwest, rustls, oci-spec, url, httpdate, base64, rand |
+//! | `indexer` | yes | `indexer` | `registry`, futures, tokio-util |
+//! | `icons` | yes | `icons` | base64, tempfile |
+//! | `static-index` | yes | `static_index` | `icons`, flate2, tempfile |
+//! | `conformance` | no | `conformance` | futures, rand |
+//! | `testkit` | no | `testkit` | `registry`, bcrypt, tempfile |
+//!
+//! With `default-features = false` the crate is the data model, index format, query
+//! engine, `Store` trait and [`MemoryStore`]: what a store backend needs, without an HTTP
+//! client. The store crates depend on it that way.
 //!
 //! Start at [`Store`] to add a backend, at [`IndexQuery`] to understand what a query
 //! means, and at `docs/architecture.md` for the whole picture.
@@ -25,15 +47,19 @@ pub mod conformance;
 pub mod digest;
 pub mod events;
 pub mod flatpak;
+#[cfg(feature = "icons")]
 pub mod icons;
 pub mod index;
+#[cfg(feature = "indexer")]
 pub mod indexer;
 pub mod memory;
 pub mod model;
 pub mod name;
 pub mod query;
+#[cfg(feature = "registry")]
 pub mod registry;
 pub mod search;
+#[cfg(feature = "static-index")]
 pub mod static_index;
 pub mod store;
 pub mod sync;
