@@ -260,6 +260,73 @@ async fn static_indexes_golden_unchanged_rerun_and_icons() {
     assert_eq!(std::fs::read(&flatpak_path).unwrap(), before);
 }
 
+/// Runs `flagstate --config CONFIG index` under `umask`.
+fn index_with_umask(config: &str, umask: &str) -> std::process::Output {
+    Command::new("sh")
+        .args(["-c", "umask \"$0\"; shift; exec \"$@\""])
+        .args([umask, "sh", binary(), "--config", config, "index"])
+        .stdin(Stdio::null())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// Files `index` publishes (JSON, its gzip, icons) get the mode the umask gives any new
+/// file, so a web server running as another user can read them: 0644 under 022 (read
+/// back as `nobody` when the test runs as root), 0600 under 077.
+#[tokio::test(flavor = "multi_thread")]
+async fn published_files_follow_the_umask_and_other_users_can_read_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(registry) = registry(None).await else {
+        return;
+    };
+    let hello_image = HELLO.image().label(ICON_128, &icon_data_uri(64));
+    registry
+        .pusher()
+        .push_image(&HELLO.repository(), Some("latest"), &hello_image)
+        .await
+        .unwrap();
+    for (umask, expected) in [("022", 0o644), ("077", 0o600)] {
+        let dir = tempfile::tempdir().unwrap();
+        // A web root others may enter (tempdir makes it 0700).
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = config(dir.path(), &registry);
+        let out = index_with_umask(&cfg, umask);
+        assert!(out.status.success(), "{out:?}");
+        let published = [
+            dir.path().join("out/flatpak-amd64.json"),
+            dir.path().join("out/flatpak-amd64.json.gz"),
+            dir.path().join("out/all.json"),
+            dir.path().join("icons").join(icon_relative(&png(64))),
+        ];
+        for path in &published {
+            let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(
+                mode,
+                expected,
+                "umask {umask}: {} is {mode:o}",
+                path.display()
+            );
+        }
+        let as_root = text(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0";
+        if umask == "022" && as_root && Path::new("/usr/sbin/runuser").exists() {
+            for path in &published {
+                let read = Command::new("/usr/sbin/runuser")
+                    .args(["-u", "nobody", "--", "cat"])
+                    .arg(path)
+                    .stdout(Stdio::null())
+                    .output()
+                    .unwrap();
+                assert!(
+                    read.status.success(),
+                    "nobody reads {}: {read:?}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn bad_configurations_exit_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,6 @@
 //! extracts icons answer by answer).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -242,15 +241,7 @@ impl IconStore {
             let path = path.to_owned();
             move |source| IconError::Io { path, source }
         };
-        let parent = path.parent().unwrap_or(&self.dir);
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(io(parent))?;
-        tmp.write_all(bytes).map_err(io(&path))?;
-        tmp.as_file().sync_all().map_err(io(&path))?;
-        tmp.persist(&path).map_err(|e| IconError::Io {
-            path: path.clone(),
-            source: e.error,
-        })?;
+        crate::files::write_atomically(&path, bytes).map_err(io(&path))?;
         Ok(true)
     }
 

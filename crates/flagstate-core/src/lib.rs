@@ -46,6 +46,8 @@
 pub mod conformance;
 pub mod digest;
 pub mod events;
+#[cfg(feature = "icons")]
+mod files;
 pub mod flatpak;
 #[cfg(feature = "icons")]
 pub mod icons;

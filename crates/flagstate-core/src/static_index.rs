@@ -223,22 +223,7 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<WriteOutcome, Stati
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".flagstate-")
-        .tempfile_in(&dir)
-        .map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    // The rename is durable only once the directory entry is.
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
+    crate::files::write_atomically(path, bytes).map_err(io)?;
     Ok(WriteOutcome::Written)
 }
 
