@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Yaml};
+use flagstate_core::RepositoryName;
 use serde::Deserialize;
 
 mod duration;
@@ -129,6 +130,23 @@ pub struct RegistrySettings {
     /// timing out) before it counts as unreachable and a scan stops with that one error.
     #[serde(with = "duration")]
     pub retry_budget: Duration,
+}
+
+impl RegistrySettings {
+    /// `repositories`, parsed; an invalid name is a configuration error naming it.
+    pub fn repository_names(&self) -> Result<Vec<RepositoryName>, ConfigError> {
+        self.repositories
+            .iter()
+            .map(|name| {
+                RepositoryName::parse(name.as_str()).map_err(|e| {
+                    ConfigError::invalid(
+                        "registry.repositories",
+                        format!("{name:?}: {}", e.problem()),
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 impl Default for RegistrySettings {
@@ -632,11 +650,7 @@ impl Config {
             }
             _ => {}
         }
-        for name in &registry.repositories {
-            flagstate_core::model::validate_repository_name(name).map_err(|why| {
-                ConfigError::invalid("registry.repositories", format!("{name:?}: {why}"))
-            })?;
-        }
+        registry.repository_names()?;
         if registry.max_concurrency == 0 {
             return Err(ConfigError::invalid(
                 "registry.max_concurrency",

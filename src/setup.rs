@@ -34,7 +34,7 @@ pub fn registry_client(config: &Config) -> Result<RegistryClient, CliError> {
     cfg.timeout = settings.timeout;
     cfg.max_concurrency = settings.max_concurrency;
     cfg.retry_budget = settings.retry_budget;
-    cfg.repositories = settings.repositories.clone();
+    cfg.repositories = settings.repository_names()?;
     RegistryClient::new(cfg).map_err(|e| ConfigError::invalid("registry", e.to_string()).into())
 }
 

@@ -22,6 +22,7 @@ use percent_encoding::percent_decode_str;
 use crate::digest::Digest;
 use crate::index::{ImageEntry, ListEntryOut, RepositoryEntry};
 use crate::model::{Image, Manifest, Platform};
+use crate::name::{RepositoryName, Tag};
 
 /// Longest raw query string accepted, in bytes.
 pub const MAX_QUERY_LEN: usize = 8 * 1024;
@@ -913,8 +914,8 @@ impl IndexQuery {
     /// incomplete: check the budget afterwards.
     pub fn evaluate_repository<'m>(
         &self,
-        repository: &str,
-        tags: &BTreeMap<String, Digest>,
+        repository: &RepositoryName,
+        tags: &BTreeMap<Tag, Digest>,
         resolve: impl Fn(&Digest) -> Option<&'m Manifest>,
     ) -> Option<RepositoryEntry> {
         if !self.admits_repository(repository)
@@ -924,10 +925,10 @@ impl IndexQuery {
         }
         let mut by_digest: BTreeMap<&Digest, Vec<String>> = BTreeMap::new();
         for (tag, digest) in tags {
-            by_digest.entry(digest).or_default().push(tag.clone());
+            by_digest.entry(digest).or_default().push(tag.to_string());
         }
         let mut entry = RepositoryEntry {
-            name: repository.to_owned(),
+            name: repository.to_string(),
             images: Vec::new(),
             lists: Vec::new(),
         };

@@ -156,11 +156,11 @@ async fn read_only_refuses_writes_and_follows_the_writer() {
         reader
             .replace_repository(&snapshot("other", &[("latest", &a)]))
             .await,
-        reader.remove_repository("app").await,
+        reader.remove_repository(&"app".parse().unwrap()).await,
         reader
             .apply(&TagChange::DeleteTag {
-                repository: "app".into(),
-                tag: "latest".into(),
+                repository: "app".parse().unwrap(),
+                tag: "latest".parse().unwrap(),
             })
             .await,
     ];
@@ -231,7 +231,11 @@ async fn a_lock_held_elsewhere_makes_writes_unavailable_not_broken() {
         .replace_repository(&snapshot("app", &[("v2", &a)]))
         .await
         .unwrap();
-    let tags = store.repository_tags("app").await.unwrap().unwrap();
+    let tags = store
+        .repository_tags(&"app".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(tags.keys().collect::<Vec<_>>(), ["v2"]);
 }
 

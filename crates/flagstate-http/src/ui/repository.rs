@@ -7,8 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use flagstate_core::flatpak::ICON_128_LABEL;
-use flagstate_core::model::validate_repository_name;
-use flagstate_core::{Digest, ImageEntry, IndexQuery, Manifest, RepositoryEntry};
+use flagstate_core::{Digest, ImageEntry, IndexQuery, Manifest, RepositoryEntry, RepositoryName};
 
 use super::UiContext;
 use super::cards::{KeyValue, describe_pairs, newest_first, rows};
@@ -216,16 +215,22 @@ pub async fn page(
     response::page(&page, &headers, ui.max_age_html())
 }
 
-/// The tags of a known repository; `NotFound` for an unknown or malformed name.
+/// The tags of a known repository; `NotFound` for an unknown or malformed name (one that
+/// does not parse as a [`RepositoryName`]).
 pub async fn known_repository(
     ui: &UiContext,
     name: &str,
 ) -> Result<BTreeMap<String, Digest>, UiError> {
     let unknown = || UiError::NotFound(format!("There is no repository named {name:?}."));
-    if validate_repository_name(name).is_err() {
+    let Ok(repository) = RepositoryName::parse(name) else {
         return Err(unknown());
-    }
-    ui.store().repository_tags(name).await?.ok_or_else(unknown)
+    };
+    let tags = ui.store().repository_tags(&repository).await?;
+    let tags = tags.ok_or_else(unknown)?;
+    Ok(tags
+        .into_iter()
+        .map(|(tag, digest)| (tag.into_string(), digest))
+        .collect())
 }
 
 /// Everything the repository shows (its query result without filters), if it has tags.
