@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Yaml};
+use flagstate_core::RepositoryName;
 use serde::Deserialize;
 
 mod duration;
@@ -129,6 +130,23 @@ pub struct RegistrySettings {
     /// timing out) before it counts as unreachable and a scan stops with that one error.
     #[serde(with = "duration")]
     pub retry_budget: Duration,
+}
+
+impl RegistrySettings {
+    /// `repositories`, parsed; an invalid name is a configuration error naming it.
+    pub fn repository_names(&self) -> Result<Vec<RepositoryName>, ConfigError> {
+        self.repositories
+            .iter()
+            .map(|name| {
+                RepositoryName::parse(name.as_str()).map_err(|e| {
+                    ConfigError::invalid(
+                        "registry.repositories",
+                        format!("{name:?}: {}", e.problem()),
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 impl Default for RegistrySettings {
@@ -315,8 +333,9 @@ pub struct SqliteSettings {
     pub check_on_open: SqliteCheckOnOpen,
     /// `generation_refresh`: how stale another process's commits on the file may be seen
     /// (the generation is read at most once per interval; own writes are seen at once).
-    #[serde(with = "duration")]
-    pub generation_refresh: Duration,
+    /// Absent: the SQLite store's default (500 ms).
+    #[serde(deserialize_with = "duration::optional")]
+    pub generation_refresh: Option<Duration>,
 }
 
 impl Default for SqliteSettings {
@@ -325,7 +344,7 @@ impl Default for SqliteSettings {
             path: PathBuf::from(DEFAULT_SQLITE_PATH),
             synchronous: SqliteSynchronous::default(),
             check_on_open: SqliteCheckOnOpen::default(),
-            generation_refresh: flagstate_sqlite::DEFAULT_GENERATION_REFRESH,
+            generation_refresh: None,
         }
     }
 }
@@ -637,11 +656,7 @@ impl Config {
             }
             _ => {}
         }
-        for name in &registry.repositories {
-            flagstate_core::model::validate_repository_name(name).map_err(|why| {
-                ConfigError::invalid("registry.repositories", format!("{name:?}: {why}"))
-            })?;
-        }
+        registry.repository_names()?;
         if registry.max_concurrency == 0 {
             return Err(ConfigError::invalid(
                 "registry.max_concurrency",

@@ -34,7 +34,7 @@ pub fn registry_client(config: &Config) -> Result<RegistryClient, CliError> {
     cfg.timeout = settings.timeout;
     cfg.max_concurrency = settings.max_concurrency;
     cfg.retry_budget = settings.retry_budget;
-    cfg.repositories = settings.repositories.clone();
+    cfg.repositories = settings.repository_names()?;
     RegistryClient::new(cfg).map_err(|e| ConfigError::invalid("registry", e.to_string()).into())
 }
 
@@ -98,7 +98,11 @@ pub async fn open_existing_store(config: &Config) -> Result<Arc<dyn Store>, CliE
 /// The SQLite store's options from `database.sqlite.*`.
 pub fn sqlite_options(settings: &SqliteSettings) -> flagstate_sqlite::SqliteOptions {
     use flagstate_sqlite::{CheckOnOpen, Durability};
+    let defaults = flagstate_sqlite::SqliteOptions::default();
     flagstate_sqlite::SqliteOptions {
+        generation_refresh: settings
+            .generation_refresh
+            .unwrap_or(defaults.generation_refresh),
         durability: match settings.synchronous {
             SqliteSynchronous::Full => Durability::Full,
             SqliteSynchronous::Normal => Durability::Normal,
@@ -107,8 +111,7 @@ pub fn sqlite_options(settings: &SqliteSettings) -> flagstate_sqlite::SqliteOpti
             SqliteCheckOnOpen::Quick => CheckOnOpen::Quick,
             SqliteCheckOnOpen::None => CheckOnOpen::Skip,
         },
-        generation_refresh: settings.generation_refresh,
-        ..flagstate_sqlite::SqliteOptions::default()
+        ..defaults
     }
 }
 

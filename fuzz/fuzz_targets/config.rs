@@ -75,8 +75,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(config.server.max_connections >= 1 && config.server.max_in_flight >= 1);
         assert!(!config.server.header_read_timeout.is_zero());
         for name in &config.registry.repositories {
-            assert!(flagstate_core::model::validate_repository_name(name).is_ok());
+            assert!(flagstate_core::RepositoryName::parse(name.as_str()).is_ok());
         }
+        assert!(config.registry.repository_names().is_ok());
     }
     if with_registry.is_ok() {
         let url = config

@@ -2,15 +2,16 @@
 //! implementations of the grammars they document (regular expressions transcribed from
 //! the OCI image spec and the distribution reference grammar).
 //!
-//! Properties: nothing panics; each validator accepts exactly what its grammar accepts;
-//! an accepted digest keeps its text, splits into algorithm and encoded part, survives a
+//! Properties: nothing panics; each validator accepts exactly what its grammar accepts,
+//! and `RepositoryName::parse` / `Tag::parse` agree with their validator and keep the
+//! text of what they accept; an accepted digest keeps its text, splits into algorithm and encoded part, survives a
 //! serde round trip, and can be verified exactly when it is sha256 or sha512.
 #![no_main]
 
 use std::sync::LazyLock;
 
-use flagstate_core::Digest;
-use flagstate_core::model::{validate_repository_name, validate_tag};
+use flagstate_core::name::{validate_repository_name, validate_tag};
+use flagstate_core::{Digest, RepositoryName, Tag};
 use libfuzzer_sys::fuzz_target;
 use regex::Regex;
 
@@ -52,7 +53,31 @@ fuzz_target!(|data: &[u8]| {
         "tag {text:?}: validator {:?}",
         validate_tag(text)
     );
+    check_parse(text);
 });
+
+/// The typed values accept exactly what the validators accept, keep the text, and
+/// explain a refusal with the validator's reason.
+fn check_parse(text: &str) {
+    match (RepositoryName::parse(text), validate_repository_name(text)) {
+        (Ok(name), Ok(())) => {
+            assert_eq!(name.as_str(), text);
+            let json = serde_json::to_string(&name).expect("a name serialises");
+            let back: RepositoryName =
+                serde_json::from_str(&json).expect("a serialised name deserialises");
+            assert_eq!(back, name);
+        }
+        (Err(e), Err(problem)) => assert_eq!(e.problem(), problem, "repository {text:?}"),
+        (parsed, validated) => {
+            panic!("repository {text:?}: parse {parsed:?}, validator {validated:?}")
+        }
+    }
+    match (Tag::parse(text), validate_tag(text)) {
+        (Ok(tag), Ok(())) => assert_eq!(tag.as_str(), text),
+        (Err(e), Err(problem)) => assert_eq!(e.problem(), problem, "tag {text:?}"),
+        (parsed, validated) => panic!("tag {text:?}: parse {parsed:?}, validator {validated:?}"),
+    }
+}
 
 fn check_digest(text: &str) {
     let registered = match text.split_once(':') {

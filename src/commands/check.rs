@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use futures::{StreamExt, TryStreamExt};
 
-use flagstate_core::Digest;
 use flagstate_core::registry::{RegistryClient, RegistryError};
+use flagstate_core::{Digest, NameError, RepositoryName};
 
 use crate::config::Config;
 use crate::error::CliError;
@@ -81,7 +81,7 @@ impl RepositoryDiff {
 pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
     let store = setup::open_existing_store(config).await?;
     let client = setup::registry_client(config)?;
-    let listed = registry_repositories(&client).await?;
+    let (listed, invalid) = registry_repositories(&client).await?;
     // With configured repositories the scan indexes (and removes) only those, so only
     // those are compared; with the catalog, an indexed repository the catalog lacks is
     // stale.
@@ -90,10 +90,15 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
     } else {
         Vec::new()
     };
-    let all: BTreeSet<String> = listed.iter().chain(&indexed).cloned().collect();
+    let all: BTreeSet<RepositoryName> = listed.iter().chain(&indexed).cloned().collect();
+    let total = all.len() + invalid.len();
 
     let (mut differing, mut failed, mut tags_seen) = (0usize, 0usize, 0usize);
     let (mut missing, mut extra, mut moved) = (0usize, 0usize, 0usize);
+    for (name, e) in &invalid {
+        println!("{name}: cannot read from the registry: {e}");
+        failed += 1;
+    }
     for repository in &all {
         let in_registry = if listed.contains(repository) {
             match registry_tags(&client, repository, config.registry.max_concurrency).await {
@@ -107,7 +112,11 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
         } else {
             BTreeMap::new()
         };
-        let in_index = store.repository_tags(repository).await?.unwrap_or_default();
+        let in_index: BTreeMap<String, Digest> = (store.repository_tags(repository).await?)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(tag, digest)| (tag.into_string(), digest))
+            .collect();
         tags_seen += in_registry.len();
         let diff = RepositoryDiff::between(&in_index, &in_registry);
         if !diff.is_empty() {
@@ -119,30 +128,40 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
         }
     }
     if differing == 0 && failed == 0 {
-        println!("in sync: {} repositories, {tags_seen} tags", all.len());
+        println!("in sync: {total} repositories, {tags_seen} tags");
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "out of sync: {differing} of {} repositories differ ({missing} missing, {extra} extra, {moved} moved tags); {failed} could not be read",
-        all.len()
+        "out of sync: {differing} of {total} repositories differ ({missing} missing, {extra} extra, {moved} moved tags); {failed} could not be read"
     );
     Ok(ExitCode::FAILURE)
 }
 
-/// The repositories to compare: the configured list, else the catalog.
-async fn registry_repositories(client: &RegistryClient) -> Result<BTreeSet<String>, CliError> {
+/// Listed strings that are not repository names, with why.
+type InvalidNames = Vec<(String, NameError)>;
+
+/// The repositories to compare: the configured list, else the catalog (with the names
+/// it lists that are not repository names).
+async fn registry_repositories(
+    client: &RegistryClient,
+) -> Result<(BTreeSet<RepositoryName>, InvalidNames), CliError> {
     let configured = client.configured_repositories();
     if !configured.is_empty() {
-        return Ok(configured.iter().cloned().collect());
+        return Ok((configured.iter().cloned().collect(), Vec::new()));
     }
-    Ok(client.catalog().await?.into_iter().collect())
+    let catalog = client.catalog().await?;
+    let mut invalid = catalog.invalid;
+    invalid.sort_by(|a, b| a.0.cmp(&b.0));
+    invalid.dedup_by(|a, b| a.0 == b.0);
+    Ok((catalog.valid.into_iter().collect(), invalid))
 }
 
 /// The tag → digest map the registry serves for one repository. A tag deleted between
-/// listing and `HEAD` is left out, as is everything of an unknown repository.
+/// listing and `HEAD` is left out, as is everything of an unknown repository, and (as
+/// the scan does) a listed string that is not a tag.
 async fn registry_tags(
     client: &RegistryClient,
-    repository: &str,
+    repository: &RepositoryName,
     concurrency: usize,
 ) -> Result<BTreeMap<String, Digest>, RegistryError> {
     let tags = match client.tags(repository).await {
@@ -150,10 +169,10 @@ async fn registry_tags(
         Err(e) if e.is_not_found() => return Ok(BTreeMap::new()),
         Err(e) => return Err(e),
     };
-    futures::stream::iter(tags)
+    futures::stream::iter(tags.valid)
         .map(|tag| async move {
             let head = client.head_manifest(repository, &tag).await?;
-            Ok::<_, RegistryError>(head.map(|(digest, _)| (tag, digest)))
+            Ok::<_, RegistryError>(head.map(|(digest, _)| (tag.into_string(), digest)))
         })
         .buffer_unordered(concurrency.max(1))
         .try_filter_map(|found| async move { Ok(found) })

@@ -63,8 +63,8 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
     let result = indexer.full_scan(&bar).await;
     bar.finish();
     let report = result?;
-    for (repository, error) in &report.repositories_failed {
-        eprintln!("failed: {repository}: {error}");
+    for failure in &report.repositories_failed {
+        eprintln!("failed: {}: {}", failure.repository, failure.error);
     }
     let requests = indexer.client().stats();
     println!(

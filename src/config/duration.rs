@@ -12,6 +12,12 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duratio
     deserializer.deserialize_any(DurationVisitor)
 }
 
+/// Like [`deserialize`], for an optional key whose absence means "the component's own
+/// default" (use with `#[serde(default)]`).
+pub fn optional<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    deserialize(deserializer).map(Some)
+}
+
 /// Parses a duration string; `"0"` is zero.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();

@@ -13,6 +13,7 @@ use tokio::sync::RwLock;
 use crate::digest::Digest;
 use crate::index::RepositoryEntry;
 use crate::model::{Description, Manifest, RepositorySnapshot, TagChange, check_list_entry};
+use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
 use crate::search::{Field, SearchDocument, words};
 use crate::store::{
@@ -20,7 +21,7 @@ use crate::store::{
 };
 
 /// Tag → digest map of one repository.
-type Tags = BTreeMap<String, Digest>;
+type Tags = BTreeMap<Tag, Digest>;
 
 /// An in-memory [`Store`]. Cheap to create; everything is lost when it is dropped.
 ///
@@ -34,7 +35,7 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct State {
     manifests: BTreeMap<Digest, Manifest>,
-    repositories: BTreeMap<String, Tags>,
+    repositories: BTreeMap<RepositoryName, Tags>,
     generation: Generation,
 }
 
@@ -52,7 +53,7 @@ impl State {
     /// validated already.
     fn admit(
         &self,
-        repository: &str,
+        repository: &RepositoryName,
         tag_digests: &[&Digest],
         supplied: &[Manifest],
     ) -> Result<BTreeMap<Digest, Manifest>, StoreError> {
@@ -66,7 +67,7 @@ impl State {
         }
         let resolve = |digest: &Digest| self.manifests.get(digest).or_else(|| new.get(digest));
         let missing = |digest: &Digest| StoreError::MissingManifest {
-            repository: repository.to_owned(),
+            repository: repository.to_string(),
             digest: digest.clone(),
         };
         let mut lists: Vec<&Manifest> = Vec::new();
@@ -156,7 +157,7 @@ impl Store for MemoryStore {
         Ok(state.generation)
     }
 
-    async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError> {
+    async fn remove_repository(&self, name: &RepositoryName) -> Result<Generation, StoreError> {
         let mut state = self.state.write().await;
         if state.repositories.remove(name).is_some() {
             return Ok(state.bump());
@@ -206,7 +207,7 @@ impl Store for MemoryStore {
         Ok(state.generation)
     }
 
-    async fn repositories(&self) -> Result<Vec<String>, StoreError> {
+    async fn repositories(&self) -> Result<Vec<RepositoryName>, StoreError> {
         Ok(self
             .state
             .read()
@@ -217,7 +218,7 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn repository_tags(&self, name: &str) -> Result<Option<Tags>, StoreError> {
+    async fn repository_tags(&self, name: &RepositoryName) -> Result<Option<Tags>, StoreError> {
         Ok(self.state.read().await.repositories.get(name).cloned())
     }
 
@@ -238,15 +239,16 @@ impl Store for MemoryStore {
 
     async fn query(&self, query: &IndexQuery) -> Result<Vec<RepositoryEntry>, StoreError> {
         let state = self.state.read().await;
-        let candidates: Box<dyn Iterator<Item = (&String, &Tags)>> = match query.repositories() {
-            Some(names) => Box::new(
-                names
-                    .iter()
-                    .filter_map(|n| state.repositories.get_key_value(n)),
-            ),
-            None => Box::new(state.repositories.iter()),
-        };
-        // BTreeMap/BTreeSet iteration over `String` is bytewise, the order the index needs.
+        let candidates: Box<dyn Iterator<Item = (&RepositoryName, &Tags)>> =
+            match query.repositories() {
+                Some(names) => Box::new(
+                    names
+                        .iter()
+                        .filter_map(|n| state.repositories.get_key_value(n.as_str())),
+                ),
+                None => Box::new(state.repositories.iter()),
+            };
+        // BTreeMap/BTreeSet iteration over names is bytewise, the order the index needs.
         Ok(candidates
             .filter_map(|(name, tags)| {
                 query.evaluate_repository(name, tags, |d| state.manifests.get(d))
@@ -271,7 +273,7 @@ impl Store for MemoryStore {
             );
             if let Some(score) = found {
                 hits.push(SearchHit {
-                    repository: name.clone(),
+                    repository: name.to_string(),
                     title: doc.title().map(str::to_owned),
                     description: doc.description().map(str::to_owned),
                     score,
@@ -353,8 +355,8 @@ mod tests {
             config_digest: None,
         };
         let snapshot = RepositorySnapshot {
-            name: "app".into(),
-            tags: BTreeMap::from([("latest".to_owned(), image.digest.clone())]),
+            name: RepositoryName::parse("app").unwrap(),
+            tags: BTreeMap::from([(Tag::parse("latest").unwrap(), image.digest.clone())]),
             manifests: vec![Manifest::Image(image)],
         };
         let result = store.replace_repository(&snapshot).await;

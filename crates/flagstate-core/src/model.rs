@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-pub use crate::name::{validate_repository_name, validate_tag};
+use crate::name::{RepositoryName, Tag};
 use crate::store::StoreError;
 
 /// Media type of an OCI image manifest.
@@ -142,12 +142,12 @@ impl Manifest {
 /// the repository has exactly these tags. `manifests` carries the manifests the store may
 /// not know yet; manifests the store already holds (by digest) may be left out, which is
 /// what makes a re-scan of an unchanged registry cheap.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepositorySnapshot {
     /// Repository name, e.g. `fedora/flatpak-runtime`.
-    pub name: String,
+    pub name: RepositoryName,
     /// Tag → digest of the manifest it points at.
-    pub tags: BTreeMap<String, Digest>,
+    pub tags: BTreeMap<Tag, Digest>,
     /// Manifests (images, lists and list children) the tags need.
     pub manifests: Vec<Manifest>,
 }
@@ -159,9 +159,9 @@ pub enum TagChange {
     /// list, its children, unless the store already has them.
     Put {
         /// Repository name.
-        repository: String,
+        repository: RepositoryName,
         /// Tag name.
-        tag: String,
+        tag: Tag,
         /// Digest the tag points at.
         digest: Digest,
         /// Manifests the store may not have yet.
@@ -170,15 +170,15 @@ pub enum TagChange {
     /// `repository:tag` no longer exists.
     DeleteTag {
         /// Repository name.
-        repository: String,
+        repository: RepositoryName,
         /// Tag name.
-        tag: String,
+        tag: Tag,
     },
     /// The manifest `digest` was deleted from `repository`: every tag of that repository
     /// pointing at it is gone.
     DeleteManifest {
         /// Repository name.
-        repository: String,
+        repository: RepositoryName,
         /// Digest of the deleted manifest.
         digest: Digest,
     },
@@ -186,7 +186,7 @@ pub enum TagChange {
 
 impl TagChange {
     /// The repository the change applies to.
-    pub fn repository(&self) -> &str {
+    pub fn repository(&self) -> &RepositoryName {
         match self {
             TagChange::Put { repository, .. }
             | TagChange::DeleteTag { repository, .. }
@@ -200,19 +200,8 @@ fn invalid(what: impl std::fmt::Display, problem: &str) -> StoreError {
     StoreError::Invalid(format!("{what}: {problem}"))
 }
 
-/// [`validate_repository_name`] as the store contract reports it: [`StoreError::Invalid`].
-pub fn check_repository_name(name: &str) -> Result<(), StoreError> {
-    validate_repository_name(name).map_err(|p| invalid(format_args!("repository {name:?}"), p))
-}
-
-/// [`validate_tag`] for a tag of `repository`, as the store contract reports it:
-/// [`StoreError::Invalid`].
-pub fn check_tag(repository: &str, tag: &str) -> Result<(), StoreError> {
-    validate_tag(tag).map_err(|p| invalid(format_args!("repository {repository}: tag {tag:?}"), p))
-}
-
 /// Checks manifests supplied for `repository`: every media type must be non-empty.
-fn check_supplied(repository: &str, manifests: &[Manifest]) -> Result<(), StoreError> {
+fn check_supplied(repository: &RepositoryName, manifests: &[Manifest]) -> Result<(), StoreError> {
     match manifests.iter().find(|m| m.media_type().is_empty()) {
         Some(manifest) => Err(invalid(
             format_args!("repository {repository}: manifest {}", manifest.digest()),
@@ -227,7 +216,7 @@ fn check_supplied(repository: &str, manifests: &[Manifest]) -> Result<(), StoreE
 /// `Some(true)` when it is a list ([`StoreError::Invalid`]: entries must be images), and
 /// `Some(false)` for an image, which is accepted.
 pub fn check_list_entry(
-    repository: &str,
+    repository: &RepositoryName,
     list: &Digest,
     entry: &Digest,
     entry_is_list: Option<bool>,
@@ -239,7 +228,7 @@ pub fn check_list_entry(
             "a list entry must be an image, not another list",
         )),
         None => Err(StoreError::MissingManifest {
-            repository: repository.to_owned(),
+            repository: repository.to_string(),
             digest: entry.clone(),
         }),
     }
@@ -247,34 +236,25 @@ pub fn check_list_entry(
 
 impl RepositorySnapshot {
     /// The store contract's checks of the input alone, before any stored state is
-    /// consulted: the repository name and every tag follow the distribution grammar, and
-    /// no supplied manifest has an empty media type. Failures are
+    /// consulted, beyond what the types guarantee (the name and the tags are valid by
+    /// construction): no supplied manifest has an empty media type. Failures are
     /// [`StoreError::Invalid`], naming the first offending input.
     pub fn validate(&self) -> Result<(), StoreError> {
-        check_repository_name(&self.name)?;
-        for tag in self.tags.keys() {
-            check_tag(&self.name, tag)?;
-        }
         check_supplied(&self.name, &self.manifests)
     }
 }
 
 impl TagChange {
     /// The store contract's checks of the input alone: for [`TagChange::Put`], the same
-    /// as [`RepositorySnapshot::validate`] for its repository, tag and manifests. Deletions
-    /// are not checked: deleting what cannot exist changes nothing.
+    /// as [`RepositorySnapshot::validate`] for its manifests. Deletions are not checked:
+    /// deleting what cannot exist changes nothing.
     pub fn validate(&self) -> Result<(), StoreError> {
         match self {
             TagChange::Put {
                 repository,
-                tag,
                 manifests,
                 ..
-            } => {
-                check_repository_name(repository)?;
-                check_tag(repository, tag)?;
-                check_supplied(repository, manifests)
-            }
+            } => check_supplied(repository, manifests),
             TagChange::DeleteTag { .. } | TagChange::DeleteManifest { .. } => Ok(()),
         }
     }
@@ -352,27 +332,20 @@ mod tests {
             Err(StoreError::Invalid(message)) => message,
             other => panic!("expected Invalid, got {other:?}"),
         };
+        let app = RepositoryName::parse("app").unwrap();
         let snapshot = |name: &str, tag: &str, media_type: &str| RepositorySnapshot {
-            name: name.to_owned(),
-            tags: BTreeMap::from([(tag.to_owned(), digest.clone())]),
+            name: RepositoryName::parse(name).unwrap(),
+            tags: BTreeMap::from([(Tag::parse(tag).unwrap(), digest.clone())]),
             manifests: vec![image(media_type)],
         };
         assert!(snapshot("app", "latest", OCI_MANIFEST).validate().is_ok());
-        assert_eq!(
-            message(snapshot("App", "latest", OCI_MANIFEST).validate()),
-            "repository \"App\": each path component must start and end with [a-z0-9]"
-        );
-        assert_eq!(
-            message(snapshot("app", ".x", OCI_MANIFEST).validate()),
-            "repository app: tag \".x\": tag must start with [A-Za-z0-9_]"
-        );
         assert_eq!(
             message(snapshot("app", "latest", "").validate()),
             format!("repository app: manifest {digest}: media type is empty")
         );
         let put = TagChange::Put {
-            repository: "app".to_owned(),
-            tag: "latest".to_owned(),
+            repository: app.clone(),
+            tag: Tag::parse("latest").unwrap(),
             digest: digest.clone(),
             manifests: vec![image("")],
         };
@@ -381,20 +354,20 @@ mod tests {
             format!("repository app: manifest {digest}: media type is empty")
         );
         let delete = TagChange::DeleteTag {
-            repository: "Not Valid".to_owned(),
-            tag: ".x".to_owned(),
+            repository: app.clone(),
+            tag: Tag::parse("x").unwrap(),
         };
         assert!(delete.validate().is_ok());
         let list = Digest::sha256_of(b"list");
-        assert!(check_list_entry("app", &list, &digest, Some(false)).is_ok());
+        assert!(check_list_entry(&app, &list, &digest, Some(false)).is_ok());
         assert_eq!(
-            message(check_list_entry("app", &list, &digest, Some(true))),
+            message(check_list_entry(&app, &list, &digest, Some(true))),
             format!(
                 "repository app: list {list} entry {digest}: a list entry must be an image, not another list"
             )
         );
         assert!(matches!(
-            check_list_entry("app", &list, &digest, None),
+            check_list_entry(&app, &list, &digest, None),
             Err(StoreError::MissingManifest { .. })
         ));
     }

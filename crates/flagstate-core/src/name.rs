@@ -253,8 +253,9 @@ mod tests {
                 Ok(ok.to_owned())
             );
         }
+        // Including the names the store conformance suite used to reject.
         for bad in [
-            "", "A", "a/", "/a", "a//b", "-a", "a-", "a..b", "a___b", "a b",
+            "", "A", "a/", "/a", "a//b", "-a", "a-", "a..b", "a___b", "a b", "Upper", "Bad Name",
         ] {
             assert!(validate_repository_name(bad).is_err(), "{bad}");
             let err = RepositoryName::parse(bad).unwrap_err();
@@ -265,6 +266,10 @@ mod tests {
             );
         }
         assert!(RepositoryName::parse("a".repeat(256)).is_err());
+        assert_eq!(
+            RepositoryName::parse("App").unwrap_err().to_string(),
+            "repository \"App\": each path component must start and end with [a-z0-9]"
+        );
     }
 
     #[test]
@@ -277,6 +282,18 @@ mod tests {
             Tag::parse(".x").unwrap_err().to_string(),
             "tag \".x\": tag must start with [A-Za-z0-9_]"
         );
+        // Including the tags the store conformance suite used to reject.
+        for bad in [".hidden", "a b", "", "x/y", "-x/", ".x"] {
+            assert!(validate_tag(bad).is_err(), "{bad}");
+            let err = Tag::parse(bad).unwrap_err();
+            assert!(
+                err.to_string().starts_with(&format!("tag {bad:?}: ")),
+                "{err}"
+            );
+        }
+        for ok in ["latest", "_x.Y-1", "1.0", "Z", &"a".repeat(128)] {
+            assert_eq!(Tag::parse(ok).map(String::from), Ok(ok.to_owned()));
+        }
     }
 
     #[test]

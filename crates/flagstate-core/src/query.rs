@@ -1091,8 +1091,8 @@ impl IndexQuery {
     /// incomplete: check the budget afterwards.
     pub fn evaluate_repository<'m>(
         &self,
-        repository: &str,
-        tags: &BTreeMap<String, Digest>,
+        repository: &RepositoryName,
+        tags: &BTreeMap<Tag, Digest>,
         resolve: impl Fn(&Digest) -> Option<&'m Manifest>,
     ) -> Option<RepositoryEntry> {
         if !self.admits_repository(repository)
@@ -1102,10 +1102,10 @@ impl IndexQuery {
         }
         let mut by_digest: BTreeMap<&Digest, Vec<String>> = BTreeMap::new();
         for (tag, digest) in tags {
-            by_digest.entry(digest).or_default().push(tag.clone());
+            by_digest.entry(digest).or_default().push(tag.to_string());
         }
         let mut entry = RepositoryEntry {
-            name: repository.to_owned(),
+            name: repository.to_string(),
             images: Vec::new(),
             lists: Vec::new(),
         };

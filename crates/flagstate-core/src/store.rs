@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use crate::digest::Digest;
 use crate::index::{IndexResponse, RepositoryEntry};
 use crate::model::{Manifest, RepositorySnapshot, TagChange};
+use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
 
 /// A counter that changes on every visible mutation of a store; the basis for caching.
@@ -34,8 +35,8 @@ pub enum StoreError {
         /// The unresolved digest.
         digest: Digest,
     },
-    /// Input that violates the data model (bad repository name, list entry that is not an
-    /// image, …).
+    /// Input that violates the data model (a list entry that is not an image, an empty
+    /// media type, …).
     #[error("invalid input: {0}")]
     Invalid(String),
     /// The store was opened read-only and a write was attempted.
@@ -174,7 +175,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Removes a repository and all its tags. Manifests stay until garbage collection.
     /// Removing an unknown repository is not an error and does not bump the generation.
-    async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError>;
+    async fn remove_repository(&self, name: &RepositoryName) -> Result<Generation, StoreError>;
 
     /// Applies one incremental change. `Put` follows the same resolution rule as
     /// [`replace_repository`](Store::replace_repository) and creates the repository if
@@ -184,13 +185,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Names of all known repositories (including ones whose tags were all deleted),
     /// sorted bytewise.
-    async fn repositories(&self) -> Result<Vec<String>, StoreError>;
+    async fn repositories(&self) -> Result<Vec<RepositoryName>, StoreError>;
 
     /// The tag → digest map of a repository, or `None` if the repository is unknown.
     async fn repository_tags(
         &self,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Digest>>, StoreError>;
+        name: &RepositoryName,
+    ) -> Result<Option<BTreeMap<Tag, Digest>>, StoreError>;
 
     /// Which of `digests` are stored as complete manifests (for a list: the list and all
     /// its entries). Used to avoid fetching immutable content twice.
@@ -248,19 +249,19 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     ) -> Result<Generation, StoreError> {
         (**self).replace_repository(snapshot).await
     }
-    async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError> {
+    async fn remove_repository(&self, name: &RepositoryName) -> Result<Generation, StoreError> {
         (**self).remove_repository(name).await
     }
     async fn apply(&self, change: &TagChange) -> Result<Generation, StoreError> {
         (**self).apply(change).await
     }
-    async fn repositories(&self) -> Result<Vec<String>, StoreError> {
+    async fn repositories(&self) -> Result<Vec<RepositoryName>, StoreError> {
         (**self).repositories().await
     }
     async fn repository_tags(
         &self,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Digest>>, StoreError> {
+        name: &RepositoryName,
+    ) -> Result<Option<BTreeMap<Tag, Digest>>, StoreError> {
         (**self).repository_tags(name).await
     }
     async fn known_manifests(&self, digests: &[Digest]) -> Result<BTreeSet<Digest>, StoreError> {

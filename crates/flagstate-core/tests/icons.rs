@@ -47,8 +47,8 @@ fn image(seed: &str, icon_key: &str, in_labels: bool, icon: &[u8]) -> Image {
 
 fn single(name: &str, image: Image) -> RepositorySnapshot {
     RepositorySnapshot {
-        name: name.into(),
-        tags: BTreeMap::from([("latest".to_owned(), image.digest.clone())]),
+        name: name.parse().unwrap(),
+        tags: BTreeMap::from([("latest".parse().unwrap(), image.digest.clone())]),
         manifests: vec![Manifest::Image(image)],
     }
 }
@@ -91,8 +91,8 @@ async fn collect_keeps_what_answers_reference_and_deletes_the_rest() {
     };
     store
         .replace_repository(&RepositorySnapshot {
-            name: "app/b".into(),
-            tags: BTreeMap::from([("latest".to_owned(), list.digest.clone())]),
+            name: "app/b".parse().unwrap(),
+            tags: BTreeMap::from([("latest".parse().unwrap(), list.digest.clone())]),
             manifests: vec![Manifest::List(list), Manifest::Image(child)],
         })
         .await
@@ -135,8 +135,14 @@ async fn collect_keeps_what_answers_reference_and_deletes_the_rest() {
     );
 
     // Nothing tagged any more: every icon goes.
-    store.remove_repository("app/a").await.unwrap();
-    store.remove_repository("app/b").await.unwrap();
+    store
+        .remove_repository(&"app/a".parse().unwrap())
+        .await
+        .unwrap();
+    store
+        .remove_repository(&"app/b".parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         icons.collect(&store).await.unwrap(),
         IconCollection::Removed(2)
@@ -156,19 +162,22 @@ impl Store for WriteDuringQuery {
     async fn replace_repository(&self, s: &RepositorySnapshot) -> Result<Generation, StoreError> {
         self.inner.replace_repository(s).await
     }
-    async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError> {
+    async fn remove_repository(
+        &self,
+        name: &flagstate_core::RepositoryName,
+    ) -> Result<Generation, StoreError> {
         self.inner.remove_repository(name).await
     }
     async fn apply(&self, change: &TagChange) -> Result<Generation, StoreError> {
         self.inner.apply(change).await
     }
-    async fn repositories(&self) -> Result<Vec<String>, StoreError> {
+    async fn repositories(&self) -> Result<Vec<flagstate_core::RepositoryName>, StoreError> {
         self.inner.repositories().await
     }
     async fn repository_tags(
         &self,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Digest>>, StoreError> {
+        name: &flagstate_core::RepositoryName,
+    ) -> Result<Option<BTreeMap<flagstate_core::Tag, Digest>>, StoreError> {
         self.inner.repository_tags(name).await
     }
     async fn known_manifests(&self, digests: &[Digest]) -> Result<BTreeSet<Digest>, StoreError> {
@@ -227,7 +236,10 @@ async fn collect_deletes_nothing_when_the_store_changes_meanwhile() {
         .await
         .unwrap();
     answer(&icons, &store).await;
-    store.remove_repository("app/c").await.unwrap();
+    store
+        .remove_repository(&"app/c".parse().unwrap())
+        .await
+        .unwrap();
 
     racing.pending.store(true, Ordering::SeqCst);
     assert_eq!(

@@ -112,7 +112,10 @@ async fn captured_envelopes_parse_and_classify() {
     assert_eq!((outcome.applied, outcome.ignored), (2, 0));
     assert_eq!(outcome.reconcile_scheduled, ["cap/img"]);
     assert_eq!(
-        store.repository_tags("cap/img").await.unwrap(),
+        store
+            .repository_tags(&"cap/img".parse().unwrap())
+            .await
+            .unwrap(),
         Some(Default::default())
     );
     // A tagged push needs the manifest: with no registry the batch fails, naming the event.
@@ -129,7 +132,9 @@ async fn captured_envelopes_parse_and_classify() {
 }
 
 /// Every repository's tags, read from the store.
-async fn snapshot(store: &Arc<dyn Store>) -> BTreeMap<String, BTreeMap<String, Digest>> {
+async fn snapshot(
+    store: &Arc<dyn Store>,
+) -> BTreeMap<flagstate_core::RepositoryName, BTreeMap<flagstate_core::Tag, Digest>> {
     let mut out = BTreeMap::new();
     for name in store.repositories().await.unwrap() {
         out.insert(
@@ -191,7 +196,7 @@ async fn live_notifications_keep_the_store_current() {
             let want = want.clone();
             async move {
                 let tags = store
-                    .repository_tags(repo)
+                    .repository_tags(&repo.parse().unwrap())
                     .await
                     .unwrap()
                     .unwrap_or_default();
@@ -334,7 +339,7 @@ async fn bursts_of_events_coalesce_into_few_rescans() {
         .map(|(tag, image)| RegistryEvent {
             id: format!("e-{tag}"),
             action: EventAction::Push,
-            repository: "burst/repo".into(),
+            repository: "burst/repo".parse().unwrap(),
             tag: Some(tag.clone()),
             digest: Some(image.digest.clone()),
             media_type: Some(image.media_type.clone()),
@@ -349,7 +354,7 @@ async fn bursts_of_events_coalesce_into_few_rescans() {
     // Durable on return, before any re-scan ran.
     assert_eq!(
         store
-            .repository_tags("burst/repo")
+            .repository_tags(&"burst/repo".parse().unwrap())
             .await
             .unwrap()
             .unwrap()
@@ -386,7 +391,7 @@ async fn pushes_of_artifacts_and_blobs_change_nothing() {
         .apply_events(&[RegistryEvent {
             id: "a".into(),
             action: EventAction::Push,
-            repository: "art/repo".into(),
+            repository: "art/repo".parse().unwrap(),
             tag: Some("sbom".into()),
             digest: Some(artifact.digest.clone()),
             media_type: Some(artifact.media_type.clone()),
@@ -398,14 +403,23 @@ async fn pushes_of_artifacts_and_blobs_change_nothing() {
     // The artifact is remembered: scans read the tag (a GET on the first scan of a
     // repository, a HEAD later) but never fetch the artifact or its config again.
     let before = indexer.client().stats();
-    indexer.scan_repository("art/repo").await.unwrap();
-    indexer.scan_repository("art/repo").await.unwrap();
+    indexer
+        .scan_repository(&"art/repo".parse().unwrap())
+        .await
+        .unwrap();
+    indexer
+        .scan_repository(&"art/repo".parse().unwrap())
+        .await
+        .unwrap();
     let after = indexer.client().stats();
     assert_eq!(after.manifest_gets - before.manifest_gets, 1);
     assert_eq!(after.manifest_heads - before.manifest_heads, 1);
     assert_eq!(after.blob_gets, before.blob_gets);
     assert_eq!(
-        store.repository_tags("art/repo").await.unwrap(),
+        store
+            .repository_tags(&"art/repo".parse().unwrap())
+            .await
+            .unwrap(),
         Some(Default::default())
     );
 }
@@ -450,7 +464,7 @@ async fn background_work_scans_and_collects_periodically() {
     assert!(
         eventually(wait, || async {
             store
-                .repository_tags("bg/app")
+                .repository_tags(&"bg/app".parse().unwrap())
                 .await
                 .unwrap()
                 .unwrap_or_default()
@@ -508,7 +522,7 @@ async fn spawn_after_scan_does_not_repeat_the_first_scan() {
             .apply_events(&[RegistryEvent {
                 id: format!("after-{expected_scans}"),
                 action: EventAction::Push,
-                repository: "after/app".into(),
+                repository: "after/app".parse().unwrap(),
                 tag: Some("v2".into()),
                 digest: Some(v2.digest.clone()),
                 media_type: Some(v2.media_type.clone()),

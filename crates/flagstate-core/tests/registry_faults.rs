@@ -112,7 +112,11 @@ async fn persistent_failures_give_clear_errors_and_keep_the_index() {
     let proxy = Proxy::start(&registry.address()).await;
     let (indexer, store) = indexer_for(client_config(&proxy.url));
     indexer.full_scan(&NoProgress).await.unwrap();
-    let before = store.repository_tags("f/r01").await.unwrap().unwrap();
+    let before = store
+        .repository_tags(&"f/r01".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
 
     // A new tag whose manifest cannot be read: the repository fails, the others don't.
     registry
@@ -131,7 +135,11 @@ async fn persistent_failures_give_clear_errors_and_keep_the_index() {
     let report = indexer.full_scan(&NoProgress).await.unwrap();
     assert_eq!(report.repositories_scanned, 2);
     assert_eq!(report.repositories_failed.len(), 1);
-    let (name, error) = &report.repositories_failed[0];
+    let flagstate_core::indexer::RepositoryFailure {
+        repository: name,
+        error,
+    } = &report.repositories_failed[0];
+    let error = error.to_string();
     assert_eq!(name, "f/r01");
     assert!(
         error.contains("HTTP 503")
@@ -140,7 +148,11 @@ async fn persistent_failures_give_clear_errors_and_keep_the_index() {
         "{error}"
     );
     assert_eq!(
-        store.repository_tags("f/r01").await.unwrap().unwrap(),
+        store
+            .repository_tags(&"f/r01".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap(),
         before,
         "left as it was"
     );
@@ -152,7 +164,7 @@ async fn persistent_failures_give_clear_errors_and_keep_the_index() {
             .contains("1 of 3 repositories failed")
     );
 
-    match indexer.scan_repository("f/r01").await {
+    match indexer.scan_repository(&"f/r01".parse().unwrap()).await {
         Err(IndexerError::Repository { repository, source }) => {
             assert_eq!(repository, "f/r01");
             assert!(
@@ -325,7 +337,7 @@ async fn basic_auth_with_htpasswd() {
         "{err:?}"
     );
     let err = anonymous
-        .scan_repository("secret/app")
+        .scan_repository(&"secret/app".parse().unwrap())
         .await
         .unwrap_err()
         .to_string();
@@ -338,7 +350,10 @@ async fn basic_auth_with_htpasswd() {
     let mut cfg = client_config(&registry.url());
     cfg.credentials = Some(basic("alice", "looking-glass"));
     let (wrong, _) = indexer_for(cfg);
-    let err = wrong.scan_repository("secret/app").await.unwrap_err();
+    let err = wrong
+        .scan_repository(&"secret/app".parse().unwrap())
+        .await
+        .unwrap_err();
     let shown = format!("{err} {err:?} {:?}", wrong.client());
     assert!(
         shown.contains("401") && !shown.contains("looking-glass"),
@@ -409,8 +424,15 @@ async fn content_not_matching_its_digest_is_rejected() {
         return;
     };
     let client = RegistryClient::new(client_config(&registry.url())).unwrap();
-    let (digest, media_type) = client.head_manifest("f/r00", "v1").await.unwrap().unwrap();
-    let good = client.get_manifest("f/r00", digest.as_str()).await.unwrap();
+    let (digest, media_type) = client
+        .head_manifest(&"f/r00".parse().unwrap(), "v1")
+        .await
+        .unwrap()
+        .unwrap();
+    let good = client
+        .get_manifest(&"f/r00".parse().unwrap(), digest.as_str())
+        .await
+        .unwrap();
     assert_eq!((&good.digest, &good.media_type), (&digest, &media_type));
 
     // A registry (or something in between) serving other bytes than it announces.
@@ -437,7 +459,10 @@ async fn content_not_matching_its_digest_is_rejected() {
     );
     let client = RegistryClient::new(client_config(&proxy.url)).unwrap();
     for reference in [digest.as_str(), "v1"] {
-        match client.get_manifest("f/r00", reference).await {
+        match client
+            .get_manifest(&"f/r00".parse().unwrap(), reference)
+            .await
+        {
             Err(RegistryError::DigestMismatch {
                 expected,
                 actual,
@@ -455,11 +480,20 @@ async fn content_not_matching_its_digest_is_rejected() {
     let report = indexer.full_scan(&NoProgress).await.unwrap();
     assert_eq!(report.repositories_failed.len(), 1);
     assert!(
-        report.repositories_failed[0].1.contains("does not match"),
+        report.repositories_failed[0]
+            .error
+            .to_string()
+            .contains("does not match"),
         "{:?}",
         report.repositories_failed
     );
-    assert!(store.repository_tags("f/r00").await.unwrap().is_none());
+    assert!(
+        store
+            .repository_tags(&"f/r00".parse().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -520,7 +554,11 @@ async fn registry_ignoring_conditional_requests_is_checked_with_head() {
     assert_eq!(after.manifest_checks, before.manifest_checks);
     assert_eq!(after.manifest_heads - before.manifest_heads, 3);
     assert_eq!(after.manifest_gets - before.manifest_gets, 1);
-    let tags = store.repository_tags("f/r01").await.unwrap().unwrap();
+    let tags = store
+        .repository_tags(&"f/r01".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(tags["v1"], moved.digest);
 }
 
@@ -532,8 +570,16 @@ async fn events_the_registry_can_never_serve_are_skipped_not_refused() {
         return;
     };
     let client = RegistryClient::new(client_config(&registry.url())).unwrap();
-    let (bad, media_type) = client.head_manifest("f/r00", "v1").await.unwrap().unwrap();
-    let (good, _) = client.head_manifest("f/r01", "v1").await.unwrap().unwrap();
+    let (bad, media_type) = client
+        .head_manifest(&"f/r00".parse().unwrap(), "v1")
+        .await
+        .unwrap()
+        .unwrap();
+    let (good, _) = client
+        .head_manifest(&"f/r01".parse().unwrap(), "v1")
+        .await
+        .unwrap()
+        .unwrap();
     let push = |id: &str, repository: &str, digest: &Digest| RegistryEvent {
         id: id.into(),
         action: EventAction::Push,
@@ -559,9 +605,19 @@ async fn events_the_registry_can_never_serve_are_skipped_not_refused() {
         .expect("a permanent failure does not refuse the delivery");
     assert_eq!((outcome.applied, outcome.failed), (1, 1));
     assert_eq!(outcome.reconcile_scheduled, ["f/r00", "f/r01"]);
-    assert!(store.repository_tags("f/r00").await.unwrap().is_none());
+    assert!(
+        store
+            .repository_tags(&"f/r00".parse().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(
-        store.repository_tags("f/r01").await.unwrap().unwrap()["v1"],
+        store
+            .repository_tags(&"f/r01".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()["v1"],
         good
     );
     assert_eq!(indexer.status().events_failed, 1);
@@ -646,7 +702,11 @@ async fn an_unusable_manifest_costs_its_tag_not_the_repository() {
     let report = indexer.full_scan(&NoProgress).await.unwrap();
     assert_eq!(report.repositories_scanned, 1);
     assert_eq!(report.repositories_failed.len(), 1, "{report:?}");
-    let (name, message) = &report.repositories_failed[0];
+    let flagstate_core::indexer::RepositoryFailure {
+        repository: name,
+        error: message,
+    } = &report.repositories_failed[0];
+    let message = message.to_string();
     assert_eq!(name, "mixed/app");
     assert!(
         message.contains("other tags indexed")
@@ -655,12 +715,16 @@ async fn an_unusable_manifest_costs_its_tag_not_the_repository() {
             && message.contains("does not match"),
         "{message}"
     );
-    let tags = store.repository_tags("mixed/app").await.unwrap().unwrap();
+    let tags = store
+        .repository_tags(&"mixed/app".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     let expected = BTreeMap::from([
-        ("v1".to_owned(), v1.digest.clone()),
+        ("v1".parse().unwrap(), v1.digest.clone()),
         // The unreadable move keeps what was indexed; the unreadable new tag stays out.
-        ("v2".to_owned(), v2.digest.clone()),
-        ("v4".to_owned(), fine.digest.clone()),
+        ("v2".parse().unwrap(), v2.digest.clone()),
+        ("v4".parse().unwrap(), fine.digest.clone()),
     ]);
     assert_eq!(tags, expected);
     assert!(indexer.status().last_scan_error.is_some());
@@ -668,7 +732,11 @@ async fn an_unusable_manifest_costs_its_tag_not_the_repository() {
     // Once the registry serves them properly, the next scan catches up.
     proxy.clear_rules();
     assert!(indexer.full_scan(&NoProgress).await.unwrap().is_complete());
-    let tags = store.repository_tags("mixed/app").await.unwrap().unwrap();
+    let tags = store
+        .repository_tags(&"mixed/app".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(tags["v2"], moved.digest);
     assert_eq!(tags["v3"], broken.digest);
 }
@@ -755,7 +823,11 @@ async fn a_foreign_next_page_link_is_refused_and_deletes_nothing() {
 
     // The same for a repository's tag list: that repository fails and keeps its tags.
     proxy.clear_rules();
-    let before = store.repository_tags("f/r01").await.unwrap().unwrap();
+    let before = store
+        .repository_tags(&"f/r01".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     proxy.add_rule(
         "/v2/f/r01/tags/list",
         Fault::Serve {
@@ -772,14 +844,22 @@ async fn a_foreign_next_page_link_is_refused_and_deletes_nothing() {
     );
     let report = indexer.full_scan(&NoProgress).await.unwrap();
     assert_eq!(report.repositories_failed.len(), 1, "{report:?}");
-    let (name, error) = &report.repositories_failed[0];
+    let flagstate_core::indexer::RepositoryFailure {
+        repository: name,
+        error,
+    } = &report.repositories_failed[0];
+    let error = error.to_string();
     assert_eq!(name, "f/r01");
     assert!(
         error.contains("refusing to follow next-page link"),
         "{error}"
     );
     assert_eq!(
-        store.repository_tags("f/r01").await.unwrap().unwrap(),
+        store
+            .repository_tags(&"f/r01".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap(),
         before
     );
     assert!(
@@ -803,7 +883,10 @@ async fn redirects_keep_credentials_on_the_registry_origin() {
     let mut cfg = client_config(&proxy.url);
     cfg.credentials = Some(basic("bob", "builder"));
     let client = RegistryClient::new(cfg.clone()).unwrap();
-    let good = client.get_manifest("f/r00", "v1").await.unwrap();
+    let good = client
+        .get_manifest(&"f/r00".parse().unwrap(), "v1")
+        .await
+        .unwrap();
     let (foreign, seen) = foreign_listener(200).await;
     let elsewhere = origin_of(&foreign.url);
 
@@ -817,7 +900,10 @@ async fn redirects_keep_credentials_on_the_registry_origin() {
         },
         None,
     );
-    let followed = client.get_manifest("f/r00", "v1").await.unwrap();
+    let followed = client
+        .get_manifest(&"f/r00".parse().unwrap(), "v1")
+        .await
+        .unwrap();
     assert_eq!(followed, good);
 
     // A manifest redirected to another origin is refused, naming the target; nothing
@@ -832,7 +918,10 @@ async fn redirects_keep_credentials_on_the_registry_origin() {
         None,
     );
     for reference in ["v1", good.digest.as_str()] {
-        match client.get_manifest("f/r00", reference).await {
+        match client
+            .get_manifest(&"f/r00".parse().unwrap(), reference)
+            .await
+        {
             Err(RegistryError::ForeignUrl { kind, target, .. }) => {
                 assert_eq!(kind, "redirect");
                 assert!(target.starts_with(&elsewhere), "{target}");
@@ -862,7 +951,7 @@ async fn redirects_keep_credentials_on_the_registry_origin() {
         },
         None,
     );
-    match client.get_blob("f/r00", &config).await {
+    match client.get_blob(&"f/r00".parse().unwrap(), &config).await {
         Err(RegistryError::DigestMismatch { url, .. }) => {
             assert!(url.starts_with(&elsewhere), "{url}")
         }
@@ -890,12 +979,19 @@ async fn redirects_keep_credentials_on_the_registry_origin() {
     assert_eq!(err.repositories_failed.len(), 1, "{err:?}");
     assert!(
         err.repositories_failed[0]
-            .1
+            .error
+            .to_string()
             .contains("refusing to follow redirect"),
         "{:?}",
         err.repositories_failed
     );
-    assert!(store.repository_tags("f/r00").await.unwrap().is_none());
+    assert!(
+        store
+            .repository_tags(&"f/r00".parse().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(seen.lock().unwrap().len(), 1, "still only the blob request");
 }
 
@@ -1021,7 +1117,7 @@ async fn a_slow_token_endpoint_is_bounded_by_the_request_timeout() {
     cfg.timeout = Duration::from_millis(300);
     let client = RegistryClient::new(cfg).unwrap();
     let started = Instant::now();
-    match client.tags("a/b").await {
+    match client.tags(&"a/b".parse().unwrap()).await {
         Err(RegistryError::Token { realm, reason }) => {
             assert!(realm.ends_with("/token"), "{realm}");
             assert!(
@@ -1053,7 +1149,9 @@ fn closed_port_url() -> String {
 async fn a_dead_registry_fails_a_scan_once_and_promptly() {
     let url = closed_port_url();
     let mut cfg = client_config(&url);
-    cfg.repositories = (0..50).map(|i| format!("r/{i:02}")).collect();
+    cfg.repositories = (0..50)
+        .map(|i| format!("r/{i:02}").parse().unwrap())
+        .collect();
     let (indexer, _) = indexer_for(cfg);
     let err = indexer.full_scan(&NoProgress).await.unwrap_err();
     match &err {
@@ -1200,7 +1298,11 @@ async fn a_deeply_nested_config_costs_its_tag_and_is_reported() {
     let (indexer, store) = indexer_for(client_config(&registry.url()));
     let report = indexer.full_scan(&NoProgress).await.unwrap();
     assert_eq!(report.repositories_failed.len(), 1, "{report:?}");
-    let (name, message) = &report.repositories_failed[0];
+    let flagstate_core::indexer::RepositoryFailure {
+        repository: name,
+        error: message,
+    } = &report.repositories_failed[0];
+    let message = message.to_string();
     assert_eq!(name, "deep/app");
     assert!(
         message.contains("tag deep:")
@@ -1208,8 +1310,12 @@ async fn a_deeply_nested_config_costs_its_tag_and_is_reported() {
             && message.contains(&config_digest.to_string()),
         "{message}"
     );
-    let tags = store.repository_tags("deep/app").await.unwrap().unwrap();
-    assert_eq!(tags, BTreeMap::from([("ok".to_owned(), fine.digest)]));
+    let tags = store
+        .repository_tags(&"deep/app".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tags, BTreeMap::from([("ok".parse().unwrap(), fine.digest)]));
     // Reported again by the next scan, not forgotten as unsupported.
     let again = indexer.full_scan(&NoProgress).await.unwrap();
     assert_eq!(again.repositories_failed, report.repositories_failed);

@@ -139,11 +139,15 @@ async fn push_scan_and_query() {
     assert_eq!(progress.0.lock().unwrap().1.len(), 5);
     assert!(indexer.status().first_scan_done);
 
-    let tags = store.repository_tags("apps/editor").await.unwrap().unwrap();
+    let tags = store
+        .repository_tags(&"apps/editor".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(tags.get("latest"), Some(&app.digest));
     assert_eq!(tags.get("stable"), Some(&app.digest));
     let tags = store
-        .repository_tags("tools/docker-style")
+        .repository_tags(&"tools/docker-style".parse().unwrap())
         .await
         .unwrap()
         .unwrap();
@@ -156,7 +160,11 @@ async fn push_scan_and_query() {
 
     // Artifacts and nested lists are skipped, not fatal: `chart` is dropped, `nested`
     // keeps only its plain image entry, `inner` is an ordinary list.
-    let odd = store.repository_tags("odd/things").await.unwrap().unwrap();
+    let odd = store
+        .repository_tags(&"odd/things".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!odd.contains_key("chart"), "{odd:?}");
     assert_eq!(odd.get("nested"), Some(&outer.digest));
     assert_eq!(odd.get("inner"), Some(&inner.digest));
@@ -280,7 +288,12 @@ async fn rescan_of_unchanged_registry_fetches_no_bodies() {
         )
         .await
         .unwrap();
-    let aliased = store.repository_tags("rescan/r1").await.unwrap().unwrap()["t1"].clone();
+    let aliased = store
+        .repository_tags(&"rescan/r1".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap()["t1"]
+        .clone();
     pusher.tag("rescan/r1", "alias", &aliased).await.unwrap();
     let before = indexer.client().stats();
     let third = indexer.full_scan(&NoProgress).await.unwrap();
@@ -299,9 +312,17 @@ async fn rescan_of_unchanged_registry_fetches_no_bodies() {
         "the moved image's config"
     );
     assert_eq!(third.manifests_fetched, 1);
-    let r0 = store.repository_tags("rescan/r0").await.unwrap().unwrap();
+    let r0 = store
+        .repository_tags(&"rescan/r0".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(r0["t0"], moved.digest);
-    let r1 = store.repository_tags("rescan/r1").await.unwrap().unwrap();
+    let r1 = store
+        .repository_tags(&"rescan/r1".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(r1["alias"], aliased);
     let found = store
         .query(&IndexQuery::parse("repository=rescan/r0&tag=t0").unwrap())
@@ -336,8 +357,8 @@ async fn vanished_and_emptied_repositories() {
     // A repository the registry never had (left over from an earlier registry state).
     store
         .replace_repository(&RepositorySnapshot {
-            name: "ghost/repo".into(),
-            tags: BTreeMap::from([("old".to_owned(), keep.digest.clone())]),
+            name: "ghost/repo".parse().unwrap(),
+            tags: BTreeMap::from([("old".parse().unwrap(), keep.digest.clone())]),
             manifests: vec![],
         })
         .await
@@ -345,8 +366,8 @@ async fn vanished_and_emptied_repositories() {
     indexer.full_scan(&NoProgress).await.unwrap();
     store
         .replace_repository(&RepositorySnapshot {
-            name: "ghost/repo".into(),
-            tags: BTreeMap::from([("old".to_owned(), keep.digest.clone())]),
+            name: "ghost/repo".parse().unwrap(),
+            tags: BTreeMap::from([("old".parse().unwrap(), keep.digest.clone())]),
             manifests: vec![],
         })
         .await
@@ -359,15 +380,24 @@ async fn vanished_and_emptied_repositories() {
     let report = indexer.full_scan(&NoProgress).await.unwrap();
     assert!(report.is_complete(), "{:?}", report.repositories_failed);
     assert_eq!(report.repositories_removed, ["ghost/repo"]);
-    assert!(store.repository_tags("ghost/repo").await.unwrap().is_none());
+    assert!(
+        store
+            .repository_tags(&"ghost/repo".parse().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
     // `tags: null` after the delete: the repository stays, without tags.
     assert_eq!(
-        store.repository_tags("empty/soon").await.unwrap(),
+        store
+            .repository_tags(&"empty/soon".parse().unwrap())
+            .await
+            .unwrap(),
         Some(BTreeMap::new())
     );
     assert_eq!(
         store
-            .repository_tags("keep/me")
+            .repository_tags(&"keep/me".parse().unwrap())
             .await
             .unwrap()
             .unwrap()
@@ -413,7 +443,7 @@ async fn many_repositories_do_not_deadlock() {
     let proxy = Proxy::start(&registry.address()).await;
     proxy.rewrite("n=1000", "n=40");
     let client = flagstate_core::registry::RegistryClient::new(client_config(&proxy.url)).unwrap();
-    let mut names = client.catalog().await.unwrap();
+    let mut names = client.catalog().await.unwrap().valid;
     assert!(client.stats().catalog_pages >= 4, "{:?}", client.stats());
     names.sort();
     names.dedup();
@@ -467,7 +497,7 @@ async fn catalog_unavailable_falls_back_to_configured_repositories() {
     );
 
     let mut cfg = client_config(&proxy.url);
-    cfg.repositories = vec!["listed/one".into()];
+    cfg.repositories = vec!["listed/one".parse().unwrap()];
     let (indexer, store) = indexer_for(cfg);
     let report = indexer.full_scan(&NoProgress).await.unwrap();
     assert!(!report.catalog_complete);
@@ -481,7 +511,7 @@ async fn catalog_unavailable_falls_back_to_configured_repositories() {
 struct RacingStore {
     inner: MemoryStore,
     race: std::sync::atomic::AtomicBool,
-    victim: String,
+    victim: flagstate_core::RepositoryName,
 }
 
 #[async_trait::async_trait]
@@ -493,19 +523,22 @@ impl Store for RacingStore {
         }
         self.inner.replace_repository(s).await
     }
-    async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError> {
+    async fn remove_repository(
+        &self,
+        name: &flagstate_core::RepositoryName,
+    ) -> Result<Generation, StoreError> {
         self.inner.remove_repository(name).await
     }
     async fn apply(&self, change: &TagChange) -> Result<Generation, StoreError> {
         self.inner.apply(change).await
     }
-    async fn repositories(&self) -> Result<Vec<String>, StoreError> {
+    async fn repositories(&self) -> Result<Vec<flagstate_core::RepositoryName>, StoreError> {
         self.inner.repositories().await
     }
     async fn repository_tags(
         &self,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Digest>>, StoreError> {
+        name: &flagstate_core::RepositoryName,
+    ) -> Result<Option<BTreeMap<flagstate_core::Tag, Digest>>, StoreError> {
         self.inner.repository_tags(name).await
     }
     async fn known_manifests(&self, digests: &[Digest]) -> Result<BTreeSet<Digest>, StoreError> {
@@ -551,28 +584,40 @@ async fn manifest_collected_during_scan_is_refetched() {
     let store = Arc::new(RacingStore {
         inner: MemoryStore::new(),
         race: std::sync::atomic::AtomicBool::new(false),
-        victim: "race/a".into(),
+        victim: "race/a".parse().unwrap(),
     });
     let client =
         flagstate_core::registry::RegistryClient::new(client_config(&registry.url())).unwrap();
     let indexer = flagstate_core::indexer::Indexer::new(client, store.clone(), indexer_config());
-    indexer.scan_repository("race/a").await.unwrap();
+    indexer
+        .scan_repository(&"race/a".parse().unwrap())
+        .await
+        .unwrap();
     let gets = indexer.client().stats().manifest_gets;
 
     // race/b's digest is known when checked, collected before the write.
     store.race.store(true, std::sync::atomic::Ordering::SeqCst);
-    let outcome = indexer.scan_repository("race/b").await.unwrap();
+    let outcome = indexer
+        .scan_repository(&"race/b".parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(outcome.tags_indexed, 1);
     assert_eq!(outcome.manifests_fetched, 1, "refetched once");
     assert_eq!(indexer.client().stats().manifest_gets, gets + 1);
     assert_eq!(
         store
-            .repository_tags("race/b")
+            .repository_tags(&"race/b".parse().unwrap())
             .await
             .unwrap()
             .unwrap()
             .get("v1"),
         Some(&b.digest)
     );
-    assert!(store.repository_tags("race/a").await.unwrap().is_none());
+    assert!(
+        store
+            .repository_tags(&"race/a".parse().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

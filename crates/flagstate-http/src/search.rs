@@ -131,7 +131,12 @@ pub async fn catalog(
     let after = params.get("last").unwrap_or("");
     let all = state.store().repositories().await?;
     let start = all.partition_point(|r| r.as_bytes() <= after.as_bytes());
-    let page: Vec<String> = all.iter().skip(start).take(n).cloned().collect();
+    let page: Vec<String> = all
+        .iter()
+        .skip(start)
+        .take(n)
+        .map(|r| r.to_string())
+        .collect();
     let more = start + page.len() < all.len();
     let next = page.last().cloned();
     let mut response = Json(json!({ "repositories": page })).into_response();

@@ -63,11 +63,12 @@ async fn post(
 
 async fn tags(store: &MemoryStore, name: &str) -> Vec<String> {
     store
-        .repository_tags(name)
+        .repository_tags(&name.parse().unwrap())
         .await
         .unwrap()
         .unwrap_or_default()
         .into_keys()
+        .map(String::from)
         .collect()
 }
 
@@ -226,7 +227,12 @@ async fn distribution_events_apply_and_redelivery_is_acknowledged_once() {
     assert_eq!(r.json()["applied"], 1);
     assert_eq!(tags(&store, "cap/img").await, ["v2"]);
     // Put the tag back behind the webhook's back: a redelivery must not delete it again.
-    let v1 = store.repository_tags("cap/img").await.unwrap().unwrap()["v2"].clone();
+    let v1 = store
+        .repository_tags(&"cap/img".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap()["v2"]
+        .clone();
     store
         .replace_repository(&repo("cap/img").digest("v1", &v1).digest("v2", &v1).build())
         .await
@@ -277,7 +283,12 @@ async fn failed_application_is_5xx_and_not_remembered() {
 #[tokio::test]
 async fn cloudevents_structured_batch_binary_and_plain_json() {
     let (app, _, store) = writer(None).await;
-    let d = store.repository_tags("cap/img").await.unwrap().unwrap()["v1"].to_string();
+    let d = store
+        .repository_tags(&"cap/img".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap()["v1"]
+        .to_string();
     let zot = |id: &str, kind: &str, tag: &str| {
         json!({"specversion": "1.0", "id": id, "source": "zot", "type": kind,
                "data": {"name": "cap/img", "reference": tag, "digest": d,

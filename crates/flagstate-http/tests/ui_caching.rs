@@ -55,8 +55,8 @@ async fn etag_is_stable_for_same_data_and_changes_with_it() {
     let img = image("new one", "amd64", &[("name", "Newcomer")], &[]);
     f.store
         .replace_repository(&RepositorySnapshot {
-            name: "aaa-new".into(),
-            tags: BTreeMap::from([("v1".into(), img.digest.clone())]),
+            name: "aaa-new".parse().unwrap(),
+            tags: BTreeMap::from([("v1".parse().unwrap(), img.digest.clone())]),
             manifests: vec![Manifest::Image(img)],
         })
         .await

@@ -30,19 +30,22 @@ impl Store for DownStore {
     async fn replace_repository(&self, _: &RepositorySnapshot) -> Result<Generation, StoreError> {
         down()
     }
-    async fn remove_repository(&self, _: &str) -> Result<Generation, StoreError> {
+    async fn remove_repository(
+        &self,
+        _: &flagstate_core::RepositoryName,
+    ) -> Result<Generation, StoreError> {
         down()
     }
     async fn apply(&self, _: &TagChange) -> Result<Generation, StoreError> {
         down()
     }
-    async fn repositories(&self) -> Result<Vec<String>, StoreError> {
+    async fn repositories(&self) -> Result<Vec<flagstate_core::RepositoryName>, StoreError> {
         down()
     }
     async fn repository_tags(
         &self,
-        _: &str,
-    ) -> Result<Option<BTreeMap<String, Digest>>, StoreError> {
+        _: &flagstate_core::RepositoryName,
+    ) -> Result<Option<BTreeMap<flagstate_core::Tag, Digest>>, StoreError> {
         down()
     }
     async fn known_manifests(&self, _: &[Digest]) -> Result<BTreeSet<Digest>, StoreError> {

@@ -78,7 +78,8 @@ use flagstate_core::index::RepositoryEntry;
 use flagstate_core::model::{Manifest, RepositorySnapshot, TagChange};
 use flagstate_core::store::StoreNotReady;
 use flagstate_core::{
-    Capabilities, Digest, GcStats, Generation, IndexQuery, SearchPage, Store, StoreError,
+    Capabilities, Digest, GcStats, Generation, IndexQuery, RepositoryName, SearchPage, Store,
+    StoreError, Tag,
 };
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -271,7 +272,7 @@ impl Store for PgStore {
         Ok(self.wrote(write::replace_repository(pool, snapshot).await?))
     }
 
-    async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError> {
+    async fn remove_repository(&self, name: &RepositoryName) -> Result<Generation, StoreError> {
         let pool = self.writable()?;
         Ok(self.wrote(write::remove_repository(pool, name).await?))
     }
@@ -281,14 +282,14 @@ impl Store for PgStore {
         Ok(self.wrote(write::apply(pool, change).await?))
     }
 
-    async fn repositories(&self) -> Result<Vec<String>, StoreError> {
+    async fn repositories(&self) -> Result<Vec<RepositoryName>, StoreError> {
         read::repositories(&self.inner.pool).await
     }
 
     async fn repository_tags(
         &self,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Digest>>, StoreError> {
+        name: &RepositoryName,
+    ) -> Result<Option<BTreeMap<Tag, Digest>>, StoreError> {
         read::repository_tags(&self.inner.pool, name).await
     }
 

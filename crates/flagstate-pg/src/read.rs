@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flagstate_core::index::RepositoryEntry;
 use flagstate_core::model::{Image, ImageList, ListEntry, Manifest, Platform};
-use flagstate_core::{Digest, IndexQuery, StoreError};
+use flagstate_core::{Digest, IndexQuery, RepositoryName, StoreError, Tag};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
@@ -13,7 +13,7 @@ use crate::error::{PgError, SqlContext};
 use crate::narrow;
 
 /// Tag → digest map of one repository.
-pub(crate) type Tags = BTreeMap<String, Digest>;
+pub(crate) type Tags = BTreeMap<Tag, Digest>;
 
 /// digest, media_type, is_list, os, architecture, variant, labels, annotations, created,
 /// config_digest.
@@ -43,22 +43,35 @@ pub(crate) fn parse_digest(value: &str) -> Result<Digest, StoreError> {
     Digest::parse(value).map_err(|e| PgError::Corrupt(e.to_string()).into())
 }
 
+/// A stored repository name; it was valid when written, so a failure is corruption.
+pub(crate) fn parse_name(value: String) -> Result<RepositoryName, StoreError> {
+    RepositoryName::parse(value).map_err(|e| PgError::Corrupt(format!("stored {e}")).into())
+}
+
+/// A stored tag; it was valid when written, so a failure is corruption.
+pub(crate) fn parse_tag(value: String) -> Result<Tag, StoreError> {
+    Tag::parse(value).map_err(|e| PgError::Corrupt(format!("stored {e}")).into())
+}
+
 /// Every repository name, bytewise.
-pub(crate) async fn repositories(pool: &PgPool) -> Result<Vec<String>, StoreError> {
+pub(crate) async fn repositories(pool: &PgPool) -> Result<Vec<RepositoryName>, StoreError> {
     let rows: Vec<(String,)> = sqlx::query_as("SELECT name FROM repositories ORDER BY name")
         .fetch_all(pool)
         .await
         .during("listing repositories")?;
-    Ok(rows.into_iter().map(|(name,)| name).collect())
+    rows.into_iter().map(|(name,)| parse_name(name)).collect()
 }
 
 /// The tags of one repository, `None` when it is unknown.
-pub(crate) async fn repository_tags(pool: &PgPool, name: &str) -> Result<Option<Tags>, StoreError> {
+pub(crate) async fn repository_tags(
+    pool: &PgPool,
+    name: &RepositoryName,
+) -> Result<Option<Tags>, StoreError> {
     let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT t.name, t.digest FROM repositories r \
          LEFT JOIN tags t ON t.repository_id = r.id WHERE r.name = $1",
     )
-    .bind(name)
+    .bind(name.as_str())
     .fetch_all(pool)
     .await
     .during("reading the tags of a repository")?;
@@ -68,7 +81,7 @@ pub(crate) async fn repository_tags(pool: &PgPool, name: &str) -> Result<Option<
     let mut tags = Tags::new();
     for (tag, digest) in rows {
         if let (Some(tag), Some(digest)) = (tag, digest) {
-            tags.insert(tag, parse_digest(&digest)?);
+            tags.insert(parse_tag(tag)?, parse_digest(&digest)?);
         }
     }
     Ok(Some(tags))
@@ -210,20 +223,20 @@ pub(crate) async fn query(
         .fetch_all(&mut *tx)
         .await
         .during("selecting candidate tags")?;
-    let mut repositories: BTreeMap<String, Tags> = BTreeMap::new();
+    let mut repositories: BTreeMap<RepositoryName, Tags> = BTreeMap::new();
     let mut digests: BTreeSet<String> = BTreeSet::new();
     for (repository, tag, digest) in rows {
         let parsed = parse_digest(&digest)?;
         digests.insert(digest);
         repositories
-            .entry(repository)
+            .entry(parse_name(repository)?)
             .or_default()
-            .insert(tag, parsed);
+            .insert(parse_tag(tag)?, parsed);
     }
     let digests: Vec<String> = digests.into_iter().collect();
     let manifests = load_manifests(&mut tx, &digests).await?;
     tx.commit().await.during("finishing a query")?;
-    // BTreeMap iteration over `String` is bytewise: the order the index needs.
+    // BTreeMap iteration over names is bytewise: the order the index needs.
     Ok(repositories
         .iter()
         .filter_map(|(name, tags)| query.evaluate_repository(name, tags, |d| manifests.get(d)))

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use flagstate_core::model::{
     Description, ImageList, Manifest, RepositorySnapshot, TagChange, check_list_entry,
 };
-use flagstate_core::{Digest, GcStats, Generation, StoreError};
+use flagstate_core::{Digest, GcStats, Generation, RepositoryName, StoreError};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::error::{PgError, SqlContext};
@@ -152,7 +152,7 @@ fn check_storable(repository: &str, manifest: &Manifest) -> Result<(), StoreErro
 /// validated already.
 async fn admit(
     conn: &mut PgConnection,
-    repository: &str,
+    repository: &RepositoryName,
     targets: &[&Digest],
     supplied: &[Manifest],
 ) -> Result<(), StoreError> {
@@ -195,7 +195,7 @@ async fn admit(
             .or_else(|| new.get(digest).map(|m| Resolved::New(m)))
     };
     let missing = |digest: &Digest| StoreError::MissingManifest {
-        repository: repository.to_owned(),
+        repository: repository.to_string(),
         digest: digest.clone(),
     };
     // Stored lists were checked when they were stored; new ones are checked here, those a
@@ -394,13 +394,15 @@ pub(crate) async fn replace_repository(
     let current: BTreeMap<String, String> = current.into_iter().collect();
     let removed: Vec<&str> = current
         .keys()
-        .filter(|tag| !snapshot.tags.contains_key(*tag))
+        .filter(|tag| !snapshot.tags.contains_key(tag.as_str()))
         .map(String::as_str)
         .collect();
     let (set_tags, set_digests): (Vec<&str>, Vec<&str>) = snapshot
         .tags
         .iter()
-        .filter(|(tag, digest)| current.get(*tag).map(String::as_str) != Some(digest.as_str()))
+        .filter(|(tag, digest)| {
+            current.get(tag.as_str()).map(String::as_str) != Some(digest.as_str())
+        })
         .map(|(tag, digest)| (tag.as_str(), digest.as_str()))
         .unzip();
     let generation = if created || !removed.is_empty() || !set_tags.is_empty() {
@@ -471,7 +473,7 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
                  WHERE tags.digest <> EXCLUDED.digest",
             )
             .bind(id)
-            .bind(tag)
+            .bind(tag.as_str())
             .bind(digest.as_str())
             .execute(&mut *tx)
             .await
@@ -485,7 +487,7 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
                     let removed =
                         sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND name = $2")
                             .bind(id)
-                            .bind(tag)
+                            .bind(tag.as_str())
                             .execute(&mut *tx)
                             .await
                             .during("deleting a tag")?

@@ -47,7 +47,11 @@ async fn concurrent_writers_each_bump_once() {
     }
     assert_eq!(generations, (1..=48).collect::<BTreeSet<u64>>());
     assert_eq!(store.generation().await.unwrap(), 48);
-    let shared = store.repository_tags("shared").await.unwrap().unwrap();
+    let shared = store
+        .repository_tags(&"shared".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(shared.len(), 24);
     assert_eq!(store.query(&query("")).await.unwrap().len(), 4);
     // The shared repository's search document saw every writer's tags.

@@ -63,8 +63,14 @@ async fn replica_follows_the_writer() {
     assert_eq!(last, g1 + 5);
     await_generation(&replica, last).await;
     assert_eq!(
-        replica.repository_tags("apps/two").await.unwrap(),
-        writer.repository_tags("apps/two").await.unwrap()
+        replica
+            .repository_tags(&"apps/two".parse().unwrap())
+            .await
+            .unwrap(),
+        writer
+            .repository_tags(&"apps/two".parse().unwrap())
+            .await
+            .unwrap()
     );
     drop(replica);
 }
@@ -89,20 +95,30 @@ async fn replica_refuses_every_write() {
             .await
             .map(drop),
     );
-    read_only(replica.remove_repository("r").await.map(drop));
+    read_only(
+        replica
+            .remove_repository(&"r".parse().unwrap())
+            .await
+            .map(drop),
+    );
     read_only(replica.apply(&put_image("r", "u", &app)).await.map(drop));
     read_only(
         replica
             .apply(&TagChange::DeleteTag {
-                repository: "r".into(),
-                tag: "t".into(),
+                repository: "r".parse().unwrap(),
+                tag: "t".parse().unwrap(),
             })
             .await
             .map(drop),
     );
     read_only(replica.collect_garbage().await.map(drop));
     assert_eq!(
-        replica.repository_tags("r").await.unwrap().unwrap().len(),
+        replica
+            .repository_tags(&"r".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
         1,
         "nothing changed"
     );

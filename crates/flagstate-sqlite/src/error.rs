@@ -85,6 +85,10 @@ pub(crate) enum Error {
         value: String,
         source: flagstate_core::DigestError,
     },
+    /// A name or tag column holding something that is not one (it was valid when
+    /// written, so the database was changed behind the store's back).
+    #[error("stored {0}")]
+    BadName(#[from] flagstate_core::NameError),
     /// See [`StoreError::MissingManifest`].
     #[error("repository {repository}: manifest {digest} is neither supplied nor stored")]
     MissingManifest { repository: String, digest: Digest },

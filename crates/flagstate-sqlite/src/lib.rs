@@ -70,7 +70,7 @@ use async_trait::async_trait;
 use flagstate_core::store::StoreNotReady;
 use flagstate_core::{
     Capabilities, Digest, GcStats, Generation, IndexQuery, Manifest, RepositoryEntry,
-    RepositorySnapshot, SearchPage, Store, StoreError, TagChange,
+    RepositoryName, RepositorySnapshot, SearchPage, Store, StoreError, Tag, TagChange,
 };
 
 pub use connection::{CheckOnOpen, DEFAULT_GENERATION_REFRESH, Durability, SqliteOptions};
@@ -164,8 +164,8 @@ impl Store for SqliteStore {
             .map(|g| self.generation.wrote(g))?)
     }
 
-    async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError> {
-        let name = name.to_owned();
+    async fn remove_repository(&self, name: &RepositoryName) -> Result<Generation, StoreError> {
+        let name = name.clone();
         Ok(self
             .connections
             .write(move |c| write::remove_repository(c, &name))
@@ -182,15 +182,15 @@ impl Store for SqliteStore {
             .map(|g| self.generation.wrote(g))?)
     }
 
-    async fn repositories(&self) -> Result<Vec<String>, StoreError> {
+    async fn repositories(&self) -> Result<Vec<RepositoryName>, StoreError> {
         Ok(self.connections.read(read::repositories).await?)
     }
 
     async fn repository_tags(
         &self,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Digest>>, StoreError> {
-        let name = name.to_owned();
+        name: &RepositoryName,
+    ) -> Result<Option<BTreeMap<Tag, Digest>>, StoreError> {
+        let name = name.clone();
         Ok(self
             .connections
             .read(move |c| read::repository_tags(c, &name))

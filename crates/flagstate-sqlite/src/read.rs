@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use flagstate_core::{Digest, IndexQuery, Manifest, RepositoryEntry};
+use flagstate_core::{Digest, IndexQuery, Manifest, RepositoryEntry, RepositoryName, Tag};
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::candidates;
@@ -22,20 +22,25 @@ fn parse_digest(value: String) -> Result<Digest> {
 }
 
 /// All repository names, bytewise.
-pub(crate) fn repositories(conn: &Connection) -> Result<Vec<String>> {
+pub(crate) fn repositories(conn: &Connection) -> Result<Vec<RepositoryName>> {
     let mut stmt = conn.prepare_cached("SELECT name FROM repositories")?;
-    let mut names = stmt
+    let names = stmt
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
-    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let mut names = names
+        .into_iter()
+        .map(RepositoryName::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    // `RepositoryName` orders bytewise.
+    names.sort_unstable();
     Ok(names)
 }
 
 /// The tag → digest map of a repository.
 pub(crate) fn repository_tags(
     conn: &Connection,
-    name: &str,
-) -> Result<Option<BTreeMap<String, Digest>>> {
+    name: &RepositoryName,
+) -> Result<Option<BTreeMap<Tag, Digest>>> {
     let Some(id) = repository_id(conn, name)? else {
         return Ok(None);
     };
@@ -49,7 +54,7 @@ pub(crate) fn repository_tags(
     let mut tags = BTreeMap::new();
     for row in rows {
         let (tag, digest) = row?;
-        tags.insert(tag, parse_digest(digest)?);
+        tags.insert(Tag::parse(tag)?, parse_digest(digest)?);
     }
     Ok(Some(tags))
 }
@@ -179,11 +184,12 @@ pub(crate) fn query(conn: &Connection, query: &IndexQuery) -> Result<Vec<Reposit
     // plus every manifest.
     let mut results = Vec::new();
     for (repository, rows) in by_repository {
+        let repository = RepositoryName::parse(repository)?;
         let mut loaded = Loaded::default();
         let mut tags = BTreeMap::new();
         for (tag, manifest_id) in rows.tags {
             let wanted = rows.children.get(&manifest_id);
-            tags.insert(tag, loaded.load(conn, manifest_id, wanted)?);
+            tags.insert(Tag::parse(tag)?, loaded.load(conn, manifest_id, wanted)?);
         }
         // `tags` holds only candidate manifests, but every tag of each, which is all
         // evaluate_repository looks at for that manifest.

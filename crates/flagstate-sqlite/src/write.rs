@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use flagstate_core::RepositoryName;
 use flagstate_core::model::{Description, check_list_entry};
 use flagstate_core::query::effective_platform;
 use flagstate_core::{Digest, GcStats, Generation, Image, ImageList, Manifest, StoreError};
@@ -118,7 +119,7 @@ fn insert_list_row(tx: &Transaction<'_>, list: &ImageList, body: &str) -> Result
 /// Links a stored list to its children, which must all be stored images.
 fn insert_list_entries(
     tx: &Transaction<'_>,
-    repository: &str,
+    repository: &RepositoryName,
     list_id: i64,
     list: &ImageList,
 ) -> Result<()> {
@@ -168,7 +169,11 @@ fn insert_list_entries(
 /// Stores the supplied manifests that are not stored yet (the stored copy of a digest
 /// always wins; within one call the first copy wins) and checks that every new list's
 /// entries are stored images. The input itself has been validated already.
-fn store_manifests(tx: &Transaction<'_>, repository: &str, supplied: &[Manifest]) -> Result<()> {
+fn store_manifests(
+    tx: &Transaction<'_>,
+    repository: &RepositoryName,
+    supplied: &[Manifest],
+) -> Result<()> {
     let mut seen = BTreeSet::new();
     let mut new = Vec::new();
     for manifest in supplied {
@@ -247,7 +252,7 @@ pub(crate) fn replace_repository(
     store_manifests(&tx, &snapshot.name, &snapshot.manifests)?;
     let mut wanted = BTreeMap::new();
     for (tag, digest) in &snapshot.tags {
-        wanted.insert(tag.clone(), resolve(&tx, &snapshot.name, digest)?);
+        wanted.insert(tag.to_string(), resolve(&tx, &snapshot.name, digest)?);
     }
     let (repository_id, created) = ensure_repository(&tx, &snapshot.name)?;
     let current = stored_tags(&tx, repository_id)?;
@@ -255,7 +260,7 @@ pub(crate) fn replace_repository(
         let mut delete =
             tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND tag = ?2")?;
         for tag in current.keys().filter(|t| !wanted.contains_key(*t)) {
-            delete.execute(params![repository_id, tag])?;
+            delete.execute(params![repository_id, tag.as_str()])?;
         }
         for (tag, id) in &wanted {
             if current.get(tag) != Some(id) {
@@ -307,7 +312,7 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
                 .prepare_cached(
                     "SELECT manifest_id FROM tags WHERE repository_id = ?1 AND tag = ?2",
                 )?
-                .query_row(params![repository_id, tag], |r| r.get(0))
+                .query_row(params![repository_id, tag.as_str()], |r| r.get(0))
                 .optional()?;
             if created || current != Some(manifest_id) {
                 set_tag(&tx, repository_id, tag, manifest_id)?;
@@ -320,7 +325,7 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
             Some(repository_id) => {
                 let deleted = tx
                     .prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND tag = ?2")?
-                    .execute(params![repository_id, tag])?;
+                    .execute(params![repository_id, tag.as_str()])?;
                 (deleted > 0).then_some((repository_id, repository))
             }
             None => None,

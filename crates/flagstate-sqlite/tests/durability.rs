@@ -35,10 +35,10 @@ fn write_number(n: u64) -> RepositorySnapshot {
     let mut manifests = vec![Manifest::Image(tagged.clone()), Manifest::List(lst.clone())];
     manifests.extend(children.into_iter().map(Manifest::Image));
     RepositorySnapshot {
-        name: format!("loop/r{}", n % REPOSITORIES),
+        name: format!("loop/r{}", n % REPOSITORIES).parse().unwrap(),
         tags: BTreeMap::from([
-            ("latest".to_owned(), tagged.digest),
-            (format!("w{n}"), lst.digest),
+            ("latest".parse().unwrap(), tagged.digest),
+            (format!("w{n}").parse().unwrap(), lst.digest),
         ]),
         manifests,
     }
@@ -141,7 +141,7 @@ async fn assert_consistent(path: &std::path::Path, last_reported: u64) -> u64 {
             .unwrap()
             .parse()
             .unwrap();
-        assert_eq!(format!("loop/r{}", n % REPOSITORIES), *name);
+        assert_eq!(format!("loop/r{}", n % REPOSITORIES), name.as_str());
         assert_eq!(tags, write_number(n).tags, "{name}");
         newest = newest.max(n);
     }

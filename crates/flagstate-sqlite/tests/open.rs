@@ -156,11 +156,11 @@ async fn read_only_refuses_writes_and_follows_the_writer() {
         reader
             .replace_repository(&snapshot("other", &[("latest", &a)]))
             .await,
-        reader.remove_repository("app").await,
+        reader.remove_repository(&"app".parse().unwrap()).await,
         reader
             .apply(&TagChange::DeleteTag {
-                repository: "app".into(),
-                tag: "latest".into(),
+                repository: "app".parse().unwrap(),
+                tag: "latest".parse().unwrap(),
             })
             .await,
     ];
@@ -232,7 +232,12 @@ async fn generation_refresh_bounds_how_stale_other_writers_are_seen() {
     );
     // The data itself is always read from the file.
     assert_eq!(
-        cached.repository_tags("app").await.unwrap().unwrap().len(),
+        cached
+            .repository_tags(&"app".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
         2
     );
 }
@@ -286,7 +291,11 @@ async fn a_lock_held_elsewhere_makes_writes_unavailable_not_broken() {
         .replace_repository(&snapshot("app", &[("v2", &a)]))
         .await
         .unwrap();
-    let tags = store.repository_tags("app").await.unwrap().unwrap();
+    let tags = store
+        .repository_tags(&"app".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(tags.keys().collect::<Vec<_>>(), ["v2"]);
 }
 

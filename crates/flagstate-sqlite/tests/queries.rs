@@ -140,8 +140,8 @@ async fn queries_run_while_writing() {
         .collect();
     let changes: Vec<TagChange> = (0..300)
         .map(|i| TagChange::Put {
-            repository: format!("r{}", i % 7),
-            tag: format!("t{}", i % 5),
+            repository: format!("r{}", i % 7).parse().unwrap(),
+            tag: format!("t{}", i % 5).parse().unwrap(),
             digest: images[i % images.len()].digest.clone(),
             manifests: vec![flagstate_core::Manifest::Image(
                 images[i % images.len()].clone(),
@@ -211,9 +211,15 @@ async fn list_children_are_narrowed_like_the_reference() {
     });
     let other = common::list("other", &[&c2]);
     let mut with_lists = snapshot("multi", &[("solo", &c2)]);
-    with_lists.tags.insert("latest".into(), l.digest.clone());
-    with_lists.tags.insert("stable".into(), l.digest.clone());
-    with_lists.tags.insert("edge".into(), other.digest.clone());
+    with_lists
+        .tags
+        .insert("latest".parse().unwrap(), l.digest.clone());
+    with_lists
+        .tags
+        .insert("stable".parse().unwrap(), l.digest.clone());
+    with_lists
+        .tags
+        .insert("edge".parse().unwrap(), other.digest.clone());
     with_lists.manifests.extend([
         Manifest::Image(c1.clone()),
         Manifest::List(l.clone()),

@@ -2,7 +2,7 @@
 
 use futures::future::join_all;
 
-use super::fixtures::{image, put_image, query};
+use super::fixtures::{image, put_image, query, repository_name};
 use super::ok;
 use crate::store::Store;
 
@@ -37,7 +37,12 @@ pub async fn concurrent_writes_are_atomic(store: &dyn Store) {
     let last = ok(store.generation().await, "generation");
     assert!(last >= g0 + 40, "forty bumps, got {g0} -> {last}");
     for r in 0..4 {
-        let tags = ok(store.repository_tags(&format!("repo{r}")).await, "tags");
+        let tags = ok(
+            store
+                .repository_tags(&repository_name(&format!("repo{r}")))
+                .await,
+            "tags",
+        );
         assert_eq!(tags.map(|t| t.len()), Some(10), "repo{r}");
     }
     let results = ok(store.query(&q).await, "query");

@@ -12,6 +12,7 @@ use crate::model::{
     DOCKER_MANIFEST_LIST, Image, ImageList, ListEntry, Manifest, OCI_INDEX, OCI_MANIFEST, Platform,
     RepositorySnapshot, TagChange,
 };
+use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
 
 /// The digest fixtures derive from `seed`.
@@ -22,6 +23,16 @@ pub fn digest(seed: &str) -> Digest {
 /// Parses a raw query string, panicking with the query on error (fixtures are trusted).
 pub fn query(raw: &str) -> IndexQuery {
     IndexQuery::parse(raw).unwrap_or_else(|e| panic!("fixture query {raw:?}: {e}"))
+}
+
+/// Parses a repository name, panicking with the name on error (fixtures are trusted).
+pub fn repository_name(name: &str) -> RepositoryName {
+    RepositoryName::parse(name).unwrap_or_else(|e| panic!("fixture repository name: {e}"))
+}
+
+/// Parses a tag, panicking with the tag on error (fixtures are trusted).
+pub fn tag_name(tag: &str) -> Tag {
+    Tag::parse(tag).unwrap_or_else(|e| panic!("fixture tag: {e}"))
 }
 
 /// A `linux/amd64` OCI image without labels or annotations, digest from `seed`.
@@ -191,7 +202,7 @@ impl ListBuilder {
 /// Starts a snapshot of repository `name`.
 pub fn repo(name: &str) -> SnapshotBuilder {
     SnapshotBuilder(RepositorySnapshot {
-        name: name.to_owned(),
+        name: repository_name(name),
         tags: BTreeMap::new(),
         manifests: Vec::new(),
     })
@@ -214,13 +225,13 @@ impl SnapshotBuilder {
     }
     /// Tags `image` as `tag`.
     pub fn image(mut self, tag: &str, image: &Image) -> Self {
-        self.0.tags.insert(tag.to_owned(), image.digest.clone());
+        self.0.tags.insert(tag_name(tag), image.digest.clone());
         self.carry(Manifest::Image(image.clone()));
         self
     }
     /// Tags `list` as `tag`.
     pub fn list(mut self, tag: &str, list: &ListFixture) -> Self {
-        self.0.tags.insert(tag.to_owned(), list.digest().clone());
+        self.0.tags.insert(tag_name(tag), list.digest().clone());
         for manifest in list.manifests() {
             self.carry(manifest);
         }
@@ -228,7 +239,7 @@ impl SnapshotBuilder {
     }
     /// Tags a digest without carrying its manifest (it must already be stored).
     pub fn digest(mut self, tag: &str, digest: &Digest) -> Self {
-        self.0.tags.insert(tag.to_owned(), digest.clone());
+        self.0.tags.insert(tag_name(tag), digest.clone());
         self
     }
     /// Carries a manifest no tag needs.
@@ -250,8 +261,8 @@ impl SnapshotBuilder {
 /// `repository:tag` → `image`, carrying the image.
 pub fn put_image(repository: &str, tag: &str, image: &Image) -> TagChange {
     TagChange::Put {
-        repository: repository.to_owned(),
-        tag: tag.to_owned(),
+        repository: repository_name(repository),
+        tag: tag_name(tag),
         digest: image.digest.clone(),
         manifests: vec![Manifest::Image(image.clone())],
     }
@@ -260,8 +271,8 @@ pub fn put_image(repository: &str, tag: &str, image: &Image) -> TagChange {
 /// `repository:tag` → `list`, carrying the list and its children.
 pub fn put_list(repository: &str, tag: &str, list: &ListFixture) -> TagChange {
     TagChange::Put {
-        repository: repository.to_owned(),
-        tag: tag.to_owned(),
+        repository: repository_name(repository),
+        tag: tag_name(tag),
         digest: list.digest().clone(),
         manifests: list.manifests(),
     }
@@ -270,15 +281,15 @@ pub fn put_list(repository: &str, tag: &str, list: &ListFixture) -> TagChange {
 /// `repository:tag` deleted.
 pub fn delete_tag(repository: &str, tag: &str) -> TagChange {
     TagChange::DeleteTag {
-        repository: repository.to_owned(),
-        tag: tag.to_owned(),
+        repository: repository_name(repository),
+        tag: tag_name(tag),
     }
 }
 
 /// Manifest `digest` deleted from `repository`.
 pub fn delete_manifest(repository: &str, digest: &Digest) -> TagChange {
     TagChange::DeleteManifest {
-        repository: repository.to_owned(),
+        repository: repository_name(repository),
         digest: digest.clone(),
     }
 }
@@ -317,7 +328,7 @@ pub fn list_children(results: &[RepositoryEntry]) -> Vec<(&str, &Digest, Vec<&Di
 /// a manifest wins, as in a store). The expected answer of `Store::query`.
 pub fn reference(snapshots: &[RepositorySnapshot], query: &IndexQuery) -> Vec<RepositoryEntry> {
     let mut manifests: BTreeMap<&Digest, &Manifest> = BTreeMap::new();
-    let mut repositories: BTreeMap<&str, &BTreeMap<String, Digest>> = BTreeMap::new();
+    let mut repositories: BTreeMap<&RepositoryName, &BTreeMap<Tag, Digest>> = BTreeMap::new();
     for snapshot in snapshots {
         for manifest in &snapshot.manifests {
             manifests.entry(manifest.digest()).or_insert(manifest);

@@ -56,6 +56,7 @@ use async_trait::async_trait;
 use crate::digest::Digest;
 use crate::index::RepositoryEntry;
 use crate::model::{Manifest, RepositorySnapshot, TagChange};
+use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
 use crate::store::{
     Capabilities, GcStats, Generation, SearchPage, Store, StoreError, StoreNotReady,
@@ -93,19 +94,19 @@ impl<S: Store, G: std::fmt::Debug + Send + Sync + 'static> Store for Guarded<S, 
     ) -> Result<Generation, StoreError> {
         self.store.replace_repository(snapshot).await
     }
-    async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError> {
+    async fn remove_repository(&self, name: &RepositoryName) -> Result<Generation, StoreError> {
         self.store.remove_repository(name).await
     }
     async fn apply(&self, change: &TagChange) -> Result<Generation, StoreError> {
         self.store.apply(change).await
     }
-    async fn repositories(&self) -> Result<Vec<String>, StoreError> {
+    async fn repositories(&self) -> Result<Vec<RepositoryName>, StoreError> {
         self.store.repositories().await
     }
     async fn repository_tags(
         &self,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Digest>>, StoreError> {
+        name: &RepositoryName,
+    ) -> Result<Option<BTreeMap<Tag, Digest>>, StoreError> {
         self.store.repository_tags(name).await
     }
     async fn known_manifests(&self, digests: &[Digest]) -> Result<BTreeSet<Digest>, StoreError> {

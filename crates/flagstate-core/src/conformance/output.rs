@@ -3,12 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use super::fixtures::{image, load, put_image, put_list, query, query_json, reference, repo};
+use super::fixtures::{
+    image, load, put_image, put_list, query, query_json, reference, repo, repository_name,
+};
 use super::lists::multi_arch;
 use super::ok;
 use super::queries::{expect_images, run};
 use crate::digest::Digest;
 use crate::model::{Image, Manifest};
+use crate::name::Tag;
 use crate::store::Store;
 
 /// Label and annotation values come back byte for byte: unicode, HTML, quotes,
@@ -133,8 +136,11 @@ pub async fn order_is_independent_of_insertion(store: &dyn Store) {
             "{raw:?} changed with insertion order"
         );
     }
-    let tags = ok(store.repository_tags("a").await, "repository_tags");
-    let expected: BTreeMap<String, Digest> = snapshots[2].tags.clone();
+    let tags = ok(
+        store.repository_tags(&repository_name("a")).await,
+        "repository_tags",
+    );
+    let expected: BTreeMap<Tag, Digest> = snapshots[2].tags.clone();
     assert_eq!(tags, Some(expected));
 }
 

@@ -8,11 +8,12 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
-use super::fixtures::{ListFixture, image, list, put_image, put_list};
+use super::fixtures::{ListFixture, image, list, put_image, put_list, repository_name, tag_name};
 use super::ok;
 use crate::digest::Digest;
 use crate::index::IndexResponse;
 use crate::model::{Image, Manifest, Platform, RepositorySnapshot, TagChange};
+use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
 use crate::store::Store;
 
@@ -27,7 +28,7 @@ const COMPONENTS: &[&str] = &["a", "b", "app", "a0", "x-y", "m.n", "q_r", "z"];
 /// What a store should hold, maintained next to it.
 #[derive(Default)]
 struct Model {
-    repositories: BTreeMap<String, BTreeMap<String, Digest>>,
+    repositories: BTreeMap<RepositoryName, BTreeMap<Tag, Digest>>,
     manifests: BTreeMap<Digest, Manifest>,
 }
 
@@ -156,7 +157,7 @@ pub async fn randomized_queries_match_reference(store: &dyn Store) {
     let mut model = Model::default();
     let mut generation = ok(store.generation().await, "generation");
     for step in 0..150 {
-        let name = names.choose(&mut rng).cloned().unwrap_or_default();
+        let name = repository_name(names.choose(&mut rng).map_or("a", String::as_str));
         let before = model.repositories.get(&name).cloned();
         let action = if step < 50 {
             0
@@ -167,14 +168,13 @@ pub async fn randomized_queries_match_reference(store: &dyn Store) {
             0..2 => {
                 let mut snapshot = RepositorySnapshot {
                     name: name.clone(),
-                    ..RepositorySnapshot::default()
+                    tags: BTreeMap::new(),
+                    manifests: Vec::new(),
                 };
                 for _ in 0..rng.random_range(0..=5) {
                     let target = pick(&mut rng);
                     let tag = TAGS.choose(&mut rng).copied().unwrap_or("latest");
-                    snapshot
-                        .tags
-                        .insert(tag.to_owned(), target.digest().clone());
+                    snapshot.tags.insert(tag_name(tag), target.digest().clone());
                     snapshot.manifests.extend(target.manifests());
                 }
                 let got = ok(store.replace_repository(&snapshot).await, "replace");
@@ -196,14 +196,14 @@ pub async fn randomized_queries_match_reference(store: &dyn Store) {
                     model.manifests.entry(m.digest().clone()).or_insert(m);
                 }
                 let tags = model.repositories.entry(name.clone()).or_default();
-                tags.insert(tag.to_owned(), target.digest().clone());
+                tags.insert(tag_name(tag), target.digest().clone());
                 got
             }
             6..8 => {
                 let tag = TAGS.choose(&mut rng).copied().unwrap_or("latest");
                 let change = TagChange::DeleteTag {
                     repository: name.clone(),
-                    tag: tag.to_owned(),
+                    tag: tag_name(tag),
                 };
                 if let Some(tags) = model.repositories.get_mut(&name) {
                     tags.remove(tag);
@@ -241,7 +241,7 @@ pub async fn randomized_queries_match_reference(store: &dyn Store) {
         generation = written;
     }
     let listed = ok(store.repositories().await, "repositories");
-    let expected: Vec<&String> = model.repositories.keys().collect();
+    let expected: Vec<&RepositoryName> = model.repositories.keys().collect();
     assert_eq!(listed.iter().collect::<Vec<_>>(), expected);
     for (name, tags) in &model.repositories {
         let got = ok(store.repository_tags(name).await, "repository_tags");

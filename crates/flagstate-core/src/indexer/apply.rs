@@ -26,7 +26,8 @@ use super::fetch::Resolved;
 use super::{EventsOutcome, Indexer, IndexerError};
 use crate::digest::Digest;
 use crate::events::{EventAction, RegistryEvent};
-use crate::model::{TagChange, validate_repository_name, validate_tag};
+use crate::model::TagChange;
+use crate::name::{RepositoryName, Tag};
 use crate::registry::content::is_manifest_media_type;
 
 /// What one event asks of the store.
@@ -102,12 +103,12 @@ impl Indexer {
                         error = %source,
                         "event cannot be applied; left to the repository's re-scan"
                     );
-                    touched.insert(event.repository.clone());
+                    touched.extend(RepositoryName::parse(event.repository.as_str()).ok());
                     outcome.failed += 1;
                 }
                 Err(source) => {
                     self.status.events_failed.fetch_add(1, Ordering::Relaxed);
-                    touched.insert(event.repository.clone());
+                    touched.extend(RepositoryName::parse(event.repository.as_str()).ok());
                     result = Err(IndexerError::Event {
                         index,
                         id: event.id.clone(),
@@ -124,38 +125,49 @@ impl Indexer {
         self.status
             .events_ignored
             .fetch_add(outcome.ignored, Ordering::Relaxed);
-        touched.retain(|repository| {
-            validate_repository_name(repository).is_ok() && self.queue.schedule(repository)
-        });
+        touched.retain(|repository| self.queue.schedule(repository));
         outcome.reconcile_scheduled = touched.into_iter().collect();
         result.map(|()| outcome)
     }
 
     /// Whether the store knows `repository`.
-    async fn indexed(&self, repository: &str) -> Result<bool, IndexerError> {
+    async fn indexed(&self, repository: &RepositoryName) -> Result<bool, IndexerError> {
         Ok(self.store.repository_tags(repository).await?.is_some())
     }
 
-    /// Applies one event; returns the repository it touched, or `None` if ignored.
-    async fn apply_event(&self, event: &RegistryEvent) -> Result<Option<String>, IndexerError> {
-        let repository = event.repository.as_str();
+    /// Applies one event; returns the repository it touched, or `None` if ignored. The
+    /// event's repository and tag are parsed here: an event naming an invalid one is
+    /// ignored.
+    async fn apply_event(
+        &self,
+        event: &RegistryEvent,
+    ) -> Result<Option<RepositoryName>, IndexerError> {
         let plan = plan(event);
         if let Plan::Ignore(why) = plan {
-            tracing::trace!(id = %event.id, repository, why, "event ignored");
+            tracing::trace!(id = %event.id, repository = %event.repository, why, "event ignored");
             return Ok(None);
         }
-        if let Err(reason) = validate_repository_name(repository) {
-            tracing::warn!(id = %event.id, repository, reason, "event names an invalid repository; ignored");
-            return Ok(None);
-        }
+        let repository = match RepositoryName::parse(event.repository.as_str()) {
+            Ok(repository) => repository,
+            Err(e) => {
+                let reason = e.problem();
+                tracing::warn!(id = %event.id, repository = %event.repository, reason, "event names an invalid repository; ignored");
+                return Ok(None);
+            }
+        };
+        let repository = &repository;
         let change = match plan {
             Plan::Ignore(_) => return Ok(None),
-            Plan::Reconcile => return Ok(Some(repository.to_owned())),
+            Plan::Reconcile => return Ok(Some(repository.clone())),
             Plan::Put { tag, digest } => {
-                if let Err(reason) = validate_tag(&tag) {
-                    tracing::warn!(id = %event.id, repository, tag, reason, "event names an invalid tag; ignored");
-                    return Ok(None);
-                }
+                let tag = match Tag::parse(tag.as_str()) {
+                    Ok(tag) => tag,
+                    Err(e) => {
+                        let reason = e.problem();
+                        tracing::warn!(id = %event.id, repository = %repository, tag, reason, "event names an invalid tag; ignored");
+                        return Ok(None);
+                    }
+                };
                 let known = self
                     .store
                     .known_manifests(std::slice::from_ref(&digest))
@@ -173,7 +185,7 @@ impl Indexer {
                     match resolved {
                         Resolved::Found(manifests) => manifests,
                         Resolved::Unsupported => {
-                            tracing::debug!(repository, tag, %digest, "pushed manifest is not indexable; ignored");
+                            tracing::debug!(repository = %repository, tag = %tag, %digest, "pushed manifest is not indexable; ignored");
                             return Ok(None);
                         }
                         Resolved::Vanished => {
@@ -181,15 +193,12 @@ impl Indexer {
                             // the repository is indexed at all. A manifest the registry
                             // does not have in a repository nobody indexed is a name made
                             // up by the sender, not worth registry requests.
-                            return Ok(self
-                                .indexed(repository)
-                                .await?
-                                .then(|| repository.to_owned()));
+                            return Ok(self.indexed(repository).await?.then(|| repository.clone()));
                         }
                     }
                 };
                 TagChange::Put {
-                    repository: repository.to_owned(),
+                    repository: repository.clone(),
                     tag,
                     digest,
                     manifests,
@@ -198,22 +207,33 @@ impl Indexer {
             Plan::DeleteTag { .. } | Plan::DeleteManifest { .. }
                 if !self.indexed(repository).await? =>
             {
-                tracing::trace!(id = %event.id, repository, "delete in a repository not indexed; ignored");
+                tracing::trace!(id = %event.id, repository = %repository, "delete in a repository not indexed; ignored");
                 return Ok(None);
             }
-            Plan::DeleteTag { tag } => TagChange::DeleteTag {
-                repository: repository.to_owned(),
-                tag,
+            Plan::DeleteTag { tag } => match Tag::parse(tag.as_str()) {
+                Ok(tag) => TagChange::DeleteTag {
+                    repository: repository.clone(),
+                    tag,
+                },
+                // No such tag can be indexed: like any delete of an absent tag, it
+                // writes nothing but counts as applied and re-scans the repository.
+                Err(e) => {
+                    let reason = e.problem();
+                    tracing::trace!(id = %event.id, repository = %repository, tag, reason, "delete of an invalid tag; nothing to delete");
+                    let _guard = self.write_guard(repository).await;
+                    self.mark_event(repository);
+                    return Ok(Some(repository.clone()));
+                }
             },
             Plan::DeleteManifest { digest } => TagChange::DeleteManifest {
-                repository: repository.to_owned(),
+                repository: repository.clone(),
                 digest,
             },
         };
         let _guard = self.write_guard(repository).await;
         self.mark_event(repository);
         self.store.apply(&change).await?;
-        Ok(Some(repository.to_owned()))
+        Ok(Some(repository.clone()))
     }
 }
 

@@ -8,6 +8,7 @@ use futures::stream::{self, StreamExt};
 use super::{Indexer, IndexerError};
 use crate::digest::Digest;
 use crate::model::{Image, ImageList, ListEntry, Manifest, Platform};
+use crate::name::RepositoryName;
 use crate::registry::content::{self, ListChild, ParsedManifest};
 use crate::registry::{FetchedManifest, RegistryError};
 
@@ -64,7 +65,7 @@ impl Indexer {
     /// unsupported.
     async fn read(
         &self,
-        repository: &str,
+        repository: &RepositoryName,
         digest: &Digest,
         prefetched: Option<FetchedManifest>,
         tally: &mut Tally,
@@ -86,7 +87,7 @@ impl Indexer {
         Ok(
             match content::parse_manifest(&fetched.media_type, &fetched.bytes) {
                 ParsedManifest::Unsupported { reason } => {
-                    tracing::debug!(repository, %digest, reason, "manifest is not indexed");
+                    tracing::debug!(repository = %repository, %digest, reason, "manifest is not indexed");
                     self.remember_unsupported(digest.clone());
                     Read::Unsupported
                 }
@@ -127,7 +128,7 @@ impl Indexer {
     /// not indexable images.
     pub(super) async fn resolve(
         &self,
-        repository: &str,
+        repository: &RepositoryName,
         digest: &Digest,
         prefetched: Option<FetchedManifest>,
     ) -> Result<(Resolved, Tally), IndexerError> {
@@ -212,14 +213,14 @@ impl Indexer {
     /// Fetches one list child; `None` when it is not an indexable image or is gone.
     async fn resolve_child(
         &self,
-        repository: &str,
+        repository: &RepositoryName,
         digest: &Digest,
         listed: Option<&Platform>,
     ) -> Result<(Option<Image>, Tally), IndexerError> {
         let mut tally = Tally::default();
         match self.read(repository, digest, None, &mut tally).await? {
             Read::Gone => {
-                tracing::warn!(repository, %digest, "image list names a manifest the registry does not have");
+                tracing::warn!(repository = %repository, %digest, "image list names a manifest the registry does not have");
                 Ok((None, tally))
             }
             Read::Unsupported => Ok((None, tally)),
@@ -235,7 +236,7 @@ impl Indexer {
                 Ok((image, tally))
             }
             Read::List { .. } => {
-                tracing::debug!(repository, %digest, "nested image list entry is not indexed");
+                tracing::debug!(repository = %repository, %digest, "nested image list entry is not indexed");
                 self.remember_unsupported(digest.clone());
                 Ok((None, tally))
             }
@@ -248,7 +249,7 @@ impl Indexer {
     /// failed rather than silently dropped.
     async fn fetch_image(
         &self,
-        repository: &str,
+        repository: &RepositoryName,
         fetched: FetchedManifest,
         config_digest: Digest,
         annotations: BTreeMap<String, String>,
@@ -261,7 +262,7 @@ impl Indexer {
         let blob = match self.client.get_blob(repository, &config_digest).await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
-                tracing::warn!(repository, %digest, config = %config_digest, "image config blob is missing");
+                tracing::warn!(repository = %repository, %digest, config = %config_digest, "image config blob is missing");
                 return Ok((None, tally));
             }
             Err(e) => return Err(e.into()),

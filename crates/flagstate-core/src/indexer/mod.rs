@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::digest::Digest;
+use crate::name::{NameError, RepositoryName, Tag};
 use crate::registry::{RegistryClient, RegistryError};
 use crate::store::{Store, StoreError};
 use crate::sync::lock;
@@ -84,14 +85,6 @@ pub enum IndexerError {
     /// The catalog cannot be listed and no repositories are configured.
     #[error("cannot list the registry's repositories ({0}) and none are configured")]
     NoRepositories(RegistryError),
-    /// A repository name (from the catalog or configuration) is invalid.
-    #[error("repository name {name:?} is invalid: {reason}")]
-    InvalidRepository {
-        /// The name.
-        name: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
     /// Indexing one repository failed.
     #[error("repository {repository}: {source}")]
     Repository {
@@ -105,7 +98,7 @@ pub enum IndexerError {
     #[error("tag {tag}: {error}")]
     UnreadableTag {
         /// The first such tag.
-        tag: String,
+        tag: Tag,
         /// Why its manifest is unusable.
         error: String,
     },
@@ -156,8 +149,109 @@ impl ScanProgress for NoProgress {
     fn repository_done(&self, _name: &str, _manifests_fetched: u64) {}
 }
 
+/// One repository a full scan could not index (completely).
+#[derive(Debug, PartialEq)]
+pub struct RepositoryFailure {
+    /// The name as listed by the catalog or the configuration; it may be invalid
+    /// ([`RepositoryError::InvalidName`]).
+    pub repository: String,
+    /// What failed.
+    pub error: RepositoryError,
+}
+
+/// Why a full scan could not index one repository (completely).
+///
+/// Errors compare equal when they are of the same kind and read the same: the
+/// underlying registry and store errors are not comparable themselves.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepositoryError {
+    /// The catalog (or configuration) lists a name that is not a repository name.
+    #[error("repository name {name:?} is invalid: {}", .source.problem())]
+    InvalidName {
+        /// The listed name.
+        name: String,
+        /// What is wrong with it.
+        source: NameError,
+    },
+    /// A registry request for the repository failed.
+    #[error("repository {repository}: registry: {source}")]
+    Registry {
+        /// The repository.
+        repository: RepositoryName,
+        /// What failed.
+        source: RegistryError,
+    },
+    /// The store failed while reading or writing the repository.
+    #[error("repository {repository}: store: {source}")]
+    Store {
+        /// The repository.
+        repository: RepositoryName,
+        /// What failed.
+        source: StoreError,
+    },
+    /// A repository new to the store has no tag whose manifest the registry serves
+    /// usably; nothing of it was written.
+    #[error("repository {repository}: tag {tag}: {error}")]
+    UnreadableTag {
+        /// The repository.
+        repository: RepositoryName,
+        /// The first such tag.
+        tag: Tag,
+        /// Why its manifest is unusable.
+        error: String,
+    },
+    /// Some tags' manifests are unusable; the other tags were indexed
+    /// (see [`RepositoryOutcome::unreadable`]).
+    #[error("other tags indexed; {}", tags_unreadable(.tags))]
+    TagsUnreadable {
+        /// The unusable tags, with why.
+        tags: Vec<(Tag, String)>,
+    },
+    /// Any other failure of the repository's scan.
+    #[error(transparent)]
+    Other(IndexerError),
+}
+
+fn tags_unreadable(tags: &[(Tag, String)]) -> String {
+    tags.iter()
+        .map(|(tag, error)| format!("tag {tag}: {error}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl PartialEq for RepositoryError {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+            && self.to_string() == other.to_string()
+    }
+}
+
+impl RepositoryError {
+    /// The error of a failed [`Indexer::scan_repository`] of `repository`, by cause.
+    fn from_scan(repository: &RepositoryName, error: IndexerError) -> Self {
+        let repository = repository.clone();
+        match error {
+            IndexerError::Repository { source, .. } => match *source {
+                IndexerError::Registry(source) => RepositoryError::Registry { repository, source },
+                IndexerError::Store(source) => RepositoryError::Store { repository, source },
+                IndexerError::UnreadableTag { tag, error } => RepositoryError::UnreadableTag {
+                    repository,
+                    tag,
+                    error,
+                },
+                source => RepositoryError::Other(IndexerError::Repository {
+                    repository: repository.into_string(),
+                    source: Box::new(source),
+                }),
+            },
+            other => RepositoryError::Other(other),
+        }
+    }
+}
+
 /// What a full scan did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct ScanReport {
     /// Repositories the scan set out to visit.
     pub repositories_total: u64,
@@ -166,11 +260,12 @@ pub struct ScanReport {
     /// Repositories whose indexing failed, with the error. They were left as they were,
     /// except when only some tags' manifests were unusable
     /// ([`RepositoryOutcome::unreadable`]): then the other tags were indexed, and the
-    /// repository is listed here as well, naming those tags.
-    pub repositories_failed: Vec<(String, String)>,
+    /// repository is listed here as well, naming those tags
+    /// ([`RepositoryError::TagsUnreadable`]).
+    pub repositories_failed: Vec<RepositoryFailure>,
     /// Repositories removed from the store: gone from a complete catalog, or answering
     /// 404 to `tags/list`.
-    pub repositories_removed: Vec<String>,
+    pub repositories_removed: Vec<RepositoryName>,
     /// Manifest bodies fetched.
     pub manifests_fetched: u64,
     /// Blob bodies (image configs) fetched.
@@ -192,10 +287,10 @@ impl ScanReport {
 }
 
 /// What indexing one repository did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepositoryOutcome {
     /// Repository name.
-    pub repository: String,
+    pub repository: RepositoryName,
     /// Tags listed by the registry.
     pub tags_seen: u64,
     /// Tags written to the store.
@@ -217,7 +312,24 @@ pub struct RepositoryOutcome {
     /// [`IndexerError::is_permanent`]), with the error. Each keeps the digest the store
     /// had for it, or is left out if it had none; the other tags are indexed. A
     /// repository new to the store whose every tag is unreadable fails instead.
-    pub unreadable: Vec<(String, String)>,
+    pub unreadable: Vec<(Tag, String)>,
+}
+
+impl RepositoryOutcome {
+    /// An outcome of `repository` that did nothing yet.
+    fn new(repository: RepositoryName) -> Self {
+        RepositoryOutcome {
+            repository,
+            tags_seen: 0,
+            tags_indexed: 0,
+            skipped: 0,
+            manifests_fetched: 0,
+            blobs_fetched: 0,
+            removed: false,
+            superseded: false,
+            unreadable: Vec::new(),
+        }
+    }
 }
 
 /// What [`Indexer::apply_events`] did.
@@ -236,7 +348,7 @@ pub struct EventsOutcome {
     /// later notification.
     pub failed: u64,
     /// Repositories scheduled for a debounced re-scan, sorted.
-    pub reconcile_scheduled: Vec<String>,
+    pub reconcile_scheduled: Vec<RepositoryName>,
 }
 
 /// A cheap snapshot of what the indexer is doing, for readiness checks and metrics.
@@ -317,7 +429,7 @@ pub struct Indexer {
     locks: Vec<tokio::sync::Mutex<()>>,
     /// Sequence number of the last event applied per repository, against
     /// `event_seq`, so a scan can tell its listing was overtaken by an event.
-    event_marks: Mutex<HashMap<String, u64>>,
+    event_marks: Mutex<HashMap<RepositoryName, u64>>,
     event_seq: AtomicU64,
     /// One full scan at a time.
     scan_lock: tokio::sync::Mutex<()>,
@@ -398,7 +510,7 @@ impl Indexer {
     }
 
     /// The write lock stripe of a repository.
-    async fn write_guard(&self, repository: &str) -> tokio::sync::MutexGuard<'_, ()> {
+    async fn write_guard(&self, repository: &RepositoryName) -> tokio::sync::MutexGuard<'_, ()> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         repository.hash(&mut h);
@@ -413,16 +525,16 @@ impl Indexer {
     }
 
     /// Whether an event touched `repository` after sequence number `since`.
-    fn touched_since(&self, repository: &str, since: u64) -> bool {
+    fn touched_since(&self, repository: &RepositoryName, since: u64) -> bool {
         lock(&self.event_marks)
             .get(repository)
             .is_some_and(|mark| *mark > since)
     }
 
     /// Records that an event is being applied to `repository` (call under its write lock).
-    fn mark_event(&self, repository: &str) {
+    fn mark_event(&self, repository: &RepositoryName) {
         let seq = self.event_seq.fetch_add(1, Ordering::SeqCst) + 1;
-        lock(&self.event_marks).insert(repository.to_owned(), seq);
+        lock(&self.event_marks).insert(repository.clone(), seq);
     }
 
     fn is_unsupported(&self, digest: &Digest) -> bool {

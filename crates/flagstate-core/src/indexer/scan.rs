@@ -7,10 +7,14 @@ use std::time::Instant;
 use futures::stream::{self, StreamExt};
 
 use super::fetch::{Resolved, Tally};
-use super::{Indexer, IndexerError, RepositoryOutcome, ScanProgress, ScanReport, lock};
+use super::{
+    Indexer, IndexerError, RepositoryError, RepositoryFailure, RepositoryOutcome, ScanProgress,
+    ScanReport, lock,
+};
 use crate::digest::Digest;
-use crate::model::{RepositorySnapshot, validate_repository_name, validate_tag};
-use crate::registry::{FetchedManifest, ManifestCheck, RegistryError};
+use crate::model::RepositorySnapshot;
+use crate::name::{RepositoryName, Tag};
+use crate::registry::{FetchedManifest, Listing, ManifestCheck, RegistryError};
 use crate::store::StoreError;
 
 /// What reading one listed tag found.
@@ -31,9 +35,9 @@ impl Indexer {
     /// since its manifest is often one the store already has under another tag.
     async fn read_tag(
         &self,
-        name: &str,
-        tag: &str,
-        previous: Option<&BTreeMap<String, Digest>>,
+        name: &RepositoryName,
+        tag: &Tag,
+        previous: Option<&BTreeMap<Tag, Digest>>,
     ) -> Result<TagRead, RegistryError> {
         let Some(previous) = previous else {
             return match self.client.get_manifest(name, tag).await {
@@ -77,7 +81,11 @@ impl Indexer {
                 status.full_scans.fetch_add(1, Ordering::Relaxed);
                 *lock(&status.last_scan_duration) = Some(report.duration);
                 *lock(&status.last_scan_error) =
-                    report.repositories_failed.first().map(|(name, error)| {
+                    report.repositories_failed.first().map(|failure| {
+                        let RepositoryFailure {
+                            repository: name,
+                            error,
+                        } = failure;
                         format!(
                             "{} of {} repositories failed; first: {name}: {error}",
                             report.repositories_failed.len(),
@@ -96,14 +104,18 @@ impl Indexer {
     ) -> Result<ScanReport, IndexerError> {
         let started = Instant::now();
         let scan_seq = self.event_seq();
-        let (names, catalog_complete) = match self.client.catalog().await {
-            Ok(names) => (names, true),
+        let (listing, catalog_complete) = match self.client.catalog().await {
+            Ok(listing) => (listing, true),
             Err(e @ RegistryError::CatalogUnavailable { .. }) => {
                 if self.client.configured_repositories().is_empty() {
                     return Err(IndexerError::NoRepositories(e));
                 }
                 tracing::info!(error = %e, "catalog unavailable; scanning the configured repositories");
-                (self.client.configured_repositories().to_vec(), false)
+                let configured = Listing {
+                    valid: self.client.configured_repositories().to_vec(),
+                    invalid: Vec::new(),
+                };
+                (configured, false)
             }
             Err(e) => return Err(e.into()),
         };
@@ -111,21 +123,20 @@ impl Indexer {
             catalog_complete,
             ..ScanReport::default()
         };
-        let mut seen = HashSet::with_capacity(names.len());
-        let mut valid = Vec::with_capacity(names.len());
-        for name in names {
-            if !seen.insert(name.clone()) {
-                continue;
+        let mut seen: HashSet<RepositoryName> = HashSet::with_capacity(listing.valid.len());
+        let mut valid = Vec::with_capacity(listing.valid.len());
+        for name in listing.valid {
+            if seen.insert(name.clone()) {
+                valid.push(name);
             }
-            match validate_repository_name(&name) {
-                Ok(()) => valid.push(name),
-                Err(reason) => {
-                    let e = IndexerError::InvalidRepository {
-                        name: name.clone(),
-                        reason,
-                    };
-                    report.repositories_failed.push((name, e.to_string()));
-                }
+        }
+        let mut invalid_seen: HashSet<String> = HashSet::new();
+        for (name, source) in listing.invalid {
+            if invalid_seen.insert(name.clone()) {
+                report.repositories_failed.push(RepositoryFailure {
+                    repository: name.clone(),
+                    error: RepositoryError::InvalidName { name, source },
+                });
             }
         }
         report.repositories_total = (valid.len() + report.repositories_failed.len()) as u64;
@@ -166,14 +177,10 @@ impl Indexer {
                     }
                     progress.repository_done(&name, o.manifests_fetched);
                     if !o.unreadable.is_empty() {
-                        let tags: Vec<String> = o
-                            .unreadable
-                            .iter()
-                            .map(|(tag, error)| format!("tag {tag}: {error}"))
-                            .collect();
-                        report
-                            .repositories_failed
-                            .push((name, format!("other tags indexed; {}", tags.join("; "))));
+                        report.repositories_failed.push(RepositoryFailure {
+                            repository: name.to_string(),
+                            error: RepositoryError::TagsUnreadable { tags: o.unreadable },
+                        });
                     }
                 }
                 Err(e) => match registry_unreachable(e) {
@@ -184,7 +191,10 @@ impl Indexer {
                     Err(e) => {
                         tracing::warn!(repository = %name, error = %e, "repository scan failed");
                         progress.repository_done(&name, 0);
-                        report.repositories_failed.push((name, e.to_string()));
+                        report.repositories_failed.push(RepositoryFailure {
+                            repository: name.to_string(),
+                            error: RepositoryError::from_scan(&name, e),
+                        });
                     }
                 },
             }
@@ -225,24 +235,23 @@ impl Indexer {
 
     /// Re-reads one repository from the registry and replaces it in the store. A
     /// repository the registry does not know (404) is removed from the store.
-    pub async fn scan_repository(&self, name: &str) -> Result<RepositoryOutcome, IndexerError> {
+    pub async fn scan_repository(
+        &self,
+        name: &RepositoryName,
+    ) -> Result<RepositoryOutcome, IndexerError> {
         self.scan_repository_inner(name)
             .await
             .map_err(|source| IndexerError::Repository {
-                repository: name.to_owned(),
+                repository: name.to_string(),
                 source: Box::new(source),
             })
     }
 
-    async fn scan_repository_inner(&self, name: &str) -> Result<RepositoryOutcome, IndexerError> {
-        validate_repository_name(name).map_err(|reason| IndexerError::InvalidRepository {
-            name: name.to_owned(),
-            reason,
-        })?;
-        let mut outcome = RepositoryOutcome {
-            repository: name.to_owned(),
-            ..RepositoryOutcome::default()
-        };
+    async fn scan_repository_inner(
+        &self,
+        name: &RepositoryName,
+    ) -> Result<RepositoryOutcome, IndexerError> {
+        let mut outcome = RepositoryOutcome::new(name.clone());
         let since = self.event_seq();
         let tags = match self.client.tags(name).await {
             Ok(tags) => tags,
@@ -262,21 +271,15 @@ impl Indexer {
             Err(e) => return Err(e.into()),
         };
         outcome.tags_seen = tags.len() as u64;
-        let tags: Vec<String> = tags
-            .into_iter()
-            .filter(|tag| {
-                let ok = validate_tag(tag).is_ok();
-                if !ok {
-                    tracing::warn!(repository = name, tag = %tag, "registry lists an invalid tag; skipped");
-                }
-                ok
-            })
-            .collect();
+        for (tag, _) in &tags.invalid {
+            tracing::warn!(repository = %name, tag = %tag, "registry lists an invalid tag; skipped");
+        }
+        let tags: Vec<Tag> = tags.valid;
         // What the store has decides how each tag is read (see `read_tag`), and what an
         // unreadable tag keeps.
         let previous = self.store.repository_tags(name).await?;
         let previous = previous.as_ref();
-        let listed: Vec<(String, TagRead)> = stream::iter(tags)
+        let listed: Vec<(Tag, TagRead)> = stream::iter(tags)
             .map(|tag| async move {
                 let read = self.read_tag(name, &tag, previous).await;
                 match read {
@@ -291,9 +294,9 @@ impl Indexer {
             .into_iter()
             .collect::<Result<_, RegistryError>>()?;
         let mut total = Tally::default();
-        let mut tags: BTreeMap<String, Digest> = BTreeMap::new();
+        let mut tags: BTreeMap<Tag, Digest> = BTreeMap::new();
         let mut prefetched: HashMap<Digest, FetchedManifest> = HashMap::new();
-        let mut unreadable: BTreeMap<String, String> = BTreeMap::new();
+        let mut unreadable: BTreeMap<Tag, String> = BTreeMap::new();
         for (tag, read) in listed {
             match read {
                 TagRead::Found(digest, body) => {
@@ -382,7 +385,7 @@ impl Indexer {
                 });
             }
             let snapshot = RepositorySnapshot {
-                name: name.to_owned(),
+                name: name.clone(),
                 tags: tags.clone(),
                 manifests,
             };
@@ -400,7 +403,7 @@ impl Indexer {
                 Err(StoreError::MissingManifest { digest, .. }) if attempt == 0 => {
                     // Garbage collection removed a manifest between `known_manifests`
                     // and the write; the second round fetches it again.
-                    tracing::debug!(repository = name, %digest, "manifest collected during scan; refetching");
+                    tracing::debug!(repository = %name, %digest, "manifest collected during scan; refetching");
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -408,8 +411,8 @@ impl Indexer {
         }
         for (tag, error) in &unreadable {
             tracing::warn!(
-                repository = name,
-                tag,
+                repository = %name,
+                tag = %tag,
                 error,
                 "tag's manifest is unusable; the tag keeps its indexed state"
             );

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Indexer, NoProgress, lock};
+use crate::name::RepositoryName;
 
 /// Delay before retrying a full scan that failed outright.
 const FAILED_SCAN_RETRY: Duration = Duration::from_secs(30);
@@ -30,7 +31,7 @@ const FAILED_SCAN_RETRY: Duration = Duration::from_secs(30);
 pub(super) struct ReconcileQueue {
     debounce: Duration,
     capacity: usize,
-    pending: Mutex<HashMap<String, Instant>>,
+    pending: Mutex<HashMap<RepositoryName, Instant>>,
     dropped: AtomicU64,
     wake: Notify,
 }
@@ -57,7 +58,7 @@ impl ReconcileQueue {
     /// is full and the request was dropped. An already pending request keeps its
     /// (earlier) due time, so a steady stream of events cannot postpone the re-scan
     /// forever.
-    pub fn schedule(&self, repository: &str) -> bool {
+    pub fn schedule(&self, repository: &RepositoryName) -> bool {
         let due = Instant::now() + self.debounce;
         {
             let mut pending = lock(&self.pending);
@@ -67,7 +68,7 @@ impl ReconcileQueue {
                 // One line per thousand dropped: a flood must not flood the log too.
                 if dropped % 1000 == 1 {
                     tracing::warn!(
-                        repository,
+                        repository = %repository,
                         dropped,
                         capacity = self.capacity,
                         "reconcile queue full; the next full scan covers the repositories dropped"
@@ -75,7 +76,7 @@ impl ReconcileQueue {
                 }
                 return false;
             }
-            pending.entry(repository.to_owned()).or_insert(due);
+            pending.entry(repository.clone()).or_insert(due);
         }
         self.wake.notify_one();
         true
@@ -92,10 +93,14 @@ impl ReconcileQueue {
 
     /// Takes up to `room` due repositories that are not running; returns them and the
     /// earliest due time of what remains.
-    fn take_due(&self, running: &HashSet<String>, room: usize) -> (Vec<String>, Option<Instant>) {
+    fn take_due(
+        &self,
+        running: &HashSet<RepositoryName>,
+        room: usize,
+    ) -> (Vec<RepositoryName>, Option<Instant>) {
         let now = Instant::now();
         let mut pending = lock(&self.pending);
-        let mut due: Vec<String> = Vec::new();
+        let mut due: Vec<RepositoryName> = Vec::new();
         let mut next: Option<Instant> = None;
         for (name, at) in pending.iter() {
             if running.contains(name) {
@@ -208,8 +213,8 @@ impl Indexer {
     }
 
     async fn reconcile_loop(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut running: HashSet<String> = HashSet::new();
-        let mut tasks: JoinSet<String> = JoinSet::new();
+        let mut running: HashSet<RepositoryName> = HashSet::new();
+        let mut tasks: JoinSet<RepositoryName> = JoinSet::new();
         loop {
             let room = self.cfg.concurrency.saturating_sub(tasks.len());
             let (due, next) = self.queue.take_due(&running, room);

@@ -20,7 +20,7 @@ use super::{
     FetchedManifest, MANIFEST_ACCEPT, ManifestCheck, RegistryConfig, RegistryError, RetryPolicy,
 };
 use crate::digest::Digest;
-use crate::model::{validate_repository_name, validate_tag};
+use crate::name::{NameError, RepositoryName, Tag};
 
 /// Largest manifest accepted (the distribution registry's own limit is 4 MiB).
 const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -96,7 +96,7 @@ pub(super) struct Inner {
     pub(super) limit: Semaphore,
     pub(super) auth: Mutex<AuthState>,
     pub(super) counters: Counters,
-    pub(super) repositories: Vec<String>,
+    pub(super) repositories: Vec<RepositoryName>,
     /// Set once the registry answered a conditional manifest `GET` with the unchanged
     /// body: it ignores `If-None-Match`, so checks use `HEAD` from then on.
     pub(super) conditional_ignored: AtomicBool,
@@ -268,11 +268,6 @@ impl RegistryClient {
             let path = format!("{}/", url.path());
             url.set_path(&path);
         }
-        for name in &repositories {
-            validate_repository_name(name).map_err(|why| {
-                RegistryError::Config(format!("configured repository {name:?}: {why}"))
-            })?;
-        }
         super::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -309,7 +304,7 @@ impl RegistryClient {
     }
 
     /// Repositories configured for registries without `_catalog`.
-    pub fn configured_repositories(&self) -> &[String] {
+    pub fn configured_repositories(&self) -> &[RepositoryName] {
         &self.inner.repositories
     }
 
@@ -352,9 +347,10 @@ impl RegistryClient {
         }
     }
 
-    /// All repository names from `/v2/_catalog`, following every page. Registries that
-    /// do not offer the catalog give [`RegistryError::CatalogUnavailable`].
-    pub async fn catalog(&self) -> Result<Vec<String>, RegistryError> {
+    /// All repository names from `/v2/_catalog`, following every page, parsed: listed
+    /// strings that are not repository names are in [`Listing::invalid`]. Registries
+    /// that do not offer the catalog give [`RegistryError::CatalogUnavailable`].
+    pub async fn catalog(&self) -> Result<Listing<RepositoryName>, RegistryError> {
         #[derive(Deserialize)]
         struct Page {
             #[serde(default)]
@@ -369,19 +365,19 @@ impl RegistryClient {
             Ok(page)
         })
         .await?;
-        Ok(names)
+        Ok(Listing::parse(names, |n| RepositoryName::parse(n)))
     }
 
-    /// All tags of a repository from `tags/list`, following every page. `"tags": null`
-    /// (a repository whose manifests were all deleted) gives an empty list; an unknown
+    /// All tags of a repository from `tags/list`, following every page, parsed: listed
+    /// strings that are not tags are in [`Listing::invalid`]. `"tags": null` (a
+    /// repository whose manifests were all deleted) gives an empty list; an unknown
     /// repository gives [`RegistryError::NotFound`].
-    pub async fn tags(&self, repository: &str) -> Result<Vec<String>, RegistryError> {
+    pub async fn tags(&self, repository: &RepositoryName) -> Result<Listing<Tag>, RegistryError> {
         #[derive(Deserialize)]
         struct Page {
             #[serde(default)]
             tags: Option<Vec<String>>,
         }
-        check_repository(repository)?;
         let first = self.url(&format!("v2/{repository}/tags/list?n={PAGE_SIZE}"))?;
         let mut tags = Vec::new();
         self.paginate(first, &pull_scope(repository), false, |answer| {
@@ -391,7 +387,7 @@ impl RegistryClient {
             Ok(page)
         })
         .await?;
-        Ok(tags)
+        Ok(Listing::parse(tags, |t| Tag::parse(t)))
     }
 
     /// Follows `Link: rel="next"`, or, when a full page comes without one, `last=`.
@@ -479,7 +475,7 @@ impl RegistryClient {
     /// Falls back to `GET` when the registry sends no `Docker-Content-Digest`.
     pub async fn head_manifest(
         &self,
-        repository: &str,
+        repository: &RepositoryName,
         reference: &str,
     ) -> Result<Option<(Digest, String)>, RegistryError> {
         let url = self.manifest_url(repository, reference)?;
@@ -529,7 +525,7 @@ impl RegistryClient {
     /// unchanged body) is remembered, and later checks use `HEAD` instead.
     pub async fn check_manifest(
         &self,
-        repository: &str,
+        repository: &RepositoryName,
         reference: &str,
         known: &Digest,
     ) -> Result<ManifestCheck, RegistryError> {
@@ -586,7 +582,7 @@ impl RegistryClient {
     /// reference, or against `Docker-Content-Digest` for a tag.
     pub async fn get_manifest(
         &self,
-        repository: &str,
+        repository: &RepositoryName,
         reference: &str,
     ) -> Result<FetchedManifest, RegistryError> {
         let url = self.manifest_url(repository, reference)?;
@@ -608,7 +604,7 @@ impl RegistryClient {
     /// another origin is followed, without credentials.
     pub async fn get_blob(
         &self,
-        repository: &str,
+        repository: &RepositoryName,
         digest: &Digest,
     ) -> Result<Bytes, RegistryError> {
         let url = self.blob_url(repository, digest)?;
@@ -631,8 +627,11 @@ impl RegistryClient {
     }
 
     /// The URL of blob `digest` of `repository` (for error messages about its content).
-    pub fn blob_url(&self, repository: &str, digest: &Digest) -> Result<Url, RegistryError> {
-        check_repository(repository)?;
+    pub fn blob_url(
+        &self,
+        repository: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Url, RegistryError> {
         self.url(&format!("v2/{repository}/blobs/{digest}"))
     }
 
@@ -644,9 +643,12 @@ impl RegistryClient {
     }
 
     /// The URL of manifest `reference` (tag or digest) of `repository`.
-    pub fn manifest_url(&self, repository: &str, reference: &str) -> Result<Url, RegistryError> {
-        check_repository(repository)?;
-        if Digest::parse(reference).is_err() && validate_tag(reference).is_err() {
+    pub fn manifest_url(
+        &self,
+        repository: &RepositoryName,
+        reference: &str,
+    ) -> Result<Url, RegistryError> {
+        if Digest::parse(reference).is_err() && Tag::parse(reference).is_err() {
             return Err(RegistryError::Config(format!(
                 "{reference:?} is neither a tag nor a digest"
             )));
@@ -662,9 +664,39 @@ fn pull_scope(repository: &str) -> String {
     format!("repository:{repository}:pull")
 }
 
-fn check_repository(name: &str) -> Result<(), RegistryError> {
-    validate_repository_name(name)
-        .map_err(|why| RegistryError::Config(format!("repository name {name:?}: {why}")))
+/// What a registry lists (repositories in the catalog, tags of a repository), parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing<T> {
+    /// The listed values that parse, in the order listed.
+    pub valid: Vec<T>,
+    /// The listed strings that do not parse, in the order listed, with why.
+    pub invalid: Vec<(String, NameError)>,
+}
+
+impl<T> Listing<T> {
+    fn parse(listed: Vec<String>, parse: impl Fn(&str) -> Result<T, NameError>) -> Self {
+        let mut listing = Listing {
+            valid: Vec::with_capacity(listed.len()),
+            invalid: Vec::new(),
+        };
+        for value in listed {
+            match parse(&value) {
+                Ok(parsed) => listing.valid.push(parsed),
+                Err(e) => listing.invalid.push((value, e)),
+            }
+        }
+        listing
+    }
+
+    /// How many values were listed, valid or not.
+    pub fn len(&self) -> usize {
+        self.valid.len() + self.invalid.len()
+    }
+
+    /// Whether nothing was listed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Checks the body against `expected` (when known); returns the body's digest.

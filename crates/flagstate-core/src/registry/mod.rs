@@ -31,8 +31,10 @@ mod transport;
 use std::fmt;
 use std::time::Duration;
 
+use crate::name::RepositoryName;
+
 pub use auth::Credentials;
-pub use client::{ClientStats, RegistryClient};
+pub use client::{ClientStats, Listing, RegistryClient};
 pub use error::RegistryError;
 
 /// Installs `rustls`' ring crypto provider as the process default, once. reqwest is
@@ -109,7 +111,7 @@ pub struct RegistryConfig {
     /// other request got an answer is reported unreachable at once.
     pub retry_budget: Duration,
     /// Repositories to index when the registry does not offer `_catalog`.
-    pub repositories: Vec<String>,
+    pub repositories: Vec<RepositoryName>,
 }
 
 impl RegistryConfig {

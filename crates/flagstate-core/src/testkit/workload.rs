@@ -11,6 +11,7 @@ use crate::Digest;
 use crate::model::{
     Image, ImageList, ListEntry, Manifest, OCI_INDEX, OCI_MANIFEST, Platform, RepositorySnapshot,
 };
+use crate::name::{RepositoryName, Tag};
 
 /// Images in every repository.
 pub const IMAGES_PER_REPOSITORY: usize = 10;
@@ -109,12 +110,17 @@ fn image_list(seed: &str, children: &[&Image]) -> ImageList {
     }
 }
 
+/// Parses a generated name or tag; they follow the grammar by construction.
+fn generated<T>(value: String, parse: fn(String) -> Result<T, crate::NameError>) -> T {
+    parse(value).unwrap_or_else(|e| panic!("generated name: {e}"))
+}
+
 /// Repository `i` of the synthetic registry: exactly 10 images.
 pub fn repository(i: usize) -> RepositorySnapshot {
     let mut tags = BTreeMap::new();
     let mut manifests = Vec::new();
     let mut tag = |tag: String, manifest: &Manifest| {
-        tags.insert(tag, manifest.digest().clone());
+        tags.insert(generated(tag, Tag::parse), manifest.digest().clone());
     };
     if i.is_multiple_of(10) {
         // Flatpak application: `latest` is an image list (amd64 + arm64) on even
@@ -142,7 +148,7 @@ pub fn repository(i: usize) -> RepositorySnapshot {
             }
         }
         return RepositorySnapshot {
-            name,
+            name: generated(name, RepositoryName::parse),
             tags,
             manifests,
         };
@@ -169,7 +175,10 @@ pub fn repository(i: usize) -> RepositorySnapshot {
     manifests.push(lst);
     manifests.extend(children.into_iter().map(Manifest::Image));
     RepositorySnapshot {
-        name: format!("services/team{}/service{i}", i % 37),
+        name: generated(
+            format!("services/team{}/service{i}", i % 37),
+            RepositoryName::parse,
+        ),
         tags,
         manifests,
     }

@@ -31,7 +31,10 @@ pub async fn page(
 ) -> Result<Response, UiError> {
     let params = Params::parse(raw.as_deref())?;
     let page = params.page()?;
-    let names = ui.store().repositories().await?;
+    let names: Vec<String> = (ui.store().repositories().await?)
+        .into_iter()
+        .map(String::from)
+        .collect();
     let pagination = Pagination::new(page, names.len(), |n| {
         link("/", &[("page", &n.to_string())])
     })?;

@@ -232,10 +232,12 @@ pub async fn known_repository(
     ui: &UiContext,
     name: &RepositoryName,
 ) -> Result<BTreeMap<String, Digest>, UiError> {
-    ui.store()
-        .repository_tags(name)
-        .await?
-        .ok_or_else(|| unknown(name))
+    let tags = ui.store().repository_tags(name).await?;
+    let tags = tags.ok_or_else(|| unknown(name))?;
+    Ok(tags
+        .into_iter()
+        .map(|(tag, digest)| (tag.into_string(), digest))
+        .collect())
 }
 
 /// Everything the repository shows (its query result without filters), if it has tags.

@@ -195,7 +195,10 @@ impl Store for InstrumentedStore {
         self.check()?;
         self.inner.replace_repository(s).await
     }
-    async fn remove_repository(&self, name: &str) -> Result<Generation, StoreError> {
+    async fn remove_repository(
+        &self,
+        name: &flagstate_core::RepositoryName,
+    ) -> Result<Generation, StoreError> {
         self.check()?;
         self.inner.remove_repository(name).await
     }
@@ -203,14 +206,14 @@ impl Store for InstrumentedStore {
         self.check()?;
         self.inner.apply(change).await
     }
-    async fn repositories(&self) -> Result<Vec<String>, StoreError> {
+    async fn repositories(&self) -> Result<Vec<flagstate_core::RepositoryName>, StoreError> {
         self.check()?;
         self.inner.repositories().await
     }
     async fn repository_tags(
         &self,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Digest>>, StoreError> {
+        name: &flagstate_core::RepositoryName,
+    ) -> Result<Option<BTreeMap<flagstate_core::Tag, Digest>>, StoreError> {
         self.check()?;
         self.inner.repository_tags(name).await
     }

@@ -129,10 +129,10 @@ pub async fn fixture() -> Fixture {
     let viewer_list = list.digest.clone();
     store
         .replace_repository(&RepositorySnapshot {
-            name: "apps/viewer".into(),
+            name: "apps/viewer".parse().unwrap(),
             tags: BTreeMap::from([
-                ("latest".into(), viewer_list.clone()),
-                ("1.0".into(), viewer_list.clone()),
+                ("latest".parse().unwrap(), viewer_list.clone()),
+                ("1.0".parse().unwrap(), viewer_list.clone()),
             ]),
             manifests: vec![
                 Manifest::Image(viewer_amd64.clone()),
@@ -160,8 +160,8 @@ pub async fn fixture() -> Fixture {
     let evil_digest = evil.digest.clone();
     store
         .replace_repository(&RepositorySnapshot {
-            name: "evil".into(),
-            tags: BTreeMap::from([("latest".into(), evil_digest.clone())]),
+            name: "evil".parse().unwrap(),
+            tags: BTreeMap::from([("latest".parse().unwrap(), evil_digest.clone())]),
             manifests: vec![Manifest::Image(evil)],
         })
         .await
@@ -180,10 +180,10 @@ pub async fn fixture() -> Fixture {
     let base_digest = base.digest.clone();
     store
         .replace_repository(&RepositorySnapshot {
-            name: "base/os".into(),
+            name: "base/os".parse().unwrap(),
             tags: ["1.9", "1.10", "latest", "2"]
                 .iter()
-                .map(|t| ((*t).to_owned(), base_digest.clone()))
+                .map(|t| (t.parse().unwrap(), base_digest.clone()))
                 .collect(),
             manifests: vec![Manifest::Image(base)],
         })
@@ -192,8 +192,9 @@ pub async fn fixture() -> Fixture {
 
     store
         .replace_repository(&RepositorySnapshot {
-            name: "empty".into(),
-            ..Default::default()
+            name: "empty".parse().unwrap(),
+            tags: BTreeMap::new(),
+            manifests: Vec::new(),
         })
         .await
         .unwrap();
@@ -207,8 +208,8 @@ pub async fn fixture() -> Fixture {
         );
         store
             .replace_repository(&RepositorySnapshot {
-                name: format!("bulk/repo-{n:02}"),
-                tags: BTreeMap::from([("v1".into(), img.digest.clone())]),
+                name: format!("bulk/repo-{n:02}").parse().unwrap(),
+                tags: BTreeMap::from([("v1".parse().unwrap(), img.digest.clone())]),
                 manifests: vec![Manifest::Image(img)],
             })
             .await

@@ -42,10 +42,10 @@ pub fn list(seed: &str, children: &[&Image]) -> ImageList {
 /// A snapshot of `name` tagging each image with its tag, carrying all manifests.
 pub fn snapshot(name: &str, tagged: &[(&str, &Image)]) -> RepositorySnapshot {
     RepositorySnapshot {
-        name: name.to_owned(),
+        name: name.parse().unwrap(),
         tags: tagged
             .iter()
-            .map(|(t, i)| ((*t).to_owned(), i.digest.clone()))
+            .map(|(t, i)| (t.parse().unwrap(), i.digest.clone()))
             .collect(),
         manifests: tagged
             .iter()
