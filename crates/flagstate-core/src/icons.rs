@@ -20,8 +20,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
-use crate::index::{ImageEntry, IndexResponse};
 use crate::query::IndexQuery;
+use crate::response::{ImageEntry, IndexResponse};
 use crate::store::{Store, StoreError};
 
 /// Label and annotation keys whose values may be extracted (Flatpak's icon keys).
@@ -332,7 +332,7 @@ impl IconStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::RepositoryEntry;
+    use crate::response::RepositoryEntry;
 
     /// A valid 1×1 PNG.
     pub(crate) const TINY_PNG: &[u8] = &[

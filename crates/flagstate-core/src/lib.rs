@@ -4,7 +4,8 @@
 //!
 //! - [`model`]: images, image lists, tags and repositories as the index sees them.
 //! - [`name`]: [`RepositoryName`] and [`Tag`], parsed (= validated) once at the edge.
-//! - [`index`]: the registry index protocol's JSON format and its deterministic writer.
+//! - [`response`]: the JSON answer of the registry index protocol (`/index/*`) and its
+//!   deterministic writer.
 //! - [`query`]: parsing `/index/*` query strings into an [`IndexQuery`], its canonical
 //!   form, and the reference semantics ([`IndexQuery::evaluate_repository`]).
 //! - [`store`]: the [`Store`] trait every backend implements.
@@ -51,7 +52,6 @@ mod files;
 pub mod flatpak;
 #[cfg(feature = "icons")]
 pub mod icons;
-pub mod index;
 #[cfg(feature = "indexer")]
 pub mod indexer;
 pub mod memory;
@@ -60,6 +60,7 @@ pub mod name;
 pub mod query;
 #[cfg(feature = "registry")]
 pub mod registry;
+pub mod response;
 pub mod search;
 #[cfg(feature = "static-index")]
 pub mod static_index;
@@ -69,11 +70,11 @@ pub mod sync;
 pub mod testkit;
 
 pub use digest::{Digest, DigestError};
-pub use index::{ImageEntry, IndexResponse, ListEntryOut, RepositoryEntry};
 pub use memory::MemoryStore;
 pub use model::{Image, ImageList, ListEntry, Manifest, Platform, RepositorySnapshot, TagChange};
 pub use name::{NameError, RepositoryName, Tag};
 pub use query::{Filter, IndexQuery, Pattern, QueryError, ValueTest};
+pub use response::{ImageEntry, IndexResponse, ListEntryOut, RepositoryEntry};
 pub use store::{
     Capabilities, GcStats, Generation, SearchHit, SearchPage, Store, StoreError, StoreExt,
     StoreNotReady,

@@ -11,10 +11,10 @@ use async_trait::async_trait;
 use tokio::sync::RwLock;
 
 use crate::digest::Digest;
-use crate::index::RepositoryEntry;
 use crate::model::{Description, Manifest, RepositorySnapshot, TagChange, check_list_entry};
 use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
+use crate::response::RepositoryEntry;
 use crate::search::{Field, SearchDocument, words};
 use crate::store::{
     Capabilities, GcStats, Generation, SearchHit, SearchPage, Store, StoreError, StoreNotReady,

@@ -20,9 +20,9 @@ use std::sync::{Arc, OnceLock};
 use percent_encoding::percent_decode_str;
 
 use crate::digest::Digest;
-use crate::index::{ImageEntry, ListEntryOut, RepositoryEntry};
 use crate::model::{Image, Manifest, Platform};
 use crate::name::{RepositoryName, Tag};
+use crate::response::{ImageEntry, ListEntryOut, RepositoryEntry};
 
 /// Longest raw query string accepted, in bytes.
 pub const MAX_QUERY_LEN: usize = 8 * 1024;

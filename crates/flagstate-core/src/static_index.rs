@@ -14,8 +14,8 @@ use flate2::write::GzEncoder;
 
 use crate::flatpak;
 use crate::icons::{IconError, IconReport, IconStore};
-use crate::index::{ImageEntry, IndexResponse};
 use crate::query::{Filter, IndexQuery, Pattern, QueryError};
+use crate::response::{ImageEntry, IndexResponse};
 use crate::store::{Store, StoreError};
 
 /// What one static index contains and how it is written.

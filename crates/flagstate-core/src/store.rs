@@ -10,10 +10,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::digest::Digest;
-use crate::index::{IndexResponse, RepositoryEntry};
 use crate::model::{Manifest, RepositorySnapshot, TagChange};
 use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
+use crate::response::{IndexResponse, RepositoryEntry};
 
 /// A counter that changes on every visible mutation of a store; the basis for caching.
 ///
@@ -129,26 +129,17 @@ pub struct Capabilities {
     /// Search ranks by a text-relevance model (BM25 or similar) rather than by simple
     /// term counting; exact rankings then differ between backends.
     pub ranked_search: bool,
-    /// Several processes can share the data (replicas see the writer's changes).
-    pub shared: bool,
 }
 
 impl Capabilities {
     /// Capabilities with every flag off.
     pub const NONE: Capabilities = Capabilities {
         ranked_search: false,
-        shared: false,
     };
 
     /// Sets `ranked_search`.
     pub const fn with_ranked_search(mut self, on: bool) -> Self {
         self.ranked_search = on;
-        self
-    }
-
-    /// Sets `shared`.
-    pub const fn with_shared(mut self, on: bool) -> Self {
-        self.shared = on;
         self
     }
 }

@@ -74,8 +74,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flagstate_core::index::RepositoryEntry;
 use flagstate_core::model::{Manifest, RepositorySnapshot, TagChange};
+use flagstate_core::response::RepositoryEntry;
 use flagstate_core::store::StoreNotReady;
 use flagstate_core::{
     Capabilities, Digest, GcStats, Generation, IndexQuery, RepositoryName, SearchPage, Store,
@@ -339,8 +339,6 @@ impl Store for PgStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE
-            .with_ranked_search(true)
-            .with_shared(true)
+        Capabilities::NONE.with_ranked_search(true)
     }
 }

@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flagstate_core::index::RepositoryEntry;
 use flagstate_core::model::{Image, ImageList, ListEntry, Manifest, Platform};
+use flagstate_core::response::RepositoryEntry;
 use flagstate_core::{Digest, IndexQuery, RepositoryName, StoreError, Tag};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};

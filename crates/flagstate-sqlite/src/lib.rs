@@ -23,6 +23,9 @@
 //!   [`IndexQuery::evaluate_repository`] over exactly those tags, so it is identical to
 //!   the reference semantics by construction. SQL text is shaped by the typed query and
 //!   every value is a bound parameter.
+//! - **Sharing**: processes on one host can share the file, a writer and read-only
+//!   servers (WAL: readers see each commit); not over network filesystems, where SQLite's
+//!   locking cannot be relied on.
 //! - **Generation** (`generation`): known in-process. The store's own commits record it at
 //!   once; another process's commits on the same file are seen within
 //!   [`SqliteOptions::generation_refresh`] (the `meta` row is read at most once per
@@ -260,11 +263,6 @@ impl Store for SqliteStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // Processes on one host can share the file: a writer and read-only servers,
-        // which see each commit (WAL). Not over network filesystems, where SQLite's
-        // locking cannot be relied on.
-        Capabilities::NONE
-            .with_ranked_search(true)
-            .with_shared(true)
+        Capabilities::NONE.with_ranked_search(true)
     }
 }

@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 
 use crate::digest::Digest;
-use crate::index::RepositoryEntry;
 use crate::model::{
     DOCKER_MANIFEST_LIST, Image, ImageList, ListEntry, Manifest, OCI_INDEX, OCI_MANIFEST, Platform,
     RepositorySnapshot, TagChange,
 };
 use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
+use crate::response::RepositoryEntry;
 
 /// The digest fixtures derive from `seed`.
 pub fn digest(seed: &str) -> Digest {

@@ -54,10 +54,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 
 use crate::digest::Digest;
-use crate::index::RepositoryEntry;
 use crate::model::{Manifest, RepositorySnapshot, TagChange};
 use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
+use crate::response::RepositoryEntry;
 use crate::store::{
     Capabilities, GcStats, Generation, SearchPage, Store, StoreError, StoreNotReady,
 };

@@ -6,9 +6,9 @@ use super::fixtures::{
 };
 use super::ok;
 use crate::digest::Digest;
-use crate::index::RepositoryEntry;
 use crate::model::{Image, RepositorySnapshot};
 use crate::query::IndexQuery;
+use crate::response::RepositoryEntry;
 use crate::store::Store;
 
 pub(super) async fn run(store: &dyn Store, raw: &str) -> Vec<RepositoryEntry> {

@@ -11,10 +11,10 @@ use rand::{Rng, SeedableRng};
 use super::fixtures::{ListFixture, image, list, put_image, put_list, repository_name, tag_name};
 use super::ok;
 use crate::digest::Digest;
-use crate::index::IndexResponse;
 use crate::model::{Image, Manifest, Platform, RepositorySnapshot, TagChange};
 use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
+use crate::response::IndexResponse;
 use crate::store::Store;
 
 const OSES: &[&str] = &["linux", "linux", "windows"];
@@ -33,7 +33,7 @@ struct Model {
 }
 
 impl Model {
-    fn expected(&self, query: &IndexQuery) -> Vec<crate::index::RepositoryEntry> {
+    fn expected(&self, query: &IndexQuery) -> Vec<crate::response::RepositoryEntry> {
         self.repositories
             .iter()
             .filter_map(|(name, tags)| {

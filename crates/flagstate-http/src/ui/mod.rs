@@ -38,7 +38,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::get;
-use flagstate_core::index::RepositoryEntry;
+use flagstate_core::response::RepositoryEntry;
 use flagstate_core::{IndexQuery, Store, StoreError};
 use tokio::sync::Semaphore;
 

@@ -12,9 +12,9 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use flagstate_core::conformance::fixtures::{flatpak_app, image, list, repo};
-use flagstate_core::index::RepositoryEntry;
 use flagstate_core::indexer::{Indexer, IndexerConfig};
 use flagstate_core::registry::{RegistryClient, RegistryConfig, RetryPolicy};
+use flagstate_core::response::RepositoryEntry;
 use flagstate_core::{
     Digest, GcStats, Generation, Manifest, MemoryStore, RepositorySnapshot, SearchPage, Store,
     StoreError, TagChange,

@@ -1,4 +1,4 @@
-//! The index JSON format of the registry index protocol, and its deterministic writer.
+//! The JSON answer of the registry index protocol (`/index/*`), and its deterministic writer.
 //!
 //! Field names and omission rules follow the protocol exactly: `Annotations` and `Labels`
 //! are left out when empty, `Images` and `Lists` are always present, `MediaType` and `OS`
