@@ -440,7 +440,8 @@ impl DatabaseSettings {
     }
 }
 
-/// `cache.*`: `Cache-Control: max-age` of the answers.
+/// `cache.*`: `Cache-Control: max-age` of the answers, and the bounds of the in-memory
+/// caches of index answers and of rendered web UI pages.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
@@ -450,6 +451,15 @@ pub struct CacheSettings {
     /// For HTML pages.
     #[serde(with = "duration")]
     pub max_age_html: Duration,
+    /// Most distinct index answers kept.
+    pub index_entries: usize,
+    /// Bytes the kept index answers may take (bodies counted twice, for their
+    /// compressed variants).
+    pub index_bytes: usize,
+    /// Most distinct web UI pages (per host and URL) kept rendered.
+    pub page_entries: usize,
+    /// Bytes the kept pages may take (counted like `index_bytes`).
+    pub page_bytes: usize,
 }
 
 impl Default for CacheSettings {
@@ -458,6 +468,10 @@ impl Default for CacheSettings {
         CacheSettings {
             max_age_index: http.max_age_index,
             max_age_html: http.max_age_html,
+            index_entries: http.index_cache_entries,
+            index_bytes: http.index_cache_bytes,
+            page_entries: http.page_cache_entries,
+            page_bytes: http.page_cache_bytes,
         }
     }
 }
@@ -697,6 +711,10 @@ impl Config {
                 self.query.max_pattern_bytes as u64,
             ),
             ("query.max_match_cost", self.query.max_match_cost),
+            ("cache.index_entries", self.cache.index_entries as u64),
+            ("cache.index_bytes", self.cache.index_bytes as u64),
+            ("cache.page_entries", self.cache.page_entries as u64),
+            ("cache.page_bytes", self.cache.page_bytes as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be at least 1"));

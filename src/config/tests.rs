@@ -450,3 +450,35 @@ fn sqlite_synchronous_and_check_on_open() {
         Ok(())
     });
 }
+
+#[test]
+fn cache_bounds_reach_the_http_layer_and_zero_is_refused() {
+    Jail::expect_with(|jail| {
+        let defaults = crate::setup::http_config(&load(jail, "{}\n").unwrap());
+        let http = flagstate_http::HttpConfig::default();
+        assert_eq!(defaults.index_cache_entries, http.index_cache_entries);
+        assert_eq!(defaults.page_cache_bytes, http.page_cache_bytes);
+
+        let c = load(
+            jail,
+            "cache: {index_entries: 10, index_bytes: 2000, page_entries: 3, page_bytes: 4000}\n",
+        )
+        .unwrap();
+        let h = crate::setup::http_config(&c);
+        assert_eq!(
+            (
+                h.index_cache_entries,
+                h.index_cache_bytes,
+                h.page_cache_entries,
+                h.page_cache_bytes
+            ),
+            (10, 2000, 3, 4000)
+        );
+        for key in ["index_entries", "index_bytes", "page_entries", "page_bytes"] {
+            let c = load(jail, &format!("cache: {{{key}: 0}}\n")).unwrap();
+            let e = c.validate(false).unwrap_err().to_string();
+            assert!(e.contains(&format!("cache.{key}")), "{e}");
+        }
+        Ok(())
+    });
+}

@@ -13,7 +13,8 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use flagstate_core::query::CostBudget;
 use flagstate_core::sync::lock;
@@ -22,8 +23,10 @@ use lru::LruCache;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::encoding::{Coding, compress};
+use crate::conditional::Validators;
+use crate::encoding::{Coding, compress, negotiate};
 use crate::error::HttpError;
+use crate::index::names_body;
 
 /// One cached answer: the JSON body, its hash, and its compressed variants.
 #[derive(Debug)]
@@ -110,6 +113,38 @@ impl CachedBody {
         })
         .await
         .cloned()
+    }
+}
+
+impl CachedBody {
+    /// The response to a `GET`/`HEAD` of this body: `304` when `If-None-Match` names it
+    /// (in any coding), else `200` in the coding `request` accepts best, with its strong
+    /// ETag, `Content-Type`, `Content-Length` (so `HEAD` tells it too), `cache_control`
+    /// and `Vary: Accept-Encoding`. Index answers and UI pages are answered by this one
+    /// function.
+    pub async fn respond(
+        &self,
+        request: &HeaderMap,
+        content_type: HeaderValue,
+        cache_control: HeaderValue,
+    ) -> Result<Response, HttpError> {
+        let coding = negotiate(request);
+        let validators = Validators::new(self.etag(coding).clone())
+            .cache_control(cache_control)
+            .vary(HeaderValue::from_static("Accept-Encoding"));
+        if names_body(request, self.hash()) {
+            return Ok(validators.not_modified());
+        }
+        let bytes = self.encoded(coding).await?;
+        let length = bytes.len();
+        let mut response = bytes.into_response();
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_TYPE, content_type);
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        if let Some(token) = coding.header_token() {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(token));
+        }
+        Ok(validators.apply(response))
     }
 }
 
@@ -244,15 +279,16 @@ impl IndexCache {
     ///
     /// A failed build caches nothing. A request that observed an older generation than
     /// the cache holds (it raced a change) builds without caching.
-    pub async fn get_or_build<F, Fut>(
+    pub async fn get_or_build<F, Fut, E>(
         &self,
         key: &str,
         generation: Generation,
         build: F,
-    ) -> Result<(Arc<CachedBody>, Lookup), HttpError>
+    ) -> Result<(Arc<CachedBody>, Lookup), E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Bytes, HttpError>>,
+        Fut: Future<Output = Result<Bytes, E>>,
+        E: From<HttpError>,
     {
         let cell = {
             let mut inner = lock(&self.inner);
@@ -282,11 +318,17 @@ impl IndexCache {
                 async move {
                     let _permit = self.build_permit().await?;
                     let body = build().await?;
-                    Ok::<_, HttpError>(Arc::new(CachedBody::new(generation, body)))
+                    Ok::<_, E>(Arc::new(CachedBody::new(generation, body)))
                 }
             })
-            .await?
-            .clone();
+            .await;
+        let entry = match entry {
+            Ok(entry) => entry.clone(),
+            Err(e) => {
+                self.forget_empty(key, &cell);
+                return Err(e);
+            }
+        };
         if !built {
             return Ok((entry, Lookup::Hit));
         }
@@ -318,6 +360,20 @@ impl IndexCache {
             inner.bytes = inner.bytes.saturating_sub(evicted.bytes);
         }
         cell
+    }
+
+    /// Removes the slot of `key` after its build failed, unless another request has
+    /// filled it (or replaced it) meanwhile: failures leave nothing behind, so requests
+    /// that fail (unknown pages, refused queries) cannot crowd answers out of the cache.
+    fn forget_empty(&self, key: &str, cell: &Arc<OnceCell<Arc<CachedBody>>>) {
+        let mut inner = lock(&self.inner);
+        let stale = inner
+            .entries
+            .peek(key)
+            .is_some_and(|slot| Arc::ptr_eq(&slot.cell, cell) && !slot.cell.initialized());
+        if stale {
+            inner.entries.pop(key);
+        }
     }
 
     /// Charges a freshly built entry to the byte budget and evicts least recently used
@@ -395,6 +451,7 @@ mod tests {
             .get_or_build("q", 1, || async { Err(HttpError::Internal("boom".into())) })
             .await;
         assert!(err.is_err());
+        assert!(cache.is_empty(), "a failed build leaves no slot behind");
         let (a, l) = cache
             .get_or_build("q", 1, || async { body("ok") })
             .await
@@ -417,7 +474,11 @@ mod tests {
         for k in ["a", "b", "c", "d"] {
             let text = k.repeat(100);
             cache
-                .get_or_build(k, 1, || async move { Ok(Bytes::from(text)) })
+                .get_or_build(
+                    k,
+                    1,
+                    || async move { Ok::<_, HttpError>(Bytes::from(text)) },
+                )
                 .await
                 .unwrap();
         }

@@ -37,6 +37,13 @@ pub fn if_none_match(request: &HeaderMap, current: impl Fn(&str) -> bool) -> boo
 }
 
 /// The headers a representation carries on both its `200` and its `304`: `ETag`,
+/// The `Cache-Control` value `max-age=<whole seconds of max_age>`.
+pub fn max_age_value(max_age: Duration) -> HeaderValue {
+    // Digits after an ASCII prefix are always a valid header value.
+    HeaderValue::try_from(format!("max-age={}", max_age.as_secs()))
+        .unwrap_or(HeaderValue::from_static("max-age=0"))
+}
+
 /// `Cache-Control` and `Vary`, each only when set.
 #[derive(Debug, Clone, Default)]
 pub struct Validators {
@@ -71,7 +78,7 @@ impl Validators {
 
     /// Sets `Cache-Control: max-age=<seconds of max_age>`.
     pub fn max_age(mut self, max_age: Duration) -> Self {
-        self.cache_control = HeaderValue::try_from(format!("max-age={}", max_age.as_secs())).ok();
+        self.cache_control = Some(max_age_value(max_age));
         self
     }
 

@@ -42,6 +42,12 @@ pub struct HttpConfig {
     /// Budget of the response cache in bytes (uncompressed bodies counted twice, to leave
     /// room for their compressed variants).
     pub index_cache_bytes: usize,
+    /// Most distinct web UI pages (host and URL) kept rendered in the page cache, which
+    /// is separate from the index cache so that browsing cannot evict index answers.
+    pub page_cache_entries: usize,
+    /// Budget of the page cache in bytes (counted like
+    /// [`index_cache_bytes`](Self::index_cache_bytes)).
+    pub page_cache_bytes: usize,
     /// Longest wait `POST /assert?timeout=N` may ask for; larger values are capped.
     pub max_assert_timeout: Duration,
     /// Event ids remembered to acknowledge redelivered notifications without re-applying.
@@ -75,6 +81,8 @@ impl Default for HttpConfig {
             icons_uri: "/icons/".to_owned(),
             index_cache_entries: 1024,
             index_cache_bytes: 256 * 1024 * 1024,
+            page_cache_entries: 1024,
+            page_cache_bytes: 32 * 1024 * 1024,
             max_assert_timeout: Duration::from_secs(300),
             recent_event_ids: 10_000,
             query_limits: flagstate_core::query::QueryLimits::default(),

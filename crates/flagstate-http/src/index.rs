@@ -10,15 +10,15 @@
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 use bytes::Bytes;
 use flagstate_core::icons::IconStore;
 use flagstate_core::{IndexQuery, IndexResponse, StoreExt};
 
 use crate::cache::{CachedBody, Lookup, ParsedQuery};
-use crate::conditional::{Validators, if_none_match};
-use crate::encoding::{Coding, negotiate};
+use crate::conditional::if_none_match;
+use crate::encoding::Coding;
 use crate::error::HttpError;
 use crate::state::AppState;
 
@@ -89,7 +89,7 @@ pub async fn answer(state: &AppState, raw_query: &str) -> Result<Arc<CachedBody>
             if let Some(icons) = state.icon_store() {
                 response = extract_icons(icons.clone(), response).await?;
             }
-            Ok(Bytes::from(response.to_json()))
+            Ok::<_, HttpError>(Bytes::from(response.to_json()))
         })
         .await?;
     match lookup {
@@ -123,31 +123,16 @@ async fn serve(
     headers: &HeaderMap,
 ) -> Result<Response, HttpError> {
     let body = answer(state, raw_query).await?;
-    let coding = negotiate(headers);
     let cache_control = match kind {
         Kind::Static => state.index_cache_control().clone(),
         Kind::Dynamic => HeaderValue::from_static("no-store"),
     };
-    let validators = Validators::new(body.etag(coding).clone())
-        .cache_control(cache_control)
-        .vary(HeaderValue::from_static("Accept-Encoding"));
-    if names_body(headers, body.hash()) {
-        return Ok(validators.not_modified());
-    }
-    let bytes = body.encoded(coding).await?;
-    let length = bytes.len();
-    let mut response = bytes.into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
+    body.respond(
+        headers,
         HeaderValue::from_static("application/json"),
-    );
-    // Set explicitly so `HEAD` (whose body the router drops) still tells the length.
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    if let Some(token) = coding.header_token() {
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(token));
-    }
-    Ok(validators.apply(response))
+        cache_control,
+    )
+    .await
 }
 
 /// Whether `If-None-Match` names a body with this hash: `*`, or any entity tag whose

@@ -29,6 +29,8 @@ struct Inner {
     indexer: Option<Arc<Indexer>>,
     config: HttpConfig,
     cache: IndexCache,
+    /// Rendered web UI pages, per (host, URL) and generation.
+    pages: Arc<IndexCache>,
     recent: RecentEvents,
     metrics: Metrics,
     index_cache_control: HeaderValue,
@@ -46,12 +48,16 @@ impl AppState {
             config.index_cache_bytes,
             config.max_concurrent_builds,
         );
+        // Pages take no build permit of their own: the broad queries inside them take the
+        // index cache's (`UiContext::query`), and a page holding one while asking for
+        // another could wait on itself.
+        let pages = Arc::new(IndexCache::new(
+            config.page_cache_entries,
+            config.page_cache_bytes,
+        ));
         let limiter = RequestLimiter::new(config.max_in_flight);
         let recent = RecentEvents::new(config.recent_event_ids);
-        // `max-age=<digits>` is always a valid header value.
-        let index_cache_control =
-            HeaderValue::from_str(&format!("max-age={}", config.max_age_index.as_secs()))
-                .unwrap_or(HeaderValue::from_static("max-age=0"));
+        let index_cache_control = crate::conditional::max_age_value(config.max_age_index);
         let icons = config
             .icons_dir
             .as_ref()
@@ -63,6 +69,7 @@ impl AppState {
                 indexer,
                 config,
                 cache,
+                pages,
                 recent,
                 metrics: Metrics::new(),
                 index_cache_control,
@@ -95,6 +102,11 @@ impl AppState {
     /// The index response cache.
     pub fn cache(&self) -> &IndexCache {
         &self.inner.cache
+    }
+
+    /// The web UI's page cache.
+    pub fn page_cache(&self) -> &Arc<IndexCache> {
+        &self.inner.pages
     }
 
     /// Event ids recently applied.
@@ -139,5 +151,6 @@ impl FromRef<AppState> for crate::ui::UiContext {
             state.config().max_age_html,
         )
         .with_build_limit(state.cache().builds())
+        .with_page_cache(state.page_cache().clone())
     }
 }

@@ -16,7 +16,6 @@ use super::error::UiError;
 use super::layout::{Layout, Section};
 use super::params::{Pagination, Params, link};
 use super::reference::find_icon;
-use super::response;
 
 /// An image carrying a Flatpak, with the tags that reach it (its own, or its list's).
 type Carrier<'a> = (&'a ImageEntry, &'a [String]);
@@ -63,6 +62,16 @@ pub async fn page(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, UiError> {
+    ui.cached_page(&headers, &uri, || render(&ui, raw, &headers, &uri))
+        .await
+}
+
+async fn render(
+    ui: &UiContext,
+    raw: Option<String>,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<String, UiError> {
     let params = Params::parse(raw.as_deref())?;
     let page_no = params.page()?;
     let query = IndexQuery::new()
@@ -106,7 +115,7 @@ pub async fn page(
         link("/apps", &[("page", &n.to_string())])
     })?;
     let apps: Vec<AppCard> = apps.drain(pagination.range()).collect();
-    let (remote, remote_url) = remote_for(&headers, &uri);
+    let (remote, remote_url) = remote_for(headers, uri);
     let page = AppsPage {
         layout: Layout::new(Section::Apps),
         apps,
@@ -114,7 +123,7 @@ pub async fn page(
         remote,
         remote_url,
     };
-    response::page(&page, &headers, ui.max_age_html())
+    Ok(page.render()?)
 }
 
 /// `kind/id/arch/branch` → `kind/id//branch`; other shapes are kept whole.

@@ -23,6 +23,10 @@ pub enum UiError {
     /// A template failed to render; `500`.
     #[error("rendering failed: {0}")]
     Render(#[from] askama::Error),
+    /// Serving the rendered page failed (compressing it, or the build limiter); `500`,
+    /// or `503` for an overload.
+    #[error(transparent)]
+    Http(#[from] crate::error::HttpError),
 }
 
 impl UiError {
@@ -33,6 +37,7 @@ impl UiError {
             UiError::NotFound(_) => StatusCode::NOT_FOUND,
             UiError::Store(StoreError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             UiError::Store(_) | UiError::Render(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            UiError::Http(e) => e.status(),
         }
     }
 }

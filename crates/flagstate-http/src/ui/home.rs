@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use askama::Template;
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use flagstate_core::{Filter, IndexQuery, RepositoryEntry, RepositoryName, Store};
 
@@ -13,7 +13,6 @@ use super::cards::RepoCard;
 use super::error::UiError;
 use super::layout::{Layout, Section};
 use super::params::{Pagination, Params, link};
-use super::response;
 
 #[derive(Template)]
 #[template(path = "home.html")]
@@ -28,7 +27,12 @@ pub async fn page(
     State(ui): State<UiContext>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Response, UiError> {
+    ui.cached_page(&headers, &uri, || render(&ui, raw)).await
+}
+
+async fn render(ui: &UiContext, raw: Option<String>) -> Result<String, UiError> {
     let params = Params::parse(raw.as_deref())?;
     let page = params.page()?;
     let names: Vec<String> = (ui.store().repositories().await?)
@@ -44,7 +48,7 @@ pub async fn page(
         cards,
         pagination,
     };
-    response::page(&page, &headers, ui.max_age_html())
+    Ok(page.render()?)
 }
 
 /// Cards for `names`, in that order, from one store query. A repository without tags

@@ -19,7 +19,6 @@ use super::error::UiError;
 use super::layout::{Layout, Section};
 use super::reference::{PullCommand, RegistryHost, find_icon};
 use super::repository::{known_repository, repository_entry, repository_name};
-use super::response;
 
 /// What an image says about the Flatpak it carries.
 pub struct FlatpakView {
@@ -92,11 +91,15 @@ pub async fn page(
     State(ui): State<UiContext>,
     Path(digest): Path<String>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Response, UiError> {
-    let digest = parse_digest(&digest)?;
-    let manifest = load(&ui, &digest).await?;
-    let page = build(&ui, manifest, None, Vec::new(), Vec::new(), Vec::new()).await?;
-    response::page(&page, &headers, ui.max_age_html())
+    ui.cached_page(&headers, &uri, || async {
+        let digest = parse_digest(&digest)?;
+        let manifest = load(&ui, &digest).await?;
+        let page = build(&ui, manifest, None, Vec::new(), Vec::new(), Vec::new()).await?;
+        Ok(page.render()?)
+    })
+    .await
 }
 
 /// `GET /r/<name>/@<digest>`: like `/i/<digest>`, but only for manifests the repository
@@ -107,7 +110,7 @@ pub async fn in_repository(
     digest: &str,
     headers: &HeaderMap,
     uri: &Uri,
-) -> Result<Response, UiError> {
+) -> Result<String, UiError> {
     let repository = repository_name(name)?;
     let tags_map = known_repository(ui, &repository).await?;
     let digest = parse_digest(digest)?;
@@ -136,7 +139,7 @@ pub async fn in_repository(
     }
     let manifest = load(ui, &digest).await?;
     let page = build(ui, manifest, Some(name), tags, parents, pull).await?;
-    response::page(&page, headers, ui.max_age_html())
+    Ok(page.render()?)
 }
 
 fn parse_digest(raw: &str) -> Result<Digest, UiError> {

@@ -12,8 +12,11 @@
 //! | `/apps` | Flatpak applications and runtimes, named from their AppStream data |
 //! | `/static/style-<hash>.css` | the stylesheet, cached for a year (the name changes with it) |
 //!
-//! Every page carries a strong `ETag` (a hash of its body), answers `If-None-Match` with
-//! `304`, and says `Cache-Control: max-age=<max_age_html>`. Everything taken from the
+//! Every page carries a strong `ETag` (the SHA-256 of its body), answers `If-None-Match`
+//! with `304`, is compressed when the client accepts it, and says
+//! `Cache-Control: max-age=<max_age_html>`. With a page cache
+//! ([`UiContext::with_page_cache`], which the server sets) a page is rendered once per
+//! (host, URL) and store generation. Everything taken from the
 //! registry (labels, annotations, names) is escaped by the templates; a strict
 //! `Content-Security-Policy` forbids scripts on top of that.
 //!
@@ -37,10 +40,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::FromRef;
+use axum::http::{HeaderMap, Uri, header};
+use axum::response::Response;
 use axum::routing::get;
+use bytes::Bytes;
 use flagstate_core::response::RepositoryEntry;
 use flagstate_core::{IndexQuery, Store, StoreError};
 use tokio::sync::Semaphore;
+
+use crate::cache::{CachedBody, IndexCache};
 
 pub use error::UiError;
 pub use flagstate_core::flatpak::AppStream;
@@ -56,6 +64,7 @@ pub struct UiContext {
     registry: String,
     max_age_html: Duration,
     builds: Option<Arc<Semaphore>>,
+    pages: Option<Arc<IndexCache>>,
 }
 
 impl UiContext {
@@ -69,7 +78,46 @@ impl UiContext {
             registry: registry.into(),
             max_age_html,
             builds: None,
+            pages: None,
         }
+    }
+
+    /// Keeps rendered pages in `pages`, per (`Host`, URL) and store generation: a page
+    /// asked for again before the index changes is served without reading the store or
+    /// rendering. Concurrent requests for the same missing page share one build.
+    pub fn with_page_cache(mut self, pages: Arc<IndexCache>) -> Self {
+        self.pages = Some(pages);
+        self
+    }
+
+    /// Answers a page: from the page cache when it holds it for the current generation,
+    /// else built by `build` (and cached when a cache is set). Errors of `build` are
+    /// answered as they are and never cached. Everything a page shows comes from the
+    /// store, the URL and the `Host` header (pull commands name the host when the
+    /// registry URL is relative), so those make the key.
+    pub(crate) async fn cached_page<F, Fut>(
+        &self,
+        request: &HeaderMap,
+        uri: &Uri,
+        build: F,
+    ) -> Result<Response, UiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<String, UiError>>,
+    {
+        let render = || async move { build().await.map(Bytes::from) };
+        let Some(pages) = &self.pages else {
+            let body = CachedBody::new(0, render().await?);
+            return response::respond(&body, request, self.max_age_html).await;
+        };
+        let generation = self.store.generation().await?;
+        let host = request
+            .get(header::HOST)
+            .map(|h| String::from_utf8_lossy(h.as_bytes()))
+            .unwrap_or_default();
+        let key = format!("{host}\n{uri}");
+        let (body, _) = pages.get_or_build(&key, generation, render).await?;
+        response::respond(&body, request, self.max_age_html).await
     }
 
     /// Makes broad queries ([`query`](Self::query)) wait for one of `builds`' permits,

@@ -17,7 +17,6 @@ use super::error::UiError;
 use super::image;
 use super::layout::{Layout, Section};
 use super::reference::{PullCommand, RegistryHost};
-use super::response;
 
 /// A tag and what it points at.
 struct TagRow {
@@ -81,13 +80,23 @@ pub async fn page(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, UiError> {
+    ui.cached_page(&headers, &uri, || render(&ui, &path, &headers, &uri))
+        .await
+}
+
+async fn render(
+    ui: &UiContext,
+    path: &str,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<String, UiError> {
     if let Some((name, digest)) = path.split_once("/@") {
-        return image::in_repository(&ui, name, digest, &headers, &uri).await;
+        return image::in_repository(ui, name, digest, headers, uri).await;
     }
     let name = path.trim_end_matches('/');
     let repository = repository_name(name)?;
-    let tags = known_repository(&ui, &repository).await?;
-    let entry = repository_entry(&ui, &repository).await?;
+    let tags = known_repository(ui, &repository).await?;
+    let entry = repository_entry(ui, &repository).await?;
     let mut list_manifests = BTreeMap::new();
     for list in entry.iter().flat_map(|e| &e.lists) {
         if let Some(Manifest::List(l)) = ui.store().manifest(&list.digest).await? {
@@ -198,7 +207,7 @@ pub async fn page(
         })
         .collect();
 
-    let host = RegistryHost::resolve(ui.registry(), &headers, &uri);
+    let host = RegistryHost::resolve(ui.registry(), headers, uri);
     let pull = newest
         .as_ref()
         .map(|t| host.pull_commands(name, &format!(":{t}")))
@@ -215,7 +224,7 @@ pub async fn page(
         images,
         lists,
     };
-    response::page(&page, &headers, ui.max_age_html())
+    Ok(page.render()?)
 }
 
 fn unknown(name: &str) -> UiError {

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use askama::Template;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest as _, Sha256};
 
 use super::error::UiError;
-use crate::conditional::{Validators, if_none_match};
+use crate::cache::CachedBody;
+use crate::conditional::max_age_value;
 
 /// Pages run no script and embed images only from the registry's labels (data: URIs or
 /// URLs), so everything else can be refused outright; a label that slips markup past the
@@ -34,27 +33,20 @@ pub fn security_headers(headers: &mut HeaderMap) {
     );
 }
 
-/// The opaque part of a body's strong ETag: a prefix of its SHA-256.
-fn tag_of(body: &[u8]) -> String {
-    let mut hash = hex::encode(Sha256::digest(body));
-    hash.truncate(32);
-    hash
-}
-
-/// Renders `template` as a `200` page, or `304` when the client already has it.
-pub fn page<T: Template>(
-    template: &T,
+/// The response for a rendered page (see [`CachedBody::respond`]: ETag, `304`,
+/// compression) with `Cache-Control: max-age` and the security headers.
+pub async fn respond(
+    body: &CachedBody,
     request: &HeaderMap,
     max_age: Duration,
 ) -> Result<Response, UiError> {
-    let body = template.render()?;
-    let tag = tag_of(body.as_bytes());
-    let validators = Validators::quoted(&tag).max_age(max_age);
-    let mut response = if if_none_match(request, |t| t == tag) {
-        validators.not_modified()
-    } else {
-        validators.apply(html(body))
-    };
+    let mut response = body
+        .respond(
+            request,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+            max_age_value(max_age),
+        )
+        .await?;
     security_headers(response.headers_mut());
     Ok(response)
 }

@@ -3,7 +3,7 @@
 
 use askama::Template;
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use flagstate_core::{Filter, IndexQuery, RepositoryEntry};
 
@@ -12,7 +12,7 @@ use super::error::UiError;
 use super::home::entries_for;
 use super::layout::{Layout, Section};
 use super::params::{Pagination, Params, link};
-use super::{PAGE_SIZE, UiContext, response};
+use super::{PAGE_SIZE, UiContext};
 
 /// With filters, text hits are checked against the filter query in batches of this many,
 /// best first …
@@ -72,7 +72,12 @@ pub async fn page(
     State(ui): State<UiContext>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Response, UiError> {
+    ui.cached_page(&headers, &uri, || render(&ui, raw)).await
+}
+
+async fn render(ui: &UiContext, raw: Option<String>) -> Result<String, UiError> {
     let params = Params::parse(raw.as_deref())?;
     let page_no = params.page()?;
     let text = params.get("q").unwrap_or_default().to_owned();
@@ -168,5 +173,5 @@ pub async fn page(
         architectures: ARCHITECTURES,
         systems: SYSTEMS,
     };
-    response::page(&page, &headers, ui.max_age_html())
+    Ok(page.render()?)
 }
