@@ -456,7 +456,8 @@ pub struct CacheSettings {
     /// Bytes the kept index answers may take (bodies counted twice, for their
     /// compressed variants).
     pub index_bytes: usize,
-    /// Most distinct web UI pages (per host and URL) kept rendered.
+    /// Most distinct web UI pages (per host and URL) kept rendered; `0`: none (every page
+    /// is rendered from the store).
     pub page_entries: usize,
     /// Bytes the kept pages may take (counted like `index_bytes`).
     pub page_bytes: usize,
@@ -713,7 +714,6 @@ impl Config {
             ("query.max_match_cost", self.query.max_match_cost),
             ("cache.index_entries", self.cache.index_entries as u64),
             ("cache.index_bytes", self.cache.index_bytes as u64),
-            ("cache.page_entries", self.cache.page_entries as u64),
             ("cache.page_bytes", self.cache.page_bytes as u64),
         ] {
             if value == 0 {

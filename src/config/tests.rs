@@ -474,11 +474,15 @@ fn cache_bounds_reach_the_http_layer_and_zero_is_refused() {
             ),
             (10, 2000, 3, 4000)
         );
-        for key in ["index_entries", "index_bytes", "page_entries", "page_bytes"] {
+        for key in ["index_entries", "index_bytes", "page_bytes"] {
             let c = load(jail, &format!("cache: {{{key}: 0}}\n")).unwrap();
             let e = c.validate(false).unwrap_err().to_string();
             assert!(e.contains(&format!("cache.{key}")), "{e}");
         }
+        // No page cache at all is a choice, not a mistake.
+        let c = load(jail, "cache: {page_entries: 0}\n").unwrap();
+        assert!(c.validate(false).is_ok());
+        assert_eq!(crate::setup::http_config(&c).page_cache_entries, 0);
         Ok(())
     });
 }

@@ -43,7 +43,8 @@ pub struct HttpConfig {
     /// room for their compressed variants).
     pub index_cache_bytes: usize,
     /// Most distinct web UI pages (host and URL) kept rendered in the page cache, which
-    /// is separate from the index cache so that browsing cannot evict index answers.
+    /// is separate from the index cache so that browsing cannot evict index answers;
+    /// `0` turns the page cache off (every page is rendered from the store).
     pub page_cache_entries: usize,
     /// Budget of the page cache in bytes (counted like
     /// [`index_cache_bytes`](Self::index_cache_bytes)).

@@ -29,8 +29,8 @@ struct Inner {
     indexer: Option<Arc<Indexer>>,
     config: HttpConfig,
     cache: IndexCache,
-    /// Rendered web UI pages, per (host, URL) and generation.
-    pages: Arc<IndexCache>,
+    /// Rendered web UI pages, per (host, URL) and generation; `None` when turned off.
+    pages: Option<Arc<IndexCache>>,
     recent: RecentEvents,
     metrics: Metrics,
     index_cache_control: HeaderValue,
@@ -51,10 +51,12 @@ impl AppState {
         // Pages take no build permit of their own: the broad queries inside them take the
         // index cache's (`UiContext::query`), and a page holding one while asking for
         // another could wait on itself.
-        let pages = Arc::new(IndexCache::new(
-            config.page_cache_entries,
-            config.page_cache_bytes,
-        ));
+        let pages = (config.page_cache_entries > 0).then(|| {
+            Arc::new(IndexCache::new(
+                config.page_cache_entries,
+                config.page_cache_bytes,
+            ))
+        });
         let limiter = RequestLimiter::new(config.max_in_flight);
         let recent = RecentEvents::new(config.recent_event_ids);
         let index_cache_control = crate::conditional::max_age_value(config.max_age_index);
@@ -105,8 +107,8 @@ impl AppState {
     }
 
     /// The web UI's page cache.
-    pub fn page_cache(&self) -> &Arc<IndexCache> {
-        &self.inner.pages
+    pub fn page_cache(&self) -> Option<&Arc<IndexCache>> {
+        self.inner.pages.as_ref()
     }
 
     /// Event ids recently applied.
@@ -145,12 +147,15 @@ impl AppState {
 /// serve both with `router_with(state, ui::routes())`.
 impl FromRef<AppState> for crate::ui::UiContext {
     fn from_ref(state: &AppState) -> Self {
-        crate::ui::UiContext::new(
+        let ui = crate::ui::UiContext::new(
             state.store().clone(),
             state.config().public_registry_url.clone(),
             state.config().max_age_html,
         )
-        .with_build_limit(state.cache().builds())
-        .with_page_cache(state.page_cache().clone())
+        .with_build_limit(state.cache().builds());
+        match state.page_cache() {
+            Some(pages) => ui.with_page_cache(pages.clone()),
+            None => ui,
+        }
     }
 }

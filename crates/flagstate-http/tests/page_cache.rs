@@ -48,7 +48,7 @@ async fn pages_are_built_once_per_generation_and_host() {
     let not_modified = get(&app, "/apps", &[("if-none-match", &etag)]).await;
     assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
     assert_eq!(queries(), built);
-    assert!(!state.page_cache().is_empty());
+    assert!(!state.page_cache().unwrap().is_empty());
 
     // Pull commands name the requested host when the registry URL is relative, so the
     // host is part of the key.
@@ -86,7 +86,11 @@ async fn failed_pages_are_not_cached() {
         get(&app, "/?page=x", &[]).await.status,
         StatusCode::BAD_REQUEST
     );
-    assert_eq!(state.page_cache().len(), 0, "errors leave nothing behind");
+    assert_eq!(
+        state.page_cache().unwrap().len(),
+        0,
+        "errors leave nothing behind"
+    );
     // The store failing is a 503 now and a page again once it is back.
     store.fault.store(1, Ordering::SeqCst);
     assert_eq!(
@@ -95,4 +99,27 @@ async fn failed_pages_are_not_cached() {
     );
     store.fault.store(0, Ordering::SeqCst);
     assert_eq!(get(&app, "/", &[]).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn page_entries_zero_turns_the_page_cache_off() {
+    let store = Arc::new(InstrumentedStore::default());
+    fill(&store.inner).await;
+    let config = HttpConfig {
+        page_cache_entries: 0,
+        ..HttpConfig::default()
+    };
+    let state = AppState::new(store.clone(), None, config);
+    assert!(state.page_cache().is_none());
+    let app = router_with(state, flagstate_http::ui::routes());
+    let first = get(&app, "/apps", &[]).await;
+    let built = store.queries.load(Ordering::SeqCst);
+    let second = get(&app, "/apps", &[]).await;
+    assert_eq!(
+        store.queries.load(Ordering::SeqCst),
+        built * 2,
+        "built every time"
+    );
+    assert_eq!(first.body, second.body);
+    assert_eq!(first.header("etag"), second.header("etag"));
 }
