@@ -158,8 +158,8 @@ impl Default for RegistrySettings {
             password: None,
             token: None,
             repositories: Vec::new(),
-            timeout: Duration::from_secs(30),
-            max_concurrency: 8,
+            timeout: flagstate_core::registry::DEFAULT_TIMEOUT,
+            max_concurrency: flagstate_core::registry::DEFAULT_MAX_CONCURRENCY,
             retry_budget: flagstate_core::registry::DEFAULT_RETRY_BUDGET,
         }
     }

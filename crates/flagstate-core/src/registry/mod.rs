@@ -52,6 +52,11 @@ pub fn install_crypto_provider() {
 /// its digest), so all four are always listed.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
+/// Default of [`RegistryConfig::timeout`]: one request, body included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`RegistryConfig::max_concurrency`], the value every measured scan uses
+/// (`docs/performance.md`).
+pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
 /// Default of [`RegistryConfig::retry_budget`]: long enough to ride out a registry
 /// restart, short enough that a dead registry is reported within seconds rather than
 /// after every remaining request has been retried.
@@ -115,15 +120,15 @@ pub struct RegistryConfig {
 }
 
 impl RegistryConfig {
-    /// A configuration with defaults: anonymous, 30 s timeout, 16 concurrent requests,
-    /// the default retry policy, a retry budget of [`DEFAULT_RETRY_BUDGET`] and no
-    /// configured repositories.
+    /// A configuration with defaults: anonymous, a [`DEFAULT_TIMEOUT`] per request,
+    /// [`DEFAULT_MAX_CONCURRENCY`] requests at once, the default retry policy, a retry
+    /// budget of [`DEFAULT_RETRY_BUDGET`] and no configured repositories.
     pub fn new(url: url::Url) -> Self {
         RegistryConfig {
             url,
             credentials: None,
-            timeout: Duration::from_secs(30),
-            max_concurrency: 16,
+            timeout: DEFAULT_TIMEOUT,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
             retry: RetryPolicy::default(),
             retry_budget: DEFAULT_RETRY_BUDGET,
             repositories: Vec::new(),
