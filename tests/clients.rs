@@ -111,9 +111,7 @@ async fn flatpak_and_podman_read_the_index_and_see_pushes() {
     // Notifications delivered the change, not a second full scan.
     let applied = server.metric("flagstate_events_applied_total").await;
     assert!(applied.unwrap_or(0.0) >= 2.0, "events applied: {applied:?}");
-    let scans = server
-        .metric("flagstate_indexer_full_scans_completed")
-        .await;
+    let scans = server.metric("flagstate_indexer_full_scans_total").await;
     assert_eq!(scans, Some(1.0));
 
     if available("flatpak") {

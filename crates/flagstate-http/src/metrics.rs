@@ -81,9 +81,9 @@ pub struct Metrics {
     scanning: Gauge,
     repositories_done: Gauge,
     repositories_total: Gauge,
-    full_scans: Gauge,
+    full_scans: Counter,
     reconciles_pending: Gauge,
-    indexer_events_failed: Gauge,
+    indexer_events_failed: Counter,
     registry_requests: Family<KindLabels, Counter>,
     registry_retries: Counter,
     registry_not_modified: Counter,
@@ -94,7 +94,7 @@ pub struct Metrics {
     /// Requests answered `503` because they took longer than `request_timeout`.
     pub requests_timed_out: Counter,
     /// Reconcile requests dropped because the queue was full.
-    reconciles_dropped: Gauge,
+    reconciles_dropped: Counter,
     /// The server loop's connection counters.
     pub(crate) connections: ConnectionStats,
 }
@@ -229,9 +229,9 @@ impl Metrics {
                 "flagstate_indexer_scan_repositories",
                 "Repositories to visit in the current or last full scan",
             ),
-            full_scans: gauge(
+            full_scans: counter(
                 &mut r,
-                "flagstate_indexer_full_scans_completed",
+                "flagstate_indexer_full_scans",
                 "Full scans completed since start",
             ),
             reconciles_pending: gauge(
@@ -239,7 +239,7 @@ impl Metrics {
                 "flagstate_indexer_reconciles_pending",
                 "Repositories waiting for a re-scan",
             ),
-            indexer_events_failed: gauge(
+            indexer_events_failed: counter(
                 &mut r,
                 "flagstate_indexer_events_failed",
                 "Events whose application failed since start",
@@ -254,7 +254,7 @@ impl Metrics {
                 "flagstate_http_requests_timed_out",
                 "Requests answered 503 because they exceeded server.request_timeout",
             ),
-            reconciles_dropped: gauge(
+            reconciles_dropped: counter(
                 &mut r,
                 "flagstate_indexer_reconciles_dropped",
                 "Reconcile requests dropped since start because the queue was full \
@@ -328,6 +328,16 @@ impl Metrics {
 
 impl Metrics {
     /// Adds what the registry client counted since the last scrape.
+    /// Brings counters up to totals the indexer keeps (counts since start), so they are
+    /// exported as OpenMetrics counters (`_total`). Serialised with the registry counts'
+    /// lock, so concurrent scrapes cannot add a difference twice.
+    fn sync_totals<const N: usize>(&self, totals: [(&Counter, u64); N]) {
+        let _one_scrape_at_a_time = lock(&self.registry_seen);
+        for (counter, total) in totals {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
     fn count_registry_requests(&self, now: ClientStats) {
         let mut seen = lock(&self.registry_seen);
         let before = *seen;
@@ -399,10 +409,12 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, HttpError
             m.scanning.set(i64::from(s.scanning));
             m.repositories_done.set(clamp(s.repositories_done));
             m.repositories_total.set(clamp(s.repositories_total));
-            m.full_scans.set(clamp(s.full_scans));
             m.reconciles_pending.set(clamp(s.reconciles_pending));
-            m.reconciles_dropped.set(clamp(s.reconciles_dropped));
-            m.indexer_events_failed.set(clamp(s.events_failed));
+            m.sync_totals([
+                (&m.full_scans, s.full_scans),
+                (&m.reconciles_dropped, s.reconciles_dropped),
+                (&m.indexer_events_failed, s.events_failed),
+            ]);
             m.count_registry_requests(indexer.client().stats());
         }
         None => {

@@ -363,6 +363,11 @@ async fn metrics_count_requests_cache_and_store() {
         "flagstate_store_generation 3",
         "flagstate_store_up 1",
         "flagstate_indexer_first_scan_done 1",
+        // Counts since start are counters, exported with `_total`.
+        "# TYPE flagstate_indexer_full_scans counter",
+        "flagstate_indexer_full_scans_total 0",
+        "# TYPE flagstate_indexer_events_failed counter",
+        "# TYPE flagstate_indexer_reconciles_dropped counter",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
