@@ -94,6 +94,30 @@ fn malformed_query_names_the_parameter_with_exit_2() {
     }
 }
 
+/// A parameter that parses but reads like a misspelt operator gets a warning on stderr
+/// (the query itself still runs as written).
+#[test]
+fn likely_typos_in_a_query_are_warned_about() {
+    let out = run(&[
+        "query",
+        "label:org.flatpak.ref:exist=1",
+        "--database",
+        "/nonexistent/x.db",
+    ]);
+    assert!(
+        text(&out.stderr).contains("warning: label:org.flatpak.ref:exist compares")
+            && text(&out.stderr).contains("did you mean label:org.flatpak.ref:exists?"),
+        "{out:?}"
+    );
+    let out = run(&[
+        "query",
+        "label:org.flatpak.ref:exists=1",
+        "--database",
+        "/nonexistent/x.db",
+    ]);
+    assert!(!text(&out.stderr).contains("warning:"), "{out:?}");
+}
+
 #[test]
 fn port_in_use_is_a_runtime_failure() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
