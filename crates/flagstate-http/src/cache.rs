@@ -24,9 +24,9 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::conditional::Validators;
+use crate::conditional::names_body;
 use crate::encoding::{Coding, compress, negotiate};
 use crate::error::HttpError;
-use crate::index::names_body;
 
 /// One cached answer: the JSON body, its hash, and its compressed variants.
 #[derive(Debug)]
@@ -114,9 +114,7 @@ impl CachedBody {
         .await
         .cloned()
     }
-}
 
-impl CachedBody {
     /// The response to a `GET`/`HEAD` of this body: `304` when `If-None-Match` names it
     /// (in any coding), else `200` in the coding `request` accepts best, with its strong
     /// ETag, `Content-Type`, `Content-Length` (so `HEAD` tells it too), `cache_control`

@@ -11,6 +11,8 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::encoding::Coding;
+
 /// Whether `If-None-Match` in `request` names the current representation: it is `*`, or
 /// one of its entity tags has an opaque part (the text between the quotes) for which
 /// `current` answers `true`.
@@ -36,7 +38,20 @@ pub fn if_none_match(request: &HeaderMap, current: impl Fn(&str) -> bool) -> boo
         })
 }
 
-/// The headers a representation carries on both its `200` and its `304`: `ETag`,
+/// Whether `If-None-Match` names a body with this hash: `*`, or any entity tag whose
+/// opaque part is the hash, with or without a coding suffix (so a tag of any encoded
+/// representation matches them all). Parsing and the weak comparison are
+/// [`if_none_match`]'s.
+pub fn names_body(headers: &HeaderMap, hash: &str) -> bool {
+    if_none_match(headers, |opaque| {
+        let base = Coding::COMPRESSED
+            .iter()
+            .find_map(|c| opaque.strip_suffix(c.etag_suffix()))
+            .unwrap_or(opaque);
+        base == hash
+    })
+}
+
 /// The `Cache-Control` value `max-age=<whole seconds of max_age>`.
 pub fn max_age_value(max_age: Duration) -> HeaderValue {
     // Digits after an ASCII prefix are always a valid header value.
@@ -44,6 +59,7 @@ pub fn max_age_value(max_age: Duration) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("max-age=0"))
 }
 
+/// The headers a representation carries on both its `200` and its `304`: `ETag`,
 /// `Cache-Control` and `Vary`, each only when set.
 #[derive(Debug, Clone, Default)]
 pub struct Validators {

@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::conditional::Validators;
+use crate::conditional::names_body;
 use crate::error::HttpError;
-use crate::index::names_body;
 use crate::state::AppState;
 
 fn is_lower_hex(s: &str, len: usize) -> bool {

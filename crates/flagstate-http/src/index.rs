@@ -17,8 +17,6 @@ use flagstate_core::icons::IconStore;
 use flagstate_core::{IndexQuery, IndexResponse, StoreExt};
 
 use crate::cache::{CachedBody, Lookup, ParsedQuery};
-use crate::conditional::if_none_match;
-use crate::encoding::Coding;
 use crate::error::HttpError;
 use crate::state::AppState;
 
@@ -133,18 +131,4 @@ async fn serve(
         cache_control,
     )
     .await
-}
-
-/// Whether `If-None-Match` names a body with this hash: `*`, or any entity tag whose
-/// opaque part is the hash, with or without a coding suffix (so a tag of any encoded
-/// representation matches them all). Parsing and the weak comparison are
-/// [`conditional::if_none_match`](crate::conditional::if_none_match)'s.
-pub fn names_body(headers: &HeaderMap, hash: &str) -> bool {
-    if_none_match(headers, |opaque| {
-        let base = Coding::COMPRESSED
-            .iter()
-            .find_map(|c| opaque.strip_suffix(c.etag_suffix()))
-            .unwrap_or(opaque);
-        base == hash
-    })
 }

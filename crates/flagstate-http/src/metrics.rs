@@ -327,7 +327,6 @@ impl Metrics {
 }
 
 impl Metrics {
-    /// Adds what the registry client counted since the last scrape.
     /// Brings counters up to totals the indexer keeps (counts since start), so they are
     /// exported as OpenMetrics counters (`_total`). Serialised with the registry counts'
     /// lock, so concurrent scrapes cannot add a difference twice.
@@ -338,6 +337,7 @@ impl Metrics {
         }
     }
 
+    /// Adds what the registry client counted since the last scrape.
     fn count_registry_requests(&self, now: ClientStats) {
         let mut seen = lock(&self.registry_seen);
         let before = *seen;
