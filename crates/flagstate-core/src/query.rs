@@ -691,25 +691,17 @@ impl Filter {
 
     /// `label:K=V`: the config label `key` equals `value` (which may be empty).
     pub fn label(key: impl Into<String>, value: impl Into<String>) -> Result<Filter, QueryError> {
-        let test = ValueTest::Equals(BTreeSet::from([value.into()]));
-        let key = checked_key("label", key.into(), &test)?;
-        Ok(Filter::Label { key, test })
+        Keyed::Label.filter(key.into(), ValueTest::equals(value.into()))
     }
 
     /// `label:K:exists=1`: the config label `key` is present.
     pub fn label_exists(key: impl Into<String>) -> Result<Filter, QueryError> {
-        let key = checked_key("label", key.into(), &ValueTest::Exists)?;
-        Ok(Filter::Label {
-            key,
-            test: ValueTest::Exists,
-        })
+        Keyed::Label.filter(key.into(), ValueTest::Exists)
     }
 
     /// `label:K:matches=GLOB`: the config label `key` matches `pattern`.
     pub fn label_matches(key: impl Into<String>, pattern: Pattern) -> Result<Filter, QueryError> {
-        let test = ValueTest::Matches(BTreeSet::from([pattern]));
-        let key = checked_key("label", key.into(), &test)?;
-        Ok(Filter::Label { key, test })
+        Keyed::Label.filter(key.into(), ValueTest::matches(pattern))
     }
 
     /// `annotation:K=V`: the manifest annotation `key` equals `value` (which may be
@@ -718,18 +710,12 @@ impl Filter {
         key: impl Into<String>,
         value: impl Into<String>,
     ) -> Result<Filter, QueryError> {
-        let test = ValueTest::Equals(BTreeSet::from([value.into()]));
-        let key = checked_key("annotation", key.into(), &test)?;
-        Ok(Filter::Annotation { key, test })
+        Keyed::Annotation.filter(key.into(), ValueTest::equals(value.into()))
     }
 
     /// `annotation:K:exists=1`: the manifest annotation `key` is present.
     pub fn annotation_exists(key: impl Into<String>) -> Result<Filter, QueryError> {
-        let key = checked_key("annotation", key.into(), &ValueTest::Exists)?;
-        Ok(Filter::Annotation {
-            key,
-            test: ValueTest::Exists,
-        })
+        Keyed::Annotation.filter(key.into(), ValueTest::Exists)
     }
 
     /// `annotation:K:matches=GLOB`: the manifest annotation `key` matches `pattern`.
@@ -737,9 +723,40 @@ impl Filter {
         key: impl Into<String>,
         pattern: Pattern,
     ) -> Result<Filter, QueryError> {
-        let test = ValueTest::Matches(BTreeSet::from([pattern]));
-        let key = checked_key("annotation", key.into(), &test)?;
-        Ok(Filter::Annotation { key, test })
+        Keyed::Annotation.filter(key.into(), ValueTest::matches(pattern))
+    }
+}
+
+impl ValueTest {
+    fn equals(value: String) -> Self {
+        ValueTest::Equals(BTreeSet::from([value]))
+    }
+
+    fn matches(pattern: Pattern) -> Self {
+        ValueTest::Matches(BTreeSet::from([pattern]))
+    }
+}
+
+/// The two kinds of keyed filter: config labels and manifest annotations.
+#[derive(Clone, Copy)]
+enum Keyed {
+    Label,
+    Annotation,
+}
+
+impl Keyed {
+    /// The filter testing `key` with `test`, if it can be written (see the typed
+    /// constructors of [`Filter`]).
+    fn filter(self, key: String, test: ValueTest) -> Result<Filter, QueryError> {
+        let prefix = match self {
+            Keyed::Label => "label",
+            Keyed::Annotation => "annotation",
+        };
+        let key = checked_key(prefix, key, &test)?;
+        Ok(match self {
+            Keyed::Label => Filter::Label { key, test },
+            Keyed::Annotation => Filter::Annotation { key, test },
+        })
     }
 }
 
@@ -954,18 +971,18 @@ impl IndexQuery {
             "architecture" => return Filter::architecture(value),
             _ => {}
         }
-        let (is_label, rest) = if let Some(rest) = parameter.strip_prefix("label:") {
-            (true, rest)
+        let (keyed, rest) = if let Some(rest) = parameter.strip_prefix("label:") {
+            (Keyed::Label, rest)
         } else if let Some(rest) = parameter.strip_prefix("annotation:") {
-            (false, rest)
+            (Keyed::Annotation, rest)
         } else {
             return Err(QueryError::UnknownParameter {
                 parameter: named(parameter),
             });
         };
-        // The constructors name the parameter as it is written here, so their errors
-        // are the parser's; a key they could refuse as ending in an operator cannot
-        // reach them, because the operator was split off.
+        // `Keyed::filter` (what the typed constructors call) names the parameter as it
+        // is written here, so its errors are the parser's; a key it could refuse as
+        // ending in an operator cannot reach it, because the operator was split off.
         if let Some(key) = rest.strip_suffix(":exists") {
             if value != "1" {
                 return Err(QueryError::ExistsNotOne {
@@ -973,22 +990,11 @@ impl IndexQuery {
                     value: value.chars().take(100).collect(),
                 });
             }
-            if is_label {
-                Filter::label_exists(key)
-            } else {
-                Filter::annotation_exists(key)
-            }
+            keyed.filter(key.to_owned(), ValueTest::Exists)
         } else if let Some(key) = rest.strip_suffix(":matches") {
-            let pattern = pattern(value)?;
-            if is_label {
-                Filter::label_matches(key, pattern)
-            } else {
-                Filter::annotation_matches(key, pattern)
-            }
-        } else if is_label {
-            Filter::label(rest, value)
+            keyed.filter(key.to_owned(), ValueTest::matches(pattern(value)?))
         } else {
-            Filter::annotation(rest, value)
+            keyed.filter(rest.to_owned(), ValueTest::equals(value.to_owned()))
         }
     }
 
