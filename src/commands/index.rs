@@ -258,7 +258,7 @@ async fn scan_and_write(
                 let failed: Vec<_> = scan
                     .repositories_failed
                     .iter()
-                    .map(|f| format!("{}: {}", f.repository, f.error))
+                    .map(ToString::to_string)
                     .collect();
                 report
                     .failed

@@ -64,7 +64,7 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
     bar.finish();
     let report = result?;
     for failure in &report.repositories_failed {
-        eprintln!("failed: {}: {}", failure.repository, failure.error);
+        eprintln!("failed: {failure}");
     }
     let requests = indexer.client().stats();
     println!(

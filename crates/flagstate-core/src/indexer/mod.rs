@@ -159,6 +159,13 @@ pub struct RepositoryFailure {
     pub error: RepositoryError,
 }
 
+/// `repository: error`, the way reports and logs name a failure.
+impl std::fmt::Display for RepositoryFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.repository, self.error)
+    }
+}
+
 /// Why a full scan could not index one repository (completely).
 ///
 /// Errors compare equal when they are of the same kind and read the same: the

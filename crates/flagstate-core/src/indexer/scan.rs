@@ -82,12 +82,8 @@ impl Indexer {
                 *lock(&status.last_scan_duration) = Some(report.duration);
                 *lock(&status.last_scan_error) =
                     report.repositories_failed.first().map(|failure| {
-                        let RepositoryFailure {
-                            repository: name,
-                            error,
-                        } = failure;
                         format!(
-                            "{} of {} repositories failed; first: {name}: {error}",
+                            "{} of {} repositories failed; first: {failure}",
                             report.repositories_failed.len(),
                             report.repositories_total
                         )
