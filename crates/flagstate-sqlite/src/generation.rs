@@ -10,7 +10,6 @@
 //! Generations only grow, so a slow read that finishes after a newer commit was recorded
 //! cannot move the value back.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,8 +19,11 @@ use flagstate_core::Generation;
 #[derive(Debug)]
 pub(crate) struct GenerationCache {
     value: AtomicU64,
-    /// When the database was last read; `None` until the first read.
-    checked: Mutex<Option<Instant>>,
+    /// When the database was last read, as a [`GenerationCache::stamp`]; 0 until the
+    /// first read. Atomic, so a fresh answer takes no lock.
+    checked: AtomicU64,
+    /// What stamps count from.
+    epoch: Instant,
     refreshing: AtomicBool,
     refresh: Duration,
 }
@@ -30,7 +32,8 @@ pub(crate) struct GenerationCache {
 /// included), so a cancelled read never stops later ones.
 pub(crate) struct Refresh<'a> {
     cache: &'a GenerationCache,
-    started: Instant,
+    /// The stamp of when the read began.
+    started: u64,
 }
 
 impl GenerationCache {
@@ -39,20 +42,28 @@ impl GenerationCache {
     pub(crate) fn new(refresh: Duration) -> Self {
         GenerationCache {
             value: AtomicU64::new(0),
-            checked: Mutex::new(None),
+            checked: AtomicU64::new(0),
+            epoch: Instant::now(),
             refreshing: AtomicBool::new(false),
             refresh,
         }
+    }
+
+    /// `at` as nanoseconds after `epoch`, plus one so that no stamp is 0 ("never").
+    fn stamp(&self, at: Instant) -> u64 {
+        let nanos = at.duration_since(self.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
     }
 
     /// The known generation when it is fresh enough (or another caller is reading it
     /// right now); otherwise a [`Refresh`] the caller completes with [`Refresh::done`]
     /// after reading the database.
     pub(crate) fn current(&self) -> Result<Generation, Refresh<'_>> {
-        let now = Instant::now();
-        let checked = *flagstate_core::sync::lock(&self.checked);
-        if let Some(checked) = checked {
-            let fresh = !self.refresh.is_zero() && now.duration_since(checked) < self.refresh;
+        let now = self.stamp(Instant::now());
+        let checked = self.checked.load(Ordering::Acquire);
+        if checked != 0 {
+            let age = Duration::from_nanos(now.saturating_sub(checked));
+            let fresh = !self.refresh.is_zero() && age < self.refresh;
             if fresh || self.refreshing.swap(true, Ordering::AcqRel) {
                 return Ok(self.value.load(Ordering::Acquire));
             }
@@ -77,10 +88,7 @@ impl Refresh<'_> {
     /// Records the generation read from the database; returns the value now known.
     pub(crate) fn done(self, read: Generation) -> Generation {
         let known = self.cache.value.fetch_max(read, Ordering::AcqRel).max(read);
-        let mut checked = flagstate_core::sync::lock(&self.cache.checked);
-        if checked.is_none_or(|c| c < self.started) {
-            *checked = Some(self.started);
-        }
+        self.cache.checked.fetch_max(self.started, Ordering::AcqRel);
         known
     }
 }
