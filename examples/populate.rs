@@ -6,6 +6,7 @@
 //! cargo run --release --example populate -- raw  --registry http://127.0.0.1:5000/ --concurrency 16
 //! cargo run --release --example populate -- scan --registry http://127.0.0.1:5000/ --concurrency 16
 //! cargo run --release --example populate -- raw-rescan --registry http://127.0.0.1:5000/ --concurrency 16
+//! cargo run --release --example populate -- apps --registry http://127.0.0.1:5000/
 //! ```
 //!
 //! `push` writes `--images` tags spread over `--repos` repositories: seven in ten are
@@ -18,6 +19,11 @@
 //! one `tags/list` per repository and one question per tag, asked two ways — a `HEAD`, and a
 //! `GET` carrying `If-None-Match: "<known digest>"` that the registry answers `304` without
 //! reading the manifest.
+//!
+//! `apps` pushes the sample Flatpak applications of the development environment
+//! (`scripts/dev-env`): each as `apps/<id>:latest`, with the labels `flatpak build-bundle
+//! --oci` writes (valid metadata, AppStream and icon) and a layer `podman pull` can
+//! unpack.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +39,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 
+#[allow(dead_code)]
+#[path = "../tests/common/images.rs"]
+mod images;
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 struct Args {
@@ -43,7 +53,7 @@ struct Args {
 impl Args {
     fn parse() -> Result<Args, Error> {
         let mut raw = std::env::args().skip(1);
-        let mode = raw.next().ok_or("usage: populate push|raw|raw-rescan|scan --registry URL [--images N --repos M --concurrency C --seed S]")?;
+        let mode = raw.next().ok_or("usage: populate push|apps|raw|raw-rescan|scan --registry URL [--images N --repos M --concurrency C --seed S]")?;
         let mut options = HashMap::new();
         while let Some(key) = raw.next() {
             let key = key
@@ -85,7 +95,10 @@ async fn main() -> Result<(), Error> {
         "raw" => raw(&args).await,
         "raw-rescan" => raw_rescan(&args).await,
         "scan" => scan(&args).await,
-        other => Err(format!("unknown mode {other:?}; use push, raw, raw-rescan or scan").into()),
+        "apps" => apps(&args).await,
+        other => {
+            Err(format!("unknown mode {other:?}; use push, apps, raw, raw-rescan or scan").into())
+        }
     }
 }
 
@@ -182,6 +195,20 @@ async fn push(args: &Args) -> Result<(), Error> {
     );
     if failed > 0 {
         return Err(format!("{failed} pushes failed").into());
+    }
+    Ok(())
+}
+
+async fn apps(args: &Args) -> Result<(), Error> {
+    let registry = args.registry()?;
+    let pusher = Pusher::new(&registry, None);
+    for app in images::SAMPLE_APPS {
+        let text = format!("{} {}: a sample application image\n", app.name, app.version);
+        let spec = images::pullable(app.image(), &text);
+        let pushed = pusher
+            .push_image(&app.repository(), Some("latest"), &spec)
+            .await?;
+        println!("pushed {}:latest ({})", app.repository(), pushed.digest);
     }
     Ok(())
 }

@@ -59,6 +59,33 @@ pub enum Command {
     /// notifications. Exits 2 on a bad configuration, 1 when a registry could not be read
     /// completely (its files are then left as they were).
     Index(IndexArgs),
+    /// Work with configuration files without starting anything.
+    Config(ConfigArgs),
+}
+
+/// Flags of `config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// What to do with the configuration.
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+/// The subcommands of `config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and validate the configuration (`--config` FILE, `FLAGSTATE_*` variables and
+    /// flags) as `serve` would, and print the settings in force, secrets left out. Opens
+    /// neither the store nor the registry. Exits 2 naming the key when it is invalid.
+    Check(ConfigCheckArgs),
+}
+
+/// Flags of `config check`.
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// `--config` names a regindexer file, checked as `flagstate index` reads it.
+    #[arg(long)]
+    pub index: bool,
 }
 
 /// Flags of `index`.
@@ -130,6 +157,8 @@ impl Cli {
             Command::Serve(args) => !args.read_only,
             Command::Scan | Command::Check => true,
             Command::Query(_) | Command::Index(_) => false,
+            // Checked as `serve` reads it.
+            Command::Config(_) => true,
         }
     }
 

@@ -1,4 +1,4 @@
-//! The `flagstate` binary: `serve`, `scan`, `query`, `check` and `index`.
+//! The `flagstate` binary: `serve`, `scan`, `query`, `check`, `index` and `config check`.
 //!
 //! This file only wires things together: flags ([`cli`]), then what the subcommand needs
 //! (configuration and logging, [`commands::prepare`]), then the subcommand ([`serve`],

@@ -2,6 +2,7 @@
 //! `serve` lives in its own module ([`crate::serve`]).
 
 pub mod check;
+pub mod config;
 pub mod index;
 pub mod query;
 pub mod scan;
@@ -9,7 +10,7 @@ pub mod scan;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, IndexArgs, QueryArgs};
+use crate::cli::{Cli, Command, ConfigCommand, IndexArgs, QueryArgs};
 use crate::config::{Config, ConfigError, LogFormat};
 use crate::error::CliError;
 use crate::logging;
@@ -31,6 +32,10 @@ pub enum Job<'a> {
         /// The command's flags.
         args: &'a IndexArgs,
     },
+    /// `config check`: flagstate's configuration, checked, and the file it came from.
+    ConfigCheck(Config, Option<&'a Path>),
+    /// `config check --index`: the regindexer file to check.
+    ConfigCheckIndex(&'a Path),
 }
 
 /// Loads what the command of `cli` needs (flagstate's configuration, or for `index` the
@@ -60,6 +65,18 @@ pub fn prepare(cli: &Cli) -> Result<Job<'_>, CliError> {
             logging::init(&log)?;
             Job::Index { config, args }
         }
+        // No logging: the check prints its findings and starts nothing.
+        Command::Config(args) => match &args.command {
+            ConfigCommand::Check(check) if check.index => {
+                Job::ConfigCheckIndex(cli.config.as_deref().ok_or_else(|| {
+                    ConfigError::invalid(
+                        "--config",
+                        "`config check --index` needs the regindexer configuration file",
+                    )
+                })?)
+            }
+            ConfigCommand::Check(_) => Job::ConfigCheck(cli.load_config()?, cli.config.as_deref()),
+        },
     })
 }
 
@@ -71,5 +88,7 @@ pub async fn run(job: Job<'_>) -> Result<ExitCode, CliError> {
         Job::Query(args, config) => query::run(args, &config).await,
         Job::Check(config) => check::run(&config).await,
         Job::Index { config, args } => index::run(config, args).await,
+        Job::ConfigCheck(config, source) => config::run(&config, source),
+        Job::ConfigCheckIndex(path) => config::run_index(path),
     }
 }

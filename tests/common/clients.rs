@@ -10,8 +10,13 @@ use tempfile::TempDir;
 /// Whether `program` can be run. When it cannot: panics if the environment requires the
 /// real clients (`FLAGSTATE_REQUIRE_REGISTRY=1`), else prints a loud skip notice.
 pub fn available(program: &str) -> bool {
+    available_with(program, "--version")
+}
+
+/// [`available`] for a program that prints its version with `version_flag` (`nginx -v`).
+pub fn available_with(program: &str, version_flag: &str) -> bool {
     let found = std::process::Command::new(program)
-        .arg("--version")
+        .arg(version_flag)
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {

@@ -133,3 +133,51 @@ pub const WORLD: App = App {
     summary: "Maps of every country",
     version: "2.0",
 };
+
+/// `spec` with a layer real clients can unpack: an uncompressed tar holding `/README`
+/// with `text`. (`podman pull` detects compression from the bytes, so the testkit's
+/// `tar+gzip` media type does not stop it, and the config's diff ID, the digest of the
+/// layer, is then also the digest of its uncompressed content as it must be.)
+pub fn pullable(mut spec: ImageSpec, text: &str) -> ImageSpec {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(text.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(1_704_067_200);
+    let mut archive = tar::Builder::new(Vec::new());
+    archive
+        .append_data(&mut header, "README", text.as_bytes())
+        .expect("tar into memory");
+    spec.layer = archive.into_inner().expect("tar into memory");
+    spec
+}
+
+/// The sample applications of the development environment (`scripts/dev-env`,
+/// `examples/populate.rs apps`).
+pub const SAMPLE_APPS: &[App] = &[
+    HELLO,
+    WORLD,
+    App {
+        id: "org.example.Notes",
+        name: "Notes",
+        summary: "Writes down what you must not forget",
+        version: "3.2",
+    },
+    App {
+        id: "org.example.Calculator",
+        name: "Calculator",
+        summary: "Adds, subtracts and keeps a tape",
+        version: "1.4",
+    },
+    App {
+        id: "org.example.Weather",
+        name: "Weather",
+        summary: "Forecasts for the places you care about",
+        version: "0.9",
+    },
+    App {
+        id: "org.example.Chess",
+        name: "Chess",
+        summary: "Plays a patient game against you",
+        version: "5.0",
+    },
+];
