@@ -74,8 +74,10 @@ pub use memory::MemoryStore;
 pub use model::{Image, ImageList, ListEntry, Manifest, Platform, RepositorySnapshot, TagChange};
 pub use name::{NameError, RepositoryName, Tag};
 pub use query::{Filter, IndexQuery, Pattern, QueryError, ValueTest};
-pub use response::{ImageEntry, IndexResponse, ListEntryOut, RepositoryEntry};
+pub use response::{
+    ImageEntry, IndexResponse, ListEntryOut, RepositoryEntry, ResponseWriter, WriteError,
+};
 pub use store::{
-    Capabilities, GcStats, Generation, SearchHit, SearchPage, Store, StoreError, StoreExt,
-    StoreNotReady,
+    Capabilities, ConsumerGone, EntrySender, EntryStream, GcStats, Generation, SearchHit,
+    SearchPage, Store, StoreError, StoreExt, StoreNotReady,
 };

@@ -124,10 +124,97 @@ impl IndexResponse {
     }
 
     /// Serialises compactly. Deterministic for a normalised response: all maps are
-    /// `BTreeMap`s and all lists are sorted.
+    /// `BTreeMap`s and all lists are sorted. The same bytes as a [`ResponseWriter`] fed
+    /// with `results`.
     pub fn to_json(&self) -> Vec<u8> {
-        // Serialising plain strings and BTreeMaps into a Vec cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        let mut writer = match ResponseWriter::new(Vec::new(), &self.registry) {
+            Ok(writer) => writer,
+            // Writing into a Vec cannot fail.
+            Err(_) => return Vec::new(),
+        };
+        for entry in &self.results {
+            if writer.write_entry(entry).is_err() {
+                return Vec::new();
+            }
+        }
+        writer.finish().unwrap_or_default()
+    }
+}
+
+/// Why a [`ResponseWriter`] could not take an entry.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The output failed.
+    #[error("writing the index answer failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// Entries must come in strictly increasing bytewise name order.
+    #[error("repository {name:?} came after {previous:?}: entries must be in bytewise name order")]
+    OutOfOrder {
+        /// The name that came too late.
+        name: String,
+        /// The name before it.
+        previous: String,
+    },
+}
+
+/// Writes an index answer one repository at a time, so an answer of any size is written
+/// in the memory of one repository entry. Given the entries of a response in bytewise
+/// name order, it writes exactly the bytes of [`IndexResponse::to_json`] (that function
+/// is built on it): each entry is normalised and empty ones are left out.
+#[derive(Debug)]
+pub struct ResponseWriter<W: std::io::Write> {
+    out: W,
+    previous: Option<String>,
+    written: bool,
+}
+
+impl<W: std::io::Write> ResponseWriter<W> {
+    /// Starts an answer naming `registry`.
+    pub fn new(mut out: W, registry: &str) -> Result<Self, WriteError> {
+        out.write_all(b"{\"Registry\":")?;
+        serde_json::to_writer(&mut out, registry).map_err(std::io::Error::from)?;
+        out.write_all(b",\"Results\":[")?;
+        Ok(ResponseWriter {
+            out,
+            previous: None,
+            written: false,
+        })
+    }
+
+    /// Adds one repository: normalised, and left out when it shows nothing. Its name
+    /// must sort (bytewise) after the previous entry's.
+    pub fn push(&mut self, mut entry: RepositoryEntry) -> Result<(), WriteError> {
+        entry.normalize();
+        if entry.is_empty() {
+            return Ok(());
+        }
+        if let Some(previous) = &self.previous
+            && previous.as_bytes() >= entry.name.as_bytes()
+        {
+            return Err(WriteError::OutOfOrder {
+                name: entry.name,
+                previous: previous.clone(),
+            });
+        }
+        self.write_entry(&entry)?;
+        self.previous = Some(entry.name);
+        Ok(())
+    }
+
+    /// Writes an entry as it is (a built [`IndexResponse`] is already in order).
+    fn write_entry(&mut self, entry: &RepositoryEntry) -> Result<(), WriteError> {
+        if self.written {
+            self.out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut self.out, entry).map_err(std::io::Error::from)?;
+        self.written = true;
+        Ok(())
+    }
+
+    /// Ends the answer and hands back the output.
+    pub fn finish(mut self) -> Result<W, WriteError> {
+        self.out.write_all(b"]}")?;
+        Ok(self.out)
     }
 }
 
@@ -164,6 +251,41 @@ mod tests {
         assert_eq!(img["OS"], "linux");
         assert_eq!(v["Results"][0]["Lists"], serde_json::json!([]));
         assert_eq!(v["Registry"], "/");
+    }
+
+    #[test]
+    fn writer_gives_the_bytes_of_to_json_and_refuses_disorder() {
+        let entry = |name: &str, tags: Vec<&str>| RepositoryEntry {
+            name: name.into(),
+            images: vec![image(name.as_bytes(), Some(tags))],
+            lists: vec![],
+        };
+        let empty = RepositoryEntry {
+            name: "b-empty".into(),
+            images: vec![],
+            lists: vec![],
+        };
+        let entries = vec![entry("a", vec!["z", "y"]), empty, entry("c\"q", vec!["1"])];
+        let whole = IndexResponse::new("https://r.example/\u{e9}", entries.clone()).to_json();
+        let mut writer = ResponseWriter::new(Vec::new(), "https://r.example/\u{e9}").unwrap();
+        for e in entries {
+            writer.push(e).unwrap();
+        }
+        assert_eq!(writer.finish().unwrap(), whole);
+        assert_eq!(
+            ResponseWriter::new(Vec::new(), "/")
+                .unwrap()
+                .finish()
+                .unwrap(),
+            IndexResponse::new("/", vec![]).to_json()
+        );
+
+        let mut writer = ResponseWriter::new(Vec::new(), "/").unwrap();
+        writer.push(entry("b", vec![])).unwrap();
+        for name in ["b", "a"] {
+            let err = writer.push(entry(name, vec![])).unwrap_err();
+            assert!(matches!(err, WriteError::OutOfOrder { .. }), "{err}");
+        }
     }
 
     #[test]

@@ -15,6 +15,98 @@ use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
 use crate::response::{IndexResponse, RepositoryEntry};
 
+/// The entries of an index answer, in bytewise repository name order, as
+/// [`Store::query_stream`] hands them over.
+#[derive(Debug)]
+pub struct EntryStream {
+    source: EntrySource,
+}
+
+#[derive(Debug)]
+enum EntrySource {
+    Ready(std::vec::IntoIter<RepositoryEntry>),
+    Channel(tokio::sync::mpsc::Receiver<Result<RepositoryEntry, StoreError>>),
+}
+
+/// The producing end of an [`EntryStream`], for backends that read entries on a task
+/// or thread of their own. Sending waits while the consumer is `capacity` entries
+/// behind, so a slow consumer slows the producer instead of growing a queue.
+#[derive(Debug, Clone)]
+pub struct EntrySender {
+    channel: tokio::sync::mpsc::Sender<Result<RepositoryEntry, StoreError>>,
+}
+
+/// The consumer of an [`EntryStream`] went away; the producer should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the consumer of the index entries went away")]
+pub struct ConsumerGone;
+
+impl EntryStream {
+    /// A stream of entries already at hand.
+    pub fn from_entries(entries: Vec<RepositoryEntry>) -> Self {
+        EntryStream {
+            source: EntrySource::Ready(entries.into_iter()),
+        }
+    }
+
+    /// A stream fed through the returned sender, holding at most `capacity` (at least
+    /// one) entries in between. The stream ends when every sender is dropped; a producer
+    /// reports a failure by sending an `Err`, which ends it too.
+    pub fn channel(capacity: usize) -> (EntrySender, EntryStream) {
+        let (channel, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
+        (
+            EntrySender { channel },
+            EntryStream {
+                source: EntrySource::Channel(receiver),
+            },
+        )
+    }
+
+    /// The next entry, waiting for it; `None` at the end.
+    pub async fn next(&mut self) -> Option<Result<RepositoryEntry, StoreError>> {
+        match &mut self.source {
+            EntrySource::Ready(entries) => entries.next().map(Ok),
+            EntrySource::Channel(receiver) => receiver.recv().await,
+        }
+    }
+
+    /// The next entry from a blocking thread (never call this on an async task: it
+    /// blocks the thread until the producer delivers).
+    pub fn blocking_next(&mut self) -> Option<Result<RepositoryEntry, StoreError>> {
+        match &mut self.source {
+            EntrySource::Ready(entries) => entries.next().map(Ok),
+            EntrySource::Channel(receiver) => receiver.blocking_recv(),
+        }
+    }
+
+    /// Collects the remaining entries (stopping at the first error).
+    pub async fn collect(mut self) -> Result<Vec<RepositoryEntry>, StoreError> {
+        let mut entries = Vec::new();
+        while let Some(entry) = self.next().await {
+            entries.push(entry?);
+        }
+        Ok(entries)
+    }
+}
+
+impl EntrySender {
+    /// Hands over one entry (or the failure that ends the stream), waiting for room.
+    pub async fn send(
+        &self,
+        entry: Result<RepositoryEntry, StoreError>,
+    ) -> Result<(), ConsumerGone> {
+        self.channel.send(entry).await.map_err(|_| ConsumerGone)
+    }
+
+    /// Like [`send`](Self::send), from a blocking thread.
+    pub fn blocking_send(
+        &self,
+        entry: Result<RepositoryEntry, StoreError>,
+    ) -> Result<(), ConsumerGone> {
+        self.channel.blocking_send(entry).map_err(|_| ConsumerGone)
+    }
+}
+
 /// A counter that changes on every visible mutation of a store; the basis for caching.
 ///
 /// It only grows. A change that leaves what queries see unchanged (re-indexing identical
@@ -196,6 +288,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// gives for each repository.
     async fn query(&self, query: &IndexQuery) -> Result<Vec<RepositoryEntry>, StoreError>;
 
+    /// Runs an index query like [`query`](Store::query) (the entries are the same, in the
+    /// same order), handing them over one repository at a time instead of collected, all
+    /// read from one consistent snapshot of the store. Backends that can produce entries
+    /// incrementally do, so a consumer that writes each entry out as it comes builds an
+    /// answer of any size in bounded memory; the default collects [`query`](Store::query).
+    async fn query_stream(&self, query: &IndexQuery) -> Result<EntryStream, StoreError> {
+        Ok(EntryStream::from_entries(self.query(query).await?))
+    }
+
     /// Full-text search over repository names and the descriptive labels/annotations of
     /// their tagged images (see [`Description`](crate::model::Description)). Terms are
     /// matched case-insensitively; every term must match (as a word prefix) for a
@@ -263,6 +364,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn query(&self, query: &IndexQuery) -> Result<Vec<RepositoryEntry>, StoreError> {
         (**self).query(query).await
+    }
+
+    async fn query_stream(&self, query: &IndexQuery) -> Result<EntryStream, StoreError> {
+        (**self).query_stream(query).await
     }
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
         (**self).search(text, offset, limit).await

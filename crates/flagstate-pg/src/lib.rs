@@ -78,10 +78,13 @@ use flagstate_core::model::{Manifest, RepositorySnapshot, TagChange};
 use flagstate_core::response::RepositoryEntry;
 use flagstate_core::store::StoreNotReady;
 use flagstate_core::{
-    Capabilities, Digest, GcStats, Generation, IndexQuery, RepositoryName, SearchPage, Store,
-    StoreError, Tag,
+    Capabilities, Digest, EntryStream, GcStats, Generation, IndexQuery, RepositoryName, SearchPage,
+    Store, StoreError, Tag,
 };
 use sqlx::PgPool;
+
+/// How many built entries a streamed query may hold ahead of its consumer.
+const STREAM_AHEAD: usize = 16;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::error::{PgError, STORE, SqlContext};
@@ -303,6 +306,19 @@ impl Store for PgStore {
 
     async fn query(&self, query: &IndexQuery) -> Result<Vec<RepositoryEntry>, StoreError> {
         read::query(&self.inner.pool, query).await
+    }
+
+    async fn query_stream(&self, query: &IndexQuery) -> Result<EntryStream, StoreError> {
+        let (sender, stream) = EntryStream::channel(STREAM_AHEAD);
+        let (pool, query) = (self.inner.pool.clone(), query.clone());
+        tokio::spawn(async move {
+            let result = read::query_each(&pool, &query, read::Sink::Stream(&sender)).await;
+            if let Err(e) = result {
+                // The consumer may be gone already; then nobody needs the error.
+                let _ = sender.send(Err(e)).await;
+            }
+        });
+        Ok(stream)
     }
 
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {

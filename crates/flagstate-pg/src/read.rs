@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flagstate_core::model::{Image, ImageList, ListEntry, Manifest, Platform};
 use flagstate_core::response::RepositoryEntry;
-use flagstate_core::{Digest, IndexQuery, RepositoryName, StoreError, Tag};
+use flagstate_core::{Digest, EntrySender, IndexQuery, RepositoryName, StoreError, Tag};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
@@ -214,6 +214,44 @@ pub(crate) async fn query(
     pool: &PgPool,
     query: &IndexQuery,
 ) -> Result<Vec<RepositoryEntry>, StoreError> {
+    let mut results = Vec::new();
+    query_each(pool, query, Sink::Collect(&mut results)).await?;
+    Ok(results)
+}
+
+/// Where [`query_each`] puts the entries.
+pub(crate) enum Sink<'a> {
+    /// Into a vector.
+    Collect(&'a mut Vec<RepositoryEntry>),
+    /// Through a stream's sender.
+    Stream(&'a EntrySender),
+}
+
+impl Sink<'_> {
+    /// Takes an entry; `false` when nobody wants more.
+    async fn take(&mut self, entry: RepositoryEntry) -> bool {
+        match self {
+            Sink::Collect(entries) => {
+                entries.push(entry);
+                true
+            }
+            Sink::Stream(sender) => sender.send(Ok(entry)).await.is_ok(),
+        }
+    }
+}
+
+/// How many candidate manifests one round trip of a streamed query loads at most (a
+/// repository's are never split): bounds the manifests held at once.
+const MANIFESTS_PER_BATCH: usize = 512;
+
+/// Runs an index query inside one read-only snapshot, handing each entry to `sink` in
+/// bytewise name order until it answers `false`. Manifests are loaded a batch of
+/// repositories at a time, so only one batch of them is held at once.
+pub(crate) async fn query_each(
+    pool: &PgPool,
+    query: &IndexQuery,
+    mut sink: Sink<'_>,
+) -> Result<(), StoreError> {
     let mut tx = pool
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
@@ -223,22 +261,33 @@ pub(crate) async fn query(
         .fetch_all(&mut *tx)
         .await
         .during("selecting candidate tags")?;
+    // BTreeMap iteration over names is bytewise: the order the index needs.
     let mut repositories: BTreeMap<RepositoryName, Tags> = BTreeMap::new();
-    let mut digests: BTreeSet<String> = BTreeSet::new();
     for (repository, tag, digest) in rows {
-        let parsed = parse_digest(&digest)?;
-        digests.insert(digest);
         repositories
             .entry(parse_name(repository)?)
             .or_default()
-            .insert(parse_tag(tag)?, parsed);
+            .insert(parse_tag(tag)?, parse_digest(&digest)?);
     }
-    let digests: Vec<String> = digests.into_iter().collect();
-    let manifests = load_manifests(&mut tx, &digests).await?;
+    let mut batch: Vec<(RepositoryName, Tags)> = Vec::new();
+    let mut digests: BTreeSet<String> = BTreeSet::new();
+    let mut repositories = repositories.into_iter().peekable();
+    while let Some((name, tags)) = repositories.next() {
+        digests.extend(tags.values().map(|d| d.to_string()));
+        batch.push((name, tags));
+        if digests.len() < MANIFESTS_PER_BATCH && repositories.peek().is_some() {
+            continue;
+        }
+        let wanted: Vec<String> = std::mem::take(&mut digests).into_iter().collect();
+        let manifests = load_manifests(&mut tx, &wanted).await?;
+        for (name, tags) in batch.drain(..) {
+            if let Some(entry) = query.evaluate_repository(&name, &tags, |d| manifests.get(d))
+                && !sink.take(entry).await
+            {
+                return Ok(());
+            }
+        }
+    }
     tx.commit().await.during("finishing a query")?;
-    // BTreeMap iteration over names is bytewise: the order the index needs.
-    Ok(repositories
-        .iter()
-        .filter_map(|(name, tags)| query.evaluate_repository(name, tags, |d| manifests.get(d)))
-        .collect())
+    Ok(())
 }

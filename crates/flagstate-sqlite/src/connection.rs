@@ -323,6 +323,11 @@ impl Connections {
         .await
     }
 
+    /// Whether reads have connections of their own (all but an in-memory store).
+    pub(crate) fn has_readers(&self) -> bool {
+        !self.readers.is_empty()
+    }
+
     /// Runs `work` on the writer connection on a blocking thread.
     pub(crate) async fn write<T, F>(&self, work: F) -> Result<T>
     where
@@ -341,7 +346,24 @@ impl Connections {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let conn = if self.readers.is_empty() {
+        let conn = self.reader().await?;
+        tokio::task::spawn_blocking(move || work(&conn)).await?
+    }
+
+    /// Like [`read`](Self::read), but returns once a connection is had and `work` has
+    /// started on its blocking thread, for work that hands its results over as it goes.
+    pub(crate) async fn read_detached<F>(&self, work: F) -> Result<()>
+    where
+        F: FnOnce(&Connection) + Send + 'static,
+    {
+        let conn = self.reader().await?;
+        tokio::task::spawn_blocking(move || work(&conn));
+        Ok(())
+    }
+
+    /// A reader connection (the writer for an in-memory store), held until dropped.
+    async fn reader(&self) -> Result<tokio::sync::OwnedMutexGuard<Connection>> {
+        Ok(if self.readers.is_empty() {
             let writer = self.writer.clone().ok_or(Error::ReadOnly)?;
             writer.lock_owned().await
         } else {
@@ -357,7 +379,6 @@ impl Connections {
                     reader.lock_owned().await
                 }
             }
-        };
-        tokio::task::spawn_blocking(move || work(&conn)).await?
+        })
     }
 }

@@ -72,13 +72,16 @@ use std::path::Path;
 use async_trait::async_trait;
 use flagstate_core::store::StoreNotReady;
 use flagstate_core::{
-    Capabilities, Digest, GcStats, Generation, IndexQuery, Manifest, RepositoryEntry,
+    Capabilities, Digest, EntryStream, GcStats, Generation, IndexQuery, Manifest, RepositoryEntry,
     RepositoryName, RepositorySnapshot, SearchPage, Store, StoreError, Tag, TagChange,
 };
 
 pub use connection::{CheckOnOpen, DEFAULT_GENERATION_REFRESH, Durability, SqliteOptions};
 
 use connection::Connections;
+
+/// How many built entries a streamed query may hold ahead of its consumer.
+const STREAM_AHEAD: usize = 16;
 use generation::GenerationCache;
 
 /// The newest database schema version this build reads and writes.
@@ -222,6 +225,28 @@ impl Store for SqliteStore {
             .connections
             .read(move |c| read::query(c, &query))
             .await?)
+    }
+
+    async fn query_stream(&self, query: &IndexQuery) -> Result<EntryStream, StoreError> {
+        if !self.connections.has_readers() {
+            // An in-memory store reads on its only connection, the writer: holding it for
+            // a stream would stall every write until the consumer finishes.
+            return Ok(EntryStream::from_entries(self.query(query).await?));
+        }
+        let query = query.clone();
+        let (sender, stream) = EntryStream::channel(STREAM_AHEAD);
+        self.connections
+            .read_detached(move |c| {
+                let result = read::query_each(c, &query, &mut |entry| {
+                    sender.blocking_send(Ok(entry)).is_ok()
+                });
+                if let Err(e) = result {
+                    // The consumer may be gone already; then nobody needs the error.
+                    let _ = sender.blocking_send(Err(e.into()));
+                }
+            })
+            .await?;
+        Ok(stream)
     }
 
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {

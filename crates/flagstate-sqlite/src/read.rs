@@ -156,6 +156,23 @@ impl Loaded {
 
 /// Runs an index query: SQL narrows to candidate tags, the reference semantics decide.
 pub(crate) fn query(conn: &Connection, query: &IndexQuery) -> Result<Vec<RepositoryEntry>> {
+    let mut results = Vec::new();
+    query_each(conn, query, &mut |entry| {
+        results.push(entry);
+        true
+    })?;
+    Ok(results)
+}
+
+/// Runs an index query, handing each entry to `sink` in bytewise name order as soon as
+/// it is built, until `sink` answers `false`. Everything is read in one read transaction,
+/// so the entries come from one snapshot however long the consumer takes.
+pub(crate) fn query_each(
+    conn: &Connection,
+    query: &IndexQuery,
+    sink: &mut dyn FnMut(RepositoryEntry) -> bool,
+) -> Result<()> {
+    let snapshot = conn.unchecked_transaction()?;
     let sql = candidates::candidate_tags(query);
     let mut stmt = conn.prepare_cached(&sql.text)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(&sql.params), |r| {
@@ -179,10 +196,10 @@ pub(crate) fn query(conn: &Connection, query: &IndexQuery) -> Result<Vec<Reposit
                 .insert(child_id);
         }
     }
+    drop(stmt);
     // Manifests are loaded per repository and dropped once its entry is built, so a
-    // whole-index dump holds the answer plus one repository's manifests, not the answer
-    // plus every manifest.
-    let mut results = Vec::new();
+    // whole-index dump holds one repository's manifests at a time, and its entry until
+    // the sink takes it.
     for (repository, rows) in by_repository {
         let repository = RepositoryName::parse(repository)?;
         let mut loaded = Loaded::default();
@@ -195,9 +212,11 @@ pub(crate) fn query(conn: &Connection, query: &IndexQuery) -> Result<Vec<Reposit
         // evaluate_repository looks at for that manifest.
         if let Some(entry) =
             query.evaluate_repository(&repository, &tags, |d| loaded.manifests.get(d))
+            && !sink(entry)
         {
-            results.push(entry);
+            break;
         }
     }
-    Ok(results)
+    snapshot.finish()?;
+    Ok(())
 }

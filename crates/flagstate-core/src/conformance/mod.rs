@@ -178,6 +178,7 @@ macro_rules! conformance_tests {
             large_values_round_trip,
             glob_metacharacters_are_literal,
             randomized_queries_match_reference,
+            query_stream_is_query_in_bounded_pieces,
             // search
             search_empty_text_matches_nothing,
             search_all_terms_must_match,

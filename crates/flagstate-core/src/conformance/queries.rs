@@ -11,8 +11,65 @@ use crate::query::IndexQuery;
 use crate::response::RepositoryEntry;
 use crate::store::Store;
 
+/// Runs `raw` both ways, collected and streamed, and asserts they agree.
 pub(super) async fn run(store: &dyn Store, raw: &str) -> Vec<RepositoryEntry> {
-    ok(store.query(&query(raw)).await, &format!("query {raw:?}"))
+    let collected = ok(store.query(&query(raw)).await, &format!("query {raw:?}"));
+    let stream = ok(store.query_stream(&query(raw)).await, "query_stream");
+    let streamed = ok(stream.collect().await, &format!("streamed query {raw:?}"));
+    assert_eq!(
+        streamed, collected,
+        "query_stream and query differ for {raw:?}"
+    );
+    collected
+}
+
+/// `query_stream` hands over the entries of `query`, in order, for an answer larger
+/// than any internal batch; a consumer may stop early without harm; and a stream reads
+/// one snapshot: a write made while it is being consumed does not show in it.
+pub async fn query_stream_is_query_in_bounded_pieces(store: &dyn Store) {
+    let snapshots: Vec<_> = (0..700)
+        .map(|i| {
+            let image = image(&format!("stream{i}"))
+                .label("n", &i.to_string())
+                .build();
+            repo(&format!("stream/r{i:04}"))
+                .image("latest", &image)
+                .image("v1", &image)
+                .build()
+        })
+        .collect();
+    load(store, &snapshots).await;
+    let all = run(store, "").await;
+    assert_eq!(all.len(), 700);
+
+    // Early stop: take a few, drop the stream, and the store still answers.
+    let mut stream = ok(store.query_stream(&query("")).await, "query_stream");
+    for _ in 0..3 {
+        assert!(stream.next().await.is_some());
+    }
+    drop(stream);
+    assert_eq!(run(store, "tag=v1").await.len(), 700);
+
+    // Snapshot: start a stream, take one entry, then remove a repository it has not
+    // reached yet; the stream still shows it.
+    let mut stream = ok(store.query_stream(&query("")).await, "query_stream");
+    let first = stream.next().await.map(|e| ok(e, "first streamed entry"));
+    assert_eq!(
+        first.as_ref().map(|e| e.name.as_str()),
+        Some("stream/r0000")
+    );
+    ok(
+        store.remove_repository(&snapshots[699].name).await,
+        "remove_repository",
+    );
+    let rest = ok(stream.collect().await, "the rest of the stream");
+    assert_eq!(
+        rest.len(),
+        699,
+        "the stream reads the snapshot it started on"
+    );
+    assert_eq!(rest.last().map(|e| e.name.as_str()), Some("stream/r0699"));
+    assert_eq!(run(store, "").await.len(), 699);
 }
 
 /// Asserts that `raw` finds exactly `expected` directly tagged images and no lists.
