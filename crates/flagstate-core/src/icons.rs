@@ -21,7 +21,7 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::query::IndexQuery;
-use crate::response::{ImageEntry, IndexResponse};
+use crate::response::{ImageEntry, IndexResponse, RepositoryEntry};
 use crate::store::{Store, StoreError};
 
 /// Label and annotation keys whose values may be extracted (Flatpak's icon keys).
@@ -169,20 +169,31 @@ impl IconStore {
     /// and list children) into a URL under [`uri`](Self::uri), writing each icon file once.
     /// Values that cannot be decoded are removed and reported; plain URLs stay.
     pub fn rewrite(&self, response: &mut IndexResponse) -> Result<IconReport, IconError> {
-        let _shared = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         let mut report = IconReport::default();
         for repository in &mut response.results {
-            let images = repository.images.iter_mut().chain(
-                repository
-                    .lists
-                    .iter_mut()
-                    .flat_map(|l| l.images.iter_mut()),
-            );
-            for image in images {
-                self.rewrite_image(image, &mut report)?;
-            }
+            self.rewrite_entry(repository, &mut report)?;
         }
         Ok(report)
+    }
+
+    /// Like [`rewrite`](Self::rewrite), for one repository entry of an answer written a
+    /// repository at a time; `report` collects across calls.
+    pub fn rewrite_entry(
+        &self,
+        repository: &mut RepositoryEntry,
+        report: &mut IconReport,
+    ) -> Result<(), IconError> {
+        let _shared = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        let images = repository.images.iter_mut().chain(
+            repository
+                .lists
+                .iter_mut()
+                .flat_map(|l| l.images.iter_mut()),
+        );
+        for image in images {
+            self.rewrite_image(image, report)?;
+        }
+        Ok(())
     }
 
     fn rewrite_image(
@@ -263,7 +274,9 @@ impl IconStore {
     pub async fn collect(&self, store: &Arc<dyn Store>) -> Result<IconCollection, IconError> {
         let generation = store.generation().await?;
         let mut keep = BTreeSet::new();
-        for repository in store.query(&IndexQuery::all()).await? {
+        let mut entries = store.query_stream(&IndexQuery::all()).await?;
+        while let Some(repository) = entries.next().await {
+            let repository = repository?;
             let images = repository
                 .images
                 .iter()

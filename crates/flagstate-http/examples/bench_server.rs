@@ -51,10 +51,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     if let Some(dir) = body_dir {
         let body = answer(&state, FLATPAK_QUERY).await?;
-        std::fs::write(format!("{dir}/index.json"), body.identity())?;
+        std::fs::write(format!("{dir}/index.json"), body.identity().load().await?)?;
         std::fs::write(
             format!("{dir}/index.json.gz"),
-            body.encoded(Coding::Gzip).await?,
+            body.encoded(Coding::Gzip).await?.load().await?,
         )?;
         eprintln!(
             "{images} images; body {} bytes, gzip {} bytes",

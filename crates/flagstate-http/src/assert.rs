@@ -143,7 +143,10 @@ pub async fn check(
         let generation = state.store().generation().await?;
         if checked_generation != Some(generation) {
             let body = answer(&state, query).await?;
-            last_response = serde_json::from_slice(body.identity())
+            let bytes = body.identity().load().await.map_err(|e| {
+                HttpError::Internal(format!("reading the index answer failed: {e}"))
+            })?;
+            last_response = serde_json::from_slice(&bytes)
                 .map_err(|e| HttpError::Internal(format!("index answer is not JSON: {e}")))?;
             last_failed = failing(&last_response, &request.assertions);
             if last_failed.is_empty() {

@@ -23,28 +23,42 @@ use lru::LruCache;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{OnceCell, Semaphore};
 
+use crate::body::{Body, SpoolDir};
 use crate::conditional::Validators;
 use crate::conditional::names_body;
-use crate::encoding::{Coding, compress, negotiate};
+use crate::encoding::{Coding, compress, compress_into, negotiate};
 use crate::error::HttpError;
 
 /// One cached answer: the JSON body, its hash, and its compressed variants.
 #[derive(Debug)]
 pub struct CachedBody {
     generation: Generation,
-    identity: Bytes,
+    identity: Body,
     hash: String,
     /// ETag header values per coding (identity, gzip, zstd, br), built once.
     etags: [HeaderValue; 4],
-    gzip: OnceCell<Bytes>,
-    zstd: OnceCell<Bytes>,
-    brotli: OnceCell<Bytes>,
+    /// Where compressed variants of a file-backed body are spooled.
+    spool: Option<Arc<SpoolDir>>,
+    gzip: OnceCell<Body>,
+    zstd: OnceCell<Body>,
+    brotli: OnceCell<Body>,
 }
 
 impl CachedBody {
     /// Wraps a serialised body built at `generation`.
     pub fn new(generation: Generation, identity: Bytes) -> Self {
         let hash = hex::encode(Sha256::digest(&identity));
+        Self::spooled(generation, Body::Memory(identity), hash, None)
+    }
+
+    /// Wraps a body written through a [`Spool`](crate::body::Spool) (which hashed it);
+    /// compressed variants of it are spooled through `spool` as well.
+    pub fn spooled(
+        generation: Generation,
+        identity: Body,
+        hash: String,
+        spool: Option<Arc<SpoolDir>>,
+    ) -> Self {
         let etag = |coding: Coding| {
             // A hex digest and a fixed suffix are always a valid header value.
             HeaderValue::from_str(&format!("\"{hash}{}\"", coding.etag_suffix()))
@@ -61,6 +75,7 @@ impl CachedBody {
             identity,
             hash,
             etags,
+            spool,
             gzip: OnceCell::new(),
             zstd: OnceCell::new(),
             brotli: OnceCell::new(),
@@ -89,12 +104,14 @@ impl CachedBody {
     }
 
     /// The uncompressed JSON body.
-    pub fn identity(&self) -> &Bytes {
+    pub fn identity(&self) -> &Body {
         &self.identity
     }
 
-    /// The body in `coding`, compressing it (off the async threads) on first use.
-    pub async fn encoded(&self, coding: Coding) -> Result<Bytes, HttpError> {
+    /// The body in `coding`, compressing it (off the async threads) on first use. A
+    /// body in memory is compressed in memory; a file-backed one is compressed a piece
+    /// at a time into the spool (a file again unless the result is small).
+    pub async fn encoded(&self, coding: Coding) -> Result<Body, HttpError> {
         let cell = match coding {
             Coding::Identity => return Ok(self.identity.clone()),
             Coding::Gzip => &self.gzip,
@@ -103,16 +120,40 @@ impl CachedBody {
         };
         cell.get_or_try_init(|| {
             let body = self.identity.clone();
+            let spool = self.spool.clone();
+            let name = format!("{}.json{}", self.hash, coding.etag_suffix());
             async move {
-                tokio::task::spawn_blocking(move || compress(coding, &body))
-                    .await
-                    .map_err(|e| HttpError::Internal(format!("compression task failed: {e}")))?
-                    .map(Bytes::from)
-                    .map_err(|e| HttpError::Internal(format!("compression failed: {e}")))
+                tokio::task::spawn_blocking(move || -> std::io::Result<Body> {
+                    if let Some(bytes) = body.as_bytes() {
+                        return compress(coding, bytes).map(|b| Body::Memory(b.into()));
+                    }
+                    match spool {
+                        Some(spool) => compress_into(coding, body.reader(), spool.spool())?
+                            .finish(|_| name)
+                            .map(|(body, _)| body),
+                        None => compress_into(coding, body.reader(), Vec::new())
+                            .map(|b| Body::Memory(b.into())),
+                    }
+                })
+                .await
+                .map_err(|e| HttpError::Internal(format!("compression task failed: {e}")))?
+                .map_err(|e| HttpError::Internal(format!("compression failed: {e}")))
             }
         })
         .await
         .cloned()
+    }
+
+    /// Bytes the body and its variants hold in memory, and on disk (an estimate before
+    /// the variants exist: twice the identity body, as if one variant were as large).
+    fn charge(&self) -> (usize, usize) {
+        let twice = usize::try_from(self.identity.len())
+            .unwrap_or(usize::MAX)
+            .saturating_mul(2);
+        match self.identity {
+            Body::Memory(_) => (twice, 0),
+            Body::File(_) => (0, twice),
+        }
     }
 
     /// The response to a `GET`/`HEAD` of this body: `304` when `If-None-Match` names it
@@ -133,9 +174,9 @@ impl CachedBody {
         if names_body(request, self.hash()) {
             return Ok(validators.not_modified());
         }
-        let bytes = self.encoded(coding).await?;
-        let length = bytes.len();
-        let mut response = bytes.into_response();
+        let body = self.encoded(coding).await?;
+        let length = body.len();
+        let mut response = body.to_http().into_response();
         let h = response.headers_mut();
         h.insert(header::CONTENT_TYPE, content_type);
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
@@ -179,14 +220,51 @@ impl ParsedQuery {
 
 struct Slot {
     cell: Arc<OnceCell<Arc<CachedBody>>>,
-    /// Bytes charged to the budget once the body is built (0 before).
+    /// Bytes charged to the memory budget once the body is built (0 before).
     bytes: usize,
+    /// Bytes charged to the disk budget once the body is built (0 before).
+    disk: usize,
+}
+
+/// A freshly built body for [`IndexCache::get_or_build`]: bytes (hashed here) or a
+/// spooled body with its hash and the spool its variants go to.
+#[derive(Debug)]
+pub struct Built {
+    identity: Body,
+    hash: String,
+    spool: Option<Arc<SpoolDir>>,
+}
+
+impl Built {
+    /// A body written through a spool of `spool`, with the hash the spool computed.
+    pub fn spooled(identity: Body, hash: String, spool: Arc<SpoolDir>) -> Self {
+        Built {
+            identity,
+            hash,
+            spool: Some(spool),
+        }
+    }
+
+    fn into_cached(self, generation: Generation) -> CachedBody {
+        CachedBody::spooled(generation, self.identity, self.hash, self.spool)
+    }
+}
+
+impl From<Bytes> for Built {
+    fn from(bytes: Bytes) -> Self {
+        Built {
+            hash: hex::encode(Sha256::digest(&bytes)),
+            identity: Body::Memory(bytes),
+            spool: None,
+        }
+    }
 }
 
 struct Inner {
     generation: Option<Generation>,
     entries: LruCache<String, Slot>,
     bytes: usize,
+    disk: usize,
     /// Raw query string → its parsed query and canonical key, as many as there are
     /// entries (LRU). Parsing is a pure function (of the string and the configured
     /// limits, fixed for the cache's life), so these stay valid across generations; a
@@ -199,6 +277,7 @@ struct Inner {
 pub struct IndexCache {
     inner: Mutex<Inner>,
     max_bytes: usize,
+    max_disk: usize,
     /// Permits for builds running at once; distinct misses beyond them wait.
     builds: Arc<Semaphore>,
 }
@@ -211,6 +290,8 @@ impl std::fmt::Debug for IndexCache {
             .field("entries", &inner.entries.len())
             .field("bytes", &inner.bytes)
             .field("max_bytes", &self.max_bytes)
+            .field("disk", &inner.disk)
+            .field("max_disk", &self.max_disk)
             .finish()
     }
 }
@@ -241,11 +322,25 @@ impl IndexCache {
                 generation: None,
                 entries: LruCache::new(cap),
                 bytes: 0,
+                disk: 0,
                 parsed: LruCache::new(cap),
             }),
             max_bytes,
+            max_disk: usize::MAX,
             builds: Arc::new(Semaphore::new(max_builds.clamp(1, Semaphore::MAX_PERMITS))),
         }
+    }
+
+    /// Bounds the bytes of file-backed answers (and their variants) the cache keeps to
+    /// about `max_disk`, evicting least recently used ones beyond it.
+    pub fn with_disk_budget(mut self, max_disk: usize) -> Self {
+        self.max_disk = max_disk;
+        self
+    }
+
+    /// Bytes of file-backed answers charged to the disk budget.
+    pub fn disk_bytes(&self) -> usize {
+        lock(&self.inner).disk
     }
 
     /// Number of cached answers.
@@ -277,7 +372,7 @@ impl IndexCache {
     ///
     /// A failed build caches nothing. A request that observed an older generation than
     /// the cache holds (it raced a change) builds without caching.
-    pub async fn get_or_build<F, Fut, E>(
+    pub async fn get_or_build<F, Fut, B, E>(
         &self,
         key: &str,
         generation: Generation,
@@ -285,7 +380,8 @@ impl IndexCache {
     ) -> Result<(Arc<CachedBody>, Lookup), E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Bytes, E>>,
+        Fut: Future<Output = Result<B, E>>,
+        B: Into<Built>,
         E: From<HttpError>,
     {
         let cell = {
@@ -299,6 +395,7 @@ impl IndexCache {
                 _ => {
                     inner.entries.clear();
                     inner.bytes = 0;
+                    inner.disk = 0;
                     inner.generation = Some(generation);
                     Some(self.insert_slot(&mut inner, key))
                 }
@@ -306,8 +403,8 @@ impl IndexCache {
         };
         let Some(cell) = cell else {
             let _permit = self.build_permit().await?;
-            let body = build().await?;
-            return Ok((Arc::new(CachedBody::new(generation, body)), Lookup::Miss));
+            let built: Built = build().await?.into();
+            return Ok((Arc::new(built.into_cached(generation)), Lookup::Miss));
         };
         let mut built = false;
         let entry = cell
@@ -315,8 +412,8 @@ impl IndexCache {
                 built = true;
                 async move {
                     let _permit = self.build_permit().await?;
-                    let body = build().await?;
-                    Ok::<_, E>(Arc::new(CachedBody::new(generation, body)))
+                    let built: Built = build().await?.into();
+                    Ok::<_, E>(Arc::new(built.into_cached(generation)))
                 }
             })
             .await;
@@ -330,7 +427,7 @@ impl IndexCache {
         if !built {
             return Ok((entry, Lookup::Hit));
         }
-        self.charge(key, &cell, entry.identity.len().saturating_mul(2));
+        self.charge(key, &cell, entry.charge());
         Ok((entry, Lookup::Miss))
     }
 
@@ -353,9 +450,11 @@ impl IndexCache {
         let slot = Slot {
             cell: cell.clone(),
             bytes: 0,
+            disk: 0,
         };
         if let Some((_, evicted)) = inner.entries.push(key.to_owned(), slot) {
             inner.bytes = inner.bytes.saturating_sub(evicted.bytes);
+            inner.disk = inner.disk.saturating_sub(evicted.disk);
         }
         cell
     }
@@ -376,17 +475,26 @@ impl IndexCache {
 
     /// Charges a freshly built entry to the byte budget and evicts least recently used
     /// entries beyond it (never the entry just built).
-    fn charge(&self, key: &str, cell: &Arc<OnceCell<Arc<CachedBody>>>, bytes: usize) {
+    fn charge(
+        &self,
+        key: &str,
+        cell: &Arc<OnceCell<Arc<CachedBody>>>,
+        (bytes, disk): (usize, usize),
+    ) {
         let mut inner = lock(&self.inner);
         let Some(slot) = inner.entries.peek_mut(key) else {
             return;
         };
-        if !Arc::ptr_eq(&slot.cell, cell) || slot.bytes != 0 {
+        if !Arc::ptr_eq(&slot.cell, cell) || slot.bytes != 0 || slot.disk != 0 {
             return;
         }
         slot.bytes = bytes;
+        slot.disk = disk;
         inner.bytes += bytes;
-        while inner.bytes > self.max_bytes && inner.entries.len() > 1 {
+        inner.disk += disk;
+        while (inner.bytes > self.max_bytes || inner.disk > self.max_disk)
+            && inner.entries.len() > 1
+        {
             let Some((lru_key, _)) = inner.entries.peek_lru() else {
                 break;
             };
@@ -397,6 +505,7 @@ impl IndexCache {
             }
             if let Some((_, evicted)) = inner.entries.pop_lru() {
                 inner.bytes = inner.bytes.saturating_sub(evicted.bytes);
+                inner.disk = inner.disk.saturating_sub(evicted.disk);
             }
         }
     }
@@ -418,35 +527,49 @@ mod tests {
             .get_or_build("q", 1, || async { body("one") })
             .await
             .unwrap();
-        assert_eq!((a.identity().as_ref(), l), (&b"one"[..], Lookup::Miss));
+        assert_eq!(
+            (a.identity().as_bytes().unwrap().as_ref(), l),
+            (&b"one"[..], Lookup::Miss)
+        );
         let (a, l) = cache
             .get_or_build("q", 1, || async { body("two") })
             .await
             .unwrap();
-        assert_eq!((a.identity().as_ref(), l), (&b"one"[..], Lookup::Hit));
+        assert_eq!(
+            (a.identity().as_bytes().unwrap().as_ref(), l),
+            (&b"one"[..], Lookup::Hit)
+        );
         let (a, l) = cache
             .get_or_build("q", 2, || async { body("two") })
             .await
             .unwrap();
-        assert_eq!((a.identity().as_ref(), l), (&b"two"[..], Lookup::Miss));
+        assert_eq!(
+            (a.identity().as_bytes().unwrap().as_ref(), l),
+            (&b"two"[..], Lookup::Miss)
+        );
         // A request that saw an older generation is answered but does not pollute.
         let (a, l) = cache
             .get_or_build("q", 1, || async { body("old") })
             .await
             .unwrap();
-        assert_eq!((a.identity().as_ref(), l), (&b"old"[..], Lookup::Miss));
+        assert_eq!(
+            (a.identity().as_bytes().unwrap().as_ref(), l),
+            (&b"old"[..], Lookup::Miss)
+        );
         let (a, _) = cache
             .get_or_build("q", 2, || async { body("x") })
             .await
             .unwrap();
-        assert_eq!(a.identity().as_ref(), b"two");
+        assert_eq!(a.identity().as_bytes().unwrap().as_ref(), b"two");
     }
 
     #[tokio::test]
     async fn failed_build_is_not_cached() {
         let cache = IndexCache::new(10, 1 << 20);
         let err = cache
-            .get_or_build("q", 1, || async { Err(HttpError::Internal("boom".into())) })
+            .get_or_build("q", 1, || async {
+                Err::<Bytes, _>(HttpError::Internal("boom".into()))
+            })
             .await;
         assert!(err.is_err());
         assert!(cache.is_empty(), "a failed build leaves no slot behind");
@@ -454,7 +577,10 @@ mod tests {
             .get_or_build("q", 1, || async { body("ok") })
             .await
             .unwrap();
-        assert_eq!((a.identity().as_ref(), l), (&b"ok"[..], Lookup::Miss));
+        assert_eq!(
+            (a.identity().as_bytes().unwrap().as_ref(), l),
+            (&b"ok"[..], Lookup::Miss)
+        );
     }
 
     #[tokio::test]
@@ -515,7 +641,10 @@ mod tests {
             })
             .collect();
         for t in tasks {
-            assert_eq!(t.await.unwrap().0.identity().as_ref(), b"once");
+            assert_eq!(
+                t.await.unwrap().0.identity().as_bytes().unwrap().as_ref(),
+                b"once"
+            );
         }
         assert_eq!(builds.load(Ordering::SeqCst), 1);
     }
@@ -555,7 +684,10 @@ mod tests {
         let b = CachedBody::new(1, Bytes::from_static(b"{\"Results\":[]}"));
         let g1 = b.encoded(Coding::Gzip).await.unwrap();
         let g2 = b.encoded(Coding::Gzip).await.unwrap();
-        assert_eq!(g1.as_ptr(), g2.as_ptr());
+        assert_eq!(
+            g1.as_bytes().unwrap().as_ptr(),
+            g2.as_bytes().unwrap().as_ptr()
+        );
         assert_ne!(b.etag(Coding::Gzip), b.etag(Coding::Identity));
         assert_eq!(
             b.etag(Coding::Identity).to_str().unwrap(),

@@ -66,6 +66,17 @@ pub struct HttpConfig {
     /// further builds wait their turn (within `request_timeout`). Requests for the same
     /// answer always share one build.
     pub max_concurrent_builds: usize,
+    /// Where index answers larger than [`answer_memory_max`](Self::answer_memory_max) are
+    /// written (content-addressed files, removed once superseded); `None` makes a private
+    /// temporary directory, removed at exit. Files an earlier run left are removed.
+    pub answer_dir: Option<PathBuf>,
+    /// Index answers up to this many bytes are kept in memory; larger ones are written
+    /// to a file while they are built and served from it, so memory stays flat however
+    /// large the index.
+    pub answer_memory_max: usize,
+    /// Budget of the file-backed answers in bytes (counted like
+    /// [`index_cache_bytes`](Self::index_cache_bytes)).
+    pub answer_disk_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -90,6 +101,9 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             max_in_flight: 512,
             max_concurrent_builds: 4,
+            answer_dir: None,
+            answer_memory_max: 8 * 1024 * 1024,
+            answer_disk_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }

@@ -106,29 +106,40 @@ pub fn negotiate(headers: &HeaderMap) -> Coding {
     best.0
 }
 
-/// Compresses `body` with `coding` (identity returns it unchanged).
+/// Compresses `body` in `coding` (identity copies it).
 pub fn compress(coding: Coding, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    compress_into(coding, body, Vec::with_capacity(body.len() / 4))
+}
+
+/// Compresses everything `input` reads in `coding` into `out`, a piece at a time, and
+/// hands `out` back; the memory it takes does not grow with the input.
+pub fn compress_into<R: std::io::Read, W: Write>(
+    coding: Coding,
+    mut input: R,
+    mut out: W,
+) -> std::io::Result<W> {
     match coding {
-        Coding::Identity => Ok(body.to_vec()),
+        Coding::Identity => {
+            std::io::copy(&mut input, &mut out)?;
+            Ok(out)
+        }
         Coding::Gzip => {
-            let mut encoder = flate2::write::GzEncoder::new(
-                Vec::with_capacity(body.len() / 4),
-                flate2::Compression::default(),
-            );
-            encoder.write_all(body)?;
+            let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+            std::io::copy(&mut input, &mut encoder)?;
             encoder.finish()
         }
-        Coding::Zstd => zstd::bulk::compress(body, 3),
+        Coding::Zstd => {
+            let mut encoder = zstd::stream::write::Encoder::new(out, 3)?;
+            std::io::copy(&mut input, &mut encoder)?;
+            encoder.finish()
+        }
         Coding::Brotli => {
             // Quality 5 keeps compressing a multi-megabyte index well under a second;
             // the result is cached, but an event storm re-compresses after each change.
-            let mut out = Vec::with_capacity(body.len() / 4);
-            {
-                let mut writer = brotli::CompressorWriter::new(&mut out, 64 * 1024, 5, 22);
-                writer.write_all(body)?;
-                writer.flush()?;
-            }
-            Ok(out)
+            let mut writer = brotli::CompressorWriter::new(out, 64 * 1024, 5, 22);
+            std::io::copy(&mut input, &mut writer)?;
+            writer.flush()?;
+            Ok(writer.into_inner())
         }
     }
 }

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
-use bytes::Bytes;
-use flagstate_core::icons::IconStore;
-use flagstate_core::{IndexQuery, IndexResponse, StoreExt};
+use flagstate_core::icons::{IconReport, IconStore};
+use flagstate_core::{EntryStream, IndexQuery, ResponseWriter, WriteError};
 
-use crate::cache::{CachedBody, Lookup, ParsedQuery};
+use crate::body::{Body, Spool};
+use crate::cache::{Built, CachedBody, Lookup, ParsedQuery};
 use crate::error::HttpError;
 use crate::state::AppState;
 
@@ -79,15 +79,10 @@ pub async fn answer(state: &AppState, raw_query: &str) -> Result<Arc<CachedBody>
             // own: the remembered query is never metered, so no spent budget carries
             // over to the next miss.
             let (query, budget) = parsed.metered(limits.max_match_cost);
-            let registry = &state.config().public_registry_url;
-            let response = state.store().index(registry, &query).await;
+            let built = write_answer(state, &query).await;
             // An exhausted budget leaves the answer incomplete, so it wins over it.
             budget.check()?;
-            let mut response = response?;
-            if let Some(icons) = state.icon_store() {
-                response = extract_icons(icons.clone(), response).await?;
-            }
-            Ok::<_, HttpError>(Bytes::from(response.to_json()))
+            built
         })
         .await?;
     match lookup {
@@ -97,21 +92,52 @@ pub async fn answer(state: &AppState, raw_query: &str) -> Result<Arc<CachedBody>
     Ok(body)
 }
 
-/// Moves `data:` icons of `response` into the icon directory (file I/O, so on a blocking
-/// thread). Runs once per (query, generation): the result is cached with the body.
-async fn extract_icons(
-    icons: IconStore,
-    mut response: IndexResponse,
-) -> Result<IndexResponse, HttpError> {
-    let report =
-        tokio::task::spawn_blocking(move || icons.rewrite(&mut response).map(|r| (r, response)))
+/// Builds the answer to `query` a repository at a time, straight from the store's
+/// stream into a spool (memory, or a content-addressed file for a large answer), moving
+/// `data:` icons into the icon directory on the way. Runs once per (query,
+/// generation): the result is cached. Holds one repository's entry at a time, so memory
+/// stays flat however large the answer.
+async fn write_answer(state: &AppState, query: &IndexQuery) -> Result<Built, HttpError> {
+    let spool = state.spool().await?;
+    let entries = state.store().query_stream(query).await?;
+    let registry = state.config().public_registry_url.clone();
+    let icons = state.icon_store().cloned();
+    let writer = spool.spool();
+    let (body, hash, report) =
+        tokio::task::spawn_blocking(move || write_entries(entries, &registry, icons, writer))
             .await
-            .map_err(|e| HttpError::Internal(format!("icon extraction stopped: {e}")))?;
-    let (report, response) = report.map_err(|e| HttpError::Internal(e.to_string()))?;
+            .map_err(|e| HttpError::Internal(format!("writing the answer stopped: {e}")))??;
     for warning in &report.warnings {
         tracing::warn!("icon left out of the index: {warning}");
     }
-    Ok(response)
+    Ok(Built::spooled(body, hash, spool))
+}
+
+/// The blocking part of [`write_answer`].
+fn write_entries(
+    mut entries: EntryStream,
+    registry: &str,
+    icons: Option<IconStore>,
+    spool: Spool,
+) -> Result<(Body, String, IconReport), HttpError> {
+    let failed = |e: WriteError| HttpError::Internal(e.to_string());
+    let mut writer = ResponseWriter::new(spool, registry).map_err(failed)?;
+    let mut report = IconReport::default();
+    while let Some(entry) = entries.blocking_next() {
+        let mut entry = entry?;
+        if let Some(icons) = &icons {
+            icons
+                .rewrite_entry(&mut entry, &mut report)
+                .map_err(|e| HttpError::Internal(e.to_string()))?;
+        }
+        writer.push(entry).map_err(failed)?;
+    }
+    let (body, hash) = writer
+        .finish()
+        .map_err(failed)?
+        .finish(|hash| format!("{hash}.json"))
+        .map_err(|e| HttpError::Internal(format!("writing the answer failed: {e}")))?;
+    Ok((body, hash, report))
 }
 
 async fn serve(

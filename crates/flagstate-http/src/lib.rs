@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod assert;
+pub mod body;
 pub mod cache;
 pub mod conditional;
 pub mod config;

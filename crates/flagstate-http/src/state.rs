@@ -9,8 +9,10 @@ use flagstate_core::Store;
 use flagstate_core::icons::IconStore;
 use flagstate_core::indexer::Indexer;
 
+use crate::body::SpoolDir;
 use crate::cache::IndexCache;
 use crate::config::HttpConfig;
+use crate::error::HttpError;
 use crate::events::RecentEvents;
 use crate::health::ReadinessCheck;
 use crate::limits::RequestLimiter;
@@ -37,6 +39,8 @@ struct Inner {
     icons: Option<IconStore>,
     limiter: RequestLimiter,
     readiness: ReadinessCheck,
+    /// Where large answers are written; made on first use (see [`AppState::spool`]).
+    spool: tokio::sync::OnceCell<Arc<SpoolDir>>,
 }
 
 impl AppState {
@@ -47,7 +51,8 @@ impl AppState {
             config.index_cache_entries,
             config.index_cache_bytes,
             config.max_concurrent_builds,
-        );
+        )
+        .with_disk_budget(config.answer_disk_bytes);
         // Pages take no build permit of their own: the broad queries inside them take the
         // index cache's (`UiContext::query`), and a page holding one while asking for
         // another could wait on itself.
@@ -77,6 +82,7 @@ impl AppState {
                 index_cache_control,
                 limiter,
                 readiness: ReadinessCheck::default(),
+                spool: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -84,6 +90,35 @@ impl AppState {
     /// Where index answers' `data:` icons are extracted to, when configured.
     pub fn icon_store(&self) -> Option<&IconStore> {
         self.inner.icons.as_ref()
+    }
+
+    /// The directory large index answers are written to (`answer_dir`), made (and
+    /// cleared of an earlier run's files) on first use. A server calls this before it
+    /// starts serving, so a directory it cannot use stops it at start.
+    pub async fn spool(&self) -> Result<Arc<SpoolDir>, HttpError> {
+        let config = &self.inner.config;
+        self.inner
+            .spool
+            .get_or_try_init(|| async {
+                let dir = config.answer_dir.clone();
+                let memory_max = config.answer_memory_max;
+                tokio::task::spawn_blocking(move || {
+                    SpoolDir::new(dir.as_deref(), memory_max).map_err(|e| match &dir {
+                        Some(dir) => HttpError::Internal(format!(
+                            "cannot use the answer directory {} (cache.answer_dir): {e}",
+                            dir.display()
+                        )),
+                        None => HttpError::Internal(format!(
+                            "cannot make a temporary answer directory: {e}"
+                        )),
+                    })
+                })
+                .await
+                .map_err(|e| HttpError::Internal(format!("answer directory task failed: {e}")))?
+                .map(Arc::new)
+            })
+            .await
+            .cloned()
     }
 
     /// The store queries are answered from.
