@@ -66,6 +66,39 @@ pub struct HttpConfig {
     /// further builds wait their turn (within `request_timeout`). Requests for the same
     /// answer always share one build.
     pub max_concurrent_builds: usize,
+    /// What `/metrics` reports as `flagstate_build_info{version, commit}`. Default: this
+    /// crate's version and no commit; a binary passes its own (see
+    /// [`BuildInfo::new`]).
+    pub build_info: BuildInfo,
+}
+
+/// The build a server runs, for the `flagstate_build_info` gauge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// Version of the program.
+    pub version: String,
+    /// Source commit it was built from, when known.
+    pub commit: Option<String>,
+}
+
+impl BuildInfo {
+    /// A build of `version` from `commit`.
+    pub fn new(version: impl Into<String>, commit: Option<impl Into<String>>) -> Self {
+        BuildInfo {
+            version: version.into(),
+            commit: commit.map(Into::into),
+        }
+    }
+}
+
+impl Default for BuildInfo {
+    /// This crate's version (the workspace shares one), commit unknown.
+    fn default() -> Self {
+        BuildInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            commit: None,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -90,6 +123,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             max_in_flight: 512,
             max_concurrent_builds: 4,
+            build_info: BuildInfo::default(),
         }
     }
 }
