@@ -175,13 +175,11 @@ async fn measure(
     let indexer = Arc::new(Indexer::new(
         client,
         store.clone(),
-        IndexerConfig {
-            full_scan_interval: None,
-            gc_interval: None,
+        IndexerConfig::default()
+            .with_full_scan_interval(None)
+            .with_gc_interval(None)
             // Reconciles follow each event as in production; keep them out of the window.
-            reconcile_debounce: Duration::from_secs(60),
-            ..IndexerConfig::default()
-        },
+            .with_reconcile_debounce(Duration::from_secs(60)),
     ));
     let state = flagstate::http::AppState::new(
         store,

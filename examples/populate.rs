@@ -445,12 +445,10 @@ async fn scan(args: &Args) -> Result<(), Error> {
     let indexer = Indexer::new(
         client,
         store.clone() as Arc<dyn Store>,
-        IndexerConfig {
-            concurrency,
-            full_scan_interval: None,
-            gc_interval: None,
-            ..IndexerConfig::default()
-        },
+        IndexerConfig::default()
+            .with_concurrency(concurrency)
+            .with_full_scan_interval(None)
+            .with_gc_interval(None),
     );
     let first = indexer.full_scan(&NoProgress).await?;
     println!(

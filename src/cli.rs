@@ -1,18 +1,25 @@
 //! The command line: subcommands and flags (clap derive), and how flags override the
 //! configuration.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, LogFormat};
 
 /// Index the metadata of a container registry and answer registry index protocol queries.
 #[derive(Debug, Parser)]
-#[command(name = "flagstate", version, propagate_version = true)]
+#[command(
+    name = "flagstate",
+    version = VERSION,
+    propagate_version = true
+)]
 pub struct Cli {
-    /// YAML configuration file. Environment variables `FLAGSTATE_*` and flags override it.
+    /// YAML configuration file (default: /etc/flagstate/config.yaml when it exists).
+    /// Environment variables `FLAGSTATE_*` and flags override it.
     #[arg(
         long,
         short = 'c',
@@ -59,6 +66,12 @@ pub enum Command {
     /// notifications. Exits 2 on a bad configuration, 1 when a registry could not be read
     /// completely (its files are then left as they were).
     Index(IndexArgs),
+    /// Print a shell completion script, e.g. `flagstate completions bash >
+    /// /usr/share/bash-completion/completions/flagstate`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), e.g. `flagstate man > /usr/share/man/man1/flagstate.1`;
+    /// `flagstate man SUBCOMMAND` prints that subcommand's page (`flagstate-SUBCOMMAND.1`).
+    Man(ManArgs),
     /// Work with configuration files without starting anything.
     Config(ConfigArgs),
 }
@@ -86,6 +99,47 @@ pub struct ConfigCheckArgs {
     /// `--config` names a regindexer file, checked as `flagstate index` reads it.
     #[arg(long)]
     pub index: bool,
+}
+
+/// Flags of `man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The subcommand whose page to print; none: the main page.
+    #[arg(value_name = "SUBCOMMAND")]
+    pub subcommand: Option<String>,
+}
+
+/// The version `--version` prints: the package version, and the git commit when the
+/// binary was built from a git checkout (see `build.rs`).
+pub const VERSION: &str = env!("FLAGSTATE_VERSION");
+
+/// The short git commit the binary was built from, when known.
+pub fn commit() -> Option<&'static str> {
+    Some(env!("FLAGSTATE_GIT_COMMIT")).filter(|c| !c.is_empty())
+}
+
+/// The configuration file read when neither `--config` nor `FLAGSTATE_CONFIG` names one,
+/// if it exists (the Go original's location).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/flagstate/config.yaml";
+
+/// Environment variable that replaces [`DEFAULT_CONFIG_PATH`] (for packagers and tests);
+/// set but empty, no default file is read.
+pub const DEFAULT_CONFIG_ENV: &str = "FLAGSTATE_DEFAULT_CONFIG";
+
+/// The default configuration file, when it exists: `FLAGSTATE_DEFAULT_CONFIG`, else
+/// [`DEFAULT_CONFIG_PATH`].
+pub fn default_config_path() -> Option<PathBuf> {
+    let path = std::env::var_os(DEFAULT_CONFIG_ENV)
+        .map_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH), PathBuf::from);
+    (!path.as_os_str().is_empty() && path.exists()).then_some(path)
+}
+
+/// Flags of `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Flags of `index`.
@@ -156,15 +210,23 @@ impl Cli {
         match &self.command {
             Command::Serve(args) => !args.read_only,
             Command::Scan | Command::Check => true,
-            Command::Query(_) | Command::Index(_) => false,
+            Command::Query(_) | Command::Index(_) | Command::Completions(_) | Command::Man(_) => {
+                false
+            }
             // Checked as `serve` reads it.
             Command::Config(_) => true,
         }
     }
 
+    /// The configuration file in force: `--config` / `FLAGSTATE_CONFIG`, else the default
+    /// file when it exists.
+    pub fn config_path(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(default_config_path)
+    }
+
     /// Loads the configuration and applies the flags on top of it, then validates it.
     pub fn load_config(&self) -> Result<Config, ConfigError> {
-        let mut config = Config::load(self.config.as_deref())?;
+        let mut config = Config::load(self.config_path().as_deref())?;
         self.apply(&mut config)?;
         let needs_registry = self.needs_registry() && !config.read_only;
         config.validate(needs_registry)?;
@@ -174,8 +236,8 @@ impl Cli {
     /// Overrides configuration values with the flags given.
     pub fn apply(&self, config: &mut Config) -> Result<(), ConfigError> {
         if let Some(registry) = &self.registry {
-            let url = url::Url::parse(registry)
-                .map_err(|e| ConfigError::invalid("--registry", format!("{registry:?}: {e}")))?;
+            let url = crate::config::parse_registry_url(registry)
+                .map_err(|e| ConfigError::invalid("--registry", e))?;
             config.registry.url = Some(url);
         }
         if let Some(database) = &self.database {
@@ -194,6 +256,45 @@ impl Cli {
         }
         Ok(())
     }
+}
+
+/// Parses the command line, exiting on a usage error (status 2) or after `--help` /
+/// `--version` (status 0), as clap does.
+pub fn parse() -> Cli {
+    try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// Parses `args` (the program name first). Besides flagstate's own syntax it accepts the
+/// Go original's invocation: `-config FILE` / `-config=FILE` as the first argument is
+/// `--config`, and a configuration file named without a subcommand means `serve`.
+pub fn try_parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    if let Some(first) = args.get_mut(1) {
+        if first == "-config" {
+            *first = "--config".into();
+        } else if let Some(file) = first.to_str().and_then(|a| a.strip_prefix("-config=")) {
+            *first = format!("--config={file}").into();
+        }
+    }
+    match Cli::try_parse_from(&args) {
+        Err(e) if e.kind() == ErrorKind::MissingSubcommand && names_config_file(&args) => {
+            args.push("serve".into());
+            Cli::try_parse_from(args)
+        }
+        parsed => parsed,
+    }
+}
+
+/// Whether `args` give `--config` / `-c`.
+fn names_config_file(args: &[OsString]) -> bool {
+    args.iter().skip(1).any(|arg| {
+        arg.to_str()
+            .is_some_and(|a| a == "--config" || a.starts_with("--config=") || a.starts_with("-c"))
+    })
 }
 
 #[cfg(test)]
@@ -241,6 +342,28 @@ mod tests {
         let cli = Cli::try_parse_from(["flagstate", "scan", "--registry", "not a url"]).unwrap();
         let e = cli.apply(&mut Config::default()).unwrap_err().to_string();
         assert!(e.starts_with("--registry"), "{e}");
+    }
+
+    #[test]
+    fn the_go_invocation_means_serve() {
+        for args in [
+            &["flagstate", "-config", "/etc/x.yaml"][..],
+            &["flagstate", "-config=/etc/x.yaml"],
+            &["flagstate", "--config", "/etc/x.yaml"],
+            &["flagstate", "-c", "/etc/x.yaml", "--json-logs"],
+        ] {
+            let cli = try_parse_from(args).unwrap();
+            assert!(matches!(cli.command, Command::Serve(_)), "{args:?}");
+            assert_eq!(
+                cli.config.as_deref(),
+                Some(std::path::Path::new("/etc/x.yaml"))
+            );
+        }
+        // A subcommand still wins, and without a configuration file there is no default.
+        let cli = try_parse_from(["flagstate", "-config", "x.yaml", "scan"]).unwrap();
+        assert!(matches!(cli.command, Command::Scan));
+        let e = try_parse_from(["flagstate", "--json-logs"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

@@ -108,6 +108,7 @@ impl Default for Config {
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrySettings {
     /// Base URL the indexer reads from, e.g. `http://127.0.0.1:5000`.
+    #[serde(deserialize_with = "registry_url")]
     pub url: Option<url::Url>,
     /// The `Registry` value written into every index answer; clients resolve it against
     /// the index URL, so it may be relative (`/`). Defaults to `url`.
@@ -491,9 +492,11 @@ pub struct IntervalSettings {
 
 impl Default for IntervalSettings {
     fn default() -> Self {
+        // The indexer's defaults; `None` (never) there is `0` here.
+        let indexer = flagstate_core::indexer::IndexerConfig::default();
         IntervalSettings {
-            fetch_all: Duration::from_secs(60 * 60),
-            garbage_collect: Duration::from_secs(30 * 60),
+            fetch_all: indexer.full_scan_interval.unwrap_or_default(),
+            garbage_collect: indexer.gc_interval.unwrap_or_default(),
         }
     }
 }
@@ -586,24 +589,7 @@ impl Config {
     fn figment(path: Option<&Path>) -> Result<Figment, ConfigError> {
         let mut figment = Figment::new();
         if let Some(path) = path {
-            // figment treats a missing file as empty; a named file that is missing is a
-            // mistake worth reporting.
-            match std::fs::metadata(path) {
-                Ok(meta) if meta.is_file() => {}
-                Ok(_) => {
-                    return Err(ConfigError::Read {
-                        path: path.to_owned(),
-                        source: std::io::Error::other("not a regular file"),
-                    });
-                }
-                Err(source) => {
-                    return Err(ConfigError::Read {
-                        path: path.to_owned(),
-                        source,
-                    });
-                }
-            }
-            figment = figment.merge(Yaml::file_exact(path));
+            figment = figment.merge(yaml_file(path)?);
         }
         Ok(Self::merge_env(figment))
     }
@@ -646,14 +632,6 @@ impl Config {
             return Err(ConfigError::invalid(
                 "registry.url",
                 "is required (set it in the file, with FLAGSTATE_REGISTRY__URL or with --registry)",
-            ));
-        }
-        if let Some(url) = &registry.url
-            && !matches!(url.scheme(), "http" | "https")
-        {
-            return Err(ConfigError::invalid(
-                "registry.url",
-                format!("must be an http:// or https:// URL, got {url}"),
             ));
         }
         match (&registry.username, &registry.password, &registry.token) {
@@ -737,6 +715,42 @@ impl Config {
             .or_else(|| self.registry.url.as_ref().map(|u| u.as_str().to_owned()))
             .unwrap_or_else(|| "/".to_owned())
     }
+}
+
+/// A YAML file as a figment source, whose errors name the file. figment treats a missing
+/// file as empty; a named file that is missing is a mistake worth reporting.
+pub fn yaml_file(path: &Path) -> Result<figment::providers::Data<Yaml>, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(Yaml::file_exact(path)),
+        Ok(_) => Err(read_error(std::io::Error::other("not a regular file"))),
+        Err(source) => Err(read_error(source)),
+    }
+}
+
+/// Parses a registry base URL as a person writes it: an `http://` or `https://` URL. A
+/// bare `host:port` gets a message saying which scheme to add.
+pub fn parse_registry_url(text: &str) -> Result<url::Url, String> {
+    if !text.contains("://") {
+        return Err(format!(
+            "{text:?} has no scheme: add http:// or https:// (e.g. http://{text})"
+        ));
+    }
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("must be an http:// or https:// URL, got {text:?}"));
+    }
+    Ok(url)
+}
+
+/// `registry.url` through [`parse_registry_url`].
+fn registry_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<url::Url>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    text.map(|t| parse_registry_url(&t).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// The environment variable that sets `key` (`registry.url` → `FLAGSTATE_REGISTRY__URL`).

@@ -14,7 +14,7 @@
 //! | `pg` | `postgres` | `PgStore`, one writer and read-only replicas on PostgreSQL |
 //! | `http` | `http` | the axum router serving the protocol |
 //!
-//! The `flagstate` binary (`serve`, `scan`, `query`, `check`) composes them; see
+//! The `flagstate` binary (`serve`, `scan`, `query`, `check`, `index`) composes them; see
 //! `docs/configuration.md` for running it.
 
 #![warn(missing_docs)]

@@ -1,4 +1,5 @@
-//! The `flagstate` binary: `serve`, `scan`, `query`, `check`, `index` and `config check`.
+//! The `flagstate` binary: `serve`, `scan`, `query`, `check`, `index` and `config check`,
+//! plus `completions` and `man`.
 //!
 //! This file only wires things together: flags ([`cli`]), then what the subcommand needs
 //! (configuration and logging, [`commands::prepare`]), then the subcommand ([`serve`],
@@ -15,15 +16,12 @@ mod setup;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use crate::cli::Cli;
 use crate::error::CliError;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
     // Usage errors exit 2 and --help/--version exit 0, as clap decides.
-    let cli = Cli::parse();
+    let cli = cli::parse();
     let job = match commands::prepare(&cli) {
         Ok(job) => job,
         Err(e) => return report(&e),

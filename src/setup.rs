@@ -29,12 +29,12 @@ pub fn registry_client(config: &Config) -> Result<RegistryClient, CliError> {
         }),
         _ => None,
     };
-    let mut cfg = RegistryConfig::new(url);
-    cfg.credentials = credentials;
-    cfg.timeout = settings.timeout;
-    cfg.max_concurrency = settings.max_concurrency;
-    cfg.retry_budget = settings.retry_budget;
-    cfg.repositories = settings.repository_names()?;
+    let cfg = RegistryConfig::new(url)
+        .with_credentials(credentials)
+        .with_timeout(settings.timeout)
+        .with_max_concurrency(settings.max_concurrency)
+        .with_retry_budget(settings.retry_budget)
+        .with_repositories(settings.repository_names()?);
     RegistryClient::new(cfg).map_err(|e| ConfigError::invalid("registry", e.to_string()).into())
 }
 
@@ -61,20 +61,24 @@ pub fn http_config(config: &Config) -> flagstate_http::HttpConfig {
             .clone()
             .unwrap_or_else(|| "/icons/".to_owned()),
         query_limits: config.query.limits(),
+        build_info: build_info(),
         ..flagstate_http::HttpConfig::default()
     }
+}
+
+/// This binary's version and commit, for `/metrics`.
+pub fn build_info() -> flagstate_http::BuildInfo {
+    flagstate_http::BuildInfo::new(env!("CARGO_PKG_VERSION"), crate::cli::commit())
 }
 
 /// The indexer the configuration describes, writing into `store`.
 pub fn indexer(config: &Config, store: Arc<dyn Store>) -> Result<Indexer, CliError> {
     let client = registry_client(config)?;
-    let cfg = IndexerConfig {
-        concurrency: config.registry.max_concurrency,
-        full_scan_interval: config.interval.fetch_all(),
-        gc_interval: config.interval.garbage_collect(),
-        max_pending_reconciles: config.events.max_pending_reconciles,
-        ..IndexerConfig::default()
-    };
+    let cfg = IndexerConfig::default()
+        .with_concurrency(config.registry.max_concurrency)
+        .with_full_scan_interval(config.interval.fetch_all())
+        .with_gc_interval(config.interval.garbage_collect())
+        .with_max_pending_reconciles(config.events.max_pending_reconciles);
     Ok(Indexer::new(client, store, cfg))
 }
 
@@ -142,11 +146,9 @@ async fn open(
         }
         #[cfg(feature = "postgres")]
         DatabaseChoice::Postgres { url, schema } => {
-            let options = flagstate_pg::PgOptions {
-                read_only,
-                schema,
-                ..Default::default()
-            };
+            let options = flagstate_pg::PgOptions::default()
+                .with_read_only(read_only)
+                .with_schema(schema);
             let store = flagstate_pg::PgStore::connect(&url, options).await?;
             Ok(Arc::new(store))
         }

@@ -173,11 +173,9 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let schema = format!("flagstate_bench_{}", std::process::id());
-        let options = PgOptions {
-            schema: Some(schema.clone()),
-            max_connections: 8,
-            ..PgOptions::default()
-        };
+        let options = PgOptions::default()
+            .with_schema(Some(schema.clone()))
+            .with_max_connections(8);
         let store = PgStore::connect(&url, options).await.expect("connect");
         run("PostgreSQL", Arc::new(store.clone()), repositories).await;
         store.close().await;

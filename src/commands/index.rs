@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Format, Yaml};
 use flagstate_core::icons::IconStore;
 use flagstate_core::indexer::{Indexer, IndexerConfig, ScanProgress};
 use flagstate_core::registry::{RegistryClient, RegistryConfig};
@@ -51,6 +50,25 @@ pub struct StaticIndexConfig {
     /// The indexes, by name.
     #[serde(default)]
     pub indexes: BTreeMap<String, IndexSettings>,
+    /// regindexer-daemon's section (the fedmsg topic it rebuilds on). Accepted so that
+    /// regindexer files work unchanged; flagstate reads registry notifications instead.
+    #[serde(default)]
+    pub daemon: Option<DaemonSection>,
+}
+
+/// regindexer's `daemon:` section: read, reported, not used.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DaemonSection {
+    /// fedmsg topic prefix (regindexer's default `org.fedoraproject`).
+    #[serde(default)]
+    pub topic_prefix: Option<String>,
+    /// fedmsg environment (regindexer's default `dev`).
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Any other messaging setting (`amqp_url`, `queue_name`, …), of regindexer versions
+    /// or deployments that consume AMQP.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, figment::value::Value>,
 }
 
 /// One index of the configuration file.
@@ -104,13 +122,35 @@ pub struct StaticIndexPlan {
 impl StaticIndexConfig {
     /// Reads and parses a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Figment::from(Yaml::string(&text))
+        Figment::from(crate::config::yaml_file(path)?)
             .extract()
             .map_err(ConfigError::from_figment)
+    }
+
+    /// The line logged when the file has a `daemon:` section, saying what flagstate does
+    /// instead of listening to fedmsg; `None` without one.
+    pub fn daemon_notice(&self) -> Option<String> {
+        let daemon = self.daemon.as_ref()?;
+        let mut keys: Vec<&str> = daemon.other.keys().map(String::as_str).collect();
+        keys.extend(daemon.topic_prefix.as_ref().map(|_| "topic_prefix"));
+        keys.extend(daemon.environment.as_ref().map(|_| "environment"));
+        keys.sort_unstable();
+        let topic = format!(
+            "{}.{}.bodhi.compose.complete",
+            daemon
+                .topic_prefix
+                .as_deref()
+                .unwrap_or("org.fedoraproject"),
+            daemon.environment.as_deref().unwrap_or("dev"),
+        );
+        Some(format!(
+            "the daemon section ({}) is not used: instead of fedmsg messages on {topic}, flagstate reads the registry's notifications (flagstate index --watch, POST /events)",
+            if keys.is_empty() {
+                "empty".to_owned()
+            } else {
+                keys.join(", ")
+            }
+        ))
     }
 
     /// Checks the configuration and turns it into a plan. Relative paths are resolved
@@ -152,8 +192,8 @@ impl StaticIndexConfig {
                 .registry
                 .as_deref()
                 .ok_or_else(|| ConfigError::invalid(key("registry"), "is required"))?;
-            let registry_url = url::Url::parse(registry)
-                .map_err(|e| ConfigError::invalid(key("registry"), format!("{registry:?}: {e}")))?;
+            let registry_url = crate::config::parse_registry_url(registry)
+                .map_err(|e| ConfigError::invalid(key("registry"), e))?;
             if settings.extract_icons && icons.is_none() {
                 return Err(ConfigError::invalid(
                     key("extract_icons"),
@@ -231,11 +271,9 @@ fn new_source(url: &url::Url, specs: Vec<IndexSpec>) -> Result<Source, CliError>
     let client = RegistryClient::new(RegistryConfig::new(url.clone()))
         .map_err(|e| CliError::Config(ConfigError::invalid("registry", e.to_string())))?;
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let config = IndexerConfig {
-        full_scan_interval: None,
-        gc_interval: None,
-        ..IndexerConfig::default()
-    };
+    let config = IndexerConfig::default()
+        .with_full_scan_interval(None)
+        .with_gc_interval(None);
     Ok(Source {
         specs,
         indexer: Arc::new(Indexer::new(client, store, config)),
@@ -343,6 +381,9 @@ pub async fn run_once(
 
 fn prepare(config_path: &Path) -> Result<(StaticIndexPlan, Vec<Source>), CliError> {
     let config = StaticIndexConfig::load(config_path)?;
+    if let Some(notice) = config.daemon_notice() {
+        tracing::info!(file = %config_path.display(), "{notice}");
+    }
     let base = config_path.parent().map(Path::to_owned).unwrap_or_default();
     let plan = config.plan(&base)?;
     let sources = plan
@@ -408,11 +449,9 @@ pub async fn run_watch(
     let indexer = Arc::new(Indexer::new(
         client,
         store.clone(),
-        IndexerConfig {
-            full_scan_interval: options.rescan_interval,
-            gc_interval: options.rescan_interval,
-            ..IndexerConfig::default()
-        },
+        IndexerConfig::default()
+            .with_full_scan_interval(options.rescan_interval)
+            .with_gc_interval(options.rescan_interval),
     ));
     let shutdown = tokio_util::sync::CancellationToken::new();
     // The scan above is the first one; the periodic ones start an interval later.
@@ -425,6 +464,7 @@ pub async fn run_watch(
             .unwrap_or_default(),
         events_token: options.events_token.clone().filter(|t| !t.is_empty()),
         events_allow_anonymous: options.allow_anonymous_events,
+        build_info: crate::setup::build_info(),
         ..flagstate_http::HttpConfig::default()
     };
     if http.events_token.is_none() && !http.events_allow_anonymous {
@@ -520,6 +560,7 @@ async fn rewrite_on_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use figment::providers::{Format, Yaml};
 
     /// regindexer's README example, with its duplicated `output` key fixed.
     const README_EXAMPLE: &str = r#"

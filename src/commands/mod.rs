@@ -7,8 +7,11 @@ pub mod index;
 pub mod query;
 pub mod scan;
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
+
+use clap::CommandFactory as _;
 
 use crate::cli::{Cli, Command, ConfigCommand, IndexArgs, QueryArgs};
 use crate::config::{Config, ConfigError, LogFormat};
@@ -36,6 +39,10 @@ pub enum Job<'a> {
     ConfigCheck(Config, Option<&'a Path>),
     /// `config check --index`: the regindexer file to check.
     ConfigCheckIndex(&'a Path),
+    /// `completions`: the script for this shell.
+    Completions(clap_complete::Shell),
+    /// `man`: the page of the subcommand named, or the main page.
+    Man(Option<&'a str>),
 }
 
 /// Loads what the command of `cli` needs (flagstate's configuration, or for `index` the
@@ -77,6 +84,8 @@ pub fn prepare(cli: &Cli) -> Result<Job<'_>, CliError> {
             }
             ConfigCommand::Check(_) => Job::ConfigCheck(cli.load_config()?, cli.config.as_deref()),
         },
+        Command::Completions(args) => Job::Completions(args.shell),
+        Command::Man(args) => Job::Man(args.subcommand.as_deref()),
     })
 }
 
@@ -90,5 +99,51 @@ pub async fn run(job: Job<'_>) -> Result<ExitCode, CliError> {
         Job::Index { config, args } => index::run(config, args).await,
         Job::ConfigCheck(config, source) => config::run(&config, source),
         Job::ConfigCheckIndex(path) => config::run_index(path),
+        Job::Completions(shell) => print(|out| {
+            clap_complete::generate(shell, &mut Cli::command(), "flagstate", out);
+            Ok(())
+        }),
+        Job::Man(subcommand) => {
+            let page = man_page(subcommand)?;
+            print(|out| clap_mangen::Man::new(page).render(out))
+        }
+    }
+}
+
+/// The command whose manual page `flagstate man [SUBCOMMAND]` prints, named as the page
+/// (`flagstate`, `flagstate-scan`, …).
+fn man_page(subcommand: Option<&str>) -> Result<clap::Command, CliError> {
+    let mut cli = Cli::command();
+    let Some(name) = subcommand else {
+        return Ok(cli);
+    };
+    // Built, so the subcommands carry the global flags and the version.
+    cli.build();
+    let page = cli
+        .get_subcommands()
+        .find(|sub| sub.get_name() == name)
+        .map(|sub| sub.clone().name(format!("flagstate-{name}")));
+    page.ok_or_else(|| {
+        let names: Vec<&str> = cli.get_subcommands().map(clap::Command::get_name).collect();
+        ConfigError::invalid(
+            "man",
+            format!("no subcommand {name:?}; one of: {}", names.join(", ")),
+        )
+        .into()
+    })
+}
+
+/// Writes what `write` produces to standard output.
+fn print(
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<ExitCode, CliError> {
+    let mut out = std::io::stdout().lock();
+    match write(&mut out).and_then(|()| out.flush()) {
+        // The reader stopped early (`flagstate man | head`): nothing left to say.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(CliError::Runtime(format!(
+            "cannot write to standard output: {e}"
+        ))),
+        Ok(()) => Ok(ExitCode::SUCCESS),
     }
 }

@@ -257,7 +257,22 @@ fn validation_catches_inconsistent_settings() {
             &format!("{url}database: {{sqlite: {{path: x}}, postgres: {{url: 'postgres://'}}}}"),
             "database",
         );
-        check("registry: {url: 'ftp://r'}", "registry.url");
+        for (yaml, needle) in [
+            (
+                "registry: {url: 'ftp://r'}",
+                "must be an http:// or https:// URL",
+            ),
+            (
+                "registry: {url: '127.0.0.1:5000'}",
+                "add http:// or https://",
+            ),
+        ] {
+            let e = load(jail, yaml).unwrap_err().to_string();
+            assert!(
+                e.starts_with("registry.url: ") && e.contains(needle),
+                "{yaml}: {e}"
+            );
+        }
         check(
             "registry: {url: 'http://r', username: u}",
             "registry.username",

@@ -65,6 +65,10 @@ pub async fn hello_registry(notify_port: Option<u16>) -> Option<TestRegistry> {
     Some(registry)
 }
 
+/// Keeps the machine's `/etc/flagstate/config.yaml`, if any, out of the tests: set to
+/// the empty string, `FLAGSTATE_DEFAULT_CONFIG` turns the default configuration file off.
+pub const NO_DEFAULT_CONFIG: (&str, &str) = ("FLAGSTATE_DEFAULT_CONFIG", "");
+
 /// Runs the binary to completion with `args` (and no `FLAGSTATE_*` configuration from
 /// the environment of the test run).
 pub fn run(args: &[&str]) -> Output {
@@ -78,6 +82,7 @@ pub fn run_in(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .stdin(Stdio::null())
         .env("RUST_LOG", "warn")
+        .env(NO_DEFAULT_CONFIG.0, NO_DEFAULT_CONFIG.1)
         .output()
         .expect("run flagstate")
 }
@@ -85,7 +90,10 @@ pub fn run_in(dir: &Path, args: &[&str]) -> Output {
 /// Like [`run`], with extra environment variables.
 pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(binary());
-    cmd.args(args).stdin(Stdio::null()).env("RUST_LOG", "warn");
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env("RUST_LOG", "warn")
+        .env(NO_DEFAULT_CONFIG.0, NO_DEFAULT_CONFIG.1);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -122,7 +130,8 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("clone log"))
             .stderr(log_file)
-            .env("RUST_LOG", "info,flagstate_core=debug,flagstate_http=debug");
+            .env("RUST_LOG", "info,flagstate_core=debug,flagstate_http=debug")
+            .env(NO_DEFAULT_CONFIG.0, NO_DEFAULT_CONFIG.1);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -567,10 +567,7 @@ async fn invented_repositories_cost_nothing_and_the_queue_is_capped() {
     let indexer = Indexer::new(
         client,
         store.clone(),
-        flagstate_core::indexer::IndexerConfig {
-            max_pending_reconciles: cap,
-            ..Default::default()
-        },
+        flagstate_core::indexer::IndexerConfig::default().with_max_pending_reconciles(cap),
     );
     let generation = store.generation().await.unwrap();
     let invented = |i: usize, action: EventAction, tag: Option<&str>, digest: bool| RegistryEvent {

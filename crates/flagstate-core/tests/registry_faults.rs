@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use flagstate_core::indexer::{Indexer, IndexerConfig, IndexerError, NoProgress};
+use flagstate_core::indexer::{Indexer, IndexerError, NoProgress};
 use flagstate_core::registry::{RegistryClient, RegistryError, RetryPolicy};
 use flagstate_core::testkit::{ImageSpec, TestRegistry, TestRegistryOptions};
 use flagstate_core::{Digest, MemoryStore, Store};
@@ -508,14 +508,7 @@ async fn registry_ignoring_conditional_requests_is_checked_with_head() {
     // One request at a time, so exactly one check runs before the client has learnt.
     let client = RegistryClient::new(client_config(&proxy.url)).unwrap();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let indexer = Indexer::new(
-        client,
-        store.clone(),
-        IndexerConfig {
-            concurrency: 1,
-            ..indexer_config()
-        },
-    );
+    let indexer = Indexer::new(client, store.clone(), indexer_config().with_concurrency(1));
     assert!(indexer.full_scan(&NoProgress).await.unwrap().is_complete());
     let generation = store.generation().await.unwrap();
 

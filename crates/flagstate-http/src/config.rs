@@ -77,6 +77,39 @@ pub struct HttpConfig {
     /// Budget of the file-backed answers in bytes (counted like
     /// [`index_cache_bytes`](Self::index_cache_bytes)).
     pub answer_disk_bytes: usize,
+    /// What `/metrics` reports as `flagstate_build_info{version, commit}`. Default: this
+    /// crate's version and no commit; a binary passes its own (see
+    /// [`BuildInfo::new`]).
+    pub build_info: BuildInfo,
+}
+
+/// The build a server runs, for the `flagstate_build_info` gauge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// Version of the program.
+    pub version: String,
+    /// Source commit it was built from, when known.
+    pub commit: Option<String>,
+}
+
+impl BuildInfo {
+    /// A build of `version` from `commit`.
+    pub fn new(version: impl Into<String>, commit: Option<impl Into<String>>) -> Self {
+        BuildInfo {
+            version: version.into(),
+            commit: commit.map(Into::into),
+        }
+    }
+}
+
+impl Default for BuildInfo {
+    /// This crate's version (the workspace shares one), commit unknown.
+    fn default() -> Self {
+        BuildInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            commit: None,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -104,6 +137,7 @@ impl Default for HttpConfig {
             answer_dir: None,
             answer_memory_max: 8 * 1024 * 1024,
             answer_disk_bytes: 4 * 1024 * 1024 * 1024,
+            build_info: BuildInfo::default(),
         }
     }
 }

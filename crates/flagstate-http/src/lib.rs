@@ -51,7 +51,7 @@ use axum::http::Uri;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 
-pub use config::HttpConfig;
+pub use config::{BuildInfo, HttpConfig};
 pub use error::HttpError;
 pub use server::{ServerConfig, serve};
 pub use state::AppState;

@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use flagstate_core::registry::ClientStats;
 use flagstate_core::sync::lock;
 
+use crate::config::BuildInfo;
 use crate::error::{HttpError, error_response};
 use crate::server::ConnectionStats;
 use crate::state::AppState;
@@ -39,6 +40,12 @@ struct RouteLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    commit: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -118,9 +125,27 @@ fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
 }
 
 impl Metrics {
-    /// A fresh set of metrics, all zero.
+    /// A fresh set of metrics, all zero, with the default [`BuildInfo`].
     pub fn new() -> Self {
+        Metrics::with_build_info(&BuildInfo::default())
+    }
+
+    /// A fresh set of metrics, all zero; `flagstate_build_info` reports `build` (commit
+    /// `unknown` when it has none).
+    pub fn with_build_info(build: &BuildInfo) -> Self {
         let mut r = Registry::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: build.version.clone(),
+                commit: build.commit.clone().unwrap_or_else(|| "unknown".to_owned()),
+            })
+            .set(1);
+        r.register(
+            "flagstate_build_info",
+            "Always 1; the labels name the running build's version and source commit",
+            build_info,
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         r.register(
             "flagstate_http_requests",

@@ -63,6 +63,7 @@ impl AppState {
             ))
         });
         let limiter = RequestLimiter::new(config.max_in_flight);
+        let metrics = Metrics::with_build_info(&config.build_info);
         let recent = RecentEvents::new(config.recent_event_ids);
         let index_cache_control = crate::conditional::max_age_value(config.max_age_index);
         let icons = config
@@ -78,7 +79,7 @@ impl AppState {
                 cache,
                 pages,
                 recent,
-                metrics: Metrics::new(),
+                metrics,
                 index_cache_control,
                 limiter,
                 readiness: ReadinessCheck::default(),

@@ -17,6 +17,15 @@ pub(crate) enum PgError {
         #[source]
         source: sqlx::Error,
     },
+    /// No connection to the server could be opened at all.
+    #[error("cannot reach PostgreSQL at {server} while connecting: {source}")]
+    Connect {
+        /// `host:port`, or the Unix socket path.
+        server: String,
+        /// Why the last attempt failed.
+        #[source]
+        source: sqlx::Error,
+    },
     /// The server answered with an error.
     #[error("PostgreSQL failed while {context}: {source}")]
     Sql {
@@ -97,7 +106,7 @@ fn is_unreachable(error: &sqlx::Error) -> bool {
 impl From<PgError> for StoreError {
     fn from(error: PgError) -> Self {
         match error {
-            PgError::Unreachable { .. } => StoreError::Unavailable {
+            PgError::Unreachable { .. } | PgError::Connect { .. } => StoreError::Unavailable {
                 store: STORE,
                 source: Box::new(error),
             },

@@ -87,11 +87,13 @@ use sqlx::PgPool;
 const STREAM_AHEAD: usize = 16;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::error::{PgError, STORE, SqlContext};
+use crate::error::{PgError, STORE};
 use crate::watch::{GenerationWatch, Watcher};
 
-/// How to open a [`PgStore`].
+/// How to open a [`PgStore`]. Build it from [`Default`] with the `with_*` methods (or by
+/// assigning fields); new fields may be added without a major release.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PgOptions {
     /// Open as a query replica: never migrate, refuse every write with
     /// [`StoreError::ReadOnly`], and run every session read-only.
@@ -119,6 +121,72 @@ impl Default for PgOptions {
             acquire_timeout: Duration::from_secs(5),
         }
     }
+}
+
+impl PgOptions {
+    /// Sets [`read_only`](Self::read_only).
+    #[must_use]
+    pub fn with_read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Sets [`statement_timeout`](Self::statement_timeout).
+    #[must_use]
+    pub fn with_statement_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_connections`](Self::max_connections).
+    #[must_use]
+    pub fn with_max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// Sets [`schema`](Self::schema).
+    #[must_use]
+    pub fn with_schema(mut self, schema: Option<String>) -> Self {
+        self.schema = schema;
+        self
+    }
+
+    /// Sets [`acquire_timeout`](Self::acquire_timeout).
+    #[must_use]
+    pub fn with_acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+}
+
+/// The error for a pool that could not open its first connection. The pool only says it
+/// timed out; one direct attempt names the server and why it cannot be reached
+/// (refused, unknown host, authentication, …).
+async fn connect_failure(
+    connect: &PgConnectOptions,
+    timeout: Duration,
+    error: sqlx::Error,
+) -> StoreError {
+    use sqlx::Connection as _;
+    if !matches!(error, sqlx::Error::PoolTimedOut) {
+        return PgError::sql("connecting")(error).into();
+    }
+    let server = match connect.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", connect.get_host(), connect.get_port()),
+    };
+    let source =
+        match tokio::time::timeout(timeout, sqlx::PgConnection::connect_with(connect)).await {
+            Ok(Err(cause)) => cause,
+            // It connects now, or hangs: the pool's own answer is all there is to say.
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+                error
+            }
+            Err(_) => error,
+        };
+    PgError::Connect { server, source }.into()
 }
 
 /// The PostgreSQL [`Store`]. Cheap to clone; clones share the pool.
@@ -185,11 +253,14 @@ impl PgStore {
                 .acquire_timeout(options.acquire_timeout)
                 .test_before_acquire(true)
         };
-        let pool = pool_options()
+        let pool = match pool_options()
             .max_connections(options.max_connections.max(1))
             .connect_with(connect.clone())
             .await
-            .during("connecting")?;
+        {
+            Ok(pool) => pool,
+            Err(e) => return Err(connect_failure(&connect, options.acquire_timeout, e).await),
+        };
         if options.read_only {
             schema::check_readable(&pool).await?;
         } else {

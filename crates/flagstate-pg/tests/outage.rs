@@ -202,12 +202,12 @@ async fn operations_fail_while_the_server_is_down_and_recover_after() {
     }
     let cluster = Cluster::create();
     cluster.start();
-    let options = |read_only| PgOptions {
-        read_only,
-        acquire_timeout: Duration::from_secs(1),
-        max_connections: 2,
-        schema: Some("outage".into()),
-        ..PgOptions::default()
+    let options = |read_only| {
+        PgOptions::default()
+            .with_read_only(read_only)
+            .with_acquire_timeout(Duration::from_secs(1))
+            .with_max_connections(2)
+            .with_schema(Some("outage".into()))
     };
     let writer = PgStore::connect(&cluster.url(), options(false))
         .await

@@ -197,10 +197,7 @@ async fn reopening_keeps_data_and_generation() {
 #[tokio::test]
 async fn bad_options_are_clear_errors() {
     let Some(url) = pg_url() else { return };
-    let options = |schema: &str| PgOptions {
-        schema: Some(schema.to_owned()),
-        ..PgOptions::default()
-    };
+    let options = |schema: &str| PgOptions::default().with_schema(Some(schema.to_owned()));
     let message = backend_message(PgStore::connect(&url, options("Bad-Name\";drop")).await);
     assert!(message.contains("invalid schema name"), "{message}");
     for url in ["mysql://host/db", "postgres://host:notaport/db"] {
@@ -233,10 +230,9 @@ async fn nul_characters_are_refused_and_nothing_is_stored() {
 async fn statement_timeout_cancels_slow_statements() {
     let Some(url) = pg_url() else { return };
     let guard = SchemaGuard::new(&url);
-    let fast = PgOptions {
-        statement_timeout: Some(Duration::from_millis(1)),
-        ..guard.options(false)
-    };
+    let fast = guard
+        .options(false)
+        .with_statement_timeout(Some(Duration::from_millis(1)));
     // Migrating takes longer than a millisecond: the server cancels it, and says so.
     match PgStore::connect(&url, fast).await {
         Err(e @ StoreError::Backend { .. }) => {

@@ -40,8 +40,10 @@ use crate::sync::lock;
 
 pub use worker::ReconcileQueueStats;
 
-/// How the indexer works.
+/// How the indexer works. Build it from [`Default`] with the `with_*` methods (or by
+/// assigning fields); new fields may be added without a major release.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct IndexerConfig {
     /// Repositories scanned at once (and manifests fetched at once per repository).
     /// The registry client's own limit bounds the requests in flight overall.
@@ -61,14 +63,54 @@ pub struct IndexerConfig {
 }
 
 impl Default for IndexerConfig {
+    /// 8 repositories at once, a full scan every hour, garbage collection every 30
+    /// minutes (the binary's `interval.*` defaults), a 2 s reconcile debounce and at most
+    /// 1000 repositories waiting for a re-scan.
     fn default() -> Self {
         IndexerConfig {
             concurrency: 8,
-            full_scan_interval: Some(Duration::from_secs(30 * 60)),
-            gc_interval: Some(Duration::from_secs(60 * 60)),
+            full_scan_interval: Some(Duration::from_secs(60 * 60)),
+            gc_interval: Some(Duration::from_secs(30 * 60)),
             reconcile_debounce: Duration::from_secs(2),
             max_pending_reconciles: 1000,
         }
+    }
+}
+
+impl IndexerConfig {
+    /// Sets [`concurrency`](Self::concurrency).
+    #[must_use]
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets [`full_scan_interval`](Self::full_scan_interval).
+    #[must_use]
+    pub fn with_full_scan_interval(mut self, interval: Option<Duration>) -> Self {
+        self.full_scan_interval = interval;
+        self
+    }
+
+    /// Sets [`gc_interval`](Self::gc_interval).
+    #[must_use]
+    pub fn with_gc_interval(mut self, interval: Option<Duration>) -> Self {
+        self.gc_interval = interval;
+        self
+    }
+
+    /// Sets [`reconcile_debounce`](Self::reconcile_debounce).
+    #[must_use]
+    pub fn with_reconcile_debounce(mut self, debounce: Duration) -> Self {
+        self.reconcile_debounce = debounce;
+        self
+    }
+
+    /// Sets [`max_pending_reconciles`](Self::max_pending_reconciles).
+    #[must_use]
+    pub fn with_max_pending_reconciles(mut self, max: usize) -> Self {
+        self.max_pending_reconciles = max;
+        self
     }
 }
 

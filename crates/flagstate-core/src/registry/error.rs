@@ -114,6 +114,15 @@ pub enum RegistryError {
         /// The registry's origin.
         origin: String,
     },
+    /// An `https://` URL reached a server that answered the TLS handshake in plain HTTP:
+    /// the registry is configured with the wrong scheme. Not retried.
+    #[error("{url}: the registry speaks plain HTTP: use {suggestion}")]
+    PlainHttp {
+        /// URL requested.
+        url: String,
+        /// The registry's base URL with `http://`.
+        suggestion: String,
+    },
     /// No request reached the registry for the client's whole retry budget (every
     /// attempt failed to connect or timed out, with no answer in between). Requests
     /// fail at once, without being sent, until the budget has passed again.
@@ -149,14 +158,16 @@ impl RegistryError {
 
     /// Whether the registry answered and its answer is unusable however often it is
     /// asked: content not matching its digest, an invalid answer, a body over the
-    /// limit, a redirect or link to a foreign origin, or a 4xx status other than 429
+    /// limit, a redirect or link to a foreign origin, plain HTTP on an `https://` URL,
+    /// or a 4xx status other than 429
     /// (404 and authentication failures have their own variants and are not included).
     pub fn is_permanent(&self) -> bool {
         match self {
             RegistryError::DigestMismatch { .. }
             | RegistryError::InvalidResponse { .. }
             | RegistryError::TooLarge { .. }
-            | RegistryError::ForeignUrl { .. } => true,
+            | RegistryError::ForeignUrl { .. }
+            | RegistryError::PlainHttp { .. } => true,
             RegistryError::Status { status, .. } => (400..500).contains(status) && *status != 429,
             _ => false,
         }

@@ -93,8 +93,10 @@ impl RetryPolicy {
     }
 }
 
-/// How to reach one registry.
+/// How to reach one registry. Build it with [`RegistryConfig::new`] and the `with_*`
+/// methods (or by assigning fields); new fields may be added without a major release.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct RegistryConfig {
     /// Base URL of the registry, e.g. `https://registry.example.org/`. A path prefix is
     /// kept (`/v2/` is appended to it). `user:password@` in the URL is moved into
@@ -133,6 +135,48 @@ impl RegistryConfig {
             retry_budget: DEFAULT_RETRY_BUDGET,
             repositories: Vec::new(),
         }
+    }
+
+    /// Sets [`credentials`](Self::credentials).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Option<Credentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Sets [`timeout`](Self::timeout).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_concurrency`](Self::max_concurrency).
+    #[must_use]
+    pub fn with_max_concurrency(mut self, max: usize) -> Self {
+        self.max_concurrency = max;
+        self
+    }
+
+    /// Sets [`retry`](Self::retry).
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets [`retry_budget`](Self::retry_budget).
+    #[must_use]
+    pub fn with_retry_budget(mut self, budget: Duration) -> Self {
+        self.retry_budget = budget;
+        self
+    }
+
+    /// Sets [`repositories`](Self::repositories).
+    #[must_use]
+    pub fn with_repositories(mut self, repositories: Vec<RepositoryName>) -> Self {
+        self.repositories = repositories;
+        self
     }
 }
 

@@ -150,6 +150,23 @@ impl RegistryClient {
                             })
                     }
                 }
+                Err(e) if target.scheme() == "https" && is_plain_http_answer(&e) => {
+                    // The server answered, in the wrong protocol: no retry will help.
+                    self.answered();
+                    let mut suggestion = if own_origin {
+                        self.inner.base.clone()
+                    } else {
+                        let mut origin = target.clone();
+                        origin.set_path("/");
+                        origin.set_query(None);
+                        origin
+                    };
+                    let _ = suggestion.set_scheme("http");
+                    return Err(RegistryError::PlainHttp {
+                        url: target.to_string(),
+                        suggestion: super::redacted(&suggestion),
+                    });
+                }
                 Err(e) => Err(ReadError::Network(describe(&e))),
             };
             permit.take();
@@ -491,6 +508,35 @@ async fn read_limited(
             Err(e) => return Err(ReadError::Network(describe(&e))),
         }
     }
+}
+
+/// Whether `e` is rustls failing the handshake because the server's first bytes are not
+/// a TLS record, which is what a plain HTTP server's answer (`HTTP/1.1 400 …`) looks like.
+fn is_plain_http_answer(e: &(dyn std::error::Error + 'static)) -> bool {
+    let plain = |mut e: &(dyn std::error::Error + 'static)| {
+        // io::Error hides the error it wraps from `source()` (and hyper-rustls wraps
+        // tokio-rustls' io::Error in another one): unwrap them.
+        while let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            e = inner;
+        }
+        matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType
+            ))
+        )
+    };
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if plain(e) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// The error and its causes on one line (reqwest's own message is often just

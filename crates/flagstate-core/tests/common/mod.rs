@@ -34,13 +34,11 @@ pub fn client_config(url: &str) -> RegistryConfig {
 }
 
 pub fn indexer_config() -> IndexerConfig {
-    IndexerConfig {
-        concurrency: 4,
-        full_scan_interval: None,
-        gc_interval: None,
-        reconcile_debounce: Duration::from_millis(100),
-        ..IndexerConfig::default()
-    }
+    IndexerConfig::default()
+        .with_concurrency(4)
+        .with_full_scan_interval(None)
+        .with_gc_interval(None)
+        .with_reconcile_debounce(Duration::from_millis(100))
 }
 
 pub fn indexer_for(cfg: RegistryConfig) -> (Arc<Indexer>, Arc<dyn Store>) {

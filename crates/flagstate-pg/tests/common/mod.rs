@@ -60,12 +60,10 @@ impl SchemaGuard {
 
     /// Options for a store in this schema.
     pub fn options(&self, read_only: bool) -> PgOptions {
-        PgOptions {
-            read_only,
-            schema: Some(self.schema.clone()),
-            max_connections: 4,
-            ..PgOptions::default()
-        }
+        PgOptions::default()
+            .with_read_only(read_only)
+            .with_schema(Some(self.schema.clone()))
+            .with_max_connections(4)
     }
 
     /// Runs one SQL statement in the schema (for setting up faults the API cannot make).
