@@ -79,8 +79,11 @@ pub async fn answer(state: &AppState, raw_query: &str) -> Result<Arc<CachedBody>
             // own: the remembered query is never metered, so no spent budget carries
             // over to the next miss.
             let (query, budget) = parsed.metered(limits.max_match_cost);
-            let registry = &state.config().public_registry_url;
-            let response = state.store().index(registry, &query).await;
+            let store = state.store();
+            let registry = store
+                .public_registry(&state.config().public_registry_url)
+                .await?;
+            let response = store.index(&registry, &query).await;
             // An exhausted budget leaves the answer incomplete, so it wins over it.
             budget.check()?;
             let mut response = response?;

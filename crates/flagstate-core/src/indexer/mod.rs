@@ -30,7 +30,7 @@ mod worker;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::digest::Digest;
 use crate::name::{NameError, RepositoryName, Tag};
@@ -58,7 +58,13 @@ pub struct IndexerConfig {
     /// counted ([`IndexerStatus::reconciles_dropped`]); the next periodic full scan covers
     /// those repositories. Bounds the registry requests a flood of notifications can cause.
     pub max_pending_reconciles: usize,
+    /// How often a running full scan logs its progress (`full scan progress`, with the
+    /// repositories done and their total); its start and end are always logged.
+    pub progress_log_interval: Duration,
 }
+
+/// The default of [`IndexerConfig::progress_log_interval`].
+pub const DEFAULT_PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Default for IndexerConfig {
     fn default() -> Self {
@@ -68,6 +74,7 @@ impl Default for IndexerConfig {
             gc_interval: Some(Duration::from_secs(60 * 60)),
             reconcile_debounce: Duration::from_secs(2),
             max_pending_reconciles: 1000,
+            progress_log_interval: DEFAULT_PROGRESS_LOG_INTERVAL,
         }
     }
 }
@@ -395,6 +402,9 @@ pub struct IndexerStatus {
     pub last_scan_error: Option<String>,
     /// Duration of the last completed full scan.
     pub last_scan_duration: Option<Duration>,
+    /// When the last full scan completed (wall clock): what the index holds is the
+    /// registry as of then, except for the repositories that scan reported as failed.
+    pub last_scan_finished_at: Option<SystemTime>,
 }
 
 #[derive(Default)]
@@ -415,6 +425,7 @@ struct StatusCells {
     gc_manifests_removed: AtomicU64,
     last_scan_error: Mutex<Option<String>>,
     last_scan_duration: Mutex<Option<Duration>>,
+    last_scan_finished_at: Mutex<Option<SystemTime>>,
 }
 
 /// Stripes of the per-repository write lock (see [`Indexer::write_guard`]).
@@ -513,6 +524,7 @@ impl Indexer {
             gc_manifests_removed: get(&s.gc_manifests_removed),
             last_scan_error: lock(&s.last_scan_error).clone(),
             last_scan_duration: *lock(&s.last_scan_duration),
+            last_scan_finished_at: *lock(&s.last_scan_finished_at),
         }
     }
 
