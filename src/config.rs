@@ -42,6 +42,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "icons",
     "server",
     "query",
+    "ui",
 ];
 
 /// Keys whose environment value is taken verbatim. figment would read `0123` as the number
@@ -82,6 +83,8 @@ pub struct Config {
     pub server: ServerSettings,
     /// Limits on index queries: glob size and matching work.
     pub query: QuerySettings,
+    /// The web UI.
+    pub ui: UiSettings,
 }
 
 impl Default for Config {
@@ -99,6 +102,48 @@ impl Default for Config {
             icons: IconSettings::default(),
             server: ServerSettings::default(),
             query: QuerySettings::default(),
+            ui: UiSettings::default(),
+        }
+    }
+}
+
+/// `ui.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiSettings {
+    /// The Flatpak remote name the apps page's commands use (`flatpak remote-add …
+    /// NAME`, `flatpak install NAME …`): letters, digits, `_`, `-` and `.`, not starting
+    /// with `-` or `.`.
+    pub remote_name: String,
+}
+
+impl Default for UiSettings {
+    fn default() -> Self {
+        UiSettings {
+            remote_name: "myregistry".to_owned(),
+        }
+    }
+}
+
+impl UiSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let name = self.remote_name.as_bytes();
+        let valid = name
+            .first()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            && name
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(b));
+        if valid {
+            Ok(())
+        } else {
+            Err(ConfigError::invalid(
+                "ui.remote_name",
+                format!(
+                    "{:?} is not a Flatpak remote name: use letters, digits, `_`, `-` and `.`, starting with a letter, digit or `_`",
+                    self.remote_name
+                ),
+            ))
         }
     }
 }
@@ -514,13 +559,26 @@ impl IntervalSettings {
 }
 
 /// `log.*`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     /// Output format.
     pub format: LogFormat,
     /// Filter in `RUST_LOG` syntax (`info`, `flagstate=debug,info`); `RUST_LOG` wins.
     pub filter: Option<String>,
+    /// How often a running full scan logs its progress (repositories done of the total).
+    #[serde(with = "duration")]
+    pub scan_progress_interval: Duration,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::default(),
+            filter: None,
+            scan_progress_interval: flagstate_core::indexer::DEFAULT_PROGRESS_LOG_INTERVAL,
+        }
+    }
 }
 
 /// How log lines are written (to standard error).
@@ -678,6 +736,13 @@ impl Config {
             ));
         }
         self.server.validate()?;
+        self.ui.validate()?;
+        if self.log.scan_progress_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "log.scan_progress_interval",
+                "must not be 0",
+            ));
+        }
         if self.icons.uri.is_some() && self.icons.dir.is_none() {
             return Err(ConfigError::invalid(
                 "icons.uri",

@@ -44,6 +44,7 @@ pub fn http_config(config: &Config) -> flagstate_http::HttpConfig {
         public_registry_url: config.public_registry_url(),
         max_age_index: config.cache.max_age_index,
         max_age_html: config.cache.max_age_html,
+        ui_remote_name: config.ui.remote_name.clone(),
         index_cache_entries: config.cache.index_entries,
         index_cache_bytes: config.cache.index_bytes,
         page_cache_entries: config.cache.page_entries,
@@ -78,7 +79,8 @@ pub fn indexer(config: &Config, store: Arc<dyn Store>) -> Result<Indexer, CliErr
         .with_concurrency(config.registry.max_concurrency)
         .with_full_scan_interval(config.interval.fetch_all())
         .with_gc_interval(config.interval.garbage_collect())
-        .with_max_pending_reconciles(config.events.max_pending_reconciles);
+        .with_max_pending_reconciles(config.events.max_pending_reconciles)
+        .with_progress_log_interval(config.log.scan_progress_interval);
     Ok(Indexer::new(client, store, cfg))
 }
 
@@ -123,7 +125,24 @@ pub fn sqlite_options(settings: &SqliteSettings) -> flagstate_sqlite::SqliteOpti
     }
 }
 
+/// Opens the store; a writer then stores its public registry URL with the index
+/// ([`Store::set_registry_url`]), which every process serving the index names in its
+/// answers, so a writer and its read-only replicas answer the same bytes.
 async fn open(
+    config: &Config,
+    choice: DatabaseChoice,
+    read_only: bool,
+) -> Result<Arc<dyn Store>, CliError> {
+    let store = open_backend(config, choice, read_only).await?;
+    if !read_only {
+        store
+            .set_registry_url(&config.public_registry_url())
+            .await?;
+    }
+    Ok(store)
+}
+
+async fn open_backend(
     config: &Config,
     choice: DatabaseChoice,
     read_only: bool,

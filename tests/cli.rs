@@ -418,3 +418,71 @@ fn scan_against_a_dead_registry_reports_it_unreachable_promptly() {
         "{out:?}"
     );
 }
+
+/// `serve` logs a full scan's start, its progress (every `log.scan_progress_interval`)
+/// and its end with repositories, tags, failures and duration, on standard error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_scan_start_progress_and_end() {
+    let Some(registry) = common::registry(None).await else {
+        return;
+    };
+    let pusher = registry.pusher();
+    for (repository, image) in [
+        (
+            common::images::HELLO.repository(),
+            common::images::HELLO.image(),
+        ),
+        (
+            common::images::WORLD.repository(),
+            common::images::WORLD.image(),
+        ),
+    ] {
+        pusher
+            .push_image(&repository, Some("latest"), &image)
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("index.db");
+    let mut server = common::Server::start(
+        common::free_port(),
+        &[
+            "--registry",
+            &registry.url(),
+            "--database",
+            db.to_str().unwrap(),
+        ],
+        &[("FLAGSTATE_LOG__SCAN_PROGRESS_INTERVAL", "1ms")],
+        dir.path(),
+    )
+    .await;
+    let log = server.log();
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} line in:\n{log}"))
+            .to_owned()
+    };
+    let started = line("full scan started");
+    assert!(
+        started.contains(&format!("registry={}", registry.url())),
+        "{started}"
+    );
+    let progress = line("full scan progress: ");
+    assert!(
+        progress.contains("full scan progress: 1 of 2 repositories")
+            || progress.contains("full scan progress: 2 of 2 repositories"),
+        "{progress}"
+    );
+    assert!(progress.contains("failed=0"), "{progress}");
+    let finished = line("full scan finished");
+    for field in ["repositories=2", "tags=2", "failed=0", "duration="] {
+        assert!(finished.contains(field), "{field} missing: {finished}");
+    }
+    let order: Vec<usize> = [started, progress, finished]
+        .iter()
+        .map(|l| log.find(l.as_str()).unwrap())
+        .collect();
+    assert!(order.is_sorted(), "out of order:\n{log}");
+    assert!(server.terminate().success(), "{}", server.log());
+}

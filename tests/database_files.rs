@@ -134,3 +134,31 @@ async fn writer_refuses_a_read_only_file_and_a_read_only_server_serves_it() {
     assert_eq!(body["Results"].as_array().unwrap().len(), 20, "{body}");
     assert!(server.terminate().success());
 }
+
+/// A writer and a read-only server on one SQLite file answer the same bytes and ETag:
+/// the writer stores the registry URL it serves with, and the read-only server, started
+/// with the file alone (no registry URL), names the same one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_and_read_only_server_on_one_file_answer_identical_bytes() {
+    let Some(registry) = common::hello_registry(None).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("index.db");
+    let db = db.to_str().unwrap();
+    let writer = Server::start(
+        free_port(),
+        &["--registry", &registry.url(), "--database", db],
+        &[],
+        dir.path(),
+    )
+    .await;
+    let reader = Server::start(
+        free_port(),
+        &["--read-only", "--database", db],
+        &[],
+        dir.path(),
+    )
+    .await;
+    common::assert_identical_answers(&writer, &reader, &registry.url()).await;
+}

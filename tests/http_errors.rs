@@ -253,8 +253,10 @@ async fn bad_requests_are_refused_and_nothing_is_lost() {
     .await;
     let (ro_index, _) = readonly.flatpak_index().await;
     assert_eq!(ro_index["Results"], before["Results"]);
-    // No registry configured at all: clients resolve manifests against this origin.
-    assert_eq!(ro_index["Registry"], "/");
+    // No registry configured at all: it names the registry the writer stored with the
+    // index, as the writer did.
+    assert_eq!(ro_index["Registry"], before["Registry"]);
+    assert_ne!(ro_index["Registry"], "/");
     let answer = http_client()
         .post(format!("{}/events", readonly.url))
         .bearer_auth(EVENTS_TOKEN)

@@ -126,3 +126,62 @@ async fn writer_and_read_only_replica_share_postgres() {
     assert!(replica.terminate().success(), "{}", replica.log());
     assert!(writer.terminate().success(), "{}", writer.log());
 }
+
+/// The `Registry` a writer serves with is stored with the index, so a read-only replica
+/// configured with the database alone (no registry URL) answers the same bytes and ETag,
+/// and so does `query`: two processes behind one load balancer are indistinguishable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_and_replica_answer_identical_bytes() {
+    let Some(url) = database_url() else {
+        return;
+    };
+    let Some(registry) = hello_registry(None).await else {
+        return;
+    };
+    let port = free_port();
+    let schema = format!("flagstate_e2e_bytes_{}_{port}", std::process::id());
+    let _cleanup = DropSchema {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("database:\n  postgres:\n    url: {url}\n    schema: {schema}\n");
+    let writer_config = dir.path().join("writer.yaml");
+    std::fs::write(
+        &writer_config,
+        format!("registry:\n  url: {}\n{database}", registry.url()),
+    )
+    .unwrap();
+    let replica_config = dir.path().join("replica.yaml");
+    std::fs::write(&replica_config, format!("read_only: true\n{database}")).unwrap();
+
+    let writer = Server::start(
+        port,
+        &["--config", writer_config.to_str().unwrap()],
+        &[],
+        dir.path(),
+    )
+    .await;
+    let replica = Server::start(
+        free_port(),
+        &["--config", replica_config.to_str().unwrap()],
+        &[],
+        dir.path(),
+    )
+    .await;
+    common::assert_identical_answers(&writer, &replica, &registry.url()).await;
+    let out = run(&[
+        "--config",
+        replica_config.to_str().unwrap(),
+        "query",
+        common::FLATPAK_QUERY,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let body = writer
+        .get(&format!("/index/static?{}", common::FLATPAK_QUERY))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(text(&out.stdout), format!("{}\n", text(&body)));
+}

@@ -395,6 +395,7 @@ async fn watch_mode_rewrites_files_after_notifications() {
             &format!("127.0.0.1:{port}"),
         ])
         .args(["--events-token", EVENTS_TOKEN, "--rescan-interval", "0"])
+        .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -433,6 +434,14 @@ async fn watch_mode_rewrites_files_after_notifications() {
         read_json(&flatpak_path)["Results"]
             .as_array()
             .is_some_and(|r| r.len() == 2)
+    });
+    // The rewrite is logged, naming the index and its file.
+    wait_for("the rewrite in the log", &|| {
+        log_text().lines().any(|l| {
+            l.contains("index file rewritten")
+                && l.contains("index=flatpak_amd64")
+                && l.contains("out/flatpak-amd64.json")
+        })
     });
 
     let sent = Command::new("kill")

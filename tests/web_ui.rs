@@ -47,7 +47,9 @@ impl Drop for Server {
 
 impl Server {
     /// Starts the binary on a free port and returns once it logged its address.
-    fn start(dir: &Path, registry_url: &str) -> Server {
+    /// `extra` is appended to the configuration file (top-level YAML keys).
+    /// `env` is added to the process environment.
+    fn start(dir: &Path, registry_url: &str, extra: &str, env: &[(&str, &str)]) -> Server {
         let config = dir.join("flagstate.yaml");
         std::fs::write(
             &config,
@@ -56,7 +58,7 @@ impl Server {
                  registry:\n  url: \"{registry_url}\"\n\
                  database:\n  sqlite:\n    path: \"{}\"\n\
                  components:\n  web_ui: true\n\
-                 cache:\n  max_age_html: 5s\n",
+                 cache:\n  max_age_html: 5s\n{extra}",
                 dir.join("index.db").display()
             ),
         )
@@ -66,6 +68,7 @@ impl Server {
             .arg(&config)
             .arg("serve")
             .env_remove("FLAGSTATE_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -294,7 +297,7 @@ async fn web_ui_in_headless_chromium() {
         .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &registry.url());
+    let server = Server::start(dir.path(), &registry.url(), "", &[]);
     server.wait_ready().await;
     let base = server.base.clone();
     let child = list.children[0].digest.to_string();
@@ -318,6 +321,25 @@ async fn web_ui_in_headless_chromium() {
         assert!(text.contains("<script>alert(1)</script>"), "{text}");
         assert!(!home.contains("<script>alert"), "script element in DOM");
         assert!(home.contains(&format!("src=\"{ICON}\"")), "icon shown");
+        // Cards are headed by the repository name, the title beneath it.
+        assert!(
+            home.contains("<h2><a href=\"/r/apps/photo-viewer\">apps/photo-viewer</a></h2>"),
+            "{home}"
+        );
+        assert!(
+            home.contains("<h2><a href=\"/r/base/os\">base/os</a></h2>")
+                && home.contains("<p class=\"repo-title\">Base OS</p>"),
+            "{home}"
+        );
+        // A clean scan: no scan notice.
+        assert!(!home.contains("scan-status"), "{home}");
+        // The footer links a filtered query, never the unfiltered whole index.
+        assert!(!home.contains("href=\"/index/static\""), "{home}");
+        let footer = home.split("<footer").nth(1).unwrap_or_default();
+        assert!(
+            footer.contains("href=\"/index/static?label:org.flatpak.ref:exists=1&amp;os=linux&amp;architecture=amd64&amp;tag=latest\""),
+            "{footer}"
+        );
 
         let search = dump_dom(&format!("{base}/search?q=photo&arch=arm64"));
         let text = visible_text(&search);
@@ -348,6 +370,19 @@ async fn web_ui_in_headless_chromium() {
         let apps = dump_dom(&format!("{base}/apps"));
         let text = visible_text(&apps);
         assert!(text.contains("1 Flatpak ref in this registry"), "{text}");
+        // The remote is named as in README.md, not after the host (127.0.0.1).
+        assert!(
+            text.contains(&format!(
+                "flatpak remote-add --user --if-not-exists --no-gpg-verify myregistry oci+http://{}/",
+                base.trim_start_matches("http://")
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("flatpak install --user myregistry app/org.example.PhotoViewer//stable"),
+            "{text}"
+        );
+        assert!(!text.contains("127-0-0-1"), "{text}");
         assert!(text.contains("Example Photo Team"), "{text}");
         assert!(
             text.contains("app/org.example.PhotoViewer//stable"),
@@ -375,4 +410,130 @@ async fn web_ui_in_headless_chromium() {
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
+}
+
+/// `GET url`: status, body and ETag.
+async fn fetch(url: &str) -> (u16, String, Option<String>) {
+    flagstate_core::registry::install_crypto_provider();
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    let etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, response.text().await.unwrap(), etag)
+}
+
+/// Polls `url` (up to 60 s) until its body contains `needle`; returns the body and ETag.
+async fn wait_for_page(server: &Server, url: &str, needle: &str) -> (String, Option<String>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body, etag) = fetch(url).await;
+        if status == 200 && body.contains(needle) {
+            return (body, etag);
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = server.logs.try_iter().collect();
+            panic!(
+                "{url} never showed {needle:?}; last ({status}):\n{body}\nlog:\n{}",
+                logs.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The `datetime` of the page's last-completed-scan `<time>` element.
+fn last_scan_time(body: &str) -> Option<std::time::SystemTime> {
+    let start = body.find("<time datetime=\"")? + "<time datetime=\"".len();
+    let end = start + body[start..].find('"')?;
+    humantime::parse_rfc3339(&body[start..end]).ok()
+}
+
+const SCAN_FAILED: &str = "The last scan of the registry failed: ";
+
+/// The registry stops answering while `serve` runs: every page keeps showing what was
+/// indexed, and says that the last scan failed, why, and when the last scan completed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_that_stops_answering_is_shown_on_every_page() {
+    let Some(mut registry) = TestRegistry::start_or_skip(TestRegistryOptions::default()).await
+    else {
+        return;
+    };
+    registry
+        .pusher()
+        .push_image(
+            "tools/hello",
+            Some("latest"),
+            &ImageSpec::new("linux", "amd64").label("org.opencontainers.image.title", "Hello"),
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::SystemTime::now();
+    let server = Server::start(
+        dir.path(),
+        &registry.url(),
+        "interval:\n  fetch_all: 1s\n",
+        &[
+            ("FLAGSTATE_REGISTRY__RETRY_BUDGET", "1s"),
+            ("FLAGSTATE_REGISTRY__TIMEOUT", "1s"),
+        ],
+    );
+    server.wait_ready().await;
+    let base = server.base.clone();
+    let (_, healthy, healthy_etag) = fetch(&format!("{base}/")).await;
+    assert!(healthy.contains("href=\"/r/tools/hello\""), "{healthy}");
+    assert!(!healthy.contains("scan-status"), "{healthy}");
+
+    registry.kill();
+    let (home, etag) = wait_for_page(&server, &format!("{base}/"), SCAN_FAILED).await;
+    assert!(home.contains("registry unreachable"), "{home}");
+    assert!(home.contains("role=\"alert\""), "{home}");
+    let at = last_scan_time(&home).unwrap_or_else(|| panic!("no last scan time: {home}"));
+    assert!(
+        at + Duration::from_secs(1) >= started && at <= std::time::SystemTime::now(),
+        "{home}"
+    );
+    // What was indexed stays listed, and the page is a new one (new ETag).
+    assert!(home.contains("href=\"/r/tools/hello\""), "{home}");
+    assert_ne!(etag, healthy_etag);
+    for path in ["/apps", "/search?q=hello", "/r/tools/hello"] {
+        let (status, body, _) = fetch(&format!("{base}{path}")).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(body.contains(SCAN_FAILED), "{path}: {body}");
+        assert!(last_scan_time(&body).is_some(), "{path}: {body}");
+    }
+}
+
+/// `serve` against a port nobody listens on: the home page says the scan failed and
+/// that no scan ever completed, instead of only "Nothing is indexed yet."
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_that_never_answered_is_shown_on_the_home_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Server::start(
+        dir.path(),
+        &format!("http://127.0.0.1:{closed}/"),
+        "",
+        &[("FLAGSTATE_REGISTRY__RETRY_BUDGET", "1s")],
+    );
+    let (home, _) = wait_for_page(&server, &format!("{}/", server.base), SCAN_FAILED).await;
+    assert!(home.contains(&format!("127.0.0.1:{closed}")), "{home}");
+    assert!(home.contains("Last completed scan: none yet."), "{home}");
+    assert!(last_scan_time(&home).is_none(), "{home}");
+    assert!(home.contains("Nothing is indexed yet."), "{home}");
 }

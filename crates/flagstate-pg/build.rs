@@ -5,6 +5,8 @@
 
 fn main() {
     println!("cargo::rerun-if-env-changed=FLAGSTATE_TEST_PG_URL");
+    // `sqlx::migrate!` embeds the directory; a new migration file must rebuild the crate.
+    println!("cargo::rerun-if-changed=migrations");
     println!("cargo::rustc-check-cfg=cfg(flagstate_pg_tests)");
     if std::env::var("FLAGSTATE_TEST_PG_URL").is_ok_and(|url| !url.is_empty()) {
         println!("cargo::rustc-cfg=flagstate_pg_tests");

@@ -542,8 +542,20 @@ async fn rewrite_on_change(
                     {
                         tracing::warn!(error = %e, "unreferenced icons not removed");
                     }
-                    for (name, outcome) in &report.written {
-                        tracing::info!(index = %name, ?outcome, generation = now, "index file checked");
+                    for spec in &specs {
+                        match report.written.get(&spec.name) {
+                            Some(WriteOutcome::Written) => tracing::info!(
+                                index = %spec.name,
+                                path = %spec.output.display(),
+                                generation = now,
+                                "index file rewritten"
+                            ),
+                            _ => tracing::debug!(
+                                index = %spec.name,
+                                generation = now,
+                                "index file unchanged"
+                            ),
+                        }
                     }
                     written = now;
                 }

@@ -22,7 +22,7 @@ pub async fn run(args: &QueryArgs, config: &Config) -> Result<ExitCode, CliError
         eprintln!("warning: {warning}");
     }
     let store = setup::open_existing_store(config).await?;
-    let registry = config.public_registry_url();
+    let registry = store.public_registry(&config.public_registry_url()).await?;
     let response = store.index(&registry, &query).await?;
     let mut bytes = if args.pretty {
         serde_json::to_vec_pretty(&response)

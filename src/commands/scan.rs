@@ -29,11 +29,14 @@ impl Bar {
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(120));
         bar.set_message("listing repositories");
+        // Log lines (scan start, progress, failures) are written around the bar.
+        crate::logging::attach_bar(&bar);
         Bar(bar)
     }
 
     /// Removes the bar from the terminal.
     pub(crate) fn finish(&self) {
+        crate::logging::detach_bar();
         self.0.finish_and_clear();
     }
 }

@@ -501,3 +501,29 @@ fn cache_bounds_reach_the_http_layer_and_zero_is_refused() {
         Ok(())
     });
 }
+
+#[test]
+fn ui_remote_name_defaults_to_the_readme_name_and_is_checked() {
+    Jail::expect_with(|jail| {
+        let c = load(jail, "{}\n").unwrap();
+        assert_eq!(c.ui.remote_name, "myregistry");
+        assert_eq!(
+            crate::setup::http_config(&c).ui_remote_name,
+            flagstate_http::HttpConfig::default().ui_remote_name
+        );
+        let c = load(jail, "ui: {remote_name: acme_flatpaks-2.x}\n").unwrap();
+        assert!(c.validate(false).is_ok());
+        assert_eq!(
+            crate::setup::http_config(&c).ui_remote_name,
+            "acme_flatpaks-2.x"
+        );
+        for bad in ["''", "'-x'", "'.x'", "'a b'", "'a;rm -rf'", "'ü'"] {
+            let c = load(jail, &format!("ui: {{remote_name: {bad}}}\n")).unwrap();
+            let e = c.validate(false).unwrap_err().to_string();
+            assert!(e.contains("ui.remote_name"), "{bad}: {e}");
+        }
+        jail.set_env("FLAGSTATE_UI__REMOTE_NAME", "fromenv");
+        assert_eq!(load(jail, "{}\n").unwrap().ui.remote_name, "fromenv");
+        Ok(())
+    });
+}

@@ -312,3 +312,32 @@ pub fn flatpak_refs(index: &serde_json::Value) -> Vec<String> {
     refs.sort();
     refs
 }
+
+/// Asserts that `a` and `b` answer the Flatpak query and the whole-index query with the
+/// same bytes and ETag, naming `registry` (the writer's registry URL) as `Registry`.
+pub async fn assert_identical_answers(a: &Server, b: &Server, registry: &str) {
+    for query in [FLATPAK_QUERY, "tag=latest"] {
+        let path = format!("/index/static?{query}");
+        let (ra, rb) = (a.get(&path).await, b.get(&path).await);
+        assert_eq!(
+            (ra.status().as_u16(), rb.status().as_u16()),
+            (200, 200),
+            "{path}"
+        );
+        let etag = |r: &reqwest::Response| r.headers().get("etag").cloned();
+        let (ea, eb) = (etag(&ra), etag(&rb));
+        let (ba, bb) = (ra.bytes().await.unwrap(), rb.bytes().await.unwrap());
+        assert_eq!(
+            text(&ba),
+            text(&bb),
+            "{path}: different bodies\nfirst log:\n{}\nsecond log:\n{}",
+            a.log(),
+            b.log()
+        );
+        assert!(ea.is_some());
+        assert_eq!(ea, eb, "{path}: different ETags");
+        let json: serde_json::Value = serde_json::from_slice(&ba).unwrap();
+        assert_eq!(json["Registry"], registry, "{path}");
+        assert!(!repository_names(&json).is_empty(), "{path}: empty answer");
+    }
+}

@@ -37,6 +37,7 @@ struct State {
     manifests: BTreeMap<Digest, Manifest>,
     repositories: BTreeMap<RepositoryName, Tags>,
     generation: Generation,
+    registry_url: Option<String>,
 }
 
 impl MemoryStore {
@@ -295,6 +296,19 @@ impl Store for MemoryStore {
 
     async fn generation(&self) -> Result<Generation, StoreError> {
         Ok(self.state.read().await.generation)
+    }
+
+    async fn registry_url(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.state.read().await.registry_url.clone())
+    }
+
+    async fn set_registry_url(&self, url: &str) -> Result<Generation, StoreError> {
+        let mut state = self.state.write().await;
+        if state.registry_url.as_deref() == Some(url) {
+            return Ok(state.generation);
+        }
+        state.registry_url = Some(url.to_owned());
+        Ok(state.bump())
     }
 
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {

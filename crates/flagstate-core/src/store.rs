@@ -306,6 +306,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The current generation.
     async fn generation(&self) -> Result<Generation, StoreError>;
 
+    /// The public registry URL stored with the index (the `Registry` its answers name),
+    /// as the writer last set it with [`set_registry_url`](Store::set_registry_url);
+    /// `None` when none was ever stored.
+    async fn registry_url(&self) -> Result<Option<String>, StoreError>;
+
+    /// Stores `url` as the index's public registry URL, so every process serving this
+    /// index (a writer and its read-only replicas) names the same `Registry`. Answers
+    /// name it, so the generation is bumped iff the stored value changes.
+    async fn set_registry_url(&self, url: &str) -> Result<Generation, StoreError>;
+
     /// Deletes manifests that no tag references, directly or as a child of a referenced
     /// list. Never changes query results, so never bumps the generation.
     async fn collect_garbage(&self) -> Result<GcStats, StoreError>;
@@ -328,6 +338,15 @@ pub trait StoreExt: Store {
     /// Runs a query and wraps it in a response naming `registry`.
     async fn index(&self, registry: &str, query: &IndexQuery) -> Result<IndexResponse, StoreError> {
         Ok(IndexResponse::new(registry, self.query(query).await?))
+    }
+
+    /// The `Registry` of this index's answers: the URL stored with the index
+    /// ([`Store::registry_url`]), else `fallback` (an index whose writer stored none).
+    async fn public_registry(&self, fallback: &str) -> Result<String, StoreError> {
+        Ok(self
+            .registry_url()
+            .await?
+            .unwrap_or_else(|| fallback.to_owned()))
     }
 }
 
@@ -374,6 +393,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn generation(&self) -> Result<Generation, StoreError> {
         (**self).generation().await
+    }
+    async fn registry_url(&self) -> Result<Option<String>, StoreError> {
+        (**self).registry_url().await
+    }
+    async fn set_registry_url(&self, url: &str) -> Result<Generation, StoreError> {
+        (**self).set_registry_url(url).await
     }
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
         (**self).collect_garbage().await

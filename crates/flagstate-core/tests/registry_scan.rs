@@ -556,6 +556,12 @@ impl Store for RacingStore {
     async fn generation(&self) -> Result<Generation, StoreError> {
         self.inner.generation().await
     }
+    async fn registry_url(&self) -> Result<Option<String>, StoreError> {
+        self.inner.registry_url().await
+    }
+    async fn set_registry_url(&self, url: &str) -> Result<Generation, StoreError> {
+        self.inner.set_registry_url(url).await
+    }
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
         self.inner.collect_garbage().await
     }

@@ -16,6 +16,9 @@ pub struct HttpConfig {
     pub max_age_index: Duration,
     /// `Cache-Control: max-age` of web UI pages (used by a merged UI router).
     pub max_age_html: Duration,
+    /// The Flatpak remote name the web UI's apps page uses in its `flatpak remote-add`
+    /// and `flatpak install` commands.
+    pub ui_remote_name: String,
     /// Bearer token `POST /events` requires. `None` refuses every notification unless
     /// [`events_allow_anonymous`](Self::events_allow_anonymous) is set. `Some("")` is a
     /// token nobody can present (fail closed), so an empty setting never opens the
@@ -118,6 +121,7 @@ impl Default for HttpConfig {
             public_registry_url: "/".to_owned(),
             max_age_index: Duration::from_secs(60),
             max_age_html: Duration::from_secs(60),
+            ui_remote_name: crate::ui::DEFAULT_REMOTE_NAME.to_owned(),
             events_token: None,
             events_allow_anonymous: false,
             assert_endpoint: false,

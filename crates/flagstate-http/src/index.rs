@@ -13,7 +13,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 use flagstate_core::icons::{IconReport, IconStore};
-use flagstate_core::{EntryStream, IndexQuery, ResponseWriter, WriteError};
+use flagstate_core::{EntryStream, IndexQuery, ResponseWriter, StoreExt, WriteError};
 
 use crate::body::{Body, Spool};
 use crate::cache::{Built, CachedBody, Lookup, ParsedQuery};
@@ -100,7 +100,10 @@ pub async fn answer(state: &AppState, raw_query: &str) -> Result<Arc<CachedBody>
 async fn write_answer(state: &AppState, query: &IndexQuery) -> Result<Built, HttpError> {
     let spool = state.spool().await?;
     let entries = state.store().query_stream(query).await?;
-    let registry = state.config().public_registry_url.clone();
+    let registry = state
+        .store()
+        .public_registry(&state.config().public_registry_url)
+        .await?;
     let icons = state.icon_store().cloned();
     let writer = spool.spool();
     let (body, hash, report) =

@@ -188,7 +188,12 @@ impl FromRef<AppState> for crate::ui::UiContext {
             state.config().public_registry_url.clone(),
             state.config().max_age_html,
         )
-        .with_build_limit(state.cache().builds());
+        .with_build_limit(state.cache().builds())
+        .with_remote_name(state.config().ui_remote_name.clone());
+        let ui = match state.indexer() {
+            Some(indexer) => ui.with_indexer(indexer.clone()),
+            None => ui,
+        };
         match state.page_cache() {
             Some(pages) => ui.with_page_cache(pages.clone()),
             None => ui,

@@ -63,6 +63,12 @@ impl Store for DownStore {
     async fn generation(&self) -> Result<Generation, StoreError> {
         down()
     }
+    async fn registry_url(&self) -> Result<Option<String>, StoreError> {
+        down()
+    }
+    async fn set_registry_url(&self, _url: &str) -> Result<Generation, StoreError> {
+        down()
+    }
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
         down()
     }

@@ -277,7 +277,15 @@ async fn apps_view_lists_flatpaks_by_appstream_name() {
     );
     assert!(b.contains("1 Flatpak ref in this registry"));
     assert!(b.contains(&esc("Photo Viewer & Co")) && b.contains("Look at pictures quickly"));
-    assert!(b.contains("flatpak install --user flatpaks-test app/org.example.Viewer//stable"));
+    // The remote is named as configured (default `myregistry`, as in README.md), never
+    // after the host.
+    assert!(b.contains("flatpak install --user myregistry app/org.example.Viewer//stable"));
+    assert!(b.contains("--no-gpg-verify myregistry oci+http://flatpaks.test:8080/"));
+    assert!(!b.contains("flatpaks-test"));
+    let named = ui_support::app_with(f.store.clone(), REGISTRY, |ui| ui.with_remote_name("acme"));
+    let page = get(&named, "/apps").await.body;
+    assert!(page.contains("flatpak install --user acme app/org.example.Viewer//stable"));
+    assert!(page.contains("--no-gpg-verify acme oci+http://localhost/"));
     assert!(b.contains("oci+http://flatpaks.test:8080/"));
     assert!(b.contains("app/org.example.Viewer/aarch64/stable"));
     assert!(b.contains("amd64, arm64"));

@@ -404,6 +404,15 @@ impl Store for PgStore {
         Ok(self.produced(generation))
     }
 
+    async fn registry_url(&self) -> Result<Option<String>, StoreError> {
+        write::registry_url(&self.inner.pool).await
+    }
+
+    async fn set_registry_url(&self, url: &str) -> Result<Generation, StoreError> {
+        let pool = self.writable()?;
+        Ok(self.wrote(write::set_registry_url(pool, url).await?))
+    }
+
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
         let pool = self.writable()?;
         write::collect_garbage(pool).await

@@ -436,6 +436,36 @@ pub(crate) async fn replace_repository(
     Ok(generation)
 }
 
+/// The public registry URL stored with the index, if any.
+pub(crate) async fn registry_url(pool: &PgPool) -> Result<Option<String>, StoreError> {
+    let (url,): (Option<String>,) = sqlx::query_as("SELECT registry_url FROM meta")
+        .fetch_one(pool)
+        .await
+        .during("reading the registry URL")?;
+    Ok(url)
+}
+
+/// Stores the public registry URL; bumps the generation iff it changes.
+pub(crate) async fn set_registry_url(pool: &PgPool, url: &str) -> Result<Generation, StoreError> {
+    let mut tx = pool.begin().await.during("starting a write")?;
+    let (stored,): (Option<String>,) = sqlx::query_as("SELECT registry_url FROM meta FOR UPDATE")
+        .fetch_one(&mut *tx)
+        .await
+        .during("reading the registry URL")?;
+    let generation = if stored.as_deref() == Some(url) {
+        current_generation(&mut tx).await?
+    } else {
+        sqlx::query("UPDATE meta SET registry_url = $1")
+            .bind(url)
+            .execute(&mut *tx)
+            .await
+            .during("storing the registry URL")?;
+        bump(&mut tx).await?
+    };
+    tx.commit().await.during("committing the registry URL")?;
+    Ok(generation)
+}
+
 /// Removes a repository and its tags.
 pub(crate) async fn remove_repository(pool: &PgPool, name: &str) -> Result<Generation, StoreError> {
     let mut tx = begin(pool).await?;

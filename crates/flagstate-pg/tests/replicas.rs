@@ -147,7 +147,7 @@ async fn replica_refuses_a_missing_or_older_schema() {
     let writer = PgStore::connect(&url, guard.options(false)).await.unwrap();
     writer.close().await;
     guard
-        .execute("UPDATE flagstate_migrations SET version = version - 1 WHERE version = (SELECT max(version) FROM flagstate_migrations)")
+        .execute("DELETE FROM flagstate_migrations WHERE version = (SELECT max(version) FROM flagstate_migrations)")
         .await;
     let message = backend_message(PgStore::connect(&url, guard.options(true)).await);
     assert!(message.contains("older"), "{message}");
@@ -242,4 +242,72 @@ async fn statement_timeout_cancels_slow_statements() {
         Ok(_) => panic!("a 1 ms statement timeout let the migration through"),
         Err(other) => panic!("expected a Backend error, got {other:?}"),
     }
+}
+
+/// A schema at version 1, created by the first release's migration alone and holding
+/// data, is upgraded in place by a writer: data and generation kept, no registry URL
+/// until the writer stores one, which a replica then reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_is_upgraded_in_place() {
+    let Some(url) = pg_url() else { return };
+    let guard = SchemaGuard::new(&url);
+    guard
+        .execute(&format!("CREATE SCHEMA \"{}\"", guard.schema))
+        .await;
+    let mut v1 = sqlx::migrate!("./migrations");
+    v1.dangerous_set_table_name("flagstate_migrations");
+    v1.migrations = v1
+        .migrations
+        .iter()
+        .filter(|m| m.version == 1)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    let connect = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&url)
+        .unwrap()
+        .options([("search_path", guard.schema.as_str())]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect)
+        .await
+        .unwrap();
+    v1.run(&pool).await.unwrap();
+    pool.close().await;
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    guard
+        .execute(&format!(
+            "INSERT INTO manifests (digest, media_type, is_list, os, architecture) \
+             VALUES ('{digest}', 'application/vnd.oci.image.manifest.v1+json', false, 'linux', 'amd64'); \
+             INSERT INTO repositories (name) VALUES ('old/app'); \
+             INSERT INTO tags (repository_id, name, digest) SELECT id, 'stable', '{digest}' FROM repositories; \
+             UPDATE meta SET generation = 7"
+        ))
+        .await;
+    let message = backend_message(PgStore::connect(&url, guard.options(true)).await);
+    assert!(message.contains("older"), "{message}");
+
+    let writer = PgStore::connect(&url, guard.options(false)).await.unwrap();
+    assert_eq!(writer.generation().await.unwrap(), 7);
+    assert_eq!(writer.repositories().await.unwrap(), ["old/app"]);
+    let tags = writer
+        .repository_tags(&"old/app".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        tags.iter()
+            .map(|(t, d)| (t.as_str(), d.as_str()))
+            .collect::<Vec<_>>(),
+        [("stable", digest.as_str())]
+    );
+    assert_eq!(writer.registry_url().await.unwrap(), None);
+    let g = writer.set_registry_url("http://r.example").await.unwrap();
+    assert_eq!(g, 8);
+    let replica = PgStore::connect(&url, guard.options(true)).await.unwrap();
+    assert_eq!(
+        replica.registry_url().await.unwrap().as_deref(),
+        Some("http://r.example")
+    );
+    replica.close().await;
+    writer.close().await;
 }

@@ -269,6 +269,19 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn registry_url(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.connections.read(write::registry_url).await?)
+    }
+
+    async fn set_registry_url(&self, url: &str) -> Result<Generation, StoreError> {
+        let url = url.to_owned();
+        Ok(self
+            .connections
+            .write(move |c| write::set_registry_url(c, &url))
+            .await
+            .map(|g| self.generation.wrote(g))?)
+    }
+
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
         Ok(self.connections.write(write::collect_garbage).await?)
     }

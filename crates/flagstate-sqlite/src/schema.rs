@@ -27,7 +27,8 @@
 //!   name and of the titles/descriptions of its tagged images; `repositories.title` and
 //!   `.description` keep the text a search hit shows.
 //! - `meta.generation` is the caching generation, updated in the same transaction as the
-//!   change it describes.
+//!   change it describes; `meta.registry_url` is the public registry URL answers name
+//!   (version 2), set by the writer.
 //!
 //! All text columns use SQLite's default BINARY collation (bytewise), and nothing relies
 //! on SQL ordering for output order anyway: results are sorted in Rust.
@@ -104,6 +105,11 @@ const MIGRATIONS: &[&str] = &[
         tokenize = "unicode61 remove_diacritics 0 categories 'L* N* Co M* S*'"
     );
     "#,
+    // Version 2: the public registry URL the writer serves the index with, so read-only
+    // servers of the same file name the same `Registry`.
+    r#"
+    ALTER TABLE meta ADD COLUMN registry_url TEXT;
+    "#,
 ];
 
 /// The newest schema version this build understands.
@@ -173,6 +179,71 @@ pub(crate) fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<(
             version = state.version + 1,
             path = %path.display(),
             "migrated SQLite store schema"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flagstate_core::conformance::fixtures::{flatpak_app, repo};
+    use flagstate_core::{IndexQuery, IndexResponse, Store, StoreExt};
+    use rusqlite::Connection;
+
+    use super::{APPLICATION_ID, MIGRATIONS};
+    use crate::{SCHEMA_VERSION, SqliteStore, read, write};
+
+    /// A database file at schema version 1, as the first release wrote it, holding data
+    /// (written through the same write path, which only touches version-1 tables), opens
+    /// and upgrades in place: data and generation kept, no registry URL until one is set.
+    #[tokio::test]
+    async fn a_version_1_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let app = flatpak_app("org.example.Old", "amd64").build();
+        let (before, generation) = {
+            let mut conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            write::replace_repository(&mut conn, &repo("old/app").image("stable", &app).build())
+                .unwrap();
+            let results = read::query(&conn, &IndexQuery::all()).unwrap();
+            (
+                IndexResponse::new("/", results).to_json(),
+                write::generation(&conn).unwrap(),
+            )
+        };
+        const {
+            assert!(
+                SCHEMA_VERSION > 1,
+                "this test needs a newer schema than version 1"
+            )
+        };
+
+        let store = SqliteStore::open(&path).unwrap();
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(store.generation().await.unwrap(), generation);
+        assert_eq!(
+            store
+                .index("/", &IndexQuery::all())
+                .await
+                .unwrap()
+                .to_json(),
+            before,
+            "the upgrade changed what the index answers"
+        );
+        assert_eq!(store.registry_url().await.unwrap(), None);
+        store.set_registry_url("http://r.example").await.unwrap();
+        drop(store);
+        let reopened = SqliteStore::open_read_only(&path).unwrap();
+        assert_eq!(
+            reopened.registry_url().await.unwrap().as_deref(),
+            Some("http://r.example")
         );
     }
 }

@@ -48,6 +48,27 @@ pub(crate) fn generation(conn: &Connection) -> Result<Generation> {
     Ok(Generation::try_from(value).unwrap_or_default())
 }
 
+/// The public registry URL stored with the index, if any.
+pub(crate) fn registry_url(conn: &Connection) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT registry_url FROM meta WHERE id = 1")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// See [`Store::set_registry_url`](flagstate_core::Store::set_registry_url).
+pub(crate) fn set_registry_url(conn: &mut Connection, url: &str) -> Result<Generation> {
+    let tx = begin(conn)?;
+    let generation = if registry_url(&tx)?.as_deref() == Some(url) {
+        generation(&tx)?
+    } else {
+        tx.prepare_cached("UPDATE meta SET registry_url = ?1 WHERE id = 1")?
+            .execute([url])?;
+        bump(&tx)?
+    };
+    tx.commit()?;
+    Ok(generation)
+}
+
 fn bump(tx: &Transaction<'_>) -> Result<Generation> {
     let value: i64 = tx
         .prepare_cached(

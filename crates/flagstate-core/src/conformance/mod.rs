@@ -124,6 +124,12 @@ impl<S: Store, G: std::fmt::Debug + Send + Sync + 'static> Store for Guarded<S, 
     async fn generation(&self) -> Result<Generation, StoreError> {
         self.store.generation().await
     }
+    async fn registry_url(&self) -> Result<Option<String>, StoreError> {
+        self.store.registry_url().await
+    }
+    async fn set_registry_url(&self, url: &str) -> Result<Generation, StoreError> {
+        self.store.set_registry_url(url).await
+    }
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
         self.store.collect_garbage().await
     }
@@ -157,6 +163,7 @@ macro_rules! conformance_tests {
             garbage_collection,
             known_manifests_reports_complete_manifests,
             listing_repositories_and_tags,
+            registry_url_is_stored_with_the_index,
             concurrent_writes_are_atomic,
             // queries
             query_all,

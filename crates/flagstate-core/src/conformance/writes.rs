@@ -554,3 +554,48 @@ pub async fn listing_repositories_and_tags(store: &dyn Store) {
     );
     assert_eq!(tags(store, "a/b/c").await, None);
 }
+
+/// The public registry URL is stored with the index: none at first, then exactly what was
+/// set, with a generation bump iff the value changes (answers name it), and it survives
+/// other writes.
+pub async fn registry_url_is_stored_with_the_index(store: &dyn Store) {
+    assert_eq!(
+        ok(store.registry_url().await, "registry_url"),
+        None,
+        "a fresh store has no registry URL"
+    );
+    let g0 = generation(store).await;
+    let url = "https://registry.example.org:5000/ünïcode?x=1";
+    let g1 = ok(store.set_registry_url(url).await, "set_registry_url");
+    assert!(g1 > g0, "storing a registry URL must bump the generation");
+    assert_eq!(generation(store).await, g1);
+    assert_eq!(
+        ok(store.registry_url().await, "registry_url").as_deref(),
+        Some(url)
+    );
+    let g2 = ok(store.set_registry_url(url).await, "set_registry_url again");
+    assert_eq!(
+        g2, g1,
+        "storing the same URL again must not bump the generation"
+    );
+
+    let img = image("one").build();
+    ok(
+        store
+            .replace_repository(&repo("app").image("latest", &img).build())
+            .await,
+        "replace",
+    );
+    assert_eq!(
+        ok(store.registry_url().await, "registry_url after a write").as_deref(),
+        Some(url),
+        "other writes keep the stored URL"
+    );
+    let g3 = generation(store).await;
+    let g4 = ok(store.set_registry_url("/").await, "set_registry_url /");
+    assert!(g4 > g3, "a changed registry URL must bump the generation");
+    assert_eq!(
+        ok(store.registry_url().await, "registry_url").as_deref(),
+        Some("/")
+    );
+}

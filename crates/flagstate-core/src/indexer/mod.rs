@@ -30,7 +30,7 @@ mod worker;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::digest::Digest;
 use crate::name::{NameError, RepositoryName, Tag};
@@ -60,7 +60,13 @@ pub struct IndexerConfig {
     /// counted ([`IndexerStatus::reconciles_dropped`]); the next periodic full scan covers
     /// those repositories. Bounds the registry requests a flood of notifications can cause.
     pub max_pending_reconciles: usize,
+    /// How often a running full scan logs its progress (`full scan progress`, with the
+    /// repositories done and their total); its start and end are always logged.
+    pub progress_log_interval: Duration,
 }
+
+/// The default of [`IndexerConfig::progress_log_interval`].
+pub const DEFAULT_PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Default for IndexerConfig {
     /// 8 repositories at once, a full scan every hour, garbage collection every 30
@@ -73,6 +79,7 @@ impl Default for IndexerConfig {
             gc_interval: Some(Duration::from_secs(30 * 60)),
             reconcile_debounce: Duration::from_secs(2),
             max_pending_reconciles: 1000,
+            progress_log_interval: DEFAULT_PROGRESS_LOG_INTERVAL,
         }
     }
 }
@@ -110,6 +117,13 @@ impl IndexerConfig {
     #[must_use]
     pub fn with_max_pending_reconciles(mut self, max: usize) -> Self {
         self.max_pending_reconciles = max;
+        self
+    }
+
+    /// Sets [`progress_log_interval`](Self::progress_log_interval).
+    #[must_use]
+    pub fn with_progress_log_interval(mut self, interval: Duration) -> Self {
+        self.progress_log_interval = interval;
         self
     }
 }
@@ -437,6 +451,9 @@ pub struct IndexerStatus {
     pub last_scan_error: Option<String>,
     /// Duration of the last completed full scan.
     pub last_scan_duration: Option<Duration>,
+    /// When the last full scan completed (wall clock): what the index holds is the
+    /// registry as of then, except for the repositories that scan reported as failed.
+    pub last_scan_finished_at: Option<SystemTime>,
 }
 
 #[derive(Default)]
@@ -457,6 +474,7 @@ struct StatusCells {
     gc_manifests_removed: AtomicU64,
     last_scan_error: Mutex<Option<String>>,
     last_scan_duration: Mutex<Option<Duration>>,
+    last_scan_finished_at: Mutex<Option<SystemTime>>,
 }
 
 /// Stripes of the per-repository write lock (see [`Indexer::write_guard`]).
@@ -555,6 +573,7 @@ impl Indexer {
             gc_manifests_removed: get(&s.gc_manifests_removed),
             last_scan_error: lock(&s.last_scan_error).clone(),
             last_scan_duration: *lock(&s.last_scan_duration),
+            last_scan_finished_at: *lock(&s.last_scan_finished_at),
         }
     }
 

@@ -80,6 +80,7 @@ impl Indexer {
                 status.first_scan_done.store(true, Ordering::Relaxed);
                 status.full_scans.fetch_add(1, Ordering::Relaxed);
                 *lock(&status.last_scan_duration) = Some(report.duration);
+                *lock(&status.last_scan_finished_at) = Some(std::time::SystemTime::now());
                 *lock(&status.last_scan_error) =
                     report.repositories_failed.first().map(|failure| {
                         format!(
@@ -99,6 +100,10 @@ impl Indexer {
         progress: &dyn ScanProgress,
     ) -> Result<ScanReport, IndexerError> {
         let started = Instant::now();
+        tracing::info!(
+            registry = %crate::registry::redacted(self.client.base_url()),
+            "full scan started"
+        );
         let scan_seq = self.event_seq();
         let (listing, catalog_complete) = match self.client.catalog().await {
             Ok(listing) => (listing, true),
@@ -146,6 +151,8 @@ impl Indexer {
         let stop = AtomicBool::new(false);
         let stop = &stop;
         let mut unreachable: Option<IndexerError> = None;
+        let mut last_progress_log = Instant::now();
+        let mut done: u64 = report.repositories_failed.len() as u64;
         let mut outcomes = stream::iter(valid)
             .map(|name| async move {
                 if stop.load(Ordering::Relaxed) {
@@ -162,6 +169,7 @@ impl Indexer {
             self.status
                 .repositories_done
                 .fetch_add(1, Ordering::Relaxed);
+            done += 1;
             match outcome {
                 Ok(o) => {
                     report.repositories_scanned += 1;
@@ -194,6 +202,18 @@ impl Indexer {
                     }
                 },
             }
+            if last_progress_log.elapsed() >= self.cfg.progress_log_interval {
+                last_progress_log = Instant::now();
+                tracing::info!(
+                    done,
+                    total = report.repositories_total,
+                    tags = report.tags_seen,
+                    failed = report.repositories_failed.len(),
+                    elapsed = ?started.elapsed(),
+                    "full scan progress: {done} of {} repositories",
+                    report.repositories_total
+                );
+            }
         }
         drop(outcomes);
         if let Some(e) = unreachable {
@@ -220,6 +240,7 @@ impl Indexer {
         report.duration = started.elapsed();
         tracing::info!(
             repositories = report.repositories_total,
+            tags = report.tags_seen,
             failed = report.repositories_failed.len(),
             removed = report.repositories_removed.len(),
             manifests_fetched = report.manifests_fetched,

@@ -115,9 +115,10 @@ async fn render(
         link("/apps", &[("page", &n.to_string())])
     })?;
     let apps: Vec<AppCard> = apps.drain(pagination.range()).collect();
-    let (remote, remote_url) = remote_for(headers, uri);
+    let remote = ui.remote_name().to_owned();
+    let remote_url = remote_url(headers, uri);
     let page = AppsPage {
-        layout: Layout::new(Section::Apps),
+        layout: ui.layout(Section::Apps),
         apps,
         pagination,
         remote,
@@ -185,9 +186,10 @@ fn app_card(repository: String, install_ref: String, images: &[Carrier<'_>]) -> 
     }
 }
 
-/// A Flatpak remote name and URL for this index, as the request reached it. The scheme
-/// comes from `X-Forwarded-Proto` when a proxy terminates TLS in front of the server.
-fn remote_for(headers: &HeaderMap, uri: &Uri) -> (String, String) {
+/// The Flatpak remote URL of this index, as the request reached it. The scheme comes
+/// from `X-Forwarded-Proto` when a proxy terminates TLS in front of the server. (The
+/// remote's name is configured, [`UiContext::remote_name`], not derived from the host.)
+fn remote_url(headers: &HeaderMap, uri: &Uri) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -205,31 +207,7 @@ fn remote_for(headers: &HeaderMap, uri: &Uri) -> (String, String) {
         Some(p) if p.eq_ignore_ascii_case("https") => "https",
         _ => "http",
     };
-    let name_part = host.rsplit_once(':').map_or(host, |(h, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
-    let remote: String = name_part
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect::<String>()
-        .trim_matches('-')
-        .to_owned();
-    let remote = if remote.is_empty() {
-        "flagstate".to_owned()
-    } else {
-        remote
-    };
-    (remote, format!("oci+{scheme}://{host}/"))
+    format!("oci+{scheme}://{host}/")
 }
 
 #[cfg(test)]
@@ -246,17 +224,17 @@ mod tests {
     }
 
     #[test]
-    fn remote_from_host_and_proto() {
+    fn remote_url_from_host_and_proto() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "flatpaks.example.org:8443".parse().unwrap());
         h.insert("x-forwarded-proto", "https".parse().unwrap());
-        let (name, url) = remote_for(&h, &Uri::from_static("/apps"));
-        assert_eq!(name, "flatpaks-example-org");
-        assert_eq!(url, "oci+https://flatpaks.example.org:8443/");
-        let (name, url) = remote_for(&HeaderMap::new(), &Uri::from_static("/apps"));
         assert_eq!(
-            (name.as_str(), url.as_str()),
-            ("localhost", "oci+http://localhost/")
+            remote_url(&h, &Uri::from_static("/apps")),
+            "oci+https://flatpaks.example.org:8443/"
+        );
+        assert_eq!(
+            remote_url(&HeaderMap::new(), &Uri::from_static("/apps")),
+            "oci+http://localhost/"
         );
     }
 }

@@ -92,14 +92,10 @@ impl RepoCard {
         card
     }
 
-    /// The title, falling back to the repository name.
-    pub fn heading(&self) -> &str {
-        self.title.as_deref().unwrap_or(&self.name)
-    }
-
-    /// First letter or digit of the heading, for the icon placeholder.
+    /// First letter or digit of the title (else of the repository name), for the icon
+    /// placeholder. The card is headed by the name, with the title beneath it.
     pub fn initial(&self) -> String {
-        initial_of(self.heading())
+        initial_of(self.title.as_deref().unwrap_or(&self.name))
     }
 
     /// Tags not shown on the card.

@@ -44,7 +44,7 @@ async fn render(ui: &UiContext, raw: Option<String>) -> Result<String, UiError> 
     })?;
     let cards = cards_for(ui.store(), &names[pagination.range()]).await?;
     let page = HomePage {
-        layout: Layout::new(Section::Repositories),
+        layout: ui.layout(Section::Repositories),
         cards,
         pagination,
     };

@@ -132,7 +132,7 @@ pub async fn in_repository(
             "Repository {name:?} has no manifest {digest}."
         )));
     }
-    let host = RegistryHost::resolve(ui.registry(), headers, uri);
+    let host = RegistryHost::resolve(&ui.public_registry().await?, headers, uri);
     let mut pull = host.pull_commands(name, &format!("@{digest}"));
     if let Some(tag) = tags.first() {
         pull.extend(host.pull_commands(name, &format!(":{tag}")));
@@ -166,7 +166,7 @@ async fn build(
         None => "/i/".to_owned(),
     };
     let mut page = ImagePage {
-        layout: Layout::new(Section::Other),
+        layout: ui.layout(Section::Other),
         digest: manifest.digest().to_string(),
         repository: repository.map(str::to_owned),
         link_base,

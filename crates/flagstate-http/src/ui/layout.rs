@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use flagstate_core::indexer::IndexerStatus;
 use sha2::{Digest as _, Sha256};
 
 use super::response::security_headers;
@@ -35,6 +36,51 @@ pub enum Section {
     Other,
 }
 
+/// What every page says about the indexer when the index may not show the registry as
+/// it is: the last scan failed (the registry unreachable, or repositories that could not
+/// be read), or the first scan has not finished.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScanNotice {
+    /// Whether the last scan failed (else the first scan is still running).
+    pub failed: bool,
+    /// What happened, in one sentence.
+    pub message: String,
+    /// When the last full scan completed, RFC 3339 in UTC; `None` when none has.
+    pub last_scan: Option<String>,
+}
+
+impl ScanNotice {
+    /// The notice for an indexer in state `status`; `None` when its last scan was clean.
+    pub fn from_status(status: &IndexerStatus) -> Option<Self> {
+        let last_scan = status
+            .last_scan_finished_at
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string());
+        if let Some(error) = &status.last_scan_error {
+            return Some(ScanNotice {
+                failed: true,
+                message: format!("The last scan of the registry failed: {error}"),
+                last_scan,
+            });
+        }
+        if !status.first_scan_done {
+            let message = if status.repositories_total > 0 {
+                format!(
+                    "The first scan of the registry is running: {} of {} repositories done.",
+                    status.repositories_done, status.repositories_total
+                )
+            } else {
+                "The first scan of the registry is running.".to_owned()
+            };
+            return Some(ScanNotice {
+                failed: false,
+                message,
+                last_scan,
+            });
+        }
+        None
+    }
+}
+
 /// Data the base template needs on every page.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -44,6 +90,8 @@ pub struct Layout {
     pub section: Section,
     /// Text for the header's search box.
     pub query: String,
+    /// The indexer's state, when the index may not show the registry as it is.
+    pub notice: Option<ScanNotice>,
 }
 
 impl Layout {
@@ -53,7 +101,14 @@ impl Layout {
             style_href: format!("/static/{}", *STYLE_FILE),
             section,
             query: String::new(),
+            notice: None,
         }
+    }
+
+    /// Shows `notice` at the top of the page.
+    pub fn with_notice(mut self, notice: Option<ScanNotice>) -> Self {
+        self.notice = notice;
+        self
     }
 
     /// Pre-fills the header's search box.

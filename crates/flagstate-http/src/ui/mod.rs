@@ -44,14 +44,17 @@ use axum::http::{HeaderMap, Uri, header};
 use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
+use flagstate_core::indexer::Indexer;
 use flagstate_core::response::RepositoryEntry;
-use flagstate_core::{IndexQuery, Store, StoreError};
+use flagstate_core::{IndexQuery, Store, StoreError, StoreExt};
 use tokio::sync::Semaphore;
 
 use crate::cache::{CachedBody, IndexCache};
+use layout::{Layout, Section};
 
 pub use error::UiError;
 pub use flagstate_core::flatpak::AppStream;
+pub use layout::ScanNotice;
 pub use search::FILTERED_HIT_LIMIT;
 
 /// Repositories (or apps, or search hits) shown per page.
@@ -65,7 +68,13 @@ pub struct UiContext {
     max_age_html: Duration,
     builds: Option<Arc<Semaphore>>,
     pages: Option<Arc<IndexCache>>,
+    indexer: Option<Arc<Indexer>>,
+    remote_name: String,
 }
+
+/// The Flatpak remote name the apps page uses in its commands unless
+/// [`UiContext::with_remote_name`] sets another.
+pub const DEFAULT_REMOTE_NAME: &str = "myregistry";
 
 impl UiContext {
     /// A context over `store`. `registry` is the public registry URL (the `Registry` of
@@ -79,7 +88,40 @@ impl UiContext {
             max_age_html,
             builds: None,
             pages: None,
+            indexer: None,
+            remote_name: DEFAULT_REMOTE_NAME.to_owned(),
         }
+    }
+
+    /// Shows `indexer`'s scan problems on every page: a failed last scan (with its
+    /// error and the time of the last completed scan) or a first scan still running.
+    pub fn with_indexer(mut self, indexer: Arc<Indexer>) -> Self {
+        self.indexer = Some(indexer);
+        self
+    }
+
+    /// The Flatpak remote name the apps page's `flatpak remote-add` and `flatpak
+    /// install` commands use.
+    pub fn with_remote_name(mut self, name: impl Into<String>) -> Self {
+        self.remote_name = name.into();
+        self
+    }
+
+    /// The Flatpak remote name of the apps page's commands.
+    pub fn remote_name(&self) -> &str {
+        &self.remote_name
+    }
+
+    /// What the pages say about the indexer right now (see [`ScanNotice`]).
+    pub fn scan_notice(&self) -> Option<ScanNotice> {
+        self.indexer
+            .as_ref()
+            .and_then(|i| ScanNotice::from_status(&i.status()))
+    }
+
+    /// The layout of a page of `section`, with the indexer's notice.
+    pub(crate) fn layout(&self, section: Section) -> Layout {
+        Layout::new(section).with_notice(self.scan_notice())
     }
 
     /// Keeps rendered pages in `pages`, per (`Host`, URL) and store generation: a page
@@ -93,8 +135,8 @@ impl UiContext {
     /// Answers a page: from the page cache when it holds it for the current generation,
     /// else built by `build` (and cached when a cache is set). Errors of `build` are
     /// answered as they are and never cached. Everything a page shows comes from the
-    /// store, the URL and the `Host` header (pull commands name the host when the
-    /// registry URL is relative), so those make the key.
+    /// store, the URL, the `Host` header (pull commands name the host when the
+    /// registry URL is relative) and the indexer's notice, so those make the key.
     pub(crate) async fn cached_page<F, Fut>(
         &self,
         request: &HeaderMap,
@@ -115,7 +157,15 @@ impl UiContext {
             .get(header::HOST)
             .map(|h| String::from_utf8_lossy(h.as_bytes()))
             .unwrap_or_default();
-        let key = format!("{host}\n{uri}");
+        let notice = self.scan_notice();
+        let key = match &notice {
+            None => format!("{host}\n{uri}"),
+            Some(n) => format!(
+                "{host}\n{uri}\n{}\n{}",
+                n.message,
+                n.last_scan.as_deref().unwrap_or_default()
+            ),
+        };
         let (body, _) = pages.get_or_build(&key, generation, render).await?;
         response::respond(&body, request, self.max_age_html).await
     }
@@ -154,6 +204,12 @@ impl UiContext {
     /// The public registry URL as configured.
     pub fn registry(&self) -> &str {
         &self.registry
+    }
+
+    /// The public registry URL pages name: the one stored with the index, else the
+    /// configured one ([`StoreExt::public_registry`]), the same rule as index answers.
+    pub async fn public_registry(&self) -> Result<String, StoreError> {
+        self.store.public_registry(&self.registry).await
     }
 
     /// The `Cache-Control: max-age` of every page.

@@ -207,13 +207,13 @@ async fn render(
         })
         .collect();
 
-    let host = RegistryHost::resolve(ui.registry(), headers, uri);
+    let host = RegistryHost::resolve(&ui.public_registry().await?, headers, uri);
     let pull = newest
         .as_ref()
         .map(|t| host.pull_commands(name, &format!(":{t}")))
         .unwrap_or_default();
     let page = RepositoryPage {
-        layout: Layout::new(Section::Repositories),
+        layout: ui.layout(Section::Repositories),
         name: name.to_owned(),
         title: described.title,
         description: described.description,

@@ -160,7 +160,7 @@ async fn render(ui: &UiContext, raw: Option<String>) -> Result<String, UiError> 
     };
 
     let page = SearchPage {
-        layout: Layout::new(Section::Search).with_query(&text),
+        layout: ui.layout(Section::Search).with_query(&text),
         q: text.clone(),
         arch,
         os,

@@ -241,6 +241,14 @@ impl Store for InstrumentedStore {
         self.check()?;
         self.inner.generation().await
     }
+    async fn registry_url(&self) -> Result<Option<String>, StoreError> {
+        self.check()?;
+        self.inner.registry_url().await
+    }
+    async fn set_registry_url(&self, url: &str) -> Result<Generation, StoreError> {
+        self.check()?;
+        self.inner.set_registry_url(url).await
+    }
     async fn collect_garbage(&self) -> Result<GcStats, StoreError> {
         self.check()?;
         self.inner.collect_garbage().await
