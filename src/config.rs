@@ -507,6 +507,13 @@ pub struct CacheSettings {
     pub page_entries: usize,
     /// Bytes the kept pages may take (counted like `index_bytes`).
     pub page_bytes: usize,
+    /// Where index answers larger than `answer_memory_max` are written and served from;
+    /// unset: a private temporary directory.
+    pub answer_dir: Option<PathBuf>,
+    /// Index answers up to this many bytes stay in memory; larger ones go to files.
+    pub answer_memory_max: usize,
+    /// Bytes the file-backed answers may take on disk (counted like `index_bytes`).
+    pub answer_disk_bytes: usize,
 }
 
 impl Default for CacheSettings {
@@ -519,6 +526,9 @@ impl Default for CacheSettings {
             index_bytes: http.index_cache_bytes,
             page_entries: http.page_cache_entries,
             page_bytes: http.page_cache_bytes,
+            answer_dir: http.answer_dir,
+            answer_memory_max: http.answer_memory_max,
+            answer_disk_bytes: http.answer_disk_bytes,
         }
     }
 }
@@ -758,6 +768,10 @@ impl Config {
             ("cache.index_entries", self.cache.index_entries as u64),
             ("cache.index_bytes", self.cache.index_bytes as u64),
             ("cache.page_bytes", self.cache.page_bytes as u64),
+            (
+                "cache.answer_disk_bytes",
+                self.cache.answer_disk_bytes as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be at least 1"));

@@ -62,6 +62,17 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
     };
 
     let state = flagstate_http::AppState::new(store.clone(), indexer, setup::http_config(config));
+    // Large answers are written to files there: a directory that cannot be used stops
+    // the server now rather than failing requests later.
+    match state.spool().await {
+        Ok(spool) => {
+            info!(dir = %spool.path().display(), "large index answers are written to files here")
+        }
+        Err(e) => {
+            shutdown.cancel();
+            return Err(CliError::Runtime(e.to_string()));
+        }
+    }
     // Answers write icon files as they are computed; files no answer references any
     // more are deleted on the garbage-collection interval.
     let icon_task = match (state.icon_store(), config.interval.garbage_collect()) {

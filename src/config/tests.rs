@@ -476,7 +476,8 @@ fn cache_bounds_reach_the_http_layer_and_zero_is_refused() {
 
         let c = load(
             jail,
-            "cache: {index_entries: 10, index_bytes: 2000, page_entries: 3, page_bytes: 4000}\n",
+            "cache: {index_entries: 10, index_bytes: 2000, page_entries: 3, page_bytes: 4000, \
+             answer_dir: /srv/answers, answer_memory_max: 5, answer_disk_bytes: 6000}\n",
         )
         .unwrap();
         let h = crate::setup::http_config(&c);
@@ -489,7 +490,22 @@ fn cache_bounds_reach_the_http_layer_and_zero_is_refused() {
             ),
             (10, 2000, 3, 4000)
         );
-        for key in ["index_entries", "index_bytes", "page_bytes"] {
+        assert_eq!(
+            (
+                h.answer_dir.as_deref(),
+                h.answer_memory_max,
+                h.answer_disk_bytes
+            ),
+            (Some(std::path::Path::new("/srv/answers")), 5, 6000)
+        );
+        assert_eq!(defaults.answer_dir, None);
+        assert_eq!(defaults.answer_memory_max, http.answer_memory_max);
+        for key in [
+            "index_entries",
+            "index_bytes",
+            "page_bytes",
+            "answer_disk_bytes",
+        ] {
             let c = load(jail, &format!("cache: {{{key}: 0}}\n")).unwrap();
             let e = c.validate(false).unwrap_err().to_string();
             assert!(e.contains(&format!("cache.{key}")), "{e}");
