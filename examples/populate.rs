@@ -7,6 +7,7 @@
 //! cargo run --release --example populate -- scan --registry http://127.0.0.1:5000/ --concurrency 16
 //! cargo run --release --example populate -- raw-rescan --registry http://127.0.0.1:5000/ --concurrency 16
 //! cargo run --release --example populate -- apps --registry http://127.0.0.1:5000/
+//! cargo run --release --example populate -- store --database /tmp/index.db --images 100000
 //! ```
 //!
 //! `push` writes `--images` tags spread over `--repos` repositories: seven in ten are
@@ -19,6 +20,12 @@
 //! one `tags/list` per repository and one question per tag, asked two ways — a `HEAD`, and a
 //! `GET` carrying `If-None-Match: "<known digest>"` that the registry answers `304` without
 //! reading the manifest.
+//!
+//! `store` writes the synthetic registry of the store benchmarks
+//! (`flagstate_core::testkit::workload`: ten images per repository, one repository in ten
+//! a Flatpak application) straight into a SQLite index at `--database PATH`, no registry
+//! involved: `--images N` (rounded up to whole repositories). `flagstate serve --read-only
+//! --database PATH` then serves it (`scripts/load-memory` does).
 //!
 //! `apps` pushes the sample Flatpak applications of the development environment
 //! (`scripts/dev-env`): each as `apps/<id>:latest`, with the labels `flatpak build-bundle
@@ -96,10 +103,37 @@ async fn main() -> Result<(), Error> {
         "raw-rescan" => raw_rescan(&args).await,
         "scan" => scan(&args).await,
         "apps" => apps(&args).await,
-        other => {
-            Err(format!("unknown mode {other:?}; use push, apps, raw, raw-rescan or scan").into())
+        "store" => store(&args).await,
+        other => Err(format!(
+            "unknown mode {other:?}; use push, apps, raw, raw-rescan, scan or store"
+        )
+        .into()),
+    }
+}
+
+/// `store`: the benchmark workload written into a SQLite index.
+async fn store(args: &Args) -> Result<(), Error> {
+    use flagstate_core::testkit::workload::{IMAGES_PER_REPOSITORY, repository};
+    let path = args
+        .options
+        .get("database")
+        .ok_or("--database PATH is required")?;
+    let images: usize = args.get("images", 10_000)?;
+    let repositories = images.div_ceil(IMAGES_PER_REPOSITORY);
+    let store = flagstate_sqlite::SqliteStore::open(path)?;
+    let started = Instant::now();
+    for i in 0..repositories {
+        store.replace_repository(&repository(i)).await?;
+        if (i + 1) % 1000 == 0 {
+            eprintln!("{} of {repositories} repositories", i + 1);
         }
     }
+    let took = started.elapsed().as_secs_f64();
+    eprintln!(
+        "wrote {repositories} repositories ({} images) in {took:.1} s",
+        repositories * IMAGES_PER_REPOSITORY
+    );
+    Ok(())
 }
 
 const ARCHES: &[&str] = &["amd64", "arm64", "ppc64le", "s390x"];
