@@ -5,19 +5,22 @@
 //! synthetic registry with `replace_repository` — 10 images per repository, every tenth
 //! repository a Flatpak application (so 10% Flatpak images), the others a mix of direct
 //! images and a four-platform image list — then measures the Flatpak client's query and
-//! a whole-index dump, and reports peak RSS (`VmHWM`). It also times opening the loaded
+//! the whole index, streamed (`query_stream` into a `ResponseWriter`, as `serve` builds
+//! it) and, below 1M images, materialised (`query` then JSON, for comparison), and
+//! reports peak RSS (`VmHWM`) after each. It also times opening the loaded
 //! file with and without the integrity check (`CheckOnOpen::Quick` against
 //! `CheckOnOpen::Skip`, alternating, 5 rounds, medians). Each scenario runs in its own
 //! process so peak memory is not inherited from the previous one.
 //!
-//! `FLAGSTATE_BENCH_SCENARIOS=10000,100000` picks the scenarios (image counts);
+//! `FLAGSTATE_BENCH_SCENARIOS=10000,100000` picks the scenarios (image counts; 1000000
+//! works too, in about ten minutes and 3 GB of disk);
 //! `FLAGSTATE_BENCH_KEEP=DIR` keeps each loaded database in DIR for inspection.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flagstate_core::testkit::workload::{IMAGES_PER_REPOSITORY, repository};
-use flagstate_core::{IndexQuery, IndexResponse, Store};
+use flagstate_core::{IndexQuery, IndexResponse, ResponseWriter, Store};
 use flagstate_sqlite::{CheckOnOpen, SqliteOptions, SqliteStore};
 
 const SCENARIO_ENV: &str = "FLAGSTATE_BENCH_SCENARIO";
@@ -57,6 +60,20 @@ where
     }
     samples.sort();
     (samples, last.expect("at least one iteration"))
+}
+
+/// Counts the bytes written to it.
+struct Counter(u64);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn ms(d: Duration) -> String {
@@ -138,17 +155,51 @@ async fn scenario(images: usize) {
     // Peak so far: the loaded store serving Flatpak queries.
     let serving_peak = status_kib("VmHWM:");
 
+    // The whole index as `serve` builds it: streamed from the store a repository at a
+    // time and written out as it comes (here into a counter; the server writes a file).
     let all = IndexQuery::all();
-    let dumps = if images >= 100_000 { 10 } else { 30 };
-    let (dump_samples, dump) =
-        timed(dumps, || async { store.query(&all).await.expect("dump") }).await;
-    let start = Instant::now();
-    let body = IndexResponse::new("/", dump).to_json();
-    let serialise = start.elapsed();
+    let dumps = match images {
+        n if n >= 1_000_000 => 3,
+        n if n >= 100_000 => 10,
+        _ => 30,
+    };
+    let (stream_samples, streamed_len) = timed(dumps, || async {
+        let mut entries = store.query_stream(&all).await.expect("stream");
+        let mut writer = ResponseWriter::new(Counter(0), "/").expect("writer");
+        while let Some(entry) = entries.next().await {
+            writer.push(entry.expect("entry")).expect("write");
+        }
+        writer.finish().expect("finish").0
+    })
+    .await;
+    let streamed_peak = status_kib("VmHWM:");
+
+    // The same answer materialised (a `Vec` of entries, then JSON), as answers were built
+    // before streaming; skipped at 1M images, where it takes gigabytes.
+    let materialised = if images < 1_000_000 {
+        let (dump_samples, dump) =
+            timed(dumps, || async { store.query(&all).await.expect("dump") }).await;
+        let start = Instant::now();
+        let body = IndexResponse::new("/", dump).to_json();
+        let serialise = start.elapsed();
+        assert_eq!(body.len() as u64, streamed_len, "streamed and collected agree");
+        Some((dump_samples, serialise))
+    } else {
+        None
+    };
+    let (dump_p50, dump_p99, serialise) = match &materialised {
+        Some((samples, serialise)) => (
+            ms(percentile(samples, 0.5)),
+            ms(percentile(samples, 0.99)),
+            ms(*serialise),
+        ),
+        None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+    };
 
     println!(
         "RESULT images={images} repositories={repositories} load_s={:.2} replace_per_s={:.0} images_per_s={:.0} \
          db_mib={:.1} flatpak_results={} flatpak_first={} flatpak_p50={} flatpak_p99={} \
+         stream_p50={} stream_p99={} peak_rss_with_streamed_dumps_mib={:.1} \
          dump_p50={} dump_p99={} dump_json_mib={:.1} dump_serialise={} rss_after_load_mib={:.1} peak_rss_serving_mib={:.1} peak_rss_with_dump_mib={:.1} \
          open_quick_check_p50={} open_unchecked_p50={}",
         load.as_secs_f64(),
@@ -159,10 +210,13 @@ async fn scenario(images: usize) {
         ms(first_time),
         ms(percentile(&flatpak_samples, 0.5)),
         ms(percentile(&flatpak_samples, 0.99)),
-        ms(percentile(&dump_samples, 0.5)),
-        ms(percentile(&dump_samples, 0.99)),
-        body.len() as f64 / 1048576.0,
-        ms(serialise),
+        ms(percentile(&stream_samples, 0.5)),
+        ms(percentile(&stream_samples, 0.99)),
+        streamed_peak as f64 / 1024.0,
+        dump_p50,
+        dump_p99,
+        streamed_len as f64 / 1048576.0,
+        serialise,
         rss_loaded as f64 / 1024.0,
         serving_peak as f64 / 1024.0,
         status_kib("VmHWM:") as f64 / 1024.0,
