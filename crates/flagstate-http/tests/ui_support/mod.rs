@@ -227,7 +227,7 @@ pub async fn fixture() -> Fixture {
 
 /// The UI router over `store`, with a registry URL and a 60 s page max-age.
 pub fn app(store: Arc<dyn Store>, registry: &str) -> Router {
-    routes().with_state(UiContext::new(store, registry, Duration::from_secs(60)))
+    Router::from(routes().with_state(UiContext::new(store, registry, Duration::from_secs(60))))
 }
 
 /// A response's parts, body as text.
