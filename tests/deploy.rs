@@ -355,6 +355,9 @@ async fn check_routes(front: &str, backends: &Backends) {
     assert_eq!(get(&format!("/i/{digest}")).await.0, 200);
     assert_eq!(get("/healthz").await.0, 200);
     assert_eq!(get("/readyz").await.0, 200);
+    let (status, _, openapi) = get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(openapi.contains("\"/index/static\""), "{openapi}");
 
     // Not published.
     let (status, _, body) = get("/metrics").await;

@@ -33,6 +33,7 @@
 //! | `static-index` | yes | `static_index` | `icons`, flate2, tempfile |
 //! | `conformance` | no | `conformance` | futures, rand |
 //! | `testkit` | no | `testkit` | `registry`, bcrypt, tempfile |
+//! | `openapi` | no | — (OpenAPI schemas of the `response` types) | utoipa |
 //!
 //! With `default-features = false` the crate is the data model, index format, query
 //! engine, `Store` trait and [`MemoryStore`]: what a store backend needs, without an HTTP

@@ -13,6 +13,7 @@ use crate::digest::Digest;
 
 /// The whole answer to an index query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IndexResponse {
     /// The public registry URL clients resolve manifests against (may be relative).
     #[serde(rename = "Registry")]
@@ -24,6 +25,7 @@ pub struct IndexResponse {
 
 /// One repository with its matching images and lists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RepositoryEntry {
     /// Repository name.
     #[serde(rename = "Name")]
@@ -38,9 +40,11 @@ pub struct RepositoryEntry {
 
 /// One image in a response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImageEntry {
     /// Manifest digest.
     #[serde(rename = "Digest")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$"))]
     pub digest: Digest,
     /// Manifest media type.
     #[serde(rename = "MediaType")]
@@ -68,9 +72,11 @@ pub struct ImageEntry {
 
 /// One image list in a response, showing only its matching children.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListEntryOut {
     /// List digest.
     #[serde(rename = "Digest")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$"))]
     pub digest: Digest,
     /// List media type.
     #[serde(rename = "MediaType")]

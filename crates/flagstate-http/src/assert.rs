@@ -24,10 +24,11 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
-use crate::error::HttpError;
+use crate::error::{ErrorBody, HttpError};
 use crate::index::answer;
 use crate::params::{QueryParams, Repeated};
 use crate::state::AppState;
@@ -37,25 +38,32 @@ pub const MAX_ASSERT_BODY: usize = 1024 * 1024;
 /// How often the store's generation is polled while waiting.
 const POLL: Duration = Duration::from_millis(100);
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /assert`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AssertRequest {
+    /// An index query string, as for `/index/static?<Query>`.
     #[serde(rename = "Query")]
     query: String,
+    /// What the answer must (not) contain.
     #[serde(rename = "Assertions")]
     assertions: Vec<Assertion>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One assertion about an index answer.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Assertion {
+    /// `contains` or `not-contains`.
     #[serde(rename = "Type")]
     kind: AssertionKind,
+    /// JSON the answer must (not) contain as a structural subset.
     #[serde(rename = "Test")]
     test: Value,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+/// Whether an assertion asks for containment or its negation.
+#[derive(Debug, Deserialize, ToSchema, Clone, Copy, PartialEq, Eq)]
 enum AssertionKind {
     #[serde(rename = "contains")]
     Contains,
@@ -116,7 +124,38 @@ fn strip_query_prefix(query: &str) -> &str {
     }
 }
 
+/// The answer of `POST /assert`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssertOutcome {
+    /// Whether every assertion held.
+    #[serde(rename = "Result")]
+    pub result: bool,
+    /// Indexes of the assertions that did not hold (only when `Result` is false).
+    #[serde(rename = "Failed", skip_serializing_if = "Option::is_none")]
+    pub failed: Option<Vec<usize>>,
+    /// The last answer checked (only when `Result` is false).
+    #[serde(rename = "Response", skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
+}
+
 /// `POST /assert`. See the module docs.
+#[utoipa::path(
+    post,
+    path = "/assert",
+    operation_id = "assert",
+    tag = "index",
+    params(
+        ("timeout" = Option<f64>, Query, minimum = 0, description = "Seconds to wait for the assertions to hold (default 0: check once; capped by `http.max_assert_timeout`)."),
+    ),
+    request_body(content = AssertRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every assertion holds.", body = AssertOutcome),
+        (status = 400, description = "A malformed body (`invalid_assertion`, `unreadable_body`), `timeout` (`invalid_parameter`) or query (`invalid_query`, `query_too_expensive`).", body = ErrorBody),
+        (status = 409, description = "The timeout passed with assertions failing.", body = AssertOutcome),
+        (status = 413, description = "The body is larger than 1 MiB (`payload_too_large`).", body = ErrorBody),
+        (status = 503, description = "The store is unavailable (`store_unavailable`).", body = ErrorBody),
+    )
+)]
 pub async fn check(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -150,7 +189,12 @@ pub async fn check(
                 .map_err(|e| HttpError::Internal(format!("index answer is not JSON: {e}")))?;
             last_failed = failing(&last_response, &request.assertions);
             if last_failed.is_empty() {
-                return Ok(Json(json!({"Result": true})).into_response());
+                return Ok(Json(AssertOutcome {
+                    result: true,
+                    failed: None,
+                    response: None,
+                })
+                .into_response());
             }
             checked_generation = Some(body.generation().max(generation));
         }
@@ -162,11 +206,11 @@ pub async fn check(
     }
     Ok((
         StatusCode::CONFLICT,
-        Json(json!({
-            "Result": false,
-            "Failed": last_failed,
-            "Response": last_response,
-        })),
+        Json(AssertOutcome {
+            result: false,
+            failed: Some(last_failed),
+            response: Some(last_response),
+        }),
     )
         .into_response())
 }
@@ -174,6 +218,7 @@ pub async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn structural_subset() {

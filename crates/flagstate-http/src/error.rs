@@ -5,6 +5,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flagstate_core::indexer::IndexerError;
 use flagstate_core::{QueryError, StoreError};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Why an API request failed. Each variant maps to one status code.
 #[derive(Debug, thiserror::Error)]
@@ -126,10 +128,32 @@ fn indexer_status(e: &IndexerError) -> StatusCode {
     }
 }
 
+/// The JSON body of every API error: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    /// What went wrong.
+    pub error: ErrorDetail<'a>,
+}
+
+/// The `error` object of an [`ErrorBody`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// Machine-readable code, e.g. `invalid_query`, `unauthorized`, `not_found`,
+    /// `overloaded` ([`HttpError::code`]).
+    #[schema(example = "invalid_query")]
+    pub code: &'a str,
+    /// What is wrong, in words; names the offending parameter when there is one.
+    pub message: &'a str,
+}
+
 /// A JSON error response with `status`, `code` and `message`.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({"error": {"code": code, "message": message}});
-    let mut response = (status, body.to_string()).into_response();
+    let body = ErrorBody {
+        error: ErrorDetail { code, message },
+    };
+    // Two strings in a struct always serialise.
+    let body = serde_json::to_string(&body).unwrap_or_default();
+    let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -36,11 +36,13 @@ use flagstate_core::events::{
 };
 use flagstate_core::sync::lock;
 use lru::LruCache;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
 
-use crate::error::HttpError;
+use crate::error::{ErrorBody, HttpError};
 use crate::state::AppState;
 
 /// How a delivery's body is encoded.
@@ -226,11 +228,53 @@ fn parse(
     }
 }
 
+/// The answer to an accepted delivery: what became of its events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Receipt {
+    /// Events in the delivery.
+    pub received: usize,
+    /// Events that changed the store.
+    pub applied: u64,
+    /// Events that change nothing (pulls, blob pushes, …).
+    pub ignored: u64,
+    /// Events the registry itself cannot serve (left to the next scan).
+    pub failed: u64,
+    /// Events acknowledged without re-applying: their id was applied recently.
+    pub duplicates: usize,
+}
+
 /// `POST /events`. See the module docs.
+#[utoipa::path(
+    post,
+    path = "/events",
+    operation_id = "events",
+    tag = "events",
+    security(("events_token" = [])),
+    request_body(
+        description = "A distribution registry notification envelope (`{\"events\": [...]}`), \
+            or CloudEvents (structured, batch, or binary mode with `ce-*` headers).",
+        content(
+            (Value = "application/vnd.docker.distribution.events.v1+json"),
+            (Value = "application/cloudevents+json"),
+            (Value = "application/cloudevents-batch+json"),
+            (Value = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Applied to the store (durably) and acknowledged.", body = Receipt),
+        (status = 400, description = "The body is not a notification (`invalid_notification`) or unreadable (`unreadable_body`).", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token, or no token configured (`unauthorized`).", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"flagstate\"`."))),
+        (status = 413, description = "The body is larger than `events.max_body` (`payload_too_large`).", body = ErrorBody),
+        (status = 415, description = "Not a notification content type (`unsupported_media_type`).", body = ErrorBody),
+        (status = 500, description = "Applying failed (`events_not_applied`); the registry delivers again.", body = ErrorBody),
+        (status = 503, description = "A read-only replica (`read_only`), or the store or registry is unavailable (`store_unavailable`, `events_not_applied`); the registry delivers again.", body = ErrorBody),
+    )
+)]
 pub async fn receive(
     State(state): State<AppState>,
     request: Request,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<Receipt>, HttpError> {
     let metrics = state.metrics();
     let reject = |reason: &'static str, e: HttpError| {
         metrics.delivery_rejected(reason);
@@ -298,13 +342,13 @@ pub async fn receive(
         .remember(fresh.iter().map(|e| e.id.as_str()));
     metrics.events_applied.inc_by(outcome.applied);
     metrics.events_ignored.inc_by(outcome.ignored);
-    Ok(Json(json!({
-        "received": received,
-        "applied": outcome.applied,
-        "ignored": outcome.ignored,
-        "failed": outcome.failed,
-        "duplicates": duplicates,
-    })))
+    Ok(Json(Receipt {
+        received,
+        applied: outcome.applied,
+        ignored: outcome.ignored,
+        failed: outcome.failed,
+        duplicates,
+    }))
 }
 
 #[cfg(test)]

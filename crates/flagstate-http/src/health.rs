@@ -7,13 +7,14 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use std::time::Instant;
 
 use flagstate_core::Store;
 
-use crate::error::HttpError;
+use crate::error::{ErrorBody, HttpError};
 use crate::state::AppState;
 
 /// Runs the store's readiness check for `/readyz`, one at a time: probes that arrive
@@ -42,10 +43,35 @@ impl ReadinessCheck {
     }
 }
 
+/// The body of `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// The body of `GET /readyz` when ready.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// Always `ready`.
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// Whether this server runs the indexer (else it only reads the index).
+    pub indexer: bool,
+}
+
 /// `GET /healthz`: always `200` with `{"status": "ok"}` while the process serves
 /// requests; it touches nothing else.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process serves requests.", body = Health))
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// `GET /readyz`: `200` when the store passes [`Store::readiness`] (it answers a read
@@ -54,18 +80,34 @@ pub async fn healthz() -> Json<Value> {
 /// unreadable: …`, `store not writable: …` or `first scan not done: …`.
 ///
 /// [`Store::readiness`]: flagstate_core::Store::readiness
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The store answers and the first scan is done.", body = Readiness),
+        (status = 503, description = "Not ready (`not_ready`); the message starts with the reason.", body = ErrorBody),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, HttpError> {
     state
         .readiness()
         .check(state.store().as_ref())
         .await
         .map_err(HttpError::NotReady)?;
     match state.indexer() {
-        None => Ok(Json(json!({"status": "ready", "indexer": false}))),
+        None => Ok(Json(Readiness {
+            status: "ready",
+            indexer: false,
+        })),
         Some(indexer) => {
             let s = indexer.status();
             if s.first_scan_done {
-                Ok(Json(json!({"status": "ready", "indexer": true})))
+                Ok(Json(Readiness {
+                    status: "ready",
+                    indexer: true,
+                }))
             } else {
                 let mut message = format!(
                     "first scan not done: the first full scan of the registry has not completed ({} of {} repositories done)",

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::conditional::Validators;
 use crate::conditional::names_body;
-use crate::error::HttpError;
+use crate::error::{ErrorBody, HttpError};
 use crate::state::AppState;
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
@@ -26,6 +26,26 @@ fn icon_hash(prefix: &str, file: &str) -> Option<String> {
 }
 
 /// `GET /icons/{hh}/{file}`.
+#[utoipa::path(
+    get,
+    path = "/icons/{prefix}/{file}",
+    operation_id = "icon",
+    tag = "icons",
+    params(
+        ("prefix" = String, Path, pattern = "^[0-9a-f]{2}$", description = "The first two hex digits of the icon's SHA-256."),
+        ("file" = String, Path, pattern = "^[0-9a-f]{62}\\.png$", description = "The other 62 hex digits, then `.png`."),
+    ),
+    responses(
+        (status = 200, description = "The icon.", content_type = "image/png", body = Vec<u8>,
+            headers(
+                ("ETag" = String, description = "The quoted SHA-256."),
+                ("Cache-Control" = String, description = "`public, max-age=31536000, immutable`: a name never changes meaning."),
+            )),
+        (status = 304, description = "Not modified: `If-None-Match` names the icon.",
+            headers(("ETag" = String, description = "The quoted SHA-256."))),
+        (status = 404, description = "No such icon (`not_found`), or icons are not served.", body = ErrorBody),
+    )
+)]
 pub async fn serve(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,

@@ -13,11 +13,13 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 use flagstate_core::icons::{IconReport, IconStore};
-use flagstate_core::{EntryStream, IndexQuery, ResponseWriter, StoreExt, WriteError};
+use flagstate_core::{
+    EntryStream, IndexQuery, IndexResponse, ResponseWriter, StoreExt, WriteError,
+};
 
 use crate::body::{Body, Spool};
 use crate::cache::{Built, CachedBody, Lookup, ParsedQuery};
-use crate::error::HttpError;
+use crate::error::{ErrorBody, HttpError};
 use crate::state::AppState;
 
 /// Which of the two index endpoints answers.
@@ -28,6 +30,32 @@ enum Kind {
 }
 
 /// `GET /index/static`.
+#[utoipa::path(
+    get,
+    path = "/index/static",
+    operation_id = "index_static",
+    tag = "index",
+    summary = "Query the index (cacheable)",
+    params(crate::openapi::IndexParams),
+    responses(
+        (status = 200, description = "The matching repositories with their images and lists. \
+            Compressed (gzip, zstd, br) as `Accept-Encoding` allows.",
+            body = IndexResponse,
+            headers(
+                ("ETag" = String, description = "Strong entity tag: the SHA-256 of the uncompressed body, with a `-gzip`, `-zstd` or `-br` suffix for a compressed one."),
+                ("Cache-Control" = String, description = "`max-age=<http.max_age_index>`: meant for shared caches."),
+                ("Vary" = String, description = "`Accept-Encoding`."),
+            )),
+        (status = 304, description = "Not modified: `If-None-Match` names the current answer (in any encoding).",
+            headers(
+                ("ETag" = String, description = "The current answer's entity tag."),
+                ("Cache-Control" = String, description = "`max-age=<http.max_age_index>`: meant for shared caches."),
+            )),
+        (status = 400, description = "Invalid query (`invalid_query`, naming the parameter), or one whose globs need more matching work than allowed (`query_too_expensive`).",
+            body = ErrorBody),
+        (status = 503, description = "The store is unavailable (`store_unavailable`).", body = ErrorBody),
+    )
+)]
 pub async fn static_index(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -37,6 +65,32 @@ pub async fn static_index(
 }
 
 /// `GET /index/dynamic`.
+#[utoipa::path(
+    get,
+    path = "/index/dynamic",
+    operation_id = "index_dynamic",
+    tag = "index",
+    summary = "Query the index (not cached by clients)",
+    params(crate::openapi::IndexParams),
+    responses(
+        (status = 200, description = "The matching repositories with their images and lists. \
+            Compressed (gzip, zstd, br) as `Accept-Encoding` allows.",
+            body = IndexResponse,
+            headers(
+                ("ETag" = String, description = "Strong entity tag: the SHA-256 of the uncompressed body, with a `-gzip`, `-zstd` or `-br` suffix for a compressed one."),
+                ("Cache-Control" = String, description = "`no-store`."),
+                ("Vary" = String, description = "`Accept-Encoding`."),
+            )),
+        (status = 304, description = "Not modified: `If-None-Match` names the current answer (in any encoding).",
+            headers(
+                ("ETag" = String, description = "The current answer's entity tag."),
+                ("Cache-Control" = String, description = "`no-store`."),
+            )),
+        (status = 400, description = "Invalid query (`invalid_query`, naming the parameter), or one whose globs need more matching work than allowed (`query_too_expensive`).",
+            body = ErrorBody),
+        (status = 503, description = "The store is unavailable (`store_unavailable`).", body = ErrorBody),
+    )
+)]
 pub async fn dynamic_index(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,

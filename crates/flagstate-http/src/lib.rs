@@ -10,6 +10,7 @@
 //! | `POST /assert` | wait until a query's answer satisfies assertions (opt-in) | [`assert`](mod@assert) |
 //! | `GET /icons/{hh}/{rest}.png` | extracted application icons | [`icons`] |
 //! | `GET /healthz`, `/readyz`, `/metrics` | liveness, readiness, Prometheus metrics | [`health`], [`metrics`] |
+//! | `GET /openapi.json` | the OpenAPI 3.1 description of all of the above (and the UI's pages when merged) | [`openapi`] |
 //!
 //! Unknown paths answer `404` and known paths with the wrong method `405` (with `Allow`),
 //! both as JSON `{"error": {"code", "message"}}` like every other API error
@@ -21,7 +22,9 @@
 //!
 //! Build the router with [`router`] from an [`AppState`] (store, optional indexer,
 //! [`HttpConfig`]); merge more routes (such as the web UI, [`ui::routes`]) with
-//! [`router_with`]. Handlers stay thin: query semantics, event parsing and indexing live
+//! [`router_with`]. Routes are registered from their OpenAPI descriptions
+//! (`#[utoipa::path]` on each handler, [`OpenApiRouter`]), so `/openapi.json` lists
+//! exactly the routes the router serves. Handlers stay thin: query semantics, event parsing and indexing live
 //! in `flagstate-core`.
 
 #![warn(missing_docs)]
@@ -39,59 +42,66 @@ pub mod icons;
 pub mod index;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod params;
 pub mod search;
 pub mod server;
 pub mod state;
 pub mod ui;
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post};
+use axum::{Extension, Router};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 pub use config::{BuildInfo, HttpConfig};
 pub use error::HttpError;
 pub use server::{ServerConfig, serve};
 pub use state::AppState;
 
-/// The API's routes, without state, fallback or middleware. [`router_with`] adds those;
-/// use this only to compose a router by hand.
-pub fn api_routes(config: &HttpConfig) -> Router<AppState> {
-    let mut routes = Router::new()
-        .route("/index/static", get(index::static_index))
-        .route("/index/dynamic", get(index::dynamic_index))
-        .route(
-            "/events",
-            post(events::receive).layer(DefaultBodyLimit::max(config.max_event_body)),
-        )
-        .route("/v1/search", get(search::v1_search))
-        .route("/v2/", get(search::ping))
-        .route("/v2/_catalog", get(search::catalog))
-        .route("/icons/{prefix}/{file}", get(icons::serve))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::render));
+/// The API's routes with their OpenAPI descriptions, without state, fallback, middleware
+/// or `/openapi.json`. [`router_with`] adds those; use this only to compose a router by
+/// hand.
+pub fn api_routes(config: &HttpConfig) -> OpenApiRouter<AppState> {
+    let mut routes = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(index::static_index))
+        .routes(routes!(index::dynamic_index))
+        .routes(routes!(events::receive).layer(DefaultBodyLimit::max(config.max_event_body)))
+        .routes(routes!(search::v1_search))
+        .routes(routes!(search::ping))
+        .routes(routes!(search::catalog))
+        .routes(routes!(icons::serve))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::render));
     if config.assert_endpoint {
-        routes = routes.route(
-            "/assert",
-            post(assert::check).layer(DefaultBodyLimit::max(assert::MAX_ASSERT_BODY)),
-        );
+        routes = routes
+            .routes(routes!(assert::check).layer(DefaultBodyLimit::max(assert::MAX_ASSERT_BODY)));
     }
     routes
 }
 
 /// The complete API router over `state`.
 pub fn router(state: AppState) -> Router {
-    router_with(state, Router::new())
+    router_with(state, OpenApiRouter::new())
 }
 
 /// The API router with `extra` routes merged in (e.g. `ui::routes()`); `extra` must not
-/// define a path the API defines. Requests to `extra` are measured by `/metrics` too.
-pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
-    api_routes(state.config())
+/// define a path the API defines. Requests to `extra` are measured by `/metrics` too, and
+/// `/openapi.json` describes them with the API (a plain [`Router`] converts with `into()`
+/// and is served undescribed).
+pub fn router_with(state: AppState, extra: OpenApiRouter<AppState>) -> Router {
+    let (routes, api) = api_routes(state.config())
         .merge(extra)
+        .routes(routes!(openapi::serve))
+        .split_for_parts();
+    routes
+        .layer(Extension(Arc::new(openapi::Document::new(api))))
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), limits::limit))
         .layer(from_fn_with_state(state.clone(), metrics::observe))

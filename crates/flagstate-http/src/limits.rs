@@ -40,7 +40,9 @@ impl RequestLimiter {
     }
 }
 
-fn is_probe(path: &str) -> bool {
+/// Whether `path` is a probe, never shed (also how the OpenAPI description knows which
+/// operations have no `503`).
+pub(crate) fn is_probe(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz")
 }
 

@@ -413,6 +413,16 @@ fn clamp(v: u64) -> i64 {
 }
 
 /// `GET /metrics`: refreshes the scrape-time gauges and renders the text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus metrics in the OpenMetrics text format.",
+            content_type = "application/openmetrics-text", body = String),
+    )
+)]
 pub async fn render(State(state): State<AppState>) -> Result<Response, HttpError> {
     let m = state.metrics();
     match state.store().generation().await {

@@ -8,9 +8,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
-use crate::error::HttpError;
+use crate::error::{ErrorBody, HttpError};
 use crate::params::{QueryParams, Repeated};
 use crate::state::AppState;
 
@@ -23,9 +23,24 @@ pub const DEFAULT_CATALOG_PAGE: usize = 100;
 /// Largest `n` of `/v2/_catalog` (the distribution registry's limit).
 pub const MAX_CATALOG_PAGE: usize = 1000;
 
+/// The body of `GET /v2/`: an empty object, as the distribution registry answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ping {}
+
 /// `GET /v2/`: the registry API version check.
+#[utoipa::path(
+    get,
+    path = "/v2/",
+    operation_id = "registry_ping",
+    tag = "search",
+    responses(
+        (status = 200, description = "This server speaks enough of the registry API for `podman search`.",
+            body = Ping,
+            headers(("Docker-Distribution-Api-Version" = String, description = "`registry/2.0`."))),
+    )
+)]
 pub async fn ping() -> Response {
-    let mut response = Json(json!({})).into_response();
+    let mut response = Json(Ping {}).into_response();
     response.headers_mut().insert(
         "Docker-Distribution-Api-Version",
         HeaderValue::from_static("registry/2.0"),
@@ -52,26 +67,63 @@ fn positive(params: &QueryParams, name: &str) -> Result<Option<u64>, HttpError> 
     }
 }
 
-#[derive(Serialize)]
-struct SearchResult {
-    name: String,
-    description: String,
-    star_count: u64,
-    is_official: bool,
-    is_automated: bool,
+/// One hit of `/v1/search`, in Docker Hub's format.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResult {
+    /// Repository name.
+    pub name: String,
+    /// The repository's description, else its title, else empty.
+    pub description: String,
+    /// Always 0 (the registry has no stars).
+    pub star_count: u64,
+    /// Always `false`.
+    pub is_official: bool,
+    /// Always `false`.
+    pub is_automated: bool,
 }
 
-#[derive(Serialize)]
-struct SearchResponse {
-    query: String,
-    num_results: u64,
-    page: u64,
-    num_pages: u64,
-    page_size: u64,
-    results: Vec<SearchResult>,
+/// The body of `/v1/search`, in Docker Hub's format.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResponse {
+    /// The search text as given.
+    pub query: String,
+    /// Hits in all pages.
+    pub num_results: u64,
+    /// This page, 1-based.
+    pub page: u64,
+    /// Number of pages.
+    pub num_pages: u64,
+    /// Hits per page.
+    pub page_size: u64,
+    /// This page's hits, best first.
+    pub results: Vec<SearchResult>,
+}
+
+/// The body of `/v2/_catalog`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Catalog {
+    /// Repository names of this page, in bytewise order.
+    pub repositories: Vec<String>,
 }
 
 /// `GET /v1/search?q=&n=&page=`: full-text search in Docker Hub's format.
+#[utoipa::path(
+    get,
+    path = "/v1/search",
+    operation_id = "search_v1",
+    tag = "search",
+    params(
+        ("q" = Option<String>, Query, description = "Search text (words in names, titles, descriptions); empty finds nothing."),
+        ("n" = Option<u64>, Query, minimum = 1, description = "Hits per page (default 25, at most 100; larger values are capped)."),
+        ("page" = Option<u64>, Query, minimum = 1, description = "Page, 1-based (default 1)."),
+    ),
+    responses(
+        (status = 200, description = "One page of hits.", body = SearchResponse,
+            headers(("Cache-Control" = String, description = "`no-store`."))),
+        (status = 400, description = "A malformed parameter (`invalid_parameter`, naming it).", body = ErrorBody),
+        (status = 503, description = "The store is unavailable (`store_unavailable`).", body = ErrorBody),
+    )
+)]
 pub async fn v1_search(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -113,6 +165,22 @@ pub async fn v1_search(
 }
 
 /// `GET /v2/_catalog?n=&last=`: repository names in bytewise order, paginated.
+#[utoipa::path(
+    get,
+    path = "/v2/_catalog",
+    operation_id = "registry_catalog",
+    tag = "search",
+    params(
+        ("n" = Option<u64>, Query, minimum = 1, description = "Names per page (default 100, at most 1000)."),
+        ("last" = Option<String>, Query, description = "Start after this name (from the previous page's `Link`)."),
+    ),
+    responses(
+        (status = 200, description = "One page of repository names.", body = Catalog,
+            headers(("Link" = String, description = "`</v2/_catalog?last=…&n=…>; rel=\"next\"` when more names follow."))),
+        (status = 400, description = "A malformed parameter or `n` over 1000 (`invalid_parameter`).", body = ErrorBody),
+        (status = 503, description = "The store is unavailable (`store_unavailable`).", body = ErrorBody),
+    )
+)]
 pub async fn catalog(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -139,7 +207,7 @@ pub async fn catalog(
         .collect();
     let more = start + page.len() < all.len();
     let next = page.last().cloned();
-    let mut response = Json(json!({ "repositories": page })).into_response();
+    let mut response = Json(Catalog { repositories: page }).into_response();
     if let (true, Some(next)) = (more, next) {
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("last", &next)

@@ -26,6 +26,10 @@ struct Running {
 }
 
 impl Running {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "test-only routes, deliberately not in /openapi.json"
+    )]
     async fn start(server: ServerConfig, http: HttpConfig) -> Running {
         flagstate_core::registry::install_crypto_provider();
         let store = filled_store().await;
@@ -42,7 +46,7 @@ impl Running {
                 ),
             )
             .route("/big", get(|| async { vec![b'x'; 64 << 20] }));
-        let app = router_with(state.clone(), extra);
+        let app = router_with(state.clone(), extra.into());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();

@@ -182,7 +182,11 @@ async fn scenario(images: usize) {
         let start = Instant::now();
         let body = IndexResponse::new("/", dump).to_json();
         let serialise = start.elapsed();
-        assert_eq!(body.len() as u64, streamed_len, "streamed and collected agree");
+        assert_eq!(
+            body.len() as u64,
+            streamed_len,
+            "streamed and collected agree"
+        );
         Some((dump_samples, serialise))
     } else {
         None

@@ -23,6 +23,30 @@ struct HomePage {
 }
 
 /// `GET /?page=N`.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "ui_home",
+    tag = "ui",
+    summary = "Repositories",
+    params(("page" = Option<u64>, Query, minimum = 1, maximum = 1000000, description = "Page, 1-based.")),
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html", body = String,
+            headers(
+                ("ETag" = String, description = "Strong entity tag: the SHA-256 of the page."),
+                ("Cache-Control" = String, description = "`max-age=<http.max_age_html>`."),
+                ("Content-Security-Policy" = String, description = "Forbids scripts."),
+            )),
+        (status = 304, description = "Not modified: `If-None-Match` names the current page.",
+            headers(
+                ("ETag" = String, description = "The page's entity tag."),
+                ("Cache-Control" = String, description = "`max-age=<http.max_age_html>`."),
+            )),
+        (status = 400, description = "A malformed parameter.", content_type = "text/html", body = String),
+        (status = 404, description = "No such repository, image or page.", content_type = "text/html", body = String),
+        (status = 503, description = "The store is unavailable.", content_type = "text/html", body = String),
+    )
+)]
 pub async fn page(
     State(ui): State<UiContext>,
     RawQuery(raw): RawQuery,

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use askama::Template;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
@@ -17,6 +18,7 @@ use super::UiContext;
 use super::cards::{KeyValue, describe_pairs, newest_first, rows};
 use super::error::UiError;
 use super::layout::{Layout, Section};
+use super::params::path_parameter;
 use super::reference::{PullCommand, RegistryHost, find_icon};
 use super::repository::{known_repository, repository_entry, repository_name};
 
@@ -87,12 +89,37 @@ impl ImagePage {
 }
 
 /// `GET /i/{digest}`.
+#[utoipa::path(
+    get,
+    path = "/i/{digest}",
+    operation_id = "ui_image",
+    tag = "ui",
+    summary = "One image or list by digest",
+    params(("digest" = String, Path, pattern = "^[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$", description = "The manifest digest, `sha256:<hex>`.")),
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html", body = String,
+            headers(
+                ("ETag" = String, description = "Strong entity tag: the SHA-256 of the page."),
+                ("Cache-Control" = String, description = "`max-age=<http.max_age_html>`."),
+                ("Content-Security-Policy" = String, description = "Forbids scripts."),
+            )),
+        (status = 304, description = "Not modified: `If-None-Match` names the current page.",
+            headers(
+                ("ETag" = String, description = "The page's entity tag."),
+                ("Cache-Control" = String, description = "`max-age=<http.max_age_html>`."),
+            )),
+        (status = 400, description = "A malformed parameter.", content_type = "text/html", body = String),
+        (status = 404, description = "No such repository, image or page.", content_type = "text/html", body = String),
+        (status = 503, description = "The store is unavailable.", content_type = "text/html", body = String),
+    )
+)]
 pub async fn page(
     State(ui): State<UiContext>,
-    Path(digest): Path<String>,
+    digest: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, UiError> {
+    let digest = path_parameter(digest)?;
     ui.cached_page(&headers, &uri, || async {
         let digest = parse_digest(&digest)?;
         let manifest = load(&ui, &digest).await?;

@@ -6,6 +6,7 @@
 use std::sync::LazyLock;
 
 use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flagstate_core::indexer::IndexerStatus;
@@ -130,8 +131,26 @@ impl Layout {
 }
 
 /// `GET /static/{file}`: the stylesheet under its content-hashed name, else 404.
-pub async fn stylesheet(Path(file): Path<String>, headers: HeaderMap) -> Response {
-    if file != *STYLE_FILE {
+#[utoipa::path(
+    get,
+    path = "/static/{file}",
+    operation_id = "ui_stylesheet",
+    tag = "ui",
+    params(("file" = String, Path, description = "`style-<hash>.css`, as the pages link it.")),
+    responses(
+        (status = 200, description = "The stylesheet.", content_type = "text/css", body = String,
+            headers(
+                ("ETag" = String, description = "The stylesheet's hash."),
+                ("Cache-Control" = String, description = "`public, max-age=31536000, immutable`: the name changes with the content."),
+            )),
+        (status = 304, description = "Not modified.",
+            headers(("ETag" = String, description = "The stylesheet's hash."))),
+        (status = 404, description = "No such file.", content_type = "text/plain", body = String),
+    )
+)]
+pub async fn stylesheet(file: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+    // A name that does not even decode is as absent as any other unknown file.
+    if !file.is_ok_and(|Path(file)| file == *STYLE_FILE) {
         return (StatusCode::NOT_FOUND, "no such static file\n").into_response();
     }
     let opaque = &STYLE_FILE["style-".len()..STYLE_FILE.len() - 4];

@@ -38,16 +38,16 @@ mod search;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::FromRef;
 use axum::http::{HeaderMap, Uri, header};
 use axum::response::Response;
-use axum::routing::get;
 use bytes::Bytes;
 use flagstate_core::indexer::Indexer;
 use flagstate_core::response::RepositoryEntry;
 use flagstate_core::{IndexQuery, Store, StoreError, StoreExt};
 use tokio::sync::Semaphore;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::cache::{CachedBody, IndexCache};
 use layout::{Layout, Section};
@@ -218,20 +218,20 @@ impl UiContext {
     }
 }
 
-/// The web UI's routes, for merging into the main router.
+/// The web UI's routes with their OpenAPI descriptions, for merging into the main router.
 ///
 /// Paths: `/`, `/r/{*path}`, `/i/{digest}`, `/search`, `/apps`, `/static/{file}`. Unknown
 /// paths are left to the main router (which answers a plain 404).
-pub fn routes<S>() -> Router<S>
+pub fn routes<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     UiContext: FromRef<S>,
 {
-    Router::new()
-        .route("/", get(home::page))
-        .route("/r/{*path}", get(repository::page))
-        .route("/i/{digest}", get(image::page))
-        .route("/search", get(search::page))
-        .route("/apps", get(apps::page))
-        .route("/static/{file}", get(layout::stylesheet))
+    OpenApiRouter::new()
+        .routes(routes!(home::page))
+        .routes(routes!(repository::page))
+        .routes(routes!(image::page))
+        .routes(routes!(search::page))
+        .routes(routes!(apps::page))
+        .routes(routes!(layout::stylesheet))
 }

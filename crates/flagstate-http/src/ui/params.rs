@@ -1,5 +1,8 @@
 //! Query-string parameters of the UI pages, and pagination.
 
+use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
+
 use crate::params::{QueryParams, Repeated};
 
 use super::PAGE_SIZE;
@@ -45,6 +48,13 @@ impl Params {
             ))),
         }
     }
+}
+
+/// The page's path parameter. One that does not decode (percent-encoded bytes that are
+/// not UTF-8) is a bad request answered as a page, not axum's plain-text rejection.
+pub fn path_parameter(path: Result<Path<String>, PathRejection>) -> Result<String, UiError> {
+    path.map(|Path(value)| value)
+        .map_err(|rejection| UiError::BadRequest(rejection.body_text()))
 }
 
 /// Where a page sits in a listing of `total` items.

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use askama::Template;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
@@ -16,6 +17,7 @@ use super::cards::{KeyValue, describe_pairs, newest_first, rows};
 use super::error::UiError;
 use super::image;
 use super::layout::{Layout, Section};
+use super::params::path_parameter;
 use super::reference::{PullCommand, RegistryHost};
 
 /// A tag and what it points at.
@@ -74,12 +76,37 @@ impl RepositoryPage {
 }
 
 /// `GET /r/{*path}`: a repository, or `/r/<name>/@<digest>` for one of its manifests.
+#[utoipa::path(
+    get,
+    path = "/r/{*path}",
+    operation_id = "ui_repository",
+    tag = "ui",
+    summary = "One repository, or one of its manifests",
+    params(("path" = String, Path, description = "A repository name, or `<name>/@<digest>` for one of its manifests.")),
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html", body = String,
+            headers(
+                ("ETag" = String, description = "Strong entity tag: the SHA-256 of the page."),
+                ("Cache-Control" = String, description = "`max-age=<http.max_age_html>`."),
+                ("Content-Security-Policy" = String, description = "Forbids scripts."),
+            )),
+        (status = 304, description = "Not modified: `If-None-Match` names the current page.",
+            headers(
+                ("ETag" = String, description = "The page's entity tag."),
+                ("Cache-Control" = String, description = "`max-age=<http.max_age_html>`."),
+            )),
+        (status = 400, description = "A malformed parameter.", content_type = "text/html", body = String),
+        (status = 404, description = "No such repository, image or page.", content_type = "text/html", body = String),
+        (status = 503, description = "The store is unavailable.", content_type = "text/html", body = String),
+    )
+)]
 pub async fn page(
     State(ui): State<UiContext>,
-    Path(path): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, UiError> {
+    let path = path_parameter(path)?;
     ui.cached_page(&headers, &uri, || render(&ui, &path, &headers, &uri))
         .await
 }

@@ -236,11 +236,11 @@ pub fn app_with(
     registry: &str,
     adjust: impl FnOnce(UiContext) -> UiContext,
 ) -> Router {
-    routes().with_state(adjust(UiContext::new(
+    Router::from(routes().with_state(adjust(UiContext::new(
         store,
         registry,
         Duration::from_secs(60),
-    )))
+    ))))
 }
 
 /// A response's parts, body as text.
