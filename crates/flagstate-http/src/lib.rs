@@ -15,8 +15,9 @@
 //! both as JSON `{"error": {"code", "message"}}` like every other API error
 //! ([`HttpError`]).
 //!
-//! Serve a router with [`serve`], which bounds connections, header reads, idle and
-//! stalled clients ([`ServerConfig`]); every route is also bounded per request
+//! Serve a router with [`serve`] (or over TLS with [`serve_tls`] and a [`TlsConfig`]),
+//! which bounds connections, TLS handshakes, header reads, idle and stalled clients
+//! ([`ServerConfig`]); every route is also bounded per request
 //! ([`limits`]: a deadline and a cap on requests in flight).
 //!
 //! Build the router with [`router`] from an [`AppState`] (store, optional indexer,
@@ -42,6 +43,7 @@ pub mod params;
 pub mod search;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod ui;
 
 use axum::Router;
@@ -52,8 +54,9 @@ use axum::routing::{get, post};
 
 pub use config::HttpConfig;
 pub use error::HttpError;
-pub use server::{ServerConfig, serve};
+pub use server::{ServerConfig, serve, serve_tls};
 pub use state::AppState;
+pub use tls::{TlsConfig, TlsError};
 
 /// The API's routes, without state, fallback or middleware. [`router_with`] adds those;
 /// use this only to compose a router by hand.

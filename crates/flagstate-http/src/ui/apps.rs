@@ -185,8 +185,8 @@ fn app_card(repository: String, install_ref: String, images: &[Carrier<'_>]) -> 
     }
 }
 
-/// A Flatpak remote name and URL for this index, as the request reached it. The scheme
-/// comes from `X-Forwarded-Proto` when a proxy terminates TLS in front of the server.
+/// A Flatpak remote name and URL for this index, as the request reached it (the scheme
+/// from [`request_scheme`](super::request_scheme)).
 fn remote_for(headers: &HeaderMap, uri: &Uri) -> (String, String) {
     let host = headers
         .get(header::HOST)
@@ -198,13 +198,7 @@ fn remote_for(headers: &HeaderMap, uri: &Uri) -> (String, String) {
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
         })
         .unwrap_or("localhost");
-    let scheme = match headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(p) if p.eq_ignore_ascii_case("https") => "https",
-        _ => "http",
-    };
+    let scheme = super::request_scheme(headers);
     let name_part = host.rsplit_once(':').map_or(host, |(h, port)| {
         if port.bytes().all(|b| b.is_ascii_digit()) {
             h
