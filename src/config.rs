@@ -43,6 +43,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "server",
     "query",
     "ui",
+    "tls",
 ];
 
 /// Keys whose environment value is taken verbatim. figment would read `0123` as the number
@@ -85,6 +86,8 @@ pub struct Config {
     pub query: QuerySettings,
     /// The web UI.
     pub ui: UiSettings,
+    /// HTTPS: the certificate and key the server terminates TLS with.
+    pub tls: TlsSettings,
 }
 
 impl Default for Config {
@@ -103,6 +106,7 @@ impl Default for Config {
             server: ServerSettings::default(),
             query: QuerySettings::default(),
             ui: UiSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -290,6 +294,9 @@ pub struct ServerSettings {
     /// Longest wait for requests in flight at shutdown.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+    /// Longest time a TLS handshake may take (with `tls.cert` and `tls.key` set).
+    #[serde(with = "duration")]
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -305,6 +312,7 @@ impl Default for ServerSettings {
             max_in_flight: http.max_in_flight,
             max_concurrent_builds: http.max_concurrent_builds,
             shutdown_timeout: server.shutdown_timeout,
+            tls_handshake_timeout: server.tls_handshake_timeout,
         }
     }
 }
@@ -318,6 +326,7 @@ impl ServerSettings {
         config.write_timeout = self.write_timeout;
         config.max_connections = self.max_connections;
         config.shutdown_timeout = self.shutdown_timeout;
+        config.tls_handshake_timeout = self.tls_handshake_timeout;
         config
     }
 
@@ -327,6 +336,7 @@ impl ServerSettings {
             ("server.idle_timeout", self.idle_timeout),
             ("server.write_timeout", self.write_timeout),
             ("server.request_timeout", self.request_timeout),
+            ("server.tls_handshake_timeout", self.tls_handshake_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::invalid(key, "must not be 0"));
@@ -342,6 +352,54 @@ impl ServerSettings {
             }
         }
         Ok(())
+    }
+}
+
+/// `tls.*`: HTTPS served by flagstate itself. Both keys or neither; without them the
+/// server speaks plain HTTP (usually behind a reverse proxy that terminates TLS).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM file with the server certificate, then any intermediate certificates.
+    pub cert: Option<PathBuf>,
+    /// PEM file with the certificate's private key.
+    pub key: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// The certificate and key files when TLS is configured; both keys or neither.
+    pub fn files(&self) -> Result<Option<(&Path, &Path)>, ConfigError> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError::invalid(
+                "tls.key",
+                "is required with tls.cert (tls.cert and tls.key go together)",
+            )),
+            (None, Some(_)) => Err(ConfigError::invalid(
+                "tls.cert",
+                "is required with tls.key (tls.cert and tls.key go together)",
+            )),
+        }
+    }
+
+    /// Reads the certificate and key when configured; an unusable file is an error
+    /// naming the key and the file.
+    pub fn load(&self) -> Result<Option<flagstate_http::TlsConfig>, ConfigError> {
+        let Some((cert, key)) = self.files()? else {
+            return Ok(None);
+        };
+        flagstate_http::TlsConfig::from_pem_files(cert, key)
+            .map(Some)
+            .map_err(|e| {
+                let at_fault = match &e {
+                    flagstate_http::TlsError::Rejected { .. } => "tls.cert, tls.key",
+                    flagstate_http::TlsError::NoKey { .. } => "tls.key",
+                    _ if e.path() == cert => "tls.cert",
+                    _ => "tls.key",
+                };
+                ConfigError::invalid(at_fault, e.to_string())
+            })
     }
 }
 
@@ -753,6 +811,7 @@ impl Config {
                 "must not be 0",
             ));
         }
+        self.tls.files()?;
         if self.icons.uri.is_some() && self.icons.dir.is_none() {
             return Err(ConfigError::invalid(
                 "icons.uri",

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use flagstate_core::Store;
 use flagstate_core::icons::{IconCollection, IconStore};
-use flagstate_http::{AppState, ServerConfig};
+use flagstate_http::{AppState, ServerConfig, TlsConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,9 @@ const INDEXER_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the server until a shutdown signal.
 pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
+    // The certificate and key are read before anything else: an unusable file stops the
+    // start with an error naming it.
+    let tls = config.tls.load()?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| CliError::Listen {
@@ -90,10 +93,12 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
         .url
         .as_ref()
         .map(flagstate_core::registry::redacted);
-    info!(%addr, registry = registry.as_deref().unwrap_or("none"), "listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(%addr, registry = registry.as_deref().unwrap_or("none"), "listening on {scheme}://{addr}");
 
     serve_until_signal(
         listener,
+        tls,
         state,
         config.components.web_ui,
         &config.server.server_config(),
@@ -108,7 +113,8 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves the API over `state` (and the web UI when `web_ui` is set) on `listener` until
+/// Serves the API over `state` (and the web UI when `web_ui` is set) on `listener` (over
+/// TLS with `tls`) until
 /// SIGTERM/SIGINT ([`wait_for_signal`]), then cancels `shutdown` and waits (at most
 /// [`INDEXER_STOP_TIMEOUT`]) for `indexer` to stop.
 ///
@@ -118,6 +124,7 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
 /// watch `shutdown` (children of it) are the caller's to join afterwards.
 pub(crate) async fn serve_until_signal(
     listener: TcpListener,
+    tls: Option<TlsConfig>,
     state: AppState,
     web_ui: bool,
     server: &ServerConfig,
@@ -131,7 +138,12 @@ pub(crate) async fn serve_until_signal(
         flagstate_http::router(state)
     };
     let signal = wait_for_signal(shutdown.clone());
-    flagstate_http::serve(listener, app, server, connections, signal).await;
+    match tls {
+        Some(tls) => {
+            flagstate_http::serve_tls(listener, tls, app, server, connections, signal).await
+        }
+        None => flagstate_http::serve(listener, app, server, connections, signal).await,
+    }
     shutdown.cancel();
     if let Some(task) = indexer {
         match tokio::time::timeout(INDEXER_STOP_TIMEOUT, task).await {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use common::clients::{Flatpak, Podman, Skopeo, available, available_with, success};
 use common::images::{self, HELLO, SAMPLE_APPS, WORLD};
 use common::{
-    EVENTS_TOKEN, FLATPAK_QUERY, Server, binary, flatpak_refs, free_port, http_client, registry,
-    repository_names, run, text,
+    EVENTS_TOKEN, FLATPAK_QUERY, LocalCa, Server, binary, flatpak_refs, free_port, http_client,
+    registry, repository_names, run, text,
 };
 
 fn repo_root() -> &'static Path {
@@ -289,6 +289,146 @@ async fn nginx_front(backends: &Backends) -> (Process, String) {
     let mut nginx = Process::spawn("nginx", cmd, backends.dir.path().join("nginx.log"));
     nginx.wait_for(&format!("http://{front}/readyz")).await;
     (nginx, front)
+}
+
+/// `scripts/front-nginx` in front of `backends` with its HTTPS block too, serving `ca`'s
+/// certificate: (process, HTTP address, HTTPS address).
+async fn nginx_front_tls(backends: &Backends, ca: &LocalCa) -> (Process, String, String) {
+    let front = format!("127.0.0.1:{}", free_port());
+    let tls_front = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(repo_root().join("scripts/front-nginx"));
+    cmd.arg(backends.dir.path().join("nginx-tls"))
+        .arg(&front)
+        .arg(format!("127.0.0.1:{}", backends.server.port))
+        .arg(backends.registry.address())
+        .arg(&tls_front)
+        .arg(&ca.cert)
+        .arg(&ca.key);
+    let mut nginx = Process::spawn("nginx", cmd, backends.dir.path().join("nginx-tls.log"));
+    nginx.wait_for(&format!("http://{front}/readyz")).await;
+    (nginx, front, tls_front)
+}
+
+/// Flatpak, trusting `ca` and nothing insecure, adds `oci+https://{host}`, lists the two
+/// apps and updates its appstream data.
+async fn flatpak_over_https(host: &str, ca: &LocalCa) {
+    if !available("flatpak") {
+        return;
+    }
+    let Some(flatpak) = Flatpak::trusting(&ca.ca) else {
+        return;
+    };
+    let url = format!("oci+https://{host}");
+    flatpak
+        .ok(&["remote-add", "--user", "--no-gpg-verify", "tls", &url])
+        .await;
+    let listed = flatpak
+        .ok(&["remote-ls", "--user", "--columns=application", "tls"])
+        .await;
+    let mut ids: Vec<&str> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [HELLO.id, WORLD.id], "{url}: {listed}");
+    flatpak
+        .ok(&["update", "--user", "--appstream", "tls"])
+        .await;
+
+    // The check is real: without the CA the same commands fail verification.
+    let untrusting = Flatpak::new();
+    untrusting
+        .ok(&["remote-add", "--user", "--no-gpg-verify", "tls", &url])
+        .await;
+    let output = untrusting.run(&["remote-ls", "--user", "tls"]).await;
+    assert!(!output.status.success(), "{url} verified without the CA");
+}
+
+/// HTTPS with a certificate of a CA the test creates and trusts per client (Flatpak in a
+/// mount namespace whose system store holds it, podman in its user `certs.d` and with
+/// `pull --cert-dir`; no certificate check turned off): through the front nginx's HTTPS block, Flatpak lists and updates,
+/// podman searches and pulls; against `flagstate serve` terminating TLS itself, Flatpak
+/// lists and podman searches (pulls need the registry, which only the front serves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_front_and_flagstate_tls_verify_for_the_real_clients() {
+    if !available_with("nginx", "-v") {
+        return;
+    }
+    let Some(backends) = backends().await else {
+        return;
+    };
+    let Some(ca) = LocalCa::create(&backends.dir.path().join("tls")) else {
+        return;
+    };
+    let (nginx, _, tls_front) = nginx_front_tls(&backends, &ca).await;
+    let index = ca
+        .client()
+        .get(format!("https://{tls_front}/index/static?{FLATPAK_QUERY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(index.status(), 200);
+    flatpak_over_https(&tls_front, &ca).await;
+    if available("podman") {
+        let podman = Podman::new();
+        podman.trust(&tls_front, &ca.ca);
+        let output = podman.run(&["search", &format!("{tls_front}/hello")]).await;
+        let listed = success(&output, "podman search over https");
+        let name = format!("{tls_front}/{}", HELLO.repository());
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name.as_str())),
+            "{listed}"
+        );
+        let reference = format!("{name}:latest");
+        let output = podman.run(&["pull", &reference]).await;
+        success(&output, "podman pull over https");
+        // --cert-dir, the per-command way, for a client without the certs.d entry.
+        let output = Podman::new()
+            .run(&[
+                "pull",
+                &format!("--cert-dir={}", ca.cert_dir.display()),
+                &reference,
+            ])
+            .await;
+        success(&output, "podman pull --cert-dir over https");
+        // Without the CA, verification fails.
+        let output = Podman::new()
+            .run(&["search", &format!("{tls_front}/hello")])
+            .await;
+        assert!(
+            !output.status.success(),
+            "podman search verified without the CA"
+        );
+    }
+    drop(nginx);
+
+    // flagstate serve terminating TLS itself, over the same registry.
+    let db = backends.dir.path().join("tls-index.db");
+    let server = Server::start_tls(
+        free_port(),
+        &[
+            "--registry",
+            &backends.registry.url(),
+            "--database",
+            db.to_str().unwrap(),
+        ],
+        &[],
+        backends.dir.path(),
+        &ca,
+    )
+    .await;
+    let direct = format!("127.0.0.1:{}", server.port);
+    flatpak_over_https(&direct, &ca).await;
+    if available("podman") {
+        let podman = Podman::new();
+        podman.trust(&direct, &ca.ca);
+        let output = podman.run(&["search", &format!("{direct}/hello")]).await;
+        let listed = success(&output, "podman search against flagstate over https");
+        assert!(listed.contains(&HELLO.repository()), "{listed}");
+    }
 }
 
 /// Through the front host at `front`: every flagstate path of today answers from
@@ -600,6 +740,7 @@ async fn dev_env_up_serves_the_clients_and_down_stops_it() {
     }
     let state = tempfile::tempdir().unwrap();
     let port = free_port();
+    let tls_port = free_port();
     let populate = Path::new(binary())
         .parent()
         .unwrap()
@@ -616,6 +757,7 @@ async fn dev_env_up_serves_the_clients_and_down_stops_it() {
                 state.path().display().to_string(),
             ),
             ("FLAGSTATE_DEV_PORT".into(), port.to_string()),
+            ("FLAGSTATE_DEV_TLS_PORT".into(), tls_port.to_string()),
             ("FLAGSTATE_DEV_SERVER_PORT".into(), free_port().to_string()),
             (
                 "FLAGSTATE_DEV_REGISTRY_PORT".into(),
@@ -655,6 +797,70 @@ async fn dev_env_up_serves_the_clients_and_down_stops_it() {
     let config = state.path().join("flagstate.yaml");
     let out = run(&["config", "check", "-c", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // HTTPS with the environment's own CA: verified by a client trusting it, and by the
+    // system store once `trust` installed it (`trust` and `untrust` run in a private
+    // mount namespace over copies of the store, so the machine's stays as it is).
+    let tls_front = format!("127.0.0.1:{tls_port}");
+    let ca = state.path().join("tls/ca.crt");
+    assert!(
+        printed.contains(&format!("https://{tls_front}/")),
+        "{printed}"
+    );
+    let pem = std::fs::read(&ca).unwrap();
+    let trusting = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .build()
+        .unwrap();
+    let ready = trusting
+        .get(format!("https://{tls_front}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    if common::clients::is_root()
+        && Path::new("/usr/local/share/ca-certificates").is_dir()
+        && Command::new("sh")
+            .args(["-c", "command -v update-ca-certificates"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        && available("unshare")
+        && available("curl")
+    {
+        let script = r#"set -e
+store="$(mktemp -d)"
+cp -a /etc/ssl/certs "$store/certs"
+cp -a /usr/local/share/ca-certificates "$store/local"
+mount --bind "$store/certs" /etc/ssl/certs
+mount --bind "$store/local" /usr/local/share/ca-certificates
+if curl -fsS -o /dev/null "$1"; then echo "verified before trust"; exit 1; fi
+"$0" trust
+curl -fsS -o /dev/null "$1"
+echo "verified after trust"
+"$0" untrust
+if curl -fsS -o /dev/null "$1"; then echo "verified after untrust"; exit 1; fi
+echo "refused after untrust"
+"#;
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "sh", "-c", script])
+            .arg(repo_root().join("scripts/dev-env"))
+            .arg(format!("https://{tls_front}/readyz"))
+            .stdin(Stdio::null());
+        for (k, v) in &env.env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let said = success(&out, "scripts/dev-env trust/untrust");
+        for line in [
+            "verified after trust",
+            "refused after untrust",
+            "--cert-dir",
+            "flatpak remote-add",
+        ] {
+            assert!(said.contains(line), "{line:?} not in:\n{said}");
+        }
+    }
 
     // What the hints promise.
     if available("flatpak") {

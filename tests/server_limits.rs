@@ -1,6 +1,7 @@
 //! The release server on the open internet: `flagstate serve` against the real registry
 //! under a slowloris and connection flood (sockets sending half a request head, more of
-//! them than `server.max_connections`), and `/events` without a configured token.
+//! them than `server.max_connections`), `/events` without a configured token, and HTTPS
+//! served by flagstate itself (`tls.*`) within the same limits.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::images::HELLO;
 use common::*;
+use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -149,4 +151,199 @@ async fn events_without_a_configured_token_are_refused_unless_allowed() {
             assert_eq!(after, before, "a refused delivery changed the index");
         }
     }
+}
+
+/// Reads from `stream` until the server closes it; panics after `limit`.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+    what: &str,
+) {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => panic!("{what}: still open after {limit:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// `tls.cert` and `tls.key`: both or neither, unusable files are named (exit 2, also by
+/// `config check`); with a good pair the server answers HTTPS verified against its CA,
+/// names `oci+https://` in its web UI, and bounds TLS connections: a plain-HTTP client
+/// fails the handshake, a silent socket is closed after `server.tls_handshake_timeout`,
+/// and a half request head over TLS after `server.header_read_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_is_served_within_the_limits_and_bad_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(ca) = LocalCa::create(&dir.path().join("tls")) else {
+        return;
+    };
+    let cert = ca.cert.to_str().unwrap();
+    let key = ca.key.to_str().unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let ca_key = dir.path().join("tls/ca.key");
+    let ca_key = ca_key.to_str().unwrap();
+    let serve = [
+        "serve",
+        "--registry",
+        "http://127.0.0.1:9",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let check = ["config", "check", "--registry", "http://127.0.0.1:9"];
+    for (env, expect) in [
+        (
+            vec![("FLAGSTATE_TLS__CERT", cert)],
+            vec!["tls.key", "tls.cert"],
+        ),
+        (
+            vec![("FLAGSTATE_TLS__KEY", key)],
+            vec!["tls.cert", "tls.key"],
+        ),
+        (
+            vec![
+                ("FLAGSTATE_TLS__CERT", garbage),
+                ("FLAGSTATE_TLS__KEY", key),
+            ],
+            vec!["tls.cert", garbage, "no PEM certificate"],
+        ),
+        (
+            vec![
+                ("FLAGSTATE_TLS__CERT", cert),
+                ("FLAGSTATE_TLS__KEY", garbage),
+            ],
+            vec!["tls.key", garbage, "no PEM private key"],
+        ),
+        (
+            vec![
+                ("FLAGSTATE_TLS__CERT", cert),
+                ("FLAGSTATE_TLS__KEY", ca_key),
+            ],
+            vec![cert, ca_key, "cannot be used together"],
+        ),
+    ] {
+        for args in [&serve[..], &check[..]] {
+            let out = run_with_env(args, &env);
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+            for word in &expect {
+                assert!(
+                    stderr.contains(word),
+                    "{args:?} {env:?}: {word:?} not in {stderr}"
+                );
+            }
+        }
+    }
+    let out = run_with_env(
+        &check,
+        &[("FLAGSTATE_TLS__CERT", cert), ("FLAGSTATE_TLS__KEY", key)],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("tls: https with certificate {cert} and key {key}")),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let Some(registry) = hello_registry(None).await else {
+        return;
+    };
+    let db = dir.path().join("index.db");
+    let port = free_port();
+    let server = Server::start_tls(
+        port,
+        &[
+            "--registry",
+            &registry.url(),
+            "--database",
+            db.to_str().unwrap(),
+        ],
+        &[
+            ("FLAGSTATE_SERVER__TLS_HANDSHAKE_TIMEOUT", "1s"),
+            ("FLAGSTATE_SERVER__HEADER_READ_TIMEOUT", "1s"),
+            ("FLAGSTATE_SERVER__IDLE_TIMEOUT", "60s"),
+        ],
+        dir.path(),
+        &ca,
+    )
+    .await;
+    let (index, _) = server.flatpak_index().await;
+    assert_eq!(repository_names(&index), [HELLO.repository()]);
+    // Over TLS the web UI's remote names https (the server sets X-Forwarded-Proto), by
+    // either name the certificate holds.
+    for host in ["127.0.0.1", "localhost"] {
+        let apps = ca
+            .client()
+            .get(format!("https://{host}:{port}/apps"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            apps.contains(&format!("oci+https://{host}:{port}/")),
+            "{apps}"
+        );
+    }
+
+    // Plain HTTP to the TLS port: no answer, a failed handshake.
+    assert!(
+        http_client()
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+    // A socket that never starts the handshake, with idle_timeout far away.
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    closed_within(&mut silent, Duration::from_secs(20), "a silent socket").await;
+    // A completed handshake, then half a request head.
+    let roots = {
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(&ca.ca).unwrap();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        roots
+    };
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    tls.write_all(b"GET /index/static HTTP/1.1\r\nHost: x\r\nX-Partial: ")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    closed_within(&mut tls, Duration::from_secs(20), "a half head over TLS").await;
+
+    for metric in [
+        "flagstate_http_connections_tls_handshake_errors_total",
+        "flagstate_http_connections_tls_handshake_timeouts_total",
+        "flagstate_http_connections_read_errors_total",
+    ] {
+        let value = server.metric(metric).await.unwrap_or(0.0);
+        assert!(value >= 1.0, "{metric} is {value}\n{}", server.log());
+    }
+    assert_eq!(
+        server
+            .metric("flagstate_http_connections_idle_closed_total")
+            .await,
+        Some(0.0),
+        "the idle sweep, not the TLS limits, closed a connection"
+    );
+    assert_eq!(server.get("/healthz").await.status(), 200);
 }

@@ -1,6 +1,6 @@
 //! `flagstate config check`: loads a configuration the way the command that uses it would,
-//! validates it, and prints the settings in force (secrets never shown), without opening
-//! the store, the registry or a socket.
+//! validates it (reading the TLS certificate and key, when set), and prints the settings in
+//! force (secrets never shown), without opening the store, the registry or a socket.
 //!
 //! flagstate's own configuration (file, `FLAGSTATE_*` environment, flags) is checked as
 //! `serve` reads it; with `--index`, `--config` names a regindexer file and it is checked
@@ -17,6 +17,9 @@ use crate::error::CliError;
 /// Prints the settings of a checked flagstate configuration; `source` names where it came
 /// from.
 pub fn run(config: &Config, source: Option<&Path>) -> Result<ExitCode, CliError> {
+    // The certificate and key are read as `serve` reads them, so a file it would refuse
+    // fails the check.
+    config.tls.load()?;
     print!("{}", describe(config, source));
     Ok(ExitCode::SUCCESS)
 }
@@ -66,6 +69,22 @@ pub fn describe(config: &Config, source: Option<&Path>) -> String {
     );
     let _ = writeln!(out, "{source}: valid configuration");
     let _ = writeln!(out, "listen: {}", config.listen);
+    match config.tls.files() {
+        Ok(Some((cert, key))) => {
+            let _ = writeln!(
+                out,
+                "tls: https with certificate {} and key {}",
+                cert.display(),
+                key.display()
+            );
+        }
+        Ok(None) => {
+            let _ = writeln!(out, "tls: off (plain http)");
+        }
+        Err(e) => {
+            let _ = writeln!(out, "tls: invalid: {e}");
+        }
+    }
     let mode = if config.read_only {
         "read-only replica (no indexer; /events answers 503)"
     } else {

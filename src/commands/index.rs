@@ -484,6 +484,7 @@ pub async fn run_watch(
     ));
     crate::serve::serve_until_signal(
         listener,
+        None,
         state,
         false,
         &flagstate_http::ServerConfig::default(),

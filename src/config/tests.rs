@@ -318,6 +318,12 @@ fn validation_catches_inconsistent_settings() {
             "server.header_read_timeout",
         );
         check(&format!("{url}icons: {{uri: /i/}}"), "icons.uri");
+        check(&format!("{url}tls: {{cert: c.pem}}"), "tls.key");
+        check(&format!("{url}tls: {{key: k.pem}}"), "tls.cert");
+        check(
+            &format!("{url}server: {{tls_handshake_timeout: 0}}"),
+            "server.tls_handshake_timeout",
+        );
         // An empty token counts as none: valid, and it opens nothing.
         let c = load(jail, &format!("{url}events: {{token: ''}}")).unwrap();
         c.validate(true).unwrap();

@@ -94,7 +94,13 @@ impl Skopeo {
 /// A Flatpak user installation in a temporary directory.
 pub struct Flatpak {
     dir: TempDir,
+    /// The system CA bundle plus a test CA, seen by this installation's commands in
+    /// place of the system's ([`Flatpak::trusting`]).
+    bundle: Option<PathBuf>,
 }
+
+/// The CA bundle Debian's libcurl (Flatpak's HTTP client) reads: the system trust store.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 impl Flatpak {
     /// A fresh, empty installation.
@@ -106,7 +112,30 @@ impl Flatpak {
         for sub in ["user", "system", "data", "cache", "config", "home"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         }
-        Flatpak { dir }
+        Flatpak { dir, bundle: None }
+    }
+
+    /// A fresh installation whose commands also trust the CA certificate `ca`, with no
+    /// certificate check turned off and nothing changed for other processes.
+    ///
+    /// Flatpak 1.14 has no per-remote CA for OCI remotes and its libcurl reads no CA
+    /// environment variable, only the system store ([`SYSTEM_CA_BUNDLE`]). So each
+    /// command runs in a mount namespace of its own (`unshare --mount`, as a mapped root
+    /// when not root) in which that one file is the system's bundle plus `ca`: the
+    /// client verifies exactly as with the CA installed system-wide. `None` (after a skip
+    /// notice, or a panic when the real clients are required) without `unshare`.
+    pub fn trusting(ca: &Path) -> Option<Flatpak> {
+        if !available("unshare") {
+            return None;
+        }
+        let mut flatpak = Flatpak::new();
+        let mut bundle = std::fs::read(SYSTEM_CA_BUNDLE).unwrap_or_default();
+        bundle.push(b'\n');
+        bundle.extend(std::fs::read(ca).expect("read the CA certificate"));
+        let path = flatpak.path("ca-bundle.crt");
+        std::fs::write(&path, bundle).expect("write the CA bundle");
+        flatpak.bundle = Some(path);
+        Some(flatpak)
     }
 
     fn path(&self, sub: &str) -> PathBuf {
@@ -120,7 +149,24 @@ impl Flatpak {
 
     /// Runs `flatpak ARGS` against this installation.
     pub async fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = tokio::process::Command::new("flatpak");
+        let mut cmd = match &self.bundle {
+            None => tokio::process::Command::new("flatpak"),
+            Some(bundle) => {
+                let mut cmd = tokio::process::Command::new("unshare");
+                cmd.arg("--mount");
+                if !is_root() {
+                    cmd.arg("--map-root-user");
+                }
+                cmd.args([
+                    "sh",
+                    "-c",
+                    "mount --bind \"$0\" \"$1\" && shift && exec flatpak \"$@\"",
+                ])
+                .arg(bundle)
+                .arg(SYSTEM_CA_BUNDLE);
+                cmd
+            }
+        };
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -174,6 +220,19 @@ impl Podman {
         Podman { dir }
     }
 
+    /// Trusts the CA certificate `ca` for the registry at `host` (`host:port`) the way a
+    /// user does without changing the system: `~/.config/containers/certs.d/HOST/ca.crt`
+    /// in this configuration's home (`podman search` has no `--cert-dir`).
+    pub fn trust(&self, host: &str, ca: &Path) {
+        let dir = self
+            .dir
+            .path()
+            .join("home/.config/containers/certs.d")
+            .join(host);
+        std::fs::create_dir_all(&dir).expect("mkdir certs.d");
+        std::fs::copy(ca, dir.join("ca.crt")).expect("copy the CA certificate");
+    }
+
     /// Runs `podman ARGS`.
     pub async fn run(&self, args: &[&str]) -> Output {
         let root = self.dir.path();
@@ -190,6 +249,14 @@ impl Podman {
             .env("REGISTRY_AUTH_FILE", root.join("auth.json"));
         run(cmd, &format!("podman {}", args.join(" "))).await
     }
+}
+
+/// Whether the tests run as root (`id -u` is 0).
+pub fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
 fn write(path: &Path, content: &str) {

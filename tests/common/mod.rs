@@ -105,13 +105,64 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A throwaway CA and a server certificate it signs for `IP:127.0.0.1` and
+/// `DNS:localhost`, made by `scripts/local-ca` (the development environment's).
+pub struct LocalCa {
+    /// The CA certificate (PEM).
+    pub ca: PathBuf,
+    /// The server certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// A directory holding only the CA certificate, for `--cert-dir`.
+    pub cert_dir: PathBuf,
+}
+
+impl LocalCa {
+    /// Creates the CA and certificate in `dir`; `None` when openssl is missing and the
+    /// real components are not required.
+    pub fn create(dir: &Path) -> Option<LocalCa> {
+        if !clients::available_with("openssl", "version") {
+            return None;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local-ca");
+        let out = Command::new(script)
+            .arg(dir)
+            .output()
+            .expect("run scripts/local-ca");
+        assert!(
+            out.status.success(),
+            "scripts/local-ca: {}",
+            text(&out.stderr)
+        );
+        Some(LocalCa {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+            cert_dir: dir.join("cert-dir"),
+        })
+    }
+
+    /// An HTTP client trusting this CA (and no certificate check turned off).
+    pub fn client(&self) -> reqwest::Client {
+        let pem = std::fs::read(&self.ca).expect("read the CA certificate");
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("CA certificate")])
+            .build()
+            .expect("HTTPS client")
+    }
+}
+
 /// A running `flagstate serve`; killed when dropped.
 pub struct Server {
     child: Child,
     /// Port it listens on.
     pub port: u16,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` when it terminates TLS.
     pub url: String,
+    client: reqwest::Client,
     log: PathBuf,
 }
 
@@ -119,6 +170,35 @@ impl Server {
     /// Starts `flagstate serve --listen 127.0.0.1:PORT` with `args` and waits until
     /// `/readyz` answers 200 (the first full scan is done).
     pub async fn start(port: u16, args: &[&str], env: &[(&str, &str)], log_dir: &Path) -> Server {
+        Self::start_with(port, args, env, log_dir, None).await
+    }
+
+    /// [`start`](Self::start) with HTTPS: `tls.cert` and `tls.key` from `ca`, and the
+    /// server's requests verified against it.
+    pub async fn start_tls(
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log_dir: &Path,
+        ca: &LocalCa,
+    ) -> Server {
+        let cert = ca.cert.display().to_string();
+        let key = ca.key.display().to_string();
+        let mut env = env.to_vec();
+        env.extend([
+            ("FLAGSTATE_TLS__CERT", cert.as_str()),
+            ("FLAGSTATE_TLS__KEY", key.as_str()),
+        ]);
+        Self::start_with(port, args, &env, log_dir, Some(ca)).await
+    }
+
+    async fn start_with(
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log_dir: &Path,
+        tls: Option<&LocalCa>,
+    ) -> Server {
         let log = log_dir.join(format!("flagstate-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("create server log");
         let listen = format!("127.0.0.1:{port}");
@@ -136,10 +216,15 @@ impl Server {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn flagstate serve");
+        let (scheme, client) = match tls {
+            Some(ca) => ("https", ca.client()),
+            None => ("http", http_client()),
+        };
         let mut server = Server {
             child,
             port,
-            url: format!("http://{listen}"),
+            url: format!("{scheme}://{listen}"),
+            client,
             log,
         };
         server.wait_ready().await;
@@ -147,7 +232,7 @@ impl Server {
     }
 
     async fn wait_ready(&mut self) {
-        let client = http_client();
+        let client = self.client.clone();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().expect("poll server") {
@@ -213,7 +298,7 @@ impl Server {
 
     /// `GET {url}{path_and_query}`.
     pub async fn get(&self, path_and_query: &str) -> reqwest::Response {
-        http_client()
+        self.client
             .get(format!("{}{path_and_query}", self.url))
             .send()
             .await

@@ -16,8 +16,9 @@
 //! both as JSON `{"error": {"code", "message"}}` like every other API error
 //! ([`HttpError`]).
 //!
-//! Serve a router with [`serve`], which bounds connections, header reads, idle and
-//! stalled clients ([`ServerConfig`]); every route is also bounded per request
+//! Serve a router with [`serve`] (or over TLS with [`serve_tls`] and a [`TlsConfig`]),
+//! which bounds connections, TLS handshakes, header reads, idle and stalled clients
+//! ([`ServerConfig`]); every route is also bounded per request
 //! ([`limits`]: a deadline and a cap on requests in flight).
 //!
 //! Build the router with [`router`] from an [`AppState`] (store, optional indexer,
@@ -47,6 +48,7 @@ pub mod params;
 pub mod search;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod ui;
 
 use std::sync::Arc;
@@ -61,8 +63,9 @@ use utoipa_axum::routes;
 
 pub use config::{BuildInfo, HttpConfig};
 pub use error::HttpError;
-pub use server::{ServerConfig, serve};
+pub use server::{ServerConfig, serve, serve_tls};
 pub use state::AppState;
+pub use tls::{TlsConfig, TlsError};
 
 /// The API's routes with their OpenAPI descriptions, without state, fallback, middleware
 /// or `/openapi.json`. [`router_with`] adds those; use this only to compose a router by

@@ -322,6 +322,17 @@ impl Metrics {
                     "Connections ended by an unreadable request or a request head slower than \
                      server.header_read_timeout",
                 ),
+                tls_handshake_errors: counter(
+                    &mut r,
+                    "flagstate_http_connections_tls_handshake_errors",
+                    "TLS connections whose handshake failed",
+                ),
+                tls_handshake_timeouts: counter(
+                    &mut r,
+                    "flagstate_http_connections_tls_handshake_timeouts",
+                    "TLS connections closed because the handshake took longer than \
+                     server.tls_handshake_timeout",
+                ),
             },
             registry: r,
             requests,

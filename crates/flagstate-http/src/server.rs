@@ -19,6 +19,17 @@
 //!   clients that send requests; when every connection is serving a request the new one
 //!   is answered `503` with `Retry-After` and closed.
 //!
+//! - **TLS handshakes** ([`serve_tls`]) must complete within
+//!   [`tls_handshake_timeout`](ServerConfig::tls_handshake_timeout). Until the first
+//!   request a connection is idle, so the idle sweep and eviction at the cap apply to a
+//!   handshake too; every limit above applies to the decrypted connection as to a plain
+//!   one (the write deadline watches the socket under TLS). At the cap with every
+//!   connection busy a TLS connection is closed without an answer (a plain-text `503`
+//!   would mean nothing to a TLS client). Requests on TLS connections carry
+//!   `X-Forwarded-Proto: https` (set by the loop, replacing any the client sent), the
+//!   header through which a proxy in front tells the same, so handlers learn the scheme
+//!   one way.
+//!
 //! Requests themselves are bounded by the router's layers ([`crate::limits`]): a deadline
 //! per request and a cap on requests in flight. On shutdown the loop stops accepting,
 //! lets requests in flight finish (at most
@@ -47,6 +58,8 @@ use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+use crate::tls::TlsConfig;
+
 /// Connection-level limits of [`serve`]. Every field has a safe default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -67,6 +80,9 @@ pub struct ServerConfig {
     /// Longest wait for requests in flight at shutdown before their connections are
     /// closed. Default 30 s.
     pub shutdown_timeout: Duration,
+    /// Longest time a TLS handshake may take ([`serve_tls`]), counted from the accept.
+    /// Default 10 s.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +93,7 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(30),
             max_connections: 4096,
             shutdown_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -117,6 +134,12 @@ pub struct ConnectionStats {
     /// Connections that ended with an error reading the request (including a request
     /// head not complete within `header_read_timeout`).
     pub read_errors: Counter,
+    /// TLS connections whose handshake failed (not TLS, no common cipher, the client
+    /// refused the certificate).
+    pub tls_handshake_errors: Counter,
+    /// TLS connections closed because the handshake took longer than
+    /// `tls_handshake_timeout`.
+    pub tls_handshake_timeouts: Counter,
 }
 
 /// What one connection is doing, seen by the idle sweep and by eviction.
@@ -239,6 +262,21 @@ impl HttpBody for TrackedBody {
     }
 }
 
+/// Removes a connection from the registry and the open count when its task ends, however
+/// it ends.
+struct Registered {
+    id: u64,
+    registry: Arc<Registry>,
+    stats: ConnectionStats,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+        self.stats.open.dec();
+    }
+}
+
 /// The client socket with a deadline on write progress. Hand-written rather than
 /// `tokio-io-timeout`: it is the one timeout needed, and reads are already bounded by
 /// hyper's header timer, the idle sweep and the request deadline.
@@ -337,6 +375,31 @@ pub async fn serve(
     stats: ConnectionStats,
     shutdown: impl Future<Output = ()>,
 ) {
+    run(listener, None, app, config, stats, shutdown).await;
+}
+
+/// [`serve`] over TLS: every accepted connection first completes a TLS handshake with
+/// `tls` (within [`ServerConfig::tls_handshake_timeout`]), then is served exactly like a
+/// plain one, within the same limits.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: TlsConfig,
+    app: Router,
+    config: &ServerConfig,
+    stats: ConnectionStats,
+    shutdown: impl Future<Output = ()>,
+) {
+    run(listener, Some(tls), app, config, stats, shutdown).await;
+}
+
+async fn run(
+    listener: TcpListener,
+    tls: Option<TlsConfig>,
+    app: Router,
+    config: &ServerConfig,
+    stats: ConnectionStats,
+    shutdown: impl Future<Output = ()>,
+) {
     let max_connections = match descriptor_budget() {
         Some(budget) if budget < config.max_connections => {
             warn!(
@@ -391,10 +454,15 @@ pub async fn serve(
                         }
                         None => {
                             stats.rejected.inc();
-                            debug!(%peer, "every connection is busy; answering 503");
-                            // One non-blocking write: the reply fits any socket buffer,
-                            // and a peer that cannot take it is not waited for.
-                            let _ = stream.try_write(BUSY_RESPONSE);
+                            if tls.is_none() {
+                                debug!(%peer, "every connection is busy; answering 503");
+                                // One non-blocking write: the reply fits any socket
+                                // buffer, and a peer that cannot take it is not waited
+                                // for.
+                                let _ = stream.try_write(BUSY_RESPONSE);
+                            } else {
+                                debug!(%peer, "every connection is busy; closing");
+                            }
                             continue;
                         }
                     }
@@ -416,15 +484,66 @@ pub async fn serve(
                     stalled: None,
                     stats: stats.clone(),
                 };
-                tasks.spawn(serve_connection(
-                    next_id,
-                    io,
-                    app.clone(),
-                    config.header_read_timeout,
-                    connection,
-                    registry.clone(),
-                    stats.clone(),
-                ));
+                let registered = Registered {
+                    id: next_id,
+                    registry: registry.clone(),
+                    stats: stats.clone(),
+                };
+                let app = app.clone();
+                let header_read_timeout = config.header_read_timeout;
+                let registry = registry.clone();
+                let stats = stats.clone();
+                match &tls {
+                    None => tasks.spawn(async move {
+                        let _registered = registered;
+                        serve_connection(
+                            io,
+                            false,
+                            app,
+                            header_read_timeout,
+                            connection,
+                            registry,
+                            stats,
+                        )
+                        .await;
+                    }),
+                    Some(tls) => {
+                        let acceptor = tls.acceptor().clone();
+                        let handshake_timeout = config.tls_handshake_timeout;
+                        tasks.spawn(async move {
+                            let _registered = registered;
+                            let handshake =
+                                tokio::time::timeout(handshake_timeout, acceptor.accept(io));
+                            let accepted = tokio::select! {
+                                accepted = handshake => accepted,
+                                // Idle-closed or evicted during the handshake.
+                                () = connection.close.notified() => return,
+                            };
+                            match accepted {
+                                Ok(Ok(io)) => {
+                                    serve_connection(
+                                        io,
+                                        true,
+                                        app,
+                                        header_read_timeout,
+                                        connection,
+                                        registry,
+                                        stats,
+                                    )
+                                    .await;
+                                }
+                                Ok(Err(e)) => {
+                                    stats.tls_handshake_errors.inc();
+                                    debug!(%peer, error = %e, "TLS handshake failed");
+                                }
+                                Err(_) => {
+                                    stats.tls_handshake_timeouts.inc();
+                                    debug!(%peer, "TLS handshake not complete within server.tls_handshake_timeout");
+                                }
+                            }
+                        })
+                    }
+                };
             }
         }
     }
@@ -449,21 +568,29 @@ pub async fn serve(
     }
 }
 
-/// One connection, from its first byte to its close.
-#[allow(clippy::too_many_arguments)]
-async fn serve_connection(
-    id: u64,
-    io: WriteDeadline,
+/// One connection (plain, or after its TLS handshake: `tls`), from its first request
+/// byte to its close.
+async fn serve_connection<I>(
+    io: I,
+    tls: bool,
     app: Router,
     header_read_timeout: Duration,
     connection: Arc<Connection>,
     registry: Arc<Registry>,
     stats: ConnectionStats,
-) {
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = {
         let connection = connection.clone();
         let registry = registry.clone();
-        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            if tls {
+                request.headers_mut().insert(
+                    "x-forwarded-proto",
+                    hyper::header::HeaderValue::from_static("https"),
+                );
+            }
             let busy = Busy::new(connection.clone(), registry.clone());
             let app = app.clone();
             async move {
@@ -501,6 +628,4 @@ async fn serve_connection(
         stats.read_errors.inc();
         debug!(error = %e, "connection ended with an error");
     }
-    registry.lock().remove(&id);
-    stats.open.dec();
 }

@@ -210,9 +210,9 @@ fn app_card(repository: String, install_ref: String, images: &[Carrier<'_>]) -> 
     }
 }
 
-/// The Flatpak remote URL of this index, as the request reached it. The scheme comes
-/// from `X-Forwarded-Proto` when a proxy terminates TLS in front of the server. (The
-/// remote's name is configured, [`UiContext::remote_name`], not derived from the host.)
+/// The Flatpak remote URL of this index, as the request reached it (the scheme from
+/// [`request_scheme`](super::request_scheme)). The remote's name is configured,
+/// [`UiContext::remote_name`], not derived from the host.
 fn remote_url(headers: &HeaderMap, uri: &Uri) -> String {
     let host = headers
         .get(header::HOST)
@@ -224,13 +224,7 @@ fn remote_url(headers: &HeaderMap, uri: &Uri) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
         })
         .unwrap_or("localhost");
-    let scheme = match headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(p) if p.eq_ignore_ascii_case("https") => "https",
-        _ => "http",
-    };
+    let scheme = super::request_scheme(headers);
     format!("oci+{scheme}://{host}/")
 }
 

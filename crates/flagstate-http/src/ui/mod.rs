@@ -124,7 +124,7 @@ impl UiContext {
         Layout::new(section).with_notice(self.scan_notice())
     }
 
-    /// Keeps rendered pages in `pages`, per (`Host`, URL) and store generation: a page
+    /// Keeps rendered pages in `pages`, per (scheme, `Host`, URL) and store generation: a page
     /// asked for again before the index changes is served without reading the store or
     /// rendering. Concurrent requests for the same missing page share one build.
     pub fn with_page_cache(mut self, pages: Arc<IndexCache>) -> Self {
@@ -136,7 +136,7 @@ impl UiContext {
     /// else built by `build` (and cached when a cache is set). Errors of `build` are
     /// answered as they are and never cached. Everything a page shows comes from the
     /// store, the URL, the `Host` header (pull commands name the host when the
-    /// registry URL is relative) and the indexer's notice, so those make the key.
+    /// registry URL is relative), the scheme and the indexer's notice, so those make the key.
     pub(crate) async fn cached_page<F, Fut>(
         &self,
         request: &HeaderMap,
@@ -157,11 +157,14 @@ impl UiContext {
             .get(header::HOST)
             .map(|h| String::from_utf8_lossy(h.as_bytes()))
             .unwrap_or_default();
+        // Pages name the scheme (the apps page's remote), so http and https requests
+        // for the same host are kept apart; the indexer's notice is on every page.
+        let scheme = request_scheme(request);
         let notice = self.scan_notice();
         let key = match &notice {
-            None => format!("{host}\n{uri}"),
+            None => format!("{scheme}://{host}\n{uri}"),
             Some(n) => format!(
-                "{host}\n{uri}\n{}\n{}",
+                "{scheme}://{host}\n{uri}\n{}\n{}",
                 n.message,
                 n.last_scan.as_deref().unwrap_or_default()
             ),
@@ -215,6 +218,20 @@ impl UiContext {
     /// The `Cache-Control: max-age` of every page.
     pub fn max_age_html(&self) -> Duration {
         self.max_age_html
+    }
+}
+
+/// The scheme a request reached this index with: `https` when `X-Forwarded-Proto` says
+/// so — set by a proxy that terminates TLS in front of the server, and by the server
+/// itself on the connections it terminates TLS for ([`serve_tls`](crate::serve_tls)) —
+/// else `http`.
+pub(crate) fn request_scheme(headers: &HeaderMap) -> &'static str {
+    match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
     }
 }
 
