@@ -142,10 +142,17 @@ async fn open(
         }
         #[cfg(feature = "postgres")]
         DatabaseChoice::Postgres { url, schema } => {
+            let defaults = flagstate_pg::PgOptions::default();
             let options = flagstate_pg::PgOptions {
                 read_only,
                 schema,
-                ..Default::default()
+                generation_poll: config
+                    .database
+                    .postgres
+                    .as_ref()
+                    .and_then(|pg| pg.generation_poll)
+                    .unwrap_or(defaults.generation_poll),
+                ..defaults
             };
             let store = flagstate_pg::PgStore::connect(&url, options).await?;
             Ok(Arc::new(store))

@@ -203,6 +203,12 @@ async fn bad_options_are_clear_errors() {
     };
     let message = backend_message(PgStore::connect(&url, options("Bad-Name\";drop")).await);
     assert!(message.contains("invalid schema name"), "{message}");
+    let never = PgOptions {
+        generation_poll: Duration::ZERO,
+        ..options("never_polled")
+    };
+    let message = backend_message(PgStore::connect(&url, never).await);
+    assert!(message.contains("generation_poll"), "{message}");
     for url in ["mysql://host/db", "postgres://host:notaport/db"] {
         let message = backend_message(PgStore::connect(url, PgOptions::default()).await);
         assert!(
