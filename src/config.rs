@@ -423,6 +423,11 @@ pub struct PostgresSettings {
     /// search path.
     #[serde(default)]
     pub schema: Option<String>,
+    /// `generation_poll`: how often the generation row is read (the only way a replica on
+    /// a hot standby learns of commits; a generation unconfirmed for 4 polls is a 503).
+    /// Absent: the PostgreSQL store's default (500 ms).
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub generation_poll: Option<Duration>,
 }
 
 /// `database.sqlite.*`.
@@ -522,11 +527,12 @@ impl DatabaseSettings {
             return Err(ConfigError::invalid("--database", "is empty"));
         }
         if value.starts_with("postgres://") || value.starts_with("postgresql://") {
-            // The schema of a configured PostgreSQL database still applies.
-            let schema = self.postgres.take().and_then(|pg| pg.schema);
+            // The other settings of a configured PostgreSQL database still apply.
+            let previous = self.postgres.take();
             self.postgres = Some(PostgresSettings {
                 url: value.to_owned(),
-                schema,
+                schema: previous.as_ref().and_then(|pg| pg.schema.clone()),
+                generation_poll: previous.and_then(|pg| pg.generation_poll),
             });
             self.sqlite = None;
         } else {
@@ -753,6 +759,14 @@ impl Config {
     /// is false for commands that only read the store.
     pub fn validate(&self, needs_registry: bool) -> Result<(), ConfigError> {
         self.database.choice()?;
+        if let Some(pg) = &self.database.postgres
+            && pg.generation_poll.is_some_and(|poll| poll.is_zero())
+        {
+            return Err(ConfigError::invalid(
+                "database.postgres.generation_poll",
+                "must not be 0",
+            ));
+        }
         let registry = &self.registry;
         if needs_registry && registry.url.is_none() {
             return Err(ConfigError::invalid(

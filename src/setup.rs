@@ -168,9 +168,17 @@ async fn open_backend(
         }
         #[cfg(feature = "postgres")]
         DatabaseChoice::Postgres { url, schema } => {
-            let options = flagstate_pg::PgOptions::default()
+            let defaults = flagstate_pg::PgOptions::default();
+            let poll = config
+                .database
+                .postgres
+                .as_ref()
+                .and_then(|pg| pg.generation_poll)
+                .unwrap_or(defaults.generation_poll);
+            let options = defaults
                 .with_read_only(read_only)
-                .with_schema(schema);
+                .with_schema(schema)
+                .with_generation_poll(poll);
             let store = flagstate_pg::PgStore::connect(&url, options).await?;
             Ok(Arc::new(store))
         }

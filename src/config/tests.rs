@@ -340,16 +340,21 @@ fn database_argument_selects_the_backend() {
         postgres: Some(PostgresSettings {
             url: "postgres://file".into(),
             schema: Some("idx".into()),
+            generation_poll: Some(Duration::from_secs(2)),
         }),
         sqlite: None,
     };
-    // Another PostgreSQL URL keeps the configured schema.
+    // Another PostgreSQL URL keeps the configured schema and poll interval.
     db.set_from_argument("postgresql://u@h/d").unwrap();
     let pg = DatabaseChoice::Postgres {
         url: "postgresql://u@h/d".into(),
         schema: Some("idx".into()),
     };
     assert_eq!(db.choice().unwrap(), pg);
+    assert_eq!(
+        db.postgres.as_ref().and_then(|pg| pg.generation_poll),
+        Some(Duration::from_secs(2))
+    );
     db.set_from_argument("sqlite:///tmp/a.db").unwrap();
     assert_eq!(
         db.choice().unwrap(),
@@ -546,6 +551,31 @@ fn ui_remote_name_defaults_to_the_readme_name_and_is_checked() {
         }
         jail.set_env("FLAGSTATE_UI__REMOTE_NAME", "fromenv");
         assert_eq!(load(jail, "{}\n").unwrap().ui.remote_name, "fromenv");
+        Ok(())
+    });
+}
+
+#[test]
+fn postgres_generation_poll() {
+    Jail::expect_with(|jail| {
+        let url = "database: {postgres: {url: 'postgres://h/d'";
+        let c = load(jail, &format!("{url}}}}}\n")).unwrap();
+        c.validate(false).unwrap();
+        assert_eq!(c.database.postgres.as_ref().unwrap().generation_poll, None);
+        let c = load(jail, &format!("{url}, generation_poll: 250ms}}}}\n")).unwrap();
+        c.validate(false).unwrap();
+        assert_eq!(
+            c.database.postgres.as_ref().unwrap().generation_poll,
+            Some(Duration::from_millis(250))
+        );
+        let c = load(jail, &format!("{url}, generation_poll: 0}}}}\n")).unwrap();
+        let e = c.validate(false).unwrap_err().to_string();
+        assert!(
+            e.contains("database.postgres.generation_poll") && e.contains("must not be 0"),
+            "{e}"
+        );
+        let e = load_err(jail, &format!("{url}, generation_poll: often}}}}\n"));
+        assert!(e.contains("generation_poll"), "{e}");
         Ok(())
     });
 }

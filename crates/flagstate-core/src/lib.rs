@@ -12,6 +12,8 @@
 //! - [`memory`]: [`MemoryStore`], the in-process store that runs the reference semantics.
 //! - [`search`], [`flatpak`] (AppStream, labels), [`digest`], [`sync`]: the rest of the
 //!   model every part shares.
+//! - [`generation`]: the in-process generation cache the SQL stores share (when a
+//!   generation counts as confirmed, and for how long).
 //! - [`events`]: parsing registry webhook notifications (distribution, CloudEvents).
 //! - `conformance` (feature `conformance`): the suite every backend runs from its tests.
 //! - `registry` (feature `registry`): the registry client (distribution API, auth,
@@ -51,6 +53,7 @@ pub mod events;
 #[cfg(feature = "icons")]
 mod files;
 pub mod flatpak;
+pub mod generation;
 #[cfg(feature = "icons")]
 pub mod icons;
 #[cfg(feature = "indexer")]

@@ -67,6 +67,19 @@ pub(crate) enum PgError {
     /// The server reads but refuses writes (recovery, read-only transactions, privileges).
     #[error("PostgreSQL accepts no writes: {0}")]
     NotWritable(&'static str),
+    /// No poll confirmed the generation for longer than the limit: the server (a
+    /// standby, say) is not answering, so the known value may be stale.
+    #[error(
+        "the generation was not confirmed by PostgreSQL {}(the limit is {limit:?}): the server is not answering",
+        .since.map(|s| format!("for {s:?} ")).unwrap_or_default()
+    )]
+    Unconfirmed {
+        since: Option<std::time::Duration>,
+        limit: std::time::Duration,
+    },
+    /// An option of [`PgOptions`](crate::PgOptions) is out of range.
+    #[error("invalid PostgreSQL store option: {0}")]
+    InvalidOption(&'static str),
     /// The repository vanished between two statements of one write (a concurrent removal).
     #[error("repository {0} was removed concurrently; retry the write")]
     ConcurrentRemoval(String),
@@ -106,10 +119,12 @@ fn is_unreachable(error: &sqlx::Error) -> bool {
 impl From<PgError> for StoreError {
     fn from(error: PgError) -> Self {
         match error {
-            PgError::Unreachable { .. } | PgError::Connect { .. } => StoreError::Unavailable {
-                store: STORE,
-                source: Box::new(error),
-            },
+            PgError::Unreachable { .. } | PgError::Connect { .. } | PgError::Unconfirmed { .. } => {
+                StoreError::Unavailable {
+                    store: STORE,
+                    source: Box::new(error),
+                }
+            }
             other => StoreError::Backend {
                 store: STORE,
                 source: Box::new(other),

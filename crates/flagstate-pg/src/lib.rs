@@ -2,9 +2,12 @@
 //!
 //! [`PgStore`]: the PostgreSQL [`Store`] of flagstate, for scaling out. One process opens
 //! it read-write (the writer: scanner and webhook receiver); any number of query
-//! replicas open the same database and schema read-only behind an HTTP cache. Replicas
-//! learn about the writer's commits through `LISTEN`/`NOTIFY`, so their generation — and
-//! with it every ETag they hand out — follows the writer within milliseconds.
+//! replicas open the same database and schema read-only behind an HTTP cache, on the
+//! primary or on a hot standby (streaming replication). On the primary, replicas learn
+//! about the writer's commits through `LISTEN`/`NOTIFY`, so their generation — and with
+//! it every ETag they hand out — follows the writer within milliseconds; on a standby,
+//! where `NOTIFY` is not delivered, within [`PgOptions::generation_poll`] of the commit
+//! being replayed.
 //!
 //! ## Layout
 //!
@@ -30,9 +33,12 @@
 //! instead of a dozen rows. Normalised tables would pay a join and a row per key on every
 //! answer to win only on ad-hoc SQL, which nothing here needs.
 //!
-//! A replica's generation comes from the notifications while its listener is connected,
-//! and from reading the row on every call otherwise (startup, connection loss, or a
-//! server that refuses `LISTEN`, such as a hot standby). The writer also refreshes the
+//! A store's generation is known in-process and never costs a query: notifications and
+//! the store's own commits record it, a poll of the row every
+//! [`PgOptions::generation_poll`] confirms it (the only source on a hot standby), and a
+//! value no poll confirmed for [`UNCONFIRMED_POLLS`] intervals makes
+//! [`Store::generation`] fail with [`StoreError::Unavailable`] rather than serve what
+//! may be stale. The writer also refreshes the
 //! planner's statistics itself (`ANALYZE` at open and after a doubling number of writes),
 //! because plans made for empty tables scan everything once the index has grown and
 //! autovacuum may be off or behind.
@@ -88,7 +94,12 @@ const STREAM_AHEAD: usize = 16;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::error::{PgError, STORE};
-use crate::watch::{GenerationWatch, Watcher};
+use crate::watch::{GenerationWatch, WatchPools, Watcher};
+
+pub use crate::watch::UNCONFIRMED_POLLS;
+
+/// Default of [`PgOptions::generation_poll`].
+pub const DEFAULT_GENERATION_POLL: Duration = Duration::from_millis(500);
 
 /// How to open a [`PgStore`]. Build it from [`Default`] with the `with_*` methods (or by
 /// assigning fields); new fields may be added without a major release.
@@ -101,7 +112,8 @@ pub struct PgOptions {
     /// Longest a single statement may run before the server cancels it; `None` keeps the
     /// server's setting.
     pub statement_timeout: Option<Duration>,
-    /// Most connections the query pool opens (the generation listener has one more).
+    /// Most connections the query pool opens (the generation listener and the generation
+    /// poll have one more each).
     pub max_connections: u32,
     /// Schema holding the tables; `None` uses the connection's default search path. The
     /// writer creates it if needed. Plain lowercase identifiers only (`[a-z_][a-z0-9_]*`).
@@ -109,6 +121,12 @@ pub struct PgOptions {
     /// How long an operation waits for a connection before failing with
     /// [`StoreError::Unavailable`] (includes reconnect attempts while the server is down).
     pub acquire_timeout: Duration,
+    /// How often the generation row is read. Another process's commits are seen within
+    /// this (on a hot standby, within this of being replayed there; on the primary,
+    /// notifications are faster), and a generation no read confirmed for
+    /// [`UNCONFIRMED_POLLS`] times this makes [`Store::generation`] fail with
+    /// [`StoreError::Unavailable`]. Must not be zero.
+    pub generation_poll: Duration,
 }
 
 impl Default for PgOptions {
@@ -119,6 +137,7 @@ impl Default for PgOptions {
             max_connections: 10,
             schema: None,
             acquire_timeout: Duration::from_secs(5),
+            generation_poll: DEFAULT_GENERATION_POLL,
         }
     }
 }
@@ -149,6 +168,13 @@ impl PgOptions {
     #[must_use]
     pub fn with_schema(mut self, schema: Option<String>) -> Self {
         self.schema = schema;
+        self
+    }
+
+    /// Sets [`generation_poll`](Self::generation_poll).
+    #[must_use]
+    pub fn with_generation_poll(mut self, every: Duration) -> Self {
+        self.generation_poll = every;
         self
     }
 
@@ -198,6 +224,7 @@ pub struct PgStore {
 struct Inner {
     pool: PgPool,
     listen_pool: PgPool,
+    poll_pool: PgPool,
     read_only: bool,
     schema: String,
     watch: Arc<GenerationWatch>,
@@ -221,8 +248,8 @@ impl PgStore {
     ///
     /// Fails with [`StoreError::Unavailable`] when the server cannot be reached,
     /// [`StoreError::SchemaTooNew`] when a newer build migrated the schema, and
-    /// [`StoreError::Backend`] for a bad URL or schema name, or a replica facing a missing
-    /// or older schema.
+    /// [`StoreError::Backend`] for a bad URL, schema name or option, or a replica facing a
+    /// missing or older schema.
     pub async fn connect(url: &str, options: PgOptions) -> Result<PgStore, StoreError> {
         let scheme = url.split_once("://").map(|(scheme, _)| scheme);
         if !matches!(scheme, Some("postgres" | "postgresql")) {
@@ -235,6 +262,9 @@ impl PgStore {
             PgConnectOptions::from_str(url).map_err(|e| PgError::InvalidUrl(e.to_string()))?;
         if let Some(schema) = &options.schema {
             schema::validate_schema_name(schema)?;
+        }
+        if options.generation_poll.is_zero() {
+            return Err(PgError::InvalidOption("generation_poll must not be zero").into());
         }
         let mut settings: Vec<(&str, String)> = Vec::new();
         if let Some(schema) = &options.schema {
@@ -275,12 +305,18 @@ impl PgStore {
                 .ok_or_else(|| PgError::SchemaMissing {
                     schema: options.schema.clone().unwrap_or_else(|| "(none)".into()),
                 })?;
-        let watch = Arc::new(GenerationWatch::default());
-        watch.observe(watch::read_generation(&pool).await?);
-        let listen_pool = pool_options().max_connections(1).connect_lazy_with(connect);
+        let watch = Arc::new(GenerationWatch::new(options.generation_poll));
+        watch::refresh(&pool, &watch).await?;
+        let listen_pool = pool_options()
+            .max_connections(1)
+            .connect_lazy_with(connect.clone());
+        let poll_pool = pool_options().max_connections(1).connect_lazy_with(connect);
         let watcher = watch::spawn(
-            pool.clone(),
-            listen_pool.clone(),
+            WatchPools {
+                pool: pool.clone(),
+                listen: listen_pool.clone(),
+                poll: poll_pool.clone(),
+            },
             schema.clone(),
             watch.clone(),
         );
@@ -288,6 +324,7 @@ impl PgStore {
             inner: Arc::new(Inner {
                 pool,
                 listen_pool,
+                poll_pool,
                 read_only: options.read_only,
                 schema,
                 watch,
@@ -310,6 +347,7 @@ impl PgStore {
     /// Closes every connection; later operations fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
         self.inner.listen_pool.close().await;
+        self.inner.poll_pool.close().await;
         self.inner.pool.close().await;
     }
 
@@ -396,12 +434,10 @@ impl Store for PgStore {
         search::search(&self.inner.pool, text, offset, limit).await
     }
 
+    /// Known in-process, never a query: fails with [`StoreError::Unavailable`] once no
+    /// poll confirmed it for [`UNCONFIRMED_POLLS`] × [`PgOptions::generation_poll`].
     async fn generation(&self) -> Result<Generation, StoreError> {
-        if let Some(generation) = self.inner.watch.current() {
-            return Ok(generation);
-        }
-        let generation = watch::read_generation(&self.inner.pool).await?;
-        Ok(self.produced(generation))
+        self.inner.watch.current()
     }
 
     async fn registry_url(&self) -> Result<Option<String>, StoreError> {
@@ -418,12 +454,12 @@ impl Store for PgStore {
         write::collect_garbage(pool).await
     }
 
-    /// Reads the generation row (a query, never the generation cached from notifications);
-    /// a writer then checks in a transaction, rolled back, that the server is not in
+    /// Reads the generation row (a query, never the generation known in-process; a
+    /// successful read confirms it); a writer then checks in a transaction, rolled back, that the server is not in
     /// recovery (a standby), its transactions are not read-only, and it may update the
     /// tables.
     async fn readiness(&self) -> Result<(), StoreNotReady> {
-        watch::read_generation(&self.inner.pool)
+        watch::refresh(&self.inner.pool, &self.inner.watch)
             .await
             .map_err(StoreNotReady::Unreadable)?;
         if !self.inner.read_only {

@@ -1,51 +1,92 @@
 //! Keeps a store's view of the generation current without a round trip per call.
 //!
-//! Every bump of the generation row fires `pg_notify('flagstate_generation',
-//! '<schema>:<generation>')` from a trigger, in the same transaction as the change, so a
-//! replica hears about a commit as soon as it is visible. A listener task feeds those
-//! notifications into an atomic; while it is not connected (startup, connection loss),
-//! [`Store::generation`](flagstate_core::Store::generation) reads the row directly instead.
-//! A slow poll runs as well, as a backstop for a listener connection that died silently.
+//! [`Store::generation`](flagstate_core::Store::generation) never reads the database: it
+//! answers from core's [`GenerationCache`], which two background tasks keep current.
+//!
+//! - **The poller** reads the generation row every
+//!   [`PgOptions::generation_poll`](crate::PgOptions::generation_poll), on a connection of
+//!   its own (so queries holding the pool cannot delay it). Each successful read
+//!   *confirms* the value. This is what a replica on a hot standby relies on, where
+//!   `NOTIFY` is never delivered: another process's commit is seen within one interval
+//!   (plus the standby's replay lag). It runs on every server, because it is also the
+//!   only proof that a quiet server is still there.
+//! - **The listener** (on a primary): every bump of the generation row fires
+//!   `pg_notify('flagstate_generation', '<schema>:<generation>')` from a trigger, in the
+//!   same transaction as the change, so the listener hears about a commit as soon as it
+//!   is visible and records it at once. On a server in recovery (`pg_is_in_recovery()`)
+//!   it does not try to `LISTEN` (refused there) and checks again now and then, for a
+//!   standby promoted to primary.
+//!
+//! **The rule for a database that went away:** a value the poller has not confirmed for
+//! [`UNCONFIRMED_POLLS`] intervals is refused with [`StoreError::Unavailable`] (HTTP 503)
+//! instead of served: a replica whose standby stopped answers 503 within that time, not
+//! stale answers forever, and serves again after the next successful poll.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use flagstate_core::generation::{GenerationCache, Unconfirmed};
 use flagstate_core::{Generation, StoreError};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::task::JoinHandle;
 
-use crate::error::SqlContext;
+use crate::error::{PgError, SqlContext};
 
 /// The notification channel the generation trigger uses (see the first migration).
 pub(crate) const CHANNEL: &str = "flagstate_generation";
 /// Wait before re-establishing a lost listener connection.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
-/// Longest wait between attempts when listening keeps failing.
+/// Longest wait between attempts when listening keeps failing, and between checks
+/// whether a standby was promoted.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
-/// Interval of the backstop poll.
-const POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How many poll intervals the generation may go unconfirmed before
+/// [`Store::generation`](flagstate_core::Store::generation) fails with
+/// [`StoreError::Unavailable`].
+pub const UNCONFIRMED_POLLS: u32 = 4;
 
-/// The last generation seen, and whether notifications are currently flowing.
-#[derive(Debug, Default)]
+/// The generation this process knows, and how long it may go unconfirmed.
+#[derive(Debug)]
 pub(crate) struct GenerationWatch {
-    value: AtomicU64,
-    listening: AtomicBool,
+    cache: GenerationCache,
+    limit: Duration,
 }
 
 impl GenerationWatch {
-    /// Records a generation seen anywhere (own commit, notification, poll). The value only
-    /// grows, so a late notification cannot move it back.
-    pub(crate) fn observe(&self, generation: Generation) {
-        self.value.fetch_max(generation, Ordering::AcqRel);
+    /// A watch confirmed by polls every `poll`.
+    pub(crate) fn new(poll: Duration) -> Self {
+        GenerationWatch {
+            cache: GenerationCache::new(poll),
+            limit: poll.saturating_mul(UNCONFIRMED_POLLS),
+        }
     }
 
-    /// The cached generation, when notifications are flowing and so it is current.
-    pub(crate) fn current(&self) -> Option<Generation> {
-        self.listening
-            .load(Ordering::Acquire)
-            .then(|| self.value.load(Ordering::Acquire))
+    /// Records a generation this process saw committed (own write, notification). The
+    /// value only grows, so a late notification cannot move it back.
+    pub(crate) fn observe(&self, generation: Generation) -> Generation {
+        self.cache.wrote(generation)
+    }
+
+    /// Records a generation read from the row by a read sent at `started`.
+    pub(crate) fn confirm(&self, generation: Generation, started: Instant) -> Generation {
+        self.cache.confirm(generation, started)
+    }
+
+    /// The known generation, unless it has gone unconfirmed for too long.
+    pub(crate) fn current(&self) -> Result<Generation, StoreError> {
+        self.cache
+            .confirmed_within(self.limit)
+            .map_err(|Unconfirmed { since }| {
+                PgError::Unconfirmed {
+                    since,
+                    limit: self.limit,
+                }
+                .into()
+            })
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.cache.refresh()
     }
 }
 
@@ -56,6 +97,16 @@ pub(crate) async fn read_generation(pool: &PgPool) -> Result<Generation, StoreEr
         .await
         .during("reading the generation")?;
     Ok(generation_from_db(generation))
+}
+
+/// Reads the generation row and confirms what it found.
+pub(crate) async fn refresh(
+    pool: &PgPool,
+    watch: &GenerationWatch,
+) -> Result<Generation, StoreError> {
+    let started = Instant::now();
+    let generation = read_generation(pool).await?;
+    Ok(watch.confirm(generation, started))
 }
 
 /// Generations are stored as `bigint` with a `CHECK (generation >= 0)`.
@@ -83,34 +134,64 @@ impl Drop for Watcher {
     }
 }
 
-/// Starts the listener and the backstop poll for the store in `schema`. The listener
-/// holds its connection for good, so it gets a pool of its own (`listen_pool`) rather than
-/// taking one away from queries.
-pub(crate) fn spawn(
-    pool: PgPool,
-    listen_pool: PgPool,
-    schema: String,
-    watch: Arc<GenerationWatch>,
-) -> Watcher {
-    let listener = tokio::spawn(listen(listen_pool, pool.clone(), schema, watch.clone()));
-    let poller = tokio::spawn(poll(pool, watch));
+/// The connections the watcher uses: each task holds one of its own, so neither takes
+/// one away from queries nor waits behind them.
+pub(crate) struct WatchPools {
+    /// The query pool (recovery checks).
+    pub(crate) pool: PgPool,
+    /// One connection, held by the listener for good.
+    pub(crate) listen: PgPool,
+    /// One connection, for the poller.
+    pub(crate) poll: PgPool,
+}
+
+/// Starts the listener and the poller for the store in `schema`.
+pub(crate) fn spawn(pools: WatchPools, schema: String, watch: Arc<GenerationWatch>) -> Watcher {
+    let listener = tokio::spawn(listen(pools.listen, pools.pool, schema, watch.clone()));
+    let poller = tokio::spawn(poll(pools.poll, watch));
     Watcher {
         tasks: vec![listener, poller],
     }
 }
 
+async fn in_recovery(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let (recovering,): (bool,) = sqlx::query_as("SELECT pg_is_in_recovery()")
+        .fetch_one(pool)
+        .await?;
+    Ok(recovering)
+}
+
 async fn listen(listen_pool: PgPool, pool: PgPool, schema: String, watch: Arc<GenerationWatch>) {
     let mut delay = RECONNECT_DELAY;
+    let mut told_standby = false;
     while !pool.is_closed() {
+        match in_recovery(&pool).await {
+            Ok(true) => {
+                if !told_standby {
+                    tracing::info!(
+                        poll = ?watch.poll_interval(),
+                        "PostgreSQL is a hot standby (in recovery), which delivers no \
+                         notifications: following the generation by polling"
+                    );
+                    told_standby = true;
+                }
+                tokio::time::sleep(MAX_RECONNECT_DELAY).await;
+                continue;
+            }
+            Ok(false) => told_standby = false,
+            Err(error) => {
+                // The server is away; the poller notices and reports it.
+                tracing::debug!(%error, "cannot ask the server whether it is in recovery");
+                delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        }
         match subscribe(&listen_pool).await {
             Ok(mut listener) => {
                 delay = RECONNECT_DELAY;
-                // Catch up with bumps made while nobody was listening; only then is the
-                // cached value trustworthy.
-                if let Ok(generation) = read_generation(&pool).await {
-                    watch.observe(generation);
-                    watch.listening.store(true, Ordering::Release);
-                }
+                // Catch up with bumps made while nobody was listening.
+                let _ = refresh(&pool, &watch).await;
                 loop {
                     match listener.try_recv().await {
                         Ok(Some(notification)) => {
@@ -128,11 +209,9 @@ async fn listen(listen_pool: PgPool, pool: PgPool, schema: String, watch: Arc<Ge
                         }
                     }
                 }
-                watch.listening.store(false, Ordering::Release);
             }
             Err(error) => {
-                // Backs off: a server that refuses LISTEN (a hot standby) keeps refusing,
-                // and `generation()` reads the row directly meanwhile.
+                // The poller keeps the generation current meanwhile.
                 tracing::debug!(%error, "cannot listen for generation changes");
                 delay = (delay * 2).min(MAX_RECONNECT_DELAY);
             }
@@ -143,20 +222,42 @@ async fn listen(listen_pool: PgPool, pool: PgPool, schema: String, watch: Arc<Ge
 
 async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    // Report a lost connection instead of silently reconnecting, so `listening` is
-    // cleared and the catch-up read runs after the reconnect.
+    // Report a lost connection instead of silently reconnecting, so the catch-up read
+    // runs after the reconnect.
     listener.eager_reconnect(false);
     listener.listen(CHANNEL).await?;
     Ok(listener)
 }
 
 async fn poll(pool: PgPool, watch: Arc<GenerationWatch>) {
-    let mut interval = tokio::time::interval(POLL_INTERVAL);
+    let mut interval = tokio::time::interval(watch.poll_interval());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     while !pool.is_closed() {
         interval.tick().await;
-        if let Ok(generation) = read_generation(&pool).await {
-            watch.observe(generation);
+        // A read slower than the limit is given up: the value is refused by then anyway,
+        // and the next attempt may find the server back.
+        let outcome = match tokio::time::timeout(watch.limit, refresh(&pool, &watch)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", watch.limit)),
+        };
+        match outcome {
+            Ok(()) if failing => {
+                tracing::info!("the generation is confirmed again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(error) if !failing => {
+                tracing::warn!(
+                    %error,
+                    "cannot read the generation; the store counts as unavailable once it \
+                     has gone {:?} unconfirmed",
+                    watch.limit
+                );
+                failing = true;
+            }
+            Err(_) => {}
         }
     }
 }
@@ -174,12 +275,17 @@ mod tests {
     }
 
     #[test]
-    fn generation_only_grows() {
-        let watch = GenerationWatch::default();
+    fn generation_only_grows_and_needs_confirmation() {
+        let watch = GenerationWatch::new(Duration::from_millis(1));
         watch.observe(5);
-        watch.observe(3);
-        assert_eq!(watch.current(), None, "not listening yet");
-        watch.listening.store(true, Ordering::Release);
-        assert_eq!(watch.current(), Some(5));
+        assert!(
+            matches!(watch.current(), Err(StoreError::Unavailable { .. })),
+            "never confirmed"
+        );
+        watch.confirm(3, Instant::now());
+        assert_eq!(watch.current().ok(), Some(5));
+        std::thread::sleep(Duration::from_millis(10));
+        let refused = watch.current().unwrap_err().to_string();
+        assert!(refused.contains("not confirmed"), "{refused}");
     }
 }

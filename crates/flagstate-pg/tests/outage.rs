@@ -2,181 +2,19 @@
 //! again. While it is down every operation fails with `StoreError::Unavailable`; once it is
 //! back the same store (and its replica) recover without being reopened.
 //!
-//! The cluster is created with `initdb` in a temporary directory, on a free port, and run
-//! as the `postgres` user when the tests run as root (the server refuses root). It never
-//! touches the shared server on port 5432.
+//! The cluster is the test kit's [`PgCluster`]: `initdb` in a temporary directory, on a
+//! free port, run as the `postgres` user when the tests run as root (the server refuses
+//! root). It never touches the shared server on port 5432.
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flagstate_core::conformance::fixtures::{image, put_image, query, repo};
 use flagstate_core::store::StoreNotReady;
+use flagstate_core::testkit::PgCluster;
 use flagstate_core::{Store, StoreError};
 use flagstate_pg::{PgOptions, PgStore};
-
-/// A private PostgreSQL cluster; stopped (immediately) when dropped.
-struct Cluster {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-fn find_bin() -> PathBuf {
-    for dir in ["/usr/local/bin", "/usr/lib/postgresql/15/bin"] {
-        if Path::new(dir).join("initdb").exists() && Path::new(dir).join("pg_ctl").exists() {
-            return PathBuf::from(dir);
-        }
-    }
-    panic!("initdb/pg_ctl not found in /usr/local/bin or /usr/lib/postgresql/15/bin");
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-impl Cluster {
-    fn create() -> Cluster {
-        let bin = find_bin();
-        let dir = tempfile::Builder::new()
-            .prefix("flagstate-pg-outage")
-            .tempdir()
-            .unwrap();
-        if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success(), "chown of the cluster directory failed");
-        }
-        // A port that was free a moment ago (the server binds it itself).
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cluster = Cluster { bin, dir, port };
-        let data = cluster.data();
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-        );
-        std::fs::create_dir_all(cluster.dir.path().join("sock")).unwrap();
-        if is_root() {
-            Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(cluster.dir.path().join("sock"))
-                .status()
-                .unwrap();
-        }
-        cluster
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn run(&self, program: &str, args: &[&str]) {
-        let path = self.bin.join(program);
-        let output = if is_root() {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&path)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&path).args(args).output()
-        }
-        .unwrap();
-        assert!(
-            output.status.success(),
-            "{program} {args:?} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn start(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.path().join("sock").display()
-        );
-        let log = self.dir.path().join("server.log");
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                self.data().to_str().unwrap(),
-                "-o",
-                &options,
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "start",
-            ],
-        );
-    }
-
-    fn stop(&self) {
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                self.data().to_str().unwrap(),
-                "-m",
-                "fast",
-                "-w",
-                "stop",
-            ],
-        );
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let data = self.data();
-        let args = [
-            "-D",
-            data.to_str().unwrap_or_default(),
-            "-m",
-            "immediate",
-            "stop",
-        ];
-        let path = self.bin.join("pg_ctl");
-        let _ = if is_root() {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&path)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&path).args(args).output()
-        };
-    }
-}
 
 fn assert_unavailable<T: std::fmt::Debug>(what: &str, result: Result<T, StoreError>) {
     match result {
@@ -200,8 +38,8 @@ async fn operations_fail_while_the_server_is_down_and_recover_after() {
     if common::pg_url().is_none() {
         return;
     }
-    let cluster = Cluster::create();
-    cluster.start();
+    let cluster = PgCluster::primary().unwrap();
+    cluster.start().unwrap();
     let options = |read_only| {
         PgOptions::default()
             .with_read_only(read_only)
@@ -226,7 +64,7 @@ async fn operations_fail_while_the_server_is_down_and_recover_after() {
     writer.readiness().await.unwrap();
     replica.readiness().await.unwrap();
 
-    cluster.stop();
+    cluster.stop().unwrap();
     for (what, store) in [("writer", &writer), ("replica", &replica)] {
         match store.readiness().await {
             Err(StoreNotReady::Unreadable(e)) => assert_unavailable(what, Err::<(), _>(e)),
@@ -240,7 +78,7 @@ async fn operations_fail_while_the_server_is_down_and_recover_after() {
     let after = image("after").build();
     assert_unavailable("write", writer.apply(&put_image("r", "v2", &after)).await);
 
-    cluster.start();
+    cluster.start().unwrap();
     // The pools reconnect on demand; give the server a moment to accept connections.
     let started = Instant::now();
     let recovered = loop {

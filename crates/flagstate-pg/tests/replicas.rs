@@ -200,6 +200,9 @@ async fn bad_options_are_clear_errors() {
     let options = |schema: &str| PgOptions::default().with_schema(Some(schema.to_owned()));
     let message = backend_message(PgStore::connect(&url, options("Bad-Name\";drop")).await);
     assert!(message.contains("invalid schema name"), "{message}");
+    let never = options("never_polled").with_generation_poll(Duration::ZERO);
+    let message = backend_message(PgStore::connect(&url, never).await);
+    assert!(message.contains("generation_poll"), "{message}");
     for url in ["mysql://host/db", "postgres://host:notaport/db"] {
         let message = backend_message(PgStore::connect(url, PgOptions::default()).await);
         assert!(

@@ -26,7 +26,7 @@
 //! - **Sharing**: processes on one host can share the file, a writer and read-only
 //!   servers (WAL: readers see each commit); not over network filesystems, where SQLite's
 //!   locking cannot be relied on.
-//! - **Generation** (`generation`): known in-process. The store's own commits record it at
+//! - **Generation** (core's [`GenerationCache`], read on demand): known in-process. The store's own commits record it at
 //!   once; another process's commits on the same file are seen within
 //!   [`SqliteOptions::generation_refresh`] (the `meta` row is read at most once per
 //!   interval), so answering from a generation-keyed cache costs no database read.
@@ -60,7 +60,6 @@
 mod candidates;
 pub mod connection;
 mod error;
-mod generation;
 mod read;
 mod schema;
 mod search;
@@ -82,7 +81,7 @@ use connection::Connections;
 
 /// How many built entries a streamed query may hold ahead of its consumer.
 const STREAM_AHEAD: usize = 16;
-use generation::GenerationCache;
+use flagstate_core::generation::GenerationCache;
 
 /// The newest database schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = schema::SUPPORTED_VERSION;

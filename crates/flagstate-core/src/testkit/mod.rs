@@ -1,6 +1,7 @@
 //! Test support (feature `testkit`): a real CNCF distribution registry started as a
 //! child process ([`TestRegistry`]), and image pushing over the registry HTTP API
-//! ([`Pusher`]).
+//! ([`Pusher`]); private PostgreSQL servers — a primary and hot standbys of it
+//! ([`PgCluster`]).
 //!
 //! The registry binary is the Debian package `docker-registry`, found through
 //! `FLAGSTATE_REGISTRY_BIN`, the tools cache (`target/test-tools/`, filled by
@@ -12,11 +13,13 @@
 //! in CI), where it fails instead.
 
 mod binary;
+mod postgres;
 mod push;
 mod registry;
 pub mod workload;
 
 pub use binary::registry_binary;
+pub use postgres::{PgCluster, postgres_bin_dir};
 pub use push::{ImageSpec, ListFormat, ManifestFormat, PushedImage, PushedList, Pusher};
 pub use registry::{Notifications, TestRegistry, TestRegistryOptions};
 
@@ -30,6 +33,9 @@ pub enum TestkitError {
     /// The registry process did not come up.
     #[error("test registry did not start: {0}")]
     Start(String),
+    /// A PostgreSQL tool is missing, or `initdb`, `pg_basebackup` or `pg_ctl` failed.
+    #[error("test PostgreSQL: {0}")]
+    Postgres(String),
     /// A file-system operation failed.
     #[error("{what}: {source}")]
     Io {
