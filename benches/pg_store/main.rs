@@ -1,6 +1,7 @@
 //! Store benchmark, PostgreSQL section, with SQLite side by side when the `sqlite`
 //! feature is on: bulk load, the Flatpak query (p50/p99), a whole-index dump, and the
-//! Flatpak query from 4 concurrent readers, on the synthetic registry of `flagstate_core::testkit::workload`
+//! Flatpak query from 4 concurrent readers (and, for PostgreSQL, the floor under it: fetching
+//! just the answer's manifests), on the synthetic registry of `flagstate_core::testkit::workload`
 //! (the SQLite benchmark's data).
 //!
 //! Run: `FLAGSTATE_TEST_PG_URL=postgres://postgres@127.0.0.1:5432/test cargo bench --bench pg_store`.
@@ -178,6 +179,7 @@ fn main() {
             .with_max_connections(8);
         let store = PgStore::connect(&url, options).await.expect("connect");
         run("PostgreSQL", Arc::new(store.clone()), repositories).await;
+        transfer_floor(&url, &schema, &store).await;
         store.close().await;
         // Keeping the data allows looking at query plans afterwards.
         if std::env::var_os("FLAGSTATE_BENCH_KEEP_SCHEMA").is_some() {
@@ -194,6 +196,57 @@ fn main() {
             run("SQLite", Arc::new(store), repositories).await;
         }
     });
+}
+
+/// The floor under the PostgreSQL Flatpak query: one trivial statement fetching exactly
+/// the answer's manifests (tagged images, lists and the children shown) by digest, their
+/// labels and annotations decoded as the store decodes them; p50 over 50 runs.
+async fn transfer_floor(url: &str, schema: &str, store: &PgStore) {
+    use std::collections::BTreeMap;
+
+    use sqlx::Connection;
+    use sqlx::types::Json;
+    let flatpak = IndexQuery::parse(FLATPAK_QUERY).expect("query");
+    let answer = store.query(&flatpak).await.expect("query");
+    let mut digests: Vec<String> = Vec::new();
+    for repository in &answer {
+        digests.extend(repository.images.iter().map(|i| i.digest.to_string()));
+        for list in &repository.lists {
+            digests.push(list.digest.to_string());
+            digests.extend(list.images.iter().map(|i| i.digest.to_string()));
+        }
+    }
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    let path = format!("SET search_path TO \"{schema}\"");
+    sqlx::query(sqlx::AssertSqlSafe(path))
+        .execute(&mut conn)
+        .await
+        .expect("search_path");
+    type Row = (
+        String,
+        Json<BTreeMap<String, String>>,
+        Json<BTreeMap<String, String>>,
+    );
+    let mut times = Vec::new();
+    for _ in 0..50 {
+        let started = Instant::now();
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT m.digest, m.labels, m.annotations FROM manifests m \
+             JOIN unnest($1::text[]) AS w(digest) ON w.digest = m.digest",
+        )
+        .bind(&digests)
+        .fetch_all(&mut conn)
+        .await
+        .expect("floor query");
+        times.push(started.elapsed());
+        std::hint::black_box(rows);
+    }
+    times.sort();
+    println!(
+        "floor: fetching the Flatpak answer's {} manifests in one statement: p50 {}",
+        digests.len(),
+        ms(percentile(&times, 0.5))
+    );
 }
 
 async fn drop_schema(url: &str, schema: &str) {

@@ -14,7 +14,8 @@
 //! - `meta`: the generation, one row, bumped by `UPDATE … RETURNING` in the same
 //!   transaction as the change (a trigger announces it on channel `flagstate_generation`).
 //! - `manifests`: immutable, keyed by digest, shared by all repositories. Labels and
-//!   annotations are `jsonb` with GIN indexes.
+//!   annotations are `jsonb` with GIN indexes, and their keys are generated `text[]`
+//!   columns (`label_keys`, `annotation_keys`) with GIN indexes of their own.
 //! - `list_entries`: the children of image lists, in order, with the effective platform
 //!   queries match them by.
 //! - `repositories` and `tags`: names, and tag → digest, plus each repository's weighted
@@ -27,7 +28,8 @@
 //!
 //! **Why jsonb rather than key/value tables.** Labels and annotations are only ever read
 //! whole (to build answers) or tested by key (`=`, `:exists`, `:matches`). A GIN index
-//! (`jsonb_ops`) serves `labels @> '{"k":"v"}'` and `labels ? 'k'` directly, the map
+//! (`jsonb_ops`) serves `labels @> '{"k":"v"}'`, the key arrays serve `:exists` (with
+//! element statistics the planner can use), the map
 //! round-trips in one column without a join per image, and a Flatpak image's dozen
 //! labels (some of them large: appdata XML, base64 icons) stay in one TOASTed value
 //! instead of a dozen rows. Normalised tables would pay a join and a row per key on every

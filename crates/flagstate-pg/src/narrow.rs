@@ -1,7 +1,13 @@
 //! Translates an [`IndexQuery`] into SQL that narrows the candidates: the tags whose
-//! (repository, manifest) pair can possibly match. The final answer is always built by
-//! [`IndexQuery::evaluate_repository`] over those candidates, so this translation only has
-//! to be a superset that indexes can serve; it never decides the exact semantics.
+//! (repository, manifest) pair can possibly match, and for a list the children that can.
+//! The final answer is always built by [`IndexQuery::evaluate_repository`] over those
+//! candidates, so this translation only has to be a superset that indexes can serve; it
+//! never decides the exact semantics.
+//!
+//! A label or annotation filter needs its key present, tested on the `label_keys` /
+//! `annotation_keys` arrays (GIN-indexed): the planner has element statistics for them
+//! (for jsonb `labels ? K` it can only guess), and no candidate's labels are read just to
+//! learn that a key is present.
 //!
 //! Every value from the query is a bound parameter; the SQL text is assembled only from the
 //! fixed fragments in this module.
@@ -16,26 +22,40 @@ struct Columns {
     os: &'static str,
     architecture: &'static str,
     labels: &'static str,
+    label_keys: &'static str,
     annotations: &'static str,
+    annotation_keys: &'static str,
 }
 
 const IMAGE: Columns = Columns {
     os: "m.os",
     architecture: "m.architecture",
     labels: "m.labels",
+    label_keys: "m.label_keys",
     annotations: "m.annotations",
+    annotation_keys: "m.annotation_keys",
 };
 
 const CHILD: Columns = Columns {
     os: "e.effective_os",
     architecture: "e.effective_architecture",
     labels: "c.labels",
+    label_keys: "c.label_keys",
     annotations: "c.annotations",
+    annotation_keys: "c.annotation_keys",
 };
 
-/// Builds `SELECT repository name, tag, digest` for every tag whose manifest may match.
-/// All tags of a candidate manifest in its repository are returned, because the answer
-/// lists them all.
+/// Whether [`candidate_tags`] names, in its fourth column, the children of candidate
+/// lists that may match: then only those need loading. Otherwise every child of a
+/// candidate list may match, and the column is NULL.
+pub(crate) fn names_children(query: &IndexQuery) -> bool {
+    query.filters().iter().any(is_content)
+}
+
+/// Builds `SELECT repository name, tag, digest, child` for every tag whose manifest may
+/// match. All tags of a candidate manifest in its repository are returned, because the
+/// answer lists them all. `child` is NULL for images, and for lists either a child that
+/// may match (one row per such child, see [`names_children`]) or NULL for all of them.
 pub(crate) fn candidate_tags(query: &IndexQuery) -> QueryBuilder<Postgres> {
     let filters = query.filters();
     let content: Vec<&Filter> = filters.iter().filter(|f| is_content(f)).collect();
@@ -46,7 +66,7 @@ pub(crate) fn candidate_tags(query: &IndexQuery) -> QueryBuilder<Postgres> {
     if content.is_empty() && only_repositories {
         // No per-image test: every tag of the admitted repositories is a candidate.
         b.push(
-            "SELECT r.name, t.name, t.digest FROM tags t \
+            "SELECT r.name, t.name, t.digest, NULL::text FROM tags t \
              JOIN repositories r ON r.id = t.repository_id WHERE true",
         );
         push_tag_conditions(&mut b, &tag_level);
@@ -55,27 +75,34 @@ pub(crate) fn candidate_tags(query: &IndexQuery) -> QueryBuilder<Postgres> {
 
     b.push("WITH candidates AS (");
     if content.is_empty() {
-        b.push("SELECT t.repository_id, t.digest FROM tags t WHERE true");
+        b.push("SELECT t.repository_id, t.digest, NULL::text AS child FROM tags t WHERE true");
         push_tag_conditions(&mut b, &tag_level);
     } else {
         // Images tagged directly, matched with their config platform …
         b.push(
-            "SELECT t.repository_id, t.digest FROM tags t \
+            "SELECT t.repository_id, t.digest, NULL::text AS child FROM tags t \
              JOIN manifests m ON m.digest = t.digest WHERE NOT m.is_list",
         );
         push_content_conditions(&mut b, &content, &IMAGE);
         push_tag_conditions(&mut b, &tag_level);
-        // … and lists with at least one child matching with its effective platform.
+        // … and lists with each child that matches with its effective platform (the
+        // child's row is needed only to test labels or annotations).
         b.push(
-            " UNION SELECT t.repository_id, t.digest FROM tags t \
-             JOIN list_entries e ON e.list = t.digest \
-             JOIN manifests c ON c.digest = e.child WHERE true",
+            " UNION SELECT t.repository_id, t.digest, e.child FROM tags t \
+             JOIN list_entries e ON e.list = t.digest",
         );
+        if content
+            .iter()
+            .any(|f| matches!(f, Filter::Label { .. } | Filter::Annotation { .. }))
+        {
+            b.push(" JOIN manifests c ON c.digest = e.child");
+        }
+        b.push(" WHERE true");
         push_content_conditions(&mut b, &content, &CHILD);
         push_tag_conditions(&mut b, &tag_level);
     }
     b.push(
-        ") SELECT r.name, t.name, t.digest FROM candidates k \
+        ") SELECT r.name, t.name, t.digest, k.child FROM candidates k \
          JOIN tags t ON t.repository_id = k.repository_id AND t.digest = k.digest \
          JOIN repositories r ON r.id = k.repository_id",
     );
@@ -137,21 +164,32 @@ fn push_content_conditions(b: &mut QueryBuilder<Postgres>, filters: &[&Filter], 
                 b.push_bind(values.iter().cloned().collect::<Vec<String>>());
                 b.push(")");
             }
-            Filter::Label { key, test } => push_value_test(b, cols.labels, key, test),
-            Filter::Annotation { key, test } => push_value_test(b, cols.annotations, key, test),
+            Filter::Label { key, test } => {
+                push_key_present(b, cols.label_keys, key);
+                push_value_test(b, cols.labels, key, test);
+            }
+            Filter::Annotation { key, test } => {
+                push_key_present(b, cols.annotation_keys, key);
+                push_value_test(b, cols.annotations, key, test);
+            }
             _ => {}
         }
     }
 }
 
-/// One label/annotation test, written so the GIN index on the jsonb column can serve it
-/// (`@>` for equality, `?` for presence).
+/// The image has `key` among its label or annotation keys (`keys`, a `text[]` column
+/// with a GIN index the planner may start from).
+fn push_key_present(b: &mut QueryBuilder<Postgres>, keys: &str, key: &str) {
+    b.push(format_args!(" AND {keys} @> "));
+    b.push_bind(vec![key.to_owned()]);
+}
+
+/// The value test of a label/annotation filter whose key is present: `@>` for equality
+/// (which the GIN index on the jsonb column can serve), `LIKE` for globs, nothing for
+/// presence.
 fn push_value_test(b: &mut QueryBuilder<Postgres>, column: &str, key: &str, test: &ValueTest) {
     match test {
-        ValueTest::Exists => {
-            b.push(format_args!(" AND {column} ? "));
-            b.push_bind(key.to_owned());
-        }
+        ValueTest::Exists => {}
         ValueTest::Equals(values) => {
             b.push(" AND (false");
             for value in values {
@@ -163,8 +201,6 @@ fn push_value_test(b: &mut QueryBuilder<Postgres>, column: &str, key: &str, test
             b.push(")");
         }
         ValueTest::Matches(patterns) => {
-            b.push(format_args!(" AND {column} ? "));
-            b.push_bind(key.to_owned());
             b.push(" AND (false");
             for pattern in patterns {
                 b.push(format_args!(" OR ({column} ->> "));

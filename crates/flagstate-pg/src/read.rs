@@ -109,26 +109,42 @@ pub(crate) async fn manifest(
     digest: &Digest,
 ) -> Result<Option<Manifest>, StoreError> {
     let mut conn = pool.acquire().await.during("reading a manifest")?;
-    let mut found = load_manifests(&mut conn, &[digest.as_str().to_owned()]).await?;
+    let mut found = load_manifests(&mut conn, &[digest.as_str().to_owned()], None).await?;
     Ok(found.remove(digest))
 }
 
-/// Loads the manifests `digests` and, for lists, their children.
+/// Loads the manifests `digests` and, for lists, their children: all of them, or with
+/// `children` given, only those (a list's entries are always complete; a child that is
+/// not loaded is skipped by [`IndexQuery::evaluate_repository`] like one that does not
+/// match).
 pub(crate) async fn load_manifests(
     conn: &mut PgConnection,
     digests: &[String],
+    children: Option<&[String]>,
 ) -> Result<BTreeMap<Digest, Manifest>, StoreError> {
-    let rows: Vec<ManifestRow> = sqlx::query_as(
-        // Joins against the unnested array rather than `= ANY($1)`: a generic plan tests
-        // `= ANY` element by element, which is quadratic for a full dump.
-        "WITH asked AS (SELECT DISTINCT unnest($1::text[]) AS digest), \
-              wanted AS (SELECT digest FROM asked \
-                         UNION SELECT e.child FROM list_entries e JOIN asked a ON a.digest = e.list) \
-         SELECT m.digest, m.media_type, m.is_list, m.os, m.architecture, m.variant, \
-                m.labels, m.annotations, m.created, m.config_digest \
-         FROM manifests m JOIN wanted w ON w.digest = m.digest",
-    )
-    .bind(digests)
+    // Joins against the unnested array rather than `= ANY($1)`: a generic plan tests
+    // `= ANY` element by element, which is quadratic for a full dump.
+    let rows: Vec<ManifestRow> = match children {
+        None => sqlx::query_as(
+            "WITH asked AS (SELECT DISTINCT unnest($1::text[]) AS digest), \
+                  wanted AS (SELECT digest FROM asked \
+                             UNION SELECT e.child FROM list_entries e \
+                                   JOIN asked a ON a.digest = e.list) \
+             SELECT m.digest, m.media_type, m.is_list, m.os, m.architecture, m.variant, \
+                    m.labels, m.annotations, m.created, m.config_digest \
+             FROM manifests m JOIN wanted w ON w.digest = m.digest",
+        )
+        .bind(digests),
+        Some(children) => sqlx::query_as(
+            "WITH wanted AS (SELECT unnest($1::text[]) AS digest \
+                             UNION SELECT unnest($2::text[])) \
+             SELECT m.digest, m.media_type, m.is_list, m.os, m.architecture, m.variant, \
+                    m.labels, m.annotations, m.created, m.config_digest \
+             FROM manifests m JOIN wanted w ON w.digest = m.digest",
+        )
+        .bind(digests)
+        .bind(children),
+    }
     .fetch_all(&mut *conn)
     .await
     .during("reading manifests")?;
@@ -241,8 +257,10 @@ impl Sink<'_> {
 }
 
 /// How many candidate manifests one round trip of a streamed query loads at most (a
-/// repository's are never split): bounds the manifests held at once.
-const MANIFESTS_PER_BATCH: usize = 512;
+/// repository's are never split): bounds the manifests held at once (a few MB of
+/// labels), while keeping a whole-index dump to a few dozen round trips at 100k images
+/// (each batch's statement has a fixed cost of planning and of joining list entries).
+const MANIFESTS_PER_BATCH: usize = 4096;
 
 /// Runs an index query inside one read-only snapshot, handing each entry to `sink` in
 /// bytewise name order until it answers `false`. Manifests are loaded a batch of
@@ -256,30 +274,35 @@ pub(crate) async fn query_each(
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
         .during("starting a query")?;
-    let rows: Vec<(String, String, String)> = narrow::candidate_tags(query)
+    let rows: Vec<(String, String, String, Option<String>)> = narrow::candidate_tags(query)
         .build_query_as()
         .fetch_all(&mut *tx)
         .await
         .during("selecting candidate tags")?;
-    // BTreeMap iteration over names is bytewise: the order the index needs.
-    let mut repositories: BTreeMap<RepositoryName, Tags> = BTreeMap::new();
-    for (repository, tag, digest) in rows {
-        repositories
-            .entry(parse_name(repository)?)
-            .or_default()
-            .insert(parse_tag(tag)?, parse_digest(&digest)?);
+    // BTreeMap iteration over names is bytewise: the order the index needs. Next to each
+    // repository's candidate tags, the candidate children of its lists.
+    let mut repositories: BTreeMap<RepositoryName, (Tags, BTreeSet<String>)> = BTreeMap::new();
+    for (repository, tag, digest, child) in rows {
+        let (tags, children) = repositories.entry(parse_name(repository)?).or_default();
+        tags.insert(parse_tag(tag)?, parse_digest(&digest)?);
+        children.extend(child);
     }
+    let named_children = narrow::names_children(query);
     let mut batch: Vec<(RepositoryName, Tags)> = Vec::new();
     let mut digests: BTreeSet<String> = BTreeSet::new();
+    let mut children: BTreeSet<String> = BTreeSet::new();
     let mut repositories = repositories.into_iter().peekable();
-    while let Some((name, tags)) = repositories.next() {
+    while let Some((name, (tags, listed))) = repositories.next() {
         digests.extend(tags.values().map(|d| d.to_string()));
+        children.extend(listed);
         batch.push((name, tags));
-        if digests.len() < MANIFESTS_PER_BATCH && repositories.peek().is_some() {
+        if digests.len() + children.len() < MANIFESTS_PER_BATCH && repositories.peek().is_some() {
             continue;
         }
         let wanted: Vec<String> = std::mem::take(&mut digests).into_iter().collect();
-        let manifests = load_manifests(&mut tx, &wanted).await?;
+        let listed: Vec<String> = std::mem::take(&mut children).into_iter().collect();
+        let manifests =
+            load_manifests(&mut tx, &wanted, named_children.then_some(&listed[..])).await?;
         for (name, tags) in batch.drain(..) {
             if let Some(entry) = query.evaluate_repository(&name, &tags, |d| manifests.get(d))
                 && !sink.take(entry).await

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use flagstate_core::conformance::fixtures::{flatpak_app, image, put_image, query, repo};
+use flagstate_core::conformance::fixtures::{flatpak_app, image, list, put_image, query, repo};
 use flagstate_core::model::TagChange;
 use flagstate_core::{Store, StoreError};
 use flagstate_pg::{PgOptions, PgStore};
@@ -311,6 +311,147 @@ async fn a_version_1_schema_is_upgraded_in_place() {
         replica.registry_url().await.unwrap().as_deref(),
         Some("http://r.example")
     );
+    replica.close().await;
+    writer.close().await;
+}
+
+/// Every manifest's digest with its label and annotation keys, sorted.
+async fn manifest_keys(guard: &SchemaGuard) -> Vec<(String, Vec<String>, Vec<String>)> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&guard.url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET search_path TO \"{}\"",
+        guard.schema
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let mut rows: Vec<(String, Vec<String>, Vec<String>)> =
+        sqlx::query_as("SELECT digest, label_keys, annotation_keys FROM manifests")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    for (_, labels, annotations) in &mut rows {
+        labels.sort();
+        annotations.sort();
+    }
+    rows.sort();
+    rows
+}
+
+/// A schema at version 2 holding data a writer stored (Flatpak images directly and in a
+/// list, labels, annotations) is upgraded in place to version 3: the migration derives
+/// the label and annotation keys of the stored manifests as they are for manifests stored
+/// at version 3, and every query answers as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_schema_is_upgraded_in_place() {
+    let Some(url) = pg_url() else { return };
+    let guard = SchemaGuard::new(&url);
+    let writer = PgStore::connect(&url, guard.options(false)).await.unwrap();
+    let amd = flatpak_app("org.example.Editor", "amd64").build();
+    let arm = flatpak_app("org.example.Editor", "arm64").build();
+    let editor = list("editor").child(&amd).child(&arm).build();
+    let viewer = flatpak_app("org.example.Viewer", "amd64")
+        .annotation("org.opencontainers.image.title", "Viewer")
+        .build();
+    let service = image("service")
+        .label("vendor", "Example Corp")
+        .label("version", "2.1")
+        .annotation("org.opencontainers.image.source", "https://example.org/s")
+        .build();
+    let old = image("service old").label("version", "1.0").build();
+    writer
+        .replace_repository(&repo("apps/editor").list("latest", &editor).build())
+        .await
+        .unwrap();
+    writer
+        .replace_repository(
+            &repo("apps/viewer")
+                .image("latest", &viewer)
+                .image("1.0", &viewer)
+                .build(),
+        )
+        .await
+        .unwrap();
+    writer
+        .replace_repository(
+            &repo("services/s")
+                .image("latest", &service)
+                .image("1", &old)
+                .build(),
+        )
+        .await
+        .unwrap();
+    let queries = [
+        "label:org.flatpak.ref:exists=1&architecture=amd64&os=linux&tag=latest",
+        "label:org.flatpak.ref:exists=1",
+        "label:version=2.1",
+        "label:version:matches=1.*",
+        "label:vendor:exists=1&label:version:exists=1",
+        "annotation:org.opencontainers.image.source:exists=1",
+        "annotation:org.opencontainers.image.title=Viewer&architecture=amd64",
+        "os=linux&architecture=arm64",
+        "tag=latest",
+        "",
+    ];
+    let mut before = Vec::new();
+    for q in queries {
+        let answer = writer.query(&query(q)).await.unwrap();
+        before.push(answer);
+    }
+    assert!(!before[0].is_empty() && !before[3].is_empty() && !before[5].is_empty());
+    let keys = manifest_keys(&guard).await;
+    let service_keys = keys.iter().find(|(d, _, _)| d == service.digest.as_str());
+    assert_eq!(
+        service_keys.map(|(_, l, a)| (l.clone(), a.clone())),
+        Some((
+            vec!["vendor".to_owned(), "version".to_owned()],
+            vec!["org.opencontainers.image.source".to_owned()]
+        )),
+        "{keys:?}"
+    );
+    let generation = writer.generation().await.unwrap();
+    writer.close().await;
+
+    // Version 3 only added the key columns (with their function and indexes): without
+    // them and their bookkeeping row, this is the version 2 schema with the same data.
+    guard
+        .execute(
+            "ALTER TABLE manifests DROP COLUMN label_keys, DROP COLUMN annotation_keys; \
+             DROP FUNCTION flagstate_keys(jsonb); \
+             DELETE FROM flagstate_migrations WHERE version = 3",
+        )
+        .await;
+    let message = backend_message(PgStore::connect(&url, guard.options(true)).await);
+    assert!(message.contains("older"), "{message}");
+
+    let writer = PgStore::connect(&url, guard.options(false)).await.unwrap();
+    assert_eq!(manifest_keys(&guard).await, keys);
+    assert_eq!(writer.generation().await.unwrap(), generation);
+    for (q, answer) in queries.iter().zip(&before) {
+        assert_eq!(&writer.query(&query(q)).await.unwrap(), answer, "{q}");
+    }
+    let replica = PgStore::connect(&url, guard.options(true)).await.unwrap();
+    assert_eq!(
+        &replica.query(&query(queries[0])).await.unwrap(),
+        &before[0]
+    );
+
+    // The upgraded schema keeps working: new manifests come with their keys.
+    let new = image("new").label("tier", "gold").build();
+    writer
+        .replace_repository(&repo("services/s").image("latest", &new).build())
+        .await
+        .unwrap();
+    let found = writer.query(&query("label:tier:exists=1")).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].images[0].digest, new.digest);
+    // The images with a `version` label are no longer tagged.
+    let untagged = writer
+        .query(&query("label:version:exists=1"))
+        .await
+        .unwrap();
+    assert!(untagged.is_empty(), "{untagged:?}");
     replica.close().await;
     writer.close().await;
 }
