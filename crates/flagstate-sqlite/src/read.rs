@@ -154,6 +154,33 @@ impl Loaded {
     }
 }
 
+/// Builds one repository's entry from its candidate rows and hands it to `sink`
+/// (nothing when nothing matches); `false` when the sink wants no more. Manifests are
+/// loaded for this repository only and dropped with it.
+fn build_entry(
+    conn: &Connection,
+    query: &IndexQuery,
+    repository: String,
+    rows: RepositoryRows,
+    sink: &mut dyn FnMut(RepositoryEntry) -> bool,
+) -> Result<bool> {
+    let repository = RepositoryName::parse(repository)?;
+    let mut loaded = Loaded::default();
+    let mut tags = BTreeMap::new();
+    for (tag, manifest_id) in rows.tags {
+        let wanted = rows.children.get(&manifest_id);
+        tags.insert(Tag::parse(tag)?, loaded.load(conn, manifest_id, wanted)?);
+    }
+    // `tags` holds only candidate manifests, but every tag of each, which is all
+    // evaluate_repository looks at for that manifest.
+    Ok(
+        match query.evaluate_repository(&repository, &tags, |d| loaded.manifests.get(d)) {
+            Some(entry) => sink(entry),
+            None => true,
+        },
+    )
+}
+
 /// Runs an index query: SQL narrows to candidate tags, the reference semantics decide.
 pub(crate) fn query(conn: &Connection, query: &IndexQuery) -> Result<Vec<RepositoryEntry>> {
     let mut results = Vec::new();
@@ -174,20 +201,26 @@ pub(crate) fn query_each(
 ) -> Result<()> {
     let snapshot = conn.unchecked_transaction()?;
     let sql = candidates::candidate_tags(query);
-    let mut stmt = conn.prepare_cached(&sql.text)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(&sql.params), |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, Option<i64>>(3)?,
-        ))
-    })?;
-    // BTreeMap over String orders bytewise, the order the index needs.
-    let mut by_repository: BTreeMap<String, RepositoryRows> = BTreeMap::new();
-    for row in rows {
-        let (repository, tag, manifest_id, child_id) = row?;
-        let rows = by_repository.entry(repository).or_default();
+    // Candidates come in bytewise name order (SQLite compares TEXT with memcmp), so each
+    // repository is built and handed over as soon as its rows are read: neither the
+    // candidate rows of the whole answer nor its entries are ever held at once.
+    let text = format!("{} ORDER BY 1", sql.text);
+    let mut stmt = conn.prepare_cached(&text)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(&sql.params))?;
+    let mut current: Option<(String, RepositoryRows)> = None;
+    while let Some(row) = rows.next()? {
+        let repository: String = row.get(0)?;
+        let tag: String = row.get(1)?;
+        let manifest_id: i64 = row.get(2)?;
+        let child_id: Option<i64> = row.get(3)?;
+        if let Some((name, _)) = &current
+            && *name != repository
+            && let Some((name, done)) = current.take()
+            && !build_entry(conn, query, name, done, sink)?
+        {
+            return Ok(());
+        }
+        let (_, rows) = current.get_or_insert_with(|| (repository, RepositoryRows::default()));
         rows.tags.insert(tag, manifest_id);
         if let Some(child_id) = child_id {
             rows.children
@@ -196,27 +229,11 @@ pub(crate) fn query_each(
                 .insert(child_id);
         }
     }
-    drop(stmt);
-    // Manifests are loaded per repository and dropped once its entry is built, so a
-    // whole-index dump holds one repository's manifests at a time, and its entry until
-    // the sink takes it.
-    for (repository, rows) in by_repository {
-        let repository = RepositoryName::parse(repository)?;
-        let mut loaded = Loaded::default();
-        let mut tags = BTreeMap::new();
-        for (tag, manifest_id) in rows.tags {
-            let wanted = rows.children.get(&manifest_id);
-            tags.insert(Tag::parse(tag)?, loaded.load(conn, manifest_id, wanted)?);
-        }
-        // `tags` holds only candidate manifests, but every tag of each, which is all
-        // evaluate_repository looks at for that manifest.
-        if let Some(entry) =
-            query.evaluate_repository(&repository, &tags, |d| loaded.manifests.get(d))
-            && !sink(entry)
-        {
-            break;
-        }
+    if let Some((name, done)) = current {
+        build_entry(conn, query, name, done, sink)?;
     }
+    drop(rows);
+    drop(stmt);
     snapshot.finish()?;
     Ok(())
 }
