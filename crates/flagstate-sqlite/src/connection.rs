@@ -351,31 +351,49 @@ impl Connections {
     }
 
     /// Like [`read`](Self::read), but returns once a connection is had and `work` has
-    /// started on its blocking thread, for work that hands its results over as it goes.
+    /// started on its blocking thread, for work that hands its results over as it goes
+    /// (and so may hold its connection for long). Such work never takes the first
+    /// reader when there are several: that one is kept for short reads (the generation,
+    /// manifests, listings), which therefore never queue behind a long stream.
     pub(crate) async fn read_detached<F>(&self, work: F) -> Result<()>
     where
         F: FnOnce(&Connection) + Send + 'static,
     {
-        let conn = self.reader().await?;
+        let streams = self.readers.get(1..).unwrap_or_default();
+        let conn = self.reader_among(streams, streams).await?;
         tokio::task::spawn_blocking(move || work(&conn));
         Ok(())
     }
 
-    /// A reader connection (the writer for an in-memory store), held until dropped.
+    /// A reader connection (the writer for an in-memory store), held until dropped: an
+    /// idle one, else the first reader, which long streams never hold.
     async fn reader(&self) -> Result<tokio::sync::OwnedMutexGuard<Connection>> {
+        self.reader_among(&self.readers, self.readers.get(..1).unwrap_or_default())
+            .await
+    }
+
+    /// An idle one of `idle` readers, else a turn on one of `queue` (each: all readers
+    /// when empty).
+    async fn reader_among(
+        &self,
+        idle: &[Shared],
+        queue: &[Shared],
+    ) -> Result<tokio::sync::OwnedMutexGuard<Connection>> {
+        let all = &self.readers[..];
+        let idle = if idle.is_empty() { all } else { idle };
+        let queue = if queue.is_empty() { all } else { queue };
         Ok(if self.readers.is_empty() {
             let writer = self.writer.clone().ok_or(Error::ReadOnly)?;
             writer.lock_owned().await
         } else {
-            let idle = self
-                .readers
+            let idle = idle
                 .iter()
                 .find_map(|r| Arc::clone(r).try_lock_owned().ok());
             match idle {
                 Some(guard) => guard,
                 None => {
                     let turn = self.next_reader.fetch_add(1, Ordering::Relaxed);
-                    let reader = Arc::clone(&self.readers[turn % self.readers.len()]);
+                    let reader = Arc::clone(&queue[turn % queue.len()]);
                     reader.lock_owned().await
                 }
             }
