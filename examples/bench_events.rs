@@ -163,9 +163,10 @@ async fn measure(
 ) -> Result<Summary, Error> {
     let count = pushed.len();
     let dir = tempfile::tempdir()?;
-    let options = SqliteOptions {
-        durability,
-        ..SqliteOptions::default()
+    let options = {
+        let mut fields = SqliteOptions::default();
+        fields.durability = durability;
+        fields
     };
     let store: Arc<dyn Store> = Arc::new(flagstate::sqlite::SqliteStore::open_with(
         dir.path().join("bench.db"),
@@ -181,14 +182,11 @@ async fn measure(
             // Reconciles follow each event as in production; keep them out of the window.
             .with_reconcile_debounce(Duration::from_secs(60)),
     ));
-    let state = flagstate::http::AppState::new(
-        store,
-        Some(indexer),
-        flagstate::http::HttpConfig {
-            events_allow_anonymous: true,
-            ..flagstate::http::HttpConfig::default()
-        },
-    );
+    let state = flagstate::http::AppState::new(store, Some(indexer), {
+        let mut fields = flagstate::http::HttpConfig::default();
+        fields.events_allow_anonymous = true;
+        fields
+    });
     let connections = state.connections();
     let app = flagstate::http::router(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -40,33 +40,34 @@ pub fn registry_client(config: &Config) -> Result<RegistryClient, CliError> {
 
 /// The HTTP layer's settings from the configuration.
 pub fn http_config(config: &Config) -> flagstate_http::HttpConfig {
-    flagstate_http::HttpConfig {
-        public_registry_url: config.public_registry_url(),
-        max_age_index: config.cache.max_age_index,
-        max_age_html: config.cache.max_age_html,
-        ui_remote_name: config.ui.remote_name.clone(),
-        index_cache_entries: config.cache.index_entries,
-        index_cache_bytes: config.cache.index_bytes,
-        page_cache_entries: config.cache.page_entries,
-        page_cache_bytes: config.cache.page_bytes,
-        answer_dir: config.cache.answer_dir.clone(),
-        answer_memory_max: config.cache.answer_memory_max,
-        answer_disk_bytes: config.cache.answer_disk_bytes,
-        events_token: config.events.token().map(str::to_owned),
-        events_allow_anonymous: config.events.allow_anonymous,
-        request_timeout: config.server.request_timeout,
-        max_in_flight: config.server.max_in_flight,
-        max_concurrent_builds: config.server.max_concurrent_builds,
-        assert_endpoint: config.components.assert_endpoint,
-        icons_dir: config.icons.dir.clone(),
-        icons_uri: config
+    {
+        let mut fields = flagstate_http::HttpConfig::default();
+        fields.public_registry_url = config.public_registry_url();
+        fields.max_age_index = config.cache.max_age_index;
+        fields.max_age_html = config.cache.max_age_html;
+        fields.ui_remote_name = config.ui.remote_name.clone();
+        fields.index_cache_entries = config.cache.index_entries;
+        fields.index_cache_bytes = config.cache.index_bytes;
+        fields.page_cache_entries = config.cache.page_entries;
+        fields.page_cache_bytes = config.cache.page_bytes;
+        fields.answer_dir = config.cache.answer_dir.clone();
+        fields.answer_memory_max = config.cache.answer_memory_max;
+        fields.answer_disk_bytes = config.cache.answer_disk_bytes;
+        fields.events_token = config.events.token().map(str::to_owned);
+        fields.events_allow_anonymous = config.events.allow_anonymous;
+        fields.request_timeout = config.server.request_timeout;
+        fields.max_in_flight = config.server.max_in_flight;
+        fields.max_concurrent_builds = config.server.max_concurrent_builds;
+        fields.assert_endpoint = config.components.assert_endpoint;
+        fields.icons_dir = config.icons.dir.clone();
+        fields.icons_uri = config
             .icons
             .uri
             .clone()
-            .unwrap_or_else(|| "/icons/".to_owned()),
-        query_limits: config.query.limits(),
-        build_info: build_info(),
-        ..flagstate_http::HttpConfig::default()
+            .unwrap_or_else(|| "/icons/".to_owned());
+        fields.query_limits = config.query.limits();
+        fields.build_info = build_info();
+        fields
     }
 }
 
@@ -112,19 +113,20 @@ pub async fn open_existing_store(config: &Config) -> Result<Arc<dyn Store>, CliE
 pub fn sqlite_options(settings: &SqliteSettings) -> flagstate_sqlite::SqliteOptions {
     use flagstate_sqlite::{CheckOnOpen, Durability};
     let defaults = flagstate_sqlite::SqliteOptions::default();
-    flagstate_sqlite::SqliteOptions {
-        generation_refresh: settings
+    {
+        let mut fields = defaults.clone();
+        fields.generation_refresh = settings
             .generation_refresh
-            .unwrap_or(defaults.generation_refresh),
-        durability: match settings.synchronous {
+            .unwrap_or(defaults.generation_refresh);
+        fields.durability = match settings.synchronous {
             SqliteSynchronous::Full => Durability::Full,
             SqliteSynchronous::Normal => Durability::Normal,
-        },
-        check_on_open: match settings.check_on_open {
+        };
+        fields.check_on_open = match settings.check_on_open {
             SqliteCheckOnOpen::Quick => CheckOnOpen::Quick,
             SqliteCheckOnOpen::None => CheckOnOpen::Skip,
-        },
-        ..defaults
+        };
+        fields
     }
 }
 

@@ -456,16 +456,17 @@ pub async fn run_watch(
     let shutdown = tokio_util::sync::CancellationToken::new();
     // The scan above is the first one; the periodic ones start an interval later.
     let indexer_task = indexer.clone().spawn_after_scan(shutdown.child_token());
-    let http = flagstate_http::HttpConfig {
-        public_registry_url: source
+    let http = {
+        let mut fields = flagstate_http::HttpConfig::default();
+        fields.public_registry_url = source
             .specs
             .first()
             .map(|s| s.registry_public.clone())
-            .unwrap_or_default(),
-        events_token: options.events_token.clone().filter(|t| !t.is_empty()),
-        events_allow_anonymous: options.allow_anonymous_events,
-        build_info: crate::setup::build_info(),
-        ..flagstate_http::HttpConfig::default()
+            .unwrap_or_default();
+        fields.events_token = options.events_token.clone().filter(|t| !t.is_empty());
+        fields.events_allow_anonymous = options.allow_anonymous_events;
+        fields.build_info = crate::setup::build_info();
+        fields
     };
     if http.events_token.is_none() && !http.events_allow_anonymous {
         tracing::warn!(

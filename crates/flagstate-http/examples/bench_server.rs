@@ -43,9 +43,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
             .await?;
     }
-    let config = HttpConfig {
-        public_registry_url: "https://registry.example.org/".into(),
-        ..HttpConfig::default()
+    let config = {
+        let mut fields = HttpConfig::default();
+        fields.public_registry_url = "https://registry.example.org/".into();
+        fields
     };
     let state = AppState::new(store, None, config);
 

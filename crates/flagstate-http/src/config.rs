@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How the HTTP API behaves. Built by the binary from its configuration file.
+/// How the HTTP API behaves. Built by the binary from its configuration file. New fields
+/// may come in any release: start from [`HttpConfig::default`] and set the fields you need.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HttpConfig {
     /// The `Registry` field of every index response: the public URL clients resolve
     /// manifests against. May be relative, e.g. `/` when the registry is served from the

@@ -105,10 +105,11 @@ async fn catalog_pages_with_link() {
 }
 
 fn assert_config() -> HttpConfig {
-    HttpConfig {
-        assert_endpoint: true,
-        max_assert_timeout: Duration::from_secs(5),
-        ..HttpConfig::default()
+    {
+        let mut fields = HttpConfig::default();
+        fields.assert_endpoint = true;
+        fields.max_assert_timeout = Duration::from_secs(5);
+        fields
     }
 }
 
@@ -261,9 +262,10 @@ async fn icons_are_served_immutable_with_strict_paths() {
     )
     .unwrap();
     std::fs::write(dir.path().join("secret.png"), b"no").unwrap();
-    let config = HttpConfig {
-        icons_dir: Some(dir.path().to_owned()),
-        ..HttpConfig::default()
+    let config = {
+        let mut fields = HttpConfig::default();
+        fields.icons_dir = Some(dir.path().to_owned());
+        fields
     };
     let (app, _) = app(Arc::new(MemoryStore::new()), config);
     let uri = format!("/icons/ab/{}.png", &hash[2..]);

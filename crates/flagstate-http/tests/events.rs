@@ -28,11 +28,12 @@ fn fixture(name: &str) -> Value {
 
 /// A token, or (with `None`) explicitly anonymous notifications.
 fn config(token: Option<&str>) -> HttpConfig {
-    HttpConfig {
-        events_token: token.map(str::to_owned),
-        events_allow_anonymous: token.is_none(),
-        max_event_body: 4096,
-        ..HttpConfig::default()
+    {
+        let mut fields = HttpConfig::default();
+        fields.events_token = token.map(str::to_owned);
+        fields.events_allow_anonymous = token.is_none();
+        fields.max_event_body = 4096;
+        fields
     }
 }
 
@@ -368,9 +369,10 @@ async fn without_a_token_every_post_is_refused_unless_anonymous_is_allowed() {
     let body = fixture("delete-tag").to_string();
     let ct = ("content-type", DISTRIBUTION);
     let store = Arc::new(MemoryStore::new());
-    let refusing = HttpConfig {
-        max_event_body: 4096,
-        ..HttpConfig::default()
+    let refusing = {
+        let mut fields = HttpConfig::default();
+        fields.max_event_body = 4096;
+        fields
     };
     assert!(refusing.events_token.is_none() && !refusing.events_allow_anonymous);
     let indexer = unreachable_indexer(store.clone());

@@ -17,10 +17,11 @@ use flagstate_http::HttpConfig;
 use sha2::{Digest as _, Sha256};
 
 fn config() -> HttpConfig {
-    HttpConfig {
-        public_registry_url: "https://registry.example.org/".into(),
-        max_age_index: Duration::from_secs(123),
-        ..HttpConfig::default()
+    {
+        let mut fields = HttpConfig::default();
+        fields.public_registry_url = "https://registry.example.org/".into();
+        fields.max_age_index = Duration::from_secs(123);
+        fields
     }
 }
 

@@ -35,9 +35,10 @@ const EVERY_OPERATION: &[&str] = &[
 ];
 
 async fn full_app() -> Router {
-    let config = HttpConfig {
-        assert_endpoint: true,
-        ..HttpConfig::default()
+    let config = {
+        let mut fields = HttpConfig::default();
+        fields.assert_endpoint = true;
+        fields
     };
     let state = AppState::new(filled_store().await, None, config);
     router_with(state, ui::routes())

@@ -105,9 +105,10 @@ async fn failed_pages_are_not_cached() {
 async fn page_entries_zero_turns_the_page_cache_off() {
     let store = Arc::new(InstrumentedStore::default());
     fill(&store.inner).await;
-    let config = HttpConfig {
-        page_cache_entries: 0,
-        ..HttpConfig::default()
+    let config = {
+        let mut fields = HttpConfig::default();
+        fields.page_cache_entries = 0;
+        fields
     };
     let state = AppState::new(store.clone(), None, config);
     assert!(state.page_cache().is_none());

@@ -27,9 +27,10 @@ fn expect_encoding_error(reply: &Reply, parameter: &str) {
 
 #[tokio::test]
 async fn malformed_percent_encoding_is_refused_on_every_api_endpoint() {
-    let config = HttpConfig {
-        assert_endpoint: true,
-        ..HttpConfig::default()
+    let config = {
+        let mut fields = HttpConfig::default();
+        fields.assert_endpoint = true;
+        fields
     };
     let (app, _) = app(filled_store().await, config);
     for uri in [
@@ -126,13 +127,14 @@ async fn pathological_glob_is_refused_by_the_default_limits() {
 
 #[tokio::test]
 async fn long_globs_allowed_by_configuration_answer_correctly() {
-    let config = HttpConfig {
-        query_limits: QueryLimits {
+    let config = {
+        let mut fields = HttpConfig::default();
+        fields.query_limits = QueryLimits {
             max_pattern_bytes: 16 * 1024,
             max_pattern_wildcards: 8 * 1024,
             ..QueryLimits::default()
-        },
-        ..HttpConfig::default()
+        };
+        fields
     };
     let (app, _) = app(big_label_store().await, config);
     let none = get(&app, &format!("/index/static?{}", pathological()), &[]).await;
@@ -149,12 +151,13 @@ async fn long_globs_allowed_by_configuration_answer_correctly() {
 
 #[tokio::test]
 async fn globs_over_the_cost_budget_are_refused() {
-    let config = HttpConfig {
-        query_limits: QueryLimits {
+    let config = {
+        let mut fields = HttpConfig::default();
+        fields.query_limits = QueryLimits {
             max_match_cost: 1024 * 1024,
             ..QueryLimits::default()
-        },
-        ..HttpConfig::default()
+        };
+        fields
     };
     let (app, _) = app(big_label_store().await, config);
     // Within the size limits, but each comparison re-checks the segment at every `a`.
@@ -184,12 +187,13 @@ async fn a_remembered_query_is_rebuilt_with_a_fresh_budget_after_a_change() {
     // `*b*` scans each 60 KiB value once: about 300 K units per answer, within a budget
     // of 400 K but not twice over, so a rebuild that inherited the first answer's spent
     // budget would be refused.
-    let config = HttpConfig {
-        query_limits: QueryLimits {
+    let config = {
+        let mut fields = HttpConfig::default();
+        fields.query_limits = QueryLimits {
             max_match_cost: 400_000,
             ..QueryLimits::default()
-        },
-        ..HttpConfig::default()
+        };
+        fields
     };
     let store = big_label_store().await;
     let (app, _) = app(store.clone(), config);

@@ -41,10 +41,11 @@ async fn registry_notifications_reach_the_index() {
         store.clone(),
         IndexerConfig::default(),
     ));
-    let config = HttpConfig {
-        events_token: Some(TOKEN.into()),
-        assert_endpoint: true,
-        ..HttpConfig::default()
+    let config = {
+        let mut fields = HttpConfig::default();
+        fields.events_token = Some(TOKEN.into());
+        fields.assert_endpoint = true;
+        fields
     };
     let state = AppState::new(store, Some(indexer.clone()), config);
     let app = router(state.clone());

@@ -298,13 +298,11 @@ async fn a_client_that_stops_reading_is_dropped() {
 
 #[tokio::test]
 async fn requests_beyond_the_in_flight_cap_are_shed_but_probes_are_not() {
-    let server = Running::start(
-        ServerConfig::default(),
-        HttpConfig {
-            max_in_flight: 2,
-            ..HttpConfig::default()
-        },
-    )
+    let server = Running::start(ServerConfig::default(), {
+        let mut fields = HttpConfig::default();
+        fields.max_in_flight = 2;
+        fields
+    })
     .await;
     let client = reqwest::Client::new();
     let slow: Vec<_> = (0..2)
@@ -343,13 +341,11 @@ async fn requests_beyond_the_in_flight_cap_are_shed_but_probes_are_not() {
 
 #[tokio::test]
 async fn an_answer_slower_than_the_request_timeout_is_503() {
-    let server = Running::start(
-        ServerConfig::default(),
-        HttpConfig {
-            request_timeout: Duration::from_millis(200),
-            ..HttpConfig::default()
-        },
-    )
+    let server = Running::start(ServerConfig::default(), {
+        let mut fields = HttpConfig::default();
+        fields.request_timeout = Duration::from_millis(200);
+        fields
+    })
     .await;
     let r = reqwest::get(server.url("/slow?ms=5000")).await.unwrap();
     assert_eq!(r.status(), 503);
@@ -384,14 +380,11 @@ async fn shutdown_waits_for_requests_in_flight() {
 #[tokio::test]
 async fn broad_pages_and_index_builds_share_the_build_limit() {
     let store = filled_store().await;
-    let state = AppState::new(
-        store,
-        None,
-        HttpConfig {
-            max_concurrent_builds: 1,
-            ..HttpConfig::default()
-        },
-    );
+    let state = AppState::new(store, None, {
+        let mut fields = HttpConfig::default();
+        fields.max_concurrent_builds = 1;
+        fields
+    });
     let app = router_with(state.clone(), flagstate_http::ui::routes());
     let builds = state.cache().builds();
     for path in ["/apps", "/index/static?tag=latest"] {

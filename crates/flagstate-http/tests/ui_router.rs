@@ -11,10 +11,11 @@ use flagstate_http::{AppState, HttpConfig, router, router_with, ui};
 use ui_support::{fixture, get};
 
 fn state(store: Arc<dyn flagstate_core::Store>) -> AppState {
-    let config = HttpConfig {
-        public_registry_url: "https://registry.example.org".into(),
-        max_age_html: Duration::from_secs(120),
-        ..HttpConfig::default()
+    let config = {
+        let mut fields = HttpConfig::default();
+        fields.public_registry_url = "https://registry.example.org".into();
+        fields.max_age_html = Duration::from_secs(120);
+        fields
     };
     AppState::new(store, None, config)
 }

@@ -112,9 +112,10 @@ async fn scenario(images: usize) {
             .into_iter()
             .enumerate()
         {
-            let options = SqliteOptions {
-                check_on_open,
-                ..SqliteOptions::default()
+            let options = {
+                let mut fields = SqliteOptions::default();
+                fields.check_on_open = check_on_open;
+                fields
             };
             let start = Instant::now();
             let store = SqliteStore::open_with(&path, options).expect("open store");
@@ -128,9 +129,10 @@ async fn scenario(images: usize) {
 
     // Reopen so the first query runs on a cold connection (without the check, which
     // would read every page into the connection's cache first).
-    let unchecked = SqliteOptions {
-        check_on_open: CheckOnOpen::Skip,
-        ..SqliteOptions::default()
+    let unchecked = {
+        let mut fields = SqliteOptions::default();
+        fields.check_on_open = CheckOnOpen::Skip;
+        fields
     };
     let store = SqliteStore::open_with(&path, unchecked).expect("reopen store");
     let flatpak = IndexQuery::parse(FLATPAK_QUERY).expect("query parses");

@@ -61,8 +61,10 @@ pub enum CheckOnOpen {
     Skip,
 }
 
-/// Tuning for [`SqliteStore::open_with`](crate::SqliteStore::open_with).
+/// Tuning for [`SqliteStore::open_with`](crate::SqliteStore::open_with). New fields may
+/// come in any release: start from [`SqliteOptions::default`] and set the fields you need.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SqliteOptions {
     /// Number of read-only connections queries run on concurrently (at least 1).
     pub readers: usize,

@@ -48,9 +48,10 @@ async fn writer_commits_with_synchronous_full_by_default() {
 async fn synchronous_normal_is_an_explicit_opt_in() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("index.db");
-    let options = SqliteOptions {
-        durability: Durability::Normal,
-        ..SqliteOptions::default()
+    let options = {
+        let mut fields = SqliteOptions::default();
+        fields.durability = Durability::Normal;
+        fields
     };
     let store = SqliteStore::open_with(&path, options).unwrap();
     assert_eq!(store.durability().await.unwrap(), Some(Durability::Normal));
@@ -93,13 +94,11 @@ async fn corrupt_file_is_refused_at_open_naming_file_and_check() {
 
     // Without the check the same file opens, and the damage surfaces in queries: the
     // state the check exists to prevent (a server that starts, then fails requests).
-    let unchecked = SqliteStore::open_with(
-        &path,
-        SqliteOptions {
-            check_on_open: CheckOnOpen::Skip,
-            ..SqliteOptions::default()
-        },
-    )
+    let unchecked = SqliteStore::open_with(&path, {
+        let mut fields = SqliteOptions::default();
+        fields.check_on_open = CheckOnOpen::Skip;
+        fields
+    })
     .unwrap();
     assert!(unchecked.query(&IndexQuery::all()).await.is_err());
 }
@@ -138,13 +137,11 @@ async fn writer_refuses_a_read_only_file_and_a_replica_serves_it() {
 async fn readiness_fails_while_another_process_holds_the_write_lock() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("index.db");
-    let store = SqliteStore::open_with(
-        &path,
-        SqliteOptions {
-            busy_timeout: Duration::from_secs(30),
-            ..SqliteOptions::default()
-        },
-    )
+    let store = SqliteStore::open_with(&path, {
+        let mut fields = SqliteOptions::default();
+        fields.busy_timeout = Duration::from_secs(30);
+        fields
+    })
     .unwrap();
     store.readiness().await.unwrap();
 

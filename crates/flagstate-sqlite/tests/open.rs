@@ -195,21 +195,17 @@ async fn generation_refresh_bounds_how_stale_other_writers_are_seen() {
         .replace_repository(&snapshot("app", &[("latest", &a)]))
         .await
         .unwrap();
-    let cached = SqliteStore::open_read_only_with(
-        &path,
-        SqliteOptions {
-            generation_refresh: Duration::from_secs(3600),
-            ..SqliteOptions::default()
-        },
-    )
+    let cached = SqliteStore::open_read_only_with(&path, {
+        let mut fields = SqliteOptions::default();
+        fields.generation_refresh = Duration::from_secs(3600);
+        fields
+    })
     .unwrap();
-    let every_call = SqliteStore::open_read_only_with(
-        &path,
-        SqliteOptions {
-            generation_refresh: Duration::ZERO,
-            ..SqliteOptions::default()
-        },
-    )
+    let every_call = SqliteStore::open_read_only_with(&path, {
+        let mut fields = SqliteOptions::default();
+        fields.generation_refresh = Duration::ZERO;
+        fields
+    })
     .unwrap();
     assert_eq!(cached.generation().await.unwrap(), g1);
     assert_eq!(every_call.generation().await.unwrap(), g1);
@@ -259,9 +255,10 @@ async fn read_only_needs_an_existing_up_to_date_database() {
 async fn a_lock_held_elsewhere_makes_writes_unavailable_not_broken() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("index.db");
-    let options = SqliteOptions {
-        busy_timeout: Duration::from_millis(100),
-        ..SqliteOptions::default()
+    let options = {
+        let mut fields = SqliteOptions::default();
+        fields.busy_timeout = Duration::from_millis(100);
+        fields
     };
     let store = SqliteStore::open_with(&path, options).unwrap();
     let a = image("a", &[]);
