@@ -59,7 +59,10 @@ impl ConfigError {
                 Kind::Message(m) => m.clone(),
                 other => other.to_string(),
             };
+            // figment displays a file relative to the working directory; name it as
+            // the user gave it instead.
             let source = e.metadata.as_ref().map(|md| match &md.source {
+                Some(figment::Source::File(path)) => path.display().to_string(),
                 Some(source) => source.to_string(),
                 None => md.name.to_string(),
             });
