@@ -291,6 +291,10 @@ pub struct ServerSettings {
     pub max_in_flight: usize,
     /// Most distinct index answers built from the store at once.
     pub max_concurrent_builds: usize,
+    /// Longest time one answer may take to build; builds go on after their request's
+    /// `request_timeout`, so a later request gets the answer.
+    #[serde(with = "duration")]
+    pub build_timeout: Duration,
     /// Longest wait for requests in flight at shutdown.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
@@ -311,6 +315,7 @@ impl Default for ServerSettings {
             max_connections: server.max_connections,
             max_in_flight: http.max_in_flight,
             max_concurrent_builds: http.max_concurrent_builds,
+            build_timeout: http.build_timeout,
             shutdown_timeout: server.shutdown_timeout,
             tls_handshake_timeout: server.tls_handshake_timeout,
         }
@@ -336,6 +341,7 @@ impl ServerSettings {
             ("server.idle_timeout", self.idle_timeout),
             ("server.write_timeout", self.write_timeout),
             ("server.request_timeout", self.request_timeout),
+            ("server.build_timeout", self.build_timeout),
             ("server.tls_handshake_timeout", self.tls_handshake_timeout),
         ] {
             if value.is_zero() {

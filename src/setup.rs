@@ -58,6 +58,7 @@ pub fn http_config(config: &Config) -> flagstate_http::HttpConfig {
         fields.request_timeout = config.server.request_timeout;
         fields.max_in_flight = config.server.max_in_flight;
         fields.max_concurrent_builds = config.server.max_concurrent_builds;
+        fields.build_timeout = config.server.build_timeout;
         fields.assert_endpoint = config.components.assert_endpoint;
         fields.icons_dir = config.icons.dir.clone();
         fields.icons_uri = config

@@ -314,6 +314,10 @@ fn validation_catches_inconsistent_settings() {
             "server.idle_timeout",
         );
         check(
+            &format!("{url}server: {{build_timeout: 0}}"),
+            "server.build_timeout",
+        );
+        check(
             &format!("{url}server: {{header_read_timeout: 0}}"),
             "server.header_read_timeout",
         );
@@ -373,6 +377,23 @@ fn database_argument_selects_the_backend() {
 fn env_var_names() {
     assert_eq!(env_var_name("registry.url"), "FLAGSTATE_REGISTRY__URL");
     assert_eq!(env_var_name("read_only"), "FLAGSTATE_READ_ONLY");
+}
+
+#[test]
+fn build_timeout_has_a_default_and_a_key() {
+    Jail::expect_with(|jail| {
+        let defaults = load(jail, "{}\n").unwrap();
+        assert_eq!(
+            crate::setup::http_config(&defaults).build_timeout,
+            flagstate_http::HttpConfig::default().build_timeout
+        );
+        let c = load(jail, "server: {build_timeout: 90s}\n").unwrap();
+        assert_eq!(
+            crate::setup::http_config(&c).build_timeout,
+            Duration::from_secs(90)
+        );
+        Ok(())
+    });
 }
 
 #[test]

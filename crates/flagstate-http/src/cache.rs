@@ -10,8 +10,10 @@
 //! hold many whole answers in memory at once. The cache is bounded by entry count (LRU)
 //! and by bytes.
 
+use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -21,11 +23,12 @@ use flagstate_core::sync::lock;
 use flagstate_core::{Generation, IndexQuery};
 use lru::LruCache;
 use sha2::{Digest as _, Sha256};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::body::{Body, SpoolDir};
 use crate::conditional::Validators;
 use crate::conditional::names_body;
+use crate::detached::Detached;
 use crate::encoding::{Coding, compress, compress_into, negotiate};
 use crate::error::HttpError;
 
@@ -39,9 +42,9 @@ pub struct CachedBody {
     etags: [HeaderValue; 4],
     /// Where compressed variants of a file-backed body are spooled.
     spool: Option<Arc<SpoolDir>>,
-    gzip: OnceCell<Body>,
-    zstd: OnceCell<Body>,
-    brotli: OnceCell<Body>,
+    gzip: Arc<Detached<Body>>,
+    zstd: Arc<Detached<Body>>,
+    brotli: Arc<Detached<Body>>,
 }
 
 impl CachedBody {
@@ -76,9 +79,9 @@ impl CachedBody {
             hash,
             etags,
             spool,
-            gzip: OnceCell::new(),
-            zstd: OnceCell::new(),
-            brotli: OnceCell::new(),
+            gzip: Arc::default(),
+            zstd: Arc::default(),
+            brotli: Arc::default(),
         }
     }
 
@@ -110,7 +113,10 @@ impl CachedBody {
 
     /// The body in `coding`, compressing it (off the async threads) on first use. A
     /// body in memory is compressed in memory; a file-backed one is compressed a piece
-    /// at a time into the spool (a file again unless the result is small).
+    /// at a time into the spool (a file again unless the result is small). The
+    /// compression finishes even when the request that started it ends first
+    /// ([`Detached`]), so a variant that takes longer than a request may wait is still
+    /// made once.
     pub async fn encoded(&self, coding: Coding) -> Result<Body, HttpError> {
         let cell = match coding {
             Coding::Identity => return Ok(self.identity.clone()),
@@ -118,30 +124,33 @@ impl CachedBody {
             Coding::Zstd => &self.zstd,
             Coding::Brotli => &self.brotli,
         };
-        cell.get_or_try_init(|| {
-            let body = self.identity.clone();
-            let spool = self.spool.clone();
-            let name = format!("{}.json{}", self.hash, coding.etag_suffix());
-            async move {
-                tokio::task::spawn_blocking(move || -> std::io::Result<Body> {
-                    if let Some(bytes) = body.as_bytes() {
-                        return compress(coding, bytes).map(|b| Body::Memory(b.into()));
-                    }
-                    match spool {
-                        Some(spool) => compress_into(coding, body.reader(), spool.spool())?
-                            .finish(|_| name)
-                            .map(|(body, _)| body),
-                        None => compress_into(coding, body.reader(), Vec::new())
-                            .map(|b| Body::Memory(b.into())),
-                    }
-                })
-                .await
-                .map_err(|e| HttpError::Internal(format!("compression task failed: {e}")))?
-                .map_err(|e| HttpError::Internal(format!("compression failed: {e}")))
-            }
-        })
-        .await
-        .cloned()
+        if let Some(body) = cell.get() {
+            return Ok(body);
+        }
+        let body = self.identity.clone();
+        let spool = self.spool.clone();
+        let name = format!("{}.json{}", self.hash, coding.etag_suffix());
+        let compress_body = move |()| async move {
+            tokio::task::spawn_blocking(move || -> std::io::Result<Body> {
+                if let Some(bytes) = body.as_bytes() {
+                    return compress(coding, bytes).map(|b| Body::Memory(b.into()));
+                }
+                match spool {
+                    Some(spool) => compress_into(coding, body.reader(), spool.spool())?
+                        .finish(|_| name)
+                        .map(|(body, _)| body),
+                    None => compress_into(coding, body.reader(), Vec::new())
+                        .map(|b| Body::Memory(b.into())),
+                }
+            })
+            .await
+            .map_err(|e| HttpError::Internal(format!("compression task failed: {e}")))?
+            .map_err(|e| HttpError::Internal(format!("compression failed: {e}")))
+        };
+        let (body, _) = cell
+            .get_or_spawn(|| async { Ok::<_, HttpError>(()) }, compress_body)
+            .await?;
+        Ok(body)
     }
 
     /// Bytes the body and its variants hold in memory, and on disk (an estimate before
@@ -218,8 +227,11 @@ impl ParsedQuery {
     }
 }
 
+/// One entry: its answer (being built, or built) and what it is charged.
+type Cell = Arc<Detached<Arc<CachedBody>>>;
+
 struct Slot {
-    cell: Arc<OnceCell<Arc<CachedBody>>>,
+    cell: Cell,
     /// Bytes charged to the memory budget once the body is built (0 before).
     bytes: usize,
     /// Bytes charged to the disk budget once the body is built (0 before).
@@ -262,6 +274,8 @@ impl From<Bytes> for Built {
 
 struct Inner {
     generation: Option<Generation>,
+    max_bytes: usize,
+    max_disk: usize,
     entries: LruCache<String, Slot>,
     bytes: usize,
     disk: usize,
@@ -275,12 +289,17 @@ struct Inner {
 
 /// The bounded cache of index answers. See the module docs.
 pub struct IndexCache {
-    inner: Mutex<Inner>,
-    max_bytes: usize,
-    max_disk: usize,
+    /// Shared with the build tasks, which charge what they built.
+    inner: Arc<Mutex<Inner>>,
     /// Permits for builds running at once; distinct misses beyond them wait.
     builds: Arc<Semaphore>,
+    /// Longest time one build may take, however many requests wait for it.
+    build_timeout: Duration,
 }
+
+/// How long one answer may take to build unless
+/// [`with_build_timeout`](IndexCache::with_build_timeout) says otherwise: 10 minutes.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl std::fmt::Debug for IndexCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -289,9 +308,9 @@ impl std::fmt::Debug for IndexCache {
             .field("generation", &inner.generation)
             .field("entries", &inner.entries.len())
             .field("bytes", &inner.bytes)
-            .field("max_bytes", &self.max_bytes)
+            .field("max_bytes", &inner.max_bytes)
             .field("disk", &inner.disk)
-            .field("max_disk", &self.max_disk)
+            .field("max_disk", &inner.max_disk)
             .finish()
     }
 }
@@ -318,23 +337,34 @@ impl IndexCache {
     pub fn with_build_limit(max_entries: usize, max_bytes: usize, max_builds: usize) -> Self {
         let cap = NonZeroUsize::new(max_entries).unwrap_or(NonZeroUsize::MIN);
         IndexCache {
-            inner: Mutex::new(Inner {
+            inner: Arc::new(Mutex::new(Inner {
                 generation: None,
+                max_bytes,
+                max_disk: usize::MAX,
                 entries: LruCache::new(cap),
                 bytes: 0,
                 disk: 0,
                 parsed: LruCache::new(cap),
-            }),
-            max_bytes,
-            max_disk: usize::MAX,
+            })),
             builds: Arc::new(Semaphore::new(max_builds.clamp(1, Semaphore::MAX_PERMITS))),
+            build_timeout: DEFAULT_BUILD_TIMEOUT,
         }
     }
 
     /// Bounds the bytes of file-backed answers (and their variants) the cache keeps to
     /// about `max_disk`, evicting least recently used ones beyond it.
-    pub fn with_disk_budget(mut self, max_disk: usize) -> Self {
-        self.max_disk = max_disk;
+    pub fn with_disk_budget(self, max_disk: usize) -> Self {
+        lock(&self.inner).max_disk = max_disk;
+        self
+    }
+
+    /// Bounds the time one build may take ([`DEFAULT_BUILD_TIMEOUT`] unless set). A
+    /// build runs in a task of its own, not in the request that started it: a request
+    /// that reaches its deadline stops waiting, the build goes on, and the requests after
+    /// it get the answer. This bound ends a build nobody can use any more (a store that
+    /// hangs); it is answered `503` and nothing is cached.
+    pub fn with_build_timeout(mut self, build_timeout: Duration) -> Self {
+        self.build_timeout = build_timeout;
         self
     }
 
@@ -370,8 +400,12 @@ impl IndexCache {
 
     /// The answer for `key` at `generation`, building it with `build` when missing.
     ///
-    /// A failed build caches nothing. A request that observed an older generation than
-    /// the cache holds (it raced a change) builds without caching.
+    /// The build runs in a task of its own (see
+    /// [`with_build_timeout`](Self::with_build_timeout)), after this request got one of
+    /// the build permits; concurrent requests for the same key wait for that one build. A
+    /// failed build caches nothing: its error goes to the request that started it, and
+    /// each request that waited for it tries once itself. A request that observed an
+    /// older generation than the cache holds (it raced a change) builds without caching.
     pub async fn get_or_build<F, Fut, B, E>(
         &self,
         key: &str,
@@ -379,10 +413,10 @@ impl IndexCache {
         build: F,
     ) -> Result<(Arc<CachedBody>, Lookup), E>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<B, E>>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<B, E>> + Send + 'static,
         B: Into<Built>,
-        E: From<HttpError>,
+        E: From<HttpError> + Send + 'static,
     {
         let cell = {
             let mut inner = lock(&self.inner);
@@ -390,14 +424,14 @@ impl IndexCache {
                 Some(current) if generation < current => None,
                 Some(current) if generation == current => Some(match inner.entries.get(key) {
                     Some(slot) => slot.cell.clone(),
-                    None => self.insert_slot(&mut inner, key),
+                    None => insert_slot(&mut inner, key),
                 }),
                 _ => {
                     inner.entries.clear();
                     inner.bytes = 0;
                     inner.disk = 0;
                     inner.generation = Some(generation);
-                    Some(self.insert_slot(&mut inner, key))
+                    Some(insert_slot(&mut inner, key))
                 }
             }
         };
@@ -406,29 +440,55 @@ impl IndexCache {
             let built: Built = build().await?.into();
             return Ok((Arc::new(built.into_cached(generation)), Lookup::Miss));
         };
-        let mut built = false;
-        let entry = cell
-            .get_or_try_init(|| {
-                built = true;
-                async move {
-                    let _permit = self.build_permit().await?;
-                    let built: Built = build().await?.into();
-                    Ok::<_, E>(Arc::new(built.into_cached(generation)))
-                }
-            })
-            .await;
-        let entry = match entry {
-            Ok(entry) => entry.clone(),
-            Err(e) => {
-                self.forget_empty(key, &cell);
-                return Err(e);
-            }
-        };
-        if !built {
+        if let Some(entry) = cell.get() {
             return Ok((entry, Lookup::Hit));
         }
-        self.charge(key, &cell, entry.charge());
-        Ok((entry, Lookup::Miss))
+        // A request that ends while it waits for a permit leaves an empty slot: removed,
+        // so abandoned requests cannot crowd answers out of the cache.
+        let _forget = ForgetIfEmpty {
+            inner: &self.inner,
+            key,
+            cell: &cell,
+        };
+        let builds = self.builds.clone();
+        let build_timeout = self.build_timeout;
+        let inner = self.inner.clone();
+        let owned_key = key.to_owned();
+        let task_cell = cell.clone();
+        let (entry, computed) = cell
+            .get_or_spawn(
+                || async move {
+                    builds.acquire_owned().await.map_err(|_| {
+                        E::from(HttpError::Internal(
+                            "the index build limiter was closed".into(),
+                        ))
+                    })
+                },
+                move |permit| async move {
+                    let _permit = permit;
+                    let built = match tokio::time::timeout(build_timeout, build()).await {
+                        Ok(Ok(built)) => built,
+                        Ok(Err(e)) => {
+                            forget_unbuilt(&inner, &owned_key, &task_cell);
+                            return Err(e);
+                        }
+                        Err(_) => {
+                            forget_unbuilt(&inner, &owned_key, &task_cell);
+                            return Err(E::from(HttpError::Overloaded(format!(
+                                "building the answer took longer than the server's build timeout of {}s",
+                                build_timeout.as_secs_f64()
+                            ))));
+                        }
+                    };
+                    let built: Built = built.into();
+                    let entry = Arc::new(built.into_cached(generation));
+                    charge(&inner, &owned_key, &task_cell, entry.charge());
+                    Ok(entry)
+                },
+            )
+            .await?;
+        let lookup = if computed { Lookup::Miss } else { Lookup::Hit };
+        Ok((entry, lookup))
     }
 
     /// The permits distinct builds take; other whole-index readers (the web UI's broad
@@ -444,69 +504,87 @@ impl IndexCache {
             .await
             .map_err(|_| HttpError::Internal("the index build limiter was closed".into()))
     }
+}
 
-    fn insert_slot(&self, inner: &mut Inner, key: &str) -> Arc<OnceCell<Arc<CachedBody>>> {
-        let cell = Arc::new(OnceCell::new());
-        let slot = Slot {
-            cell: cell.clone(),
-            bytes: 0,
-            disk: 0,
-        };
-        if let Some((_, evicted)) = inner.entries.push(key.to_owned(), slot) {
-            inner.bytes = inner.bytes.saturating_sub(evicted.bytes);
-            inner.disk = inner.disk.saturating_sub(evicted.disk);
-        }
-        cell
+fn insert_slot(inner: &mut Inner, key: &str) -> Cell {
+    let cell = Cell::default();
+    let slot = Slot {
+        cell: cell.clone(),
+        bytes: 0,
+        disk: 0,
+    };
+    if let Some((_, evicted)) = inner.entries.push(key.to_owned(), slot) {
+        inner.bytes = inner.bytes.saturating_sub(evicted.bytes);
+        inner.disk = inner.disk.saturating_sub(evicted.disk);
     }
+    cell
+}
 
-    /// Removes the slot of `key` after its build failed, unless another request has
-    /// filled it (or replaced it) meanwhile: failures leave nothing behind, so requests
-    /// that fail (unknown pages, refused queries) cannot crowd answers out of the cache.
-    fn forget_empty(&self, key: &str, cell: &Arc<OnceCell<Arc<CachedBody>>>) {
-        let mut inner = lock(&self.inner);
+/// Removes the slot of `key` when the request that made it ends with nothing built
+/// and nobody building (its build failed, or it ended while waiting for a permit),
+/// unless another request has filled or replaced it meanwhile: failures leave nothing
+/// behind, so requests that fail (unknown pages, refused queries) cannot crowd answers
+/// out of the cache.
+struct ForgetIfEmpty<'a> {
+    inner: &'a Mutex<Inner>,
+    key: &'a str,
+    cell: &'a Cell,
+}
+
+impl Drop for ForgetIfEmpty<'_> {
+    fn drop(&mut self) {
+        let mut inner = lock(self.inner);
         let stale = inner
             .entries
-            .peek(key)
-            .is_some_and(|slot| Arc::ptr_eq(&slot.cell, cell) && !slot.cell.initialized());
+            .peek(self.key)
+            .is_some_and(|slot| Arc::ptr_eq(&slot.cell, self.cell) && slot.cell.is_empty());
         if stale {
-            inner.entries.pop(key);
+            inner.entries.pop(self.key);
         }
     }
+}
 
-    /// Charges a freshly built entry to the byte budget and evicts least recently used
-    /// entries beyond it (never the entry just built).
-    fn charge(
-        &self,
-        key: &str,
-        cell: &Arc<OnceCell<Arc<CachedBody>>>,
-        (bytes, disk): (usize, usize),
-    ) {
-        let mut inner = lock(&self.inner);
-        let Some(slot) = inner.entries.peek_mut(key) else {
-            return;
+/// Removes the slot of `key` after its build failed in its task (whose request may be
+/// gone), unless it was replaced or charged meanwhile. Requests still waiting on the
+/// failed build try once more by themselves, uncached.
+fn forget_unbuilt(inner: &Mutex<Inner>, key: &str, cell: &Cell) {
+    let mut inner = lock(inner);
+    let unbuilt = inner
+        .entries
+        .peek(key)
+        .is_some_and(|slot| Arc::ptr_eq(&slot.cell, cell) && slot.bytes == 0 && slot.disk == 0);
+    if unbuilt {
+        inner.entries.pop(key);
+    }
+}
+
+/// Charges a freshly built entry to the byte budget and evicts least recently used
+/// entries beyond it (never the entry just built).
+fn charge(inner: &Mutex<Inner>, key: &str, cell: &Cell, (bytes, disk): (usize, usize)) {
+    let mut inner = lock(inner);
+    let Some(slot) = inner.entries.peek_mut(key) else {
+        return;
+    };
+    if !Arc::ptr_eq(&slot.cell, cell) || slot.bytes != 0 || slot.disk != 0 {
+        return;
+    }
+    slot.bytes = bytes;
+    slot.disk = disk;
+    inner.bytes += bytes;
+    inner.disk += disk;
+    while (inner.bytes > inner.max_bytes || inner.disk > inner.max_disk) && inner.entries.len() > 1
+    {
+        let Some((lru_key, _)) = inner.entries.peek_lru() else {
+            break;
         };
-        if !Arc::ptr_eq(&slot.cell, cell) || slot.bytes != 0 || slot.disk != 0 {
-            return;
+        if lru_key == key {
+            // The new entry is the only one left that matters; keep it.
+            inner.entries.promote(key);
+            continue;
         }
-        slot.bytes = bytes;
-        slot.disk = disk;
-        inner.bytes += bytes;
-        inner.disk += disk;
-        while (inner.bytes > self.max_bytes || inner.disk > self.max_disk)
-            && inner.entries.len() > 1
-        {
-            let Some((lru_key, _)) = inner.entries.peek_lru() else {
-                break;
-            };
-            if lru_key == key {
-                // The new entry is the only one left that matters; keep it.
-                inner.entries.promote(key);
-                continue;
-            }
-            if let Some((_, evicted)) = inner.entries.pop_lru() {
-                inner.bytes = inner.bytes.saturating_sub(evicted.bytes);
-                inner.disk = inner.disk.saturating_sub(evicted.disk);
-            }
+        if let Some((_, evicted)) = inner.entries.pop_lru() {
+            inner.bytes = inner.bytes.saturating_sub(evicted.bytes);
+            inner.disk = inner.disk.saturating_sub(evicted.disk);
         }
     }
 }

@@ -71,6 +71,13 @@ pub struct HttpConfig {
     /// further builds wait their turn (within `request_timeout`). Requests for the same
     /// answer always share one build.
     pub max_concurrent_builds: usize,
+    /// Longest time one answer (or page) may take to build. A build runs on its own, not
+    /// inside the request that started it: a request that reaches `request_timeout`
+    /// gets `503` and `Retry-After` while the build goes on, and a later request gets
+    /// the answer (a whole index of a million images takes longer to build than a
+    /// request waits). A build running longer than this is abandoned (`503`, nothing
+    /// cached).
+    pub build_timeout: Duration,
     /// Where index answers larger than [`answer_memory_max`](Self::answer_memory_max) are
     /// written (content-addressed files, removed once superseded); `None` makes a private
     /// temporary directory, removed at exit. Files an earlier run left are removed.
@@ -140,6 +147,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             max_in_flight: 512,
             max_concurrent_builds: 4,
+            build_timeout: crate::cache::DEFAULT_BUILD_TIMEOUT,
             answer_dir: None,
             answer_memory_max: 8 * 1024 * 1024,
             answer_disk_bytes: 4 * 1024 * 1024 * 1024,

@@ -127,18 +127,22 @@ pub async fn answer(state: &AppState, raw_query: &str) -> Result<Arc<CachedBody>
         }
     };
     let generation = state.store().generation().await?;
-    let (body, lookup) = cache
-        .get_or_build(parsed.key(), generation, || async {
+    let build = {
+        let state = state.clone();
+        let parsed = parsed.clone();
+        let max_match_cost = limits.max_match_cost;
+        move || async move {
             // Each build evaluates a copy of the remembered query with a budget of its
             // own: the remembered query is never metered, so no spent budget carries
             // over to the next miss.
-            let (query, budget) = parsed.metered(limits.max_match_cost);
-            let built = write_answer(state, &query).await;
+            let (query, budget) = parsed.metered(max_match_cost);
+            let built = write_answer(&state, &query).await;
             // An exhausted budget leaves the answer incomplete, so it wins over it.
             budget.check()?;
             built
-        })
-        .await?;
+        }
+    };
+    let (body, lookup) = cache.get_or_build(parsed.key(), generation, build).await?;
     match lookup {
         Lookup::Hit => state.metrics().cache_hits.inc(),
         Lookup::Miss => state.metrics().cache_misses.inc(),

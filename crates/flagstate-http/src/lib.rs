@@ -35,6 +35,7 @@ pub mod body;
 pub mod cache;
 pub mod conditional;
 pub mod config;
+pub mod detached;
 pub mod encoding;
 pub mod error;
 pub mod events;

@@ -52,15 +52,16 @@ impl AppState {
             config.index_cache_bytes,
             config.max_concurrent_builds,
         )
-        .with_disk_budget(config.answer_disk_bytes);
+        .with_disk_budget(config.answer_disk_bytes)
+        .with_build_timeout(config.build_timeout);
         // Pages take no build permit of their own: the broad queries inside them take the
         // index cache's (`UiContext::query`), and a page holding one while asking for
         // another could wait on itself.
         let pages = (config.page_cache_entries > 0).then(|| {
-            Arc::new(IndexCache::new(
-                config.page_cache_entries,
-                config.page_cache_bytes,
-            ))
+            Arc::new(
+                IndexCache::new(config.page_cache_entries, config.page_cache_bytes)
+                    .with_build_timeout(config.build_timeout),
+            )
         });
         let limiter = RequestLimiter::new(config.max_in_flight);
         let metrics = Metrics::with_build_info(&config.build_info);

@@ -317,3 +317,57 @@ async fn empty_store_answers_empty_results() {
         serde_json::json!({"Registry": "/", "Results": []})
     );
 }
+
+/// An answer that takes longer to build than a request may wait: the first requests get
+/// `503` at their deadline, the build goes on in its own task, and a later request gets
+/// the answer. The store is asked once: a request that gives up does not restart the
+/// build (before, every retry started it over and the answer never existed).
+#[tokio::test]
+async fn an_answer_slower_than_the_request_deadline_is_built_once_and_served_later() {
+    let store = Arc::new(InstrumentedStore::default());
+    fill(&store.inner).await;
+    store.query_delay_ms.store(700, Ordering::SeqCst);
+    let (app, _) = app(store.clone(), {
+        let mut fields = HttpConfig::default();
+        fields.request_timeout = Duration::from_millis(200);
+        fields
+    });
+    let m = get(&app, "/index/static?tag=latest", &[])
+        .await
+        .expect_error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    assert!(m.contains("request timeout"), "{m}");
+    let mut answered = None;
+    for _ in 0..40 {
+        let r = get(&app, "/index/static?tag=latest", &[]).await;
+        if r.status == StatusCode::OK {
+            answered = Some(r);
+            break;
+        }
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let answered = answered.expect("the answer was never served");
+    assert!(!answered.json()["Results"].as_array().unwrap().is_empty());
+    assert_eq!(store.queries.load(Ordering::SeqCst), 1, "built once");
+}
+
+/// A build that outlasts `build_timeout` is abandoned: `503` naming the limit, nothing
+/// cached, and the next request builds again.
+#[tokio::test]
+async fn a_build_longer_than_the_build_timeout_is_abandoned() {
+    let store = Arc::new(InstrumentedStore::default());
+    fill(&store.inner).await;
+    store.query_delay_ms.store(5_000, Ordering::SeqCst);
+    let (app, state) = app(store.clone(), {
+        let mut fields = HttpConfig::default();
+        fields.build_timeout = Duration::from_millis(200);
+        fields
+    });
+    let m = get(&app, "/index/static", &[])
+        .await
+        .expect_error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    assert!(m.contains("build timeout"), "{m}");
+    assert!(state.cache().is_empty(), "nothing cached");
+    store.query_delay_ms.store(0, Ordering::SeqCst);
+    assert_eq!(get(&app, "/index/static", &[]).await.status, StatusCode::OK);
+    assert_eq!(store.queries.load(Ordering::SeqCst), 2);
+}

@@ -86,8 +86,11 @@ pub async fn page(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, UiError> {
-    ui.cached_page(&headers, &uri, || render(&ui, raw, &headers, &uri))
-        .await
+    let (page_ui, page_headers, page_uri) = (ui.clone(), headers.clone(), uri.clone());
+    ui.cached_page(&headers, &uri, move || async move {
+        render(&page_ui, raw, &page_headers, &page_uri).await
+    })
+    .await
 }
 
 async fn render(

@@ -53,7 +53,11 @@ pub async fn page(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, UiError> {
-    ui.cached_page(&headers, &uri, || render(&ui, raw)).await
+    let page_ui = ui.clone();
+    ui.cached_page(&headers, &uri, move || async move {
+        render(&page_ui, raw).await
+    })
+    .await
 }
 
 async fn render(ui: &UiContext, raw: Option<String>) -> Result<String, UiError> {

@@ -120,10 +120,11 @@ pub async fn page(
     uri: Uri,
 ) -> Result<Response, UiError> {
     let digest = path_parameter(digest)?;
-    ui.cached_page(&headers, &uri, || async {
+    let page_ui = ui.clone();
+    ui.cached_page(&headers, &uri, move || async move {
         let digest = parse_digest(&digest)?;
-        let manifest = load(&ui, &digest).await?;
-        let page = build(&ui, manifest, None, Vec::new(), Vec::new(), Vec::new()).await?;
+        let manifest = load(&page_ui, &digest).await?;
+        let page = build(&page_ui, manifest, None, Vec::new(), Vec::new(), Vec::new()).await?;
         Ok(page.render()?)
     })
     .await

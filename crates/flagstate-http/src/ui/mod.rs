@@ -144,8 +144,8 @@ impl UiContext {
         build: F,
     ) -> Result<Response, UiError>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<String, UiError>>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<String, UiError>> + Send + 'static,
     {
         let render = || async move { build().await.map(Bytes::from) };
         let Some(pages) = &self.pages else {

@@ -107,8 +107,11 @@ pub async fn page(
     uri: Uri,
 ) -> Result<Response, UiError> {
     let path = path_parameter(path)?;
-    ui.cached_page(&headers, &uri, || render(&ui, &path, &headers, &uri))
-        .await
+    let (page_ui, page_headers, page_uri) = (ui.clone(), headers.clone(), uri.clone());
+    ui.cached_page(&headers, &uri, move || async move {
+        render(&page_ui, &path, &page_headers, &page_uri).await
+    })
+    .await
 }
 
 async fn render(

@@ -170,6 +170,8 @@ pub struct InstrumentedStore {
     pub readiness_checks: AtomicU64,
     /// Milliseconds each readiness check takes.
     pub readiness_delay_ms: AtomicU64,
+    /// Milliseconds each index query takes (a slow store, or a very large index).
+    pub query_delay_ms: AtomicU64,
 }
 
 impl InstrumentedStore {
@@ -231,6 +233,8 @@ impl Store for InstrumentedStore {
     ) -> Result<Vec<RepositoryEntry>, StoreError> {
         self.check()?;
         self.queries.fetch_add(1, Ordering::SeqCst);
+        let delay = self.query_delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         self.inner.query(q).await
     }
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
