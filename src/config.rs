@@ -301,6 +301,9 @@ pub struct ServerSettings {
     /// Longest time a TLS handshake may take (with `tls.cert` and `tls.key` set).
     #[serde(with = "duration")]
     pub tls_handshake_timeout: Duration,
+    /// Threads accepting and serving connections, each with its own event loop; 0
+    /// serves on the process's shared runtime. Default: one per CPU.
+    pub workers: usize,
 }
 
 impl Default for ServerSettings {
@@ -318,6 +321,7 @@ impl Default for ServerSettings {
             build_timeout: http.build_timeout,
             shutdown_timeout: server.shutdown_timeout,
             tls_handshake_timeout: server.tls_handshake_timeout,
+            workers: server.workers,
         }
     }
 }
@@ -332,6 +336,7 @@ impl ServerSettings {
         config.max_connections = self.max_connections;
         config.shutdown_timeout = self.shutdown_timeout;
         config.tls_handshake_timeout = self.tls_handshake_timeout;
+        config.workers = self.workers;
         config
     }
 
@@ -356,6 +361,15 @@ impl ServerSettings {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
+        }
+        if self.workers > flagstate_http::server::MAX_WORKERS {
+            return Err(ConfigError::invalid(
+                "server.workers",
+                format!(
+                    "must be at most {} (0 serves on the shared runtime)",
+                    flagstate_http::server::MAX_WORKERS
+                ),
+            ));
         }
         Ok(())
     }

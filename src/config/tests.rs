@@ -397,6 +397,25 @@ fn build_timeout_has_a_default_and_a_key() {
 }
 
 #[test]
+fn server_workers_default_to_the_cpus_and_are_bounded() {
+    Jail::expect_with(|jail| {
+        let defaults = load(jail, "{}\n").unwrap();
+        assert_eq!(
+            defaults.server.server_config().workers,
+            flagstate_http::server::default_workers()
+        );
+        assert!(defaults.server.server_config().workers >= 1);
+        let shared = load(jail, "server: {workers: 0}\n").unwrap();
+        assert_eq!(shared.server.server_config().workers, 0);
+        assert!(shared.validate(false).is_ok());
+        let many = load(jail, "server: {workers: 100000}\n").unwrap();
+        let e = many.validate(false).unwrap_err().to_string();
+        assert!(e.contains("server.workers") && e.contains("at most"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
 fn query_limits_have_defaults_keys_and_checks() {
     Jail::expect_with(|jail| {
         let defaults = load(jail, "{}\n").unwrap();

@@ -8,7 +8,9 @@
 //!
 //! The router is served by [`flagstate_http::serve`], the bounded loop the binary runs;
 //! `FLAGSTATE_BENCH_LOOP=axum` serves it with `axum::serve` instead, the unbounded
-//! baseline, to measure what the limits cost per request.
+//! baseline, to measure what the limits cost per request; `FLAGSTATE_BENCH_LOOP=shared`
+//! runs the bounded loop with `workers: 0` (on this process's multi-thread runtime
+//! rather than on worker threads of its own).
 
 use std::sync::Arc;
 
@@ -70,7 +72,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         axum::serve(listener, router(state)).await?;
     } else {
         let connections = state.connections();
-        let config = flagstate_http::ServerConfig::default();
+        let mut config = flagstate_http::ServerConfig::default();
+        if std::env::var("FLAGSTATE_BENCH_LOOP").is_ok_and(|v| v == "shared") {
+            config.workers = 0;
+        }
         flagstate_http::serve(
             listener,
             router(state),

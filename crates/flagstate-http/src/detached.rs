@@ -211,10 +211,10 @@ mod tests {
     #[tokio::test]
     async fn a_caller_dropped_while_preparing_leaves_the_cell_empty() {
         let cell = Arc::new(Detached::<u32>::new());
-        let preparing = cell.get_or_spawn(
-            std::future::pending::<Result<(), HttpError>>,
-            |()| async { Ok::<_, HttpError>(1) },
-        );
+        let preparing = cell
+            .get_or_spawn(std::future::pending::<Result<(), HttpError>>, |()| async {
+                Ok::<_, HttpError>(1)
+            });
         assert!(
             tokio::time::timeout(Duration::from_millis(20), preparing)
                 .await

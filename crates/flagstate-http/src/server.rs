@@ -30,6 +30,13 @@
 //!   header through which a proxy in front tells the same, so handlers learn the scheme
 //!   one way.
 //!
+//! Connections are accepted and served by [`workers`](ServerConfig::workers) threads,
+//! each running an event loop of its own on the one listening socket (as nginx runs a
+//! worker per core): a connection stays on the thread that accepted it, so a cached
+//! answer or a `304` costs no hand-over between threads, which on a work-stealing
+//! runtime was a third of the cost of a bodiless request. The limits above are shared
+//! by all workers (one registry of connections, one cap, one idle sweep).
+//!
 //! Requests themselves are bounded by the router's layers ([`crate::limits`]): a deadline
 //! per request and a cap on requests in flight. On shutdown the loop stops accepting,
 //! lets requests in flight finish (at most
@@ -60,7 +67,8 @@ use tracing::{debug, info, warn};
 
 use crate::tls::TlsConfig;
 
-/// Connection-level limits of [`serve`]. Every field has a safe default.
+/// Connection-level limits of [`serve`], and how many threads serve. Every field has a
+/// safe default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerConfig {
@@ -83,7 +91,24 @@ pub struct ServerConfig {
     /// Longest time a TLS handshake may take ([`serve_tls`]), counted from the accept.
     /// Default 10 s.
     pub tls_handshake_timeout: Duration,
+    /// Threads that accept and serve connections, each with an event loop of its own (a
+    /// current-thread tokio runtime) on the shared listening socket, the way nginx runs
+    /// one worker process per core: a connection lives on the thread that accepted it,
+    /// so a request costs no hand-over between threads. Store work still runs on
+    /// blocking threads. `0` serves on the caller's runtime instead (its tasks spread by
+    /// tokio's work-stealing scheduler). Default: the number of CPUs this process may
+    /// use.
+    pub workers: usize,
 }
+
+/// The default of [`ServerConfig::workers`]: the CPUs this process may use (its
+/// affinity and cgroup quota), at least one.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// The most [`ServerConfig::workers`] [`serve`] starts (more are not started).
+pub const MAX_WORKERS: usize = 256;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -94,6 +119,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             shutdown_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
+            workers: default_workers(),
         }
     }
 }
@@ -175,6 +201,7 @@ impl Connection {
 struct Registry {
     epoch: Instant,
     connections: Mutex<HashMap<u64, Arc<Connection>>>,
+    next_id: AtomicU64,
 }
 
 impl Registry {
@@ -197,15 +224,6 @@ impl Registry {
             })
             .cloned()
             .collect()
-    }
-
-    /// The connection idle the longest, if any is idle.
-    fn longest_idle(&self) -> Option<Arc<Connection>> {
-        self.lock()
-            .values()
-            .filter(|c| c.idle())
-            .min_by_key(|c| c.idle_since.load(Ordering::Acquire))
-            .cloned()
     }
 }
 
@@ -392,6 +410,20 @@ pub async fn serve_tls(
     run(listener, Some(tls), app, config, stats, shutdown).await;
 }
 
+/// What every accept loop shares: the connection registry (one cap and one idle sweep
+/// for all workers), the router, TLS and the counters.
+struct Shared {
+    registry: Arc<Registry>,
+    max_connections: usize,
+    app: Router,
+    tls: Option<TlsConfig>,
+    header_read_timeout: Duration,
+    write_timeout: Duration,
+    tls_handshake_timeout: Duration,
+    shutdown_timeout: Duration,
+    stats: ConnectionStats,
+}
+
 async fn run(
     listener: TcpListener,
     tls: Option<TlsConfig>,
@@ -411,27 +443,133 @@ async fn run(
         _ => config.max_connections,
     }
     .max(1);
-    let registry = Arc::new(Registry {
-        epoch: Instant::now(),
-        connections: Mutex::new(HashMap::new()),
+    let shared = Arc::new(Shared {
+        registry: Arc::new(Registry {
+            epoch: Instant::now(),
+            connections: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+        }),
+        max_connections,
+        app,
+        tls,
+        header_read_timeout: config.header_read_timeout,
+        write_timeout: config.write_timeout,
+        tls_handshake_timeout: config.tls_handshake_timeout,
+        shutdown_timeout: config.shutdown_timeout,
+        stats,
     });
-    let mut tasks = JoinSet::new();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let loops = start_workers(listener, &shared, config.workers, &stopped);
+
     let sweep_every =
         (config.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut sweep = tokio::time::interval(sweep_every);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_id: u64 = 0;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             _ = sweep.tick() => {
-                for connection in registry.idle_longer_than(config.idle_timeout) {
+                for connection in shared.registry.idle_longer_than(config.idle_timeout) {
                     if connection.close() {
-                        stats.idle_closed.inc();
+                        shared.stats.idle_closed.inc();
                     }
                 }
             }
+        }
+    }
+    info!(
+        connections = shared.registry.lock().len(),
+        "no longer accepting connections; draining"
+    );
+    let _ = stop.send(true);
+    for done in loops {
+        // An error means the loop's thread ended without reporting (it panicked).
+        let _ = done.await;
+    }
+}
+
+/// Starts the accept loops: `workers` threads with a runtime each on clones of the
+/// listening socket, or one loop on the caller's runtime for `0` (also when no thread
+/// could be started). Each returned receiver completes when its loop has drained.
+fn start_workers(
+    listener: TcpListener,
+    shared: &Arc<Shared>,
+    workers: usize,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+    let on_caller = |listener: TcpListener| {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let (shared, stopped) = (shared.clone(), stopped.clone());
+        tokio::spawn(async move {
+            accept_loop(listener, shared, stopped).await;
+            let _ = done.send(());
+        });
+        vec![finished]
+    };
+    if workers == 0 {
+        return on_caller(listener);
+    }
+    let socket = match listener.into_std() {
+        Ok(socket) => socket,
+        Err(e) => {
+            warn!(error = %e, "cannot hand the listening socket to worker threads; the server is not accepting connections");
+            return Vec::new();
+        }
+    };
+    let workers = workers.min(MAX_WORKERS);
+    let mut loops = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let started = socket.try_clone().and_then(|socket| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (done, finished) = tokio::sync::oneshot::channel();
+            let (shared, stopped) = (shared.clone(), stopped.clone());
+            std::thread::Builder::new()
+                .name(format!("flagstate-http-{worker}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(socket) {
+                            Ok(listener) => accept_loop(listener, shared, stopped).await,
+                            Err(e) => warn!(error = %e, "worker cannot listen"),
+                        }
+                    });
+                    let _ = done.send(());
+                    // Blocking work still running (a compression nobody waits for)
+                    // is not waited for.
+                    runtime.shutdown_background();
+                })?;
+            Ok(finished)
+        });
+        match started {
+            Ok(finished) => loops.push(finished),
+            Err(e) => warn!(worker, error = %e, "cannot start a server worker thread"),
+        }
+    }
+    if loops.is_empty() {
+        match TcpListener::from_std(socket) {
+            Ok(listener) => return on_caller(listener),
+            Err(e) => warn!(error = %e, "the server is not accepting connections"),
+        }
+    } else {
+        debug!(workers = loops.len(), "server worker threads started");
+    }
+    loops
+}
+
+/// One accept loop: accepts connections on `listener` within the shared cap and serves
+/// each in a task of this runtime until `stopped`, then closes the connections and lets
+/// its own drain (at most `shutdown_timeout`).
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -444,118 +582,19 @@ async fn run(
                         continue;
                     }
                 };
-                let open = registry.lock().len();
-                if open >= max_connections {
-                    match registry.longest_idle() {
-                        Some(idle) => {
-                            if idle.close() {
-                                stats.evicted.inc();
-                            }
-                        }
-                        None => {
-                            stats.rejected.inc();
-                            if tls.is_none() {
-                                debug!(%peer, "every connection is busy; answering 503");
-                                // One non-blocking write: the reply fits any socket
-                                // buffer, and a peer that cannot take it is not waited
-                                // for.
-                                let _ = stream.try_write(BUSY_RESPONSE);
-                            } else {
-                                debug!(%peer, "every connection is busy; closing");
-                            }
-                            continue;
-                        }
-                    }
+                if let Some(task) = admit(stream, peer, &shared) {
+                    tasks.spawn(task);
                 }
-                next_id += 1;
-                let connection = Arc::new(Connection {
-                    active: AtomicUsize::new(0),
-                    idle_since: AtomicU64::new(registry.now_ms()),
-                    closing: AtomicBool::new(false),
-                    close: Notify::new(),
-                });
-                registry.lock().insert(next_id, connection.clone());
-                stats.accepted.inc();
-                stats.open.inc();
-                let _ = stream.set_nodelay(true);
-                let io = WriteDeadline {
-                    stream,
-                    timeout: config.write_timeout,
-                    stalled: None,
-                    stats: stats.clone(),
-                };
-                let registered = Registered {
-                    id: next_id,
-                    registry: registry.clone(),
-                    stats: stats.clone(),
-                };
-                let app = app.clone();
-                let header_read_timeout = config.header_read_timeout;
-                let registry = registry.clone();
-                let stats = stats.clone();
-                match &tls {
-                    None => tasks.spawn(async move {
-                        let _registered = registered;
-                        serve_connection(
-                            io,
-                            false,
-                            app,
-                            header_read_timeout,
-                            connection,
-                            registry,
-                            stats,
-                        )
-                        .await;
-                    }),
-                    Some(tls) => {
-                        let acceptor = tls.acceptor().clone();
-                        let handshake_timeout = config.tls_handshake_timeout;
-                        tasks.spawn(async move {
-                            let _registered = registered;
-                            let handshake =
-                                tokio::time::timeout(handshake_timeout, acceptor.accept(io));
-                            let accepted = tokio::select! {
-                                accepted = handshake => accepted,
-                                // Idle-closed or evicted during the handshake.
-                                () = connection.close.notified() => return,
-                            };
-                            match accepted {
-                                Ok(Ok(io)) => {
-                                    serve_connection(
-                                        io,
-                                        true,
-                                        app,
-                                        header_read_timeout,
-                                        connection,
-                                        registry,
-                                        stats,
-                                    )
-                                    .await;
-                                }
-                                Ok(Err(e)) => {
-                                    stats.tls_handshake_errors.inc();
-                                    debug!(%peer, error = %e, "TLS handshake failed");
-                                }
-                                Err(_) => {
-                                    stats.tls_handshake_timeouts.inc();
-                                    debug!(%peer, "TLS handshake not complete within server.tls_handshake_timeout");
-                                }
-                            }
-                        })
-                    }
-                };
             }
         }
     }
     drop(listener);
-    info!(
-        connections = tasks.len(),
-        "no longer accepting connections; draining"
-    );
-    for connection in registry.lock().values() {
+    // Every loop closes every connection once it has stopped accepting, so a connection
+    // another loop accepted just before it stopped is closed too.
+    for connection in shared.registry.lock().values() {
         connection.close();
     }
-    let drained = tokio::time::timeout(config.shutdown_timeout, async {
+    let drained = tokio::time::timeout(shared.shutdown_timeout, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
@@ -566,6 +605,125 @@ async fn run(
         );
         tasks.shutdown().await;
     }
+}
+
+/// Admits an accepted connection within the cap (evicting the longest-idle one, or
+/// answering `503` when all are busy) and returns the task that serves it.
+fn admit(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    shared: &Arc<Shared>,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
+    let stats = &shared.stats;
+    let registry = &shared.registry;
+    let connection = {
+        let mut connections = registry.lock();
+        if connections.len() >= shared.max_connections {
+            let idle = connections
+                .values()
+                .filter(|c| c.idle())
+                .min_by_key(|c| c.idle_since.load(Ordering::Acquire))
+                .cloned();
+            match idle {
+                Some(idle) => {
+                    if idle.close() {
+                        stats.evicted.inc();
+                    }
+                }
+                None => {
+                    drop(connections);
+                    stats.rejected.inc();
+                    if shared.tls.is_none() {
+                        debug!(%peer, "every connection is busy; answering 503");
+                        // One non-blocking write: the reply fits any socket buffer, and a
+                        // peer that cannot take it is not waited for.
+                        let _ = stream.try_write(BUSY_RESPONSE);
+                    } else {
+                        debug!(%peer, "every connection is busy; closing");
+                    }
+                    return None;
+                }
+            }
+        }
+        let id = registry.next_id.fetch_add(1, Ordering::Relaxed);
+        let connection = Arc::new(Connection {
+            active: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(registry.now_ms()),
+            closing: AtomicBool::new(false),
+            close: Notify::new(),
+        });
+        connections.insert(id, connection.clone());
+        (id, connection)
+    };
+    let (id, connection) = connection;
+    stats.accepted.inc();
+    stats.open.inc();
+    let _ = stream.set_nodelay(true);
+    let io = WriteDeadline {
+        stream,
+        timeout: shared.write_timeout,
+        stalled: None,
+        stats: stats.clone(),
+    };
+    let registered = Registered {
+        id,
+        registry: registry.clone(),
+        stats: stats.clone(),
+    };
+    let shared = shared.clone();
+    Some(async move {
+        let _registered = registered;
+        let Shared {
+            app,
+            tls,
+            header_read_timeout,
+            tls_handshake_timeout,
+            registry,
+            stats,
+            ..
+        } = &*shared;
+        let Some(tls) = tls else {
+            serve_connection(
+                io,
+                false,
+                app.clone(),
+                *header_read_timeout,
+                connection,
+                registry.clone(),
+                stats.clone(),
+            )
+            .await;
+            return;
+        };
+        let handshake = tokio::time::timeout(*tls_handshake_timeout, tls.acceptor().accept(io));
+        let accepted = tokio::select! {
+            accepted = handshake => accepted,
+            // Idle-closed or evicted during the handshake.
+            () = connection.close.notified() => return,
+        };
+        match accepted {
+            Ok(Ok(io)) => {
+                serve_connection(
+                    io,
+                    true,
+                    app.clone(),
+                    *header_read_timeout,
+                    connection,
+                    registry.clone(),
+                    stats.clone(),
+                )
+                .await;
+            }
+            Ok(Err(e)) => {
+                stats.tls_handshake_errors.inc();
+                debug!(%peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                stats.tls_handshake_timeouts.inc();
+                debug!(%peer, "TLS handshake not complete within server.tls_handshake_timeout");
+            }
+        }
+    })
 }
 
 /// One connection (plain, or after its TLS handshake: `tls`), from its first request

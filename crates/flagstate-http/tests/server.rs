@@ -16,8 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// A running server over the test store, with two extra routes: `/slow` (answers after
-/// `?ms=` milliseconds) and `/big` (a 64 MiB body).
+/// A running server over the test store, with three extra routes: `/slow` (answers after
+/// `?ms=` milliseconds), `/big` (a 64 MiB body) and `/thread` (the name of the thread
+/// that served the request).
 struct Running {
     addr: SocketAddr,
     state: AppState,
@@ -45,7 +46,11 @@ impl Running {
                     },
                 ),
             )
-            .route("/big", get(|| async { vec![b'x'; 64 << 20] }));
+            .route("/big", get(|| async { vec![b'x'; 64 << 20] }))
+            .route(
+                "/thread",
+                get(|| async { std::thread::current().name().unwrap_or_default().to_owned() }),
+            );
         let app = router_with(state.clone(), extra.into());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -405,5 +410,55 @@ async fn broad_pages_and_index_builds_share_the_build_limit() {
         drop(held);
         let response = pending.await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
+    }
+}
+
+/// By default connections are served by worker threads, each with its own event loop,
+/// on the one listening socket; `workers: 0` serves them on the caller's runtime. Both
+/// answer, and both stop at shutdown.
+#[tokio::test]
+async fn connections_are_served_by_worker_threads_or_on_the_callers_runtime() {
+    for workers in [3, 0] {
+        let mut config = ServerConfig::default();
+        config.workers = workers;
+        let server = Running::start(config, HttpConfig::default()).await;
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..24 {
+            // A new connection each time, so the kernel hands them to any worker.
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let name = client
+                .get(server.url("/thread"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            seen.insert(name);
+        }
+        if workers == 0 {
+            assert!(
+                seen.iter().all(|name| !name.starts_with("flagstate-http-")),
+                "{seen:?}"
+            );
+        } else {
+            assert!(
+                seen.iter().all(|name| name.starts_with("flagstate-http-")),
+                "{seen:?}"
+            );
+        }
+        assert_eq!(
+            reqwest::get(server.url("/index/static"))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let addr = server.addr;
+        server.stop().await;
+        assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
     }
 }
