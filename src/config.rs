@@ -444,10 +444,13 @@ pub struct PostgresSettings {
     #[serde(default)]
     pub schema: Option<String>,
     /// `generation_poll`: how often the generation row is read (the only way a replica on
-    /// a hot standby learns of commits; a generation unconfirmed for 4 polls is a 503).
-    /// Absent: the PostgreSQL store's default (500 ms).
+    /// a hot standby learns of commits). Absent: the PostgreSQL store's default (500 ms).
     #[serde(default, deserialize_with = "duration::optional")]
     pub generation_poll: Option<Duration>,
+    /// `unconfirmed_limit`: how long the generation may go unconfirmed by a poll before
+    /// answers are a 503 (the database went away). Absent: 20 polls (10 s by default).
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub unconfirmed_limit: Option<Duration>,
 }
 
 /// `database.sqlite.*`.
@@ -552,7 +555,8 @@ impl DatabaseSettings {
             self.postgres = Some(PostgresSettings {
                 url: value.to_owned(),
                 schema: previous.as_ref().and_then(|pg| pg.schema.clone()),
-                generation_poll: previous.and_then(|pg| pg.generation_poll),
+                generation_poll: previous.as_ref().and_then(|pg| pg.generation_poll),
+                unconfirmed_limit: previous.and_then(|pg| pg.unconfirmed_limit),
             });
             self.sqlite = None;
         } else {
@@ -779,13 +783,19 @@ impl Config {
     /// is false for commands that only read the store.
     pub fn validate(&self, needs_registry: bool) -> Result<(), ConfigError> {
         self.database.choice()?;
-        if let Some(pg) = &self.database.postgres
-            && pg.generation_poll.is_some_and(|poll| poll.is_zero())
-        {
-            return Err(ConfigError::invalid(
-                "database.postgres.generation_poll",
-                "must not be 0",
-            ));
+        if let Some(pg) = &self.database.postgres {
+            if pg.generation_poll.is_some_and(|poll| poll.is_zero()) {
+                return Err(ConfigError::invalid(
+                    "database.postgres.generation_poll",
+                    "must not be 0",
+                ));
+            }
+            if pg.unconfirmed_limit.is_some_and(|limit| limit.is_zero()) {
+                return Err(ConfigError::invalid(
+                    "database.postgres.unconfirmed_limit",
+                    "must not be 0",
+                ));
+            }
         }
         let registry = &self.registry;
         if needs_registry && registry.url.is_none() {

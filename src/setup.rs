@@ -178,10 +178,16 @@ async fn open_backend(
                 .as_ref()
                 .and_then(|pg| pg.generation_poll)
                 .unwrap_or(defaults.generation_poll);
+            let unconfirmed = config
+                .database
+                .postgres
+                .as_ref()
+                .and_then(|pg| pg.unconfirmed_limit);
             let options = defaults
                 .with_read_only(read_only)
                 .with_schema(schema)
-                .with_generation_poll(poll);
+                .with_generation_poll(poll)
+                .with_unconfirmed_limit(unconfirmed);
             let store = flagstate_pg::PgStore::connect(&url, options).await?;
             Ok(Arc::new(store))
         }

@@ -345,6 +345,7 @@ fn database_argument_selects_the_backend() {
             url: "postgres://file".into(),
             schema: Some("idx".into()),
             generation_poll: Some(Duration::from_secs(2)),
+            unconfirmed_limit: Some(Duration::from_secs(30)),
         }),
         sqlite: None,
     };
@@ -616,6 +617,15 @@ fn postgres_generation_poll() {
         );
         let e = load_err(jail, &format!("{url}, generation_poll: often}}}}\n"));
         assert!(e.contains("generation_poll"), "{e}");
+        let c = load(jail, &format!("{url}, unconfirmed_limit: 30s}}}}\n")).unwrap();
+        c.validate(false).unwrap();
+        assert_eq!(
+            c.database.postgres.as_ref().unwrap().unconfirmed_limit,
+            Some(Duration::from_secs(30))
+        );
+        let c = load(jail, &format!("{url}, unconfirmed_limit: 0}}}}\n")).unwrap();
+        let e = c.validate(false).unwrap_err().to_string();
+        assert!(e.contains("database.postgres.unconfirmed_limit"), "{e}");
         Ok(())
     });
 }

@@ -38,7 +38,7 @@
 //! A store's generation is known in-process and never costs a query: notifications and
 //! the store's own commits record it, a poll of the row every
 //! [`PgOptions::generation_poll`] confirms it (the only source on a hot standby), and a
-//! value no poll confirmed for [`UNCONFIRMED_POLLS`] intervals makes
+//! value no poll confirmed for [`PgOptions::unconfirmed_limit`] makes
 //! [`Store::generation`] fail with [`StoreError::Unavailable`] rather than serve what
 //! may be stale. The writer also refreshes the
 //! planner's statistics itself (`ANALYZE` at open and after a doubling number of writes),
@@ -98,10 +98,15 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::error::{PgError, STORE};
 use crate::watch::{GenerationWatch, WatchPools, Watcher};
 
-pub use crate::watch::UNCONFIRMED_POLLS;
-
 /// Default of [`PgOptions::generation_poll`].
 pub const DEFAULT_GENERATION_POLL: Duration = Duration::from_millis(500);
+
+/// How many poll intervals the generation may go unconfirmed unless
+/// [`PgOptions::unconfirmed_limit`] says otherwise: 20, so 10 s with the default poll.
+/// A database that is only slow to answer (its backends starved of CPU answered a
+/// trivial read in up to 4.6 s on a saturated 2-core machine) is not taken for one
+/// that went away.
+pub const UNCONFIRMED_POLLS: u32 = 20;
 
 /// How to open a [`PgStore`]. Build it from [`Default`] with the `with_*` methods (or by
 /// assigning fields); new fields may be added without a major release.
@@ -125,10 +130,13 @@ pub struct PgOptions {
     pub acquire_timeout: Duration,
     /// How often the generation row is read. Another process's commits are seen within
     /// this (on a hot standby, within this of being replayed there; on the primary,
-    /// notifications are faster), and a generation no read confirmed for
-    /// [`UNCONFIRMED_POLLS`] times this makes [`Store::generation`] fail with
-    /// [`StoreError::Unavailable`]. Must not be zero.
+    /// notifications are faster). Must not be zero.
     pub generation_poll: Duration,
+    /// How long the generation may go unconfirmed by a poll before [`Store::generation`]
+    /// fails with [`StoreError::Unavailable`] (the database went away: answers are
+    /// refused rather than served stale); `None` is [`UNCONFIRMED_POLLS`] ×
+    /// `generation_poll`. Must be at least `generation_poll`.
+    pub unconfirmed_limit: Option<Duration>,
 }
 
 impl Default for PgOptions {
@@ -140,6 +148,7 @@ impl Default for PgOptions {
             schema: None,
             acquire_timeout: Duration::from_secs(5),
             generation_poll: DEFAULT_GENERATION_POLL,
+            unconfirmed_limit: None,
         }
     }
 }
@@ -178,6 +187,20 @@ impl PgOptions {
     pub fn with_generation_poll(mut self, every: Duration) -> Self {
         self.generation_poll = every;
         self
+    }
+
+    /// Sets [`unconfirmed_limit`](Self::unconfirmed_limit).
+    #[must_use]
+    pub fn with_unconfirmed_limit(mut self, limit: Option<Duration>) -> Self {
+        self.unconfirmed_limit = limit;
+        self
+    }
+
+    /// How long the generation may go unconfirmed (see
+    /// [`unconfirmed_limit`](Self::unconfirmed_limit)).
+    pub fn effective_unconfirmed_limit(&self) -> Duration {
+        self.unconfirmed_limit
+            .unwrap_or_else(|| self.generation_poll.saturating_mul(UNCONFIRMED_POLLS))
     }
 
     /// Sets [`acquire_timeout`](Self::acquire_timeout).
@@ -268,6 +291,12 @@ impl PgStore {
         if options.generation_poll.is_zero() {
             return Err(PgError::InvalidOption("generation_poll must not be zero").into());
         }
+        if options.effective_unconfirmed_limit() < options.generation_poll {
+            return Err(PgError::InvalidOption(
+                "unconfirmed_limit must be at least generation_poll",
+            )
+            .into());
+        }
         let mut settings: Vec<(&str, String)> = Vec::new();
         if let Some(schema) = &options.schema {
             settings.push(("search_path", schema.clone()));
@@ -307,7 +336,10 @@ impl PgStore {
                 .ok_or_else(|| PgError::SchemaMissing {
                     schema: options.schema.clone().unwrap_or_else(|| "(none)".into()),
                 })?;
-        let watch = Arc::new(GenerationWatch::new(options.generation_poll));
+        let watch = Arc::new(GenerationWatch::new(
+            options.generation_poll,
+            options.effective_unconfirmed_limit(),
+        ));
         watch::refresh(&pool, &watch).await?;
         let listen_pool = pool_options()
             .max_connections(1)
@@ -437,7 +469,7 @@ impl Store for PgStore {
     }
 
     /// Known in-process, never a query: fails with [`StoreError::Unavailable`] once no
-    /// poll confirmed it for [`UNCONFIRMED_POLLS`] × [`PgOptions::generation_poll`].
+    /// poll confirmed it for [`PgOptions::unconfirmed_limit`].
     async fn generation(&self) -> Result<Generation, StoreError> {
         self.inner.watch.current()
     }

@@ -18,7 +18,7 @@
 //!   standby promoted to primary.
 //!
 //! **The rule for a database that went away:** a value the poller has not confirmed for
-//! [`UNCONFIRMED_POLLS`] intervals is refused with [`StoreError::Unavailable`] (HTTP 503)
+//! [`PgOptions::unconfirmed_limit`](crate::PgOptions::unconfirmed_limit) is refused with [`StoreError::Unavailable`] (HTTP 503)
 //! instead of served: a replica whose standby stopped answers 503 within that time, not
 //! stale answers forever, and serves again after the next successful poll.
 
@@ -40,10 +40,6 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// Longest wait between attempts when listening keeps failing, and between checks
 /// whether a standby was promoted.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
-/// How many poll intervals the generation may go unconfirmed before
-/// [`Store::generation`](flagstate_core::Store::generation) fails with
-/// [`StoreError::Unavailable`].
-pub const UNCONFIRMED_POLLS: u32 = 4;
 
 /// The generation this process knows, and how long it may go unconfirmed.
 #[derive(Debug)]
@@ -53,11 +49,11 @@ pub(crate) struct GenerationWatch {
 }
 
 impl GenerationWatch {
-    /// A watch confirmed by polls every `poll`.
-    pub(crate) fn new(poll: Duration) -> Self {
+    /// A watch confirmed by polls every `poll`, refusing a value unconfirmed for `limit`.
+    pub(crate) fn new(poll: Duration, limit: Duration) -> Self {
         GenerationWatch {
             cache: GenerationCache::new(poll),
-            limit: poll.saturating_mul(UNCONFIRMED_POLLS),
+            limit,
         }
     }
 
@@ -276,7 +272,7 @@ mod tests {
 
     #[test]
     fn generation_only_grows_and_needs_confirmation() {
-        let watch = GenerationWatch::new(Duration::from_millis(1));
+        let watch = GenerationWatch::new(Duration::from_millis(1), Duration::from_millis(4));
         watch.observe(5);
         assert!(
             matches!(watch.current(), Err(StoreError::Unavailable { .. })),

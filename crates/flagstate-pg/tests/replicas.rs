@@ -203,6 +203,15 @@ async fn bad_options_are_clear_errors() {
     let never = options("never_polled").with_generation_poll(Duration::ZERO);
     let message = backend_message(PgStore::connect(&url, never).await);
     assert!(message.contains("generation_poll"), "{message}");
+    let impatient = options("impatient")
+        .with_generation_poll(Duration::from_secs(1))
+        .with_unconfirmed_limit(Some(Duration::from_millis(10)));
+    let message = backend_message(PgStore::connect(&url, impatient).await);
+    assert!(message.contains("unconfirmed_limit"), "{message}");
+    assert_eq!(
+        PgOptions::default().effective_unconfirmed_limit(),
+        flagstate_pg::DEFAULT_GENERATION_POLL * flagstate_pg::UNCONFIRMED_POLLS
+    );
     for url in ["mysql://host/db", "postgres://host:notaport/db"] {
         let message = backend_message(PgStore::connect(url, PgOptions::default()).await);
         assert!(

@@ -25,6 +25,7 @@ fn options(read_only: bool) -> PgOptions {
         .with_max_connections(2)
         .with_acquire_timeout(Duration::from_secs(1))
         .with_generation_poll(Duration::from_millis(100))
+        .with_unconfirmed_limit(Some(Duration::from_millis(600)))
 }
 
 /// Polls `check` every 50 ms until it yields a value, failing after [`DEADLINE`].
