@@ -450,37 +450,30 @@ impl IndexCache {
             key,
             cell: &cell,
         };
-        let builds = self.builds.clone();
         let build_timeout = self.build_timeout;
         let inner = self.inner.clone();
         let owned_key = key.to_owned();
         let task_cell = cell.clone();
         let (entry, computed) = cell
             .get_or_spawn(
-                || async move {
-                    builds.acquire_owned().await.map_err(|_| {
-                        E::from(HttpError::Internal(
-                            "the index build limiter was closed".into(),
-                        ))
-                    })
-                },
+                || async { self.build_permit().await.map_err(E::from) },
                 move |permit| async move {
                     let _permit = permit;
-                    let built = match tokio::time::timeout(build_timeout, build()).await {
-                        Ok(Ok(built)) => built,
-                        Ok(Err(e)) => {
+                    let built = tokio::time::timeout(build_timeout, build())
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(E::from(HttpError::Overloaded(format!(
+                                "building the answer took longer than the server's build timeout of {}s",
+                                build_timeout.as_secs_f64()
+                            ))))
+                        });
+                    let built: Built = match built {
+                        Ok(built) => built.into(),
+                        Err(e) => {
                             forget_unbuilt(&inner, &owned_key, &task_cell);
                             return Err(e);
                         }
-                        Err(_) => {
-                            forget_unbuilt(&inner, &owned_key, &task_cell);
-                            return Err(E::from(HttpError::Overloaded(format!(
-                                "building the answer took longer than the server's build timeout of {}s",
-                                build_timeout.as_secs_f64()
-                            ))));
-                        }
                     };
-                    let built: Built = built.into();
                     let entry = Arc::new(built.into_cached(generation));
                     charge(&inner, &owned_key, &task_cell, entry.charge());
                     Ok(entry)
@@ -498,9 +491,10 @@ impl IndexCache {
     }
 
     /// Waits for room to build an answer.
-    async fn build_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, HttpError> {
+    async fn build_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, HttpError> {
         self.builds
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| HttpError::Internal("the index build limiter was closed".into()))
     }

@@ -126,37 +126,30 @@ impl<T: Clone + Send + 'static> Detached<T> {
                     }
                 }
             };
-            match runner {
-                Ok(runner) => return Self::run(runner, prepare, compute).await,
-                // The runner drops its sender when it is done; then look again.
-                Err(mut running) => while running.changed().await.is_ok() {},
-            }
-        }
-    }
-
-    async fn run<P, PFut, CFut, E>(
-        mut runner: Runner<T>,
-        prepare: impl FnOnce() -> PFut,
-        compute: impl FnOnce(P) -> CFut,
-    ) -> Result<(T, bool), E>
-    where
-        PFut: Future<Output = Result<P, E>>,
-        CFut: Future<Output = Result<T, E>> + Send + 'static,
-        E: From<HttpError> + Send + 'static,
-    {
-        let prepared = prepare().await?;
-        let computation = compute(prepared);
-        let task = tokio::spawn(async move {
-            let result = computation.await;
-            if let Ok(value) = &result {
-                runner.value = Some(value.clone());
-            }
-            drop(runner);
-            result
-        });
-        match task.await {
-            Ok(result) => result.map(|value| (value, true)),
-            Err(e) => Err(HttpError::Internal(format!("building the answer stopped: {e}")).into()),
+            let mut runner = match runner {
+                Ok(runner) => runner,
+                Err(mut running) => {
+                    // The runner drops its sender when it is done; then look again.
+                    while running.changed().await.is_ok() {}
+                    continue;
+                }
+            };
+            let prepared = prepare().await?;
+            let computation = compute(prepared);
+            let task = tokio::spawn(async move {
+                let result = computation.await;
+                if let Ok(value) = &result {
+                    runner.value = Some(value.clone());
+                }
+                drop(runner);
+                result
+            });
+            return match task.await {
+                Ok(result) => result.map(|value| (value, true)),
+                Err(e) => {
+                    Err(HttpError::Internal(format!("building the answer stopped: {e}")).into())
+                }
+            };
         }
     }
 }

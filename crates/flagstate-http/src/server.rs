@@ -411,16 +411,14 @@ pub async fn serve_tls(
 }
 
 /// What every accept loop shares: the connection registry (one cap and one idle sweep
-/// for all workers), the router, TLS and the counters.
+/// for all workers), the router, TLS, the limits and the counters.
 struct Shared {
     registry: Arc<Registry>,
+    /// `config.max_connections`, lowered to fit the descriptor limit.
     max_connections: usize,
     app: Router,
     tls: Option<TlsConfig>,
-    header_read_timeout: Duration,
-    write_timeout: Duration,
-    tls_handshake_timeout: Duration,
-    shutdown_timeout: Duration,
+    config: ServerConfig,
     stats: ConnectionStats,
 }
 
@@ -452,10 +450,7 @@ async fn run(
         max_connections,
         app,
         tls,
-        header_read_timeout: config.header_read_timeout,
-        write_timeout: config.write_timeout,
-        tls_handshake_timeout: config.tls_handshake_timeout,
-        shutdown_timeout: config.shutdown_timeout,
+        config: config.clone(),
         stats,
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -594,7 +589,7 @@ async fn accept_loop(
     for connection in shared.registry.lock().values() {
         connection.close();
     }
-    let drained = tokio::time::timeout(shared.shutdown_timeout, async {
+    let drained = tokio::time::timeout(shared.config.shutdown_timeout, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
@@ -616,7 +611,7 @@ fn admit(
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
     let stats = &shared.stats;
     let registry = &shared.registry;
-    let connection = {
+    let (id, connection) = {
         let mut connections = registry.lock();
         if connections.len() >= shared.max_connections {
             let idle = connections
@@ -655,13 +650,12 @@ fn admit(
         connections.insert(id, connection.clone());
         (id, connection)
     };
-    let (id, connection) = connection;
     stats.accepted.inc();
     stats.open.inc();
     let _ = stream.set_nodelay(true);
     let io = WriteDeadline {
         stream,
-        timeout: shared.write_timeout,
+        timeout: shared.config.write_timeout,
         stalled: None,
         stats: stats.clone(),
     };
@@ -676,8 +670,7 @@ fn admit(
         let Shared {
             app,
             tls,
-            header_read_timeout,
-            tls_handshake_timeout,
+            config,
             registry,
             stats,
             ..
@@ -687,7 +680,7 @@ fn admit(
                 io,
                 false,
                 app.clone(),
-                *header_read_timeout,
+                config.header_read_timeout,
                 connection,
                 registry.clone(),
                 stats.clone(),
@@ -695,7 +688,8 @@ fn admit(
             .await;
             return;
         };
-        let handshake = tokio::time::timeout(*tls_handshake_timeout, tls.acceptor().accept(io));
+        let handshake =
+            tokio::time::timeout(config.tls_handshake_timeout, tls.acceptor().accept(io));
         let accepted = tokio::select! {
             accepted = handshake => accepted,
             // Idle-closed or evicted during the handshake.
@@ -707,7 +701,7 @@ fn admit(
                     io,
                     true,
                     app.clone(),
-                    *header_read_timeout,
+                    config.header_read_timeout,
                     connection,
                     registry.clone(),
                     stats.clone(),

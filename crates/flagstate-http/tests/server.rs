@@ -422,13 +422,13 @@ async fn connections_are_served_by_worker_threads_or_on_the_callers_runtime() {
         let mut config = ServerConfig::default();
         config.workers = workers;
         let server = Running::start(config, HttpConfig::default()).await;
+        // A new connection for each request, so the kernel hands them to any worker.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..24 {
-            // A new connection each time, so the kernel hands them to any worker.
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()
-                .unwrap();
             let name = client
                 .get(server.url("/thread"))
                 .send()

@@ -18,8 +18,8 @@
 //!   standby promoted to primary.
 //!
 //! **The rule for a database that went away:** a value the poller has not confirmed for
-//! [`PgOptions::unconfirmed_limit`](crate::PgOptions::unconfirmed_limit) is refused with [`StoreError::Unavailable`] (HTTP 503)
-//! instead of served: a replica whose standby stopped answers 503 within that time, not
+//! [`PgOptions::unconfirmed_limit`](crate::PgOptions::unconfirmed_limit) is refused with
+//! [`StoreError::Unavailable`] (HTTP 503) instead of served: a replica whose standby stopped answers 503 within that time, not
 //! stale answers forever, and serves again after the next successful poll.
 
 use std::sync::Arc;
