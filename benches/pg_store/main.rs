@@ -7,7 +7,9 @@
 //! Run: `FLAGSTATE_TEST_PG_URL=postgres://postgres@127.0.0.1:5432/test cargo bench --bench pg_store`.
 //! `FLAGSTATE_BENCH_IMAGES` sets the size (default 100 000). The PostgreSQL store lives in
 //! a fresh schema that is dropped afterwards, unless `FLAGSTATE_BENCH_KEEP_SCHEMA` is set;
-//! `FLAGSTATE_BENCH_SKIP_SQLITE` skips SQLite.
+//! `FLAGSTATE_BENCH_SCHEMA=NAME` measures the reads on a schema an earlier run kept (same
+//! `FLAGSTATE_BENCH_IMAGES`), without loading or dropping it; `FLAGSTATE_BENCH_SKIP_SQLITE`
+//! skips SQLite.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,9 +49,18 @@ async fn timed_queries(store: &dyn Store, query: &IndexQuery, runs: usize) -> Ve
     times
 }
 
-async fn run(label: &str, store: Arc<dyn Store>, repositories: usize) {
+async fn run(label: &str, store: Arc<dyn Store>, repositories: usize, load: bool) {
     let images = repositories * IMAGES_PER_REPOSITORY;
     println!("\n== {label}: {repositories} repositories, {images} images ==");
+    if load {
+        load_and_rescan(&store, repositories).await;
+    }
+    read(store, images).await;
+}
+
+/// Bulk load from WRITERS tasks, then an unchanged re-scan of up to 1,000 repositories.
+async fn load_and_rescan(store: &Arc<dyn Store>, repositories: usize) {
+    let images = repositories * IMAGES_PER_REPOSITORY;
 
     // One snapshot per repository, from WRITERS tasks at once (a server store commits
     // them concurrently; SQLite serialises them on its single writer).
@@ -86,8 +97,11 @@ async fn run(label: &str, store: Arc<dyn Store>, repositories: usize) {
         "unchanged re-scan (1 writer): {:.0} snapshots/s",
         rescan as f64 / started.elapsed().as_secs_f64()
     );
-    drop(snapshots);
+}
 
+/// The read measurements: the Flatpak query, a whole-index dump, concurrent readers and
+/// search.
+async fn read(store: Arc<dyn Store>, images: usize) {
     let flatpak = IndexQuery::parse(FLATPAK_QUERY).expect("query");
     let answer = store.query(&flatpak).await.expect("query");
     let matched: usize = answer
@@ -173,16 +187,27 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let schema = format!("flagstate_bench_{}", std::process::id());
+        let reused = std::env::var("FLAGSTATE_BENCH_SCHEMA")
+            .ok()
+            .filter(|s| !s.is_empty());
+        let schema = reused
+            .clone()
+            .unwrap_or_else(|| format!("flagstate_bench_{}", std::process::id()));
         let options = PgOptions::default()
             .with_schema(Some(schema.clone()))
             .with_max_connections(8);
         let store = PgStore::connect(&url, options).await.expect("connect");
-        run("PostgreSQL", Arc::new(store.clone()), repositories).await;
+        run(
+            "PostgreSQL",
+            Arc::new(store.clone()),
+            repositories,
+            reused.is_none(),
+        )
+        .await;
         transfer_floor(&url, &schema, &store).await;
         store.close().await;
         // Keeping the data allows looking at query plans afterwards.
-        if std::env::var_os("FLAGSTATE_BENCH_KEEP_SCHEMA").is_some() {
+        if reused.is_some() || std::env::var_os("FLAGSTATE_BENCH_KEEP_SCHEMA").is_some() {
             println!("kept schema {schema}");
         } else {
             drop_schema(&url, &schema).await;
@@ -193,7 +218,7 @@ fn main() {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = flagstate_sqlite::SqliteStore::open(dir.path().join("bench.db"))
                 .expect("open sqlite");
-            run("SQLite", Arc::new(store), repositories).await;
+            run("SQLite", Arc::new(store), repositories, true).await;
         }
     });
 }

@@ -69,6 +69,7 @@
 
 mod error;
 mod narrow;
+mod nodelay;
 mod read;
 mod schema;
 mod search;
@@ -309,10 +310,20 @@ impl PgStore {
             settings.push(("default_transaction_read_only", "on".to_owned()));
         }
         connect = connect.options(settings).application_name("flagstate");
+        // Over TCP, every new connection gets TCP_NODELAY (see `nodelay`).
+        let tcp_port = connect.get_socket().is_none().then(|| connect.get_port());
         let pool_options = || {
             PgPoolOptions::new()
                 .acquire_timeout(options.acquire_timeout)
                 .test_before_acquire(true)
+                .after_connect(move |_, _| {
+                    Box::pin(async move {
+                        if let Some(port) = tcp_port {
+                            nodelay::set_on_sockets_to(port);
+                        }
+                        Ok(())
+                    })
+                })
         };
         let pool = match pool_options()
             .max_connections(options.max_connections.max(1))

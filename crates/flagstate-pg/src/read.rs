@@ -262,6 +262,16 @@ impl Sink<'_> {
 /// (each batch's statement has a fixed cost of planning and of joining list entries).
 const MANIFESTS_PER_BATCH: usize = 4096;
 
+/// How a query's transaction starts: one read-only snapshot, so tags and manifests agree,
+/// and serial plans. Each statement of an index query reads thousands of rows (a dump goes a
+/// batch at a time); a parallel plan
+/// starts worker processes that compete with the leader (and with every other query) for
+/// the same cores, which cost about 25 ms of a 70 ms candidate statement on the
+/// 100,000-image benchmark (docs/performance.md). Both in one simple-protocol message: no
+/// extra round trip.
+const QUERY_TRANSACTION: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+                                 SET LOCAL max_parallel_workers_per_gather = 0";
+
 /// Runs an index query inside one read-only snapshot, handing each entry to `sink` in
 /// bytewise name order until it answers `false`. Manifests are loaded a batch of
 /// repositories at a time, so only one batch of them is held at once.
@@ -271,7 +281,7 @@ pub(crate) async fn query_each(
     mut sink: Sink<'_>,
 ) -> Result<(), StoreError> {
     let mut tx = pool
-        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .begin_with(QUERY_TRANSACTION)
         .await
         .during("starting a query")?;
     let rows: Vec<(String, String, String, Option<String>)> = narrow::candidate_tags(query)
