@@ -10,7 +10,11 @@
 //! `FLAGSTATE_BENCH_LOOP=axum` serves it with `axum::serve` instead, the unbounded
 //! baseline, to measure what the limits cost per request; `FLAGSTATE_BENCH_LOOP=shared`
 //! runs the bounded loop with `workers: 0` (on this process's multi-thread runtime
-//! rather than on worker threads of its own).
+//! rather than on worker threads of its own). `FLAGSTATE_BENCH_LOOP=hyper` is the floor
+//! under all of them: bare hyper on one event loop per core (as the bounded loop runs),
+//! no router, no middleware, no cache, answering every request with the precomputed
+//! Flatpak answer (the same bytes and validator headers) or, when `If-None-Match` names
+//! it, `304`.
 
 use std::sync::Arc;
 
@@ -68,7 +72,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("listening on {}", listener.local_addr()?);
-    if std::env::var("FLAGSTATE_BENCH_LOOP").is_ok_and(|v| v == "axum") {
+    if std::env::var("FLAGSTATE_BENCH_LOOP").is_ok_and(|v| v == "hyper") {
+        let body = answer(&state, FLATPAK_QUERY).await?;
+        let fixed = Arc::new(Fixed {
+            etag: format!("\"{}\"", body.hash()),
+            body: body.identity().load().await?,
+        });
+        bare_hyper(listener.into_std()?, fixed)?;
+    } else if std::env::var("FLAGSTATE_BENCH_LOOP").is_ok_and(|v| v == "axum") {
         axum::serve(listener, router(state)).await?;
     } else {
         let connections = state.connections();
@@ -86,4 +97,74 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await;
     }
     Ok(())
+}
+
+/// The one answer the bare hyper floor serves.
+struct Fixed {
+    etag: String,
+    body: bytes::Bytes,
+}
+
+/// Serves `fixed` with bare hyper: one current-thread runtime per core, each accepting
+/// on its own handle to the listening socket. Never returns while the sockets work.
+fn bare_hyper(
+    listener: std::net::TcpListener,
+    fixed: Arc<Fixed>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut handles = Vec::new();
+    for _ in 0..threads {
+        let listener = listener.try_clone()?;
+        let fixed = fixed.clone();
+        handles.push(std::thread::spawn(move || -> std::io::Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                loop {
+                    let (stream, _) = listener.accept().await?;
+                    let fixed = fixed.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |request| {
+                            let fixed = fixed.clone();
+                            async move { Ok::<_, std::convert::Infallible>(respond(&fixed, &request)) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            })
+        }));
+    }
+    for handle in handles {
+        handle.join().map_err(|_| "a server thread panicked")??;
+    }
+    Ok(())
+}
+
+fn respond<B>(
+    fixed: &Fixed,
+    request: &axum::http::Request<B>,
+) -> axum::http::Response<axum::body::Body> {
+    use axum::http::{StatusCode, header};
+    let matches = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == fixed.etag.as_bytes());
+    let builder = axum::http::Response::builder()
+        .header(header::ETAG, fixed.etag.as_str())
+        .header(header::CACHE_CONTROL, "max-age=60")
+        .header(header::VARY, "Accept-Encoding");
+    let response = if matches {
+        builder
+            .status(StatusCode::NOT_MODIFIED)
+            .body(axum::body::Body::empty())
+    } else {
+        builder
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(fixed.body.clone()))
+    };
+    response.unwrap_or_default()
 }
