@@ -263,12 +263,11 @@ impl Sink<'_> {
 const MANIFESTS_PER_BATCH: usize = 4096;
 
 /// How a query's transaction starts: one read-only snapshot, so tags and manifests agree,
-/// and serial plans. Each statement of an index query reads thousands of rows (a dump goes a
-/// batch at a time); a parallel plan
-/// starts worker processes that compete with the leader (and with every other query) for
-/// the same cores, which cost about 25 ms of a 70 ms candidate statement on the
-/// 100,000-image benchmark (docs/performance.md). Both in one simple-protocol message: no
-/// extra round trip.
+/// and serial plans. Each statement of an index query reads thousands of rows (a dump goes
+/// a batch at a time); a parallel plan starts worker processes that compete with the
+/// leader (and with every other query) for the same cores: on the 100,000-image benchmark
+/// (docs/performance.md) the candidate statement took 74 ms with them and 48 ms without.
+/// Both in one simple-protocol message: no extra round trip.
 const QUERY_TRANSACTION: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
                                  SET LOCAL max_parallel_workers_per_gather = 0";
 
