@@ -58,6 +58,14 @@ pub enum Command {
     Scan,
     /// Print the index JSON a query answers, from the store.
     Query(QueryArgs),
+    /// List the repositories of the index (name, tags, last change), or with REPO the
+    /// repository's tags newest first (tag, digest, since when). Reads the store only.
+    /// Exits 1 when REPO is not in the index, 2 when it is not a repository name.
+    Ls(LsArgs),
+    /// Print every digest REPO:TAG has pointed at while the index kept it, oldest first
+    /// (since when, digest). Reads the store only. Exits 1 when the index has no history
+    /// of the tag, 2 when the reference is malformed.
+    History(HistoryArgs),
     /// Compare the store with the registry; list missing, extra and moved tags. Exits 1
     /// when they differ.
     Check,
@@ -204,15 +212,37 @@ pub struct QueryArgs {
     pub pretty: bool,
 }
 
+/// Flags of `ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// A repository whose tags to list; none: list the repositories.
+    #[arg(value_name = "REPO")]
+    pub repository: Option<String>,
+    /// Only repositories under NAMESPACE/ (at any depth).
+    #[arg(long, value_name = "NAMESPACE", conflicts_with = "repository")]
+    pub namespace: Option<String>,
+}
+
+/// Flags of `history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The tag, as REPO:TAG.
+    #[arg(value_name = "REPO:TAG")]
+    pub reference: String,
+}
+
 impl Cli {
     /// Whether the command reads the registry (and so needs `registry.url`).
     pub fn needs_registry(&self) -> bool {
         match &self.command {
             Command::Serve(args) => !args.read_only,
             Command::Scan | Command::Check => true,
-            Command::Query(_) | Command::Index(_) | Command::Completions(_) | Command::Man(_) => {
-                false
-            }
+            Command::Query(_)
+            | Command::Ls(_)
+            | Command::History(_)
+            | Command::Index(_)
+            | Command::Completions(_)
+            | Command::Man(_) => false,
             // Checked as `serve` reads it.
             Command::Config(_) => true,
         }

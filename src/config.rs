@@ -38,6 +38,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "database",
     "cache",
     "interval",
+    "history",
     "log",
     "icons",
     "server",
@@ -76,6 +77,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// Periodic work of the indexer.
     pub interval: IntervalSettings,
+    /// How much tag history the index keeps.
+    pub history: HistorySettings,
     /// Logging.
     pub log: LogSettings,
     /// Icons extracted from `data:` URIs and served by the server.
@@ -101,6 +104,7 @@ impl Default for Config {
             database: DatabaseSettings::default(),
             cache: CacheSettings::default(),
             interval: IntervalSettings::default(),
+            history: HistorySettings::default(),
             log: LogSettings::default(),
             icons: IconSettings::default(),
             server: ServerSettings::default(),
@@ -656,6 +660,39 @@ impl IntervalSettings {
     }
 }
 
+/// `history.*`: the tag history `/v2/<name>/_flagstate/history/<tag>` serves, pruned at
+/// every garbage collection (`interval.garbage_collect`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorySettings {
+    /// Entries kept per tag, the newest (at least 1).
+    pub max_entries: usize,
+    /// Entries older than this are dropped, except each tag's current one; `0` keeps
+    /// them however old.
+    #[serde(with = "duration")]
+    pub max_age: Duration,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        let retention = flagstate_core::HistoryRetention::default();
+        HistorySettings {
+            max_entries: retention.max_entries,
+            max_age: retention.max_age.unwrap_or_default(),
+        }
+    }
+}
+
+impl HistorySettings {
+    /// The retention these settings describe.
+    pub fn retention(&self) -> flagstate_core::HistoryRetention {
+        flagstate_core::HistoryRetention {
+            max_entries: self.max_entries,
+            max_age: Some(self.max_age).filter(|age| !age.is_zero()),
+        }
+    }
+}
+
 /// `log.*`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -845,6 +882,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "events.max_pending_reconciles",
                 "must be at least 1",
+            ));
+        }
+        if self.history.max_entries == 0 {
+            return Err(ConfigError::invalid(
+                "history.max_entries",
+                "must be at least 1 (each tag keeps its current entry)",
             ));
         }
         self.server.validate()?;

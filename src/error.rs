@@ -37,6 +37,12 @@ pub enum CliError {
         /// Why.
         source: std::io::Error,
     },
+    /// An argument is malformed (a repository name, a `REPO:TAG` reference).
+    #[error("{0}")]
+    Usage(String),
+    /// What was asked for is not in the index.
+    #[error("{0}")]
+    NotFound(String),
     /// Any other failure while running, described.
     #[error("{0}")]
     Runtime(String),
@@ -46,7 +52,7 @@ impl CliError {
     /// The process exit status for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            CliError::Config(_) | CliError::Query(_) => ExitCode::from(2),
+            CliError::Config(_) | CliError::Query(_) | CliError::Usage(_) => ExitCode::from(2),
             _ => ExitCode::FAILURE,
         }
     }

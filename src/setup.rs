@@ -84,6 +84,7 @@ pub fn indexer(config: &Config, store: Arc<dyn Store>) -> Result<Indexer, CliErr
         .with_concurrency(config.registry.max_concurrency)
         .with_full_scan_interval(config.interval.fetch_all())
         .with_gc_interval(config.interval.garbage_collect())
+        .with_history_retention(config.history.retention())
         .with_max_pending_reconciles(config.events.max_pending_reconciles)
         .with_progress_log_interval(config.log.scan_progress_interval);
     Ok(Indexer::new(client, store, cfg))

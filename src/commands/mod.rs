@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod config;
+pub mod discovery;
 pub mod index;
 pub mod query;
 pub mod scan;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::CommandFactory as _;
 
-use crate::cli::{Cli, Command, ConfigCommand, IndexArgs, QueryArgs};
+use crate::cli::{Cli, Command, ConfigCommand, HistoryArgs, IndexArgs, LsArgs, QueryArgs};
 use crate::config::{Config, ConfigError, LogFormat};
 use crate::error::CliError;
 use crate::logging;
@@ -26,6 +27,10 @@ pub enum Job<'a> {
     Scan(Config),
     /// `query`.
     Query(&'a QueryArgs, Config),
+    /// `ls`.
+    Ls(&'a LsArgs, Config),
+    /// `history`.
+    History(&'a HistoryArgs, Config),
     /// `check`.
     Check(Config),
     /// `index`: its `--config` is a regindexer file, not flagstate's configuration.
@@ -57,6 +62,8 @@ pub fn prepare(cli: &Cli) -> Result<Job<'_>, CliError> {
         Command::Serve(_) => Job::Serve(load()?),
         Command::Scan => Job::Scan(load()?),
         Command::Query(args) => Job::Query(args, load()?),
+        Command::Ls(args) => Job::Ls(args, load()?),
+        Command::History(args) => Job::History(args, load()?),
         Command::Check => Job::Check(load()?),
         Command::Index(args) => {
             let config = cli.config.as_deref().ok_or_else(|| {
@@ -95,6 +102,8 @@ pub async fn run(job: Job<'_>) -> Result<ExitCode, CliError> {
         Job::Serve(config) => crate::serve::run(&config).await,
         Job::Scan(config) => scan::run(&config).await,
         Job::Query(args, config) => query::run(args, &config).await,
+        Job::Ls(args, config) => discovery::ls(args, &config).await,
+        Job::History(args, config) => discovery::history(args, &config).await,
         Job::Check(config) => check::run(&config).await,
         Job::Index { config, args } => index::run(config, args).await,
         Job::ConfigCheck(config, source) => config::run(&config, source),

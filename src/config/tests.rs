@@ -629,3 +629,31 @@ fn postgres_generation_poll() {
         Ok(())
     });
 }
+
+#[test]
+fn history_retention_has_a_default_a_key_and_a_floor() {
+    Jail::expect_with(|jail| {
+        let c = Config::load(None).unwrap();
+        assert_eq!(
+            c.history.retention(),
+            flagstate_core::HistoryRetention::default()
+        );
+        let c = load(jail, "history:\n  max_entries: 5\n  max_age: 7d\n").unwrap();
+        let retention = c.history.retention();
+        assert_eq!(retention.max_entries, 5);
+        assert_eq!(retention.max_age, Some(Duration::from_secs(7 * 24 * 3600)));
+        jail.set_env("FLAGSTATE_HISTORY__MAX_AGE", "0");
+        let c = load(jail, "history:\n  max_entries: 5\n").unwrap();
+        assert_eq!(
+            c.history.retention().max_age,
+            None,
+            "0 keeps entries however old"
+        );
+        let c = load(jail, "history:\n  max_entries: 0\n").unwrap();
+        let e = c.validate(false).unwrap_err().to_string();
+        assert!(e.contains("history.max_entries"), "{e}");
+        let e = load_err(jail, "history:\n  max_entrys: 3\n");
+        assert!(e.contains("max_entrys"), "{e}");
+        Ok(())
+    });
+}

@@ -31,6 +31,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::digest::Digest;
+use crate::timestamp::Timestamp;
 
 /// What happened in the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +75,14 @@ pub struct RegistryEvent {
     pub digest: Option<Digest>,
     /// Media type of the target, when stated (`application/octet-stream` for blobs).
     pub media_type: Option<String>,
+    /// When it happened, as the sender states it (the distribution event's `timestamp`,
+    /// the CloudEvent's `time`); `None` when absent or not RFC 3339.
+    pub timestamp: Option<Timestamp>,
+}
+
+/// A sender's timestamp text, when it is one.
+fn timestamp(text: Option<&str>) -> Option<Timestamp> {
+    text.and_then(|t| Timestamp::parse_rfc3339(t).ok())
 }
 
 /// Why a notification body cannot be read.
@@ -110,6 +119,8 @@ struct DistributionEvent {
     #[serde(default)]
     action: String,
     #[serde(default)]
+    timestamp: Option<String>,
+    #[serde(default)]
     target: Target,
 }
 
@@ -135,7 +146,11 @@ pub fn parse_distribution(body: &[u8]) -> Result<Vec<RegistryEvent>, EventError>
         .enumerate()
         .map(|(index, e)| {
             let action = EventAction::from_action(&e.action);
-            distribution_event(index, e.id, action, e.target)
+            let at = timestamp(e.timestamp.as_deref());
+            distribution_event(index, e.id, action, e.target).map(|event| RegistryEvent {
+                timestamp: at,
+                ..event
+            })
         })
         .collect()
 }
@@ -166,6 +181,7 @@ fn distribution_event(
         tag: target.tag.filter(|t| !t.is_empty()),
         digest,
         media_type: target.media_type.filter(|m| !m.is_empty()),
+        timestamp: None,
     })
 }
 
@@ -198,6 +214,10 @@ pub fn parse_cloudevents(body: &[u8]) -> Result<Vec<RegistryEvent>, EventError> 
                 _ => String::new(),
             };
             let id = text(object.remove("id"));
+            let time = match object.remove("time") {
+                Some(Value::String(s)) => Some(s),
+                _ => Some(text(object.remove("eventTime"))),
+            };
             let kind = match object.remove("type") {
                 Some(Value::String(s)) => s,
                 _ => text(object.remove("eventType")),
@@ -216,7 +236,11 @@ pub fn parse_cloudevents(body: &[u8]) -> Result<Vec<RegistryEvent>, EventError> 
                 Some(v) => v,
                 None => Value::Null,
             };
-            cloudevent(index, id, &kind, data)
+            let at = timestamp(time.as_deref());
+            cloudevent(index, id, &kind, data).map(|event| RegistryEvent {
+                timestamp: event.timestamp.or(at),
+                ..event
+            })
         })
         .collect()
 }
@@ -237,7 +261,11 @@ pub fn parse_cloudevent_binary(
     } else {
         serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?
     };
-    cloudevent(0, id, kind, data)
+    let at = timestamp(attrs.get("time").map(String::as_str));
+    cloudevent(0, id, kind, data).map(|event| RegistryEvent {
+        timestamp: event.timestamp.or(at),
+        ..event
+    })
 }
 
 /// zot's event data.
@@ -293,6 +321,7 @@ fn cloudevent(
             tag,
             digest,
             media_type: Some(data.media_type).filter(|m| !m.is_empty()),
+            timestamp: None,
         });
     }
     let acr_action = match kind {
@@ -306,12 +335,19 @@ fn cloudevent(
             .map_err(|e| invalid(format!("{kind} data: {e}")))?,
         _ => None,
     };
+    // A wrapped distribution event's own `timestamp` wins over the envelope's `time`.
+    let stamped = |event: RegistryEvent, at: Option<String>| RegistryEvent {
+        timestamp: timestamp(at.as_deref()),
+        ..event
+    };
     match (acr_action, wrapped) {
-        (Some(action), Some(event)) => distribution_event(index, id, action, event.target),
+        (Some(action), Some(event)) => {
+            distribution_event(index, id, action, event.target).map(|e| stamped(e, event.timestamp))
+        }
         (Some(_), None) => Err(invalid(format!("{kind} data has no target"))),
         (None, Some(event)) if !event.action.is_empty() => {
             let action = EventAction::from_action(&event.action);
-            distribution_event(index, id, action, event.target)
+            distribution_event(index, id, action, event.target).map(|e| stamped(e, event.timestamp))
         }
         _ => {
             let repository = match &data {
@@ -330,6 +366,7 @@ fn cloudevent(
                 tag: None,
                 digest: None,
                 media_type: None,
+                timestamp: None,
             })
         }
     }

@@ -49,6 +49,7 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod digest;
+pub mod discovery;
 pub mod events;
 #[cfg(feature = "icons")]
 mod files;
@@ -72,8 +73,13 @@ pub mod store;
 pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod timestamp;
 
 pub use digest::{Digest, DigestError};
+pub use discovery::{
+    HistoryEntry, HistoryRetention, ListOrder, Listing, Position, RepositoryInfo,
+    RepositoryListing, TagInfo,
+};
 pub use memory::MemoryStore;
 pub use model::{Image, ImageList, ListEntry, Manifest, Platform, RepositorySnapshot, TagChange};
 pub use name::{NameError, RepositoryName, Tag};
@@ -85,3 +91,4 @@ pub use store::{
     Capabilities, ConsumerGone, EntrySender, EntryStream, GcStats, Generation, SearchHit,
     SearchPage, Store, StoreError, StoreExt, StoreNotReady,
 };
+pub use timestamp::{Timestamp, TimestampError};

@@ -11,6 +11,9 @@ use async_trait::async_trait;
 use tokio::sync::RwLock;
 
 use crate::digest::Digest;
+use crate::discovery::{
+    HistoryEntry, HistoryRetention, Listing, RepositoryInfo, RepositoryListing, TagInfo,
+};
 use crate::model::{Description, Manifest, RepositorySnapshot, TagChange, check_list_entry};
 use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
@@ -19,6 +22,7 @@ use crate::search::{Field, SearchDocument, words};
 use crate::store::{
     Capabilities, GcStats, Generation, SearchHit, SearchPage, Store, StoreError, StoreNotReady,
 };
+use crate::timestamp::Timestamp;
 
 /// Tag → digest map of one repository.
 type Tags = BTreeMap<Tag, Digest>;
@@ -36,8 +40,53 @@ pub struct MemoryStore {
 struct State {
     manifests: BTreeMap<Digest, Manifest>,
     repositories: BTreeMap<RepositoryName, Tags>,
+    /// The times and tag history of each repository in `repositories`.
+    times: BTreeMap<RepositoryName, Times>,
     generation: Generation,
     registry_url: Option<String>,
+}
+
+/// When a repository and its tags changed, and the history of its tags.
+#[derive(Debug)]
+struct Times {
+    created: Timestamp,
+    updated: Timestamp,
+    tags: BTreeMap<Tag, Timestamp>,
+    history: BTreeMap<Tag, Vec<HistoryEntry>>,
+}
+
+impl Times {
+    fn new(at: Timestamp) -> Self {
+        Times {
+            created: at,
+            updated: at,
+            tags: BTreeMap::new(),
+            history: BTreeMap::new(),
+        }
+    }
+
+    /// Records that `tag` now points at `digest`, since `at`.
+    fn put(&mut self, tag: &Tag, digest: &Digest, at: Timestamp) {
+        self.tags.insert(tag.clone(), at);
+        self.history
+            .entry(tag.clone())
+            .or_default()
+            .push(HistoryEntry {
+                digest: digest.clone(),
+                since: at,
+            });
+        self.touch(at);
+    }
+
+    fn delete(&mut self, tag: &Tag, at: Timestamp) {
+        self.tags.remove(tag);
+        self.touch(at);
+    }
+
+    /// The repository changed at `at` (its `updated` time never goes back).
+    fn touch(&mut self, at: Timestamp) {
+        self.updated = self.updated.max(at);
+    }
 }
 
 impl MemoryStore {
@@ -148,8 +197,23 @@ impl Store for MemoryStore {
         let digests: Vec<&Digest> = snapshot.tags.values().collect();
         let new = state.admit(&snapshot.name, &digests, &snapshot.manifests)?;
         state.manifests.extend(new);
-        let changed = state.repositories.get(&snapshot.name) != Some(&snapshot.tags);
-        if changed {
+        let old = state.repositories.get(&snapshot.name).cloned();
+        if old.as_ref() != Some(&snapshot.tags) {
+            let old = old.unwrap_or_default();
+            let at = snapshot.at;
+            let times = state
+                .times
+                .entry(snapshot.name.clone())
+                .or_insert_with(|| Times::new(at));
+            for tag in old.keys().filter(|t| !snapshot.tags.contains_key(*t)) {
+                times.delete(tag, at);
+            }
+            for (tag, digest) in &snapshot.tags {
+                if old.get(tag) != Some(digest) {
+                    times.put(tag, digest, at);
+                }
+            }
+            times.touch(at);
             state
                 .repositories
                 .insert(snapshot.name.clone(), snapshot.tags.clone());
@@ -161,6 +225,7 @@ impl Store for MemoryStore {
     async fn remove_repository(&self, name: &RepositoryName) -> Result<Generation, StoreError> {
         let mut state = self.state.write().await;
         if state.repositories.remove(name).is_some() {
+            state.times.remove(name);
             return Ok(state.bump());
         }
         Ok(state.generation)
@@ -175,32 +240,61 @@ impl Store for MemoryStore {
                 tag,
                 digest,
                 manifests,
+                at,
             } => {
                 let new = state.admit(repository, &[digest], manifests)?;
                 state.manifests.extend(new);
+                let created = !state.repositories.contains_key(repository);
                 let tags = state.repositories.entry(repository.clone()).or_default();
-                if tags.get(tag) != Some(digest) {
+                if created || tags.get(tag) != Some(digest) {
+                    let moved = tags.get(tag) != Some(digest);
                     tags.insert(tag.clone(), digest.clone());
+                    let times = state
+                        .times
+                        .entry(repository.clone())
+                        .or_insert_with(|| Times::new(*at));
+                    if moved {
+                        times.put(tag, digest, *at);
+                    }
                     return Ok(state.bump());
                 }
             }
-            TagChange::DeleteTag { repository, tag } => {
+            TagChange::DeleteTag {
+                repository,
+                tag,
+                at,
+            } => {
                 let removed = state
                     .repositories
                     .get_mut(repository)
                     .and_then(|tags| tags.remove(tag));
                 if removed.is_some() {
+                    if let Some(times) = state.times.get_mut(repository) {
+                        times.delete(tag, *at);
+                    }
                     return Ok(state.bump());
                 }
             }
-            TagChange::DeleteManifest { repository, digest } => {
-                let mut removed = false;
+            TagChange::DeleteManifest {
+                repository,
+                digest,
+                at,
+            } => {
+                let mut removed = Vec::new();
                 if let Some(tags) = state.repositories.get_mut(repository) {
-                    let before = tags.len();
+                    removed = tags
+                        .iter()
+                        .filter(|(_, d)| *d == digest)
+                        .map(|(t, _)| t.clone())
+                        .collect();
                     tags.retain(|_, d| d != digest);
-                    removed = tags.len() != before;
                 }
-                if removed {
+                if !removed.is_empty() {
+                    if let Some(times) = state.times.get_mut(repository) {
+                        for tag in &removed {
+                            times.delete(tag, *at);
+                        }
+                    }
                     return Ok(state.bump());
                 }
             }
@@ -255,6 +349,85 @@ impl Store for MemoryStore {
                 query.evaluate_repository(name, tags, |d| state.manifests.get(d))
             })
             .collect())
+    }
+
+    async fn list_repositories(
+        &self,
+        listing: &RepositoryListing,
+    ) -> Result<Vec<RepositoryInfo>, StoreError> {
+        listing.listing.validate()?;
+        let state = self.state.read().await;
+        let all = state.repositories.iter().filter_map(|(name, tags)| {
+            let times = state.times.get(name)?;
+            Some(RepositoryInfo {
+                name: name.clone(),
+                tags: tags.len() as u64,
+                created: times.created,
+                updated: times.updated,
+            })
+        });
+        Ok(listing.select(all))
+    }
+
+    async fn list_tags(
+        &self,
+        repository: &RepositoryName,
+        listing: &Listing,
+    ) -> Result<Option<Vec<TagInfo>>, StoreError> {
+        listing.validate()?;
+        let state = self.state.read().await;
+        let (Some(tags), Some(times)) = (
+            state.repositories.get(repository),
+            state.times.get(repository),
+        ) else {
+            return Ok(None);
+        };
+        let all = tags.iter().filter_map(|(tag, digest)| {
+            let manifest = state.manifests.get(digest)?;
+            Some(TagInfo {
+                tag: tag.clone(),
+                digest: digest.clone(),
+                media_type: manifest.media_type().to_owned(),
+                updated: times.tags.get(tag).copied().unwrap_or(times.created),
+                created: match manifest {
+                    Manifest::Image(image) => image.created.clone(),
+                    Manifest::List(_) => None,
+                },
+            })
+        });
+        Ok(Some(listing.select(all)))
+    }
+
+    async fn tag_history(
+        &self,
+        repository: &RepositoryName,
+        tag: &Tag,
+    ) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
+        let state = self.state.read().await;
+        Ok(state
+            .times
+            .get(repository)
+            .map(|times| times.history.get(tag).cloned().unwrap_or_default()))
+    }
+
+    async fn prune_history(
+        &self,
+        retention: &HistoryRetention,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut state = self.state.write().await;
+        let mut dropped = 0;
+        for times in state.times.values_mut() {
+            for history in times.history.values_mut() {
+                let before = history.len();
+                retention.keep(history, now);
+                dropped += (before - history.len()) as u64;
+            }
+        }
+        if dropped > 0 {
+            state.bump();
+        }
+        Ok(dropped)
     }
 
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
@@ -372,6 +545,7 @@ mod tests {
             name: RepositoryName::parse("app").unwrap(),
             tags: BTreeMap::from([(Tag::parse("latest").unwrap(), image.digest.clone())]),
             manifests: vec![Manifest::Image(image)],
+            at: Timestamp::from_millis(1),
         };
         let result = store.replace_repository(&snapshot).await;
         assert!(matches!(result, Err(StoreError::Invalid(_))), "{result:?}");

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::name::{RepositoryName, Tag};
 use crate::store::StoreError;
+use crate::timestamp::Timestamp;
 
 /// Media type of an OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -150,6 +151,10 @@ pub struct RepositorySnapshot {
     pub tags: BTreeMap<Tag, Digest>,
     /// Manifests (images, lists and list children) the tags need.
     pub manifests: Vec<Manifest>,
+    /// When the scan read these tags: the `updated` time of every tag this snapshot adds
+    /// or moves, and of the repository when anything changed (its `created` time when it
+    /// is new). Tags the store already holds at the same digest keep their times.
+    pub at: Timestamp,
 }
 
 /// One incremental change, typically derived from a registry notification.
@@ -166,6 +171,8 @@ pub enum TagChange {
         digest: Digest,
         /// Manifests the store may not have yet.
         manifests: Vec<Manifest>,
+        /// When it happened (the notification's timestamp, else when it was seen).
+        at: Timestamp,
     },
     /// `repository:tag` no longer exists.
     DeleteTag {
@@ -173,6 +180,8 @@ pub enum TagChange {
         repository: RepositoryName,
         /// Tag name.
         tag: Tag,
+        /// When it happened (the notification's timestamp, else when it was seen).
+        at: Timestamp,
     },
     /// The manifest `digest` was deleted from `repository`: every tag of that repository
     /// pointing at it is gone.
@@ -181,6 +190,8 @@ pub enum TagChange {
         repository: RepositoryName,
         /// Digest of the deleted manifest.
         digest: Digest,
+        /// When it happened (the notification's timestamp, else when it was seen).
+        at: Timestamp,
     },
 }
 
@@ -191,6 +202,15 @@ impl TagChange {
             TagChange::Put { repository, .. }
             | TagChange::DeleteTag { repository, .. }
             | TagChange::DeleteManifest { repository, .. } => repository,
+        }
+    }
+
+    /// When the change happened.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            TagChange::Put { at, .. }
+            | TagChange::DeleteTag { at, .. }
+            | TagChange::DeleteManifest { at, .. } => *at,
         }
     }
 }
@@ -337,6 +357,7 @@ mod tests {
             name: RepositoryName::parse(name).unwrap(),
             tags: BTreeMap::from([(Tag::parse(tag).unwrap(), digest.clone())]),
             manifests: vec![image(media_type)],
+            at: Timestamp::from_millis(1),
         };
         assert!(snapshot("app", "latest", OCI_MANIFEST).validate().is_ok());
         assert_eq!(
@@ -348,6 +369,7 @@ mod tests {
             tag: Tag::parse("latest").unwrap(),
             digest: digest.clone(),
             manifests: vec![image("")],
+            at: Timestamp::from_millis(1),
         };
         assert_eq!(
             message(put.validate()),
@@ -356,6 +378,7 @@ mod tests {
         let delete = TagChange::DeleteTag {
             repository: app.clone(),
             tag: Tag::parse("x").unwrap(),
+            at: Timestamp::from_millis(1),
         };
         assert!(delete.validate().is_ok());
         let list = Digest::sha256_of(b"list");

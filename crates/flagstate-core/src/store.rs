@@ -10,10 +10,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::digest::Digest;
+use crate::discovery::{
+    HistoryEntry, HistoryRetention, Listing, RepositoryInfo, RepositoryListing, TagInfo,
+};
 use crate::model::{Manifest, RepositorySnapshot, TagChange};
 use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
 use crate::response::{IndexResponse, RepositoryEntry};
+use crate::timestamp::Timestamp;
 
 /// The entries of an index answer, in bytewise repository name order, as
 /// [`Store::query_stream`] hands them over.
@@ -297,6 +301,43 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         Ok(EntryStream::from_entries(self.query(query).await?))
     }
 
+    /// One page of the repository listing (see [`discovery`](crate::discovery)): the
+    /// known repositories in `listing.namespace`, in the listing's order, after its
+    /// position, at most `listing.limit`; equal to [`RepositoryListing::select`] over all
+    /// of them. A repository whose tags were all deleted is listed with 0 tags.
+    async fn list_repositories(
+        &self,
+        listing: &RepositoryListing,
+    ) -> Result<Vec<RepositoryInfo>, StoreError>;
+
+    /// One page of a repository's tags, equal to [`Listing::select`] over all of them;
+    /// `None` when the repository is unknown.
+    async fn list_tags(
+        &self,
+        repository: &RepositoryName,
+        listing: &Listing,
+    ) -> Result<Option<Vec<TagInfo>>, StoreError>;
+
+    /// Every digest `tag` has pointed at while this index kept it, oldest first, each
+    /// with the time it started (a tag deleted and pushed again starts a new entry); the
+    /// last entry is the current digest while the tag exists. History outlives a deleted
+    /// tag and goes with its repository. `None` when the repository is unknown; an empty
+    /// list when the tag has no history.
+    async fn tag_history(
+        &self,
+        repository: &RepositoryName,
+        tag: &Tag,
+    ) -> Result<Option<Vec<HistoryEntry>>, StoreError>;
+
+    /// Drops the history entries `retention` does not keep at `now`
+    /// ([`HistoryRetention::keep`] per tag) and returns how many. Bumps the generation
+    /// iff it dropped any (history answers change; index answers never do).
+    async fn prune_history(
+        &self,
+        retention: &HistoryRetention,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+
     /// Full-text search over repository names and the descriptive labels/annotations of
     /// their tagged images (see [`Description`](crate::model::Description)). Terms are
     /// matched case-insensitively; every term must match (as a word prefix) for a
@@ -387,6 +428,33 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     async fn query_stream(&self, query: &IndexQuery) -> Result<EntryStream, StoreError> {
         (**self).query_stream(query).await
+    }
+    async fn list_repositories(
+        &self,
+        listing: &RepositoryListing,
+    ) -> Result<Vec<RepositoryInfo>, StoreError> {
+        (**self).list_repositories(listing).await
+    }
+    async fn list_tags(
+        &self,
+        repository: &RepositoryName,
+        listing: &Listing,
+    ) -> Result<Option<Vec<TagInfo>>, StoreError> {
+        (**self).list_tags(repository, listing).await
+    }
+    async fn tag_history(
+        &self,
+        repository: &RepositoryName,
+        tag: &Tag,
+    ) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
+        (**self).tag_history(repository, tag).await
+    }
+    async fn prune_history(
+        &self,
+        retention: &HistoryRetention,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        (**self).prune_history(retention, now).await
     }
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
         (**self).search(text, offset, limit).await

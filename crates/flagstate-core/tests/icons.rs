@@ -50,6 +50,7 @@ fn single(name: &str, image: Image) -> RepositorySnapshot {
         name: name.parse().unwrap(),
         tags: BTreeMap::from([("latest".parse().unwrap(), image.digest.clone())]),
         manifests: vec![Manifest::Image(image)],
+        at: flagstate_core::Timestamp::now(),
     }
 }
 
@@ -94,6 +95,7 @@ async fn collect_keeps_what_answers_reference_and_deletes_the_rest() {
             name: "app/b".parse().unwrap(),
             tags: BTreeMap::from([("latest".parse().unwrap(), list.digest.clone())]),
             manifests: vec![Manifest::List(list), Manifest::Image(child)],
+            at: flagstate_core::Timestamp::now(),
         })
         .await
         .unwrap();
@@ -203,6 +205,33 @@ impl Store for WriteDuringQuery {
                 .await?;
         }
         Ok(answer)
+    }
+    async fn list_repositories(
+        &self,
+        listing: &flagstate_core::discovery::RepositoryListing,
+    ) -> Result<Vec<flagstate_core::discovery::RepositoryInfo>, StoreError> {
+        self.inner.list_repositories(listing).await
+    }
+    async fn list_tags(
+        &self,
+        repository: &flagstate_core::RepositoryName,
+        listing: &flagstate_core::discovery::Listing,
+    ) -> Result<Option<Vec<flagstate_core::discovery::TagInfo>>, StoreError> {
+        self.inner.list_tags(repository, listing).await
+    }
+    async fn tag_history(
+        &self,
+        repository: &flagstate_core::RepositoryName,
+        tag: &flagstate_core::Tag,
+    ) -> Result<Option<Vec<flagstate_core::discovery::HistoryEntry>>, StoreError> {
+        self.inner.tag_history(repository, tag).await
+    }
+    async fn prune_history(
+        &self,
+        retention: &flagstate_core::discovery::HistoryRetention,
+        now: flagstate_core::Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.inner.prune_history(retention, now).await
     }
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
         self.inner.search(text, offset, limit).await

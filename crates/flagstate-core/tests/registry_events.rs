@@ -343,6 +343,7 @@ async fn bursts_of_events_coalesce_into_few_rescans() {
             tag: Some(tag.clone()),
             digest: Some(image.digest.clone()),
             media_type: Some(image.media_type.clone()),
+            timestamp: None,
         })
         .collect();
     for event in &events {
@@ -395,6 +396,7 @@ async fn pushes_of_artifacts_and_blobs_change_nothing() {
             tag: Some("sbom".into()),
             digest: Some(artifact.digest.clone()),
             media_type: Some(artifact.media_type.clone()),
+            timestamp: None,
         }])
         .await
         .unwrap();
@@ -526,6 +528,7 @@ async fn spawn_after_scan_does_not_repeat_the_first_scan() {
                 tag: Some("v2".into()),
                 digest: Some(v2.digest.clone()),
                 media_type: Some(v2.media_type.clone()),
+                timestamp: None,
             }])
             .await
             .unwrap();
@@ -577,6 +580,7 @@ async fn invented_repositories_cost_nothing_and_the_queue_is_capped() {
         tag: tag.map(str::to_owned),
         digest: digest.then(|| Digest::sha256_of(format!("m{i}").as_bytes())),
         media_type: Some(DOCKER_MANIFEST.into()),
+        timestamp: None,
     };
     // Deletes and pushes of manifests the registry does not have: ignored, no re-scan.
     let mut events = Vec::new();

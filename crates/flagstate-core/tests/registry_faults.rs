@@ -580,6 +580,7 @@ async fn events_the_registry_can_never_serve_are_skipped_not_refused() {
         tag: Some("v1".into()),
         digest: Some(digest.clone()),
         media_type: Some(media_type.clone()),
+        timestamp: None,
     };
     // Storage serving other bytes than the digest names: no retry can fix that.
     let proxy = Proxy::start(&registry.address()).await;

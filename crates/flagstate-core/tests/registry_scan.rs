@@ -360,6 +360,7 @@ async fn vanished_and_emptied_repositories() {
             name: "ghost/repo".parse().unwrap(),
             tags: BTreeMap::from([("old".parse().unwrap(), keep.digest.clone())]),
             manifests: vec![],
+            at: flagstate_core::Timestamp::now(),
         })
         .await
         .unwrap_err(); // the digest is not stored yet: MissingManifest, nothing written
@@ -369,6 +370,7 @@ async fn vanished_and_emptied_repositories() {
             name: "ghost/repo".parse().unwrap(),
             tags: BTreeMap::from([("old".parse().unwrap(), keep.digest.clone())]),
             manifests: vec![],
+            at: flagstate_core::Timestamp::now(),
         })
         .await
         .unwrap();
@@ -549,6 +551,33 @@ impl Store for RacingStore {
     }
     async fn query(&self, query: &IndexQuery) -> Result<Vec<RepositoryEntry>, StoreError> {
         self.inner.query(query).await
+    }
+    async fn list_repositories(
+        &self,
+        listing: &flagstate_core::discovery::RepositoryListing,
+    ) -> Result<Vec<flagstate_core::discovery::RepositoryInfo>, StoreError> {
+        self.inner.list_repositories(listing).await
+    }
+    async fn list_tags(
+        &self,
+        repository: &flagstate_core::RepositoryName,
+        listing: &flagstate_core::discovery::Listing,
+    ) -> Result<Option<Vec<flagstate_core::discovery::TagInfo>>, StoreError> {
+        self.inner.list_tags(repository, listing).await
+    }
+    async fn tag_history(
+        &self,
+        repository: &flagstate_core::RepositoryName,
+        tag: &flagstate_core::Tag,
+    ) -> Result<Option<Vec<flagstate_core::discovery::HistoryEntry>>, StoreError> {
+        self.inner.tag_history(repository, tag).await
+    }
+    async fn prune_history(
+        &self,
+        retention: &flagstate_core::discovery::HistoryRetention,
+        now: flagstate_core::Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.inner.prune_history(retention, now).await
     }
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
         self.inner.search(text, offset, limit).await

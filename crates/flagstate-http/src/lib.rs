@@ -36,6 +36,7 @@ pub mod cache;
 pub mod conditional;
 pub mod config;
 pub mod detached;
+pub mod discovery;
 pub mod encoding;
 pub mod error;
 pub mod events;
@@ -79,6 +80,9 @@ pub fn api_routes(config: &HttpConfig) -> OpenApiRouter<AppState> {
         .routes(routes!(search::v1_search))
         .routes(routes!(search::ping))
         .routes(routes!(search::catalog))
+        .routes(routes!(discovery::discover))
+        .routes(routes!(discovery::repositories))
+        .routes(routes!(discovery::repository))
         .routes(routes!(icons::serve))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -40,15 +40,19 @@ pub const EVENTS_SECURITY: &str = "events_token";
         title = "flagstate",
         description = "Index of a container registry's metadata: the registry index \
             protocol (`/index/static`, `/index/dynamic`), `podman search` (`/v1/search`, \
-            `/v2/`, `/v2/_catalog`), registry notifications (`/events`), icons, probes, \
-            metrics and (when enabled) the web UI. Every API error is JSON \
-            `{\"error\": {\"code\", \"message\"}}`."
+            `/v2/`, `/v2/_catalog`), content discovery (`/v2/_flagstate/…`, \
+            `/v2/<name>/_flagstate/…`, `_oci/ext/discover`), registry notifications \
+            (`/events`), icons, probes, metrics and (when enabled) the web UI. Every API \
+            error is JSON `{\"error\": {\"code\", \"message\"}}`, except under `/v2/` \
+            beyond the ping and the catalog, where errors take the distribution format \
+            `{\"errors\": [{\"code\", \"message\"}]}`."
     ),
     components(schemas(ErrorBody)),
     modifiers(&EventsSecurity),
     tags(
         (name = "index", description = "The registry index protocol."),
         (name = "search", description = "What `podman search` and `docker search` ask."),
+        (name = "discovery", description = "Content discovery: repositories, tags by time, tag history."),
         (name = "events", description = "Registry notifications."),
         (name = "icons", description = "Application icons extracted from image labels."),
         (name = "operations", description = "Probes, metrics and this description."),

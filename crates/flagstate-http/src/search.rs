@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use flagstate_core::discovery::{ListOrder, Listing, Position, RepositoryListing};
+
 use crate::error::{ErrorBody, HttpError};
 use crate::params::{QueryParams, Repeated};
 use crate::state::AppState;
@@ -196,16 +198,19 @@ pub async fn catalog(
             ));
         }
     };
-    let after = params.get("last").unwrap_or("");
-    let all = state.store().repositories().await?;
-    let start = all.partition_point(|r| r.as_bytes() <= after.as_bytes());
-    let page: Vec<String> = all
-        .iter()
-        .skip(start)
-        .take(n)
-        .map(|r| r.to_string())
-        .collect();
-    let more = start + page.len() < all.len();
+    let after = params.get("last").filter(|l| !l.is_empty());
+    let listing = RepositoryListing {
+        namespace: None,
+        listing: Listing {
+            order: ListOrder::Name,
+            after: after.map(|l| Position::Name(l.to_owned())),
+            limit: n + 1,
+        },
+    };
+    let mut found = state.store().list_repositories(&listing).await?;
+    let more = found.len() > n;
+    found.truncate(n);
+    let page: Vec<String> = found.into_iter().map(|r| r.name.to_string()).collect();
     let next = page.last().cloned();
     let mut response = Json(Catalog { repositories: page }).into_response();
     if let (true, Some(next)) = (more, next) {

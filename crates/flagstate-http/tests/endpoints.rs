@@ -25,9 +25,10 @@ async fn v2_ping_answers_like_a_registry() {
         r.header("docker-distribution-api-version"),
         Some("registry/2.0")
     );
-    get(&app, "/v2/foo/manifests/latest", &[])
-        .await
-        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    // Under /v2/ errors take the distribution format, which registry clients read.
+    let r = get(&app, "/v2/foo/manifests/latest", &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.json()["errors"][0]["code"], "UNSUPPORTED");
 }
 
 #[tokio::test]

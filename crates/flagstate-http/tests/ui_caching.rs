@@ -58,6 +58,7 @@ async fn etag_is_stable_for_same_data_and_changes_with_it() {
             name: "aaa-new".parse().unwrap(),
             tags: BTreeMap::from([("v1".parse().unwrap(), img.digest.clone())]),
             manifests: vec![Manifest::Image(img)],
+            at: flagstate_core::Timestamp::now(),
         })
         .await
         .unwrap();

@@ -57,6 +57,33 @@ impl Store for DownStore {
     async fn query(&self, _: &IndexQuery) -> Result<Vec<RepositoryEntry>, StoreError> {
         down()
     }
+    async fn list_repositories(
+        &self,
+        _: &flagstate_core::discovery::RepositoryListing,
+    ) -> Result<Vec<flagstate_core::discovery::RepositoryInfo>, StoreError> {
+        down()
+    }
+    async fn list_tags(
+        &self,
+        _: &flagstate_core::RepositoryName,
+        _: &flagstate_core::discovery::Listing,
+    ) -> Result<Option<Vec<flagstate_core::discovery::TagInfo>>, StoreError> {
+        down()
+    }
+    async fn tag_history(
+        &self,
+        _: &flagstate_core::RepositoryName,
+        _: &flagstate_core::Tag,
+    ) -> Result<Option<Vec<flagstate_core::discovery::HistoryEntry>>, StoreError> {
+        down()
+    }
+    async fn prune_history(
+        &self,
+        _: &flagstate_core::discovery::HistoryRetention,
+        _: flagstate_core::Timestamp,
+    ) -> Result<u64, StoreError> {
+        down()
+    }
     async fn search(&self, _: &str, _: u64, _: u64) -> Result<SearchPage, StoreError> {
         down()
     }

@@ -19,7 +19,12 @@
 //! - `list_entries`: the children of image lists, in order, with the effective platform
 //!   queries match them by.
 //! - `repositories` and `tags`: names, and tag → digest, plus each repository's weighted
-//!   full-text document.
+//!   full-text document, and the discovery times (milliseconds since the epoch): when a
+//!   repository was created and last changed, when a tag started pointing at its digest,
+//!   each indexed by `(updated, name)` for keyset pages in time order.
+//! - `tag_history`: every digest a tag pointed at and since when, in write order (`seq`).
+//!   It names tag and digest by text, so it outlives deleted tags and collected
+//!   manifests, and cascades with its repository.
 //!
 //! Names, tags and digests are `COLLATE "C"`, so ordering is bytewise whatever the
 //! database locale. Migrations are embedded and applied by the writer at open; they only
@@ -67,6 +72,7 @@
 
 #![warn(missing_docs)]
 
+mod discovery;
 mod error;
 mod narrow;
 mod nodelay;
@@ -83,12 +89,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use flagstate_core::discovery::{
+    HistoryEntry, HistoryRetention, Listing, RepositoryInfo, RepositoryListing, TagInfo,
+};
 use flagstate_core::model::{Manifest, RepositorySnapshot, TagChange};
 use flagstate_core::response::RepositoryEntry;
 use flagstate_core::store::StoreNotReady;
 use flagstate_core::{
     Capabilities, Digest, EntryStream, GcStats, Generation, IndexQuery, RepositoryName, SearchPage,
-    Store, StoreError, Tag,
+    Store, StoreError, Tag, Timestamp,
 };
 use sqlx::PgPool;
 
@@ -473,6 +482,42 @@ impl Store for PgStore {
             }
         });
         Ok(stream)
+    }
+
+    async fn list_repositories(
+        &self,
+        listing: &RepositoryListing,
+    ) -> Result<Vec<RepositoryInfo>, StoreError> {
+        discovery::list_repositories(&self.inner.pool, listing).await
+    }
+
+    async fn list_tags(
+        &self,
+        repository: &RepositoryName,
+        listing: &Listing,
+    ) -> Result<Option<Vec<TagInfo>>, StoreError> {
+        discovery::list_tags(&self.inner.pool, repository, listing).await
+    }
+
+    async fn tag_history(
+        &self,
+        repository: &RepositoryName,
+        tag: &Tag,
+    ) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
+        discovery::tag_history(&self.inner.pool, repository, tag).await
+    }
+
+    async fn prune_history(
+        &self,
+        retention: &HistoryRetention,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let pool = self.writable()?;
+        let (dropped, generation) = write::prune_history(pool, retention, now).await?;
+        if dropped > 0 {
+            self.wrote(generation);
+        }
+        Ok(dropped)
     }
 
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {

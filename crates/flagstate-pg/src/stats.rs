@@ -49,9 +49,10 @@ impl StatsSchedule {
 /// logged, not reported.
 pub(crate) fn refresh_in_background(pool: PgPool) {
     tokio::spawn(async move {
-        let result = sqlx::query("ANALYZE manifests, list_entries, tags, repositories")
-            .execute(&pool)
-            .await;
+        let result =
+            sqlx::query("ANALYZE manifests, list_entries, tags, repositories, tag_history")
+                .execute(&pool)
+                .await;
         if let Err(error) = result {
             tracing::warn!(%error, "refreshing PostgreSQL statistics failed");
         }

@@ -1,6 +1,13 @@
 //! Writing the index. Each method is one transaction that validates, stores new
-//! manifests, changes tags, rebuilds the repository's search document and bumps the
-//! generation — the bump only when the repository's tag map changed or it is new.
+//! manifests, changes tags, records the discovery times and tag history, rebuilds the
+//! repository's search document and bumps the generation — the bump only when the
+//! repository's tag map changed or it is new.
+//!
+//! Times follow the change, never the write: a tag added or moved gets the change's time
+//! as its `updated` and a history entry from then; a tag whose digest is unchanged keeps
+//! both (a rescan changes no time); a removed tag loses its row but keeps its history; the
+//! repository's `updated` becomes the latest time of any change that bumps the generation
+//! (it never goes back: events may arrive out of order).
 //!
 //! Locking: writers take `ROW EXCLUSIVE` on `tags` first and garbage collection takes
 //! `SHARE`, so collection never runs while a writer relies on a manifest it found stored
@@ -9,10 +16,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use flagstate_core::discovery::HistoryRetention;
 use flagstate_core::model::{
     Description, ImageList, Manifest, RepositorySnapshot, TagChange, check_list_entry,
 };
-use flagstate_core::{Digest, GcStats, Generation, RepositoryName, StoreError};
+use flagstate_core::{Digest, GcStats, Generation, RepositoryName, StoreError, Timestamp};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::error::{PgError, SqlContext};
@@ -57,18 +65,22 @@ async fn lock_repository(conn: &mut PgConnection, name: &str) -> Result<Option<i
     Ok(row.map(|(id,)| id))
 }
 
-/// Locks a repository's row, creating it if needed. Returns its id and whether it is new.
+/// Locks a repository's row, creating it if needed (created and updated `at`). Returns its
+/// id and whether it is new.
 async fn lock_or_create_repository(
     conn: &mut PgConnection,
     name: &str,
+    at: Timestamp,
 ) -> Result<(i64, bool), StoreError> {
     if let Some(id) = lock_repository(conn, name).await? {
         return Ok((id, false));
     }
     let inserted: Option<(i64,)> = sqlx::query_as(
-        "INSERT INTO repositories (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
+        "INSERT INTO repositories (name, created, updated) VALUES ($1, $2, $2) \
+         ON CONFLICT (name) DO NOTHING RETURNING id",
     )
     .bind(name)
+    .bind(at.as_millis())
     .fetch_optional(&mut *conn)
     .await
     .during("creating a repository")?;
@@ -80,6 +92,56 @@ async fn lock_or_create_repository(
         Some(id) => Ok((id, false)),
         None => Err(PgError::ConcurrentRemoval(name.to_owned()).into()),
     }
+}
+
+/// Points `tags` at `digests` (pairwise) in repository `id`, for tags that are new or
+/// point elsewhere now, and starts their history: each gets `updated = at` and a history
+/// entry from `at`. A tag already at its digest is left alone, keeping its time and
+/// history. Returns how many tags were set.
+async fn set_tags(
+    conn: &mut PgConnection,
+    id: i64,
+    tags: &[&str],
+    digests: &[&str],
+    at: Timestamp,
+) -> Result<u64, StoreError> {
+    // One statement: the history rows are exactly the tag rows the upsert wrote.
+    let set = sqlx::query(
+        "WITH set AS (\
+             INSERT INTO tags (repository_id, name, digest, updated) \
+             SELECT $1, n, d, $4 FROM UNNEST($2::text[], $3::text[]) AS u(n, d) \
+             ON CONFLICT (repository_id, name) \
+                 DO UPDATE SET digest = EXCLUDED.digest, updated = EXCLUDED.updated \
+                 WHERE tags.digest <> EXCLUDED.digest \
+             RETURNING repository_id, name, digest, updated) \
+         INSERT INTO tag_history (repository_id, tag, digest, since) \
+         SELECT repository_id, name, digest, updated FROM set ORDER BY name",
+    )
+    .bind(id)
+    .bind(tags)
+    .bind(digests)
+    .bind(at.as_millis())
+    .execute(&mut *conn)
+    .await
+    .during("setting tags")?
+    .rows_affected();
+    Ok(set)
+}
+
+/// Records that repository `id` changed at `at`: its `updated` time becomes the later of
+/// the two, so an event delivered late cannot move it back.
+async fn touch_repository(
+    conn: &mut PgConnection,
+    id: i64,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE repositories SET updated = greatest(updated, $2) WHERE id = $1")
+        .bind(id)
+        .bind(at.as_millis())
+        .execute(&mut *conn)
+        .await
+        .during("recording when a repository changed")?;
+    Ok(())
 }
 
 /// What the store already holds for a digest.
@@ -384,7 +446,7 @@ pub(crate) async fn replace_repository(
     let mut tx = begin(pool).await?;
     let targets: Vec<&Digest> = snapshot.tags.values().collect();
     admit(&mut tx, &snapshot.name, &targets, &snapshot.manifests).await?;
-    let (id, created) = lock_or_create_repository(&mut tx, &snapshot.name).await?;
+    let (id, created) = lock_or_create_repository(&mut tx, &snapshot.name, snapshot.at).await?;
     let current: Vec<(String, String)> =
         sqlx::query_as("SELECT name, digest FROM tags WHERE repository_id = $1")
             .bind(id)
@@ -397,7 +459,7 @@ pub(crate) async fn replace_repository(
         .filter(|tag| !snapshot.tags.contains_key(tag.as_str()))
         .map(String::as_str)
         .collect();
-    let (set_tags, set_digests): (Vec<&str>, Vec<&str>) = snapshot
+    let (changed_tags, changed_digests): (Vec<&str>, Vec<&str>) = snapshot
         .tags
         .iter()
         .filter(|(tag, digest)| {
@@ -405,7 +467,7 @@ pub(crate) async fn replace_repository(
         })
         .map(|(tag, digest)| (tag.as_str(), digest.as_str()))
         .unzip();
-    let generation = if created || !removed.is_empty() || !set_tags.is_empty() {
+    let generation = if created || !removed.is_empty() || !changed_tags.is_empty() {
         if !removed.is_empty() {
             sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND name = ANY($2)")
                 .bind(id)
@@ -414,19 +476,10 @@ pub(crate) async fn replace_repository(
                 .await
                 .during("removing tags")?;
         }
-        if !set_tags.is_empty() {
-            sqlx::query(
-                "INSERT INTO tags (repository_id, name, digest) \
-                 SELECT $1, n, d FROM UNNEST($2::text[], $3::text[]) AS u(n, d) \
-                 ON CONFLICT (repository_id, name) DO UPDATE SET digest = EXCLUDED.digest",
-            )
-            .bind(id)
-            .bind(&set_tags)
-            .bind(&set_digests)
-            .execute(&mut *tx)
-            .await
-            .during("setting tags")?;
+        if !changed_tags.is_empty() {
+            set_tags(&mut tx, id, &changed_tags, &changed_digests, snapshot.at).await?;
         }
+        touch_repository(&mut tx, id, snapshot.at).await?;
         search::refresh(&mut tx, id, &snapshot.name).await?;
         bump(&mut tx).await?
     } else {
@@ -466,7 +519,7 @@ pub(crate) async fn set_registry_url(pool: &PgPool, url: &str) -> Result<Generat
     Ok(generation)
 }
 
-/// Removes a repository and its tags.
+/// Removes a repository with its tags and their history (both cascade from its row).
 pub(crate) async fn remove_repository(pool: &PgPool, name: &str) -> Result<Generation, StoreError> {
     let mut tx = begin(pool).await?;
     let removed = sqlx::query("DELETE FROM repositories WHERE name = $1")
@@ -488,64 +541,60 @@ pub(crate) async fn remove_repository(pool: &PgPool, name: &str) -> Result<Gener
 pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generation, StoreError> {
     change.validate()?;
     let mut tx = begin(pool).await?;
+    let at = change.at();
     let changed = match change {
         TagChange::Put {
             repository,
             tag,
             digest,
             manifests,
+            at: _,
         } => {
             admit(&mut tx, repository, &[digest], manifests).await?;
-            let (id, created) = lock_or_create_repository(&mut tx, repository).await?;
-            let moved = sqlx::query(
-                "INSERT INTO tags (repository_id, name, digest) VALUES ($1, $2, $3) \
-                 ON CONFLICT (repository_id, name) DO UPDATE SET digest = EXCLUDED.digest \
-                 WHERE tags.digest <> EXCLUDED.digest",
-            )
-            .bind(id)
-            .bind(tag.as_str())
-            .bind(digest.as_str())
-            .execute(&mut *tx)
-            .await
-            .during("setting a tag")?
-            .rows_affected();
+            let (id, created) = lock_or_create_repository(&mut tx, repository, at).await?;
+            let moved = set_tags(&mut tx, id, &[tag.as_str()], &[digest.as_str()], at).await?;
             (created || moved > 0).then_some((id, repository))
         }
-        TagChange::DeleteTag { repository, tag } => {
-            match lock_repository(&mut tx, repository).await? {
-                Some(id) => {
-                    let removed =
-                        sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND name = $2")
-                            .bind(id)
-                            .bind(tag.as_str())
-                            .execute(&mut *tx)
-                            .await
-                            .during("deleting a tag")?
-                            .rows_affected();
-                    (removed > 0).then_some((id, repository))
-                }
-                None => None,
+        TagChange::DeleteTag {
+            repository,
+            tag,
+            at: _,
+        } => match lock_repository(&mut tx, repository).await? {
+            Some(id) => {
+                let removed =
+                    sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND name = $2")
+                        .bind(id)
+                        .bind(tag.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .during("deleting a tag")?
+                        .rows_affected();
+                (removed > 0).then_some((id, repository))
             }
-        }
-        TagChange::DeleteManifest { repository, digest } => {
-            match lock_repository(&mut tx, repository).await? {
-                Some(id) => {
-                    let removed =
-                        sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND digest = $2")
-                            .bind(id)
-                            .bind(digest.as_str())
-                            .execute(&mut *tx)
-                            .await
-                            .during("deleting a manifest's tags")?
-                            .rows_affected();
-                    (removed > 0).then_some((id, repository))
-                }
-                None => None,
+            None => None,
+        },
+        TagChange::DeleteManifest {
+            repository,
+            digest,
+            at: _,
+        } => match lock_repository(&mut tx, repository).await? {
+            Some(id) => {
+                let removed =
+                    sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND digest = $2")
+                        .bind(id)
+                        .bind(digest.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .during("deleting a manifest's tags")?
+                        .rows_affected();
+                (removed > 0).then_some((id, repository))
             }
-        }
+            None => None,
+        },
     };
     let generation = match changed {
         Some((id, repository)) => {
+            touch_repository(&mut tx, id, at).await?;
             search::refresh(&mut tx, id, repository).await?;
             bump(&mut tx).await?
         }
@@ -553,6 +602,45 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
     };
     tx.commit().await.during("committing a change")?;
     Ok(generation)
+}
+
+/// Drops the history entries `retention` does not keep at `now` and returns how many;
+/// bumps the generation iff any were dropped (history answers change).
+///
+/// Per tag, entries are ranked newest first by `seq` (the order they were written in):
+/// an entry goes when its rank is beyond `max_entries`, or when it started before the
+/// horizon and is not the tag's newest — [`HistoryRetention::keep`] in one statement.
+/// No table lock is taken: writers never read history, so a write committing meanwhile
+/// (its entries invisible to this statement) gives the same result as if it came after.
+pub(crate) async fn prune_history(
+    pool: &PgPool,
+    retention: &HistoryRetention,
+    now: Timestamp,
+) -> Result<(u64, Generation), StoreError> {
+    let max_entries = i64::try_from(retention.max_entries.max(1)).unwrap_or(i64::MAX);
+    let horizon = retention.horizon(now).map(Timestamp::as_millis);
+    let mut tx = pool.begin().await.during("starting to prune history")?;
+    let dropped = sqlx::query(
+        "WITH ranked AS (\
+             SELECT seq, since, row_number() OVER (\
+                 PARTITION BY repository_id, tag ORDER BY seq DESC) AS rank \
+             FROM tag_history) \
+         DELETE FROM tag_history h USING ranked r \
+         WHERE h.seq = r.seq AND (r.rank > $1 OR (r.rank > 1 AND r.since < $2))",
+    )
+    .bind(max_entries)
+    .bind(horizon)
+    .execute(&mut *tx)
+    .await
+    .during("pruning history")?
+    .rows_affected();
+    let generation = if dropped > 0 {
+        bump(&mut tx).await?
+    } else {
+        current_generation(&mut tx).await?
+    };
+    tx.commit().await.during("committing pruned history")?;
+    Ok((dropped, generation))
 }
 
 /// Deletes manifests no tag references, directly or as a child of a referenced list.
@@ -581,13 +669,15 @@ pub(crate) async fn collect_garbage(pool: &PgPool) -> Result<GcStats, StoreError
 /// Whether the server accepts the store's writes right now: starts a transaction the
 /// way every write does (so a `default_transaction_read_only` in force shows), checks
 /// that the server is not in recovery, the transaction is not read-only and the user may
-/// update `meta` and insert `tags`, and rolls back.
+/// update `meta` and insert `tags` and `tag_history` (every tag change writes both), and
+/// rolls back.
 pub(crate) async fn probe_write(pool: &PgPool) -> Result<(), StoreError> {
     let mut tx = pool.begin().await.during("starting a write transaction")?;
     let (in_recovery, read_only, may_update): (bool, bool, bool) = sqlx::query_as(
         "SELECT pg_is_in_recovery(), \
                 current_setting('transaction_read_only') = 'on', \
-                has_table_privilege('meta', 'UPDATE') AND has_table_privilege('tags', 'INSERT')",
+                has_table_privilege('meta', 'UPDATE') AND has_table_privilege('tags', 'INSERT') \
+                AND has_table_privilege('tag_history', 'INSERT')",
     )
     .fetch_one(&mut *tx)
     .await

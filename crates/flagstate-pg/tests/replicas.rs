@@ -4,9 +4,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use flagstate_core::conformance::fixtures::{flatpak_app, image, list, put_image, query, repo};
-use flagstate_core::model::TagChange;
-use flagstate_core::{Store, StoreError};
+use flagstate_core::conformance::fixtures::{at, flatpak_app, image, list, put_image, query, repo};
+use flagstate_core::discovery::{
+    HistoryEntry, HistoryRetention, ListOrder, Listing, RepositoryListing,
+};
+use flagstate_core::model::{Description, Image, ImageList, TagChange};
+use flagstate_core::{MemoryStore, Store, StoreError, Timestamp};
 use flagstate_pg::{PgOptions, PgStore};
 
 use common::{SchemaGuard, TestStore, pg_url};
@@ -107,11 +110,18 @@ async fn replica_refuses_every_write() {
             .apply(&TagChange::DeleteTag {
                 repository: "r".parse().unwrap(),
                 tag: "t".parse().unwrap(),
+                at: Timestamp::from_millis(1),
             })
             .await
             .map(drop),
     );
     read_only(replica.collect_garbage().await.map(drop));
+    read_only(
+        replica
+            .prune_history(&HistoryRetention::default(), Timestamp::now())
+            .await
+            .map(drop),
+    );
     assert_eq!(
         replica
             .repository_tags(&"r".parse().unwrap())
@@ -256,6 +266,38 @@ async fn statement_timeout_cancels_slow_statements() {
     }
 }
 
+/// Creates the guard's schema at `version`: the embedded migrations up to it, as the
+/// release that shipped them applied them (the SQL of the files, recorded the same way).
+async fn schema_at_version(guard: &SchemaGuard, version: i64) {
+    guard
+        .execute(&format!("CREATE SCHEMA \"{}\"", guard.schema))
+        .await;
+    let mut old = sqlx::migrate!("./migrations");
+    old.dangerous_set_table_name("flagstate_migrations");
+    old.migrations = old
+        .migrations
+        .iter()
+        .filter(|m| m.version <= version)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    let pool = schema_pool(guard).await;
+    old.run(&pool).await.unwrap();
+    pool.close().await;
+}
+
+/// A one-connection pool working in the guard's schema, for SQL the store API cannot do.
+async fn schema_pool(guard: &SchemaGuard) -> sqlx::PgPool {
+    let connect = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&guard.url)
+        .unwrap()
+        .options([("search_path", guard.schema.as_str())]);
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect)
+        .await
+        .unwrap()
+}
+
 /// A schema at version 1, created by the first release's migration alone and holding
 /// data, is upgraded in place by a writer: data and generation kept, no registry URL
 /// until the writer stores one, which a replica then reads.
@@ -263,28 +305,7 @@ async fn statement_timeout_cancels_slow_statements() {
 async fn a_version_1_schema_is_upgraded_in_place() {
     let Some(url) = pg_url() else { return };
     let guard = SchemaGuard::new(&url);
-    guard
-        .execute(&format!("CREATE SCHEMA \"{}\"", guard.schema))
-        .await;
-    let mut v1 = sqlx::migrate!("./migrations");
-    v1.dangerous_set_table_name("flagstate_migrations");
-    v1.migrations = v1
-        .migrations
-        .iter()
-        .filter(|m| m.version == 1)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    let connect = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&url)
-        .unwrap()
-        .options([("search_path", guard.schema.as_str())]);
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(connect)
-        .await
-        .unwrap();
-    v1.run(&pool).await.unwrap();
-    pool.close().await;
+    schema_at_version(&guard, 1).await;
     let digest = format!("sha256:{}", "ab".repeat(32));
     guard
         .execute(&format!(
@@ -311,6 +332,19 @@ async fn a_version_1_schema_is_upgraded_in_place() {
             .map(|(t, d)| (t.as_str(), d.as_str()))
             .collect::<Vec<_>>(),
         [("stable", digest.as_str())]
+    );
+    let history = writer
+        .tag_history(&"old/app".parse().unwrap(), &"stable".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|h| h.digest.as_str())
+            .collect::<Vec<_>>(),
+        [digest.as_str()],
+        "each tag starts its history at its digest"
     );
     assert_eq!(writer.registry_url().await.unwrap(), None);
     let g = writer.set_registry_url("http://r.example").await.unwrap();
@@ -422,13 +456,17 @@ async fn a_version_2_schema_is_upgraded_in_place() {
     let generation = writer.generation().await.unwrap();
     writer.close().await;
 
-    // Version 3 only added the key columns (with their function and indexes): without
-    // them and their bookkeeping row, this is the version 2 schema with the same data.
+    // Version 3 only added the key columns (with their function and indexes), version 4
+    // only the discovery times and history (with their indexes): without them and their
+    // bookkeeping rows, this is the version 2 schema with the same data.
     guard
         .execute(
-            "ALTER TABLE manifests DROP COLUMN label_keys, DROP COLUMN annotation_keys; \
+            "DROP TABLE tag_history; \
+             ALTER TABLE repositories DROP COLUMN created, DROP COLUMN updated; \
+             ALTER TABLE tags DROP COLUMN updated; \
+             ALTER TABLE manifests DROP COLUMN label_keys, DROP COLUMN annotation_keys; \
              DROP FUNCTION flagstate_keys(jsonb); \
-             DELETE FROM flagstate_migrations WHERE version = 3",
+             DELETE FROM flagstate_migrations WHERE version IN (3, 4)",
         )
         .await;
     let message = backend_message(PgStore::connect(&url, guard.options(true)).await);
@@ -461,6 +499,269 @@ async fn a_version_2_schema_is_upgraded_in_place() {
         .await
         .unwrap();
     assert!(untagged.is_empty(), "{untagged:?}");
+    replica.close().await;
+    writer.close().await;
+}
+
+/// Stores `image` with the statement a version-3 writer ran (the key columns are
+/// generated by the server).
+async fn insert_v3_image(pool: &sqlx::PgPool, image: &Image) {
+    let description = Description::resolve(&image.labels, &image.annotations);
+    sqlx::query(
+        "INSERT INTO manifests (digest, media_type, is_list, os, architecture, variant, \
+             labels, annotations, created, config_digest, title, description) \
+         VALUES ($1, $2, false, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11)",
+    )
+    .bind(image.digest.as_str())
+    .bind(&image.media_type)
+    .bind(&image.platform.os)
+    .bind(&image.platform.architecture)
+    .bind(image.platform.variant.as_deref())
+    .bind(serde_json::to_string(&image.labels).unwrap())
+    .bind(serde_json::to_string(&image.annotations).unwrap())
+    .bind(image.created.as_deref())
+    .bind(image.config_digest.as_ref().map(|d| d.as_str()))
+    .bind(description.title)
+    .bind(description.description)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Stores `list` and its entries as a version-3 writer did (its children stored first).
+async fn insert_v3_list(pool: &sqlx::PgPool, list: &ImageList, children: &[&Image]) {
+    sqlx::query(
+        "INSERT INTO manifests (digest, media_type, is_list, annotations) \
+         VALUES ($1, $2, true, $3::jsonb)",
+    )
+    .bind(list.digest.as_str())
+    .bind(&list.media_type)
+    .bind(serde_json::to_string(&list.annotations).unwrap())
+    .execute(pool)
+    .await
+    .unwrap();
+    for (position, entry) in list.entries.iter().enumerate() {
+        let child = children.iter().find(|c| c.digest == entry.digest).unwrap();
+        let platform = entry.platform.as_ref().unwrap_or(&child.platform);
+        sqlx::query(
+            "INSERT INTO list_entries (list, position, child, os, architecture, variant, \
+                 effective_os, effective_architecture) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(list.digest.as_str())
+        .bind(i32::try_from(position).unwrap())
+        .bind(entry.digest.as_str())
+        .bind(entry.platform.as_ref().map(|p| p.os.as_str()))
+        .bind(entry.platform.as_ref().map(|p| p.architecture.as_str()))
+        .bind(entry.platform.as_ref().and_then(|p| p.variant.as_deref()))
+        .bind(&platform.os)
+        .bind(&platform.architecture)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// A schema at version 3 (the files' SQL of migrations 1–3) holding data written with
+/// the SQL of the version-3 tables is upgraded in place to version 4 by a writer: every
+/// index query answers as a store holding the same content does, the generation is kept,
+/// every repository and tag is stamped with the one instant of the upgrade, every tag's
+/// history starts there at its current digest, and the discovery reads and writes work
+/// on the upgraded schema (on a replica too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_schema_is_upgraded_in_place() {
+    let Some(url) = pg_url() else { return };
+    let guard = SchemaGuard::new(&url);
+    schema_at_version(&guard, 3).await;
+
+    let amd = flatpak_app("org.example.Editor", "amd64")
+        .created("2025-01-01T00:00:00Z")
+        .build();
+    let arm = flatpak_app("org.example.Editor", "arm64").build();
+    let editor = list("editor").child(&amd).child(&arm).build();
+    let viewer = flatpak_app("org.example.Viewer", "amd64")
+        .annotation("org.opencontainers.image.title", "Viewer")
+        .created("2025-02-02T02:02:02Z")
+        .build();
+    let snapshots = [
+        repo("apps/editor").list("latest", &editor).build(),
+        repo("apps/viewer")
+            .image("latest", &viewer)
+            .image("1.0", &viewer)
+            .build(),
+        repo("empty").build(),
+    ];
+    let reference = MemoryStore::new();
+    for snapshot in &snapshots {
+        reference.replace_repository(snapshot).await.unwrap();
+    }
+
+    let pool = schema_pool(&guard).await;
+    for image in [&amd, &arm, &viewer] {
+        insert_v3_image(&pool, image).await;
+    }
+    insert_v3_list(&pool, &editor.list, &[&amd, &arm]).await;
+    for snapshot in &snapshots {
+        sqlx::query("INSERT INTO repositories (name) VALUES ($1)")
+            .bind(snapshot.name.as_str())
+            .execute(&pool)
+            .await
+            .unwrap();
+        for (tag, digest) in &snapshot.tags {
+            sqlx::query(
+                "INSERT INTO tags (repository_id, name, digest) \
+                 SELECT id, $2, $3 FROM repositories WHERE name = $1",
+            )
+            .bind(snapshot.name.as_str())
+            .bind(tag.as_str())
+            .bind(digest.as_str())
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    }
+    sqlx::query("UPDATE meta SET generation = 7")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let message = backend_message(PgStore::connect(&url, guard.options(true)).await);
+    assert!(message.contains("older"), "{message}");
+
+    let before = Timestamp::now();
+    let writer = PgStore::connect(&url, guard.options(false)).await.unwrap();
+    let after = Timestamp::now();
+    assert_eq!(writer.generation().await.unwrap(), 7);
+    for q in [
+        "",
+        "label:org.flatpak.ref:exists=1&architecture=arm64&os=linux",
+        "annotation:org.opencontainers.image.title=Viewer&tag=1.0",
+        "tag=latest",
+    ] {
+        assert_eq!(
+            writer.query(&query(q)).await.unwrap(),
+            reference.query(&query(q)).await.unwrap(),
+            "{q}"
+        );
+    }
+
+    // One instant, the upgrade's (read from the server's clock: allow it a little skew).
+    let repositories = writer
+        .list_repositories(&RepositoryListing {
+            namespace: None,
+            listing: Listing::first(ListOrder::Name, usize::MAX),
+        })
+        .await
+        .unwrap();
+    let upgraded = repositories[0].created;
+    let skew = 5_000;
+    assert!(
+        upgraded.as_millis() >= before.as_millis() - skew
+            && upgraded.as_millis() <= after.as_millis() + skew,
+        "{upgraded} is not between {before} and {after}"
+    );
+    let summary: Vec<_> = repositories
+        .iter()
+        .map(|r| (r.name.as_str(), r.tags, r.created, r.updated))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("apps/editor", 1, upgraded, upgraded),
+            ("apps/viewer", 2, upgraded, upgraded),
+            ("empty", 0, upgraded, upgraded),
+        ]
+    );
+    for snapshot in &snapshots {
+        for (tag, digest) in &snapshot.tags {
+            assert_eq!(
+                writer.tag_history(&snapshot.name, tag).await.unwrap(),
+                Some(vec![HistoryEntry {
+                    digest: digest.clone(),
+                    since: upgraded,
+                }]),
+                "{}:{tag}",
+                snapshot.name
+            );
+        }
+    }
+    let viewer_name = "apps/viewer".parse().unwrap();
+    let tags = writer
+        .list_tags(&viewer_name, &Listing::first(ListOrder::Name, 10))
+        .await
+        .unwrap()
+        .unwrap();
+    let tags: Vec<_> = tags
+        .iter()
+        .map(|t| {
+            (
+                t.tag.as_str(),
+                &t.digest,
+                t.media_type.as_str(),
+                t.updated,
+                t.created.as_deref(),
+            )
+        })
+        .collect();
+    let oci = viewer.media_type.as_str();
+    let viewer_created = Some("2025-02-02T02:02:02Z");
+    assert_eq!(
+        tags,
+        [
+            ("1.0", &viewer.digest, oci, upgraded, viewer_created),
+            ("latest", &viewer.digest, oci, upgraded, viewer_created),
+        ]
+    );
+    let editor_tags = writer
+        .list_tags(
+            &"apps/editor".parse().unwrap(),
+            &Listing::first(ListOrder::NewestFirst, 10),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(editor_tags.len(), 1);
+    assert_eq!(editor_tags[0].media_type, editor.list.media_type);
+    assert_eq!(editor_tags[0].created, None, "a list has no config");
+
+    // The upgraded schema records what happens next, and a replica reads it.
+    let later = Timestamp::from_millis(upgraded.as_millis() + 60_000);
+    let moved = image("viewer 2").created("2026-01-01T00:00:00Z").build();
+    let change = at(put_image("apps/viewer", "latest", &moved), later);
+    assert_eq!(writer.apply(&change).await.unwrap(), 8);
+    let history = writer
+        .tag_history(&viewer_name, &"latest".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        history,
+        [
+            HistoryEntry {
+                digest: viewer.digest.clone(),
+                since: upgraded,
+            },
+            HistoryEntry {
+                digest: moved.digest.clone(),
+                since: later,
+            },
+        ]
+    );
+    let replica = PgStore::connect(&url, guard.options(true)).await.unwrap();
+    let newest = replica
+        .list_repositories(&RepositoryListing {
+            namespace: Some("apps".into()),
+            listing: Listing::first(ListOrder::NewestFirst, 1),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        newest
+            .iter()
+            .map(|r| (r.name.as_str(), r.updated))
+            .collect::<Vec<_>>(),
+        [("apps/viewer", later)]
+    );
     replica.close().await;
     writer.close().await;
 }

@@ -59,6 +59,7 @@
 
 mod candidates;
 pub mod connection;
+mod discovery;
 mod error;
 mod read;
 mod schema;
@@ -71,8 +72,10 @@ use std::path::Path;
 use async_trait::async_trait;
 use flagstate_core::store::StoreNotReady;
 use flagstate_core::{
-    Capabilities, Digest, EntryStream, GcStats, Generation, IndexQuery, Manifest, RepositoryEntry,
-    RepositoryName, RepositorySnapshot, SearchPage, Store, StoreError, Tag, TagChange,
+    Capabilities, Digest, EntryStream, GcStats, Generation, HistoryEntry, HistoryRetention,
+    IndexQuery, Listing, Manifest, RepositoryEntry, RepositoryInfo, RepositoryListing,
+    RepositoryName, RepositorySnapshot, SearchPage, Store, StoreError, Tag, TagChange, TagInfo,
+    Timestamp,
 };
 
 pub use connection::{CheckOnOpen, DEFAULT_GENERATION_REFRESH, Durability, SqliteOptions};
@@ -246,6 +249,57 @@ impl Store for SqliteStore {
             })
             .await?;
         Ok(stream)
+    }
+
+    async fn list_repositories(
+        &self,
+        listing: &RepositoryListing,
+    ) -> Result<Vec<RepositoryInfo>, StoreError> {
+        listing.listing.validate()?;
+        let listing = listing.clone();
+        Ok(self
+            .connections
+            .read(move |c| discovery::list_repositories(c, &listing))
+            .await?)
+    }
+
+    async fn list_tags(
+        &self,
+        repository: &RepositoryName,
+        listing: &Listing,
+    ) -> Result<Option<Vec<TagInfo>>, StoreError> {
+        listing.validate()?;
+        let (repository, listing) = (repository.clone(), listing.clone());
+        Ok(self
+            .connections
+            .read(move |c| discovery::list_tags(c, &repository, &listing))
+            .await?)
+    }
+
+    async fn tag_history(
+        &self,
+        repository: &RepositoryName,
+        tag: &Tag,
+    ) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
+        let (repository, tag) = (repository.clone(), tag.clone());
+        Ok(self
+            .connections
+            .read(move |c| discovery::tag_history(c, &repository, &tag))
+            .await?)
+    }
+
+    async fn prune_history(
+        &self,
+        retention: &HistoryRetention,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let retention = *retention;
+        let (dropped, generation) = self
+            .connections
+            .write(move |c| write::prune_history(c, &retention, now))
+            .await?;
+        self.generation.wrote(generation);
+        Ok(dropped)
     }
 
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {

@@ -17,7 +17,7 @@ pub(crate) fn decode(digest: &impl std::fmt::Display, body: &str) -> Result<Mani
     })
 }
 
-fn parse_digest(value: String) -> Result<Digest> {
+pub(crate) fn parse_digest(value: String) -> Result<Digest> {
     Digest::parse(&value).map_err(|source| Error::BadDigest { value, source })
 }
 

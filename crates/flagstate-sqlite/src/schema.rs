@@ -26,6 +26,12 @@
 //! - `search` is an FTS5 table (rowid = repository id) over the words of the repository
 //!   name and of the titles/descriptions of its tagged images; `repositories.title` and
 //!   `.description` keep the text a search hit shows.
+//! - Discovery (version 3): `repositories.created` / `.updated` and `tags.updated` are
+//!   milliseconds since the epoch, indexed by `(updated, name)` for the time-ordered
+//!   listings; `manifests.media_type` / `.created` copy the two body fields a tag listing
+//!   shows, so listing tags never decodes bodies. `tag_history` has one row per digest a
+//!   tag pointed at; its rowid keeps insertion order and it names the digest as text,
+//!   since garbage collection deletes manifests that only history still mentions.
 //! - `meta.generation` is the caching generation, updated in the same transaction as the
 //!   change it describes; `meta.registry_url` is the public registry URL answers name
 //!   (version 2), set by the writer.
@@ -110,6 +116,42 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE meta ADD COLUMN registry_url TEXT;
     "#,
+    // Version 3: what the discovery listings need. Times are milliseconds since the
+    // epoch; rows that exist already are stamped with the time of the upgrade (nothing
+    // better is known), and each existing tag starts its history there.
+    r#"
+    ALTER TABLE repositories ADD COLUMN created INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE repositories ADD COLUMN updated INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tags ADD COLUMN updated INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE manifests ADD COLUMN media_type TEXT;
+    ALTER TABLE manifests ADD COLUMN created TEXT;
+
+    UPDATE repositories SET
+        created = CAST(unixepoch('subsec') * 1000 AS INTEGER),
+        updated = CAST(unixepoch('subsec') * 1000 AS INTEGER);
+    UPDATE tags SET updated = CAST(unixepoch('subsec') * 1000 AS INTEGER);
+    UPDATE manifests SET
+        media_type = (SELECT json_extract(b.body, '$.media_type') FROM manifest_bodies b
+                      WHERE b.manifest_id = manifests.id),
+        created = (SELECT json_extract(b.body, '$.created') FROM manifest_bodies b
+                   WHERE b.manifest_id = manifests.id AND NOT manifests.is_list);
+
+    CREATE TABLE tag_history (
+        id INTEGER PRIMARY KEY,
+        repository_id INTEGER NOT NULL REFERENCES repositories (id) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        since INTEGER NOT NULL
+    );
+    CREATE INDEX tag_history_by_tag ON tag_history (repository_id, tag, id);
+    INSERT INTO tag_history (repository_id, tag, digest, since)
+        SELECT t.repository_id, t.tag, m.digest, t.updated
+        FROM tags t JOIN manifests m ON m.id = t.manifest_id
+        ORDER BY t.repository_id, t.tag;
+
+    CREATE INDEX repositories_by_updated ON repositories (updated, name);
+    CREATE INDEX tags_by_updated ON tags (repository_id, updated, tag);
+    "#,
 ];
 
 /// The newest schema version this build understands.
@@ -186,64 +228,133 @@ pub(crate) fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<(
 #[cfg(test)]
 mod tests {
     use flagstate_core::conformance::fixtures::{flatpak_app, repo};
-    use flagstate_core::{IndexQuery, IndexResponse, Store, StoreExt};
-    use rusqlite::Connection;
+    use flagstate_core::discovery::{ListOrder, Listing};
+    use flagstate_core::{IndexQuery, Manifest, MemoryStore, Store, StoreExt};
+    use rusqlite::{Connection, params};
 
     use super::{APPLICATION_ID, MIGRATIONS};
-    use crate::{SCHEMA_VERSION, SqliteStore, read, write};
+    use crate::{SCHEMA_VERSION, SqliteStore};
 
-    /// A database file at schema version 1, as the first release wrote it, holding data
-    /// (written through the same write path, which only touches version-1 tables), opens
-    /// and upgrades in place: data and generation kept, no registry URL until one is set.
+    /// Writes a database file at schema `version` holding one Flatpak app tagged
+    /// `stable` in `old/app`, with the SQL that release's write path ran (version 1 and
+    /// 2 tables only), and returns the generation it stored.
+    fn old_database(path: &std::path::Path, version: usize, app: &flagstate_core::Image) -> i64 {
+        let mut conn = Connection::open(path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in &MIGRATIONS[..version] {
+            tx.execute_batch(migration).unwrap();
+        }
+        tx.pragma_update(None, "user_version", version as i64)
+            .unwrap();
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        let body = serde_json::to_string(&Manifest::Image(app.clone())).unwrap();
+        tx.execute(
+            "INSERT INTO manifests (id, digest, is_list, os, architecture) VALUES (1, ?1, 0, ?2, ?3)",
+            params![app.digest.as_str(), app.platform.os, app.platform.architecture],
+        )
+        .unwrap();
+        tx.execute("INSERT INTO manifest_bodies VALUES (1, ?1)", [body])
+            .unwrap();
+        for (kind, map) in [(0, &app.labels), (1, &app.annotations)] {
+            for (key, value) in map {
+                tx.execute(
+                    "INSERT INTO properties VALUES (1, ?1, ?2, ?3)",
+                    params![kind, key, value],
+                )
+                .unwrap();
+            }
+        }
+        tx.execute(
+            "INSERT INTO repositories (id, name) VALUES (1, 'old/app')",
+            [],
+        )
+        .unwrap();
+        tx.execute("INSERT INTO tags VALUES (1, 'stable', 1)", [])
+            .unwrap();
+        tx.execute("UPDATE meta SET generation = 7", []).unwrap();
+        tx.commit().unwrap();
+        7
+    }
+
+    /// Database files of every earlier schema version, holding data, open and upgrade
+    /// in place: the index answers what it answered, the generation is kept, each tag
+    /// starts its history at its current digest, and nothing is stamped from the future.
     #[tokio::test]
-    async fn a_version_1_database_is_upgraded_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v1.db");
-        let app = flatpak_app("org.example.Old", "amd64").build();
-        let (before, generation) = {
-            let mut conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
-            conn.pragma_update(None, "application_id", APPLICATION_ID)
-                .unwrap();
-            write::replace_repository(&mut conn, &repo("old/app").image("stable", &app).build())
-                .unwrap();
-            let results = read::query(&conn, &IndexQuery::all()).unwrap();
-            (
-                IndexResponse::new("/", results).to_json(),
-                write::generation(&conn).unwrap(),
-            )
-        };
+    async fn databases_of_earlier_versions_are_upgraded_in_place() {
         const {
             assert!(
-                SCHEMA_VERSION > 1,
-                "this test needs a newer schema than version 1"
+                SCHEMA_VERSION == 3,
+                "add the new version's tables to old_database and check them here"
             )
         };
-
-        let store = SqliteStore::open(&path).unwrap();
-        let version: i64 = Connection::open(&path)
-            .unwrap()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+        let app = flatpak_app("org.example.Old", "amd64")
+            .created("2025-01-01T00:00:00Z")
+            .build();
+        let reference = MemoryStore::new();
+        reference
+            .replace_repository(&repo("old/app").image("stable", &app).build())
+            .await
             .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(store.generation().await.unwrap(), generation);
-        assert_eq!(
-            store
-                .index("/", &IndexQuery::all())
+        let expected = reference
+            .index("/", &IndexQuery::all())
+            .await
+            .unwrap()
+            .to_json();
+        for version in 1..MIGRATIONS.len() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("v{version}.db"));
+            let generation = old_database(&path, version, &app);
+            let before = flagstate_core::Timestamp::now();
+
+            let store = SqliteStore::open(&path).unwrap();
+            let found: i64 = Connection::open(&path)
+                .unwrap()
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(found, SCHEMA_VERSION, "from version {version}");
+            assert_eq!(store.generation().await.unwrap(), generation as u64);
+            assert_eq!(
+                store
+                    .index("/", &IndexQuery::all())
+                    .await
+                    .unwrap()
+                    .to_json(),
+                expected,
+                "upgrading from version {version} changed what the index answers"
+            );
+            assert_eq!(store.registry_url().await.unwrap(), None);
+            let name = "old/app".parse().unwrap();
+            let tags = store
+                .list_tags(&name, &Listing::first(ListOrder::Name, 10))
                 .await
                 .unwrap()
-                .to_json(),
-            before,
-            "the upgrade changed what the index answers"
-        );
-        assert_eq!(store.registry_url().await.unwrap(), None);
-        store.set_registry_url("http://r.example").await.unwrap();
-        drop(store);
-        let reopened = SqliteStore::open_read_only(&path).unwrap();
-        assert_eq!(
-            reopened.registry_url().await.unwrap().as_deref(),
-            Some("http://r.example")
-        );
+                .unwrap();
+            assert_eq!(tags.len(), 1);
+            assert_eq!(tags[0].media_type, app.media_type);
+            assert_eq!(tags[0].created.as_deref(), Some("2025-01-01T00:00:00Z"));
+            let stamped = tags[0].updated;
+            assert!(
+                before <= stamped && stamped <= flagstate_core::Timestamp::now(),
+                "existing tags are stamped with the time of the upgrade"
+            );
+            let history = store
+                .tag_history(&name, &"stable".parse().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(history.len(), 1);
+            assert_eq!(
+                (&history[0].digest, history[0].since),
+                (&app.digest, stamped)
+            );
+            store.set_registry_url("http://r.example").await.unwrap();
+            drop(store);
+            let reopened = SqliteStore::open_read_only(&path).unwrap();
+            assert_eq!(
+                reopened.registry_url().await.unwrap().as_deref(),
+                Some("http://r.example")
+            );
+        }
     }
 }

@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use flagstate_core::RepositoryName;
 use flagstate_core::model::{Description, check_list_entry};
 use flagstate_core::query::effective_platform;
-use flagstate_core::{Digest, GcStats, Generation, Image, ImageList, Manifest, StoreError};
+use flagstate_core::{
+    Digest, GcStats, Generation, HistoryRetention, Image, ImageList, Manifest, StoreError,
+    Timestamp,
+};
 use flagstate_core::{RepositorySnapshot, TagChange};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -97,8 +100,9 @@ fn insert_image(tx: &Transaction<'_>, image: &Image, body: &str) -> Result<()> {
     let description = Description::resolve(&image.labels, &image.annotations);
     let id: i64 = tx
         .prepare_cached(
-            "INSERT INTO manifests (digest, is_list, os, architecture, title, description)
-             VALUES (?1, 0, ?2, ?3, ?4, ?5) RETURNING id",
+            "INSERT INTO manifests
+                 (digest, is_list, os, architecture, title, description, media_type, created)
+             VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
         )?
         .query_row(
             params![
@@ -106,7 +110,9 @@ fn insert_image(tx: &Transaction<'_>, image: &Image, body: &str) -> Result<()> {
                 image.platform.os,
                 image.platform.architecture,
                 description.title,
-                description.description
+                description.description,
+                image.media_type,
+                image.created,
             ],
             |r| r.get(0),
         )?;
@@ -131,8 +137,10 @@ fn insert_body(tx: &Transaction<'_>, id: i64, body: &str) -> Result<()> {
 
 fn insert_list_row(tx: &Transaction<'_>, list: &ImageList, body: &str) -> Result<i64> {
     let id = tx
-        .prepare_cached("INSERT INTO manifests (digest, is_list) VALUES (?1, 1) RETURNING id")?
-        .query_row([list.digest.as_str()], |r| r.get(0))?;
+        .prepare_cached(
+            "INSERT INTO manifests (digest, is_list, media_type) VALUES (?1, 1, ?2) RETURNING id",
+        )?
+        .query_row(params![list.digest.as_str(), list.media_type], |r| r.get(0))?;
     insert_body(tx, id, body)?;
     Ok(id)
 }
@@ -228,15 +236,24 @@ fn resolve(tx: &Transaction<'_>, repository: &str, digest: &Digest) -> Result<i6
         })
 }
 
-/// The repository's id, and whether it was just created.
-fn ensure_repository(tx: &Transaction<'_>, name: &str) -> Result<(i64, bool)> {
+/// The repository's id, and whether it was just created (then at `at`).
+fn ensure_repository(tx: &Transaction<'_>, name: &str, at: Timestamp) -> Result<(i64, bool)> {
     if let Some(id) = repository_id(tx, name)? {
         return Ok((id, false));
     }
     let id = tx
-        .prepare_cached("INSERT INTO repositories (name) VALUES (?1) RETURNING id")?
-        .query_row([name], |r| r.get(0))?;
+        .prepare_cached(
+            "INSERT INTO repositories (name, created, updated) VALUES (?1, ?2, ?2) RETURNING id",
+        )?
+        .query_row(params![name, at.as_millis()], |r| r.get(0))?;
     Ok((id, true))
+}
+
+/// The repository changed at `at`: its `updated` time moves there, never back.
+fn touch(tx: &Transaction<'_>, repository_id: i64, at: Timestamp) -> Result<()> {
+    tx.prepare_cached("UPDATE repositories SET updated = max(updated, ?2) WHERE id = ?1")?
+        .execute(params![repository_id, at.as_millis()])?;
+    Ok(())
 }
 
 /// The id of a known repository.
@@ -254,12 +271,24 @@ fn stored_tags(tx: &Transaction<'_>, repository_id: i64) -> Result<BTreeMap<Stri
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-fn set_tag(tx: &Transaction<'_>, repository_id: i64, tag: &str, manifest_id: i64) -> Result<()> {
+/// Points `tag` at a new manifest since `at`, and records that in its history.
+fn set_tag(
+    tx: &Transaction<'_>,
+    repository_id: i64,
+    tag: &str,
+    (manifest_id, digest): (i64, &Digest),
+    at: Timestamp,
+) -> Result<()> {
     tx.prepare_cached(
-        "INSERT INTO tags (repository_id, tag, manifest_id) VALUES (?1, ?2, ?3)
-         ON CONFLICT (repository_id, tag) DO UPDATE SET manifest_id = excluded.manifest_id",
+        "INSERT INTO tags (repository_id, tag, manifest_id, updated) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (repository_id, tag)
+         DO UPDATE SET manifest_id = excluded.manifest_id, updated = excluded.updated",
     )?
-    .execute(params![repository_id, tag, manifest_id])?;
+    .execute(params![repository_id, tag, manifest_id, at.as_millis()])?;
+    tx.prepare_cached(
+        "INSERT INTO tag_history (repository_id, tag, digest, since) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![repository_id, tag, digest.as_str(), at.as_millis()])?;
     Ok(())
 }
 
@@ -275,7 +304,7 @@ pub(crate) fn replace_repository(
     for (tag, digest) in &snapshot.tags {
         wanted.insert(tag.to_string(), resolve(&tx, &snapshot.name, digest)?);
     }
-    let (repository_id, created) = ensure_repository(&tx, &snapshot.name)?;
+    let (repository_id, created) = ensure_repository(&tx, &snapshot.name, snapshot.at)?;
     let current = stored_tags(&tx, repository_id)?;
     let generation = if created || current != wanted {
         let mut delete =
@@ -283,11 +312,13 @@ pub(crate) fn replace_repository(
         for tag in current.keys().filter(|t| !wanted.contains_key(*t)) {
             delete.execute(params![repository_id, tag.as_str()])?;
         }
-        for (tag, id) in &wanted {
-            if current.get(tag) != Some(id) {
-                set_tag(&tx, repository_id, tag, *id)?;
+        for (tag, digest) in &snapshot.tags {
+            let id = wanted[tag.as_str()];
+            if current.get(tag.as_str()) != Some(&id) {
+                set_tag(&tx, repository_id, tag, (id, digest), snapshot.at)?;
             }
         }
+        touch(&tx, repository_id, snapshot.at)?;
         search::refresh(&tx, repository_id, &snapshot.name)?;
         bump(&tx)?
     } else {
@@ -325,10 +356,11 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
             tag,
             digest,
             manifests,
+            at,
         } => {
             store_manifests(&tx, repository, manifests)?;
             let manifest_id = resolve(&tx, repository, digest)?;
-            let (repository_id, created) = ensure_repository(&tx, repository)?;
+            let (repository_id, created) = ensure_repository(&tx, repository, *at)?;
             let current: Option<i64> = tx
                 .prepare_cached(
                     "SELECT manifest_id FROM tags WHERE repository_id = ?1 AND tag = ?2",
@@ -336,13 +368,15 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
                 .query_row(params![repository_id, tag.as_str()], |r| r.get(0))
                 .optional()?;
             if created || current != Some(manifest_id) {
-                set_tag(&tx, repository_id, tag, manifest_id)?;
+                set_tag(&tx, repository_id, tag, (manifest_id, digest), *at)?;
                 Some((repository_id, repository))
             } else {
                 None
             }
         }
-        TagChange::DeleteTag { repository, tag } => match repository_id(&tx, repository)? {
+        TagChange::DeleteTag {
+            repository, tag, ..
+        } => match repository_id(&tx, repository)? {
             Some(repository_id) => {
                 let deleted = tx
                     .prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND tag = ?2")?
@@ -351,22 +385,23 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
             }
             None => None,
         },
-        TagChange::DeleteManifest { repository, digest } => {
-            match (repository_id(&tx, repository)?, find_manifest(&tx, digest)?) {
-                (Some(repository_id), Some((manifest_id, _))) => {
-                    let deleted = tx
-                        .prepare_cached(
-                            "DELETE FROM tags WHERE repository_id = ?1 AND manifest_id = ?2",
-                        )?
-                        .execute(params![repository_id, manifest_id])?;
-                    (deleted > 0).then_some((repository_id, repository))
-                }
-                _ => None,
+        TagChange::DeleteManifest {
+            repository, digest, ..
+        } => match (repository_id(&tx, repository)?, find_manifest(&tx, digest)?) {
+            (Some(repository_id), Some((manifest_id, _))) => {
+                let deleted = tx
+                    .prepare_cached(
+                        "DELETE FROM tags WHERE repository_id = ?1 AND manifest_id = ?2",
+                    )?
+                    .execute(params![repository_id, manifest_id])?;
+                (deleted > 0).then_some((repository_id, repository))
             }
-        }
+            _ => None,
+        },
     };
     let generation = match changed {
         Some((repository_id, name)) => {
+            touch(&tx, repository_id, change.at())?;
             search::refresh(&tx, repository_id, name)?;
             bump(&tx)?
         }
@@ -392,4 +427,33 @@ pub(crate) fn collect_garbage(conn: &mut Connection) -> Result<GcStats> {
     Ok(GcStats {
         manifests_removed: u64::try_from(removed).unwrap_or_default(),
     })
+}
+
+/// See [`Store::prune_history`](flagstate_core::Store::prune_history).
+pub(crate) fn prune_history(
+    conn: &mut Connection,
+    retention: &HistoryRetention,
+    now: Timestamp,
+) -> Result<(u64, Generation)> {
+    let tx = begin(conn)?;
+    let max_entries = i64::try_from(retention.max_entries.max(1)).unwrap_or(i64::MAX);
+    let horizon = retention.horizon(now).map(Timestamp::as_millis);
+    // Rank 1 is each tag's newest entry (highest rowid), which the age rule keeps.
+    let dropped = tx
+        .prepare_cached(
+            "DELETE FROM tag_history WHERE id IN (
+                 SELECT id FROM (
+                     SELECT id, since, row_number() OVER (
+                         PARTITION BY repository_id, tag ORDER BY id DESC) AS rank
+                     FROM tag_history)
+                 WHERE rank > ?1 OR (rank > 1 AND since < ?2))",
+        )?
+        .execute(params![max_entries, horizon])?;
+    let generation = if dropped > 0 {
+        bump(&tx)?
+    } else {
+        generation(&tx)?
+    };
+    tx.commit()?;
+    Ok((u64::try_from(dropped).unwrap_or_default(), generation))
 }

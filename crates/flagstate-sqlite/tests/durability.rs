@@ -41,6 +41,7 @@ fn write_number(n: u64) -> RepositorySnapshot {
             (format!("w{n}").parse().unwrap(), lst.digest),
         ]),
         manifests,
+        at: flagstate_core::Timestamp::now(),
     }
 }
 

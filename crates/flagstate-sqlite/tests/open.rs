@@ -161,6 +161,7 @@ async fn read_only_refuses_writes_and_follows_the_writer() {
             .apply(&TagChange::DeleteTag {
                 repository: "app".parse().unwrap(),
                 tag: "latest".parse().unwrap(),
+                at: flagstate_core::Timestamp::now(),
             })
             .await,
     ];

@@ -146,6 +146,7 @@ async fn queries_run_while_writing() {
             manifests: vec![flagstate_core::Manifest::Image(
                 images[i % images.len()].clone(),
             )],
+            at: flagstate_core::Timestamp::now(),
         })
         .collect();
     let writer = {

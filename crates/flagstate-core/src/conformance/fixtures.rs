@@ -14,6 +14,7 @@ use crate::model::{
 use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
 use crate::response::RepositoryEntry;
+use crate::timestamp::Timestamp;
 
 /// The digest fixtures derive from `seed`.
 pub fn digest(seed: &str) -> Digest {
@@ -205,6 +206,7 @@ pub fn repo(name: &str) -> SnapshotBuilder {
         name: repository_name(name),
         tags: BTreeMap::new(),
         manifests: Vec::new(),
+        at: Timestamp::now(),
     })
 }
 
@@ -252,6 +254,11 @@ impl SnapshotBuilder {
         self.0.manifests.clear();
         self
     }
+    /// Sets when the snapshot was read (default: when [`repo`] was called).
+    pub fn at(mut self, at: Timestamp) -> Self {
+        self.0.at = at;
+        self
+    }
     /// The snapshot.
     pub fn build(self) -> RepositorySnapshot {
         self.0
@@ -265,6 +272,7 @@ pub fn put_image(repository: &str, tag: &str, image: &Image) -> TagChange {
         tag: tag_name(tag),
         digest: image.digest.clone(),
         manifests: vec![Manifest::Image(image.clone())],
+        at: Timestamp::now(),
     }
 }
 
@@ -275,6 +283,7 @@ pub fn put_list(repository: &str, tag: &str, list: &ListFixture) -> TagChange {
         tag: tag_name(tag),
         digest: list.digest().clone(),
         manifests: list.manifests(),
+        at: Timestamp::now(),
     }
 }
 
@@ -283,6 +292,7 @@ pub fn delete_tag(repository: &str, tag: &str) -> TagChange {
     TagChange::DeleteTag {
         repository: repository_name(repository),
         tag: tag_name(tag),
+        at: Timestamp::now(),
     }
 }
 
@@ -291,7 +301,23 @@ pub fn delete_manifest(repository: &str, digest: &Digest) -> TagChange {
     TagChange::DeleteManifest {
         repository: repository_name(repository),
         digest: digest.clone(),
+        at: Timestamp::now(),
     }
+}
+
+/// `change`, happening at `at` instead of now.
+pub fn at(mut change: TagChange, at: Timestamp) -> TagChange {
+    match &mut change {
+        TagChange::Put { at: when, .. }
+        | TagChange::DeleteTag { at: when, .. }
+        | TagChange::DeleteManifest { at: when, .. } => *when = at,
+    }
+    change
+}
+
+/// The instant `seconds` seconds after 2026-01-01T00:00:00Z, for tests of times.
+pub fn time(seconds: i64) -> Timestamp {
+    Timestamp::from_millis(1_767_225_600_000 + seconds * 1000)
 }
 
 /// Repository names of a query result, in order.

@@ -27,6 +27,7 @@
 //! macro's list.
 
 mod concurrency;
+mod discovery;
 pub mod fixtures;
 mod lists;
 mod output;
@@ -39,6 +40,7 @@ mod search;
 mod writes;
 
 pub use concurrency::*;
+pub use discovery::*;
 pub use lists::*;
 pub use output::*;
 pub use patterns::*;
@@ -117,6 +119,33 @@ impl<S: Store, G: std::fmt::Debug + Send + Sync + 'static> Store for Guarded<S, 
     }
     async fn query(&self, query: &IndexQuery) -> Result<Vec<RepositoryEntry>, StoreError> {
         self.store.query(query).await
+    }
+    async fn list_repositories(
+        &self,
+        listing: &crate::discovery::RepositoryListing,
+    ) -> Result<Vec<crate::discovery::RepositoryInfo>, StoreError> {
+        self.store.list_repositories(listing).await
+    }
+    async fn list_tags(
+        &self,
+        repository: &RepositoryName,
+        listing: &crate::discovery::Listing,
+    ) -> Result<Option<Vec<crate::discovery::TagInfo>>, StoreError> {
+        self.store.list_tags(repository, listing).await
+    }
+    async fn tag_history(
+        &self,
+        repository: &RepositoryName,
+        tag: &Tag,
+    ) -> Result<Option<Vec<crate::discovery::HistoryEntry>>, StoreError> {
+        self.store.tag_history(repository, tag).await
+    }
+    async fn prune_history(
+        &self,
+        retention: &crate::discovery::HistoryRetention,
+        now: crate::Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.store.prune_history(retention, now).await
     }
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
         self.store.search(text, offset, limit).await
@@ -202,6 +231,13 @@ macro_rules! conformance_tests {
             regression_order_is_bytewise_and_total,
             // readiness
             healthy_store_is_ready,
+            // discovery
+            times_follow_changes_and_rescans_keep_them,
+            history_records_moves_and_outlives_deleted_tags,
+            prune_history_applies_retention,
+            listings_order_filter_and_page,
+            listings_refuse_positions_of_another_order,
+            randomized_walks_match_reference,
         );
     };
 }

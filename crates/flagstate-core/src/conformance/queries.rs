@@ -109,6 +109,7 @@ pub(super) async fn reference_of(store: &dyn Store, raw: &str) -> Vec<Repository
             name,
             tags,
             manifests,
+            at: crate::timestamp::Timestamp::now(),
         });
     }
     reference(&snapshots, &query(raw))

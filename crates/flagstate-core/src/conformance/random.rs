@@ -170,6 +170,7 @@ pub async fn randomized_queries_match_reference(store: &dyn Store) {
                     name: name.clone(),
                     tags: BTreeMap::new(),
                     manifests: Vec::new(),
+                    at: crate::timestamp::Timestamp::now(),
                 };
                 for _ in 0..rng.random_range(0..=5) {
                     let target = pick(&mut rng);
@@ -204,6 +205,7 @@ pub async fn randomized_queries_match_reference(store: &dyn Store) {
                 let change = TagChange::DeleteTag {
                     repository: name.clone(),
                     tag: tag_name(tag),
+                    at: crate::timestamp::Timestamp::now(),
                 };
                 if let Some(tags) = model.repositories.get_mut(&name) {
                     tags.remove(tag);
@@ -215,6 +217,7 @@ pub async fn randomized_queries_match_reference(store: &dyn Store) {
                 let change = TagChange::DeleteManifest {
                     repository: name.clone(),
                     digest: digest.clone(),
+                    at: crate::timestamp::Timestamp::now(),
                 };
                 if let Some(tags) = model.repositories.get_mut(&name) {
                     tags.retain(|_, d| *d != digest);

@@ -314,6 +314,7 @@ pub async fn apply_put_adds_and_moves_tags(store: &dyn Store) {
         tag: tag_name("again"),
         digest: a.digest.clone(),
         manifests: vec![],
+        at: crate::timestamp::Timestamp::now(),
     };
     ok(store.apply(&bare).await, "put without manifests");
     // Lists.
@@ -335,6 +336,7 @@ pub async fn apply_put_missing_manifest_changes_nothing(store: &dyn Store) {
         tag: tag_name("latest"),
         digest: absent.clone(),
         manifests: vec![],
+        at: crate::timestamp::Timestamp::now(),
     };
     match store.apply(&change).await {
         Err(StoreError::MissingManifest { repository, digest }) => {

@@ -29,6 +29,7 @@ use crate::events::{EventAction, RegistryEvent};
 use crate::model::TagChange;
 use crate::name::{RepositoryName, Tag};
 use crate::registry::content::is_manifest_media_type;
+use crate::timestamp::Timestamp;
 
 /// What one event asks of the store.
 enum Plan {
@@ -156,6 +157,10 @@ impl Indexer {
             }
         };
         let repository = &repository;
+        // The sender's clock, but never ahead of ours: a time in the future would sort
+        // the change after every later one.
+        let now = Timestamp::now();
+        let at = event.timestamp.map_or(now, |t| t.min(now));
         let change = match plan {
             Plan::Ignore(_) => return Ok(None),
             Plan::Reconcile => return Ok(Some(repository.clone())),
@@ -202,6 +207,7 @@ impl Indexer {
                     tag,
                     digest,
                     manifests,
+                    at,
                 }
             }
             Plan::DeleteTag { .. } | Plan::DeleteManifest { .. }
@@ -214,6 +220,7 @@ impl Indexer {
                 Ok(tag) => TagChange::DeleteTag {
                     repository: repository.clone(),
                     tag,
+                    at,
                 },
                 // No such tag can be indexed: like any delete of an absent tag, it
                 // writes nothing but counts as applied and re-scans the repository.
@@ -228,6 +235,7 @@ impl Indexer {
             Plan::DeleteManifest { digest } => TagChange::DeleteManifest {
                 repository: repository.clone(),
                 digest,
+                at,
             },
         };
         let _guard = self.write_guard(repository).await;
@@ -253,6 +261,7 @@ mod tests {
             repository: "r".into(),
             tag: tag.map(str::to_owned),
             digest: digest.then(|| Digest::sha256_of(b"m")),
+            timestamp: None,
             media_type: media.map(str::to_owned),
         }
     }

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::digest::Digest;
+use crate::discovery::HistoryRetention;
 use crate::name::{NameError, RepositoryName, Tag};
 use crate::registry::{RegistryClient, RegistryError};
 use crate::store::{Store, StoreError};
@@ -51,8 +52,11 @@ pub struct IndexerConfig {
     /// Time between periodic full scans; `None` scans only once, at start. A scan that
     /// fails outright (the repositories cannot be listed) is retried within 30 s.
     pub full_scan_interval: Option<Duration>,
-    /// Time between garbage collections; `None` never collects.
+    /// Time between garbage collections; `None` never collects. Each collection also
+    /// prunes tag history to [`history_retention`](Self::history_retention).
     pub gc_interval: Option<Duration>,
+    /// How much tag history the store keeps, applied at every garbage collection.
+    pub history_retention: HistoryRetention,
     /// Delay between an event and the re-scan of its repository; further events for the
     /// repository within the delay are folded into the same re-scan.
     pub reconcile_debounce: Duration,
@@ -77,6 +81,7 @@ impl Default for IndexerConfig {
             concurrency: 8,
             full_scan_interval: Some(Duration::from_secs(60 * 60)),
             gc_interval: Some(Duration::from_secs(30 * 60)),
+            history_retention: HistoryRetention::default(),
             reconcile_debounce: Duration::from_secs(2),
             max_pending_reconciles: 1000,
             progress_log_interval: DEFAULT_PROGRESS_LOG_INTERVAL,
@@ -103,6 +108,13 @@ impl IndexerConfig {
     #[must_use]
     pub fn with_gc_interval(mut self, interval: Option<Duration>) -> Self {
         self.gc_interval = interval;
+        self
+    }
+
+    /// Sets [`history_retention`](Self::history_retention).
+    #[must_use]
+    pub fn with_history_retention(mut self, retention: HistoryRetention) -> Self {
+        self.history_retention = retention;
         self
     }
 

@@ -16,6 +16,7 @@ use crate::model::RepositorySnapshot;
 use crate::name::{RepositoryName, Tag};
 use crate::registry::{FetchedManifest, Listing, ManifestCheck, RegistryError};
 use crate::store::StoreError;
+use crate::timestamp::Timestamp;
 
 /// What reading one listed tag found.
 enum TagRead {
@@ -405,6 +406,7 @@ impl Indexer {
                 name: name.clone(),
                 tags: tags.clone(),
                 manifests,
+                at: Timestamp::now(),
             };
             let _guard = self.write_guard(name).await;
             if self.touched_since(name, since) {

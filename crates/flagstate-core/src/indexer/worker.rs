@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Indexer, NoProgress, lock};
 use crate::name::RepositoryName;
+use crate::timestamp::Timestamp;
 
 /// Delay before retrying a full scan that failed outright.
 const FAILED_SCAN_RETRY: Duration = Duration::from_secs(30);
@@ -208,6 +209,11 @@ impl Indexer {
                     tracing::debug!(removed = stats.manifests_removed, "garbage collected");
                 }
                 Err(e) => tracing::error!(error = %e, "garbage collection failed"),
+            }
+            let retention = &self.cfg.history_retention;
+            match self.store.prune_history(retention, Timestamp::now()).await {
+                Ok(dropped) => tracing::debug!(dropped, "tag history pruned"),
+                Err(e) => tracing::error!(error = %e, "pruning tag history failed"),
             }
         }
     }

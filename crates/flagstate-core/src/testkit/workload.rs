@@ -151,6 +151,7 @@ pub fn repository(i: usize) -> RepositorySnapshot {
             name: generated(name, RepositoryName::parse),
             tags,
             manifests,
+            at: generated_time(i),
         };
     }
     // A service: six direct images and one list of four platforms.
@@ -181,5 +182,15 @@ pub fn repository(i: usize) -> RepositorySnapshot {
         ),
         tags,
         manifests,
+        at: generated_time(i),
     }
+}
+
+/// When repository `i` was "scanned": one second apart from 2026-01-01, so time orders
+/// are deterministic and differ from name order.
+fn generated_time(i: usize) -> crate::Timestamp {
+    let seconds = i64::try_from(i).unwrap_or(i64::MAX);
+    crate::Timestamp::from_millis(
+        1_767_225_600_000_i64.saturating_add(seconds.saturating_mul(1000)),
+    )
 }

@@ -237,6 +237,37 @@ impl Store for InstrumentedStore {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         self.inner.query(q).await
     }
+    async fn list_repositories(
+        &self,
+        listing: &flagstate_core::discovery::RepositoryListing,
+    ) -> Result<Vec<flagstate_core::discovery::RepositoryInfo>, StoreError> {
+        self.check()?;
+        self.inner.list_repositories(listing).await
+    }
+    async fn list_tags(
+        &self,
+        repository: &flagstate_core::RepositoryName,
+        listing: &flagstate_core::discovery::Listing,
+    ) -> Result<Option<Vec<flagstate_core::discovery::TagInfo>>, StoreError> {
+        self.check()?;
+        self.inner.list_tags(repository, listing).await
+    }
+    async fn tag_history(
+        &self,
+        repository: &flagstate_core::RepositoryName,
+        tag: &flagstate_core::Tag,
+    ) -> Result<Option<Vec<flagstate_core::discovery::HistoryEntry>>, StoreError> {
+        self.check()?;
+        self.inner.tag_history(repository, tag).await
+    }
+    async fn prune_history(
+        &self,
+        retention: &flagstate_core::discovery::HistoryRetention,
+        now: flagstate_core::Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.prune_history(retention, now).await
+    }
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
         self.check()?;
         self.inner.search(text, offset, limit).await

@@ -139,6 +139,7 @@ pub async fn fixture() -> Fixture {
                 Manifest::Image(viewer_arm64.clone()),
                 Manifest::List(list),
             ],
+            at: flagstate_core::Timestamp::now(),
         })
         .await
         .unwrap();
@@ -163,6 +164,7 @@ pub async fn fixture() -> Fixture {
             name: "evil".parse().unwrap(),
             tags: BTreeMap::from([("latest".parse().unwrap(), evil_digest.clone())]),
             manifests: vec![Manifest::Image(evil)],
+            at: flagstate_core::Timestamp::now(),
         })
         .await
         .unwrap();
@@ -186,6 +188,7 @@ pub async fn fixture() -> Fixture {
                 .map(|t| (t.parse().unwrap(), base_digest.clone()))
                 .collect(),
             manifests: vec![Manifest::Image(base)],
+            at: flagstate_core::Timestamp::now(),
         })
         .await
         .unwrap();
@@ -195,6 +198,7 @@ pub async fn fixture() -> Fixture {
             name: "empty".parse().unwrap(),
             tags: BTreeMap::new(),
             manifests: Vec::new(),
+            at: flagstate_core::Timestamp::now(),
         })
         .await
         .unwrap();
@@ -211,6 +215,7 @@ pub async fn fixture() -> Fixture {
                 name: format!("bulk/repo-{n:02}").parse().unwrap(),
                 tags: BTreeMap::from([("v1".parse().unwrap(), img.digest.clone())]),
                 manifests: vec![Manifest::Image(img)],
+                at: flagstate_core::Timestamp::now(),
             })
             .await
             .unwrap();

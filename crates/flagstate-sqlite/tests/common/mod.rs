@@ -51,5 +51,6 @@ pub fn snapshot(name: &str, tagged: &[(&str, &Image)]) -> RepositorySnapshot {
             .iter()
             .map(|(_, i)| Manifest::Image((*i).clone()))
             .collect(),
+        at: flagstate_core::Timestamp::now(),
     }
 }

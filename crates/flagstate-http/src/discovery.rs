@@ -1,0 +1,594 @@
+//! The content discovery extension: what the distribution API cannot list, served from
+//! the index as a registered-style extension under `/v2/`, so a reverse proxy can mount
+//! it beside the registry.
+//!
+//! - `GET /v2/_oci/ext/discover`, `GET /v2/<name>/_oci/ext/discover`: the extension
+//!   document of the distribution spec's extensions proposal;
+//! - `GET /v2/_flagstate/repositories?n=&last=&namespace=&sort=`: repositories with their
+//!   tag count and times;
+//! - `GET /v2/<name>/_flagstate/tags?n=&last=&sort=`: a repository's tags with digest,
+//!   media type and times (`sort=-updated&n=1` is the newest tag);
+//! - `GET /v2/<name>/_flagstate/history/<tag>`: every digest the tag pointed at.
+//!
+//! Listings page like `/v2/_catalog`: at most `n` (default 100, at most 1000, `0` gives
+//! an empty page), and a relative `Link: <…>; rel="next"` while more remain, whose `last`
+//! is the position of the page's last item (a name in name order, an opaque cursor in
+//! time order; the rules are `flagstate_core::discovery`'s). Answers carry a strong ETag
+//! and are answered `304` and compressed like index answers. Errors use the
+//! distribution format, `{"errors":[{"code","message"}]}`, since clients of `/v2/` read
+//! that one.
+//!
+//! Repository names contain slashes, so the per-repository endpoints share one route,
+//! `/v2/{*path}`, and are told apart by their suffix.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use flagstate_core::discovery::{
+    HistoryEntry, ListOrder, Listing, Position, RepositoryInfo, RepositoryListing, TagInfo,
+};
+use flagstate_core::{RepositoryName, StoreError, Tag};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::cache::CachedBody;
+use crate::error::HttpError;
+use crate::params::{QueryParams, Repeated};
+use crate::search::{DEFAULT_CATALOG_PAGE, MAX_CATALOG_PAGE};
+use crate::state::AppState;
+
+/// The extension's name in discovery documents and paths.
+pub const EXTENSION: &str = "_flagstate";
+
+/// A distribution-format error: status, code and message.
+#[derive(Debug)]
+pub struct RegistryError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl RegistryError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        RegistryError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        RegistryError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn unknown_repository(name: &str) -> Self {
+        RegistryError::new(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            format!("repository {name:?} is not known to the index"),
+        )
+    }
+}
+
+/// The body of a distribution-format error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegistryErrors {
+    /// One error.
+    pub errors: Vec<RegistryErrorDetail>,
+}
+
+/// One error of [`RegistryErrors`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegistryErrorDetail {
+    /// The distribution spec's code: `NAME_UNKNOWN`, `NAME_INVALID`, `MANIFEST_UNKNOWN`,
+    /// `PAGINATION_NUMBER_INVALID`, `UNSUPPORTED`, `UNAVAILABLE`, `TOOMANYREQUESTS` or
+    /// `UNKNOWN`.
+    #[schema(example = "NAME_UNKNOWN")]
+    pub code: String,
+    /// What is wrong, in words; names the offending parameter when there is one.
+    pub message: String,
+}
+
+impl From<HttpError> for RegistryError {
+    fn from(error: HttpError) -> Self {
+        let status = error.status();
+        let code = match status {
+            StatusCode::BAD_REQUEST => "UNSUPPORTED",
+            StatusCode::SERVICE_UNAVAILABLE if matches!(error, HttpError::Overloaded(_)) => {
+                "TOOMANYREQUESTS"
+            }
+            StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
+            _ => "UNKNOWN",
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %error, status = status.as_u16(), "request failed");
+        }
+        RegistryError::new(status, code, error.to_string())
+    }
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            // The only invalid input a listing can carry is its position.
+            StoreError::Invalid(message) => RegistryError::bad("UNSUPPORTED", message),
+            other => HttpError::Store(other).into(),
+        }
+    }
+}
+
+impl IntoResponse for RegistryError {
+    fn into_response(self) -> Response {
+        let body = RegistryErrors {
+            errors: vec![RegistryErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            }],
+        };
+        // Strings in structs always serialise.
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.code == "TOOMANYREQUESTS" {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::limits::RETRY_AFTER_SECONDS),
+            );
+        }
+        response
+    }
+}
+
+type Answer = Result<Response, RegistryError>;
+
+/// The paging parameters every listing takes.
+struct Page {
+    order: ListOrder,
+    after: Option<Position>,
+    n: usize,
+}
+
+impl Page {
+    fn parse(params: &QueryParams) -> Result<Self, RegistryError> {
+        let n = match params.get("n") {
+            None | Some("") => DEFAULT_CATALOG_PAGE,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if n <= MAX_CATALOG_PAGE => n,
+                _ => {
+                    return Err(RegistryError::bad(
+                        "PAGINATION_NUMBER_INVALID",
+                        format!(
+                            "parameter \"n\" must be a whole number from 0 to {MAX_CATALOG_PAGE}, got {text:?}"
+                        ),
+                    ));
+                }
+            },
+        };
+        let order = match params.get("sort") {
+            None | Some("") => ListOrder::Name,
+            Some(text) => ListOrder::parse(text).ok_or_else(|| {
+                RegistryError::bad(
+                    "UNSUPPORTED",
+                    format!(
+                        "parameter \"sort\" must be \"name\", \"updated\" or \"-updated\", got {text:?}"
+                    ),
+                )
+            })?,
+        };
+        let after = match params.get("last") {
+            None | Some("") => None,
+            Some(text) => Some(Position::from_cursor(order, text).ok_or_else(|| {
+                RegistryError::bad(
+                    "UNSUPPORTED",
+                    format!(
+                        "parameter \"last\" is not a position of a listing by {}: {text:?} (pass on the `last` of the previous page's Link)",
+                        order.as_str()
+                    ),
+                )
+            })?),
+        };
+        Ok(Page { order, after, n })
+    }
+
+    /// The store's listing: one item more than the page, to learn whether more remain.
+    fn listing(&self) -> Listing {
+        Listing {
+            order: self.order,
+            after: self.after.clone(),
+            limit: self.n.saturating_add(1),
+        }
+    }
+
+    /// Cuts `items` to the page and returns the `Link` header value of the next page
+    /// (`path?…` with `extra` parameters first) when more remain.
+    fn finish<T: flagstate_core::discovery::Listed>(
+        &self,
+        items: &mut Vec<T>,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Option<HeaderValue> {
+        if items.len() <= self.n {
+            return None;
+        }
+        items.truncate(self.n);
+        let last = items.last()?;
+        let position = self.listing().position_of(last).to_cursor();
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in extra {
+            query.append_pair(key, value);
+        }
+        if self.order != ListOrder::Name {
+            query.append_pair("sort", self.order.as_str());
+        }
+        let query = query
+            .append_pair("n", &self.n.to_string())
+            .append_pair("last", &position)
+            .finish();
+        HeaderValue::from_str(&format!("<{path}?{query}>; rel=\"next\"")).ok()
+    }
+}
+
+fn params(raw: Option<&str>) -> Result<QueryParams, RegistryError> {
+    QueryParams::parse(raw, Repeated::Last)
+        .map_err(|e| RegistryError::bad("UNSUPPORTED", e.to_string()))
+}
+
+/// A JSON answer with a strong ETag, `304` and compression, and `link` when given.
+async fn respond(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &impl Serialize,
+    link: Option<HeaderValue>,
+) -> Answer {
+    let bytes = serde_json::to_vec(body)
+        .map_err(|e| HttpError::Internal(format!("encoding the answer failed: {e}")))?;
+    let body = CachedBody::new(0, Bytes::from(bytes));
+    let mut response = body
+        .respond(
+            headers,
+            HeaderValue::from_static("application/json"),
+            state.index_cache_control().clone(),
+        )
+        .await?;
+    if let Some(link) = link {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    Ok(response)
+}
+
+/// One repository of [`Repositories`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RepositoryOut {
+    /// The repository's name.
+    pub name: String,
+    /// How many tags it has.
+    pub tags: u64,
+    /// When the index first saw it (RFC 3339, UTC).
+    pub created: String,
+    /// When a tag of it was last added, moved or removed (RFC 3339, UTC).
+    pub updated: String,
+}
+
+/// The body of `GET /v2/_flagstate/repositories`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Repositories {
+    /// This page, in the requested order.
+    pub repositories: Vec<RepositoryOut>,
+}
+
+/// One tag of [`Tags`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TagOut {
+    /// The tag.
+    pub name: String,
+    /// The digest it points at.
+    pub digest: String,
+    /// The media type of that manifest.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// When the index first saw the tag at this digest (RFC 3339, UTC).
+    pub updated: String,
+    /// The image config's `created`, verbatim, for an image whose config states one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+}
+
+/// The body of `GET /v2/<name>/_flagstate/tags`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Tags {
+    /// The repository.
+    pub name: String,
+    /// This page, in the requested order.
+    pub tags: Vec<TagOut>,
+}
+
+/// One entry of [`History`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryOut {
+    /// A digest the tag pointed at.
+    pub digest: String,
+    /// When it started to (RFC 3339, UTC).
+    #[serde(rename = "updateTimestamp")]
+    pub update_timestamp: String,
+}
+
+/// The body of `GET /v2/<name>/_flagstate/history/<tag>` (the shape of the tag-history
+/// extension other registries serve).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct History {
+    /// The repository.
+    pub name: String,
+    /// The tag.
+    pub tag: String,
+    /// Oldest first; the last entry is the current digest while the tag exists.
+    pub history: Vec<HistoryOut>,
+}
+
+/// What `GET /v2/{path}` answers, by endpoint (described for OpenAPI; each handler
+/// serialises its own type).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum RepositoryAnswer {
+    /// `<name>/_flagstate/tags`.
+    Tags(Tags),
+    /// `<name>/_flagstate/history/<tag>`.
+    History(History),
+    /// `<name>/_oci/ext/discover`.
+    Extensions(Extensions),
+}
+
+/// One extension of [`Extensions`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExtensionOut {
+    /// `_flagstate`.
+    pub name: String,
+    /// What it offers.
+    pub description: String,
+    /// Its documentation: this server's OpenAPI description.
+    pub url: String,
+    /// Its endpoints at this level, relative to `/v2/` (registry level) or
+    /// `/v2/<name>/` (repository level).
+    pub endpoints: Vec<String>,
+}
+
+/// The body of the `_oci/ext/discover` endpoints.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Extensions {
+    /// The extensions served here.
+    pub extensions: Vec<ExtensionOut>,
+}
+
+fn extensions(endpoints: &[&str]) -> Extensions {
+    Extensions {
+        extensions: vec![ExtensionOut {
+            name: EXTENSION.to_owned(),
+            description: "Content discovery from the index: repositories by namespace and \
+                time, tags newest first, tag history."
+                .to_owned(),
+            url: "/openapi.json".to_owned(),
+            endpoints: endpoints
+                .iter()
+                .map(|e| format!("{EXTENSION}/{e}"))
+                .collect(),
+        }],
+    }
+}
+
+/// `GET /v2/_oci/ext/discover`: the extensions this server offers at registry level.
+#[utoipa::path(
+    get,
+    path = "/v2/_oci/ext/discover",
+    operation_id = "discover_extensions",
+    tag = "discovery",
+    responses(
+        (status = 200, description = "The registry-level extension endpoints.", body = Extensions),
+    )
+)]
+pub async fn discover(State(state): State<AppState>, headers: HeaderMap) -> Answer {
+    respond(&state, &headers, &extensions(&["repositories"]), None).await
+}
+
+/// `GET /v2/_flagstate/repositories`: a page of the repositories.
+#[utoipa::path(
+    get,
+    path = "/v2/_flagstate/repositories",
+    operation_id = "discover_repositories",
+    tag = "discovery",
+    params(
+        ("n" = Option<u64>, Query, maximum = 1000, description = "Repositories per page (default 100, at most 1000; 0 gives an empty page)."),
+        ("last" = Option<String>, Query, description = "Start after this position (the `last` of the previous page's `Link`)."),
+        ("sort" = Option<String>, Query, description = "`name` (default, bytewise), `updated` (oldest change first) or `-updated` (newest first)."),
+        ("namespace" = Option<String>, Query, description = "Only repositories under `namespace/`, at any depth."),
+    ),
+    responses(
+        (status = 200, description = "One page of repositories.", body = Repositories,
+            headers(
+                ("Link" = String, description = "`</v2/_flagstate/repositories?…&last=…>; rel=\"next\"` while more follow."),
+                ("ETag" = String, description = "Strong validator of the body."),
+            )),
+        (status = 304, description = "`If-None-Match` names the current body."),
+        (status = 400, description = "A malformed parameter, named in the message.", body = RegistryErrors),
+        (status = 503, description = "The store is unavailable (`UNAVAILABLE`).", body = RegistryErrors),
+    )
+)]
+pub async fn repositories(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    let params = params(raw.as_deref())?;
+    let page = Page::parse(&params)?;
+    let namespace = match params.get("namespace") {
+        None | Some("") => None,
+        Some(text) => Some(
+            RepositoryName::parse(text)
+                .map_err(|e| {
+                    RegistryError::bad("NAME_INVALID", format!("parameter \"namespace\": {e}"))
+                })?
+                .to_string(),
+        ),
+    };
+    let mut found = if page.n == 0 {
+        Vec::new()
+    } else {
+        let listing = RepositoryListing {
+            namespace: namespace.clone(),
+            listing: page.listing(),
+        };
+        state.store().list_repositories(&listing).await?
+    };
+    let extra: Vec<(&str, &str)> = namespace
+        .iter()
+        .map(|ns| ("namespace", ns.as_str()))
+        .collect();
+    let link = page.finish(&mut found, "/v2/_flagstate/repositories", &extra);
+    let body = Repositories {
+        repositories: found.into_iter().map(repository_out).collect(),
+    };
+    respond(&state, &headers, &body, link).await
+}
+
+fn repository_out(r: RepositoryInfo) -> RepositoryOut {
+    RepositoryOut {
+        name: r.name.to_string(),
+        tags: r.tags,
+        created: r.created.to_rfc3339(),
+        updated: r.updated.to_rfc3339(),
+    }
+}
+
+fn tag_out(t: TagInfo) -> TagOut {
+    TagOut {
+        name: t.tag.to_string(),
+        digest: t.digest.to_string(),
+        media_type: t.media_type,
+        updated: t.updated.to_rfc3339(),
+        created: t.created,
+    }
+}
+
+/// What a `/v2/{*path}` path names.
+enum Target<'a> {
+    Discover(&'a str),
+    Tags(&'a str),
+    History(&'a str, &'a str),
+}
+
+fn target(path: &str) -> Option<Target<'_>> {
+    if let Some(name) = path.strip_suffix("/_oci/ext/discover") {
+        return Some(Target::Discover(name));
+    }
+    if let Some(name) = path.strip_suffix("/_flagstate/tags") {
+        return Some(Target::Tags(name));
+    }
+    let (name, tag) = path.rsplit_once("/_flagstate/history/")?;
+    Some(Target::History(name, tag))
+}
+
+/// `GET /v2/{path}`: the per-repository endpoints (`<name>/_oci/ext/discover`,
+/// `<name>/_flagstate/tags`, `<name>/_flagstate/history/<tag>`).
+#[utoipa::path(
+    get,
+    path = "/v2/{*path}",
+    operation_id = "discover_repository",
+    tag = "discovery",
+    params(
+        ("path" = String, Path, description = "`<name>/_flagstate/tags`, `<name>/_flagstate/history/<tag>` or `<name>/_oci/ext/discover`; `<name>` is a repository name (it may contain `/`)."),
+        ("n" = Option<u64>, Query, maximum = 1000, description = "Tags: per page (default 100, at most 1000; 0 gives an empty page)."),
+        ("last" = Option<String>, Query, description = "Tags: start after this position (the `last` of the previous page's `Link`)."),
+        ("sort" = Option<String>, Query, description = "Tags: `name` (default), `updated` or `-updated` (newest first; with `n=1` the newest tag)."),
+    ),
+    responses(
+        (status = 200, description = "`_flagstate/tags`: a page of the repository's tags (`Tags`); `_flagstate/history/<tag>`: the tag's history (`History`); `_oci/ext/discover`: the repository-level extension endpoints (`Extensions`).",
+            body = RepositoryAnswer,
+            headers(
+                ("Link" = String, description = "Tags: `</v2/<name>/_flagstate/tags?…&last=…>; rel=\"next\"` while more follow."),
+                ("ETag" = String, description = "Strong validator of the body."),
+            )),
+        (status = 304, description = "`If-None-Match` names the current body."),
+        (status = 400, description = "A malformed parameter or name, named in the message.", body = RegistryErrors),
+        (status = 404, description = "An unknown repository (`NAME_UNKNOWN`), a tag without history (`MANIFEST_UNKNOWN`), or a path that names no endpoint (`UNSUPPORTED`).", body = RegistryErrors),
+        (status = 503, description = "The store is unavailable (`UNAVAILABLE`).", body = RegistryErrors),
+    )
+)]
+pub async fn repository(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    let Some(target) = target(&path) else {
+        // Registry clients read errors under `/v2/` in the distribution format.
+        return Err(RegistryError::new(
+            StatusCode::NOT_FOUND,
+            "UNSUPPORTED",
+            format!("no such endpoint: /v2/{path}"),
+        ));
+    };
+    let name_of = |name: &str| {
+        RepositoryName::parse(name).map_err(|e| {
+            RegistryError::bad("NAME_INVALID", format!("repository name {name:?}: {e}"))
+        })
+    };
+    let store = state.store();
+    match target {
+        Target::Discover(name) => {
+            let name = name_of(name)?;
+            let listing = Listing::first(ListOrder::Name, 0);
+            if store.list_tags(&name, &listing).await?.is_none() {
+                return Err(RegistryError::unknown_repository(name.as_str()));
+            }
+            respond(&state, &headers, &extensions(&["tags", "history"]), None).await
+        }
+        Target::Tags(name) => {
+            let name = name_of(name)?;
+            let page = Page::parse(&params(raw.as_deref())?)?;
+            // With n=0 the store is still asked, with a limit of 1: it tells whether the
+            // repository exists.
+            let mut found = store
+                .list_tags(&name, &page.listing())
+                .await?
+                .ok_or_else(|| RegistryError::unknown_repository(name.as_str()))?;
+            let link = page.finish(&mut found, &format!("/v2/{name}/_flagstate/tags"), &[]);
+            let body = Tags {
+                name: name.to_string(),
+                tags: found.into_iter().map(tag_out).collect(),
+            };
+            respond(&state, &headers, &body, link).await
+        }
+        Target::History(name, tag) => {
+            let name = name_of(name)?;
+            let tag = Tag::parse(tag)
+                .map_err(|e| RegistryError::bad("UNSUPPORTED", format!("tag {tag:?}: {e}")))?;
+            let history = store
+                .tag_history(&name, &tag)
+                .await?
+                .ok_or_else(|| RegistryError::unknown_repository(name.as_str()))?;
+            if history.is_empty() {
+                return Err(RegistryError::new(
+                    StatusCode::NOT_FOUND,
+                    "MANIFEST_UNKNOWN",
+                    format!("tag {tag:?} of {name} has no history in the index"),
+                ));
+            }
+            let body = History {
+                name: name.to_string(),
+                tag: tag.to_string(),
+                history: history
+                    .into_iter()
+                    .map(|HistoryEntry { digest, since }| HistoryOut {
+                        digest: digest.to_string(),
+                        update_timestamp: since.to_rfc3339(),
+                    })
+                    .collect(),
+            };
+            respond(&state, &headers, &body, None).await
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The discovery reads: repository and tag listings in name or time order, paged by
+//! position, and tag history. The order and paging rules are
+//! `flagstate_core::discovery`'s; this module states them in SQL (keyset conditions on
+//! the `(updated, name)` indexes) so a page reads only the rows it returns.
+
+use flagstate_core::discovery::{
+    HistoryEntry, ListOrder, Listing, Position, RepositoryInfo, RepositoryListing, TagInfo,
+};
+use flagstate_core::{RepositoryName, Tag, Timestamp};
+use rusqlite::types::Value;
+use rusqlite::{Connection, params_from_iter};
+
+use crate::error::{Error, Result};
+use crate::read::parse_digest;
+use crate::write::repository_id;
+
+/// The `WHERE` condition (after the position) and `ORDER BY` of `listing` over the
+/// columns `updated` and `name`, with the parameters the condition binds.
+fn keyset(listing: &Listing, updated: &str, name: &str) -> (String, String, Vec<Value>) {
+    let order = match listing.order {
+        ListOrder::Name => name.to_owned(),
+        ListOrder::Updated => format!("{updated}, {name}"),
+        ListOrder::NewestFirst => format!("{updated} DESC, {name}"),
+    };
+    let (condition, values) = match &listing.after {
+        None => ("1".to_owned(), Vec::new()),
+        Some(Position::Name(last)) => (format!("{name} > ?"), vec![Value::Text(last.clone())]),
+        Some(Position::Time {
+            updated: at,
+            name: last,
+        }) => {
+            let values = vec![
+                Value::Integer(at.as_millis()),
+                Value::Integer(at.as_millis()),
+                Value::Text(last.clone()),
+            ];
+            let condition = match listing.order {
+                ListOrder::NewestFirst => {
+                    format!("({updated} < ? OR ({updated} = ? AND {name} > ?))")
+                }
+                _ => format!("({updated} > ? OR ({updated} = ? AND {name} > ?))"),
+            };
+            (condition, values)
+        }
+    };
+    (condition, order, values)
+}
+
+fn limit(listing: &Listing) -> Value {
+    Value::Integer(i64::try_from(listing.limit).unwrap_or(i64::MAX))
+}
+
+/// See [`Store::list_repositories`](flagstate_core::Store::list_repositories).
+pub(crate) fn list_repositories(
+    conn: &Connection,
+    request: &RepositoryListing,
+) -> Result<Vec<RepositoryInfo>> {
+    let (after, order, mut values) = keyset(&request.listing, "r.updated", "r.name");
+    // Names under `NS/` are exactly those in ["NS/", "NS0"): '0' follows '/' in bytes.
+    let namespace = match &request.namespace {
+        Some(namespace) => {
+            values.push(Value::Text(format!("{namespace}/")));
+            values.push(Value::Text(format!("{namespace}0")));
+            "r.name >= ? AND r.name < ?"
+        }
+        None => "1",
+    };
+    values.push(limit(&request.listing));
+    let sql = format!(
+        "SELECT r.name, r.created, r.updated,
+                (SELECT count(*) FROM tags t WHERE t.repository_id = r.id)
+         FROM repositories r
+         WHERE {after} AND {namespace}
+         ORDER BY {order} LIMIT ?"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(values), |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    let mut page = Vec::new();
+    for row in rows {
+        let (name, created, updated, tags) = row?;
+        page.push(RepositoryInfo {
+            name: RepositoryName::parse(name)?,
+            tags: u64::try_from(tags).unwrap_or_default(),
+            created: Timestamp::from_millis(created),
+            updated: Timestamp::from_millis(updated),
+        });
+    }
+    Ok(page)
+}
+
+/// See [`Store::list_tags`](flagstate_core::Store::list_tags).
+pub(crate) fn list_tags(
+    conn: &Connection,
+    repository: &RepositoryName,
+    listing: &Listing,
+) -> Result<Option<Vec<TagInfo>>> {
+    let Some(id) = repository_id(conn, repository)? else {
+        return Ok(None);
+    };
+    let (after, order, keyset_values) = keyset(listing, "t.updated", "t.tag");
+    let mut values = vec![Value::Integer(id)];
+    values.extend(keyset_values);
+    values.push(limit(listing));
+    let sql = format!(
+        "SELECT t.tag, m.digest, m.media_type, t.updated, m.created
+         FROM tags t JOIN manifests m ON m.id = t.manifest_id
+         WHERE t.repository_id = ? AND {after}
+         ORDER BY {order} LIMIT ?"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(values), |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, Option<String>>(4)?,
+        ))
+    })?;
+    let mut page = Vec::new();
+    for row in rows {
+        let (tag, digest, media_type, updated, created) = row?;
+        let media_type = media_type
+            .ok_or_else(|| Error::Invalid(format!("manifest {digest} has no media type stored")))?;
+        page.push(TagInfo {
+            tag: Tag::parse(tag)?,
+            digest: parse_digest(digest)?,
+            media_type,
+            updated: Timestamp::from_millis(updated),
+            created,
+        });
+    }
+    Ok(Some(page))
+}
+
+/// See [`Store::tag_history`](flagstate_core::Store::tag_history).
+pub(crate) fn tag_history(
+    conn: &Connection,
+    repository: &RepositoryName,
+    tag: &Tag,
+) -> Result<Option<Vec<HistoryEntry>>> {
+    let Some(id) = repository_id(conn, repository)? else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT digest, since FROM tag_history WHERE repository_id = ?1 AND tag = ?2 ORDER BY id",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![id, tag.as_str()], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut history = Vec::new();
+    for row in rows {
+        let (digest, since) = row?;
+        history.push(HistoryEntry {
+            digest: parse_digest(digest)?,
+            since: Timestamp::from_millis(since),
+        });
+    }
+    Ok(Some(history))
+}

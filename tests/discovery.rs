@@ -1,0 +1,459 @@
+//! The content discovery extension (`/v2/_flagstate/…`, `_oci/ext/discover`) and the
+//! `ls` / `history` commands.
+//!
+//! - Paging, as an embedder serves it (the `flagstate-http` router over the SQLite store,
+//!   and PostgreSQL when `FLAGSTATE_TEST_PG_URL` is set): 2,500 repositories and a
+//!   repository of 2,500 tags walked through `Link` headers with n = 7, 100 and 1000
+//!   while writes land between pages.
+//! - End to end: the `flagstate` binary beside the real distribution registry with
+//!   notifications: pushes, moves and deletes show in the listings and the history, a
+//!   restart and the full scan that follows keep every time, and bad input gets the
+//!   distribution error format.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::images::HELLO;
+use common::{EVENTS_TOKEN, Server, free_port, http_client, registry, run, text};
+use flagstate_core::conformance::fixtures::{image, put_image, repo};
+use flagstate_core::testkit::ImageSpec;
+use flagstate_core::{Store, Timestamp};
+use flagstate_http::{AppState, HttpConfig, router};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// One `GET` through the router: status, `Link` header and JSON body.
+async fn get(app: &axum::Router, uri: &str) -> (StatusCode, Option<String>, Value) {
+    let request = Request::get(uri).body(Body::empty()).unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let link = response
+        .headers()
+        .get("link")
+        .map(|l| l.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, link, body)
+}
+
+/// The URL of a `Link: <URL>; rel="next"` header.
+fn next_url(link: &str) -> String {
+    let url = link
+        .strip_prefix('<')
+        .and_then(|l| l.split_once(">; rel=\"next\""))
+        .map(|(url, _)| url.to_owned());
+    url.unwrap_or_else(|| panic!("not a next link: {link}"))
+}
+
+/// Follows `Link` headers from `first`, calling `between` after each page; returns the
+/// `field` of every item of `list`, in walk order.
+async fn walk(
+    app: &axum::Router,
+    first: &str,
+    list: &str,
+    field: &str,
+    mut between: impl AsyncFnMut(usize),
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut uri = first.to_owned();
+    for page in 0.. {
+        let (status, link, body) = get(app, &uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        for item in body[list].as_array().unwrap() {
+            seen.push(item[field].as_str().unwrap().to_owned());
+        }
+        let Some(link) = link else { break };
+        uri = next_url(&link);
+        between(page).await;
+    }
+    seen
+}
+
+fn assert_once(seen: &[String], expected: &BTreeSet<String>, what: &str) {
+    let unique: BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "{what}: an item was listed twice");
+    let missing: Vec<_> = expected.difference(&unique).take(5).collect();
+    assert!(missing.is_empty(), "{what}: skipped {missing:?}");
+}
+
+/// 2,500 repositories (one of them with 2,500 tags) walked page by page while new
+/// repositories and tags arrive and existing tags move between pages: in name order
+/// every repository that existed when the walk began is listed exactly once; in time
+/// order a walk over a quiet index lists everything once, and arrivals during it (newer
+/// than anything listed) never repeat an item.
+async fn paging_holds_under_writes(store: Arc<dyn Store>) {
+    let a = image("a").build();
+    let b = image("b").build();
+    let mut expected_repositories = BTreeSet::new();
+    for chunk in 0..25 {
+        for i in 0..100 {
+            let n = chunk * 100 + i;
+            let name = format!("ns{}/repo{n:04}", n % 7);
+            let snapshot = repo(&name)
+                .image("v1", &a)
+                .at(Timestamp::from_millis(1_000_000 + (n as i64 % 50) * 1000))
+                .build();
+            store.replace_repository(&snapshot).await.unwrap();
+            expected_repositories.insert(name);
+        }
+    }
+    let mut big = repo("big/many");
+    let mut expected_tags = BTreeSet::new();
+    for t in 0..2500 {
+        big = big.image(&format!("t{t:04}"), &a);
+        expected_tags.insert(format!("t{t:04}"));
+    }
+    store.replace_repository(&big.build()).await.unwrap();
+    expected_repositories.insert("big/many".to_owned());
+    let app = router(AppState::new(store.clone(), None, HttpConfig::default()));
+
+    let mut arrivals = 0;
+    for n in [7, 100, 1000] {
+        for sort in ["name", "updated", "-updated"] {
+            let first = format!("/v2/_flagstate/repositories?n={n}&sort={sort}");
+            let seen = walk(&app, &first, "repositories", "name", async |page| {
+                if page % 3 == 0 {
+                    arrivals += 1;
+                    let change = put_image(&format!("late/r{arrivals}"), "v1", &b);
+                    store.apply(&change).await.unwrap();
+                    if sort == "name" {
+                        // Moves change times, not names: name order must not care.
+                        let moved = put_image(&format!("ns1/repo{:04}", page * 7 + 1), "v1", &b);
+                        store.apply(&moved).await.unwrap();
+                    }
+                }
+            })
+            .await;
+            assert_once(&seen, &expected_repositories, &first);
+            let first = format!("/v2/big/many/_flagstate/tags?n={n}&sort={sort}");
+            let seen = walk(&app, &first, "tags", "name", async |page| {
+                let change = put_image("big/many", &format!("new{n}{sort}{page}"), &b);
+                store.apply(&change).await.unwrap();
+            })
+            .await;
+            assert_once(&seen, &expected_tags, &first);
+        }
+    }
+    let (status, link, body) = get(&app, "/v2/_flagstate/repositories?n=0").await;
+    assert_eq!((status, link), (StatusCode::OK, None));
+    assert_eq!(body["repositories"].as_array().map(Vec::len), Some(0));
+    let (_, _, newest) = get(&app, "/v2/big/many/_flagstate/tags?sort=-updated&n=1").await;
+    assert!(
+        newest["tags"][0]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("new"),
+        "the newest tag is the last one added: {newest}"
+    );
+    let (_, link, body) = get(&app, "/v2/_flagstate/repositories?namespace=ns3&n=1000").await;
+    assert_eq!(link, None, "fewer than 1000 under ns3");
+    let names: Vec<&str> = body["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.is_empty() && names.iter().all(|n| n.starts_with("ns3/")));
+    assert_eq!(
+        names.len(),
+        expected_repositories
+            .iter()
+            .filter(|n| n.starts_with("ns3/"))
+            .count()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_holds_under_writes_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = flagstate_sqlite::SqliteStore::open(dir.path().join("index.db")).unwrap();
+    paging_holds_under_writes(Arc::new(store)).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_holds_under_writes_on_postgres() {
+    let Ok(url) = std::env::var("FLAGSTATE_TEST_PG_URL") else {
+        assert!(
+            !flagstate_core::testkit::registry_required(),
+            "FLAGSTATE_REQUIRE_REGISTRY=1 but FLAGSTATE_TEST_PG_URL is not set"
+        );
+        eprintln!("\n!!! SKIPPING: FLAGSTATE_TEST_PG_URL is not set\n");
+        return;
+    };
+    let schema = format!("flagstate_discovery_{}", std::process::id());
+    let options = flagstate_pg::PgOptions::default().with_schema(Some(schema.clone()));
+    let store = flagstate_pg::PgStore::connect(&url, options).await.unwrap();
+    paging_holds_under_writes(Arc::new(store.clone())).await;
+    store.close().await;
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+}
+
+/// `GET` on the server; status, headers and JSON body.
+async fn fetch(
+    server: &Server,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut request = http_client().get(format!("{}{path}", server.url));
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.send().await.unwrap();
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+/// Polls `path` until `done` holds for its body (up to 30 s).
+async fn wait_for(server: &Server, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, body) = fetch(server, path, &[]).await;
+        if status == StatusCode::OK && done(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never showed {what}; last answer {status} {body}\nserver log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn tag<'a>(tags: &'a Value, name: &str) -> Option<&'a Value> {
+    tags["tags"].as_array()?.iter().find(|t| t["name"] == name)
+}
+
+fn error_code(body: &Value) -> &str {
+    body["errors"][0]["code"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_and_history_follow_the_registry_and_survive_a_restart() {
+    let port = free_port();
+    let Some(registry) = registry(Some(port)).await else {
+        return;
+    };
+    let pusher = registry.pusher();
+    let app = HELLO.repository();
+    let first = pusher
+        .push_image(&app, Some("stable"), &HELLO.image())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("index.db").to_str().unwrap().to_owned();
+    let args = ["--registry", &registry.url(), "--database", &db];
+    let env = [("FLAGSTATE_EVENTS__TOKEN", EVENTS_TOKEN)];
+    let mut server = Server::start(port, &args, &env, dir.path()).await;
+
+    // Pushes, a move and a delete arrive as notifications.
+    let second_spec = ImageSpec::new("linux", "amd64").label("org.example.build", "2");
+    let second = pusher
+        .push_image(&app, Some("stable"), &second_spec)
+        .await
+        .unwrap();
+    let tags_path = format!("/v2/{app}/_flagstate/tags");
+    let moved = wait_for(&server, &tags_path, "stable moved", |t| {
+        tag(t, "stable").is_some_and(|s| s["digest"] == second.digest.as_str())
+    })
+    .await;
+    let extra = ImageSpec::new("linux", "arm64");
+    let edge = pusher.push_image(&app, Some("edge"), &extra).await.unwrap();
+    pusher
+        .push_image("other/thing", Some("v1"), &extra)
+        .await
+        .unwrap();
+    let tags = wait_for(&server, &tags_path, "edge", |t| tag(t, "edge").is_some()).await;
+    let stable = tag(&tags, "stable").unwrap();
+    assert_eq!(stable["mediaType"], second.media_type.as_str());
+    assert_eq!(
+        stable["updated"],
+        tag(&moved, "stable").unwrap()["updated"],
+        "a later push elsewhere must not restamp stable"
+    );
+    let (_, headers, newest) = fetch(&server, &format!("{tags_path}?sort=-updated&n=1"), &[]).await;
+    assert_eq!(newest["tags"][0]["name"], "edge", "{newest}");
+    assert_eq!(newest["tags"].as_array().map(Vec::len), Some(1));
+    let link = headers.get("link").unwrap().to_str().unwrap();
+    assert!(
+        link.contains("sort=-updated") && link.contains("n=1"),
+        "{link}"
+    );
+    let history_path = format!("/v2/{app}/_flagstate/history/stable");
+    let history = wait_for(&server, &history_path, "two entries", |h| {
+        h["history"].as_array().is_some_and(|e| e.len() == 2)
+    })
+    .await;
+    assert_eq!(history["name"], app.as_str());
+    assert_eq!(history["history"][0]["digest"], first.digest.as_str());
+    assert_eq!(history["history"][1]["digest"], second.digest.as_str());
+    assert_eq!(history["history"][1]["updateTimestamp"], stable["updated"]);
+
+    pusher.delete_manifest(&app, &edge.digest).await.unwrap();
+    wait_for(&server, &tags_path, "edge deleted", |t| {
+        tag(t, "edge").is_none()
+    })
+    .await;
+    let repositories = wait_for(
+        &server,
+        "/v2/_flagstate/repositories?sort=-updated",
+        "both",
+        |r| r["repositories"].as_array().is_some_and(|r| r.len() == 2),
+    )
+    .await;
+    assert_eq!(
+        repositories["repositories"][0]["name"],
+        app.as_str(),
+        "{repositories}"
+    );
+    assert_eq!(repositories["repositories"][0]["tags"], 1);
+
+    // Validators and compression, like index answers.
+    let (_, headers, _) = fetch(&server, &tags_path, &[]).await;
+    let etag = headers.get("etag").unwrap().to_str().unwrap().to_owned();
+    let (status, _, _) = fetch(&server, &tags_path, &[("if-none-match", &etag)]).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    let gzip = http_client()
+        .get(format!("{}{tags_path}", server.url))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzip.headers().get("content-encoding").unwrap(), "gzip");
+
+    // The extension documents.
+    let (status, _, discover) = fetch(&server, "/v2/_oci/ext/discover", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(discover["extensions"][0]["name"], "_flagstate");
+    assert_eq!(
+        discover["extensions"][0]["endpoints"][0],
+        "_flagstate/repositories"
+    );
+    let (_, _, discover) = fetch(&server, &format!("/v2/{app}/_oci/ext/discover"), &[]).await;
+    let endpoints = discover["extensions"][0]["endpoints"].to_string();
+    assert!(endpoints.contains("_flagstate/tags") && endpoints.contains("_flagstate/history"));
+
+    // Bad input: the distribution error format, naming the problem.
+    for (path, status, code) in [
+        (
+            "/v2/_flagstate/repositories?n=-1",
+            400,
+            "PAGINATION_NUMBER_INVALID",
+        ),
+        (
+            "/v2/_flagstate/repositories?n=1001",
+            400,
+            "PAGINATION_NUMBER_INVALID",
+        ),
+        (
+            "/v2/_flagstate/repositories?n=abc",
+            400,
+            "PAGINATION_NUMBER_INVALID",
+        ),
+        (
+            "/v2/_flagstate/repositories?sort=newest",
+            400,
+            "UNSUPPORTED",
+        ),
+        (
+            "/v2/_flagstate/repositories?sort=updated&last=garbage",
+            400,
+            "UNSUPPORTED",
+        ),
+        (
+            "/v2/_flagstate/repositories?namespace=Bad..Name",
+            400,
+            "NAME_INVALID",
+        ),
+        ("/v2/no/such/_flagstate/tags", 404, "NAME_UNKNOWN"),
+        ("/v2/no/such/_oci/ext/discover", 404, "NAME_UNKNOWN"),
+        ("/v2/Bad..Name/_flagstate/tags", 400, "NAME_INVALID"),
+    ] {
+        let (got, _, body) = fetch(&server, path, &[]).await;
+        assert_eq!(
+            (got.as_u16(), error_code(&body)),
+            (status, code),
+            "{path}: {body}"
+        );
+        assert!(!body["errors"][0]["message"].as_str().unwrap().is_empty());
+    }
+    let (got, _, body) = fetch(&server, &format!("/v2/{app}/_flagstate/history/never"), &[]).await;
+    assert_eq!(
+        (got.as_u16(), error_code(&body)),
+        (404, "MANIFEST_UNKNOWN"),
+        "{body}"
+    );
+
+    // A restart and the full scan of an already indexed registry keep every time.
+    let before_tags = fetch(&server, &tags_path, &[]).await.2;
+    let before_repositories = fetch(&server, "/v2/_flagstate/repositories", &[]).await.2;
+    server.terminate();
+    let server = Server::start(port, &args, &env, dir.path()).await;
+    assert_eq!(fetch(&server, &tags_path, &[]).await.2, before_tags);
+    assert_eq!(
+        fetch(&server, "/v2/_flagstate/repositories", &[]).await.2,
+        before_repositories
+    );
+    assert_eq!(fetch(&server, &history_path, &[]).await.2, history);
+    drop(server);
+
+    // The same listings from the command line.
+    let out = run(&["ls", "--database", &db]);
+    assert!(out.status.success(), "{out:?}");
+    let lines = text(&out.stdout);
+    assert!(
+        lines.lines().any(|l| l.starts_with(&format!("{app}\t1\t"))),
+        "{lines}"
+    );
+    assert!(
+        lines.lines().any(|l| l.starts_with("other/thing\t1\t")),
+        "{lines}"
+    );
+    let out = run(&["ls", &app, "--database", &db]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!(
+            "stable\t{}\t{}",
+            second.digest,
+            stable["updated"].as_str().unwrap()
+        )
+    );
+    let out = run(&["history", &format!("{app}:stable"), "--database", &db]);
+    assert!(out.status.success(), "{out:?}");
+    let history_lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(history_lines.len(), 2, "{history_lines:?}");
+    assert!(history_lines[0].ends_with(first.digest.as_str()));
+    for (args, code, says) in [
+        (vec!["ls", "no/such"], 1, "not in the index"),
+        (vec!["ls", "Bad..Name"], 2, "not a repository name"),
+        (vec!["history", "no-colon"], 2, "not REPO:TAG"),
+        (vec!["history", "other/thing:never"], 1, "no history"),
+    ] {
+        let mut args = args;
+        args.extend(["--database", db.as_str()]);
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
