@@ -150,6 +150,57 @@ async fn repository_page_shows_tags_platforms_metadata_and_pull_commands() {
     assert!(empty.body.contains("nothing to pull"));
 }
 
+/// Tags are ordered by when the index saw them take their digest, each row shows that
+/// time, and `?history=TAG` shows every digest the tag pointed at, newest first.
+#[tokio::test]
+async fn repository_page_orders_tags_by_time_and_shows_history() {
+    use flagstate_core::conformance::fixtures::{at, image, put_image, time};
+    let store = std::sync::Arc::new(flagstate_core::MemoryStore::new());
+    let (old, new) = (image("old").build(), image("new").build());
+    for (tag, image, t) in [("latest", &old, 1), ("2.0", &old, 2), ("latest", &new, 3)] {
+        let change = at(put_image("apps/timed", tag, image), time(t));
+        flagstate_core::Store::apply(store.as_ref(), &change)
+            .await
+            .unwrap();
+    }
+    let app = app(store, REGISTRY);
+    let b = get(&app, "/r/apps/timed").await.body;
+    let (latest, two) = (
+        b.find("<tr id=\"tag-latest\">").unwrap(),
+        b.find("<tr id=\"tag-2.0\">").unwrap(),
+    );
+    assert!(latest < two, "latest moved last, so it is the newest");
+    assert!(
+        b.contains(&format!("<time datetime=\"{0}\">{0}</time>", time(3))),
+        "{b}"
+    );
+    assert!(b.contains("podman pull registry.example.org/apps/timed:latest"));
+    assert!(b.contains("href=\"?history=latest#history-h\""));
+    assert!(!b.contains("id=\"history-h\""), "no history unless asked");
+
+    let h = get(&app, "/r/apps/timed?history=latest").await.body;
+    let start = h.find("id=\"history-h\"").expect("a history section");
+    let section = &h[start..start + h[start..].find("</section>").unwrap()];
+    assert!(
+        section.contains("History of <code>latest</code>"),
+        "{section}"
+    );
+    let newer = section.find(new.digest.as_str()).unwrap();
+    let older = section.find(old.digest.as_str()).unwrap();
+    assert!(newer < older, "history is newest first: {section}");
+    assert!(section.contains(&format!("<time datetime=\"{0}\">{0}</time>", time(1))));
+    for missing in [
+        "/r/apps/timed?history=never",
+        "/r/apps/timed?history=Not..A..Tag",
+    ] {
+        assert_eq!(
+            get(&app, missing).await.status,
+            StatusCode::NOT_FOUND,
+            "{missing}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn pull_commands_use_the_request_host_when_the_registry_url_is_relative() {
     let f = fixture().await;

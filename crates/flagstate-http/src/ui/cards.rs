@@ -184,15 +184,21 @@ fn has_tag(tags: Option<&[String]>, tag: Option<&str>) -> bool {
     }
 }
 
-/// Orders tags newest-looking first: `latest`, then the rest in descending natural order
-/// (`1.10` before `1.9`). The index keeps no push time per tag, and version-like tags
-/// sort by age in practice, so this is the best order available without a timestamp.
+/// Orders tags newest-looking first (see [`newest_looking_cmp`]), for places that show
+/// tags without their times.
 pub fn newest_first(tags: &mut [String]) {
-    tags.sort_by(|a, b| match (a == "latest", b == "latest") {
+    tags.sort_by(|a, b| newest_looking_cmp(a, b));
+}
+
+/// `latest` first, then descending natural order (`1.10` before `1.9`): version-like
+/// tags sort by age in practice. The repository page orders by the time the index saw
+/// each tag and uses this between tags of the same time (those one scan found at once).
+pub fn newest_looking_cmp(a: &str, b: &str) -> Ordering {
+    match (a == "latest", b == "latest") {
         (true, false) => Ordering::Less,
         (false, true) => Ordering::Greater,
         _ => natural_cmp(b, a),
-    });
+    }
 }
 
 /// Compares with runs of ASCII digits taken as numbers. Hand-written: the rule is a dozen

@@ -4,20 +4,21 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use askama::Template;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
+use flagstate_core::discovery::{ListOrder, Listing};
 use flagstate_core::flatpak::ICON_128_LABEL;
 use flagstate_core::{
-    Digest, Filter, ImageEntry, IndexQuery, Manifest, RepositoryEntry, RepositoryName,
+    Digest, Filter, ImageEntry, IndexQuery, Manifest, RepositoryEntry, RepositoryName, Tag,
 };
 
 use super::UiContext;
-use super::cards::{KeyValue, describe_pairs, newest_first, rows};
+use super::cards::{KeyValue, describe_pairs, newest_first, newest_looking_cmp, rows};
 use super::error::UiError;
 use super::image;
 use super::layout::{Layout, Section};
-use super::params::path_parameter;
+use super::params::{Params, path_parameter};
 use super::reference::{PullCommand, RegistryHost};
 
 /// A tag and what it points at.
@@ -26,6 +27,22 @@ struct TagRow {
     digest: String,
     kind: &'static str,
     platforms: String,
+    /// When the index first saw the tag at this digest (RFC 3339).
+    updated: String,
+}
+
+/// The history of one tag (`?history=TAG`): every digest it pointed at, newest first.
+struct HistoryView {
+    tag: String,
+    entries: Vec<HistoryRow>,
+}
+
+/// One digest of a [`HistoryView`].
+struct HistoryRow {
+    digest: String,
+    since: String,
+    /// Whether the repository still holds the manifest (a link to it works).
+    current: bool,
 }
 
 /// A directly tagged image.
@@ -65,6 +82,7 @@ struct RepositoryPage {
     pull_tag: Option<String>,
     pull: Vec<PullCommand>,
     tags: Vec<TagRow>,
+    history: Option<HistoryView>,
     images: Vec<ImageView>,
     lists: Vec<ListView>,
 }
@@ -82,7 +100,10 @@ impl RepositoryPage {
     operation_id = "ui_repository",
     tag = "ui",
     summary = "One repository, or one of its manifests",
-    params(("path" = String, Path, description = "A repository name, or `<name>/@<digest>` for one of its manifests.")),
+    params(
+        ("path" = String, Path, description = "A repository name, or `<name>/@<digest>` for one of its manifests."),
+        ("history" = Option<String>, Query, description = "A tag whose history (every digest it pointed at) the repository page shows."),
+    ),
     responses(
         (status = 200, description = "The page.", content_type = "text/html", body = String,
             headers(
@@ -103,13 +124,25 @@ impl RepositoryPage {
 pub async fn page(
     State(ui): State<UiContext>,
     path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, UiError> {
     let path = path_parameter(path)?;
+    let history = Params::parse(raw.as_deref())?
+        .get("history")
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned);
     let (page_ui, page_headers, page_uri) = (ui.clone(), headers.clone(), uri.clone());
     ui.cached_page(&headers, &uri, move || async move {
-        render(&page_ui, &path, &page_headers, &page_uri).await
+        render(
+            &page_ui,
+            &path,
+            history.as_deref(),
+            &page_headers,
+            &page_uri,
+        )
+        .await
     })
     .await
 }
@@ -117,6 +150,7 @@ pub async fn page(
 async fn render(
     ui: &UiContext,
     path: &str,
+    history_of: Option<&str>,
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<String, UiError> {
@@ -125,7 +159,29 @@ async fn render(
     }
     let name = path.trim_end_matches('/');
     let repository = repository_name(name)?;
-    let tags = known_repository(ui, &repository).await?;
+    // Newest first by when the index saw each tag take its digest; tags one scan found
+    // at once (the same time) newest-looking first.
+    let mut listed = ui
+        .store()
+        .list_tags(
+            &repository,
+            &Listing::first(ListOrder::NewestFirst, usize::MAX),
+        )
+        .await?
+        .ok_or_else(|| unknown(name))?;
+    listed.sort_by(|a, b| {
+        b.updated
+            .cmp(&a.updated)
+            .then_with(|| newest_looking_cmp(a.tag.as_str(), b.tag.as_str()))
+    });
+    let tags: BTreeMap<String, Digest> = listed
+        .iter()
+        .map(|t| (t.tag.to_string(), t.digest.clone()))
+        .collect();
+    let history = match history_of {
+        None => None,
+        Some(tag) => Some(history_view(ui, &repository, tag, &tags).await?),
+    };
     let entry = repository_entry(ui, &repository).await?;
     let mut list_manifests = BTreeMap::new();
     for list in entry.iter().flat_map(|e| &e.lists) {
@@ -134,9 +190,7 @@ async fn render(
         }
     }
 
-    let mut tag_names: Vec<String> = tags.keys().cloned().collect();
-    newest_first(&mut tag_names);
-    let newest = tag_names.first().cloned();
+    let newest = listed.first().map(|t| t.tag.to_string());
     let empty = RepositoryEntry {
         name: name.to_owned(),
         images: Vec::new(),
@@ -188,16 +242,16 @@ async fn render(
         }
         ("unresolved", String::new())
     };
-    let tag_rows = tag_names
+    let tag_rows = listed
         .iter()
-        .filter_map(|t| tags.get(t).map(|d| (t, d)))
-        .map(|(tag, digest)| {
-            let (kind, platforms) = platforms_of(digest);
+        .map(|t| {
+            let (kind, platforms) = platforms_of(&t.digest);
             TagRow {
-                tag: tag.clone(),
-                digest: digest.to_string(),
+                tag: t.tag.to_string(),
+                digest: t.digest.to_string(),
                 kind,
                 platforms,
+                updated: t.updated.to_rfc3339(),
             }
         })
         .collect();
@@ -251,10 +305,43 @@ async fn render(
         pull_tag: newest,
         pull,
         tags: tag_rows,
+        history,
         images,
         lists,
     };
     Ok(page.render()?)
+}
+
+/// The history `?history=TAG` asks for; `NotFound` when the index has none of that tag.
+async fn history_view(
+    ui: &UiContext,
+    repository: &RepositoryName,
+    tag: &str,
+    tags: &BTreeMap<String, Digest>,
+) -> Result<HistoryView, UiError> {
+    let none = || UiError::NotFound(format!("The index has no history of the tag {tag:?}."));
+    let parsed = Tag::parse(tag).map_err(|_| none())?;
+    let mut entries = ui
+        .store()
+        .tag_history(repository, &parsed)
+        .await?
+        .unwrap_or_default();
+    if entries.is_empty() {
+        return Err(none());
+    }
+    entries.reverse();
+    let held: BTreeSet<&Digest> = tags.values().collect();
+    Ok(HistoryView {
+        tag: tag.to_owned(),
+        entries: entries
+            .into_iter()
+            .map(|e| HistoryRow {
+                current: held.contains(&e.digest),
+                digest: e.digest.to_string(),
+                since: e.since.to_rfc3339(),
+            })
+            .collect(),
+    })
 }
 
 fn unknown(name: &str) -> UiError {
