@@ -39,6 +39,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "cache",
     "interval",
     "history",
+    "changes",
     "log",
     "icons",
     "server",
@@ -79,6 +80,8 @@ pub struct Config {
     pub interval: IntervalSettings,
     /// How much tag history the index keeps.
     pub history: HistorySettings,
+    /// How much of the change log the index keeps.
+    pub changes: ChangeSettings,
     /// Logging.
     pub log: LogSettings,
     /// Icons extracted from `data:` URIs and served by the server.
@@ -105,6 +108,7 @@ impl Default for Config {
             cache: CacheSettings::default(),
             interval: IntervalSettings::default(),
             history: HistorySettings::default(),
+            changes: ChangeSettings::default(),
             log: LogSettings::default(),
             icons: IconSettings::default(),
             server: ServerSettings::default(),
@@ -293,6 +297,9 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Most requests served at once; more are answered `503` at once.
     pub max_in_flight: usize,
+    /// Most clients following the change feed at once (long polls and event streams),
+    /// counted apart from `max_in_flight`; more are answered `503` at once.
+    pub max_change_watchers: usize,
     /// Most distinct index answers built from the store at once.
     pub max_concurrent_builds: usize,
     /// Longest time one answer may take to build; builds go on after their request's
@@ -321,6 +328,7 @@ impl Default for ServerSettings {
             request_timeout: http.request_timeout,
             max_connections: server.max_connections,
             max_in_flight: http.max_in_flight,
+            max_change_watchers: http.max_change_watchers,
             max_concurrent_builds: http.max_concurrent_builds,
             build_timeout: http.build_timeout,
             shutdown_timeout: server.shutdown_timeout,
@@ -360,6 +368,7 @@ impl ServerSettings {
         for (key, value) in [
             ("server.max_connections", self.max_connections),
             ("server.max_in_flight", self.max_in_flight),
+            ("server.max_change_watchers", self.max_change_watchers),
             ("server.max_concurrent_builds", self.max_concurrent_builds),
         ] {
             if value == 0 {
@@ -693,6 +702,38 @@ impl HistorySettings {
     }
 }
 
+/// `changes.*`: the change log `/v2/_flagstate/changes` serves, pruned at every garbage
+/// collection; a cursor older than what is kept gets `410 Gone`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChangeSettings {
+    /// Records kept, the newest (at least 1).
+    pub max_records: usize,
+    /// Records older than this are dropped; `0` keeps them however old.
+    #[serde(with = "duration")]
+    pub max_age: Duration,
+}
+
+impl Default for ChangeSettings {
+    fn default() -> Self {
+        let retention = flagstate_core::ChangeRetention::default();
+        ChangeSettings {
+            max_records: retention.max_records,
+            max_age: retention.max_age.unwrap_or_default(),
+        }
+    }
+}
+
+impl ChangeSettings {
+    /// The retention these settings describe.
+    pub fn retention(&self) -> flagstate_core::ChangeRetention {
+        flagstate_core::ChangeRetention {
+            max_records: self.max_records,
+            max_age: Some(self.max_age).filter(|age| !age.is_zero()),
+        }
+    }
+}
+
 /// `log.*`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -881,6 +922,12 @@ impl Config {
         if self.events.max_pending_reconciles == 0 {
             return Err(ConfigError::invalid(
                 "events.max_pending_reconciles",
+                "must be at least 1",
+            ));
+        }
+        if self.changes.max_records == 0 {
+            return Err(ConfigError::invalid(
+                "changes.max_records",
                 "must be at least 1",
             ));
         }

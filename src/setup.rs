@@ -57,6 +57,7 @@ pub fn http_config(config: &Config) -> flagstate_http::HttpConfig {
         fields.events_allow_anonymous = config.events.allow_anonymous;
         fields.request_timeout = config.server.request_timeout;
         fields.max_in_flight = config.server.max_in_flight;
+        fields.max_change_watchers = config.server.max_change_watchers;
         fields.max_concurrent_builds = config.server.max_concurrent_builds;
         fields.build_timeout = config.server.build_timeout;
         fields.assert_endpoint = config.components.assert_endpoint;
@@ -85,6 +86,7 @@ pub fn indexer(config: &Config, store: Arc<dyn Store>) -> Result<Indexer, CliErr
         .with_full_scan_interval(config.interval.fetch_all())
         .with_gc_interval(config.interval.garbage_collect())
         .with_history_retention(config.history.retention())
+        .with_change_retention(config.changes.retention())
         .with_max_pending_reconciles(config.events.max_pending_reconciles)
         .with_progress_log_interval(config.log.scan_progress_interval);
     Ok(Indexer::new(client, store, cfg))

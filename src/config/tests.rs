@@ -306,6 +306,10 @@ fn validation_catches_inconsistent_settings() {
             "server.max_in_flight",
         );
         check(
+            &format!("{url}server: {{max_change_watchers: 0}}"),
+            "server.max_change_watchers",
+        );
+        check(
             &format!("{url}server: {{max_concurrent_builds: 0}}"),
             "server.max_concurrent_builds",
         );
@@ -654,6 +658,27 @@ fn history_retention_has_a_default_a_key_and_a_floor() {
         assert!(e.contains("history.max_entries"), "{e}");
         let e = load_err(jail, "history:\n  max_entrys: 3\n");
         assert!(e.contains("max_entrys"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn change_retention_has_a_default_a_key_and_a_floor() {
+    Jail::expect_with(|jail| {
+        let c = Config::load(None).unwrap();
+        assert_eq!(
+            c.changes.retention(),
+            flagstate_core::ChangeRetention::default()
+        );
+        let c = load(jail, "changes:\n  max_records: 10\n  max_age: 1h\n").unwrap();
+        assert_eq!(c.changes.retention().max_records, 10);
+        assert_eq!(
+            c.changes.retention().max_age,
+            Some(Duration::from_secs(3600))
+        );
+        let c = load(jail, "changes:\n  max_records: 0\n").unwrap();
+        let e = c.validate(false).unwrap_err().to_string();
+        assert!(e.contains("changes.max_records"), "{e}");
         Ok(())
     });
 }

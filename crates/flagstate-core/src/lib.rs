@@ -46,6 +46,7 @@
 
 #![warn(missing_docs)]
 
+pub mod changes;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod digest;
@@ -75,6 +76,9 @@ pub mod sync;
 pub mod testkit;
 pub mod timestamp;
 
+pub use changes::{
+    ChangeCursor, ChangeFilter, ChangeKind, ChangePage, ChangeRecord, ChangeRetention,
+};
 pub use digest::{Digest, DigestError};
 pub use discovery::{
     HistoryEntry, HistoryRetention, ListOrder, Listing, Position, RepositoryInfo,

@@ -10,6 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use tokio::sync::RwLock;
 
+use crate::changes::{
+    ChangeCursor, ChangeFilter, ChangeKind, ChangePage, ChangeRecord, ChangeRetention, NewChange,
+    read_log, tag_changes,
+};
 use crate::digest::Digest;
 use crate::discovery::{
     HistoryEntry, HistoryRetention, Listing, RepositoryInfo, RepositoryListing, TagInfo,
@@ -44,6 +48,9 @@ struct State {
     times: BTreeMap<RepositoryName, Times>,
     generation: Generation,
     registry_url: Option<String>,
+    /// The change log, oldest first, and the position retention dropped it up to.
+    changes: Vec<ChangeRecord>,
+    change_floor: ChangeCursor,
 }
 
 /// When a repository and its tags changed, and the history of its tags.
@@ -143,6 +150,37 @@ impl State {
         self.generation
     }
 
+    /// Bumps the generation and records `changes` of `repository` under it, at `at`.
+    fn bump_with(
+        &mut self,
+        repository: &RepositoryName,
+        changes: Vec<NewChange>,
+        at: Timestamp,
+    ) -> Generation {
+        let generation = self.bump();
+        for (index, change) in changes.into_iter().enumerate() {
+            let media_type = change
+                .digest
+                .as_ref()
+                .and_then(|d| self.manifests.get(d))
+                .map(|m| m.media_type().to_owned());
+            self.changes.push(ChangeRecord {
+                cursor: ChangeCursor {
+                    generation,
+                    index: u32::try_from(index).unwrap_or(u32::MAX - 1),
+                },
+                time: at,
+                kind: change.kind,
+                repository: repository.clone(),
+                tag: change.tag,
+                digest: change.digest,
+                previous_digest: change.previous_digest,
+                media_type,
+            });
+        }
+        generation
+    }
+
     /// The search document of a repository: the images its tags reach, tags in bytewise
     /// order and list children in list order, so the result is deterministic.
     fn search_document(&self, name: &str, tags: &Tags) -> SearchDocument {
@@ -199,7 +237,12 @@ impl Store for MemoryStore {
         state.manifests.extend(new);
         let old = state.repositories.get(&snapshot.name).cloned();
         if old.as_ref() != Some(&snapshot.tags) {
+            let mut changes = Vec::new();
+            if old.is_none() {
+                changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
+            }
             let old = old.unwrap_or_default();
+            changes.extend(tag_changes(&old, &snapshot.tags));
             let at = snapshot.at;
             let times = state
                 .times
@@ -217,7 +260,7 @@ impl Store for MemoryStore {
             state
                 .repositories
                 .insert(snapshot.name.clone(), snapshot.tags.clone());
-            return Ok(state.bump());
+            return Ok(state.bump_with(&snapshot.name, changes, at));
         }
         Ok(state.generation)
     }
@@ -226,7 +269,8 @@ impl Store for MemoryStore {
         let mut state = self.state.write().await;
         if state.repositories.remove(name).is_some() {
             state.times.remove(name);
-            return Ok(state.bump());
+            let changes = vec![NewChange::of_repository(ChangeKind::RepositoryDeleted)];
+            return Ok(state.bump_with(name, changes, Timestamp::now()));
         }
         Ok(state.generation)
     }
@@ -248,6 +292,11 @@ impl Store for MemoryStore {
                 let tags = state.repositories.entry(repository.clone()).or_default();
                 if created || tags.get(tag) != Some(digest) {
                     let moved = tags.get(tag) != Some(digest);
+                    let mut changes = Vec::new();
+                    if created {
+                        changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
+                    }
+                    changes.extend(NewChange::of_tag(tag, tags.get(tag), Some(digest)));
                     tags.insert(tag.clone(), digest.clone());
                     let times = state
                         .times
@@ -256,7 +305,7 @@ impl Store for MemoryStore {
                     if moved {
                         times.put(tag, digest, *at);
                     }
-                    return Ok(state.bump());
+                    return Ok(state.bump_with(repository, changes, *at));
                 }
             }
             TagChange::DeleteTag {
@@ -268,11 +317,12 @@ impl Store for MemoryStore {
                     .repositories
                     .get_mut(repository)
                     .and_then(|tags| tags.remove(tag));
-                if removed.is_some() {
+                if let Some(previous) = removed {
                     if let Some(times) = state.times.get_mut(repository) {
                         times.delete(tag, *at);
                     }
-                    return Ok(state.bump());
+                    let changes = NewChange::of_tag(tag, Some(&previous), None);
+                    return Ok(state.bump_with(repository, changes.into_iter().collect(), *at));
                 }
             }
             TagChange::DeleteManifest {
@@ -295,7 +345,11 @@ impl Store for MemoryStore {
                             times.delete(tag, *at);
                         }
                     }
-                    return Ok(state.bump());
+                    let changes = removed
+                        .iter()
+                        .filter_map(|tag| NewChange::of_tag(tag, Some(digest), None))
+                        .collect();
+                    return Ok(state.bump_with(repository, changes, *at));
                 }
             }
         }
@@ -428,6 +482,45 @@ impl Store for MemoryStore {
             state.bump();
         }
         Ok(dropped)
+    }
+
+    async fn changes_since(
+        &self,
+        after: ChangeCursor,
+        filter: &ChangeFilter,
+        limit: usize,
+    ) -> Result<ChangePage, StoreError> {
+        let state = self.state.read().await;
+        // Records are appended in cursor order: start after `after` by binary search.
+        let start = state.changes.partition_point(|r| r.cursor <= after);
+        Ok(read_log(
+            &state.changes[start..],
+            after,
+            filter,
+            limit,
+            state.change_floor,
+        ))
+    }
+
+    async fn prune_changes(
+        &self,
+        retention: &ChangeRetention,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut state = self.state.write().await;
+        let over = state.changes.len().saturating_sub(retention.max_records);
+        let horizon = retention.horizon(now);
+        let old = state
+            .changes
+            .iter()
+            .take_while(|r| horizon.is_some_and(|h| r.time < h))
+            .count();
+        let dropped = over.max(old);
+        if dropped > 0 {
+            state.change_floor = state.changes[dropped - 1].cursor;
+            state.changes.drain(..dropped);
+        }
+        Ok(dropped as u64)
     }
 
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {

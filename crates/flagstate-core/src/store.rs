@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::changes::{ChangeCursor, ChangeFilter, ChangePage, ChangeRetention};
 use crate::digest::Digest;
 use crate::discovery::{
     HistoryEntry, HistoryRetention, Listing, RepositoryInfo, RepositoryListing, TagInfo,
@@ -338,6 +339,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
     ) -> Result<u64, StoreError>;
 
+    /// The change log after `after` (see [`changes`](crate::changes)): the records
+    /// `filter` admits, in order, at most `limit`, equal to [`read_log`](crate::changes::read_log)
+    /// over every record kept. Every write that bumps the generation because tags or
+    /// repositories changed records those changes, in the same transaction: the
+    /// repository's creation first, then one record per tag created, moved or removed
+    /// (in tag order); removing a repository records `repository.deleted` alone.
+    async fn changes_since(
+        &self,
+        after: ChangeCursor,
+        filter: &ChangeFilter,
+        limit: usize,
+    ) -> Result<ChangePage, StoreError>;
+
+    /// Drops the records `retention` does not keep at `now` (the oldest first, so the
+    /// log stays contiguous) and moves [`ChangePage::oldest`] past them; returns how many.
+    /// Never bumps the generation (no index answer changes).
+    async fn prune_changes(
+        &self,
+        retention: &ChangeRetention,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+
     /// Full-text search over repository names and the descriptive labels/annotations of
     /// their tagged images (see [`Description`](crate::model::Description)). Terms are
     /// matched case-insensitively; every term must match (as a word prefix) for a
@@ -455,6 +478,21 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         now: Timestamp,
     ) -> Result<u64, StoreError> {
         (**self).prune_history(retention, now).await
+    }
+    async fn changes_since(
+        &self,
+        after: ChangeCursor,
+        filter: &ChangeFilter,
+        limit: usize,
+    ) -> Result<ChangePage, StoreError> {
+        (**self).changes_since(after, filter, limit).await
+    }
+    async fn prune_changes(
+        &self,
+        retention: &ChangeRetention,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        (**self).prune_changes(retention, now).await
     }
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
         (**self).search(text, offset, limit).await

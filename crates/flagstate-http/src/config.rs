@@ -67,6 +67,10 @@ pub struct HttpConfig {
     /// Most requests served at once; more are shed with `503` and `Retry-After` rather
     /// than queued. `/healthz` and `/readyz` are never shed.
     pub max_in_flight: usize,
+    /// Most clients following the change feed at once (`GET /v2/_flagstate/changes`
+    /// waiting with `wait=` or streaming events), counted apart from `max_in_flight`
+    /// (they wait rather than work); more are answered `503` with `Retry-After`.
+    pub max_change_watchers: usize,
     /// Most index answers built from the store at once (distinct uncached queries);
     /// further builds wait their turn (within `request_timeout`). Requests for the same
     /// answer always share one build.
@@ -146,6 +150,7 @@ impl Default for HttpConfig {
             query_limits: flagstate_core::query::QueryLimits::default(),
             request_timeout: Duration::from_secs(30),
             max_in_flight: 512,
+            max_change_watchers: 256,
             max_concurrent_builds: 4,
             build_timeout: crate::cache::DEFAULT_BUILD_TIMEOUT,
             answer_dir: None,

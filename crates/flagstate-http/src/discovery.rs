@@ -25,6 +25,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use flagstate_core::changes::ChangeCursor;
 use flagstate_core::discovery::{
     HistoryEntry, ListOrder, Listing, Position, RepositoryInfo, RepositoryListing, TagInfo,
 };
@@ -47,19 +48,27 @@ pub struct RegistryError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    detail: Option<serde_json::Value>,
 }
 
 impl RegistryError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         RegistryError {
             status,
             code,
             message: message.into(),
+            detail: None,
         }
     }
 
-    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad(code: &'static str, message: impl Into<String>) -> Self {
         RegistryError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// Adds the error's `detail` (the distribution format's structured extra).
+    pub(crate) fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
     }
 
     fn unknown_repository(name: &str) -> Self {
@@ -83,11 +92,16 @@ pub struct RegistryErrors {
 pub struct RegistryErrorDetail {
     /// The distribution spec's code: `NAME_UNKNOWN`, `NAME_INVALID`, `MANIFEST_UNKNOWN`,
     /// `PAGINATION_NUMBER_INVALID`, `UNSUPPORTED`, `UNAVAILABLE`, `TOOMANYREQUESTS` or
-    /// `UNKNOWN`.
+    /// `UNKNOWN`; and this extension's `CURSOR_EXPIRED` (a change cursor retention passed).
     #[schema(example = "NAME_UNKNOWN")]
     pub code: String,
     /// What is wrong, in words; names the offending parameter when there is one.
     pub message: String,
+    /// Structured detail, where there is some (e.g. `{"oldest": CURSOR}` for
+    /// `CURSOR_EXPIRED`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
 }
 
 impl From<HttpError> for RegistryError {
@@ -124,6 +138,7 @@ impl IntoResponse for RegistryError {
             errors: vec![RegistryErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message,
+                detail: self.detail,
             }],
         };
         // Strings in structs always serialise.
@@ -237,6 +252,17 @@ impl Page {
 fn params(raw: Option<&str>) -> Result<QueryParams, RegistryError> {
     QueryParams::parse(raw, Repeated::Last)
         .map_err(|e| RegistryError::bad("UNSUPPORTED", e.to_string()))
+}
+
+/// The change cursor a listing read after `cursor` reflects: following the change feed
+/// from it (`since=`) misses nothing that happened after the listing.
+fn with_cursor(mut response: Response, cursor: ChangeCursor) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&cursor.to_string()) {
+        response
+            .headers_mut()
+            .insert(crate::changes::CURSOR_HEADER, value);
+    }
+    response
 }
 
 /// A JSON answer with a strong ETag, `304` and compression, and `link` when given.
@@ -411,6 +437,7 @@ pub async fn discover(State(state): State<AppState>, headers: HeaderMap) -> Answ
             headers(
                 ("Link" = String, description = "`</v2/_flagstate/repositories?…&last=…>; rel=\"next\"` while more follow."),
                 ("ETag" = String, description = "Strong validator of the body."),
+                ("Flagstate-Cursor" = String, description = "The change cursor the listing reflects: follow `/v2/_flagstate/changes?since=` from it to miss nothing after it."),
             )),
         (status = 304, description = "`If-None-Match` names the current body."),
         (status = 400, description = "A malformed parameter, named in the message.", body = RegistryErrors),
@@ -434,6 +461,8 @@ pub async fn repositories(
                 .to_string(),
         ),
     };
+    // Read before the listing: changes after it are in the feed from this cursor on.
+    let cursor = crate::changes::now(state.store().as_ref()).await?;
     let mut found = if page.n == 0 {
         Vec::new()
     } else {
@@ -451,7 +480,10 @@ pub async fn repositories(
     let body = Repositories {
         repositories: found.into_iter().map(repository_out).collect(),
     };
-    respond(&state, &headers, &body, link).await
+    Ok(with_cursor(
+        respond(&state, &headers, &body, link).await?,
+        cursor,
+    ))
 }
 
 fn repository_out(r: RepositoryInfo) -> RepositoryOut {
@@ -549,6 +581,7 @@ pub async fn repository(
         Target::Tags(name) => {
             let name = name_of(name)?;
             let page = Page::parse(&params(raw.as_deref())?)?;
+            let cursor = crate::changes::now(store.as_ref()).await?;
             // With n=0 the store is still asked, with a limit of 1: it tells whether the
             // repository exists.
             let mut found = store
@@ -560,7 +593,10 @@ pub async fn repository(
                 name: name.to_string(),
                 tags: found.into_iter().map(tag_out).collect(),
             };
-            respond(&state, &headers, &body, link).await
+            Ok(with_cursor(
+                respond(&state, &headers, &body, link).await?,
+                cursor,
+            ))
         }
         Target::History(name, tag) => {
             let name = name_of(name)?;

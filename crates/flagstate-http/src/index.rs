@@ -80,11 +80,13 @@ pub async fn static_index(
                 ("ETag" = String, description = "Strong entity tag: the SHA-256 of the uncompressed body, with a `-gzip`, `-zstd` or `-br` suffix for a compressed one."),
                 ("Cache-Control" = String, description = "`no-store`."),
                 ("Vary" = String, description = "`Accept-Encoding`."),
+                ("Flagstate-Cursor" = String, description = "The change cursor the answer reflects: `/v2/_flagstate/changes?since=` from it has every change after it."),
             )),
         (status = 304, description = "Not modified: `If-None-Match` names the current answer (in any encoding).",
             headers(
                 ("ETag" = String, description = "The current answer's entity tag."),
                 ("Cache-Control" = String, description = "`no-store`."),
+                ("Flagstate-Cursor" = String, description = "The change cursor the answer reflects."),
             )),
         (status = 400, description = "Invalid query (`invalid_query`, naming the parameter), or one whose globs need more matching work than allowed (`query_too_expensive`).",
             body = ErrorBody),
@@ -212,10 +214,21 @@ async fn serve(
         Kind::Static => state.index_cache_control().clone(),
         Kind::Dynamic => HeaderValue::from_static("no-store"),
     };
-    body.respond(
-        headers,
-        HeaderValue::from_static("application/json"),
-        cache_control,
-    )
-    .await
+    let mut response = body
+        .respond(
+            headers,
+            HeaderValue::from_static("application/json"),
+            cache_control,
+        )
+        .await?;
+    if kind == Kind::Dynamic {
+        // List-then-watch: the change feed from this cursor has everything after the answer.
+        let cursor = flagstate_core::ChangeCursor::at_generation(body.generation());
+        if let Ok(value) = HeaderValue::from_str(&cursor.to_string()) {
+            response
+                .headers_mut()
+                .insert(crate::changes::CURSOR_HEADER, value);
+        }
+    }
+    Ok(response)
 }

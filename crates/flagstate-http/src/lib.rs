@@ -33,6 +33,7 @@
 pub mod assert;
 pub mod body;
 pub mod cache;
+pub mod changes;
 pub mod conditional;
 pub mod config;
 pub mod detached;
@@ -80,6 +81,7 @@ pub fn api_routes(config: &HttpConfig) -> OpenApiRouter<AppState> {
         .routes(routes!(search::v1_search))
         .routes(routes!(search::ping))
         .routes(routes!(search::catalog))
+        .routes(routes!(changes::changes))
         .routes(routes!(discovery::discover))
         .routes(routes!(discovery::repositories))
         .routes(routes!(discovery::repository))

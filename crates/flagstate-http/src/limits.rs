@@ -29,16 +29,28 @@ pub const RETRY_AFTER_SECONDS: u32 = 1;
 #[derive(Debug)]
 pub struct RequestLimiter {
     in_flight: Arc<Semaphore>,
+    watchers: Arc<Semaphore>,
 }
 
 impl RequestLimiter {
-    /// Room for `max_in_flight` requests at once (at least one).
-    pub fn new(max_in_flight: usize) -> Self {
+    /// Room for `max_in_flight` requests and `max_watchers` change-feed watchers at
+    /// once (at least one each).
+    pub fn new(max_in_flight: usize, max_watchers: usize) -> Self {
         RequestLimiter {
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            watchers: Arc::new(Semaphore::new(max_watchers.max(1))),
         }
     }
+
+    /// A watcher's place, held while it waits or streams; `None` when all are taken.
+    pub fn watcher(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.watchers.clone().try_acquire_owned().ok()
+    }
 }
+
+/// The change feed, which waits by design: it takes a watcher's place
+/// ([`RequestLimiter::watcher`]) instead of a request's, and bounds its own wait.
+pub(crate) const CHANGES_PATH: &str = "/v2/_flagstate/changes";
 
 /// Whether `path` is a probe, never shed (also how the OpenAPI description knows which
 /// operations have no `503`).
@@ -49,7 +61,7 @@ pub(crate) fn is_probe(path: &str) -> bool {
 /// The middleware. See the module docs.
 pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if is_probe(path) {
+    if is_probe(path) || path == CHANGES_PATH {
         return next.run(request).await;
     }
     let deadline = (path != "/assert").then_some(state.config().request_timeout);

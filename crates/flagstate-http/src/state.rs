@@ -63,7 +63,7 @@ impl AppState {
                     .with_build_timeout(config.build_timeout),
             )
         });
-        let limiter = RequestLimiter::new(config.max_in_flight);
+        let limiter = RequestLimiter::new(config.max_in_flight, config.max_change_watchers);
         let metrics = Metrics::with_build_info(&config.build_info);
         let recent = RecentEvents::new(config.recent_event_ids);
         let index_cache_control = crate::conditional::max_age_value(config.max_age_index);

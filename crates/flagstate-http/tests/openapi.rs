@@ -30,6 +30,7 @@ const EVERY_OPERATION: &[&str] = &[
     "GET /v1/search",
     "GET /v2/",
     "GET /v2/_catalog",
+    "GET /v2/_flagstate/changes",
     "GET /v2/_flagstate/repositories",
     "GET /v2/_oci/ext/discover",
     "GET /v2/{path}",

@@ -84,6 +84,21 @@ impl Store for DownStore {
     ) -> Result<u64, StoreError> {
         down()
     }
+    async fn changes_since(
+        &self,
+        _: flagstate_core::ChangeCursor,
+        _: &flagstate_core::ChangeFilter,
+        _: usize,
+    ) -> Result<flagstate_core::ChangePage, StoreError> {
+        down()
+    }
+    async fn prune_changes(
+        &self,
+        _: &flagstate_core::ChangeRetention,
+        _: flagstate_core::Timestamp,
+    ) -> Result<u64, StoreError> {
+        down()
+    }
     async fn search(&self, _: &str, _: u64, _: u64) -> Result<SearchPage, StoreError> {
         down()
     }

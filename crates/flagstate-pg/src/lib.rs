@@ -72,6 +72,7 @@
 
 #![warn(missing_docs)]
 
+mod changes;
 mod discovery;
 mod error;
 mod narrow;
@@ -89,6 +90,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use flagstate_core::changes::{ChangeCursor, ChangeFilter, ChangePage, ChangeRetention};
 use flagstate_core::discovery::{
     HistoryEntry, HistoryRetention, Listing, RepositoryInfo, RepositoryListing, TagInfo,
 };
@@ -505,6 +507,23 @@ impl Store for PgStore {
         tag: &Tag,
     ) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
         discovery::tag_history(&self.inner.pool, repository, tag).await
+    }
+
+    async fn changes_since(
+        &self,
+        after: ChangeCursor,
+        filter: &ChangeFilter,
+        limit: usize,
+    ) -> Result<ChangePage, StoreError> {
+        changes::changes_since(&self.inner.pool, after, filter, limit).await
+    }
+
+    async fn prune_changes(
+        &self,
+        retention: &ChangeRetention,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        changes::prune_changes(self.writable()?, retention, now).await
     }
 
     async fn prune_history(

@@ -268,7 +268,7 @@ const MANIFESTS_PER_BATCH: usize = 4096;
 /// leader (and with every other query) for the same cores: on the 100,000-image benchmark
 /// (docs/performance.md) the candidate statement took 74 ms with them and 48 ms without.
 /// Both in one simple-protocol message: no extra round trip.
-const QUERY_TRANSACTION: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+pub(crate) const QUERY_TRANSACTION: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
                                  SET LOCAL max_parallel_workers_per_gather = 0";
 
 /// Runs an index query inside one read-only snapshot, handing each entry to `sink` in

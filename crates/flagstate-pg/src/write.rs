@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use flagstate_core::changes::{ChangeKind, NewChange, tag_changes};
 use flagstate_core::discovery::HistoryRetention;
 use flagstate_core::model::{
     Description, ImageList, Manifest, RepositorySnapshot, TagChange, check_list_entry,
@@ -126,6 +127,60 @@ async fn set_tags(
     .during("setting tags")?
     .rows_affected();
     Ok(set)
+}
+
+/// Records `changes` of `repository` in the change log under `generation` (the one the
+/// transaction just bumped to, under the generation row's lock), at `at`; the media type
+/// of each new digest is looked up in the same statement.
+async fn record(
+    conn: &mut PgConnection,
+    generation: Generation,
+    repository: &str,
+    changes: &[NewChange],
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let positions: Vec<i32> = (0..changes.len())
+        .map(|i| i32::try_from(i).unwrap_or(i32::MAX))
+        .collect();
+    let kinds: Vec<i16> = changes
+        .iter()
+        .map(|c| i16::try_from(c.kind.code()).unwrap_or(i16::MAX))
+        .collect();
+    let tags: Vec<Option<&str>> = changes
+        .iter()
+        .map(|c| c.tag.as_ref().map(|t| t.as_str()))
+        .collect();
+    let digests: Vec<Option<&str>> = changes
+        .iter()
+        .map(|c| c.digest.as_ref().map(Digest::as_str))
+        .collect();
+    let previous: Vec<Option<&str>> = changes
+        .iter()
+        .map(|c| c.previous_digest.as_ref().map(Digest::as_str))
+        .collect();
+    sqlx::query(
+        "INSERT INTO change_log \
+             (generation, position, time, kind, repository, tag, digest, previous_digest, media_type) \
+         SELECT $1, u.position, $2, u.kind, $3, u.tag, u.digest, u.previous, \
+                (SELECT m.media_type FROM manifests m WHERE m.digest = u.digest) \
+         FROM UNNEST($4::int[], $5::smallint[], $6::text[], $7::text[], $8::text[]) \
+             AS u(position, kind, tag, digest, previous)",
+    )
+    .bind(i64::try_from(generation).unwrap_or(i64::MAX))
+    .bind(at.as_millis())
+    .bind(repository)
+    .bind(&positions)
+    .bind(&kinds)
+    .bind(&tags)
+    .bind(&digests)
+    .bind(&previous)
+    .execute(&mut *conn)
+    .await
+    .during("recording changes")?;
+    Ok(())
 }
 
 /// Records that repository `id` changed at `at`: its `updated` time becomes the later of
@@ -468,6 +523,18 @@ pub(crate) async fn replace_repository(
         .map(|(tag, digest)| (tag.as_str(), digest.as_str()))
         .unzip();
     let generation = if created || !removed.is_empty() || !changed_tags.is_empty() {
+        let mut changes = Vec::new();
+        if created {
+            changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
+        }
+        let mut before = BTreeMap::new();
+        for (tag, digest) in &current {
+            let tag = flagstate_core::Tag::parse(tag.as_str())
+                .map_err(|e| PgError::Corrupt(format!("stored tag {tag:?}: {e}")))?;
+            let digest = crate::read::parse_digest(digest)?;
+            before.insert(tag, digest);
+        }
+        changes.extend(tag_changes(&before, &snapshot.tags));
         if !removed.is_empty() {
             sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND name = ANY($2)")
                 .bind(id)
@@ -481,7 +548,9 @@ pub(crate) async fn replace_repository(
         }
         touch_repository(&mut tx, id, snapshot.at).await?;
         search::refresh(&mut tx, id, &snapshot.name).await?;
-        bump(&mut tx).await?
+        let generation = bump(&mut tx).await?;
+        record(&mut tx, generation, &snapshot.name, &changes, snapshot.at).await?;
+        generation
     } else {
         current_generation(&mut tx).await?
     };
@@ -529,7 +598,10 @@ pub(crate) async fn remove_repository(pool: &PgPool, name: &str) -> Result<Gener
         .during("removing a repository")?
         .rows_affected();
     let generation = if removed > 0 {
-        bump(&mut tx).await?
+        let generation = bump(&mut tx).await?;
+        let removed = [NewChange::of_repository(ChangeKind::RepositoryDeleted)];
+        record(&mut tx, generation, name, &removed, Timestamp::now()).await?;
+        generation
     } else {
         current_generation(&mut tx).await?
     };
@@ -552,8 +624,25 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
         } => {
             admit(&mut tx, repository, &[digest], manifests).await?;
             let (id, created) = lock_or_create_repository(&mut tx, repository, at).await?;
+            let before: Option<(String,)> =
+                sqlx::query_as("SELECT digest FROM tags WHERE repository_id = $1 AND name = $2")
+                    .bind(id)
+                    .bind(tag.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .during("reading a tag")?;
             let moved = set_tags(&mut tx, id, &[tag.as_str()], &[digest.as_str()], at).await?;
-            (created || moved > 0).then_some((id, repository))
+            let mut changes = Vec::new();
+            if created {
+                changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
+            }
+            if moved > 0 {
+                let before = before
+                    .map(|(d,)| crate::read::parse_digest(&d))
+                    .transpose()?;
+                changes.extend(NewChange::of_tag(tag, before.as_ref(), Some(digest)));
+            }
+            (created || moved > 0).then_some((id, repository, changes))
         }
         TagChange::DeleteTag {
             repository,
@@ -561,15 +650,22 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
             at: _,
         } => match lock_repository(&mut tx, repository).await? {
             Some(id) => {
-                let removed =
-                    sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND name = $2")
-                        .bind(id)
-                        .bind(tag.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .during("deleting a tag")?
-                        .rows_affected();
-                (removed > 0).then_some((id, repository))
+                let removed: Option<(String,)> = sqlx::query_as(
+                    "DELETE FROM tags WHERE repository_id = $1 AND name = $2 RETURNING digest",
+                )
+                .bind(id)
+                .bind(tag.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .during("deleting a tag")?;
+                match removed {
+                    Some((previous,)) => {
+                        let previous = crate::read::parse_digest(&previous)?;
+                        let changes = NewChange::of_tag(tag, Some(&previous), None);
+                        Some((id, repository, changes.into_iter().collect()))
+                    }
+                    None => None,
+                }
             }
             None => None,
         },
@@ -579,24 +675,38 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
             at: _,
         } => match lock_repository(&mut tx, repository).await? {
             Some(id) => {
-                let removed =
-                    sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND digest = $2")
-                        .bind(id)
-                        .bind(digest.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .during("deleting a manifest's tags")?
-                        .rows_affected();
-                (removed > 0).then_some((id, repository))
+                let removed: Vec<(String,)> = sqlx::query_as(
+                    "DELETE FROM tags WHERE repository_id = $1 AND digest = $2 RETURNING name",
+                )
+                .bind(id)
+                .bind(digest.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .during("deleting a manifest's tags")?;
+                let mut tags = Vec::new();
+                for (name,) in removed {
+                    tags.push(
+                        flagstate_core::Tag::parse(name.as_str())
+                            .map_err(|e| PgError::Corrupt(format!("stored tag {name:?}: {e}")))?,
+                    );
+                }
+                tags.sort();
+                let changes: Vec<NewChange> = tags
+                    .iter()
+                    .filter_map(|tag| NewChange::of_tag(tag, Some(digest), None))
+                    .collect();
+                (!changes.is_empty()).then_some((id, repository, changes))
             }
             None => None,
         },
     };
     let generation = match changed {
-        Some((id, repository)) => {
+        Some((id, repository, changes)) => {
             touch_repository(&mut tx, id, at).await?;
             search::refresh(&mut tx, id, repository).await?;
-            bump(&mut tx).await?
+            let generation = bump(&mut tx).await?;
+            record(&mut tx, generation, repository, &changes, at).await?;
+            generation
         }
         None => current_generation(&mut tx).await?,
     };

@@ -457,16 +457,20 @@ async fn a_version_2_schema_is_upgraded_in_place() {
     writer.close().await;
 
     // Version 3 only added the key columns (with their function and indexes), version 4
-    // only the discovery times and history (with their indexes): without them and their
-    // bookkeeping rows, this is the version 2 schema with the same data.
+    // only the discovery times and history (with their indexes), version 5 only the
+    // change log: without them and their bookkeeping rows, this is the version 2 schema
+    // with the same data.
     guard
         .execute(
-            "DROP TABLE tag_history; \
+            "DROP TABLE change_log; \
+             ALTER TABLE meta DROP COLUMN change_floor_generation, \
+                 DROP COLUMN change_floor_position; \
+             DROP TABLE tag_history; \
              ALTER TABLE repositories DROP COLUMN created, DROP COLUMN updated; \
              ALTER TABLE tags DROP COLUMN updated; \
              ALTER TABLE manifests DROP COLUMN label_keys, DROP COLUMN annotation_keys; \
              DROP FUNCTION flagstate_keys(jsonb); \
-             DELETE FROM flagstate_migrations WHERE version IN (3, 4)",
+             DELETE FROM flagstate_migrations WHERE version IN (3, 4, 5)",
         )
         .await;
     let message = backend_message(PgStore::connect(&url, guard.options(true)).await);
@@ -632,6 +636,17 @@ async fn a_version_3_schema_is_upgraded_in_place() {
     let writer = PgStore::connect(&url, guard.options(false)).await.unwrap();
     let after = Timestamp::now();
     assert_eq!(writer.generation().await.unwrap(), 7);
+    // The change log (version 5) starts at the upgrade: nothing before it can be asked for.
+    let log = writer
+        .changes_since(
+            flagstate_core::ChangeCursor::at_generation(0),
+            &flagstate_core::ChangeFilter::default(),
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(log.records.is_empty());
+    assert_eq!(log.oldest, flagstate_core::ChangeCursor::at_generation(7));
     for q in [
         "",
         "label:org.flatpak.ref:exists=1&architecture=arm64&os=linux",

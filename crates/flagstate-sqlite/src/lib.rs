@@ -58,6 +58,7 @@
 #![warn(missing_docs)]
 
 mod candidates;
+mod changes;
 pub mod connection;
 mod discovery;
 mod error;
@@ -72,10 +73,10 @@ use std::path::Path;
 use async_trait::async_trait;
 use flagstate_core::store::StoreNotReady;
 use flagstate_core::{
-    Capabilities, Digest, EntryStream, GcStats, Generation, HistoryEntry, HistoryRetention,
-    IndexQuery, Listing, Manifest, RepositoryEntry, RepositoryInfo, RepositoryListing,
-    RepositoryName, RepositorySnapshot, SearchPage, Store, StoreError, Tag, TagChange, TagInfo,
-    Timestamp,
+    Capabilities, ChangeCursor, ChangeFilter, ChangePage, ChangeRetention, Digest, EntryStream,
+    GcStats, Generation, HistoryEntry, HistoryRetention, IndexQuery, Listing, Manifest,
+    RepositoryEntry, RepositoryInfo, RepositoryListing, RepositoryName, RepositorySnapshot,
+    SearchPage, Store, StoreError, Tag, TagChange, TagInfo, Timestamp,
 };
 
 pub use connection::{CheckOnOpen, DEFAULT_GENERATION_REFRESH, Durability, SqliteOptions};
@@ -300,6 +301,31 @@ impl Store for SqliteStore {
             .await?;
         self.generation.wrote(generation);
         Ok(dropped)
+    }
+
+    async fn changes_since(
+        &self,
+        after: ChangeCursor,
+        filter: &ChangeFilter,
+        limit: usize,
+    ) -> Result<ChangePage, StoreError> {
+        let filter = filter.clone();
+        Ok(self
+            .connections
+            .read(move |c| changes::changes_since(c, after, &filter, limit))
+            .await?)
+    }
+
+    async fn prune_changes(
+        &self,
+        retention: &ChangeRetention,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let retention = *retention;
+        Ok(self
+            .connections
+            .write(move |c| write::prune_changes(c, &retention, now))
+            .await?)
     }
 
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {

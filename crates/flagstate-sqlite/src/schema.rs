@@ -32,6 +32,10 @@
 //!   shows, so listing tags never decodes bodies. `tag_history` has one row per digest a
 //!   tag pointed at; its rowid keeps insertion order and it names the digest as text,
 //!   since garbage collection deletes manifests that only history still mentions.
+//! - `change_log` (version 4) holds one row per visible change, keyed by the generation
+//!   of its transaction and its position within it (the change cursor), so reading after
+//!   a cursor is a range scan of the primary key; `meta.change_floor_*` is the position
+//!   retention has dropped the log up to.
 //! - `meta.generation` is the caching generation, updated in the same transaction as the
 //!   change it describes; `meta.registry_url` is the public registry URL answers name
 //!   (version 2), set by the writer.
@@ -152,6 +156,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX repositories_by_updated ON repositories (updated, name);
     CREATE INDEX tags_by_updated ON tags (repository_id, updated, tag);
     "#,
+    // Version 4: the change log. A database upgraded to it starts its log at its current
+    // generation: a reader cannot ask for changes from before the log existed.
+    r#"
+    CREATE TABLE change_log (
+        generation INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        time INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        repository TEXT NOT NULL,
+        tag TEXT,
+        digest TEXT,
+        previous_digest TEXT,
+        media_type TEXT,
+        PRIMARY KEY (generation, position)
+    ) WITHOUT ROWID;
+    ALTER TABLE meta ADD COLUMN change_floor_generation INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE meta ADD COLUMN change_floor_position INTEGER NOT NULL DEFAULT 4294967295;
+    UPDATE meta SET change_floor_generation = generation;
+    "#,
 ];
 
 /// The newest schema version this build understands.
@@ -270,8 +293,27 @@ mod tests {
             [],
         )
         .unwrap();
-        tx.execute("INSERT INTO tags VALUES (1, 'stable', 1)", [])
+        if version >= 3 {
+            // What version 3's write path stored with a tag: its time and history.
+            tx.execute(
+                "INSERT INTO tags (repository_id, tag, manifest_id, updated) VALUES (1, 'stable', 1, 5)",
+                [],
+            )
             .unwrap();
+            tx.execute(
+                "INSERT INTO tag_history (repository_id, tag, digest, since) VALUES (1, 'stable', ?1, 5)",
+                [app.digest.as_str()],
+            )
+            .unwrap();
+            tx.execute(
+                "UPDATE manifests SET media_type = ?1, created = ?2",
+                params![app.media_type, app.created],
+            )
+            .unwrap();
+        } else {
+            tx.execute("INSERT INTO tags VALUES (1, 'stable', 1)", [])
+                .unwrap();
+        }
         tx.execute("UPDATE meta SET generation = 7", []).unwrap();
         tx.commit().unwrap();
         7
@@ -284,7 +326,7 @@ mod tests {
     async fn databases_of_earlier_versions_are_upgraded_in_place() {
         const {
             assert!(
-                SCHEMA_VERSION == 3,
+                SCHEMA_VERSION == 4,
                 "add the new version's tables to old_database and check them here"
             )
         };
@@ -334,10 +376,14 @@ mod tests {
             assert_eq!(tags[0].media_type, app.media_type);
             assert_eq!(tags[0].created.as_deref(), Some("2025-01-01T00:00:00Z"));
             let stamped = tags[0].updated;
-            assert!(
-                before <= stamped && stamped <= flagstate_core::Timestamp::now(),
-                "existing tags are stamped with the time of the upgrade"
-            );
+            if version >= 3 {
+                assert_eq!(stamped.as_millis(), 5, "version 3 kept times already");
+            } else {
+                assert!(
+                    before <= stamped && stamped <= flagstate_core::Timestamp::now(),
+                    "existing tags are stamped with the time of the upgrade"
+                );
+            }
             let history = store
                 .tag_history(&name, &"stable".parse().unwrap())
                 .await
@@ -347,6 +393,35 @@ mod tests {
             assert_eq!(
                 (&history[0].digest, history[0].since),
                 (&app.digest, stamped)
+            );
+            // The log starts at the upgrade: nothing from before it can be asked for, and
+            // the first change after it is recorded.
+            let log = store
+                .changes_since(
+                    flagstate_core::ChangeCursor::at_generation(0),
+                    &flagstate_core::ChangeFilter::default(),
+                    10,
+                )
+                .await
+                .unwrap();
+            assert!(log.records.is_empty());
+            assert_eq!(
+                log.oldest,
+                flagstate_core::ChangeCursor::at_generation(generation as u64)
+            );
+            // The log starts at the upgrade: nothing from before it can be asked for.
+            let log = store
+                .changes_since(
+                    flagstate_core::ChangeCursor::at_generation(0),
+                    &flagstate_core::ChangeFilter::default(),
+                    10,
+                )
+                .await
+                .unwrap();
+            assert!(log.records.is_empty());
+            assert_eq!(
+                log.oldest,
+                flagstate_core::ChangeCursor::at_generation(generation as u64)
             );
             store.set_registry_url("http://r.example").await.unwrap();
             drop(store);

@@ -9,13 +9,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flagstate_core::RepositoryName;
+use flagstate_core::changes::{ChangeKind, NewChange, tag_changes};
 use flagstate_core::model::{Description, check_list_entry};
 use flagstate_core::query::effective_platform;
 use flagstate_core::{
     Digest, GcStats, Generation, HistoryRetention, Image, ImageList, Manifest, StoreError,
     Timestamp,
 };
-use flagstate_core::{RepositorySnapshot, TagChange};
+use flagstate_core::{RepositorySnapshot, Tag, TagChange};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::error::{Error, Result};
@@ -79,6 +80,54 @@ fn bump(tx: &Transaction<'_>) -> Result<Generation> {
         )?
         .query_row([], |r| r.get(0))?;
     Ok(Generation::try_from(value).unwrap_or_default())
+}
+
+/// Records `changes` of `repository` in the change log under `generation` (the one the
+/// transaction just bumped to), at `at`.
+fn record(
+    tx: &Transaction<'_>,
+    generation: Generation,
+    repository: &str,
+    changes: &[NewChange],
+    at: Timestamp,
+) -> Result<()> {
+    let generation = i64::try_from(generation).unwrap_or(i64::MAX);
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO change_log
+             (generation, position, time, kind, repository, tag, digest, previous_digest, media_type)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
+                 (SELECT media_type FROM manifests WHERE digest = ?7))",
+    )?;
+    for (position, change) in changes.iter().enumerate() {
+        insert.execute(params![
+            generation,
+            i64::try_from(position).unwrap_or(i64::MAX),
+            at.as_millis(),
+            change.kind.code(),
+            repository,
+            change.tag.as_ref().map(Tag::as_str),
+            change.digest.as_ref().map(Digest::as_str),
+            change.previous_digest.as_ref().map(Digest::as_str),
+        ])?;
+    }
+    Ok(())
+}
+
+/// The tag → digest map of a stored repository.
+fn stored_digests(tx: &Transaction<'_>, repository_id: i64) -> Result<BTreeMap<Tag, Digest>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT t.tag, m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
+         WHERE t.repository_id = ?1",
+    )?;
+    let rows = stmt.query_map([repository_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut tags = BTreeMap::new();
+    for row in rows {
+        let (tag, digest) = row?;
+        tags.insert(Tag::parse(tag)?, crate::read::parse_digest(digest)?);
+    }
+    Ok(tags)
 }
 
 /// The stored row of a manifest: id and whether it is a list.
@@ -307,6 +356,14 @@ pub(crate) fn replace_repository(
     let (repository_id, created) = ensure_repository(&tx, &snapshot.name, snapshot.at)?;
     let current = stored_tags(&tx, repository_id)?;
     let generation = if created || current != wanted {
+        let mut changes = Vec::new();
+        if created {
+            changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
+        }
+        changes.extend(tag_changes(
+            &stored_digests(&tx, repository_id)?,
+            &snapshot.tags,
+        ));
         let mut delete =
             tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND tag = ?2")?;
         for tag in current.keys().filter(|t| !wanted.contains_key(*t)) {
@@ -320,7 +377,9 @@ pub(crate) fn replace_repository(
         }
         touch(&tx, repository_id, snapshot.at)?;
         search::refresh(&tx, repository_id, &snapshot.name)?;
-        bump(&tx)?
+        let generation = bump(&tx)?;
+        record(&tx, generation, &snapshot.name, &changes, snapshot.at)?;
+        generation
     } else {
         generation(&tx)?
     };
@@ -338,7 +397,10 @@ pub(crate) fn remove_repository(conn: &mut Connection, name: &str) -> Result<Gen
     let generation = match removed {
         Some(id) => {
             search::forget(&tx, id)?;
-            bump(&tx)?
+            let generation = bump(&tx)?;
+            let removed = [NewChange::of_repository(ChangeKind::RepositoryDeleted)];
+            record(&tx, generation, name, &removed, Timestamp::now())?;
+            generation
         }
         None => generation(&tx)?,
     };
@@ -350,7 +412,8 @@ pub(crate) fn remove_repository(conn: &mut Connection, name: &str) -> Result<Gen
 pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generation> {
     change.validate().map_err(refused)?;
     let tx = begin(conn)?;
-    let changed = match change {
+    // The repository a change touched, and what it recorded.
+    let changed: Option<(i64, &RepositoryName, Vec<NewChange>)> = match change {
         TagChange::Put {
             repository,
             tag,
@@ -361,15 +424,26 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
             store_manifests(&tx, repository, manifests)?;
             let manifest_id = resolve(&tx, repository, digest)?;
             let (repository_id, created) = ensure_repository(&tx, repository, *at)?;
-            let current: Option<i64> = tx
+            let current: Option<(i64, String)> = tx
                 .prepare_cached(
-                    "SELECT manifest_id FROM tags WHERE repository_id = ?1 AND tag = ?2",
+                    "SELECT t.manifest_id, m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
+                     WHERE t.repository_id = ?1 AND t.tag = ?2",
                 )?
-                .query_row(params![repository_id, tag.as_str()], |r| r.get(0))
+                .query_row(params![repository_id, tag.as_str()], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .optional()?;
-            if created || current != Some(manifest_id) {
+            if created || current.as_ref().map(|c| c.0) != Some(manifest_id) {
                 set_tag(&tx, repository_id, tag, (manifest_id, digest), *at)?;
-                Some((repository_id, repository))
+                let mut changes = Vec::new();
+                if created {
+                    changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
+                }
+                let before = current
+                    .map(|(_, d)| crate::read::parse_digest(d))
+                    .transpose()?;
+                changes.extend(NewChange::of_tag(tag, before.as_ref(), Some(digest)));
+                Some((repository_id, repository, changes))
             } else {
                 None
             }
@@ -378,10 +452,21 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
             repository, tag, ..
         } => match repository_id(&tx, repository)? {
             Some(repository_id) => {
-                let deleted = tx
-                    .prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND tag = ?2")?
-                    .execute(params![repository_id, tag.as_str()])?;
-                (deleted > 0).then_some((repository_id, repository))
+                let deleted: Option<String> = tx
+                    .prepare_cached(
+                        "DELETE FROM tags WHERE repository_id = ?1 AND tag = ?2
+                         RETURNING (SELECT digest FROM manifests WHERE id = manifest_id)",
+                    )?
+                    .query_row(params![repository_id, tag.as_str()], |r| r.get(0))
+                    .optional()?;
+                match deleted {
+                    Some(previous) => {
+                        let previous = crate::read::parse_digest(previous)?;
+                        let changes = NewChange::of_tag(tag, Some(&previous), None);
+                        Some((repository_id, repository, changes.into_iter().collect()))
+                    }
+                    None => None,
+                }
             }
             None => None,
         },
@@ -389,21 +474,35 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
             repository, digest, ..
         } => match (repository_id(&tx, repository)?, find_manifest(&tx, digest)?) {
             (Some(repository_id), Some((manifest_id, _))) => {
-                let deleted = tx
-                    .prepare_cached(
-                        "DELETE FROM tags WHERE repository_id = ?1 AND manifest_id = ?2",
-                    )?
-                    .execute(params![repository_id, manifest_id])?;
-                (deleted > 0).then_some((repository_id, repository))
+                let mut stmt = tx.prepare_cached(
+                    "DELETE FROM tags WHERE repository_id = ?1 AND manifest_id = ?2 RETURNING tag",
+                )?;
+                let tags = stmt
+                    .query_map(params![repository_id, manifest_id], |r| {
+                        r.get::<_, String>(0)
+                    })?
+                    .collect::<rusqlite::Result<Vec<String>>>()?;
+                let mut tags = tags
+                    .into_iter()
+                    .map(Tag::parse)
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                tags.sort();
+                let changes: Vec<NewChange> = tags
+                    .iter()
+                    .filter_map(|tag| NewChange::of_tag(tag, Some(digest), None))
+                    .collect();
+                (!changes.is_empty()).then_some((repository_id, repository, changes))
             }
             _ => None,
         },
     };
     let generation = match changed {
-        Some((repository_id, name)) => {
+        Some((repository_id, name, changes)) => {
             touch(&tx, repository_id, change.at())?;
             search::refresh(&tx, repository_id, name)?;
-            bump(&tx)?
+            let generation = bump(&tx)?;
+            record(&tx, generation, name, &changes, change.at())?;
+            generation
         }
         None => generation(&tx)?,
     };
@@ -456,4 +555,71 @@ pub(crate) fn prune_history(
     };
     tx.commit()?;
     Ok((u64::try_from(dropped).unwrap_or_default(), generation))
+}
+
+/// See [`Store::prune_changes`](flagstate_core::Store::prune_changes): the log is cut
+/// after the newest record that either rule drops (both drop a prefix), and the floor
+/// moves there.
+pub(crate) fn prune_changes(
+    conn: &mut Connection,
+    retention: &flagstate_core::ChangeRetention,
+    now: Timestamp,
+) -> Result<u64> {
+    let tx = begin(conn)?;
+    let count: i64 = tx.query_row("SELECT count(*) FROM change_log", [], |r| r.get(0))?;
+    let max = i64::try_from(retention.max_records).unwrap_or(i64::MAX);
+    let mut cut: Option<(i64, i64)> = None;
+    if count > max {
+        cut = tx
+            .query_row(
+                "SELECT generation, position FROM change_log
+                 ORDER BY generation, position LIMIT 1 OFFSET ?1",
+                [count - max - 1],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+    }
+    if let Some(horizon) = retention.horizon(now) {
+        // The prefix of old records ends before the first young one.
+        let young: Option<(i64, i64)> = tx
+            .query_row(
+                "SELECT generation, position FROM change_log WHERE time >= ?1
+                 ORDER BY generation, position LIMIT 1",
+                [horizon.as_millis()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let old: Option<(i64, i64)> = match young {
+            Some((g, p)) => tx
+                .query_row(
+                    "SELECT generation, position FROM change_log
+                     WHERE (generation, position) < (?1, ?2)
+                     ORDER BY generation DESC, position DESC LIMIT 1",
+                    [g, p],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?,
+            None => tx
+                .query_row(
+                    "SELECT generation, position FROM change_log
+                     ORDER BY generation DESC, position DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?,
+        };
+        cut = cut.max(old);
+    }
+    let Some((generation, position)) = cut else {
+        return Ok(0);
+    };
+    let dropped = tx
+        .prepare_cached("DELETE FROM change_log WHERE (generation, position) <= (?1, ?2)")?
+        .execute([generation, position])?;
+    tx.prepare_cached(
+        "UPDATE meta SET change_floor_generation = ?1, change_floor_position = ?2 WHERE id = 1",
+    )?
+    .execute([generation, position])?;
+    tx.commit()?;
+    Ok(u64::try_from(dropped).unwrap_or_default())
 }

@@ -26,6 +26,7 @@
 //! [`fixtures`]; a new test is a function in one of the submodules plus a line in the
 //! macro's list.
 
+mod changes;
 mod concurrency;
 mod discovery;
 pub mod fixtures;
@@ -39,6 +40,7 @@ mod regressions;
 mod search;
 mod writes;
 
+pub use changes::*;
 pub use concurrency::*;
 pub use discovery::*;
 pub use lists::*;
@@ -147,6 +149,21 @@ impl<S: Store, G: std::fmt::Debug + Send + Sync + 'static> Store for Guarded<S, 
     ) -> Result<u64, StoreError> {
         self.store.prune_history(retention, now).await
     }
+    async fn changes_since(
+        &self,
+        after: crate::ChangeCursor,
+        filter: &crate::ChangeFilter,
+        limit: usize,
+    ) -> Result<crate::ChangePage, StoreError> {
+        self.store.changes_since(after, filter, limit).await
+    }
+    async fn prune_changes(
+        &self,
+        retention: &crate::ChangeRetention,
+        now: crate::Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.store.prune_changes(retention, now).await
+    }
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
         self.store.search(text, offset, limit).await
     }
@@ -238,6 +255,10 @@ macro_rules! conformance_tests {
             listings_order_filter_and_page,
             listings_refuse_positions_of_another_order,
             randomized_walks_match_reference,
+            // change log
+            changes_record_every_visible_change_in_order,
+            changes_since_filters_and_limits,
+            prune_changes_drops_the_oldest_and_moves_the_floor,
         );
     };
 }

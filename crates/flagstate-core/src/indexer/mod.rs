@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::changes::ChangeRetention;
 use crate::digest::Digest;
 use crate::discovery::HistoryRetention;
 use crate::name::{NameError, RepositoryName, Tag};
@@ -57,6 +58,8 @@ pub struct IndexerConfig {
     pub gc_interval: Option<Duration>,
     /// How much tag history the store keeps, applied at every garbage collection.
     pub history_retention: HistoryRetention,
+    /// How much of the change log the store keeps, applied at every garbage collection.
+    pub change_retention: ChangeRetention,
     /// Delay between an event and the re-scan of its repository; further events for the
     /// repository within the delay are folded into the same re-scan.
     pub reconcile_debounce: Duration,
@@ -82,6 +85,7 @@ impl Default for IndexerConfig {
             full_scan_interval: Some(Duration::from_secs(60 * 60)),
             gc_interval: Some(Duration::from_secs(30 * 60)),
             history_retention: HistoryRetention::default(),
+            change_retention: ChangeRetention::default(),
             reconcile_debounce: Duration::from_secs(2),
             max_pending_reconciles: 1000,
             progress_log_interval: DEFAULT_PROGRESS_LOG_INTERVAL,
@@ -115,6 +119,13 @@ impl IndexerConfig {
     #[must_use]
     pub fn with_history_retention(mut self, retention: HistoryRetention) -> Self {
         self.history_retention = retention;
+        self
+    }
+
+    /// Sets [`change_retention`](Self::change_retention).
+    #[must_use]
+    pub fn with_change_retention(mut self, retention: ChangeRetention) -> Self {
+        self.change_retention = retention;
         self
     }
 

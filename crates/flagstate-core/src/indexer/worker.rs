@@ -215,6 +215,11 @@ impl Indexer {
                 Ok(dropped) => tracing::debug!(dropped, "tag history pruned"),
                 Err(e) => tracing::error!(error = %e, "pruning tag history failed"),
             }
+            let retention = &self.cfg.change_retention;
+            match self.store.prune_changes(retention, Timestamp::now()).await {
+                Ok(dropped) => tracing::debug!(dropped, "change log pruned"),
+                Err(e) => tracing::error!(error = %e, "pruning the change log failed"),
+            }
         }
     }
 

@@ -268,6 +268,23 @@ impl Store for InstrumentedStore {
         self.check()?;
         self.inner.prune_history(retention, now).await
     }
+    async fn changes_since(
+        &self,
+        after: flagstate_core::ChangeCursor,
+        filter: &flagstate_core::ChangeFilter,
+        limit: usize,
+    ) -> Result<flagstate_core::ChangePage, StoreError> {
+        self.check()?;
+        self.inner.changes_since(after, filter, limit).await
+    }
+    async fn prune_changes(
+        &self,
+        retention: &flagstate_core::ChangeRetention,
+        now: flagstate_core::Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.prune_changes(retention, now).await
+    }
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
         self.check()?;
         self.inner.search(text, offset, limit).await

@@ -1,0 +1,337 @@
+//! The change log: one record per visible change of the index, in the order the changes
+//! became visible, so a client can list once and then follow every change after that
+//! (list-then-watch), from any registry behind the index.
+//!
+//! A record is written in the same store transaction as the change it describes, so the
+//! log never shows a change the index does not, nor misses one it does. A write that
+//! changes nothing visible (a rescan of unchanged tags) writes no record.
+//!
+//! Records are ordered by [`ChangeCursor`]: the store generation of the transaction that
+//! made the change and the record's position within it. Generations are assigned under
+//! the store's write lock, so cursors grow in commit order; a reader that has seen every
+//! record up to a cursor never later finds an older one.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use crate::digest::Digest;
+use crate::name::{RepositoryName, Tag};
+use crate::store::Generation;
+use crate::timestamp::Timestamp;
+
+/// What changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChangeKind {
+    /// The index saw the repository for the first time.
+    RepositoryCreated,
+    /// The repository was removed, with all its tags.
+    RepositoryDeleted,
+    /// A tag appeared.
+    TagCreated,
+    /// A tag moved to another digest (`previous_digest` says from where).
+    TagUpdated,
+    /// A tag was removed (`previous_digest` says what it pointed at).
+    TagDeleted,
+}
+
+impl ChangeKind {
+    /// Every kind, in [`as_str`](Self::as_str) order of the docs.
+    pub const ALL: [ChangeKind; 5] = [
+        ChangeKind::RepositoryCreated,
+        ChangeKind::RepositoryDeleted,
+        ChangeKind::TagCreated,
+        ChangeKind::TagUpdated,
+        ChangeKind::TagDeleted,
+    ];
+
+    /// The name of the kind: `repository.created`, `tag.updated`, …; the CloudEvents
+    /// type is `io.flagstate.` followed by it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::RepositoryCreated => "repository.created",
+            ChangeKind::RepositoryDeleted => "repository.deleted",
+            ChangeKind::TagCreated => "tag.created",
+            ChangeKind::TagUpdated => "tag.updated",
+            ChangeKind::TagDeleted => "tag.deleted",
+        }
+    }
+
+    /// The kind [`as_str`](Self::as_str) names.
+    pub fn parse(text: &str) -> Option<Self> {
+        ChangeKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// The stored code of the kind (stable: stores persist it).
+    pub fn code(self) -> i64 {
+        match self {
+            ChangeKind::RepositoryCreated => 1,
+            ChangeKind::RepositoryDeleted => 2,
+            ChangeKind::TagCreated => 3,
+            ChangeKind::TagUpdated => 4,
+            ChangeKind::TagDeleted => 5,
+        }
+    }
+
+    /// The kind a stored code names.
+    pub fn from_code(code: i64) -> Option<Self> {
+        ChangeKind::ALL.into_iter().find(|k| k.code() == code)
+    }
+}
+
+/// The position of a record in the log: the generation its change made visible, and the
+/// record's place among that generation's records (from 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ChangeCursor {
+    /// The store generation of the change.
+    pub generation: Generation,
+    /// Position within the generation.
+    pub index: u32,
+}
+
+impl ChangeCursor {
+    /// The position before every record of a store at `generation`: following from it
+    /// gives exactly the changes made after the index was at that generation.
+    pub fn at_generation(generation: Generation) -> Self {
+        ChangeCursor {
+            generation,
+            index: u32::MAX,
+        }
+    }
+
+    /// Reads the text [`Display`](fmt::Display) writes (`G.I`, or `G` for
+    /// [`at_generation`](Self::at_generation)).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (generation, index) = match text.split_once('.') {
+            Some((g, i)) => (g, i.parse().ok()?),
+            None => (text, u32::MAX),
+        };
+        if generation.is_empty() || !generation.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(ChangeCursor {
+            generation: generation.parse().ok()?,
+            index,
+        })
+    }
+}
+
+impl fmt::Display for ChangeCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.index == u32::MAX {
+            write!(f, "{}", self.generation)
+        } else {
+            write!(f, "{}.{}", self.generation, self.index)
+        }
+    }
+}
+
+/// One change of the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRecord {
+    /// Where it is in the log.
+    pub cursor: ChangeCursor,
+    /// When it happened (the write's time, as the tag's `updated` says).
+    pub time: Timestamp,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The repository.
+    pub repository: RepositoryName,
+    /// The tag, for tag changes.
+    pub tag: Option<Tag>,
+    /// The digest the tag points at now (created, updated).
+    pub digest: Option<Digest>,
+    /// The digest it pointed at before (updated, deleted).
+    pub previous_digest: Option<Digest>,
+    /// The media type of `digest`'s manifest.
+    pub media_type: Option<String>,
+}
+
+/// A change a store is about to record; the store adds the cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewChange {
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The tag, for tag changes.
+    pub tag: Option<Tag>,
+    /// The digest the tag points at now.
+    pub digest: Option<Digest>,
+    /// The digest it pointed at before.
+    pub previous_digest: Option<Digest>,
+}
+
+impl NewChange {
+    /// The change of `tag` from `before` to `after` (`None`: absent), or `None` when
+    /// they are equal.
+    pub fn of_tag(tag: &Tag, before: Option<&Digest>, after: Option<&Digest>) -> Option<Self> {
+        let kind = match (before, after) {
+            (None, Some(_)) => ChangeKind::TagCreated,
+            (Some(b), Some(a)) if a != b => ChangeKind::TagUpdated,
+            (Some(_), None) => ChangeKind::TagDeleted,
+            _ => return None,
+        };
+        Some(NewChange {
+            kind,
+            tag: Some(tag.clone()),
+            digest: after.cloned(),
+            previous_digest: before.cloned(),
+        })
+    }
+
+    /// A repository-level change.
+    pub fn of_repository(kind: ChangeKind) -> Self {
+        NewChange {
+            kind,
+            tag: None,
+            digest: None,
+            previous_digest: None,
+        }
+    }
+}
+
+/// The tag changes that take a repository from `before` to `after`, in tag order: the
+/// one rule every store records replacements with.
+pub fn tag_changes(
+    before: &std::collections::BTreeMap<Tag, Digest>,
+    after: &std::collections::BTreeMap<Tag, Digest>,
+) -> Vec<NewChange> {
+    let tags: BTreeSet<&Tag> = before.keys().chain(after.keys()).collect();
+    tags.into_iter()
+        .filter_map(|tag| NewChange::of_tag(tag, before.get(tag), after.get(tag)))
+        .collect()
+}
+
+/// Which records a reader wants.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChangeFilter {
+    /// Only repositories under `NAMESPACE/`.
+    pub namespace: Option<String>,
+    /// Only this repository.
+    pub repository: Option<RepositoryName>,
+    /// Only these kinds; empty: all.
+    pub kinds: BTreeSet<ChangeKind>,
+}
+
+impl ChangeFilter {
+    /// Whether `record` passes the filter.
+    pub fn admits(&self, record: &ChangeRecord) -> bool {
+        let name = record.repository.as_str();
+        self.repository.as_ref().is_none_or(|r| r.as_str() == name)
+            && self.namespace.as_ref().is_none_or(|ns| {
+                name.strip_prefix(ns.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+            })
+            && (self.kinds.is_empty() || self.kinds.contains(&record.kind))
+    }
+}
+
+/// A read of the log: the records after a cursor, and where the log stands.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChangePage {
+    /// The records after the cursor that pass the filter, in order, at most the limit.
+    pub records: Vec<ChangeRecord>,
+    /// Where a reader continues: the last record read (passing the filter or not), or
+    /// the cursor given when nothing followed it.
+    pub next: ChangeCursor,
+    /// The oldest position the log can still continue from: a cursor before it asks for
+    /// records retention has dropped.
+    pub oldest: ChangeCursor,
+}
+
+/// How much of the log a store keeps, applied by
+/// [`Store::prune_changes`](crate::Store::prune_changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeRetention {
+    /// At most this many records, the newest.
+    pub max_records: usize,
+    /// Records older than this are dropped; `None` keeps them however old.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for ChangeRetention {
+    /// 100,000 records, however old.
+    fn default() -> Self {
+        ChangeRetention {
+            max_records: 100_000,
+            max_age: None,
+        }
+    }
+}
+
+impl ChangeRetention {
+    /// The oldest time [`max_age`](Self::max_age) keeps at `now`.
+    pub fn horizon(&self, now: Timestamp) -> Option<Timestamp> {
+        let millis = i64::try_from(self.max_age?.as_millis()).unwrap_or(i64::MAX);
+        Some(Timestamp::from_millis(
+            now.as_millis().saturating_sub(millis),
+        ))
+    }
+}
+
+/// The reference read over `log` (every record, in order), as every store must answer
+/// [`Store::changes_since`](crate::Store::changes_since): the records after `after` that
+/// `filter` admits, at most `limit`; `next` is the last record *read* — stopping at the
+/// limit, or at the log's end — so a filtered reader does not re-read what it skipped.
+/// `floor` is the position retention has dropped everything up to (the oldest position
+/// still continuable).
+pub fn read_log<'a>(
+    log: impl IntoIterator<Item = &'a ChangeRecord>,
+    after: ChangeCursor,
+    filter: &ChangeFilter,
+    limit: usize,
+    floor: ChangeCursor,
+) -> ChangePage {
+    let mut page = ChangePage {
+        records: Vec::new(),
+        next: after,
+        oldest: floor,
+    };
+    if limit == 0 {
+        return page;
+    }
+    for record in log.into_iter().filter(|r| r.cursor > after) {
+        page.next = record.cursor;
+        if filter.admits(record) {
+            page.records.push(record.clone());
+            if page.records.len() == limit {
+                break;
+            }
+        }
+    }
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_order_and_round_trip() {
+        let a = ChangeCursor {
+            generation: 7,
+            index: 0,
+        };
+        let b = ChangeCursor {
+            generation: 7,
+            index: 1,
+        };
+        let at = ChangeCursor::at_generation(6);
+        assert!(at < a && a < b && b < ChangeCursor::at_generation(7));
+        for cursor in [a, b, at] {
+            assert_eq!(ChangeCursor::parse(&cursor.to_string()), Some(cursor));
+        }
+        assert_eq!(at.to_string(), "6");
+        for bad in ["", "x", "7.x", "-1", "7.", ".3", "1e3"] {
+            assert_eq!(ChangeCursor::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn kinds_round_trip_by_name_and_code() {
+        for kind in ChangeKind::ALL {
+            assert_eq!(ChangeKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(ChangeKind::from_code(kind.code()), Some(kind));
+        }
+        assert_eq!(ChangeKind::parse("tag.moved"), None);
+    }
+}
