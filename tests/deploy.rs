@@ -508,6 +508,23 @@ async fn check_routes(front: &str, backends: &Backends) {
     let answer = client.post(url("/events")).body("{}").send().await.unwrap();
     assert_eq!(answer.status(), 401);
 
+    // The discovery extension is flagstate's, at registry and repository level.
+    let hello = HELLO.repository();
+    for path in [
+        "/v2/_oci/ext/discover".to_owned(),
+        "/v2/_flagstate/repositories".to_owned(),
+        format!("/v2/{hello}/_oci/ext/discover"),
+        format!("/v2/{hello}/_flagstate/tags?sort=-updated&n=1"),
+        format!("/v2/{hello}/_flagstate/history/latest"),
+        "/v2/_flagstate/changes".to_owned(),
+    ] {
+        let (status, _, body) = get(&path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.starts_with('{'), "{path}: {body}");
+    }
+    let (_, _, tags) = get(&format!("/v2/{hello}/_flagstate/tags")).await;
+    assert!(tags.contains("\"latest\""), "{tags}");
+
     // The rest of /v2/ is the registry's: flagstate has no tag lists.
     let (status, headers, body) = get(&format!("/v2/{}/tags/list", HELLO.repository())).await;
     assert_eq!(status, 200, "{body}");

@@ -353,9 +353,10 @@ fn stream(
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Reverse proxies that buffer responses (nginx by default) would hold events back.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
 }
 
