@@ -301,6 +301,85 @@ pub fn read_log<'a>(
     page
 }
 
+/// Follows the change log from a cursor, waiting for new records: the one implementation
+/// behind the HTTP event stream, for embedders too.
+///
+/// New records are noticed by watching [`Store::generation`](crate::Store::generation)
+/// every `poll` (every store keeps it in process, so this is cheap), then reading the log
+/// after the last record handed out. A store failure is returned and the follower can be
+/// asked again: it resumes where it was.
+#[derive(Debug)]
+pub struct ChangeFollower<S> {
+    store: S,
+    after: ChangeCursor,
+    filter: ChangeFilter,
+    batch: usize,
+    poll: Duration,
+    /// The generation up to which everything was read, when known.
+    read_up_to: Option<Generation>,
+    pending: std::collections::VecDeque<ChangeRecord>,
+}
+
+impl<S: std::ops::Deref<Target = D>, D: crate::Store + ?Sized> ChangeFollower<S> {
+    /// Follows `store` after `since`, the records `filter` admits, reading up to `batch`
+    /// at once and looking for more every `poll`.
+    pub fn new(
+        store: S,
+        since: ChangeCursor,
+        filter: ChangeFilter,
+        batch: usize,
+        poll: Duration,
+    ) -> Self {
+        ChangeFollower {
+            store,
+            after: since,
+            filter,
+            batch: batch.max(1),
+            poll,
+            read_up_to: None,
+            pending: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Where the follower is: the last record it read (handed out or filtered away).
+    pub fn position(&self) -> ChangeCursor {
+        self.after
+    }
+
+    /// The next record, waiting as long as it takes. A cursor retention has passed is
+    /// [`StoreError::Invalid`](crate::StoreError::Invalid) naming the oldest valid one.
+    pub async fn next(&mut self) -> Result<ChangeRecord, crate::StoreError> {
+        loop {
+            if let Some(record) = self.pending.pop_front() {
+                return Ok(record);
+            }
+            let generation = self.store.generation().await?;
+            if self.read_up_to != Some(generation) {
+                let page = self
+                    .store
+                    .changes_since(self.after, &self.filter, self.batch)
+                    .await?;
+                if self.after < page.oldest {
+                    return Err(crate::StoreError::Invalid(format!(
+                        "change cursor {} is older than the log keeps; the oldest still kept is {}",
+                        self.after, page.oldest
+                    )));
+                }
+                // A full batch may have more behind it: read again before waiting.
+                if page.records.len() < self.batch {
+                    self.read_up_to = Some(generation);
+                }
+                self.after = page.next;
+                self.pending.extend(page.records);
+                if !self.pending.is_empty() {
+                    continue;
+                }
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,5 +412,59 @@ mod tests {
             assert_eq!(ChangeKind::from_code(kind.code()), Some(kind));
         }
         assert_eq!(ChangeKind::parse("tag.moved"), None);
+    }
+
+    #[tokio::test]
+    async fn a_follower_hands_out_every_record_once_and_waits_for_more() {
+        async fn put(store: &crate::MemoryStore, tag: &str) {
+            use crate::Store;
+            let image = crate::Image {
+                digest: Digest::sha256_of(tag.as_bytes()),
+                media_type: crate::model::OCI_MANIFEST.to_owned(),
+                platform: crate::Platform::new("linux", "amd64"),
+                labels: Default::default(),
+                annotations: Default::default(),
+                created: None,
+                config_digest: None,
+            };
+            let change = crate::TagChange::Put {
+                repository: RepositoryName::parse("app").unwrap(),
+                tag: Tag::parse(tag).unwrap(),
+                digest: image.digest.clone(),
+                manifests: vec![crate::Manifest::Image(image)],
+                at: Timestamp::now(),
+            };
+            store.apply(&change).await.unwrap();
+        }
+        let store = std::sync::Arc::new(crate::MemoryStore::new());
+        for tag in ["a", "b", "c"] {
+            put(&store, tag).await;
+        }
+        let mut follower = ChangeFollower::new(
+            store.clone(),
+            ChangeCursor::at_generation(0),
+            ChangeFilter::default(),
+            2,
+            Duration::from_millis(5),
+        );
+        let mut kinds = Vec::new();
+        for _ in 0..4 {
+            kinds.push(follower.next().await.unwrap().kind);
+        }
+        assert_eq!(
+            kinds,
+            [
+                ChangeKind::RepositoryCreated,
+                ChangeKind::TagCreated,
+                ChangeKind::TagCreated,
+                ChangeKind::TagCreated
+            ]
+        );
+        let waiting = tokio::spawn(async move { follower.next().await.map(|r| r.tag) });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!waiting.is_finished(), "nothing new yet");
+        put(&store, "d").await;
+        let tag = waiting.await.unwrap().unwrap();
+        assert_eq!(tag.as_ref().map(|t| t.as_str()), Some("d"));
     }
 }

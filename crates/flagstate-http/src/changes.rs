@@ -24,7 +24,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use flagstate_core::changes::{ChangeCursor, ChangeFilter, ChangeKind, ChangePage, ChangeRecord};
+use flagstate_core::changes::{
+    ChangeCursor, ChangeFilter, ChangeFollower, ChangeKind, ChangePage, ChangeRecord,
+};
 use flagstate_core::{RepositoryName, Store, StoreExt};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -368,49 +370,16 @@ fn async_stream(
     source: String,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> impl futures::Stream<Item = Result<Event, Infallible>> + Send {
-    struct Cursor {
-        store: std::sync::Arc<dyn Store>,
-        after: ChangeCursor,
-        seen: Option<u64>,
-        pending: std::collections::VecDeque<ChangeRecord>,
-        _permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    }
-    let start = Cursor {
-        store,
-        after: since,
-        seen: None,
-        pending: Default::default(),
-        _permit: permit,
-    };
-    futures::stream::unfold(start, move |mut state| {
-        let filter = filter.clone();
+    let follower = ChangeFollower::new(store, since, filter, n, POLL);
+    // The permit lives as long as the stream: one watcher's place per open stream.
+    futures::stream::unfold((follower, permit), move |(mut follower, permit)| {
         let source = source.clone();
         async move {
-            loop {
-                if let Some(record) = state.pending.pop_front() {
-                    let id = record.cursor.to_string();
-                    let event = ChangeEvent::new(record, &source);
-                    let data = serde_json::to_string(&event).unwrap_or_default();
-                    return Some((Ok(Event::default().id(id).data(data)), state));
-                }
-                let generation = state.store.generation().await.ok()?;
-                if state.seen != Some(generation) {
-                    let page = state
-                        .store
-                        .changes_since(state.after, &filter, n)
-                        .await
-                        .ok()?;
-                    if page.records.len() < n {
-                        state.seen = Some(generation);
-                    }
-                    state.after = page.next;
-                    state.pending.extend(page.records);
-                    if !state.pending.is_empty() {
-                        continue;
-                    }
-                }
-                tokio::time::sleep(POLL).await;
-            }
+            let record = follower.next().await.ok()?;
+            let id = record.cursor.to_string();
+            let event = ChangeEvent::new(record, &source);
+            let data = serde_json::to_string(&event).unwrap_or_default();
+            Some((Ok(Event::default().id(id).data(data)), (follower, permit)))
         }
     })
 }
