@@ -29,16 +29,22 @@ fn keyset(listing: &Listing, updated: &str, name: &str) -> (String, String, Vec<
             updated: at,
             name: last,
         }) => {
+            // The first bound is implied by the rest; it gives SQLite an index range to
+            // start from instead of scanning from the end of the order (measured in
+            // docs/performance.md: a deep page in half the time).
             let values = vec![
+                Value::Integer(at.as_millis()),
                 Value::Integer(at.as_millis()),
                 Value::Integer(at.as_millis()),
                 Value::Text(last.clone()),
             ];
             let condition = match listing.order {
                 ListOrder::NewestFirst => {
-                    format!("({updated} < ? OR ({updated} = ? AND {name} > ?))")
+                    format!("{updated} <= ? AND ({updated} < ? OR ({updated} = ? AND {name} > ?))")
                 }
-                _ => format!("({updated} > ? OR ({updated} = ? AND {name} > ?))"),
+                _ => {
+                    format!("{updated} >= ? AND ({updated} > ? OR ({updated} = ? AND {name} > ?))")
+                }
             };
             (condition, values)
         }
