@@ -48,9 +48,28 @@ impl RequestLimiter {
     }
 }
 
-/// The change feed, which waits by design: it takes a watcher's place
-/// ([`RequestLimiter::watcher`]) instead of a request's, and bounds its own wait.
+/// The change feed, which waits by design when asked to (`wait=`, or an event stream):
+/// then it takes a watcher's place ([`RequestLimiter::watcher`]) instead of a request's,
+/// and bounds its own wait. Its other requests are requests like any other.
 pub(crate) const CHANGES_PATH: &str = "/v2/_flagstate/changes";
+
+/// Whether `request` is a change-feed request that waits (see [`CHANGES_PATH`]).
+pub(crate) fn is_watcher(request: &Request) -> bool {
+    if request.uri().path() != CHANGES_PATH {
+        return false;
+    }
+    let streams = request
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"));
+    let waits = request.uri().query().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| pair.strip_prefix("wait=").is_some_and(|v| !v.is_empty()))
+    });
+    streams || waits
+}
 
 /// Whether `path` is a probe, never shed (also how the OpenAPI description knows which
 /// operations have no `503`).
@@ -61,7 +80,7 @@ pub(crate) fn is_probe(path: &str) -> bool {
 /// The middleware. See the module docs.
 pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if is_probe(path) || path == CHANGES_PATH {
+    if is_probe(path) || is_watcher(&request) {
         return next.run(request).await;
     }
     let deadline = (path != "/assert").then_some(state.config().request_timeout);
@@ -86,5 +105,44 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
                 .into_response()
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, accept: Option<&str>) -> Request {
+        let mut builder = axum::http::Request::get(uri);
+        if let Some(accept) = accept {
+            builder = builder.header("accept", accept);
+        }
+        builder.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn only_waiting_change_feed_requests_are_watchers() {
+        assert!(is_watcher(&request(
+            "/v2/_flagstate/changes?since=3&wait=30s",
+            None
+        )));
+        assert!(is_watcher(&request(
+            "/v2/_flagstate/changes",
+            Some("text/event-stream")
+        )));
+        // Quick reads of the feed are requests like any other.
+        assert!(!is_watcher(&request(
+            "/v2/_flagstate/changes?since=3",
+            None
+        )));
+        assert!(!is_watcher(&request("/v2/_flagstate/changes?wait=", None)));
+        assert!(!is_watcher(&request(
+            "/v2/_flagstate/changes?nowait=1",
+            None
+        )));
+        assert!(!is_watcher(&request(
+            "/index/static?wait=30s",
+            Some("text/event-stream")
+        )));
     }
 }
