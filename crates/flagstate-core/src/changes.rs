@@ -99,6 +99,23 @@ impl ChangeCursor {
         }
     }
 
+    /// The cursor stored as two integer columns (SQL stores keep generation and
+    /// position apart, so reading after a cursor is a range scan of their key).
+    pub fn from_columns(generation: i64, position: i64) -> Self {
+        ChangeCursor {
+            generation: Generation::try_from(generation).unwrap_or_default(),
+            index: u32::try_from(position).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The two integer columns [`from_columns`](Self::from_columns) reads back.
+    pub fn columns(self) -> (i64, i64) {
+        (
+            i64::try_from(self.generation).unwrap_or(i64::MAX),
+            i64::from(self.index),
+        )
+    }
+
     /// Reads the text [`Display`](fmt::Display) writes (`G.I`, or `G` for
     /// [`at_generation`](Self::at_generation)).
     pub fn parse(text: &str) -> Option<Self> {

@@ -31,9 +31,8 @@ use flagstate_core::{RepositoryName, Store, StoreExt};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::discovery::{RegistryError, RegistryErrors};
+use crate::discovery::{RegistryError, RegistryErrors, page_size};
 use crate::params::{QueryParams, Repeated};
-use crate::search::{DEFAULT_CATALOG_PAGE, MAX_CATALOG_PAGE};
 use crate::state::AppState;
 
 /// Longest `wait=` a request may ask for.
@@ -133,20 +132,7 @@ fn bad(message: String) -> RegistryError {
 impl Request {
     fn parse(raw: Option<&str>, headers: &HeaderMap) -> Result<Self, RegistryError> {
         let params = QueryParams::parse(raw, Repeated::Last).map_err(|e| bad(e.to_string()))?;
-        let n = match params.get("n") {
-            None | Some("") => DEFAULT_CATALOG_PAGE,
-            Some(text) => match text.parse::<usize>() {
-                Ok(n) if (1..=MAX_CATALOG_PAGE).contains(&n) => n,
-                _ => {
-                    return Err(RegistryError::bad(
-                        "PAGINATION_NUMBER_INVALID",
-                        format!(
-                            "parameter \"n\" must be a whole number from 1 to {MAX_CATALOG_PAGE}, got {text:?}"
-                        ),
-                    ));
-                }
-            },
-        };
+        let n = page_size(&params, 1)?;
         let last_event = headers
             .get("last-event-id")
             .and_then(|v| v.to_str().ok())
@@ -237,6 +223,15 @@ async fn read(
         return Err(gone(after, page.oldest));
     }
     Ok(page)
+}
+
+/// `response` with the `Flagstate-Cursor` header naming `cursor`: the change cursor the
+/// answer reflects, from which the feed has every change after it.
+pub(crate) fn with_cursor(mut response: Response, cursor: ChangeCursor) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&cursor.to_string()) {
+        response.headers_mut().insert(CURSOR_HEADER, value);
+    }
+    response
 }
 
 /// The cursor "now": after every record of the current generation.

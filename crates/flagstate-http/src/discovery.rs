@@ -25,7 +25,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use flagstate_core::changes::ChangeCursor;
 use flagstate_core::discovery::{
     HistoryEntry, ListOrder, Listing, Position, RepositoryInfo, RepositoryListing, TagInfo,
 };
@@ -162,6 +161,23 @@ impl IntoResponse for RegistryError {
 
 type Answer = Result<Response, RegistryError>;
 
+/// The `n` of a page: default 100, from `min` to 1000 (the catalog's bounds), else
+/// `PAGINATION_NUMBER_INVALID`.
+pub(crate) fn page_size(params: &QueryParams, min: usize) -> Result<usize, RegistryError> {
+    match params.get("n") {
+        None | Some("") => Ok(DEFAULT_CATALOG_PAGE),
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (min..=MAX_CATALOG_PAGE).contains(&n) => Ok(n),
+            _ => Err(RegistryError::bad(
+                "PAGINATION_NUMBER_INVALID",
+                format!(
+                    "parameter \"n\" must be a whole number from {min} to {MAX_CATALOG_PAGE}, got {text:?}"
+                ),
+            )),
+        },
+    }
+}
+
 /// The paging parameters every listing takes.
 struct Page {
     order: ListOrder,
@@ -171,20 +187,7 @@ struct Page {
 
 impl Page {
     fn parse(params: &QueryParams) -> Result<Self, RegistryError> {
-        let n = match params.get("n") {
-            None | Some("") => DEFAULT_CATALOG_PAGE,
-            Some(text) => match text.parse::<usize>() {
-                Ok(n) if n <= MAX_CATALOG_PAGE => n,
-                _ => {
-                    return Err(RegistryError::bad(
-                        "PAGINATION_NUMBER_INVALID",
-                        format!(
-                            "parameter \"n\" must be a whole number from 0 to {MAX_CATALOG_PAGE}, got {text:?}"
-                        ),
-                    ));
-                }
-            },
-        };
+        let n = page_size(params, 0)?;
         let order = match params.get("sort") {
             None | Some("") => ListOrder::Name,
             Some(text) => ListOrder::parse(text).ok_or_else(|| {
@@ -252,17 +255,6 @@ impl Page {
 fn params(raw: Option<&str>) -> Result<QueryParams, RegistryError> {
     QueryParams::parse(raw, Repeated::Last)
         .map_err(|e| RegistryError::bad("UNSUPPORTED", e.to_string()))
-}
-
-/// The change cursor a listing read after `cursor` reflects: following the change feed
-/// from it (`since=`) misses nothing that happened after the listing.
-fn with_cursor(mut response: Response, cursor: ChangeCursor) -> Response {
-    if let Ok(value) = HeaderValue::from_str(&cursor.to_string()) {
-        response
-            .headers_mut()
-            .insert(crate::changes::CURSOR_HEADER, value);
-    }
-    response
 }
 
 /// A JSON answer with a strong ETag, `304` and compression, and `link` when given.
@@ -480,7 +472,7 @@ pub async fn repositories(
     let body = Repositories {
         repositories: found.into_iter().map(repository_out).collect(),
     };
-    Ok(with_cursor(
+    Ok(crate::changes::with_cursor(
         respond(&state, &headers, &body, link).await?,
         cursor,
     ))
@@ -593,7 +585,7 @@ pub async fn repository(
                 name: name.to_string(),
                 tags: found.into_iter().map(tag_out).collect(),
             };
-            Ok(with_cursor(
+            Ok(crate::changes::with_cursor(
                 respond(&state, &headers, &body, link).await?,
                 cursor,
             ))

@@ -214,21 +214,19 @@ async fn serve(
         Kind::Static => state.index_cache_control().clone(),
         Kind::Dynamic => HeaderValue::from_static("no-store"),
     };
-    let mut response = body
+    let response = body
         .respond(
             headers,
             HeaderValue::from_static("application/json"),
             cache_control,
         )
         .await?;
-    if kind == Kind::Dynamic {
+    Ok(match kind {
         // List-then-watch: the change feed from this cursor has everything after the answer.
-        let cursor = flagstate_core::ChangeCursor::at_generation(body.generation());
-        if let Ok(value) = HeaderValue::from_str(&cursor.to_string()) {
-            response
-                .headers_mut()
-                .insert(crate::changes::CURSOR_HEADER, value);
-        }
-    }
-    Ok(response)
+        Kind::Dynamic => crate::changes::with_cursor(
+            response,
+            flagstate_core::ChangeCursor::at_generation(body.generation()),
+        ),
+        Kind::Static => response,
+    })
 }

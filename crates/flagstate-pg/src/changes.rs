@@ -5,25 +5,11 @@
 use flagstate_core::changes::{
     ChangeCursor, ChangeFilter, ChangeKind, ChangePage, ChangeRecord, ChangeRetention,
 };
-use flagstate_core::{Generation, StoreError, Timestamp};
+use flagstate_core::{StoreError, Timestamp};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
 use crate::error::{PgError, SqlContext};
 use crate::read::{QUERY_TRANSACTION, parse_digest, parse_name, parse_tag};
-
-fn cursor(generation: i64, position: i64) -> ChangeCursor {
-    ChangeCursor {
-        generation: Generation::try_from(generation).unwrap_or_default(),
-        index: u32::try_from(position).unwrap_or(u32::MAX),
-    }
-}
-
-fn bound(cursor: ChangeCursor) -> (i64, i64) {
-    (
-        i64::try_from(cursor.generation).unwrap_or(i64::MAX),
-        i64::from(cursor.index),
-    )
-}
 
 type Row = (
     i64,
@@ -43,7 +29,7 @@ async fn floor(conn: &mut PgConnection) -> Result<ChangeCursor, StoreError> {
             .fetch_one(&mut *conn)
             .await
             .during("reading the change log's floor")?;
-    Ok(cursor(generation, position))
+    Ok(ChangeCursor::from_columns(generation, position))
 }
 
 async fn last(conn: &mut PgConnection) -> Result<Option<ChangeCursor>, StoreError> {
@@ -53,7 +39,7 @@ async fn last(conn: &mut PgConnection) -> Result<Option<ChangeCursor>, StoreErro
     .fetch_optional(&mut *conn)
     .await
     .during("reading the change log's end")?;
-    Ok(last.map(|(g, p)| cursor(g, i64::from(p))))
+    Ok(last.map(|(g, p)| ChangeCursor::from_columns(g, i64::from(p))))
 }
 
 /// See [`Store::changes_since`](flagstate_core::Store::changes_since).
@@ -75,7 +61,7 @@ pub(crate) async fn changes_since(
     if limit == 0 {
         return Ok(page);
     }
-    let (generation, position) = bound(after);
+    let (generation, position) = after.columns();
     let mut b: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT generation, position, time, kind, repository, tag, digest, previous_digest, \
          media_type FROM change_log WHERE (generation, position) > (",
@@ -116,7 +102,7 @@ pub(crate) async fn changes_since(
         let kind = ChangeKind::from_code(i64::from(kind))
             .ok_or_else(|| PgError::Corrupt(format!("change log holds an unknown kind {kind}")))?;
         page.records.push(ChangeRecord {
-            cursor: cursor(generation, i64::from(position)),
+            cursor: ChangeCursor::from_columns(generation, i64::from(position)),
             time: Timestamp::from_millis(time),
             kind,
             repository: parse_name(repository)?,
@@ -155,7 +141,7 @@ pub(crate) async fn prune_changes(
     .fetch_optional(&mut *tx)
     .await
     .during("finding where the change log's count ends")?;
-    let mut cut = by_count.map(|(g, p)| cursor(g, i64::from(p)));
+    let mut cut = by_count.map(|(g, p)| ChangeCursor::from_columns(g, i64::from(p)));
     if let Some(horizon) = retention.horizon(now) {
         // The prefix of old records ends before the first young one.
         let young: Option<(i64, i32)> = sqlx::query_as(
@@ -185,12 +171,12 @@ pub(crate) async fn prune_changes(
             .await
             .during("finding the change log's end")?,
         };
-        cut = cut.max(old.map(|(g, p)| cursor(g, i64::from(p))));
+        cut = cut.max(old.map(|(g, p)| ChangeCursor::from_columns(g, i64::from(p))));
     }
     let Some(cut) = cut else {
         return Ok(0);
     };
-    let (generation, position) = bound(cut);
+    let (generation, position) = cut.columns();
     let dropped = sqlx::query("DELETE FROM change_log WHERE (generation, position) <= ($1, $2)")
         .bind(generation)
         .bind(position)

@@ -2,26 +2,12 @@
 //! primary key after a cursor, with the filter in SQL.
 
 use flagstate_core::changes::{ChangeCursor, ChangeFilter, ChangeKind, ChangePage, ChangeRecord};
-use flagstate_core::{Generation, RepositoryName, Tag, Timestamp};
+use flagstate_core::{RepositoryName, Tag, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
 use crate::error::{Error, Result};
 use crate::read::parse_digest;
-
-fn cursor(generation: i64, position: i64) -> ChangeCursor {
-    ChangeCursor {
-        generation: Generation::try_from(generation).unwrap_or_default(),
-        index: u32::try_from(position).unwrap_or(u32::MAX),
-    }
-}
-
-fn bound(cursor: ChangeCursor) -> (i64, i64) {
-    (
-        i64::try_from(cursor.generation).unwrap_or(i64::MAX),
-        i64::from(cursor.index),
-    )
-}
 
 /// See [`Store::changes_since`](flagstate_core::Store::changes_since).
 pub(crate) fn changes_since(
@@ -38,7 +24,7 @@ pub(crate) fn changes_since(
         .prepare_cached(
             "SELECT change_floor_generation, change_floor_position FROM meta WHERE id = 1",
         )?
-        .query_row([], |r| Ok(cursor(r.get(0)?, r.get(1)?)))?;
+        .query_row([], |r| Ok(ChangeCursor::from_columns(r.get(0)?, r.get(1)?)))?;
     let mut page = ChangePage {
         records: Vec::new(),
         next: after,
@@ -47,7 +33,7 @@ pub(crate) fn changes_since(
     if limit == 0 {
         return Ok(page);
     }
-    let (generation, position) = bound(after);
+    let (generation, position) = after.columns();
     let mut conditions = vec!["(generation, position) > (?, ?)".to_owned()];
     let mut values = vec![Value::Integer(generation), Value::Integer(position)];
     if let Some(repository) = &filter.repository {
@@ -95,7 +81,7 @@ pub(crate) fn changes_since(
         let kind = ChangeKind::from_code(kind)
             .ok_or_else(|| Error::Invalid(format!("change log holds an unknown kind {kind}")))?;
         page.records.push(ChangeRecord {
-            cursor: cursor(generation, position),
+            cursor: ChangeCursor::from_columns(generation, position),
             time: Timestamp::from_millis(time),
             kind,
             repository: RepositoryName::parse(repository)?,
@@ -113,7 +99,7 @@ pub(crate) fn changes_since(
                 "SELECT generation, position FROM change_log
                  ORDER BY generation DESC, position DESC LIMIT 1",
             )?
-            .query_row([], |r| Ok(cursor(r.get(0)?, r.get(1)?)))
+            .query_row([], |r| Ok(ChangeCursor::from_columns(r.get(0)?, r.get(1)?)))
             .optional()?
             .filter(|last| *last > after)
             .unwrap_or(after),

@@ -394,21 +394,6 @@ mod tests {
                 (&history[0].digest, history[0].since),
                 (&app.digest, stamped)
             );
-            // The log starts at the upgrade: nothing from before it can be asked for, and
-            // the first change after it is recorded.
-            let log = store
-                .changes_since(
-                    flagstate_core::ChangeCursor::at_generation(0),
-                    &flagstate_core::ChangeFilter::default(),
-                    10,
-                )
-                .await
-                .unwrap();
-            assert!(log.records.is_empty());
-            assert_eq!(
-                log.oldest,
-                flagstate_core::ChangeCursor::at_generation(generation as u64)
-            );
             // The log starts at the upgrade: nothing from before it can be asked for.
             let log = store
                 .changes_since(
