@@ -457,3 +457,171 @@ async fn listings_and_history_follow_the_registry_and_survive_a_restart() {
         );
     }
 }
+
+/// The descriptors of a manifests answer: (digest, tag) each.
+fn descriptors(index: &Value) -> Vec<(String, Option<String>)> {
+    index["manifests"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|d| {
+                    let tag = d["annotations"]["org.opencontainers.image.ref.name"].as_str();
+                    (
+                        d["digest"].as_str().unwrap_or_default().to_owned(),
+                        tag.map(str::to_owned),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Manifests pushed by digest only, through the real registry's notifications: listed
+/// untagged (with the size and media type the registry serves) and recorded in the
+/// change feed; tagging moves one to the tagged entries; a delete removes one; and a
+/// full scan drops one the registry no longer serves while keeping a repository that
+/// holds nothing but untagged manifests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untagged_manifests_follow_pushes_by_digest() {
+    let port = free_port();
+    let Some(registry) = registry(Some(port)).await else {
+        return;
+    };
+    let pusher = registry.pusher();
+    let app = HELLO.repository();
+    let tagged = pusher
+        .push_image(&app, Some("v1"), &HELLO.image())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("index.db").to_str().unwrap().to_owned();
+    let args = ["--registry", &registry.url(), "--database", &db];
+    let env = [("FLAGSTATE_EVENTS__TOKEN", EVENTS_TOKEN)];
+    let server = Server::start(port, &args, &env, dir.path()).await;
+
+    let spec = |n: &str| ImageSpec::new("linux", "amd64").label("org.example.n", n);
+    let by_digest = pusher.push_image(&app, None, &spec("2")).await.unwrap();
+    let only = format!("/v2/{app}/_flagstate/manifests?untagged=only");
+    let untagged = wait_for(&server, &only, "the push by digest", |m| {
+        descriptors(m) == [(by_digest.digest.to_string(), None)]
+    })
+    .await;
+    assert_eq!(untagged["schemaVersion"], 2);
+    assert_eq!(
+        untagged["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let descriptor = &untagged["manifests"][0];
+    assert_eq!(descriptor["mediaType"], by_digest.media_type.as_str());
+    assert_eq!(descriptor["size"], by_digest.size);
+    let (status, headers, _) = fetch(&server, &only, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert!(headers.contains_key("flagstate-cursor"));
+
+    // Tagged, it is listed with its tag only; every tag has a descriptor with its size.
+    pusher.tag(&app, "v2", &by_digest.digest).await.unwrap();
+    let all = format!("/v2/{app}/_flagstate/manifests");
+    let mut want = vec![
+        (tagged.digest.to_string(), Some("v1".to_owned())),
+        (by_digest.digest.to_string(), Some("v2".to_owned())),
+    ];
+    want.sort();
+    let index = wait_for(&server, &all, "the tag", |m| descriptors(m) == want).await;
+    for d in index["manifests"].as_array().unwrap() {
+        assert!(d["size"].as_u64().is_some_and(|s| s > 0), "{d}");
+        assert_eq!(d["platform"]["architecture"], "amd64", "{d}");
+    }
+    let (_, _, only_now) = fetch(&server, &only, &[]).await;
+    assert_eq!(descriptors(&only_now), []);
+
+    // A delete by digest removes an untagged one.
+    let doomed = pusher.push_image(&app, None, &spec("3")).await.unwrap();
+    wait_for(&server, &only, "the second push by digest", |m| {
+        descriptors(m) == [(doomed.digest.to_string(), None)]
+    })
+    .await;
+    pusher.delete_manifest(&app, &doomed.digest).await.unwrap();
+    wait_for(&server, &only, "the delete", |m| descriptors(m).is_empty()).await;
+
+    // A repository holding only manifests pushed by digest.
+    let loose = pusher
+        .push_image("loose/only", None, &spec("4"))
+        .await
+        .unwrap();
+    let loose_path = "/v2/loose/only/_flagstate/manifests?untagged=only";
+    wait_for(&server, loose_path, "the loose manifest", |m| {
+        descriptors(m) == [(loose.digest.to_string(), None)]
+    })
+    .await;
+    let vanishing = pusher.push_image(&app, None, &spec("5")).await.unwrap();
+    wait_for(&server, &only, "the third push by digest", |m| {
+        descriptors(m) == [(vanishing.digest.to_string(), None)]
+    })
+    .await;
+
+    // The feed recorded pushes and the delete as untagged changes.
+    let (_, _, feed) = fetch(
+        &server,
+        "/v2/_flagstate/changes?since=0&n=1000&type=manifest.untagged.created,manifest.untagged.deleted",
+        &[],
+    )
+    .await;
+    let events: Vec<(String, String)> = feed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_owned(),
+                e["data"]["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let created = "io.flagstate.manifest.untagged.created".to_owned();
+    assert_eq!(
+        events,
+        vec![
+            (created.clone(), by_digest.digest.to_string()),
+            (created.clone(), doomed.digest.to_string()),
+            (
+                "io.flagstate.manifest.untagged.deleted".to_owned(),
+                doomed.digest.to_string()
+            ),
+            (created.clone(), loose.digest.to_string()),
+            (created, vanishing.digest.to_string()),
+        ],
+        "{feed}"
+    );
+    drop(server);
+
+    // Deleted while nobody listens; the next full scan asks the registry and drops it.
+    // The repository of loose manifests has no tags list, and stays.
+    pusher
+        .delete_manifest(&app, &vanishing.digest)
+        .await
+        .unwrap();
+    let out = run(&["scan", "--registry", &registry.url(), "--database", &db]);
+    assert!(out.status.success(), "{out:?}");
+    let store = flagstate_sqlite::SqliteStore::open(&db).unwrap();
+    let listing = flagstate_core::ManifestListing {
+        untagged: flagstate_core::Untagged::Only,
+        after: None,
+        limit: 100,
+    };
+    let untagged_now = |name: &str| {
+        let store = &store;
+        let listing = &listing;
+        let name: flagstate_core::RepositoryName = name.parse().unwrap();
+        async move { store.list_manifests(&name, listing).await.unwrap() }
+    };
+    assert_eq!(untagged_now(&app).await.map(|m| m.len()), Some(0));
+    let loose_now = untagged_now("loose/only").await.unwrap();
+    assert_eq!(
+        loose_now.iter().map(|m| &m.digest).collect::<Vec<_>>(),
+        [&loose.digest]
+    );
+}

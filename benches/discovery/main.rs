@@ -432,6 +432,7 @@ fn many_tags_image(pushed: Option<&PushedImage>) -> Image {
         annotations: Default::default(),
         created: spec.created,
         config_digest: pushed.map(|p| p.config_digest.clone()),
+        size: Some(500),
     }
 }
 

@@ -97,6 +97,7 @@ fuzz_target!(|bytes: &[u8]| {
                 Digest::sha256_of(b"config"),
                 config.clone(),
                 listed.as_ref(),
+                bytes.len() as u64,
             );
             assert!(!image.platform.os.is_empty(), "built image without an OS");
             assert!(

@@ -16,6 +16,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::digest::Digest;
+use crate::model::PushedManifest;
 use crate::name::{RepositoryName, Tag};
 use crate::store::Generation;
 use crate::timestamp::Timestamp;
@@ -33,16 +34,22 @@ pub enum ChangeKind {
     TagUpdated,
     /// A tag was removed (`previous_digest` says what it pointed at).
     TagDeleted,
+    /// A manifest no tag reaches was pushed by digest (`digest`, `media_type`).
+    ManifestUntaggedCreated,
+    /// A manifest pushed by digest that no tag reached was deleted (`digest`).
+    ManifestUntaggedDeleted,
 }
 
 impl ChangeKind {
     /// Every kind, in [`as_str`](Self::as_str) order of the docs.
-    pub const ALL: [ChangeKind; 5] = [
+    pub const ALL: [ChangeKind; 7] = [
         ChangeKind::RepositoryCreated,
         ChangeKind::RepositoryDeleted,
         ChangeKind::TagCreated,
         ChangeKind::TagUpdated,
         ChangeKind::TagDeleted,
+        ChangeKind::ManifestUntaggedCreated,
+        ChangeKind::ManifestUntaggedDeleted,
     ];
 
     /// The name of the kind: `repository.created`, `tag.updated`, …; the CloudEvents
@@ -54,6 +61,8 @@ impl ChangeKind {
             ChangeKind::TagCreated => "tag.created",
             ChangeKind::TagUpdated => "tag.updated",
             ChangeKind::TagDeleted => "tag.deleted",
+            ChangeKind::ManifestUntaggedCreated => "manifest.untagged.created",
+            ChangeKind::ManifestUntaggedDeleted => "manifest.untagged.deleted",
         }
     }
 
@@ -70,6 +79,8 @@ impl ChangeKind {
             ChangeKind::TagCreated => 3,
             ChangeKind::TagUpdated => 4,
             ChangeKind::TagDeleted => 5,
+            ChangeKind::ManifestUntaggedCreated => 6,
+            ChangeKind::ManifestUntaggedDeleted => 7,
         }
     }
 
@@ -175,6 +186,9 @@ pub struct NewChange {
     pub digest: Option<Digest>,
     /// The digest it pointed at before.
     pub previous_digest: Option<Digest>,
+    /// The media type of `digest`, when the writer knows it; else the store looks it up
+    /// among its manifests.
+    pub media_type: Option<String>,
 }
 
 impl NewChange {
@@ -192,6 +206,7 @@ impl NewChange {
             tag: Some(tag.clone()),
             digest: after.cloned(),
             previous_digest: before.cloned(),
+            media_type: None,
         })
     }
 
@@ -202,6 +217,19 @@ impl NewChange {
             tag: None,
             digest: None,
             previous_digest: None,
+            media_type: None,
+        }
+    }
+
+    /// A change of an untagged manifest ([`ChangeKind::ManifestUntaggedCreated`] or
+    /// [`ChangeKind::ManifestUntaggedDeleted`]).
+    pub fn of_untagged(kind: ChangeKind, manifest: &PushedManifest) -> Self {
+        NewChange {
+            kind,
+            tag: None,
+            digest: Some(manifest.digest.clone()),
+            previous_digest: None,
+            media_type: Some(manifest.media_type.clone()),
         }
     }
 }
@@ -443,6 +471,7 @@ mod tests {
                 annotations: Default::default(),
                 created: None,
                 config_digest: None,
+                size: Some(500),
             };
             let change = crate::TagChange::Put {
                 repository: RepositoryName::parse("app").unwrap(),

@@ -10,9 +10,11 @@
 //! or removed elsewhere in the order between two pages neither repeat nor push others out
 //! of the walk.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::digest::Digest;
+use crate::model::{Manifest, Platform, PushedManifest};
 use crate::name::{RepositoryName, Tag};
 use crate::store::StoreError;
 use crate::timestamp::Timestamp;
@@ -288,6 +290,180 @@ impl Listed for TagInfo {
     fn updated(&self) -> Timestamp {
         self.updated
     }
+}
+
+/// Which manifests a manifest listing holds (`untagged=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Untagged {
+    /// Tagged and untagged manifests (`untagged=include`).
+    #[default]
+    Include,
+    /// Only manifests no tag reaches (`untagged=only`).
+    Only,
+    /// Only tagged manifests (`untagged=exclude`).
+    Exclude,
+}
+
+impl Untagged {
+    /// The choice an `untagged` parameter names: `include`, `only` or `exclude`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "include" => Some(Untagged::Include),
+            "only" => Some(Untagged::Only),
+            "exclude" => Some(Untagged::Exclude),
+            _ => None,
+        }
+    }
+
+    /// Whether an entry with (`Some`) or without (`None`) a tag is listed.
+    pub fn admits(self, tag: Option<&Tag>) -> bool {
+        match self {
+            Untagged::Include => true,
+            Untagged::Only => tag.is_none(),
+            Untagged::Exclude => tag.is_some(),
+        }
+    }
+}
+
+/// Where a page of a manifest listing ends: the last entry's digest and tag (`None` for
+/// an untagged manifest, which sorts before the tags of the same digest).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ManifestPosition {
+    /// The entry's digest.
+    pub digest: Digest,
+    /// The entry's tag.
+    pub tag: Option<Tag>,
+}
+
+impl ManifestPosition {
+    /// The opaque cursor text (`last=` of the next page's link): the digest, the
+    /// separator, and the tag (empty for an untagged entry).
+    pub fn to_cursor(&self) -> String {
+        let tag = self.tag.as_ref().map_or("", Tag::as_str);
+        format!("{}{CURSOR_SEPARATOR}{tag}", self.digest)
+    }
+
+    /// Reads a cursor made by [`to_cursor`](Self::to_cursor); `None` when the text is
+    /// not one.
+    pub fn from_cursor(text: &str) -> Option<Self> {
+        let (digest, tag) = text.split_once(CURSOR_SEPARATOR)?;
+        let digest = Digest::parse(digest).ok()?;
+        let tag = match tag {
+            "" => None,
+            tag => Some(Tag::parse(tag).ok()?),
+        };
+        Some(ManifestPosition { digest, tag })
+    }
+}
+
+/// Which page of a repository's manifests to give: every (digest, tag) pair of its tags
+/// and every manifest pushed by digest that no tag reaches, by digest then tag (an
+/// untagged entry first), after a position, at most `limit`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ManifestListing {
+    /// Which entries.
+    pub untagged: Untagged,
+    /// Start strictly after this position; `None` starts at the beginning.
+    pub after: Option<ManifestPosition>,
+    /// At most this many entries.
+    pub limit: usize,
+}
+
+impl ManifestListing {
+    /// The reference page over every entry of a repository (see
+    /// [`manifest_entries`]).
+    pub fn select(&self, entries: impl IntoIterator<Item = ManifestInfo>) -> Vec<ManifestInfo> {
+        let mut kept: Vec<ManifestInfo> = entries
+            .into_iter()
+            .filter(|e| self.untagged.admits(e.tag.as_ref()))
+            .filter(|e| {
+                self.after
+                    .as_ref()
+                    .is_none_or(|after| e.position() > *after)
+            })
+            .collect();
+        kept.sort_by_key(ManifestInfo::position);
+        kept.truncate(self.limit);
+        kept
+    }
+}
+
+/// One entry of a manifest listing: a descriptor of the manifest and the tag naming it
+/// (`None`: no tag reaches it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestInfo {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size in bytes; `None` for a manifest indexed before sizes were kept, until the
+    /// next scan fills it in.
+    pub size: Option<u64>,
+    /// The platform of an image the index holds.
+    pub platform: Option<Platform>,
+    /// The tag, for a tagged entry.
+    pub tag: Option<Tag>,
+}
+
+impl ManifestInfo {
+    /// The entry's position in a manifest listing.
+    pub fn position(&self) -> ManifestPosition {
+        ManifestPosition {
+            digest: self.digest.clone(),
+            tag: self.tag.clone(),
+        }
+    }
+}
+
+/// The reference entries of a repository's manifest listing, unpaged: one per tag (with
+/// what `manifest` says of its digest), and one per manifest in `pushed` that no tag
+/// reaches, directly or as a child of a tagged list. `manifest` looks a digest up among
+/// the stored manifests.
+pub fn manifest_entries<'a>(
+    tags: impl IntoIterator<Item = (&'a Tag, &'a Digest)>,
+    pushed: impl IntoIterator<Item = &'a PushedManifest>,
+    manifest: impl Fn(&Digest) -> Option<&'a Manifest>,
+) -> Vec<ManifestInfo> {
+    let mut reached: BTreeSet<&Digest> = BTreeSet::new();
+    let mut entries = Vec::new();
+    for (tag, digest) in tags {
+        reached.insert(digest);
+        let stored = manifest(digest);
+        reached.extend(stored.into_iter().flat_map(Manifest::children));
+        entries.push(ManifestInfo {
+            digest: digest.clone(),
+            media_type: stored.map_or_else(String::new, |m| m.media_type().to_owned()),
+            size: stored.and_then(Manifest::size),
+            platform: stored.and_then(Manifest::platform).cloned(),
+            tag: Some(tag.clone()),
+        });
+    }
+    for pushed in pushed {
+        if reached.contains(&pushed.digest) {
+            continue;
+        }
+        let stored = manifest(&pushed.digest);
+        entries.push(ManifestInfo {
+            digest: pushed.digest.clone(),
+            media_type: pushed.media_type.clone(),
+            size: Some(pushed.size),
+            platform: stored.and_then(Manifest::platform).cloned(),
+            tag: None,
+        });
+    }
+    entries
+}
+
+/// Whether a tag of `tags` reaches `digest`: points at it, or at a list naming it.
+pub fn is_reached<'a>(
+    digest: &Digest,
+    tags: impl IntoIterator<Item = &'a Digest>,
+    manifest: impl Fn(&Digest) -> Option<&'a Manifest>,
+) -> bool {
+    tags.into_iter().any(|tagged| {
+        tagged == digest
+            || manifest(tagged).is_some_and(|m| m.children().any(|child| child == digest))
+    })
 }
 
 /// One entry of a tag's history: a digest the tag pointed at, from when.

@@ -81,11 +81,13 @@ pub use changes::{
 };
 pub use digest::{Digest, DigestError};
 pub use discovery::{
-    HistoryEntry, HistoryRetention, ListOrder, Listing, Position, RepositoryInfo,
-    RepositoryListing, TagInfo,
+    HistoryEntry, HistoryRetention, ListOrder, Listing, ManifestInfo, ManifestListing,
+    ManifestPosition, Position, RepositoryInfo, RepositoryListing, TagInfo, Untagged,
 };
 pub use memory::MemoryStore;
-pub use model::{Image, ImageList, ListEntry, Manifest, Platform, RepositorySnapshot, TagChange};
+pub use model::{
+    Image, ImageList, ListEntry, Manifest, Platform, PushedManifest, RepositorySnapshot, TagChange,
+};
 pub use name::{NameError, RepositoryName, Tag};
 pub use query::{Filter, IndexQuery, Pattern, QueryError, ValueTest};
 pub use response::{

@@ -16,9 +16,12 @@ use crate::changes::{
 };
 use crate::digest::Digest;
 use crate::discovery::{
-    HistoryEntry, HistoryRetention, Listing, RepositoryInfo, RepositoryListing, TagInfo,
+    HistoryEntry, HistoryRetention, Listing, ManifestInfo, ManifestListing, RepositoryInfo,
+    RepositoryListing, TagInfo, is_reached, manifest_entries,
 };
-use crate::model::{Description, Manifest, RepositorySnapshot, TagChange, check_list_entry};
+use crate::model::{
+    Description, Manifest, PushedManifest, RepositorySnapshot, TagChange, check_list_entry,
+};
 use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
 use crate::response::RepositoryEntry;
@@ -60,6 +63,8 @@ struct Times {
     updated: Timestamp,
     tags: BTreeMap<Tag, Timestamp>,
     history: BTreeMap<Tag, Vec<HistoryEntry>>,
+    /// Manifests pushed by digest, until deleted.
+    pushed: BTreeMap<Digest, PushedManifest>,
 }
 
 impl Times {
@@ -69,6 +74,7 @@ impl Times {
             updated: at,
             tags: BTreeMap::new(),
             history: BTreeMap::new(),
+            pushed: BTreeMap::new(),
         }
     }
 
@@ -116,10 +122,23 @@ impl State {
     ) -> Result<BTreeMap<Digest, Manifest>, StoreError> {
         let mut new: BTreeMap<Digest, Manifest> = BTreeMap::new();
         for manifest in supplied {
-            if !self.manifests.contains_key(manifest.digest()) {
+            match self.manifests.get(manifest.digest()) {
                 // First copy wins, like the stored copy wins over later ones.
-                new.entry(manifest.digest().clone())
-                    .or_insert_with(|| manifest.clone());
+                None => {
+                    new.entry(manifest.digest().clone())
+                        .or_insert_with(|| manifest.clone());
+                }
+                // A stored copy without a size (indexed before sizes were kept) takes
+                // the supplied copy's size, and nothing else.
+                Some(stored) if stored.size().is_none() && manifest.size().is_some() => {
+                    let mut sized = stored.clone();
+                    match &mut sized {
+                        Manifest::Image(image) => image.size = manifest.size(),
+                        Manifest::List(list) => list.size = manifest.size(),
+                    }
+                    new.entry(manifest.digest().clone()).or_insert(sized);
+                }
+                Some(_) => {}
             }
         }
         let resolve = |digest: &Digest| self.manifests.get(digest).or_else(|| new.get(digest));
@@ -159,11 +178,13 @@ impl State {
     ) -> Generation {
         let generation = self.bump();
         for (index, change) in changes.into_iter().enumerate() {
-            let media_type = change
-                .digest
-                .as_ref()
-                .and_then(|d| self.manifests.get(d))
-                .map(|m| m.media_type().to_owned());
+            let media_type = change.media_type.or_else(|| {
+                change
+                    .digest
+                    .as_ref()
+                    .and_then(|d| self.manifests.get(d))
+                    .map(|m| m.media_type().to_owned())
+            });
             self.changes.push(ChangeRecord {
                 cursor: ChangeCursor {
                     generation,
@@ -325,30 +346,88 @@ impl Store for MemoryStore {
                     return Ok(state.bump_with(repository, changes.into_iter().collect(), *at));
                 }
             }
+            TagChange::PutUntagged {
+                repository,
+                manifest,
+            } => {
+                let at = manifest.pushed;
+                let created = !state.repositories.contains_key(repository);
+                let known = state
+                    .times
+                    .get(repository)
+                    .is_some_and(|t| t.pushed.contains_key(&manifest.digest));
+                if !known {
+                    let empty = Tags::new();
+                    let tags = state.repositories.get(repository).unwrap_or(&empty);
+                    let reached =
+                        is_reached(&manifest.digest, tags.values(), |d| state.manifests.get(d));
+                    let mut changes = Vec::new();
+                    if created {
+                        changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
+                        state.repositories.insert(repository.clone(), Tags::new());
+                    }
+                    if !reached {
+                        changes.push(NewChange::of_untagged(
+                            ChangeKind::ManifestUntaggedCreated,
+                            manifest,
+                        ));
+                    }
+                    let times = state
+                        .times
+                        .entry(repository.clone())
+                        .or_insert_with(|| Times::new(at));
+                    times
+                        .pushed
+                        .insert(manifest.digest.clone(), manifest.clone());
+                    times.touch(at);
+                    return Ok(state.bump_with(repository, changes, at));
+                }
+            }
             TagChange::DeleteManifest {
                 repository,
                 digest,
                 at,
             } => {
                 let mut removed = Vec::new();
-                if let Some(tags) = state.repositories.get_mut(repository) {
+                let mut untagged = None;
+                if let Some(tags) = state.repositories.get(repository) {
+                    let pushed = state
+                        .times
+                        .get(repository)
+                        .and_then(|t| t.pushed.get(digest));
+                    if let Some(pushed) = pushed
+                        && !is_reached(digest, tags.values(), |d| state.manifests.get(d))
+                    {
+                        untagged = Some(pushed.clone());
+                    }
                     removed = tags
                         .iter()
                         .filter(|(_, d)| *d == digest)
                         .map(|(t, _)| t.clone())
                         .collect();
+                }
+                if let Some(tags) = state.repositories.get_mut(repository) {
                     tags.retain(|_, d| d != digest);
                 }
-                if !removed.is_empty() {
+                let was_pushed = state
+                    .times
+                    .get_mut(repository)
+                    .and_then(|t| t.pushed.remove(digest))
+                    .is_some();
+                if !removed.is_empty() || was_pushed {
                     if let Some(times) = state.times.get_mut(repository) {
                         for tag in &removed {
                             times.delete(tag, *at);
                         }
+                        times.touch(*at);
                     }
-                    let changes = removed
+                    let mut changes: Vec<NewChange> = removed
                         .iter()
                         .filter_map(|tag| NewChange::of_tag(tag, Some(digest), None))
                         .collect();
+                    changes.extend(untagged.map(|pushed| {
+                        NewChange::of_untagged(ChangeKind::ManifestUntaggedDeleted, &pushed)
+                    }));
                     return Ok(state.bump_with(repository, changes, *at));
                 }
             }
@@ -373,10 +452,14 @@ impl Store for MemoryStore {
 
     async fn known_manifests(&self, digests: &[Digest]) -> Result<BTreeSet<Digest>, StoreError> {
         let state = self.state.read().await;
+        let sized = |digest: &Digest| {
+            state
+                .manifests
+                .get(digest)
+                .is_some_and(|m| m.size().is_some())
+        };
         let complete = |digest: &Digest| match state.manifests.get(digest) {
-            Some(manifest) => manifest
-                .children()
-                .all(|child| state.manifests.contains_key(child)),
+            Some(manifest) => sized(digest) && manifest.children().all(sized),
             None => false,
         };
         Ok(digests.iter().filter(|d| complete(d)).cloned().collect())
@@ -449,6 +532,23 @@ impl Store for MemoryStore {
                 },
             })
         });
+        Ok(Some(listing.select(all)))
+    }
+
+    async fn list_manifests(
+        &self,
+        repository: &RepositoryName,
+        listing: &ManifestListing,
+    ) -> Result<Option<Vec<ManifestInfo>>, StoreError> {
+        let state = self.state.read().await;
+        let (Some(tags), Some(times)) = (
+            state.repositories.get(repository),
+            state.times.get(repository),
+        ) else {
+            return Ok(None);
+        };
+        let all: Vec<ManifestInfo> =
+            manifest_entries(tags, times.pushed.values(), |d| state.manifests.get(d));
         Ok(Some(listing.select(all)))
     }
 
@@ -633,6 +733,7 @@ mod tests {
             annotations: BTreeMap::new(),
             created: None,
             config_digest: None,
+            size: Some(500),
         };
         let snapshot = RepositorySnapshot {
             name: RepositoryName::parse("app").unwrap(),

@@ -71,6 +71,10 @@ pub struct Image {
     /// Digest of the config blob.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_digest: Option<Digest>,
+    /// Size of the manifest in bytes, as the registry serves it; `None` only for
+    /// manifests indexed before sizes were kept (the next scan fills it in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 /// One entry of an image list: a child image and the platform the list states for it.
@@ -98,6 +102,10 @@ pub struct ImageList {
     pub annotations: BTreeMap<String, String>,
     /// The child images, in the order the list names them.
     pub entries: Vec<ListEntry>,
+    /// Size of the list manifest in bytes, as the registry serves it; `None` only for
+    /// lists indexed before sizes were kept (the next scan fills it in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 /// Anything a tag can point at.
@@ -124,6 +132,22 @@ impl Manifest {
         match self {
             Manifest::Image(i) => &i.media_type,
             Manifest::List(l) => &l.media_type,
+        }
+    }
+
+    /// Size of the manifest in bytes, when known.
+    pub fn size(&self) -> Option<u64> {
+        match self {
+            Manifest::Image(i) => i.size,
+            Manifest::List(l) => l.size,
+        }
+    }
+
+    /// The platform of an image; `None` for a list.
+    pub fn platform(&self) -> Option<&Platform> {
+        match self {
+            Manifest::Image(i) => Some(&i.platform),
+            Manifest::List(_) => None,
         }
     }
 
@@ -183,6 +207,17 @@ pub enum TagChange {
         /// When it happened (the notification's timestamp, else when it was seen).
         at: Timestamp,
     },
+    /// The manifest `digest` was pushed to `repository` by digest, without a tag (a
+    /// list's child, an artifact, `skopeo copy` by digest). The store keeps it with the
+    /// repository until a [`DeleteManifest`](TagChange::DeleteManifest) removes it; while
+    /// no tag reaches it, the manifest listing shows it as untagged. It never appears in
+    /// index answers, which list tagged content only.
+    PutUntagged {
+        /// Repository name.
+        repository: RepositoryName,
+        /// What the registry serves for the digest.
+        manifest: PushedManifest,
+    },
     /// The manifest `digest` was deleted from `repository`: every tag of that repository
     /// pointing at it is gone.
     DeleteManifest {
@@ -200,6 +235,7 @@ impl TagChange {
     pub fn repository(&self) -> &RepositoryName {
         match self {
             TagChange::Put { repository, .. }
+            | TagChange::PutUntagged { repository, .. }
             | TagChange::DeleteTag { repository, .. }
             | TagChange::DeleteManifest { repository, .. } => repository,
         }
@@ -211,8 +247,23 @@ impl TagChange {
             TagChange::Put { at, .. }
             | TagChange::DeleteTag { at, .. }
             | TagChange::DeleteManifest { at, .. } => *at,
+            TagChange::PutUntagged { manifest, .. } => manifest.pushed,
         }
     }
+}
+
+/// A manifest a repository holds by digest: what a push by digest (or the registry's
+/// `HEAD`) tells about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushedManifest {
+    /// Digest of the manifest.
+    pub digest: Digest,
+    /// Its media type (never empty).
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was pushed (the notification's timestamp, else when it was seen).
+    pub pushed: Timestamp,
 }
 
 /// [`StoreError::Invalid`] for `what` (which input is wrong) and `problem` (why).
@@ -275,7 +326,16 @@ impl TagChange {
                 manifests,
                 ..
             } => check_supplied(repository, manifests),
-            TagChange::DeleteTag { .. } | TagChange::DeleteManifest { .. } => Ok(()),
+            TagChange::PutUntagged {
+                repository,
+                manifest,
+            } if manifest.media_type.is_empty() => Err(invalid(
+                format_args!("repository {repository}: manifest {}", manifest.digest),
+                "media type is empty",
+            )),
+            TagChange::PutUntagged { .. }
+            | TagChange::DeleteTag { .. }
+            | TagChange::DeleteManifest { .. } => Ok(()),
         }
     }
 }
@@ -346,6 +406,7 @@ mod tests {
                 annotations: BTreeMap::new(),
                 created: None,
                 config_digest: None,
+                size: Some(500),
             })
         };
         let message = |result: Result<(), StoreError>| match result {

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use crate::changes::{ChangeCursor, ChangeFilter, ChangePage, ChangeRetention};
 use crate::digest::Digest;
 use crate::discovery::{
-    HistoryEntry, HistoryRetention, Listing, RepositoryInfo, RepositoryListing, TagInfo,
+    HistoryEntry, HistoryRetention, Listing, ManifestInfo, ManifestListing, RepositoryInfo,
+    RepositoryListing, TagInfo,
 };
 use crate::model::{Manifest, RepositorySnapshot, TagChange};
 use crate::name::{RepositoryName, Tag};
@@ -319,6 +320,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         listing: &Listing,
     ) -> Result<Option<Vec<TagInfo>>, StoreError>;
 
+    /// One page of a repository's manifests, equal to [`ManifestListing::select`] over
+    /// [`manifest_entries`](crate::discovery::manifest_entries) of its tags and the
+    /// manifests pushed to it by digest ([`TagChange::PutUntagged`]); `None` when the
+    /// repository is unknown.
+    async fn list_manifests(
+        &self,
+        repository: &RepositoryName,
+        listing: &ManifestListing,
+    ) -> Result<Option<Vec<ManifestInfo>>, StoreError>;
+
     /// Every digest `tag` has pointed at while this index kept it, oldest first, each
     /// with the time it started (a tag deleted and pushed again starts a new entry); the
     /// last entry is the current digest while the tag exists. History outlives a deleted
@@ -464,6 +475,13 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         listing: &Listing,
     ) -> Result<Option<Vec<TagInfo>>, StoreError> {
         (**self).list_tags(repository, listing).await
+    }
+    async fn list_manifests(
+        &self,
+        repository: &RepositoryName,
+        listing: &ManifestListing,
+    ) -> Result<Option<Vec<ManifestInfo>>, StoreError> {
+        (**self).list_manifests(repository, listing).await
     }
     async fn tag_history(
         &self,

@@ -42,6 +42,7 @@ fn image(seed: &str, icon_key: &str, in_labels: bool, icon: &[u8]) -> Image {
         annotations,
         created: None,
         config_digest: None,
+        size: Some(500),
     }
 }
 
@@ -89,6 +90,7 @@ async fn collect_keeps_what_answers_reference_and_deletes_the_rest() {
             digest: child.digest.clone(),
             platform: Some(Platform::new("linux", "amd64")),
         }],
+        size: Some(500),
     };
     store
         .replace_repository(&RepositorySnapshot {
@@ -218,6 +220,13 @@ impl Store for WriteDuringQuery {
         listing: &flagstate_core::discovery::Listing,
     ) -> Result<Option<Vec<flagstate_core::discovery::TagInfo>>, StoreError> {
         self.inner.list_tags(repository, listing).await
+    }
+    async fn list_manifests(
+        &self,
+        repository: &flagstate_core::RepositoryName,
+        listing: &flagstate_core::ManifestListing,
+    ) -> Result<Option<Vec<flagstate_core::ManifestInfo>>, StoreError> {
+        self.inner.list_manifests(repository, listing).await
     }
     async fn tag_history(
         &self,

@@ -565,6 +565,13 @@ impl Store for RacingStore {
     ) -> Result<Option<Vec<flagstate_core::discovery::TagInfo>>, StoreError> {
         self.inner.list_tags(repository, listing).await
     }
+    async fn list_manifests(
+        &self,
+        repository: &flagstate_core::RepositoryName,
+        listing: &flagstate_core::ManifestListing,
+    ) -> Result<Option<Vec<flagstate_core::ManifestInfo>>, StoreError> {
+        self.inner.list_manifests(repository, listing).await
+    }
     async fn tag_history(
         &self,
         repository: &flagstate_core::RepositoryName,

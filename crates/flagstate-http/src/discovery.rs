@@ -8,6 +8,10 @@
 //!   tag count and times;
 //! - `GET /v2/<name>/_flagstate/tags?n=&last=&sort=`: a repository's tags with digest,
 //!   media type and times (`sort=-updated&n=1` is the newest tag);
+//! - `GET /v2/<name>/_flagstate/manifests?untagged=include|only|exclude&n=&last=`: the
+//!   repository's manifests as one OCI image index: a descriptor per (digest, tag), with
+//!   the tag in `org.opencontainers.image.ref.name`, and one without it per manifest
+//!   pushed by digest that no tag reaches;
 //! - `GET /v2/<name>/_flagstate/history/<tag>`: every digest the tag pointed at.
 //!
 //! Listings page like `/v2/_catalog`: at most `n` (default 100, at most 1000, `0` gives
@@ -25,8 +29,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use std::collections::BTreeMap;
+
 use flagstate_core::discovery::{
-    HistoryEntry, ListOrder, Listing, Position, RepositoryInfo, RepositoryListing, TagInfo,
+    HistoryEntry, ListOrder, Listing, ManifestInfo, ManifestListing, ManifestPosition, Position,
+    RepositoryInfo, RepositoryListing, TagInfo, Untagged,
 };
 use flagstate_core::{RepositoryName, StoreError, Tag};
 use serde::Serialize;
@@ -264,13 +271,24 @@ async fn respond(
     body: &impl Serialize,
     link: Option<HeaderValue>,
 ) -> Answer {
+    respond_as(state, headers, body, link, "application/json").await
+}
+
+/// [`respond`] with another JSON media type.
+async fn respond_as(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &impl Serialize,
+    link: Option<HeaderValue>,
+    media_type: &'static str,
+) -> Answer {
     let bytes = serde_json::to_vec(body)
         .map_err(|e| HttpError::Internal(format!("encoding the answer failed: {e}")))?;
     let body = CachedBody::new(0, Bytes::from(bytes));
     let mut response = body
         .respond(
             headers,
-            HeaderValue::from_static("application/json"),
+            HeaderValue::from_static(media_type),
             state.index_cache_control().clone(),
         )
         .await?;
@@ -355,6 +373,8 @@ pub struct History {
 pub enum RepositoryAnswer {
     /// `<name>/_flagstate/tags`.
     Tags(Tags),
+    /// `<name>/_flagstate/manifests`.
+    Manifests(ManifestIndex),
     /// `<name>/_flagstate/history/<tag>`.
     History(History),
     /// `<name>/_oci/ext/discover`.
@@ -387,7 +407,8 @@ fn extensions(endpoints: &[&str]) -> Extensions {
         extensions: vec![ExtensionOut {
             name: EXTENSION.to_owned(),
             description: "Content discovery from the index: repositories by namespace and \
-                time, tags newest first, tag history."
+                time, tags newest first, every manifest (untagged too) as an OCI image \
+                index, tag history."
                 .to_owned(),
             url: "/openapi.json".to_owned(),
             endpoints: endpoints
@@ -497,10 +518,122 @@ fn tag_out(t: TagInfo) -> TagOut {
     }
 }
 
+/// The media type of the manifest listing: an OCI image index.
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// The annotation naming a descriptor's tag.
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// The platform of a [`DescriptorOut`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlatformOut {
+    /// `architecture` (GOARCH).
+    pub architecture: String,
+    /// `os` (GOOS).
+    pub os: String,
+    /// The CPU variant, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+/// One manifest of [`ManifestIndex`]: an OCI content descriptor.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DescriptorOut {
+    /// The manifest's media type.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// Its digest.
+    pub digest: String,
+    /// Its size in bytes. Absent only for a manifest indexed before sizes were kept,
+    /// until the next scan fills it in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The platform of an image the index holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<PlatformOut>,
+    /// `org.opencontainers.image.ref.name`: the tag, for a tagged entry.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The body of `GET /v2/<name>/_flagstate/manifests`: an OCI image index.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ManifestIndex {
+    /// `2`.
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    /// `application/vnd.oci.image.index.v1+json`.
+    #[serde(rename = "mediaType")]
+    pub media_type: &'static str,
+    /// One descriptor per (digest, tag), and one without a tag per untagged manifest, by
+    /// digest then tag.
+    pub manifests: Vec<DescriptorOut>,
+}
+
+fn descriptor_out(m: ManifestInfo) -> DescriptorOut {
+    DescriptorOut {
+        media_type: m.media_type,
+        digest: m.digest.to_string(),
+        size: m.size,
+        platform: m.platform.map(|p| PlatformOut {
+            architecture: p.architecture,
+            os: p.os,
+            variant: p.variant,
+        }),
+        annotations: m
+            .tag
+            .map(|tag| BTreeMap::from([(REF_NAME.to_owned(), tag.to_string())]))
+            .unwrap_or_default(),
+    }
+}
+
+/// The parameters of the manifest listing.
+fn manifest_listing(params: &QueryParams) -> Result<(ManifestListing, usize), RegistryError> {
+    let n = page_size(params, 0)?;
+    let untagged = match params.get("untagged") {
+        None | Some("") => Untagged::Include,
+        Some(text) => Untagged::parse(text).ok_or_else(|| {
+            RegistryError::bad(
+                "UNSUPPORTED",
+                format!(
+                    "parameter \"untagged\" must be \"include\", \"only\" or \"exclude\", got {text:?}"
+                ),
+            )
+        })?,
+    };
+    let after = match params.get("last") {
+        None | Some("") => None,
+        Some(text) => Some(ManifestPosition::from_cursor(text).ok_or_else(|| {
+            RegistryError::bad(
+                "UNSUPPORTED",
+                format!(
+                    "parameter \"last\" is not a position of the manifest listing: {text:?} (pass on the `last` of the previous page's Link)"
+                ),
+            )
+        })?),
+    };
+    // One entry more than the page, to learn whether more remain.
+    let listing = ManifestListing {
+        untagged,
+        after,
+        limit: n.saturating_add(1),
+    };
+    Ok((listing, n))
+}
+
+fn untagged_param(untagged: Untagged) -> &'static str {
+    match untagged {
+        Untagged::Include => "include",
+        Untagged::Only => "only",
+        Untagged::Exclude => "exclude",
+    }
+}
+
 /// What a `/v2/{*path}` path names.
 enum Target<'a> {
     Discover(&'a str),
     Tags(&'a str),
+    Manifests(&'a str),
     History(&'a str, &'a str),
 }
 
@@ -510,6 +643,9 @@ fn target(path: &str) -> Option<Target<'_>> {
     }
     if let Some(name) = path.strip_suffix("/_flagstate/tags") {
         return Some(Target::Tags(name));
+    }
+    if let Some(name) = path.strip_suffix("/_flagstate/manifests") {
+        return Some(Target::Manifests(name));
     }
     let (name, tag) = path.rsplit_once("/_flagstate/history/")?;
     Some(Target::History(name, tag))
@@ -523,16 +659,20 @@ fn target(path: &str) -> Option<Target<'_>> {
     operation_id = "discover_repository",
     tag = "discovery",
     params(
-        ("path" = String, Path, description = "`<name>/_flagstate/tags`, `<name>/_flagstate/history/<tag>` or `<name>/_oci/ext/discover`; `<name>` is a repository name (it may contain `/`)."),
-        ("n" = Option<u64>, Query, maximum = 1000, description = "Tags: per page (default 100, at most 1000; 0 gives an empty page)."),
-        ("last" = Option<String>, Query, description = "Tags: start after this position (the `last` of the previous page's `Link`)."),
+        ("path" = String, Path, description = "`<name>/_flagstate/tags`, `<name>/_flagstate/manifests`, `<name>/_flagstate/history/<tag>` or `<name>/_oci/ext/discover`; `<name>` is a repository name (it may contain `/`)."),
+        ("n" = Option<u64>, Query, maximum = 1000, description = "Tags, manifests: per page (default 100, at most 1000; 0 gives an empty page)."),
+        ("last" = Option<String>, Query, description = "Tags, manifests: start after this position (the `last` of the previous page's `Link`)."),
         ("sort" = Option<String>, Query, description = "Tags: `name` (default), `updated` or `-updated` (newest first; with `n=1` the newest tag)."),
+        ("untagged" = Option<String>, Query, description = "Manifests: `include` (default), `only` (only manifests no tag reaches) or `exclude`."),
     ),
     responses(
-        (status = 200, description = "`_flagstate/tags`: a page of the repository's tags (`Tags`); `_flagstate/history/<tag>`: the tag's history (`History`); `_oci/ext/discover`: the repository-level extension endpoints (`Extensions`).",
-            body = RepositoryAnswer,
+        (status = 200, description = "`_flagstate/tags`: a page of the repository's tags (`Tags`); `_flagstate/manifests`: a page of its manifests as an OCI image index (`ManifestIndex`, `application/vnd.oci.image.index.v1+json`); `_flagstate/history/<tag>`: the tag's history (`History`); `_oci/ext/discover`: the repository-level extension endpoints (`Extensions`).",
+            content(
+                (RepositoryAnswer = "application/json"),
+                (ManifestIndex = "application/vnd.oci.image.index.v1+json"),
+            ),
             headers(
-                ("Link" = String, description = "Tags: `</v2/<name>/_flagstate/tags?…&last=…>; rel=\"next\"` while more follow."),
+                ("Link" = String, description = "Tags, manifests: `</v2/<name>/_flagstate/…?…&last=…>; rel=\"next\"` while more follow."),
                 ("ETag" = String, description = "Strong validator of the body."),
             )),
         (status = 304, description = "`If-None-Match` names the current body."),
@@ -568,7 +708,41 @@ pub async fn repository(
             if store.list_tags(&name, &listing).await?.is_none() {
                 return Err(RegistryError::unknown_repository(name.as_str()));
             }
-            respond(&state, &headers, &extensions(&["tags", "history"]), None).await
+            let endpoints = extensions(&["tags", "manifests", "history"]);
+            respond(&state, &headers, &endpoints, None).await
+        }
+        Target::Manifests(name) => {
+            let name = name_of(name)?;
+            let (listing, n) = manifest_listing(&params(raw.as_deref())?)?;
+            let cursor = crate::changes::now(store.as_ref()).await?;
+            let mut found = store
+                .list_manifests(&name, &listing)
+                .await?
+                .ok_or_else(|| RegistryError::unknown_repository(name.as_str()))?;
+            let mut link = None;
+            if found.len() > n {
+                found.truncate(n);
+                if let Some(last) = found.last() {
+                    let query = form_urlencoded::Serializer::new(String::new())
+                        .append_pair("untagged", untagged_param(listing.untagged))
+                        .append_pair("n", &n.to_string())
+                        .append_pair("last", &last.position().to_cursor())
+                        .finish();
+                    link = HeaderValue::from_str(&format!(
+                        "</v2/{name}/_flagstate/manifests?{query}>; rel=\"next\""
+                    ))
+                    .ok();
+                }
+            }
+            let body = ManifestIndex {
+                schema_version: 2,
+                media_type: OCI_INDEX,
+                manifests: found.into_iter().map(descriptor_out).collect(),
+            };
+            Ok(crate::changes::with_cursor(
+                respond_as(&state, &headers, &body, link, OCI_INDEX).await?,
+                cursor,
+            ))
         }
         Target::Tags(name) => {
             let name = name_of(name)?;

@@ -70,6 +70,13 @@ impl Store for DownStore {
     ) -> Result<Option<Vec<flagstate_core::discovery::TagInfo>>, StoreError> {
         down()
     }
+    async fn list_manifests(
+        &self,
+        _: &flagstate_core::RepositoryName,
+        _: &flagstate_core::ManifestListing,
+    ) -> Result<Option<Vec<flagstate_core::ManifestInfo>>, StoreError> {
+        down()
+    }
     async fn tag_history(
         &self,
         _: &flagstate_core::RepositoryName,

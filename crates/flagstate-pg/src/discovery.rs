@@ -12,9 +12,10 @@
 //! exists, or a history and whether its repository exists, always agree.
 
 use flagstate_core::discovery::{
-    HistoryEntry, ListOrder, Listing, Position, RepositoryInfo, RepositoryListing, TagInfo,
+    HistoryEntry, ListOrder, Listing, ManifestInfo, ManifestListing, Position, RepositoryInfo,
+    RepositoryListing, TagInfo, Untagged,
 };
-use flagstate_core::{RepositoryName, StoreError, Tag, Timestamp};
+use flagstate_core::{Platform, RepositoryName, StoreError, Tag, Timestamp};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use crate::error::{PgError, SqlContext};
@@ -201,6 +202,105 @@ pub(crate) async fn list_tags(
             media_type,
             updated: Timestamp::from_millis(updated),
             created,
+        });
+    }
+    Ok(Some(page))
+}
+
+/// repository id, digest, tag, media type, size, os, architecture, variant.
+type ManifestRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// One page of a repository's manifests (see
+/// [`Store::list_manifests`](flagstate_core::Store::list_manifests)): its tags, and the
+/// manifests pushed to it by digest that no tag reaches (directly or through a tagged
+/// list), by digest and tag (an untagged entry, with its empty tag, first), after the
+/// position. One statement: the repository's row joined to the page (one row of NULLs
+/// for an empty page, none for an unknown repository).
+pub(crate) async fn list_manifests(
+    pool: &PgPool,
+    repository: &RepositoryName,
+    listing: &ManifestListing,
+) -> Result<Option<Vec<ManifestInfo>>, StoreError> {
+    let (after_digest, after_tag) = match &listing.after {
+        Some(position) => (
+            position.digest.to_string(),
+            position
+                .tag
+                .as_ref()
+                .map_or_else(String::new, Tag::to_string),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let rows: Vec<ManifestRow> = sqlx::query_as(
+        "WITH r AS (SELECT id FROM repositories WHERE name = $1), \
+         entries AS (\
+             SELECT t.digest, t.name AS tag, m.media_type, m.size, \
+                    CASE WHEN m.is_list THEN NULL ELSE m.os END AS os, \
+                    CASE WHEN m.is_list THEN NULL ELSE m.architecture END AS architecture, \
+                    CASE WHEN m.is_list THEN NULL ELSE m.variant END AS variant \
+             FROM r JOIN tags t ON t.repository_id = r.id JOIN manifests m ON m.digest = t.digest \
+             WHERE $2 \
+             UNION ALL \
+             SELECT p.digest, NULL, p.media_type, p.size, m.os, m.architecture, m.variant \
+             FROM r JOIN pushed_manifests p ON p.repository_id = r.id \
+             LEFT JOIN manifests m ON m.digest = p.digest AND NOT m.is_list \
+             WHERE $3 \
+               AND NOT EXISTS (SELECT 1 FROM tags t \
+                               WHERE t.repository_id = r.id AND t.digest = p.digest) \
+               AND NOT EXISTS (SELECT 1 FROM tags t JOIN list_entries e ON e.list = t.digest \
+                               WHERE t.repository_id = r.id AND e.child = p.digest)), \
+         page AS (\
+             SELECT * FROM entries \
+             WHERE (digest, coalesce(tag, '') COLLATE \"C\") > ($4, $5) \
+             ORDER BY digest, coalesce(tag, '') COLLATE \"C\" LIMIT $6) \
+         SELECT r.id, page.digest, page.tag, page.media_type, page.size, page.os, \
+                page.architecture, page.variant \
+         FROM r LEFT JOIN page ON true \
+         ORDER BY page.digest, coalesce(page.tag, '') COLLATE \"C\"",
+    )
+    .bind(repository.as_str())
+    .bind(listing.untagged != Untagged::Only)
+    .bind(listing.untagged != Untagged::Exclude)
+    .bind(comparable(&after_digest).to_owned())
+    .bind(comparable(&after_tag).to_owned())
+    .bind(i64::try_from(listing.limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await
+    .during("listing manifests")?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut page = Vec::with_capacity(rows.len());
+    for (_, digest, tag, media_type, size, os, architecture, variant) in rows {
+        let Some(digest) = digest else {
+            // The one row of an empty page.
+            continue;
+        };
+        let media_type = media_type
+            .ok_or_else(|| PgError::Corrupt(format!("manifest {digest} has no media type")))?;
+        let platform = match (os, architecture) {
+            (Some(os), Some(architecture)) => Some(Platform {
+                os,
+                architecture,
+                variant,
+            }),
+            _ => None,
+        };
+        page.push(ManifestInfo {
+            digest: parse_digest(&digest)?,
+            media_type,
+            size: size.and_then(|s| u64::try_from(s).ok()),
+            platform,
+            tag: tag.map(parse_tag).transpose()?,
         });
     }
     Ok(Some(page))

@@ -501,6 +501,14 @@ impl Store for PgStore {
         discovery::list_tags(&self.inner.pool, repository, listing).await
     }
 
+    async fn list_manifests(
+        &self,
+        repository: &RepositoryName,
+        listing: &flagstate_core::ManifestListing,
+    ) -> Result<Option<Vec<flagstate_core::ManifestInfo>>, StoreError> {
+        discovery::list_manifests(&self.inner.pool, repository, listing).await
+    }
+
     async fn tag_history(
         &self,
         repository: &RepositoryName,

@@ -28,6 +28,7 @@ type ManifestRow = (
     Json<BTreeMap<String, String>>,
     Option<String>,
     Option<String>,
+    Option<i64>,
 );
 
 /// list, child, os, architecture, variant (the platform the list states).
@@ -95,7 +96,13 @@ pub(crate) async fn known_manifests(
 ) -> Result<BTreeSet<Digest>, StoreError> {
     let wanted: Vec<&str> = digests.iter().map(Digest::as_str).collect();
     let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT digest FROM manifests WHERE digest = ANY($1)")
+        // A manifest without a size (stored before sizes were kept), or a list with such
+        // a child, counts as unknown, so the scan reads it again and fills the size in.
+        sqlx::query_as(
+            "SELECT m.digest FROM manifests m WHERE m.digest = ANY($1) AND m.size IS NOT NULL \
+               AND NOT EXISTS (SELECT 1 FROM list_entries e JOIN manifests c ON c.digest = e.child \
+                               WHERE e.list = m.digest AND c.size IS NULL)",
+        )
             .bind(&wanted)
             .fetch_all(pool)
             .await
@@ -131,7 +138,7 @@ pub(crate) async fn load_manifests(
                              UNION SELECT e.child FROM list_entries e \
                                    JOIN asked a ON a.digest = e.list) \
              SELECT m.digest, m.media_type, m.is_list, m.os, m.architecture, m.variant, \
-                    m.labels, m.annotations, m.created, m.config_digest \
+                    m.labels, m.annotations, m.created, m.config_digest, m.size \
              FROM manifests m JOIN wanted w ON w.digest = m.digest",
         )
         .bind(digests),
@@ -139,7 +146,7 @@ pub(crate) async fn load_manifests(
             "WITH wanted AS (SELECT unnest($1::text[]) AS digest \
                              UNION SELECT unnest($2::text[])) \
              SELECT m.digest, m.media_type, m.is_list, m.os, m.architecture, m.variant, \
-                    m.labels, m.annotations, m.created, m.config_digest \
+                    m.labels, m.annotations, m.created, m.config_digest, m.size \
              FROM manifests m JOIN wanted w ON w.digest = m.digest",
         )
         .bind(digests)
@@ -200,14 +207,17 @@ fn decode_manifest(row: ManifestRow, entries: Vec<ListEntry>) -> Result<Manifest
         annotations,
         created,
         config,
+        size,
     ) = row;
     let digest = parse_digest(&digest)?;
+    let size = size.and_then(|s| u64::try_from(s).ok());
     if is_list {
         return Ok(Manifest::List(ImageList {
             digest,
             media_type,
             annotations: annotations.0,
             entries,
+            size,
         }));
     }
     Ok(Manifest::Image(Image {
@@ -222,6 +232,7 @@ fn decode_manifest(row: ManifestRow, entries: Vec<ListEntry>) -> Result<Manifest
         annotations: annotations.0,
         created,
         config_digest: config.as_deref().map(parse_digest).transpose()?,
+        size,
     }))
 }
 

@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use flagstate_core::changes::{ChangeKind, NewChange, tag_changes};
 use flagstate_core::discovery::HistoryRetention;
 use flagstate_core::model::{
-    Description, ImageList, Manifest, RepositorySnapshot, TagChange, check_list_entry,
+    Description, ImageList, Manifest, PushedManifest, RepositorySnapshot, TagChange,
+    check_list_entry,
 };
 use flagstate_core::{Digest, GcStats, Generation, RepositoryName, StoreError, Timestamp};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -161,13 +162,15 @@ async fn record(
         .iter()
         .map(|c| c.previous_digest.as_ref().map(Digest::as_str))
         .collect();
+    let media_types: Vec<Option<&str>> = changes.iter().map(|c| c.media_type.as_deref()).collect();
     sqlx::query(
         "INSERT INTO change_log \
              (generation, position, time, kind, repository, tag, digest, previous_digest, media_type) \
          SELECT $1, u.position, $2, u.kind, $3, u.tag, u.digest, u.previous, \
-                (SELECT m.media_type FROM manifests m WHERE m.digest = u.digest) \
-         FROM UNNEST($4::int[], $5::smallint[], $6::text[], $7::text[], $8::text[]) \
-             AS u(position, kind, tag, digest, previous)",
+                coalesce(u.media_type, \
+                         (SELECT m.media_type FROM manifests m WHERE m.digest = u.digest)) \
+         FROM UNNEST($4::int[], $5::smallint[], $6::text[], $7::text[], $8::text[], $9::text[]) \
+             AS u(position, kind, tag, digest, previous, media_type)",
     )
     .bind(i64::try_from(generation).unwrap_or(i64::MAX))
     .bind(at.as_millis())
@@ -177,6 +180,7 @@ async fn record(
     .bind(&tags)
     .bind(&digests)
     .bind(&previous)
+    .bind(&media_types)
     .execute(&mut *conn)
     .await
     .during("recording changes")?;
@@ -303,6 +307,13 @@ async fn admit(
             (digest, info)
         })
         .collect();
+    fill_sizes(
+        conn,
+        new.values()
+            .copied()
+            .filter(|m| stored.contains_key(m.digest().as_str())),
+    )
+    .await?;
     new.retain(|digest, _| !stored.contains_key(digest.as_str()));
 
     let resolve = |digest: &Digest| {
@@ -356,6 +367,51 @@ async fn admit(
     insert_entries(conn, new_lists, platform_of).await
 }
 
+/// A size as stored (sizes beyond `i64::MAX` cannot occur: no registry serves them).
+fn size_column(size: u64) -> i64 {
+    i64::try_from(size).unwrap_or(i64::MAX)
+}
+
+/// Gives stored manifests without a size (stored before sizes were kept) the size of
+/// the supplied copies; the stored copies keep everything else.
+async fn fill_sizes<'a>(
+    conn: &mut PgConnection,
+    supplied: impl Iterator<Item = &'a Manifest>,
+) -> Result<(), StoreError> {
+    let (digests, sizes): (Vec<&str>, Vec<i64>) = supplied
+        .filter_map(|m| Some((m.digest().as_str(), size_column(m.size()?))))
+        .unzip();
+    if digests.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE manifests m SET size = u.s FROM UNNEST($1::text[], $2::bigint[]) AS u(d, s) \
+         WHERE m.digest = u.d AND m.size IS NULL",
+    )
+    .bind(&digests)
+    .bind(&sizes)
+    .execute(&mut *conn)
+    .await
+    .during("filling in manifest sizes")?;
+    Ok(())
+}
+
+/// Whether a tag of repository `id` reaches `digest`: points at it, or at a list naming
+/// it.
+async fn is_reached(conn: &mut PgConnection, id: i64, digest: &Digest) -> Result<bool, StoreError> {
+    let (reached,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM tags WHERE repository_id = $1 AND digest = $2) \
+             OR EXISTS (SELECT 1 FROM tags t JOIN list_entries e ON e.list = t.digest \
+                        WHERE t.repository_id = $1 AND e.child = $2)",
+    )
+    .bind(id)
+    .bind(digest.as_str())
+    .fetch_one(&mut *conn)
+    .await
+    .during("checking whether a tag reaches a manifest")?;
+    Ok(reached)
+}
+
 /// Inserts manifests (ignoring digests stored meanwhile); returns the digests inserted.
 async fn insert_manifests<'a>(
     conn: &mut PgConnection,
@@ -373,10 +429,12 @@ async fn insert_manifests<'a>(
     let mut config: Vec<Option<&str>> = Vec::new();
     let mut title: Vec<Option<String>> = Vec::new();
     let mut description: Vec<Option<String>> = Vec::new();
+    let mut size: Vec<Option<i64>> = Vec::new();
     let json = |map| serde_json::to_string(map).map_err(|e| PgError::Corrupt(e.to_string()));
     for manifest in manifests {
         digest.push(manifest.digest().as_str());
         media_type.push(manifest.media_type());
+        size.push(manifest.size().map(size_column));
         match manifest {
             Manifest::Image(i) => {
                 let d = Description::resolve(&i.labels, &i.annotations);
@@ -407,11 +465,12 @@ async fn insert_manifests<'a>(
     }
     let rows: Vec<(String,)> = sqlx::query_as(
         "INSERT INTO manifests (digest, media_type, is_list, os, architecture, variant, \
-             labels, annotations, created, config_digest, title, description) \
-         SELECT d, mt, il, o, a, v, l::jsonb, an::jsonb, c, cd, ti, de \
+             labels, annotations, created, config_digest, title, description, size) \
+         SELECT d, mt, il, o, a, v, l::jsonb, an::jsonb, c, cd, ti, de, s \
          FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[], \
-                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
-              AS u(d, mt, il, o, a, v, l, an, c, cd, ti, de) \
+                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+                     $13::bigint[]) \
+              AS u(d, mt, il, o, a, v, l, an, c, cd, ti, de, s) \
          ON CONFLICT (digest) DO NOTHING RETURNING digest",
     )
     .bind(&digest)
@@ -426,6 +485,7 @@ async fn insert_manifests<'a>(
     .bind(&config)
     .bind(&title)
     .bind(&description)
+    .bind(&size)
     .fetch_all(&mut *conn)
     .await
     .during("storing manifests")?;
@@ -615,6 +675,40 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
     let mut tx = begin(pool).await?;
     let at = change.at();
     let changed = match change {
+        TagChange::PutUntagged {
+            repository,
+            manifest,
+        } => {
+            let (id, created) = lock_or_create_repository(&mut tx, repository, at).await?;
+            let inserted = sqlx::query(
+                "INSERT INTO pushed_manifests (repository_id, digest, media_type, size, pushed) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(manifest.digest.as_str())
+            .bind(&manifest.media_type)
+            .bind(size_column(manifest.size))
+            .bind(manifest.pushed.as_millis())
+            .execute(&mut *tx)
+            .await
+            .during("recording a manifest pushed by digest")?
+            .rows_affected();
+            if inserted > 0 {
+                let mut changes = Vec::new();
+                if created {
+                    changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
+                }
+                if !is_reached(&mut tx, id, &manifest.digest).await? {
+                    changes.push(NewChange::of_untagged(
+                        ChangeKind::ManifestUntaggedCreated,
+                        manifest,
+                    ));
+                }
+                Some((id, repository, changes))
+            } else {
+                None
+            }
+        }
         TagChange::Put {
             repository,
             tag,
@@ -675,6 +769,16 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
             at: _,
         } => match lock_repository(&mut tx, repository).await? {
             Some(id) => {
+                let reached = is_reached(&mut tx, id, digest).await?;
+                let pushed: Option<(String, i64, i64)> = sqlx::query_as(
+                    "DELETE FROM pushed_manifests WHERE repository_id = $1 AND digest = $2 \
+                     RETURNING media_type, size, pushed",
+                )
+                .bind(id)
+                .bind(digest.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .during("deleting a manifest pushed by digest")?;
                 let removed: Vec<(String,)> = sqlx::query_as(
                     "DELETE FROM tags WHERE repository_id = $1 AND digest = $2 RETURNING name",
                 )
@@ -691,11 +795,26 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
                     );
                 }
                 tags.sort();
-                let changes: Vec<NewChange> = tags
+                let mut changes: Vec<NewChange> = tags
                     .iter()
                     .filter_map(|tag| NewChange::of_tag(tag, Some(digest), None))
                     .collect();
-                (!changes.is_empty()).then_some((id, repository, changes))
+                let was_pushed = pushed.is_some();
+                if let Some((media_type, size, pushed)) = pushed
+                    && !reached
+                {
+                    let manifest = PushedManifest {
+                        digest: digest.clone(),
+                        media_type,
+                        size: u64::try_from(size).unwrap_or_default(),
+                        pushed: Timestamp::from_millis(pushed),
+                    };
+                    changes.push(NewChange::of_untagged(
+                        ChangeKind::ManifestUntaggedDeleted,
+                        &manifest,
+                    ));
+                }
+                (!tags.is_empty() || was_pushed).then_some((id, repository, changes))
             }
             None => None,
         },
@@ -703,7 +822,10 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
     let generation = match changed {
         Some((id, repository, changes)) => {
             touch_repository(&mut tx, id, at).await?;
-            search::refresh(&mut tx, id, repository).await?;
+            // Untagged manifests are not searched: only tag changes alter the document.
+            if !matches!(change, TagChange::PutUntagged { .. }) {
+                search::refresh(&mut tx, id, repository).await?;
+            }
             let generation = bump(&mut tx).await?;
             record(&mut tx, generation, repository, &changes, at).await?;
             generation

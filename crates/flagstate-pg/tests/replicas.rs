@@ -458,11 +458,14 @@ async fn a_version_2_schema_is_upgraded_in_place() {
 
     // Version 3 only added the key columns (with their function and indexes), version 4
     // only the discovery times and history (with their indexes), version 5 only the
-    // change log: without them and their bookkeeping rows, this is the version 2 schema
-    // with the same data.
+    // change log, version 7 only manifest sizes and the manifests pushed by digest:
+    // without them and their bookkeeping rows, this is the version 2 schema with the same
+    // data.
     guard
         .execute(
-            "DROP TABLE change_log; \
+            "DROP TABLE pushed_manifests; \
+             ALTER TABLE manifests DROP COLUMN size; \
+             DROP TABLE change_log; \
              ALTER TABLE meta DROP COLUMN change_floor_generation, \
                  DROP COLUMN change_floor_position; \
              DROP TABLE tag_history; \
@@ -470,7 +473,7 @@ async fn a_version_2_schema_is_upgraded_in_place() {
              ALTER TABLE tags DROP COLUMN updated; \
              ALTER TABLE manifests DROP COLUMN label_keys, DROP COLUMN annotation_keys; \
              DROP FUNCTION flagstate_keys(jsonb); \
-             DELETE FROM flagstate_migrations WHERE version IN (3, 4, 5)",
+             DELETE FROM flagstate_migrations WHERE version IN (3, 4, 5, 7)",
         )
         .await;
     let message = backend_message(PgStore::connect(&url, guard.options(true)).await);

@@ -4,9 +4,10 @@
 //! the `(updated, name)` indexes) so a page reads only the rows it returns.
 
 use flagstate_core::discovery::{
-    HistoryEntry, ListOrder, Listing, Position, RepositoryInfo, RepositoryListing, TagInfo,
+    HistoryEntry, ListOrder, Listing, ManifestInfo, ManifestListing, Position, RepositoryInfo,
+    RepositoryListing, TagInfo, Untagged,
 };
-use flagstate_core::{RepositoryName, Tag, Timestamp};
+use flagstate_core::{Platform, RepositoryName, Tag, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::{Connection, params_from_iter};
 
@@ -141,6 +142,95 @@ pub(crate) fn list_tags(
             media_type,
             updated: Timestamp::from_millis(updated),
             created,
+        });
+    }
+    Ok(Some(page))
+}
+
+/// See [`Store::list_manifests`](flagstate_core::Store::list_manifests): the tagged
+/// entries and the pushed manifests no tag reaches (directly or through a tagged list),
+/// by digest and tag (an untagged entry, with its empty tag, first), after the position.
+pub(crate) fn list_manifests(
+    conn: &Connection,
+    repository: &RepositoryName,
+    listing: &ManifestListing,
+) -> Result<Option<Vec<ManifestInfo>>> {
+    let Some(id) = repository_id(conn, repository)? else {
+        return Ok(None);
+    };
+    let (after_digest, after_tag) = match &listing.after {
+        Some(position) => (
+            position.digest.to_string(),
+            position
+                .tag
+                .as_ref()
+                .map_or_else(String::new, Tag::to_string),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let values = vec![
+        Value::Integer(id),
+        Value::Integer(i64::from(listing.untagged != Untagged::Only)),
+        Value::Integer(i64::from(listing.untagged != Untagged::Exclude)),
+        Value::Text(after_digest),
+        Value::Text(after_tag),
+        Value::Integer(i64::try_from(listing.limit).unwrap_or(i64::MAX)),
+    ];
+    let mut stmt = conn.prepare_cached(
+        "SELECT digest, tag, media_type, size, os, architecture, variant FROM (
+             SELECT m.digest AS digest, t.tag AS tag, m.media_type AS media_type,
+                    m.size AS size, m.is_list AS is_list, m.os AS os,
+                    m.architecture AS architecture, m.id AS manifest_id
+             FROM tags t JOIN manifests m ON m.id = t.manifest_id
+             WHERE t.repository_id = ?1 AND ?2
+             UNION ALL
+             SELECT p.digest, NULL, p.media_type, p.size, m.is_list, m.os, m.architecture, m.id
+             FROM pushed_manifests p LEFT JOIN manifests m ON m.digest = p.digest
+             WHERE p.repository_id = ?1 AND ?3
+               AND NOT EXISTS (SELECT 1 FROM tags t JOIN manifests tm ON tm.id = t.manifest_id
+                               WHERE t.repository_id = ?1 AND tm.digest = p.digest)
+               AND NOT EXISTS (SELECT 1 FROM tags t
+                               JOIN list_entries e ON e.list_id = t.manifest_id
+                               JOIN manifests c ON c.id = e.child_id
+                               WHERE t.repository_id = ?1 AND c.digest = p.digest)
+         ) AS entries
+         LEFT JOIN (SELECT manifest_id,
+                           json_extract(body, '$.platform.variant') AS variant
+                    FROM manifest_bodies) AS v
+           ON v.manifest_id = entries.manifest_id AND NOT entries.is_list
+         WHERE (digest, coalesce(tag, '')) > (?4, ?5)
+         ORDER BY digest, coalesce(tag, '') LIMIT ?6",
+    )?;
+    let rows = stmt.query_map(params_from_iter(values), |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, Option<i64>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, Option<String>>(5)?,
+            r.get::<_, Option<String>>(6)?,
+        ))
+    })?;
+    let mut page = Vec::new();
+    for row in rows {
+        let (digest, tag, media_type, size, os, architecture, variant) = row?;
+        let media_type = media_type
+            .ok_or_else(|| Error::Invalid(format!("manifest {digest} has no media type stored")))?;
+        let platform = match (os, architecture) {
+            (Some(os), Some(architecture)) => Some(Platform {
+                os,
+                architecture,
+                variant,
+            }),
+            _ => None,
+        };
+        page.push(ManifestInfo {
+            digest: parse_digest(digest)?,
+            media_type,
+            size: size.and_then(|s| u64::try_from(s).ok()),
+            platform,
+            tag: tag.map(Tag::parse).transpose()?,
         });
     }
     Ok(Some(page))

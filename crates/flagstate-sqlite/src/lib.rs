@@ -75,8 +75,9 @@ use flagstate_core::store::StoreNotReady;
 use flagstate_core::{
     Capabilities, ChangeCursor, ChangeFilter, ChangePage, ChangeRetention, Digest, EntryStream,
     GcStats, Generation, HistoryEntry, HistoryRetention, IndexQuery, Listing, Manifest,
-    RepositoryEntry, RepositoryInfo, RepositoryListing, RepositoryName, RepositorySnapshot,
-    SearchPage, Store, StoreError, Tag, TagChange, TagInfo, Timestamp,
+    ManifestInfo, ManifestListing, RepositoryEntry, RepositoryInfo, RepositoryListing,
+    RepositoryName, RepositorySnapshot, SearchPage, Store, StoreError, Tag, TagChange, TagInfo,
+    Timestamp,
 };
 
 pub use connection::{CheckOnOpen, DEFAULT_GENERATION_REFRESH, Durability, SqliteOptions};
@@ -274,6 +275,18 @@ impl Store for SqliteStore {
         Ok(self
             .connections
             .read(move |c| discovery::list_tags(c, &repository, &listing))
+            .await?)
+    }
+
+    async fn list_manifests(
+        &self,
+        repository: &RepositoryName,
+        listing: &ManifestListing,
+    ) -> Result<Option<Vec<ManifestInfo>>, StoreError> {
+        let (repository, listing) = (repository.clone(), listing.clone());
+        Ok(self
+            .connections
+            .read(move |c| discovery::list_manifests(c, &repository, &listing))
             .await?)
     }
 

@@ -61,12 +61,16 @@ pub(crate) fn repository_tags(
 
 /// Which of `digests` are stored with everything they reference.
 pub(crate) fn known_manifests(conn: &Connection, digests: &[Digest]) -> Result<BTreeSet<Digest>> {
-    let mut find = conn.prepare_cached("SELECT id, is_list FROM manifests WHERE digest = ?1")?;
+    // A manifest without a size (stored before sizes were kept) counts as unknown, so
+    // the scan reads it again and fills the size in.
+    let mut find = conn.prepare_cached(
+        "SELECT id, is_list FROM manifests WHERE digest = ?1 AND size IS NOT NULL",
+    )?;
     // The list_entries foreign key already forbids dangling children; checking costs one
     // index probe and keeps this answer honest if that ever changes.
     let mut dangling = conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM list_entries e LEFT JOIN manifests c ON c.id = e.child_id
-                        WHERE e.list_id = ?1 AND c.id IS NULL)",
+                        WHERE e.list_id = ?1 AND (c.id IS NULL OR c.size IS NULL))",
     )?;
     let mut known = BTreeSet::new();
     for digest in digests {

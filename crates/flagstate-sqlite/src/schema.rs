@@ -175,6 +175,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE meta ADD COLUMN change_floor_position INTEGER NOT NULL DEFAULT 4294967295;
     UPDATE meta SET change_floor_generation = generation;
     "#,
+    // Version 6: manifest sizes, and the manifests repositories hold by digest alone.
+    // Manifests stored before it have no size (NULL); the next scan reads them again and
+    // fills it in.
+    r#"
+    ALTER TABLE manifests ADD COLUMN size INTEGER;
+    CREATE TABLE pushed_manifests (
+        repository_id INTEGER NOT NULL REFERENCES repositories (id) ON DELETE CASCADE,
+        digest TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        pushed INTEGER NOT NULL,
+        PRIMARY KEY (repository_id, digest)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The newest schema version this build understands.
@@ -326,7 +340,7 @@ mod tests {
     async fn databases_of_earlier_versions_are_upgraded_in_place() {
         const {
             assert!(
-                SCHEMA_VERSION == 4,
+                SCHEMA_VERSION == 5,
                 "add the new version's tables to old_database and check them here"
             )
         };
@@ -394,7 +408,9 @@ mod tests {
                 (&history[0].digest, history[0].since),
                 (&app.digest, stamped)
             );
-            // The log starts at the upgrade: nothing from before it can be asked for.
+            // The log starts at the upgrade to version 4: nothing from before it can be
+            // asked for. (A database written at version 4 or later holds no records
+            // here, and its log starts where it started.)
             let log = store
                 .changes_since(
                     flagstate_core::ChangeCursor::at_generation(0),
@@ -404,10 +420,34 @@ mod tests {
                 .await
                 .unwrap();
             assert!(log.records.is_empty());
+            let floor = if version >= 4 { 0 } else { generation as u64 };
             assert_eq!(
                 log.oldest,
-                flagstate_core::ChangeCursor::at_generation(generation as u64)
+                flagstate_core::ChangeCursor::at_generation(floor),
+                "from version {version}"
             );
+            // Manifests stored before sizes were kept have none, and count as unknown
+            // so that the next scan reads them again; no repository holds untagged ones.
+            let listing = flagstate_core::ManifestListing {
+                untagged: flagstate_core::Untagged::Include,
+                after: None,
+                limit: 10,
+            };
+            let manifests = store
+                .list_manifests(&name, &listing)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(manifests.len(), 1);
+            assert_eq!(
+                (manifests[0].tag.is_some(), manifests[0].size),
+                (true, None)
+            );
+            let known = store
+                .known_manifests(std::slice::from_ref(&app.digest))
+                .await
+                .unwrap();
+            assert!(known.is_empty(), "from version {version}");
             store.set_registry_url("http://r.example").await.unwrap();
             drop(store);
             let reopened = SqliteStore::open_read_only(&path).unwrap();

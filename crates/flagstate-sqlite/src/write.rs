@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flagstate_core::RepositoryName;
 use flagstate_core::changes::{ChangeKind, NewChange, tag_changes};
-use flagstate_core::model::{Description, check_list_entry};
+use flagstate_core::model::{Description, PushedManifest, check_list_entry};
 use flagstate_core::query::effective_platform;
 use flagstate_core::{
     Digest, GcStats, Generation, HistoryRetention, Image, ImageList, Manifest, StoreError,
@@ -96,7 +96,7 @@ fn record(
         "INSERT INTO change_log
              (generation, position, time, kind, repository, tag, digest, previous_digest, media_type)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
-                 (SELECT media_type FROM manifests WHERE digest = ?7))",
+                 coalesce(?9, (SELECT media_type FROM manifests WHERE digest = ?7)))",
     )?;
     for (position, change) in changes.iter().enumerate() {
         insert.execute(params![
@@ -108,6 +108,7 @@ fn record(
             change.tag.as_ref().map(Tag::as_str),
             change.digest.as_ref().map(Digest::as_str),
             change.previous_digest.as_ref().map(Digest::as_str),
+            change.media_type,
         ])?;
     }
     Ok(())
@@ -150,8 +151,8 @@ fn insert_image(tx: &Transaction<'_>, image: &Image, body: &str) -> Result<()> {
     let id: i64 = tx
         .prepare_cached(
             "INSERT INTO manifests
-                 (digest, is_list, os, architecture, title, description, media_type, created)
-             VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+                 (digest, is_list, os, architecture, title, description, media_type, created, size)
+             VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
         )?
         .query_row(
             params![
@@ -162,6 +163,7 @@ fn insert_image(tx: &Transaction<'_>, image: &Image, body: &str) -> Result<()> {
                 description.description,
                 image.media_type,
                 image.created,
+                image.size.map(size_column),
             ],
             |r| r.get(0),
         )?;
@@ -187,9 +189,17 @@ fn insert_body(tx: &Transaction<'_>, id: i64, body: &str) -> Result<()> {
 fn insert_list_row(tx: &Transaction<'_>, list: &ImageList, body: &str) -> Result<i64> {
     let id = tx
         .prepare_cached(
-            "INSERT INTO manifests (digest, is_list, media_type) VALUES (?1, 1, ?2) RETURNING id",
+            "INSERT INTO manifests (digest, is_list, media_type, size)
+             VALUES (?1, 1, ?2, ?3) RETURNING id",
         )?
-        .query_row(params![list.digest.as_str(), list.media_type], |r| r.get(0))?;
+        .query_row(
+            params![
+                list.digest.as_str(),
+                list.media_type,
+                list.size.map(size_column)
+            ],
+            |r| r.get(0),
+        )?;
     insert_body(tx, id, body)?;
     Ok(id)
 }
@@ -255,8 +265,12 @@ fn store_manifests(
     let mut seen = BTreeSet::new();
     let mut new = Vec::new();
     for manifest in supplied {
-        if seen.insert(manifest.digest()) && find_manifest(tx, manifest.digest())?.is_none() {
-            new.push(manifest);
+        if !seen.insert(manifest.digest()) {
+            continue;
+        }
+        match find_manifest(tx, manifest.digest())? {
+            None => new.push(manifest),
+            Some((id, _)) => fill_size(tx, id, manifest.size())?,
         }
     }
     // Images first, then every list row, then list entries: entries can then resolve
@@ -273,6 +287,44 @@ fn store_manifests(
         insert_list_entries(tx, repository, id, list)?;
     }
     Ok(())
+}
+
+/// A size as stored (sizes beyond `i64::MAX` cannot occur: no registry serves them).
+fn size_column(size: u64) -> i64 {
+    i64::try_from(size).unwrap_or(i64::MAX)
+}
+
+/// Gives stored manifest `id` the `size` of a supplied copy when it has none (it was
+/// stored before sizes were kept); the stored copy keeps everything else.
+fn fill_size(tx: &Transaction<'_>, id: i64, size: Option<u64>) -> Result<()> {
+    let Some(size) = size.map(size_column) else {
+        return Ok(());
+    };
+    let filled = tx
+        .prepare_cached("UPDATE manifests SET size = ?2 WHERE id = ?1 AND size IS NULL")?
+        .execute(params![id, size])?;
+    if filled > 0 {
+        tx.prepare_cached(
+            "UPDATE manifest_bodies SET body = json_set(body, '$.size', ?2) WHERE manifest_id = ?1",
+        )?
+        .execute(params![id, size])?;
+    }
+    Ok(())
+}
+
+/// Whether a tag of repository `repository_id` reaches `digest`: points at it, or at a
+/// list naming it.
+fn is_reached(tx: &Transaction<'_>, repository_id: i64, digest: &Digest) -> Result<bool> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM tags t JOIN manifests m ON m.id = t.manifest_id
+                            WHERE t.repository_id = ?1 AND m.digest = ?2)
+                 OR EXISTS (SELECT 1 FROM tags t
+                            JOIN list_entries e ON e.list_id = t.manifest_id
+                            JOIN manifests c ON c.id = e.child_id
+                            WHERE t.repository_id = ?1 AND c.digest = ?2)",
+        )?
+        .query_row(params![repository_id, digest.as_str()], |r| r.get(0))?)
 }
 
 /// The id of a stored manifest a tag may point at.
@@ -414,6 +466,39 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
     let tx = begin(conn)?;
     // The repository a change touched, and what it recorded.
     let changed: Option<(i64, &RepositoryName, Vec<NewChange>)> = match change {
+        TagChange::PutUntagged {
+            repository,
+            manifest,
+        } => {
+            let (repository_id, created) = ensure_repository(&tx, repository, manifest.pushed)?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO pushed_manifests (repository_id, digest, media_type, size, pushed)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![
+                    repository_id,
+                    manifest.digest.as_str(),
+                    manifest.media_type,
+                    size_column(manifest.size),
+                    manifest.pushed.as_millis(),
+                ])?;
+            if inserted > 0 {
+                let mut changes = Vec::new();
+                if created {
+                    changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
+                }
+                if !is_reached(&tx, repository_id, &manifest.digest)? {
+                    changes.push(NewChange::of_untagged(
+                        ChangeKind::ManifestUntaggedCreated,
+                        manifest,
+                    ));
+                }
+                Some((repository_id, repository, changes))
+            } else {
+                None
+            }
+        }
         TagChange::Put {
             repository,
             tag,
@@ -472,34 +557,64 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
         },
         TagChange::DeleteManifest {
             repository, digest, ..
-        } => match (repository_id(&tx, repository)?, find_manifest(&tx, digest)?) {
-            (Some(repository_id), Some((manifest_id, _))) => {
-                let mut stmt = tx.prepare_cached(
-                    "DELETE FROM tags WHERE repository_id = ?1 AND manifest_id = ?2 RETURNING tag",
-                )?;
-                let tags = stmt
-                    .query_map(params![repository_id, manifest_id], |r| {
-                        r.get::<_, String>(0)
-                    })?
-                    .collect::<rusqlite::Result<Vec<String>>>()?;
-                let mut tags = tags
-                    .into_iter()
-                    .map(Tag::parse)
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                tags.sort();
-                let changes: Vec<NewChange> = tags
+        } => match repository_id(&tx, repository)? {
+            Some(repository_id) => {
+                let reached = is_reached(&tx, repository_id, digest)?;
+                let pushed: Option<(String, i64, i64)> = tx
+                    .prepare_cached(
+                        "DELETE FROM pushed_manifests WHERE repository_id = ?1 AND digest = ?2
+                         RETURNING media_type, size, pushed",
+                    )?
+                    .query_row(params![repository_id, digest.as_str()], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()?;
+                let mut tags = Vec::new();
+                if let Some((manifest_id, _)) = find_manifest(&tx, digest)? {
+                    let mut stmt = tx.prepare_cached(
+                        "DELETE FROM tags WHERE repository_id = ?1 AND manifest_id = ?2 RETURNING tag",
+                    )?;
+                    tags = stmt
+                        .query_map(params![repository_id, manifest_id], |r| {
+                            r.get::<_, String>(0)
+                        })?
+                        .collect::<rusqlite::Result<Vec<String>>>()?
+                        .into_iter()
+                        .map(Tag::parse)
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    tags.sort();
+                }
+                let mut changes: Vec<NewChange> = tags
                     .iter()
                     .filter_map(|tag| NewChange::of_tag(tag, Some(digest), None))
                     .collect();
-                (!changes.is_empty()).then_some((repository_id, repository, changes))
+                let was_pushed = pushed.is_some();
+                if let Some((media_type, size, pushed)) = pushed
+                    && !reached
+                {
+                    let manifest = PushedManifest {
+                        digest: digest.clone(),
+                        media_type,
+                        size: u64::try_from(size).unwrap_or_default(),
+                        pushed: Timestamp::from_millis(pushed),
+                    };
+                    changes.push(NewChange::of_untagged(
+                        ChangeKind::ManifestUntaggedDeleted,
+                        &manifest,
+                    ));
+                }
+                (!tags.is_empty() || was_pushed).then_some((repository_id, repository, changes))
             }
-            _ => None,
+            None => None,
         },
     };
     let generation = match changed {
         Some((repository_id, name, changes)) => {
             touch(&tx, repository_id, change.at())?;
-            search::refresh(&tx, repository_id, name)?;
+            // Untagged manifests are not searched: only tag changes alter the document.
+            if !matches!(change, TagChange::PutUntagged { .. }) {
+                search::refresh(&tx, repository_id, name)?;
+            }
             let generation = bump(&tx)?;
             record(&tx, generation, name, &changes, change.at())?;
             generation

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use crate::digest::Digest;
 use crate::model::{
     DOCKER_MANIFEST_LIST, Image, ImageList, ListEntry, Manifest, OCI_INDEX, OCI_MANIFEST, Platform,
-    RepositorySnapshot, TagChange,
+    PushedManifest, RepositorySnapshot, TagChange,
 };
 use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
@@ -46,7 +46,13 @@ pub fn image(seed: &str) -> ImageBuilder {
         annotations: BTreeMap::new(),
         created: None,
         config_digest: None,
+        size: Some(fixture_size(seed)),
     })
+}
+
+/// A made-up manifest size, different for different seeds.
+fn fixture_size(seed: &str) -> u64 {
+    400 + seed.len() as u64 * 7
 }
 
 /// Flatpak's name for a GOARCH value, as written into `org.flatpak.ref`.
@@ -120,6 +126,11 @@ impl ImageBuilder {
         self.0.config_digest = Some(digest(&format!("config {created}")));
         self
     }
+    /// Sets the manifest size (`None`: stored before sizes were kept).
+    pub fn size(mut self, size: Option<u64>) -> Self {
+        self.0.size = size;
+        self
+    }
     /// The image.
     pub fn build(self) -> Image {
         self.0
@@ -156,6 +167,7 @@ pub fn list(seed: &str) -> ListBuilder {
             media_type: OCI_INDEX.to_owned(),
             annotations: BTreeMap::new(),
             entries: Vec::new(),
+            size: Some(fixture_size(seed)),
         },
         children: Vec::new(),
     })
@@ -287,6 +299,19 @@ pub fn put_list(repository: &str, tag: &str, list: &ListFixture) -> TagChange {
     }
 }
 
+/// `digest` (of `media_type`, `size` bytes) pushed to `repository` without a tag.
+pub fn put_untagged(repository: &str, digest: &Digest, media_type: &str, size: u64) -> TagChange {
+    TagChange::PutUntagged {
+        repository: repository_name(repository),
+        manifest: PushedManifest {
+            digest: digest.clone(),
+            media_type: media_type.to_owned(),
+            size,
+            pushed: Timestamp::now(),
+        },
+    }
+}
+
 /// `repository:tag` deleted.
 pub fn delete_tag(repository: &str, tag: &str) -> TagChange {
     TagChange::DeleteTag {
@@ -311,6 +336,7 @@ pub fn at(mut change: TagChange, at: Timestamp) -> TagChange {
         TagChange::Put { at: when, .. }
         | TagChange::DeleteTag { at: when, .. }
         | TagChange::DeleteManifest { at: when, .. } => *when = at,
+        TagChange::PutUntagged { manifest, .. } => manifest.pushed = at,
     }
     change
 }

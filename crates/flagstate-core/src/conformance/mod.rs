@@ -38,6 +38,7 @@ mod random;
 mod readiness;
 mod regressions;
 mod search;
+mod untagged;
 mod writes;
 
 pub use changes::*;
@@ -51,6 +52,7 @@ pub use random::*;
 pub use readiness::*;
 pub use regressions::*;
 pub use search::*;
+pub use untagged::*;
 pub use writes::*;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -134,6 +136,13 @@ impl<S: Store, G: std::fmt::Debug + Send + Sync + 'static> Store for Guarded<S, 
         listing: &crate::discovery::Listing,
     ) -> Result<Option<Vec<crate::discovery::TagInfo>>, StoreError> {
         self.store.list_tags(repository, listing).await
+    }
+    async fn list_manifests(
+        &self,
+        repository: &RepositoryName,
+        listing: &crate::discovery::ManifestListing,
+    ) -> Result<Option<Vec<crate::discovery::ManifestInfo>>, StoreError> {
+        self.store.list_manifests(repository, listing).await
     }
     async fn tag_history(
         &self,
@@ -259,6 +268,10 @@ macro_rules! conformance_tests {
             changes_record_every_visible_change_in_order,
             changes_since_filters_and_limits,
             prune_changes_drops_the_oldest_and_moves_the_floor,
+            // untagged manifests and the manifest listing
+            untagged_manifests_follow_pushes_tags_and_deletes,
+            manifest_listing_orders_filters_and_pages,
+            sizes_fill_in_for_manifests_stored_without,
         );
     };
 }

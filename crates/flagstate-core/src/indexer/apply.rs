@@ -4,7 +4,10 @@
 //! - push of a manifest with a tag → `Put` straight from the event's (repository, tag,
 //!   digest): the registry sends the event *before* it links the tag, so listing tags
 //!   right now could miss it;
-//! - push by digest only (a list's children, `skopeo copy` by digest) → nothing visible;
+//! - push of a manifest by digest only (a list's children, an artifact, `skopeo copy` by
+//!   digest) → `PutUntagged` with what `GET` by digest serves (media type, size): the
+//!   repository holds the manifest, which the manifest listing shows while no tag
+//!   reaches it; a digest the registry does not serve is ignored;
 //! - delete with a tag → `DeleteTag`;
 //! - delete with only a digest → `DeleteManifest`. Delete events do not say whether a
 //!   manifest or a blob went; deleting a blob digest as a manifest is harmless because no
@@ -26,7 +29,7 @@ use super::fetch::Resolved;
 use super::{EventsOutcome, Indexer, IndexerError};
 use crate::digest::Digest;
 use crate::events::{EventAction, RegistryEvent};
-use crate::model::TagChange;
+use crate::model::{PushedManifest, TagChange};
 use crate::name::{RepositoryName, Tag};
 use crate::registry::content::is_manifest_media_type;
 use crate::timestamp::Timestamp;
@@ -41,6 +44,9 @@ enum Plan {
         tag: String,
     },
     DeleteManifest {
+        digest: Digest,
+    },
+    PutUntagged {
         digest: Digest,
     },
     /// Nothing to write, but the repository deserves a re-scan.
@@ -60,7 +66,10 @@ fn plan(event: &RegistryEvent) -> Plan {
             digest: digest.clone(),
         },
         (EventAction::Push, Some(_), None) => Plan::Reconcile,
-        (EventAction::Push, None, _) => Plan::Ignore("push by digest only"),
+        (EventAction::Push, None, Some(digest)) => Plan::PutUntagged {
+            digest: digest.clone(),
+        },
+        (EventAction::Push, None, None) => Plan::Ignore("push naming nothing"),
         (EventAction::Delete, Some(tag), _) => Plan::DeleteTag { tag: tag.clone() },
         (EventAction::Delete, None, Some(_)) if !manifest_type => Plan::Ignore("blob delete"),
         (EventAction::Delete, None, Some(digest)) => Plan::DeleteManifest {
@@ -210,6 +219,28 @@ impl Indexer {
                     at,
                 }
             }
+            Plan::PutUntagged { digest } => {
+                let fetched = match self.client.get_manifest(repository, digest.as_str()).await {
+                    Ok(fetched) => fetched,
+                    Err(e) if e.is_not_found() => {
+                        tracing::debug!(id = %event.id, repository = %repository, %digest, "manifest pushed by digest is not served; ignored");
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                self.status
+                    .manifests_fetched
+                    .fetch_add(1, Ordering::Relaxed);
+                TagChange::PutUntagged {
+                    repository: repository.clone(),
+                    manifest: PushedManifest {
+                        size: fetched.bytes.len() as u64,
+                        digest: fetched.digest,
+                        media_type: fetched.media_type,
+                        pushed: at,
+                    },
+                }
+            }
             Plan::DeleteTag { .. } | Plan::DeleteManifest { .. }
                 if !self.indexed(repository).await? =>
             {
@@ -279,7 +310,14 @@ mod tests {
             plan(&event(Push, Some("t"), true, None)),
             Plan::Put { .. }
         ));
-        assert!(matches!(plan(&event(Push, None, true, m)), Plan::Ignore(_)));
+        assert!(matches!(
+            plan(&event(Push, None, true, m)),
+            Plan::PutUntagged { .. }
+        ));
+        assert!(matches!(
+            plan(&event(Push, None, false, m)),
+            Plan::Ignore(_)
+        ));
         assert!(matches!(
             plan(&event(Push, None, true, blob)),
             Plan::Ignore(_)

@@ -201,6 +201,7 @@ impl Indexer {
         manifests.insert(
             0,
             Manifest::List(ImageList {
+                size: Some(fetched.bytes.len() as u64),
                 digest: fetched.digest,
                 media_type: fetched.media_type,
                 annotations,
@@ -256,6 +257,7 @@ impl Indexer {
         listed: Option<&Platform>,
     ) -> Result<(Option<Image>, Tally), IndexerError> {
         let mut tally = Tally::default();
+        let size = fetched.bytes.len() as u64;
         let FetchedManifest {
             digest, media_type, ..
         } = fetched;
@@ -277,6 +279,7 @@ impl Indexer {
                     config_digest,
                     config,
                     listed,
+                    size,
                 )),
                 tally,
             )),

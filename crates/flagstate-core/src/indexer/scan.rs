@@ -12,7 +12,8 @@ use super::{
     ScanReport, lock,
 };
 use crate::digest::Digest;
-use crate::model::RepositorySnapshot;
+use crate::discovery::{ManifestInfo, ManifestListing, Untagged};
+use crate::model::{RepositorySnapshot, TagChange};
 use crate::name::{RepositoryName, Tag};
 use crate::registry::{FetchedManifest, Listing, ManifestCheck, RegistryError};
 use crate::store::StoreError;
@@ -274,13 +275,25 @@ impl Indexer {
         let tags = match self.client.tags(name).await {
             Ok(tags) => tags,
             Err(e) if e.is_not_found() => {
+                // A repository holding only manifests pushed by digest has no tags
+                // list; it stays while the registry still serves one of them.
+                let (gone, served) = self.check_untagged(name).await?;
                 let _guard = self.write_guard(name).await;
                 if self.touched_since(name, since) {
                     outcome.superseded = true;
                     self.queue.schedule(name);
                     return Ok(outcome);
                 }
-                if self.store.repository_tags(name).await?.is_some() {
+                if served > 0 {
+                    self.forget_untagged(name, gone).await?;
+                    let snapshot = RepositorySnapshot {
+                        name: name.clone(),
+                        tags: BTreeMap::new(),
+                        manifests: Vec::new(),
+                        at: Timestamp::now(),
+                    };
+                    self.store.replace_repository(&snapshot).await?;
+                } else if self.store.repository_tags(name).await?.is_some() {
                     self.store.remove_repository(name).await?;
                     outcome.removed = true;
                 }
@@ -417,6 +430,12 @@ impl Indexer {
             match self.store.replace_repository(&snapshot).await {
                 Ok(_) => {
                     outcome.tags_indexed = tags.len() as u64;
+                    drop(_guard);
+                    let (gone, _) = self.check_untagged(name).await?;
+                    let _guard = self.write_guard(name).await;
+                    if !self.touched_since(name, since) {
+                        self.forget_untagged(name, gone).await?;
+                    }
                     break;
                 }
                 Err(StoreError::MissingManifest { digest, .. }) if attempt == 0 => {
@@ -449,6 +468,74 @@ impl Indexer {
         Ok(outcome)
     }
 }
+
+impl Indexer {
+    /// Asks the registry (`HEAD` by digest) about every manifest the store holds as
+    /// untagged in `name`: returns those it no longer serves, and how many it does.
+    async fn check_untagged(
+        &self,
+        name: &RepositoryName,
+    ) -> Result<(Vec<Digest>, usize), IndexerError> {
+        let mut untagged = Vec::new();
+        let mut listing = ManifestListing {
+            untagged: Untagged::Only,
+            after: None,
+            limit: UNTAGGED_PAGE,
+        };
+        loop {
+            let page = self
+                .store
+                .list_manifests(name, &listing)
+                .await?
+                .unwrap_or_default();
+            let full = page.len() == UNTAGGED_PAGE;
+            listing.after = page.last().map(ManifestInfo::position);
+            untagged.extend(page.into_iter().map(|m| m.digest));
+            if !full {
+                break;
+            }
+        }
+        let checked: Vec<(Digest, bool)> = stream::iter(untagged)
+            .map(|digest| async move {
+                let served = self.client.head_manifest(name, digest.as_str()).await;
+                served.map(|head| (digest, head.is_some()))
+            })
+            .buffer_unordered(self.cfg.concurrency)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, RegistryError>>()?;
+        let served = checked.iter().filter(|(_, served)| *served).count();
+        let gone = checked
+            .into_iter()
+            .filter(|(_, served)| !served)
+            .map(|(digest, _)| digest)
+            .collect();
+        Ok((gone, served))
+    }
+
+    /// Removes untagged manifests the registry no longer serves from `name`. The caller
+    /// holds the repository's write guard.
+    async fn forget_untagged(
+        &self,
+        name: &RepositoryName,
+        gone: Vec<Digest>,
+    ) -> Result<(), IndexerError> {
+        for digest in gone {
+            tracing::debug!(repository = %name, %digest, "untagged manifest is gone from the registry");
+            let change = TagChange::DeleteManifest {
+                repository: name.clone(),
+                digest,
+                at: Timestamp::now(),
+            };
+            self.store.apply(&change).await?;
+        }
+        Ok(())
+    }
+}
+
+/// How many untagged manifests a scan reads from the store at a time.
+const UNTAGGED_PAGE: usize = 1000;
 
 /// The registry error of a repository scan that failed because the registry is
 /// unreachable (`Ok`), or the error unchanged (`Err`).

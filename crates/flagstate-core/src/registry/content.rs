@@ -243,6 +243,7 @@ pub fn build_image(
     config_digest: Digest,
     config: ImageConfig,
     listed: Option<&Platform>,
+    size: u64,
 ) -> Image {
     let mut platform = config.platform;
     if platform.os.is_empty() {
@@ -265,6 +266,7 @@ pub fn build_image(
         annotations,
         created: config.created,
         config_digest: Some(config_digest),
+        size: Some(size),
     }
 }
 
@@ -407,6 +409,7 @@ mod tests {
             Digest::sha256_of(b"c"),
             bare,
             Some(&Platform::new("linux", "s390x")),
+            321,
         );
         assert_eq!(img.platform, Platform::new("linux", "s390x"));
         assert!(parse_image_config(b"[").is_err());

@@ -32,6 +32,7 @@ fn image(seed: &str, arch: &str, labels: BTreeMap<String, String>) -> Image {
         annotations: labels_for_annotations(seed),
         created: Some("2024-05-01T12:00:00Z".to_owned()),
         config_digest: Some(Digest::sha256_of(format!("config {seed}").as_bytes())),
+        size: Some(1_000 + seed.len() as u64),
     }
 }
 
@@ -100,6 +101,7 @@ fn image_list(seed: &str, children: &[&Image]) -> ImageList {
         digest: Digest::sha256_of(seed.as_bytes()),
         media_type: OCI_INDEX.to_owned(),
         annotations: BTreeMap::new(),
+        size: Some(300 + 120 * children.len() as u64),
         entries: children
             .iter()
             .map(|c| ListEntry {

@@ -252,6 +252,14 @@ impl Store for InstrumentedStore {
         self.check()?;
         self.inner.list_tags(repository, listing).await
     }
+    async fn list_manifests(
+        &self,
+        repository: &flagstate_core::RepositoryName,
+        listing: &flagstate_core::ManifestListing,
+    ) -> Result<Option<Vec<flagstate_core::ManifestInfo>>, StoreError> {
+        self.check()?;
+        self.inner.list_manifests(repository, listing).await
+    }
     async fn tag_history(
         &self,
         repository: &flagstate_core::RepositoryName,

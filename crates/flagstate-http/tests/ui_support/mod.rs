@@ -44,6 +44,7 @@ pub fn image(
         annotations: map(annotations),
         created: Some("2026-01-02T03:04:05Z".to_owned()),
         config_digest: Some(Digest::sha256_of(format!("config {seed}").as_bytes())),
+        size: Some(500),
     }
 }
 
@@ -125,6 +126,7 @@ pub async fn fixture() -> Fixture {
                 platform: Some(Platform::new("linux", "arm64")),
             },
         ],
+        size: Some(500),
     };
     let viewer_list = list.digest.clone();
     store

@@ -20,6 +20,7 @@ pub fn image(seed: &str, labels: &[(&str, &str)]) -> Image {
         annotations: BTreeMap::new(),
         created: None,
         config_digest: None,
+        size: Some(500),
     }
 }
 
@@ -36,6 +37,7 @@ pub fn list(seed: &str, children: &[&Image]) -> ImageList {
                 platform: None,
             })
             .collect(),
+        size: Some(500),
     }
 }
 

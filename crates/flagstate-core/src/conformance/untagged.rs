@@ -1,0 +1,426 @@
+//! Untagged manifests and the manifest listing: manifests pushed by digest are kept per
+//! repository until deleted, listed as untagged while no tag reaches them, and recorded
+//! in the change log; the listing orders, filters and pages by (digest, tag); sizes of
+//! manifests stored without one are filled in by a later supplied copy.
+
+use std::collections::BTreeMap;
+
+use super::fixtures::{
+    at, delete_manifest, delete_tag, image, list, put_image, put_list, put_untagged, repo,
+    repository_name, tag_name, time,
+};
+use super::ok;
+use crate::changes::{ChangeCursor, ChangeFilter, ChangeKind};
+use crate::digest::Digest;
+use crate::discovery::{
+    ListOrder, Listing, ManifestInfo, ManifestListing, RepositoryListing, Untagged,
+    manifest_entries,
+};
+use crate::model::{Manifest, OCI_MANIFEST, PushedManifest};
+use crate::name::Tag;
+use crate::store::Store;
+
+async fn manifests(store: &dyn Store, name: &str, untagged: Untagged) -> Option<Vec<ManifestInfo>> {
+    let listing = ManifestListing {
+        untagged,
+        after: None,
+        limit: 10_000,
+    };
+    ok(
+        store.list_manifests(&repository_name(name), &listing).await,
+        "list_manifests",
+    )
+}
+
+/// (digest, tag) of each entry.
+fn keys(entries: &[ManifestInfo]) -> Vec<(String, Option<String>)> {
+    entries
+        .iter()
+        .map(|e| (e.digest.to_string(), e.tag.as_ref().map(Tag::to_string)))
+        .collect()
+}
+
+fn untagged_key(digest: &Digest) -> (String, Option<String>) {
+    (digest.to_string(), None)
+}
+
+fn tagged_key(digest: &Digest, tag: &str) -> (String, Option<String>) {
+    (digest.to_string(), Some(tag.to_owned()))
+}
+
+/// The records after `after`: kind and digest.
+async fn records(store: &dyn Store, after: ChangeCursor) -> Vec<(ChangeKind, Option<String>)> {
+    let page = ok(
+        store
+            .changes_since(after, &ChangeFilter::default(), usize::MAX)
+            .await,
+        "changes_since",
+    );
+    page.records
+        .iter()
+        .map(|r| (r.kind, r.digest.as_ref().map(Digest::to_string)))
+        .collect()
+}
+
+async fn cursor(store: &dyn Store) -> ChangeCursor {
+    ChangeCursor::at_generation(ok(store.generation().await, "generation"))
+}
+
+/// A push by digest creates the repository when needed, is listed untagged until a tag
+/// reaches it (directly or through a list) and again when none does, is recorded once,
+/// and goes with a delete, recorded only while it was untagged.
+pub async fn untagged_manifests_follow_pushes_tags_and_deletes(store: &dyn Store) {
+    let a = image("untagged a").build();
+    let child = image("untagged child").arch("arm64").build();
+    let multi = list("untagged list").child(&child).build();
+    let start = cursor(store).await;
+    assert_eq!(manifests(store, "app", Untagged::Include).await, None);
+
+    ok(
+        store
+            .apply(&put_untagged("app", &a.digest, OCI_MANIFEST, 531))
+            .await,
+        "push by digest",
+    );
+    let listed = manifests(store, "app", Untagged::Include).await;
+    assert_eq!(
+        listed,
+        Some(vec![ManifestInfo {
+            digest: a.digest.clone(),
+            media_type: OCI_MANIFEST.to_owned(),
+            size: Some(531),
+            platform: None,
+            tag: None,
+        }]),
+        "a push by digest into a new repository is listed untagged"
+    );
+    let all = RepositoryListing {
+        namespace: None,
+        listing: Listing::first(ListOrder::Name, 100),
+    };
+    let listed = ok(store.list_repositories(&all).await, "repos");
+    assert!(
+        listed
+            .iter()
+            .any(|r| r.name.as_str() == "app" && r.tags == 0),
+        "the repository exists with 0 tags: {listed:?}"
+    );
+    let a_hex = a.digest.to_string();
+    assert_eq!(
+        records(store, start).await,
+        vec![
+            (ChangeKind::RepositoryCreated, None),
+            (ChangeKind::ManifestUntaggedCreated, Some(a_hex.clone())),
+        ]
+    );
+    let page = ok(
+        store
+            .changes_since(start, &ChangeFilter::default(), usize::MAX)
+            .await,
+        "changes_since",
+    );
+    assert_eq!(
+        page.records[1].media_type.as_deref(),
+        Some(OCI_MANIFEST),
+        "the record names the pushed media type"
+    );
+
+    let generation = ok(store.generation().await, "generation");
+    ok(
+        store
+            .apply(&put_untagged("app", &a.digest, OCI_MANIFEST, 531))
+            .await,
+        "the same push again",
+    );
+    assert_eq!(
+        ok(store.generation().await, "generation"),
+        generation,
+        "pushing a held manifest again changes nothing"
+    );
+
+    let before_tag = cursor(store).await;
+    ok(store.apply(&put_image("app", "v1", &a)).await, "tag it");
+    assert_eq!(
+        keys(
+            &manifests(store, "app", Untagged::Include)
+                .await
+                .unwrap_or_default()
+        ),
+        vec![tagged_key(&a.digest, "v1")],
+        "a tagged manifest is listed with its tag only"
+    );
+    assert_eq!(manifests(store, "app", Untagged::Only).await, Some(vec![]));
+    ok(store.apply(&delete_tag("app", "v1")).await, "untag it");
+    assert_eq!(
+        keys(
+            &manifests(store, "app", Untagged::Only)
+                .await
+                .unwrap_or_default()
+        ),
+        vec![untagged_key(&a.digest)],
+        "with no tag left it is untagged again"
+    );
+
+    // A list's child pushed by digest is reached through its tagged list.
+    ok(
+        store
+            .apply(&put_untagged("app", &child.digest, OCI_MANIFEST, 400))
+            .await,
+        "child by digest",
+    );
+    ok(store.apply(&put_list("app", "multi", &multi)).await, "list");
+    let only = manifests(store, "app", Untagged::Only)
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        keys(&only),
+        vec![untagged_key(&a.digest)],
+        "the child of a tagged list is not untagged"
+    );
+    let exclude = manifests(store, "app", Untagged::Exclude)
+        .await
+        .unwrap_or_default();
+    assert_eq!(keys(&exclude), vec![tagged_key(multi.digest(), "multi")]);
+
+    let before_delete = cursor(store).await;
+    ok(
+        store.apply(&delete_manifest("app", &a.digest)).await,
+        "delete a",
+    );
+    ok(
+        store.apply(&delete_manifest("app", &child.digest)).await,
+        "delete the reached child",
+    );
+    assert_eq!(
+        manifests(store, "app", Untagged::Only).await,
+        Some(vec![]),
+        "deleted manifests are gone"
+    );
+    let after = records(store, before_delete).await;
+    assert_eq!(
+        after,
+        vec![(ChangeKind::ManifestUntaggedDeleted, Some(a_hex.clone()))],
+        "only the deletion of an untagged manifest is recorded as one"
+    );
+    let child_hex = child.digest.to_string();
+    let untagged_records: Vec<_> = records(store, before_tag)
+        .await
+        .into_iter()
+        .filter(|(k, _)| {
+            matches!(
+                k,
+                ChangeKind::ManifestUntaggedCreated | ChangeKind::ManifestUntaggedDeleted
+            )
+        })
+        .collect();
+    assert_eq!(
+        untagged_records,
+        vec![
+            (ChangeKind::ManifestUntaggedCreated, Some(child_hex)),
+            (ChangeKind::ManifestUntaggedDeleted, Some(a_hex.clone())),
+        ],
+        "untagging or tagging a held manifest records tag changes only; a push no tag \
+         reaches is recorded, and so is deleting it while no tag reaches it"
+    );
+
+    ok(
+        store
+            .apply(&put_untagged("app", &a.digest, OCI_MANIFEST, 531))
+            .await,
+        "push again",
+    );
+    ok(
+        store.remove_repository(&repository_name("app")).await,
+        "remove",
+    );
+    assert_eq!(manifests(store, "app", Untagged::Include).await, None);
+    ok(store.apply(&put_image("app", "v1", &a)).await, "recreate");
+    assert_eq!(
+        manifests(store, "app", Untagged::Only).await,
+        Some(vec![]),
+        "a removed repository's untagged manifests go with it"
+    );
+}
+
+/// The listing is the reference entries (every tag, untagged pushes no tag reaches) by
+/// digest then tag, filtered by `untagged`, and walking it page by page from each
+/// page's last position visits every entry once.
+pub async fn manifest_listing_orders_filters_and_pages(store: &dyn Store) {
+    let images: Vec<_> = (0..6)
+        .map(|i| {
+            image(&format!("listing {i}"))
+                .arch(if i % 2 == 0 { "amd64" } else { "arm64" })
+                .variant("v8")
+                .build()
+        })
+        .collect();
+    let multi = list("listing list")
+        .child(&images[4])
+        .child(&images[5])
+        .build();
+    let mut snapshot = repo("lib")
+        .image("a", &images[0])
+        .image("b", &images[0])
+        .image("c", &images[1])
+        .list("multi", &multi);
+    snapshot = snapshot.at(time(1));
+    ok(store.replace_repository(&snapshot.build()).await, "scan");
+    let mut pushed = Vec::new();
+    for (i, image) in images.iter().enumerate() {
+        let change = put_untagged("lib", &image.digest, OCI_MANIFEST, 600 + i as u64);
+        ok(store.apply(&at(change, time(2))).await, "push by digest");
+        pushed.push(PushedManifest {
+            digest: image.digest.clone(),
+            media_type: OCI_MANIFEST.to_owned(),
+            size: 600 + i as u64,
+            pushed: time(2),
+        });
+    }
+    let tags: BTreeMap<Tag, Digest> = [
+        ("a", &images[0].digest),
+        ("b", &images[0].digest),
+        ("c", &images[1].digest),
+        ("multi", multi.digest()),
+    ]
+    .into_iter()
+    .map(|(t, d)| (tag_name(t), d.clone()))
+    .collect();
+    // Image 2 is held (it was tagged once), image 3 never was.
+    ok(
+        store.apply(&put_image("lib", "old", &images[2])).await,
+        "tag",
+    );
+    ok(store.apply(&delete_tag("lib", "old")).await, "untag");
+    let stored: BTreeMap<Digest, Manifest> = multi
+        .manifests()
+        .into_iter()
+        .chain(images[..3].iter().cloned().map(Manifest::Image))
+        .map(|m| (m.digest().clone(), m))
+        .collect();
+    let reference = manifest_entries(&tags, &pushed, |d| stored.get(d));
+    for untagged in [Untagged::Include, Untagged::Only, Untagged::Exclude] {
+        let full = ManifestListing {
+            untagged,
+            after: None,
+            limit: 1000,
+        };
+        let expected = full.select(reference.clone());
+        assert_eq!(
+            manifests(store, "lib", untagged).await.as_ref(),
+            Some(&expected),
+            "{untagged:?}"
+        );
+        for n in [1, 2, 3] {
+            let mut walked = Vec::new();
+            let mut listing = ManifestListing {
+                untagged,
+                after: None,
+                limit: n,
+            };
+            loop {
+                let page = ok(
+                    store
+                        .list_manifests(&repository_name("lib"), &listing)
+                        .await,
+                    "page",
+                )
+                .unwrap_or_default();
+                assert!(page.len() <= n);
+                let Some(last) = page.last() else { break };
+                listing.after = Some(last.position());
+                walked.extend(page);
+            }
+            assert_eq!(walked, expected, "{untagged:?} in pages of {n}");
+        }
+    }
+    // Untagged: images 2 and 3 (0 and 1 are tagged, 4 and 5 are reached by the list).
+    let only = manifests(store, "lib", Untagged::Only)
+        .await
+        .unwrap_or_default();
+    let mut want = vec![
+        untagged_key(&images[2].digest),
+        untagged_key(&images[3].digest),
+    ];
+    want.sort();
+    assert_eq!(keys(&only), want);
+    let platform_of = |digest: &Digest| {
+        only.iter()
+            .find(|e| e.digest == *digest)
+            .map(|e| e.platform.clone())
+    };
+    assert_eq!(
+        platform_of(&images[2].digest),
+        Some(Some(images[2].platform.clone())),
+        "an untagged image the index holds carries its platform"
+    );
+    assert_eq!(
+        platform_of(&images[3].digest),
+        Some(None),
+        "one it does not hold has none"
+    );
+    let list_entry = manifests(store, "lib", Untagged::Exclude)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .find(|e| e.tag.as_ref().map(Tag::as_str) == Some("multi"));
+    assert_eq!(
+        list_entry.map(|e| (e.platform, e.size)),
+        Some((None, multi.manifests()[0].size())),
+        "a list has no platform and its own size"
+    );
+}
+
+/// A manifest stored without a size is not "known" (so a scan reads it again), and the
+/// size of a later supplied copy is kept, with nothing else of that copy.
+pub async fn sizes_fill_in_for_manifests_stored_without(store: &dyn Store) {
+    let unsized_image = image("unsized").label("k", "stored").size(None).build();
+    ok(
+        store
+            .replace_repository(&repo("old").image("v1", &unsized_image).build())
+            .await,
+        "store without a size",
+    );
+    let digest = unsized_image.digest.clone();
+    let known = ok(
+        store.known_manifests(std::slice::from_ref(&digest)).await,
+        "known",
+    );
+    assert!(
+        known.is_empty(),
+        "a manifest without a size counts as unknown"
+    );
+    let listed = manifests(store, "old", Untagged::Include)
+        .await
+        .unwrap_or_default();
+    assert_eq!(listed.first().map(|e| e.size), Some(None));
+
+    let sized = image("unsized")
+        .label("k", "supplied")
+        .size(Some(777))
+        .build();
+    ok(
+        store
+            .replace_repository(&repo("old").image("v1", &sized).build())
+            .await,
+        "rescan supplies it with a size",
+    );
+    let known = ok(
+        store.known_manifests(std::slice::from_ref(&digest)).await,
+        "known",
+    );
+    assert!(known.contains(&digest), "now it is known");
+    let stored = ok(store.manifest(&digest).await, "manifest");
+    let Some(Manifest::Image(stored)) = stored else {
+        panic!("the image is stored: {stored:?}");
+    };
+    assert_eq!(stored.size, Some(777));
+    assert_eq!(
+        stored.labels.get("k").map(String::as_str),
+        Some("stored"),
+        "the stored copy keeps everything but the size"
+    );
+    let listed = manifests(store, "old", Untagged::Include)
+        .await
+        .unwrap_or_default();
+    assert_eq!(listed.first().map(|e| e.size), Some(Some(777)));
+}
