@@ -170,8 +170,8 @@ impl Target {
         (started.elapsed(), pages, bytes)
     }
 
-    /// A walk that reads the items: the `field` of every item of `list` (or the item
-    /// itself when it is a string), in walk order.
+    /// A walk that reads the items: the value at JSON pointer `field` of every item of
+    /// `list` (or the item itself when it is a string), in walk order.
     async fn walk_items(&self, first: &str, list: &str, field: &str) -> Vec<String> {
         let mut seen = Vec::new();
         let mut uri = Some(first.to_owned());
@@ -179,7 +179,9 @@ impl Target {
             let answer = self.get(&next).await;
             let body: serde_json::Value = serde_json::from_slice(&answer.body).expect("JSON");
             for item in body[list].as_array().expect("a list") {
-                let name = item.as_str().or_else(|| item[field].as_str());
+                let name = item
+                    .as_str()
+                    .or_else(|| item.pointer(field).and_then(|v| v.as_str()));
                 seen.push(name.expect("a name").to_owned());
             }
             uri = answer.link.as_deref().map(next_url);
@@ -432,7 +434,7 @@ fn many_tags_image(pushed: Option<&PushedImage>) -> Image {
         annotations: Default::default(),
         created: spec.created,
         config_digest: pushed.map(|p| p.config_digest.clone()),
-        size: Some(500),
+        size: Some(pushed.map_or(500, |p| p.size)),
     }
 }
 
@@ -541,7 +543,7 @@ async fn serve(
 async fn check(target: &Target, repositories: usize, plan: &TagPlan) {
     for sort in ["name", "-updated"] {
         let first = format!("/v2/_flagstate/repositories?n=1000&sort={sort}");
-        let seen = target.walk_items(&first, "repositories", "name").await;
+        let seen = target.walk_items(&first, "repositories", "/name").await;
         let unique: BTreeSet<&String> = seen.iter().collect();
         assert_eq!(
             (seen.len(), unique.len()),
@@ -549,7 +551,7 @@ async fn check(target: &Target, repositories: usize, plan: &TagPlan) {
             "{first} lists every repository once"
         );
         let first = format!("/v2/{MANY_TAGS}/_flagstate/tags?n=1000&sort={sort}");
-        let seen = target.walk_items(&first, "tags", "name").await;
+        let seen = target.walk_items(&first, "tags", "/name").await;
         let unique: BTreeSet<&String> = seen.iter().collect();
         assert_eq!(
             (seen.len(), unique.len()),
@@ -563,6 +565,15 @@ async fn check(target: &Target, repositories: usize, plan: &TagPlan) {
             );
         }
     }
+    let first = format!("/v2/{MANY_TAGS}/_flagstate/manifests?n=1000");
+    let pointer = "/annotations/org.opencontainers.image.ref.name";
+    let seen = target.walk_items(&first, "manifests", pointer).await;
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(
+        (seen.len(), unique.len()),
+        (plan.len(), plan.len()),
+        "{first} lists every tag's descriptor once"
+    );
     let answer = target
         .get(&format!(
             "/v2/{MANY_TAGS}/_flagstate/tags?sort=-updated&n=1"
@@ -612,6 +623,10 @@ fn walk_cases() -> Vec<(&'static str, String)> {
         (
             "4b tags walk n=1000, -updated",
             format!("/v2/{MANY_TAGS}/_flagstate/tags?n=1000&sort=-updated"),
+        ),
+        (
+            "5 manifests walk n=1000 (OCI index, 10,000 descriptors)",
+            format!("/v2/{MANY_TAGS}/_flagstate/manifests?n=1000"),
         ),
     ]
 }

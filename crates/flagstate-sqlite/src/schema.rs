@@ -36,6 +36,10 @@
 //!   of its transaction and its position within it (the change cursor), so reading after
 //!   a cursor is a range scan of the primary key; `meta.change_floor_*` is the position
 //!   retention has dropped the log up to.
+//! - Version 6: `manifests.size` (NULL for manifests stored before it, which the next
+//!   scan reads again) and `pushed_manifests`, the manifests a repository holds by digest
+//!   alone (pushed without a tag), keyed by `(repository, digest)`, naming the digest as
+//!   text because `manifests` holds indexable images and lists only.
 //! - `meta.generation` is the caching generation, updated in the same transaction as the
 //!   change it describes; `meta.registry_url` is the public registry URL answers name
 //!   (version 2), set by the writer.
