@@ -35,7 +35,7 @@
 //! | `static-index` | yes | `static_index` | `icons`, flate2, tempfile |
 //! | `conformance` | no | `conformance` | futures, rand |
 //! | `testkit` | no | `testkit` | `registry`, bcrypt, tempfile |
-//! | `openapi` | no | — (OpenAPI schemas of the `response` types) | utoipa |
+//! | `openapi` | no | — (OpenAPI schemas of the `response` types and `ChangeEvent`) | utoipa |
 //!
 //! With `default-features = false` the crate is the data model, index format, query
 //! engine, `Store` trait and [`MemoryStore`]: what a store backend needs, without an HTTP
@@ -77,7 +77,7 @@ pub mod testkit;
 pub mod timestamp;
 
 pub use changes::{
-    ChangeCursor, ChangeFilter, ChangeKind, ChangePage, ChangeRecord, ChangeRetention,
+    ChangeCursor, ChangeEvent, ChangeFilter, ChangeKind, ChangePage, ChangeRecord, ChangeRetention,
 };
 pub use digest::{Digest, DigestError};
 pub use discovery::{

@@ -36,6 +36,8 @@
 //!   of its transaction and its position within it (the change cursor), so reading after
 //!   a cursor is a range scan of the primary key; `meta.change_floor_*` is the position
 //!   retention has dropped the log up to.
+//! - `deliveries` (version 5) holds, per webhook endpoint name, the change cursor up to
+//!   which the endpoint acknowledged the log (its two columns as `change_log`'s key).
 //! - `meta.generation` is the caching generation, updated in the same transaction as the
 //!   change it describes; `meta.registry_url` is the public registry URL answers name
 //!   (version 2), set by the writer.
@@ -174,6 +176,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE meta ADD COLUMN change_floor_generation INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE meta ADD COLUMN change_floor_position INTEGER NOT NULL DEFAULT 4294967295;
     UPDATE meta SET change_floor_generation = generation;
+    "#,
+    // Version 5: where the change log's deliveries to each webhook endpoint stand (the
+    // last acknowledged cursor), so a restarted writer resumes them.
+    r#"
+    CREATE TABLE deliveries (
+        endpoint TEXT PRIMARY KEY,
+        generation INTEGER NOT NULL,
+        position INTEGER NOT NULL
+    ) WITHOUT ROWID;
     "#,
 ];
 
@@ -314,6 +325,21 @@ mod tests {
             tx.execute("INSERT INTO tags VALUES (1, 'stable', 1)", [])
                 .unwrap();
         }
+        if version >= 4 {
+            // What version 4's write path logged for that write.
+            tx.execute(
+                "INSERT INTO change_log (generation, position, time, kind, repository)
+                 VALUES (7, 0, 5, 1, 'old/app')",
+                [],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO change_log (generation, position, time, kind, repository, tag, digest, media_type)
+                 VALUES (7, 1, 5, 3, 'old/app', 'stable', ?1, ?2)",
+                params![app.digest.as_str(), app.media_type],
+            )
+            .unwrap();
+        }
         tx.execute("UPDATE meta SET generation = 7", []).unwrap();
         tx.commit().unwrap();
         7
@@ -326,7 +352,7 @@ mod tests {
     async fn databases_of_earlier_versions_are_upgraded_in_place() {
         const {
             assert!(
-                SCHEMA_VERSION == 4,
+                SCHEMA_VERSION == 5,
                 "add the new version's tables to old_database and check them here"
             )
         };
@@ -394,7 +420,6 @@ mod tests {
                 (&history[0].digest, history[0].since),
                 (&app.digest, stamped)
             );
-            // The log starts at the upgrade: nothing from before it can be asked for.
             let log = store
                 .changes_since(
                     flagstate_core::ChangeCursor::at_generation(0),
@@ -403,17 +428,44 @@ mod tests {
                 )
                 .await
                 .unwrap();
-            assert!(log.records.is_empty());
-            assert_eq!(
-                log.oldest,
-                flagstate_core::ChangeCursor::at_generation(generation as u64)
-            );
+            if version >= 4 {
+                // The log of version 4 is kept as it was.
+                let kinds: Vec<_> = log.records.iter().map(|r| r.kind).collect();
+                assert_eq!(
+                    kinds,
+                    [
+                        flagstate_core::ChangeKind::RepositoryCreated,
+                        flagstate_core::ChangeKind::TagCreated
+                    ],
+                    "from version {version}"
+                );
+                assert_eq!(log.records[1].digest.as_ref(), Some(&app.digest));
+                assert_eq!(log.oldest, flagstate_core::ChangeCursor::at_generation(0));
+            } else {
+                // The log starts at the upgrade: nothing from before it can be asked for.
+                assert!(log.records.is_empty());
+                assert_eq!(
+                    log.oldest,
+                    flagstate_core::ChangeCursor::at_generation(generation as u64)
+                );
+            }
+            // Delivery state (version 5) starts empty and is kept.
+            assert_eq!(store.delivery_cursor("hook").await.unwrap(), None);
+            let delivered = flagstate_core::ChangeCursor {
+                generation: generation as u64,
+                index: 1,
+            };
+            store.set_delivery_cursor("hook", delivered).await.unwrap();
             store.set_registry_url("http://r.example").await.unwrap();
             drop(store);
             let reopened = SqliteStore::open_read_only(&path).unwrap();
             assert_eq!(
                 reopened.registry_url().await.unwrap().as_deref(),
                 Some("http://r.example")
+            );
+            assert_eq!(
+                reopened.delivery_cursor("hook").await.unwrap(),
+                Some(delivered)
             );
         }
     }
