@@ -24,6 +24,8 @@
 //! - `static_index` (feature `static-index`, implies `icons`): writing static index files.
 //! - `testkit` (feature `testkit`, implies `registry`): a real distribution registry for
 //!   tests, and pushing.
+//! - `webhooks` (feature `webhooks`, implies `registry`): delivering the change log
+//!   ([`changes`]) to configured endpoints as CloudEvents, at least once and in order.
 //!
 //! ## Features
 //!
@@ -35,6 +37,7 @@
 //! | `static-index` | yes | `static_index` | `icons`, flate2, tempfile |
 //! | `conformance` | no | `conformance` | futures, rand |
 //! | `testkit` | no | `testkit` | `registry`, bcrypt, tempfile |
+//! | `webhooks` | no | `webhooks` | `registry`, tokio-util |
 //! | `openapi` | no | — (OpenAPI schemas of the `response` types and `ChangeEvent`) | utoipa |
 //!
 //! With `default-features = false` the crate is the data model, index format, query
@@ -75,6 +78,8 @@ pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod timestamp;
+#[cfg(feature = "webhooks")]
+pub mod webhooks;
 
 pub use changes::{
     ChangeCursor, ChangeEvent, ChangeFilter, ChangeKind, ChangePage, ChangeRecord, ChangeRetention,
