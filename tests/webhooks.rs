@@ -4,6 +4,8 @@
 //! then recovers gets every record exactly once in order; filters hold; a permanently
 //! failing endpoint holds back nobody; `kill -9` of the server loses nothing, and
 //! redeliveries carry the same CloudEvents `id`. Configuration errors stop the start.
+//! Embedded over a `MemoryStore`: the per-request timeout, and an endpoint left behind
+//! by retention.
 
 mod common;
 
@@ -19,8 +21,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use common::{EVENTS_TOKEN, Server, free_port, http_client, registry, run, text};
+use flagstate_core::conformance::fixtures::{image, put_image};
 use flagstate_core::testkit::ImageSpec;
+use flagstate_core::webhooks::{Backoff, WebhookEndpoint, Webhooks};
+use flagstate_core::{
+    ChangeCursor, ChangeEvent, ChangeFilter, ChangeRetention, MemoryStore, Store, Timestamp,
+};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 /// What a receiver was sent and how it answers.
 #[derive(Default)]
@@ -29,6 +37,9 @@ struct Inbox {
     fail_next: AtomicUsize,
     /// Answer `500` to every delivery (and still keep what it carried in `seen`).
     failing: AtomicBool,
+    /// Take 2 s before answering this many more deliveries (then take them, if the
+    /// sender is still waiting).
+    stall_next: AtomicUsize,
     /// Events of the deliveries answered `200`, in arrival order.
     accepted: Mutex<Vec<Value>>,
     /// Events of every delivery that parsed, whatever the answer.
@@ -69,6 +80,13 @@ async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Byte
         .push(header(header::AUTHORIZATION));
     let events: Vec<Value> = serde_json::from_slice(&body).expect("a JSON array of events");
     inbox.seen.lock().unwrap().extend(events.iter().cloned());
+    if inbox
+        .stall_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let fail = inbox.failing.load(Ordering::SeqCst)
         || inbox
             .fail_next
@@ -573,4 +591,129 @@ fn bad_endpoints_stop_the_start_with_the_key_named() {
         let stderr = text(&out.stderr);
         assert!(stderr.contains(key), "{yaml}: {stderr}");
     }
+}
+
+/// The events `store`'s whole log renders to, with `source`.
+async fn rendered(store: &dyn Store, source: &str) -> Vec<Value> {
+    let page = store
+        .changes_since(
+            ChangeCursor::at_generation(0),
+            &ChangeFilter::default(),
+            1000,
+        )
+        .await
+        .unwrap();
+    page.records
+        .into_iter()
+        .map(|r| serde_json::to_value(ChangeEvent::new(r, source)).unwrap())
+        .collect()
+}
+
+/// Waits (up to 30 s) until `done` holds, in process.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(Instant::now() < deadline, "never saw {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn quick(name: &str, url: &str) -> WebhookEndpoint {
+    let mut endpoint = WebhookEndpoint::new(name, url.parse().unwrap());
+    endpoint.backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+    };
+    endpoint
+}
+
+/// Embedded over a `MemoryStore`: an answer slower than `timeout` is a failure, and
+/// the batch comes again (the receiver took the first copy anyway: at least once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_slower_than_the_timeout_is_a_failure_and_the_batch_comes_again() {
+    let inbox = Arc::new(Inbox::default());
+    inbox.stall_next.store(1, Ordering::SeqCst);
+    let receiver = Receiver::start(inbox.clone()).await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let mut endpoint = quick("slow", &receiver.url());
+    endpoint.timeout = Duration::from_millis(300);
+    let shutdown = CancellationToken::new();
+    let webhooks = Webhooks::start(
+        vec![endpoint],
+        store.clone(),
+        "http://r.example".into(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    eventually("the cursor stored", async || {
+        store.delivery_cursor("slow").await.unwrap().is_some()
+    })
+    .await;
+    store
+        .apply(&put_image("app", "v1", &image("a").build()))
+        .await
+        .unwrap();
+    let log = rendered(store.as_ref(), "http://r.example").await;
+    assert_eq!(log.len(), 2);
+    eventually("the batch delivered", async || {
+        inbox.accepted().ends_with(&log)
+    })
+    .await;
+    let seen = inbox.seen();
+    assert_eq!(seen[..2], log[..], "the stalled copy");
+    assert_eq!(seen[2..4], log[..], "the same events again");
+    let status = webhooks.monitor().status();
+    assert!(status[0].failed >= 1, "{status:?}");
+    assert_eq!(status[0].delivered, 2);
+    shutdown.cancel();
+    webhooks.join().await;
+}
+
+/// An endpoint whose cursor retention has passed continues from the oldest record
+/// kept, and counts the skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_behind_retention_continues_from_the_oldest_record_kept() {
+    let inbox = Arc::new(Inbox::default());
+    let receiver = Receiver::start(inbox.clone()).await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let a = image("a").build();
+    for i in 0..6 {
+        store
+            .apply(&put_image("app", &format!("t{i}"), &a))
+            .await
+            .unwrap();
+    }
+    store
+        .set_delivery_cursor("late", ChangeCursor::at_generation(0))
+        .await
+        .unwrap();
+    let retention = ChangeRetention {
+        max_records: 2,
+        max_age: None,
+    };
+    assert_eq!(
+        store
+            .prune_changes(&retention, Timestamp::now())
+            .await
+            .unwrap(),
+        5
+    );
+    let kept = rendered(store.as_ref(), "/").await;
+    assert_eq!(kept.len(), 2);
+    let shutdown = CancellationToken::new();
+    let webhooks = Webhooks::start(
+        vec![quick("late", &receiver.url())],
+        store.clone(),
+        "/".into(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    eventually("the kept records delivered", async || {
+        inbox.accepted() == kept
+    })
+    .await;
+    let status = webhooks.monitor().status();
+    assert_eq!(status[0].retention_skips, 1, "{status:?}");
+    shutdown.cancel();
+    webhooks.join().await;
 }
