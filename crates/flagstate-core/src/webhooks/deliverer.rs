@@ -69,7 +69,9 @@ impl Deliverer {
         let Some((mut after, source)) = self.begin(&shutdown).await else {
             return;
         };
-        info!(endpoint = %name, url = %self.endpoint.url, cursor = %after, "delivering the change log");
+        // Credentials may be written into the URL; they never go to the log.
+        let url = crate::registry::redacted(&self.endpoint.url);
+        info!(endpoint = %name, %url, cursor = %after, "delivering the change log");
         let filter = self.endpoint.subscription.store_filter();
         let mut store_failures = 0;
         loop {

@@ -156,8 +156,9 @@ impl Subscription {
     }
 }
 
-/// One endpoint the change log is delivered to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One endpoint the change log is delivered to. Its `Debug` shows neither header values
+/// nor a password in the URL (they usually are credentials).
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookEndpoint {
     /// Unique among the endpoints; names its delivery cursor in the store and its
     /// metrics, so renaming an endpoint starts it afresh.
@@ -174,6 +175,21 @@ pub struct WebhookEndpoint {
     pub backoff: Backoff,
     /// Most records in one batch (at least 1).
     pub batch_size: usize,
+}
+
+impl std::fmt::Debug for WebhookEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&str> = self.headers.keys().map(String::as_str).collect();
+        f.debug_struct("WebhookEndpoint")
+            .field("name", &self.name)
+            .field("url", &crate::registry::redacted(&self.url))
+            .field("headers", &headers)
+            .field("subscription", &self.subscription)
+            .field("timeout", &self.timeout)
+            .field("backoff", &self.backoff)
+            .field("batch_size", &self.batch_size)
+            .finish()
+    }
 }
 
 impl WebhookEndpoint {
@@ -198,7 +214,7 @@ impl WebhookEndpoint {
         if !matches!(self.url.scheme(), "http" | "https") {
             return Err(WebhookError::Url {
                 endpoint: endpoint(),
-                url: self.url.to_string(),
+                url: crate::registry::redacted(&self.url),
             });
         }
         let limit = |key, reason| WebhookError::Limit {

@@ -167,3 +167,13 @@ async fn a_new_endpoint_starts_from_now_and_stores_it_at_once() {
     shutdown.cancel();
     webhooks.join().await;
 }
+
+#[test]
+fn debug_output_shows_no_credentials() {
+    let mut e = WebhookEndpoint::new("hook", "https://bot:pa55@h.example/in".parse().unwrap());
+    e.headers
+        .insert("Authorization".into(), "Bearer s3cret".into());
+    let text = format!("{e:?}");
+    assert!(!text.contains("pa55") && !text.contains("s3cret"), "{text}");
+    assert!(text.contains("Authorization"), "{text}");
+}
