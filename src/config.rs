@@ -18,8 +18,10 @@ use serde::Deserialize;
 
 mod duration;
 mod error;
+pub mod notifications;
 
 pub use error::ConfigError;
+pub use notifications::NotificationSettings;
 
 /// Prefix of every environment variable read as configuration.
 pub const ENV_PREFIX: &str = "FLAGSTATE_";
@@ -40,6 +42,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "interval",
     "history",
     "changes",
+    "notifications",
     "log",
     "icons",
     "server",
@@ -82,6 +85,8 @@ pub struct Config {
     pub history: HistorySettings,
     /// How much of the change log the index keeps.
     pub changes: ChangeSettings,
+    /// Outgoing webhooks of the change log.
+    pub notifications: NotificationSettings,
     /// Logging.
     pub log: LogSettings,
     /// Icons extracted from `data:` URIs and served by the server.
@@ -109,6 +114,7 @@ impl Default for Config {
             interval: IntervalSettings::default(),
             history: HistorySettings::default(),
             changes: ChangeSettings::default(),
+            notifications: NotificationSettings::default(),
             log: LogSettings::default(),
             icons: IconSettings::default(),
             server: ServerSettings::default(),
@@ -931,6 +937,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.notifications.endpoints()?;
         if self.history.max_entries == 0 {
             return Err(ConfigError::invalid(
                 "history.max_entries",

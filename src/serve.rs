@@ -7,6 +7,10 @@
 //! connections and finishes the requests in flight (a notification being applied completes
 //! and is acknowledged; at most `server.shutdown_timeout`), the indexer is cancelled, and
 //! the process exits 0. A second signal exits at once.
+//!
+//! A writer with `notifications.endpoints` also delivers the change log to them
+//! (`flagstate_core::webhooks`), each endpoint resuming from its stored delivery cursor;
+//! the deliveries stop with the indexer.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,6 +18,7 @@ use std::time::Duration;
 
 use flagstate_core::Store;
 use flagstate_core::icons::{IconCollection, IconStore};
+use flagstate_core::webhooks::Webhooks;
 use flagstate_http::{AppState, ServerConfig, TlsConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -64,7 +69,29 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
         (Some(indexer), Some(task))
     };
 
+    // Outgoing webhooks: delivered by the writer only, so replicas of one index never
+    // deliver a record twice.
+    let endpoints = config.notifications.endpoints()?;
+    let webhooks = if endpoints.is_empty() {
+        None
+    } else if config.read_only {
+        info!("read-only: not delivering notifications.endpoints (the writer does)");
+        None
+    } else {
+        let webhooks = Webhooks::start(
+            endpoints,
+            store.clone(),
+            config.public_registry_url(),
+            shutdown.child_token(),
+        )
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+        Some(webhooks)
+    };
+
     let state = flagstate_http::AppState::new(store.clone(), indexer, setup::http_config(config));
+    if let Some(webhooks) = &webhooks {
+        state.report_webhooks(webhooks.monitor());
+    }
     // Large answers are written to files there: a directory that cannot be used stops
     // the server now rather than failing requests later.
     match state.spool().await {
@@ -108,6 +135,13 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
     .await;
     if let Some(task) = icon_task {
         let _ = task.await;
+    }
+    if let Some(webhooks) = webhooks
+        && tokio::time::timeout(INDEXER_STOP_TIMEOUT, webhooks.join())
+            .await
+            .is_err()
+    {
+        warn!("webhook deliveries did not stop within {INDEXER_STOP_TIMEOUT:?}");
     }
     info!("stopped");
     Ok(ExitCode::SUCCESS)

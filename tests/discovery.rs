@@ -570,6 +570,11 @@ async fn untagged_manifests_follow_pushes_by_digest() {
         &[],
     )
     .await;
+    assert_eq!(
+        feed["changes"][0]["subject"],
+        format!("{app}@{}", by_digest.digest),
+        "{feed}"
+    );
     let events: Vec<(String, String)> = feed["changes"]
         .as_array()
         .unwrap()

@@ -1,17 +1,20 @@
 //! Change feed benchmark: the real `flagstate serve` binary (release, SQLite) beside the
 //! real distribution registry with notifications, `WATCHERS` clients following
-//! `GET /v2/_flagstate/changes` as Server-Sent Events, while `PUSHES` tags are pushed
-//! through the registry API at `RATE` per second.
+//! `GET /v2/_flagstate/changes` as Server-Sent Events and `ENDPOINTS` outgoing webhook
+//! endpoints (`notifications.endpoints`, receivers in this process), while `PUSHES` tags
+//! are pushed through the registry API at `RATE` per second.
 //!
 //! Reported: from the moment the registry answered a tag's `PUT` to the moment each
 //! watcher received its `tag.created` event, p50/p99/max over all watchers and pushes;
-//! pushes every watcher received; the server's peak RSS (`VmHWM`). The baseline is the
+//! pushes every watcher received; the same for each webhook endpoint's receipt of the
+//! batch carrying the event; the server's peak RSS (`VmHWM`). The baseline is the
 //! same path without the feed: the time until `/v2/<name>/_flagstate/tags` lists the
 //! tag, polled by one client every 5 ms, which is what the index itself makes visible
 //! (event → store → answer) and what a client would see by polling.
 //!
-//! Run: `cargo bench --bench changes` (`FLAGSTATE_BENCH_WATCHERS`, `…_PUSHES`,
-//! `…_RATE` change the load; defaults 100 watchers, 1,000 pushes, 100/s).
+//! Run: `cargo bench --bench changes` (`FLAGSTATE_BENCH_WATCHERS`, `…_ENDPOINTS`,
+//! `…_PUSHES`, `…_RATE` change the load; defaults 100 watchers, 2 endpoints, 1,000
+//! pushes, 100/s).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -94,9 +97,43 @@ async fn watch(url: String, since: String, seen: Seen) {
     }
 }
 
+/// One webhook endpoint's receipts: when each `tag.created` arrived.
+type Received = Arc<Mutex<HashMap<String, Instant>>>;
+
+async fn receive(
+    axum::extract::State(received): axum::extract::State<Received>,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    let now = Instant::now();
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&body).expect("an event batch");
+    let mut received = received.lock().expect("lock");
+    for event in events {
+        if event["type"] == "io.flagstate.tag.created"
+            && let Some(tag) = event["data"]["tag"].as_str()
+        {
+            received.entry(tag.to_owned()).or_insert(now);
+        }
+    }
+    axum::http::StatusCode::OK
+}
+
+/// A webhook receiver on 127.0.0.1; returns its URL.
+async fn receiver(received: Received) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a receiver");
+    let addr = listener.local_addr().expect("receiver address");
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(received);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/hook")
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let watchers = env("FLAGSTATE_BENCH_WATCHERS", 100);
+    let endpoints = env("FLAGSTATE_BENCH_ENDPOINTS", 2);
     let pushes = env("FLAGSTATE_BENCH_PUSHES", 1000);
     let rate = env("FLAGSTATE_BENCH_RATE", 100).max(1);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -121,8 +158,23 @@ async fn main() {
         .expect("push the image");
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("index.db");
+    let mut received: Vec<Received> = Vec::new();
+    let mut config = String::from("notifications:\n  endpoints:\n");
+    for i in 0..endpoints {
+        let inbox = Received::default();
+        let url = receiver(inbox.clone()).await;
+        config.push_str(&format!("    - name: bench{i}\n      url: {url}\n"));
+        received.push(inbox);
+    }
+    if endpoints == 0 {
+        config = String::new();
+    }
+    let config_path = dir.path().join("config.yaml");
+    std::fs::write(&config_path, config).expect("write the configuration");
     let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_flagstate"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(&config_path)
         .args(["--registry", &registry.url(), "--database"])
         .arg(&db)
         .env("FLAGSTATE_DEFAULT_CONFIG", "")
@@ -158,7 +210,7 @@ async fn main() {
         .to_owned();
 
     println!(
-        "== change feed: {watchers} watchers, {pushes} pushes at {rate}/s, SQLite, release binary =="
+        "== change feed: {watchers} watchers, {endpoints} webhook endpoints, {pushes} pushes at {rate}/s, SQLite, release binary =="
     );
     let seen: Seen = Arc::default();
     let mut tasks = Vec::new();
@@ -235,7 +287,10 @@ async fn main() {
         let complete = {
             let seen = seen.lock().expect("lock");
             seen.len() == pushes && seen.values().all(|v| v.len() == watchers)
-        };
+        } && received.iter().all(|r| {
+            let received = r.lock().expect("lock");
+            received.keys().filter(|t| t.starts_with('t')).count() >= pushes
+        });
         if complete || Instant::now() > deadline {
             break;
         }
@@ -284,6 +339,21 @@ async fn main() {
         ms(percentile(&listed, 0.99)),
         ms(listed.last().copied().unwrap_or_default())
     );
+    for (i, inbox) in received.iter().enumerate() {
+        let inbox = inbox.lock().expect("lock");
+        let mut hooks: Vec<Duration> = pushed
+            .iter()
+            .filter_map(|(tag, at)| inbox.get(tag).map(|t| t.saturating_duration_since(*at)))
+            .collect();
+        hooks.sort();
+        println!(
+            "webhook bench{i} (push -> batch received): {}/{pushes} received; p50 {}, p99 {}, max {}",
+            hooks.len(),
+            ms(percentile(&hooks, 0.5)),
+            ms(percentile(&hooks, 0.99)),
+            ms(hooks.last().copied().unwrap_or_default())
+        );
+    }
     println!("server peak RSS: {} MiB", peak_rss_kib(server.id()) / 1024);
     let _ = server.kill();
     let _ = server.wait();

@@ -171,6 +171,19 @@ pub fn describe(config: &Config, source: Option<&Path>) -> String {
         every(config.interval.fetch_all()),
         every(config.interval.garbage_collect())
     );
+    let endpoints = &config.notifications.endpoints;
+    if !endpoints.is_empty() {
+        let names: Vec<String> = endpoints
+            .iter()
+            .map(|e| format!("{} ({})", e.name, redact_password(&e.url)))
+            .collect();
+        let who = if config.read_only {
+            "not delivered here: read-only"
+        } else {
+            "delivered by this writer"
+        };
+        let _ = writeln!(out, "notifications: {} ({who})", names.join(", "));
+    }
     out
 }
 
@@ -214,5 +227,32 @@ mod tests {
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("basic auth as alice"), "{text}");
         assert!(text.contains("events: token set"), "{text}");
+    }
+
+    #[test]
+    fn describe_names_webhook_endpoints_without_their_secrets() {
+        let mut config = Config::default();
+        assert!(!describe(&config, None).contains("notifications"));
+        let endpoint: crate::config::notifications::EndpointSettings =
+            serde_json::from_value(serde_json::json!({
+                "name": "ci",
+                "url": "https://bot:s3cret@ci.example/hook",
+                "headers": {"Authorization": "Bearer t0ken"},
+            }))
+            .unwrap();
+        config.notifications.endpoints.push(endpoint);
+        let text = describe(&config, None);
+        assert!(
+            text.contains(
+                "notifications: ci (https://bot:***@ci.example/hook) (delivered by this writer)"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("s3cret") && !text.contains("t0ken"),
+            "{text}"
+        );
+        config.read_only = true;
+        assert!(describe(&config, None).contains("not delivered here: read-only"));
     }
 }

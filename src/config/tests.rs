@@ -682,3 +682,158 @@ fn change_retention_has_a_default_a_key_and_a_floor() {
         Ok(())
     });
 }
+
+#[test]
+fn notification_endpoints_need_only_a_name_and_a_url() {
+    Jail::expect_with(|jail| {
+        let c = Config::load(None).unwrap();
+        assert!(c.notifications.endpoints().unwrap().is_empty());
+        let c = load(
+            jail,
+            "notifications:\n  endpoints:\n    - name: audit\n      url: http://hooks.example/in\n",
+        )
+        .unwrap();
+        c.validate(false).unwrap();
+        let endpoints = c.notifications.endpoints().unwrap();
+        assert_eq!(endpoints.len(), 1);
+        let e = &endpoints[0];
+        assert_eq!(e.name, "audit");
+        assert_eq!(e.url.as_str(), "http://hooks.example/in");
+        assert!(e.headers.is_empty());
+        assert_eq!(
+            e.subscription,
+            Default::default(),
+            "all types, all namespaces"
+        );
+        assert_eq!(e.timeout, flagstate_core::webhooks::DEFAULT_TIMEOUT);
+        assert_eq!(e.backoff, flagstate_core::webhooks::Backoff::default());
+        assert_eq!(e.batch_size, flagstate_core::webhooks::DEFAULT_BATCH_SIZE);
+
+        let c = load(
+            jail,
+            "\
+notifications:
+  endpoints:
+    - name: ci
+      url: https://ci.example/hook
+      headers:
+        Authorization: [Bearer s3cret]
+        X-Team: apps
+      types: [tag.created, io.flagstate.tag.updated]
+      namespaces: [apps, tools/x]
+      timeout: 3s
+      backoff: {initial: 200ms, max: 1m}
+      batch_size: 10
+",
+        )
+        .unwrap();
+        let e = &c.notifications.endpoints().unwrap()[0];
+        assert_eq!(e.headers["Authorization"], "Bearer s3cret");
+        assert_eq!(e.headers["X-Team"], "apps");
+        assert_eq!(
+            e.subscription.kinds,
+            [
+                flagstate_core::ChangeKind::TagCreated,
+                flagstate_core::ChangeKind::TagUpdated
+            ]
+            .into()
+        );
+        let namespaces: Vec<&str> = e
+            .subscription
+            .namespaces
+            .iter()
+            .map(|n| n.as_str())
+            .collect();
+        assert_eq!(namespaces, ["apps", "tools/x"]);
+        assert_eq!(e.timeout, Duration::from_secs(3));
+        assert_eq!(e.backoff.initial, Duration::from_millis(200));
+        assert_eq!(e.backoff.max, Duration::from_secs(60));
+        assert_eq!(e.batch_size, 10);
+        Ok(())
+    });
+}
+
+#[test]
+fn notification_endpoint_errors_name_their_key() {
+    Jail::expect_with(|jail| {
+        let endpoint = |extra: &str| {
+            format!(
+                "notifications:\n  endpoints:\n    - name: a\n      url: http://h.example/\n{extra}"
+            )
+        };
+        let invalid = |jail: &Jail, yaml: &str| {
+            let c = load(jail, yaml).unwrap();
+            c.validate(false).unwrap_err().to_string()
+        };
+        for (yaml, key, says) in [
+            (
+                endpoint("    - name: a\n      url: http://other.example/\n"),
+                "notifications.endpoints[1].name",
+                "unique",
+            ),
+            (
+                "notifications:\n  endpoints:\n    - name: ''\n      url: http://h.example/\n"
+                    .to_owned(),
+                "notifications.endpoints[0].name",
+                "empty",
+            ),
+            (
+                "notifications:\n  endpoints:\n    - name: a\n      url: h.example:80\n".to_owned(),
+                "notifications.endpoints[0].url",
+                "no scheme",
+            ),
+            (
+                "notifications:\n  endpoints:\n    - name: a\n      url: ftp://h.example/\n"
+                    .to_owned(),
+                "notifications.endpoints[0].url",
+                "http://",
+            ),
+            (
+                endpoint("      timeout: 0\n"),
+                "notifications.endpoints[0].timeout",
+                "0",
+            ),
+            (
+                endpoint("      batch_size: 0\n"),
+                "notifications.endpoints[0].batch_size",
+                "at least 1",
+            ),
+            (
+                endpoint("      backoff: {initial: 0}\n"),
+                "notifications.endpoints[0].backoff.initial",
+                "0",
+            ),
+            (
+                endpoint("      backoff: {initial: 10s, max: 1s}\n"),
+                "notifications.endpoints[0].backoff.max",
+                "less than",
+            ),
+            (
+                endpoint("      types: [tag.moved]\n"),
+                "notifications.endpoints[0].types",
+                "tag.moved",
+            ),
+            (
+                endpoint("      namespaces: ['Bad Name']\n"),
+                "notifications.endpoints[0].namespaces",
+                "Bad Name",
+            ),
+            (
+                endpoint("      headers: {'bad header': x}\n"),
+                "notifications.endpoints[0].headers",
+                "bad header",
+            ),
+        ] {
+            let e = invalid(jail, &yaml);
+            assert!(e.contains(key) && e.contains(says), "{yaml}: {e}");
+        }
+        // Unknown keys and missing required ones are refused as everywhere.
+        let e = load_err(jail, &endpoint("      retries: 3\n"));
+        assert!(e.contains("retries"), "{e}");
+        let e = load_err(jail, "notifications:\n  endpoints:\n    - name: a\n");
+        assert!(e.contains("url"), "{e}");
+        let e = load_err(jail, "notifications:\n  endpoint: []\n");
+        assert!(e.contains("notifications.endpoint"), "{e}");
+        Ok(())
+    });
+}

@@ -21,6 +21,10 @@ use crate::name::{RepositoryName, Tag};
 use crate::store::Generation;
 use crate::timestamp::Timestamp;
 
+mod event;
+
+pub use event::{CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, ChangeData, ChangeEvent};
+
 /// What changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ChangeKind {

@@ -24,6 +24,8 @@
 //! - `static_index` (feature `static-index`, implies `icons`): writing static index files.
 //! - `testkit` (feature `testkit`, implies `registry`): a real distribution registry for
 //!   tests, and pushing.
+//! - `webhooks` (feature `webhooks`, implies `registry`): delivering the change log
+//!   ([`changes`]) to configured endpoints as CloudEvents, at least once and in order.
 //!
 //! ## Features
 //!
@@ -35,7 +37,8 @@
 //! | `static-index` | yes | `static_index` | `icons`, flate2, tempfile |
 //! | `conformance` | no | `conformance` | futures, rand |
 //! | `testkit` | no | `testkit` | `registry`, bcrypt, tempfile |
-//! | `openapi` | no | — (OpenAPI schemas of the `response` types) | utoipa |
+//! | `webhooks` | no | `webhooks` | `registry`, tokio-util |
+//! | `openapi` | no | — (OpenAPI schemas of the `response` types and `ChangeEvent`) | utoipa |
 //!
 //! With `default-features = false` the crate is the data model, index format, query
 //! engine, `Store` trait and [`MemoryStore`]: what a store backend needs, without an HTTP
@@ -75,9 +78,11 @@ pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod timestamp;
+#[cfg(feature = "webhooks")]
+pub mod webhooks;
 
 pub use changes::{
-    ChangeCursor, ChangeFilter, ChangeKind, ChangePage, ChangeRecord, ChangeRetention,
+    ChangeCursor, ChangeEvent, ChangeFilter, ChangeKind, ChangePage, ChangeRecord, ChangeRetention,
 };
 pub use digest::{Digest, DigestError};
 pub use discovery::{

@@ -54,6 +54,8 @@ struct State {
     /// The change log, oldest first, and the position retention dropped it up to.
     changes: Vec<ChangeRecord>,
     change_floor: ChangeCursor,
+    /// Where deliveries to each webhook endpoint stand.
+    deliveries: BTreeMap<String, ChangeCursor>,
 }
 
 /// When a repository and its tags changed, and the history of its tags.
@@ -621,6 +623,20 @@ impl Store for MemoryStore {
             state.changes.drain(..dropped);
         }
         Ok(dropped as u64)
+    }
+
+    async fn delivery_cursor(&self, endpoint: &str) -> Result<Option<ChangeCursor>, StoreError> {
+        Ok(self.state.read().await.deliveries.get(endpoint).copied())
+    }
+
+    async fn set_delivery_cursor(
+        &self,
+        endpoint: &str,
+        cursor: ChangeCursor,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.write().await;
+        state.deliveries.insert(endpoint.to_owned(), cursor);
+        Ok(())
     }
 
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {

@@ -372,6 +372,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
     ) -> Result<u64, StoreError>;
 
+    /// Where the change log's deliveries to `endpoint` (a webhook endpoint's configured
+    /// name) stand: the cursor up to which it acknowledged every record, as last stored
+    /// with [`set_delivery_cursor`](Store::set_delivery_cursor); `None` for an endpoint
+    /// never stored. Kept with the index so a restarted writer resumes where it stopped.
+    async fn delivery_cursor(&self, endpoint: &str) -> Result<Option<ChangeCursor>, StoreError>;
+
+    /// Stores `cursor` as where deliveries to `endpoint` stand (replacing what was
+    /// stored; it need not grow). Durable when it returns. Never bumps the generation:
+    /// delivery state is not part of the index.
+    async fn set_delivery_cursor(
+        &self,
+        endpoint: &str,
+        cursor: ChangeCursor,
+    ) -> Result<(), StoreError>;
+
     /// Full-text search over repository names and the descriptive labels/annotations of
     /// their tagged images (see [`Description`](crate::model::Description)). Terms are
     /// matched case-insensitively; every term must match (as a word prefix) for a
@@ -511,6 +526,16 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         now: Timestamp,
     ) -> Result<u64, StoreError> {
         (**self).prune_changes(retention, now).await
+    }
+    async fn delivery_cursor(&self, endpoint: &str) -> Result<Option<ChangeCursor>, StoreError> {
+        (**self).delivery_cursor(endpoint).await
+    }
+    async fn set_delivery_cursor(
+        &self,
+        endpoint: &str,
+        cursor: ChangeCursor,
+    ) -> Result<(), StoreError> {
+        (**self).set_delivery_cursor(endpoint, cursor).await
     }
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
         (**self).search(text, offset, limit).await

@@ -601,6 +601,19 @@ impl Store for RacingStore {
     ) -> Result<u64, StoreError> {
         self.inner.prune_changes(retention, now).await
     }
+    async fn delivery_cursor(
+        &self,
+        endpoint: &str,
+    ) -> Result<Option<flagstate_core::ChangeCursor>, StoreError> {
+        self.inner.delivery_cursor(endpoint).await
+    }
+    async fn set_delivery_cursor(
+        &self,
+        endpoint: &str,
+        cursor: flagstate_core::ChangeCursor,
+    ) -> Result<(), StoreError> {
+        self.inner.set_delivery_cursor(endpoint, cursor).await
+    }
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
         self.inner.search(text, offset, limit).await
     }

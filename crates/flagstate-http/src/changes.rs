@@ -1,6 +1,6 @@
 //! `GET /v2/_flagstate/changes`: the change feed (`flagstate_core::changes`) as JSON pages,
 //! long polls and Server-Sent Events, with records in the CloudEvents 1.0 structured
-//! format.
+//! format (core's [`ChangeEvent`], the same JSON the outgoing webhooks send).
 //!
 //! - `since=CURSOR` continues after a record's cursor (or the `Flagstate-Cursor` of a
 //!   listing); without it the feed starts now. A cursor retention has passed gets `410`
@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use flagstate_core::changes::{
-    ChangeCursor, ChangeFilter, ChangeFollower, ChangeKind, ChangePage, ChangeRecord,
+    ChangeCursor, ChangeEvent, ChangeFilter, ChangeFollower, ChangeKind, ChangePage,
 };
 use flagstate_core::{RepositoryName, Store, StoreExt};
 use serde::Serialize;
@@ -41,72 +41,6 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 pub const POLL: Duration = Duration::from_millis(50);
 /// The header naming the change cursor a listing reflects.
 pub const CURSOR_HEADER: &str = "flagstate-cursor";
-
-/// The `data` of a change event.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ChangeData {
-    /// The repository.
-    pub repository: String,
-    /// The tag, for tag changes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
-    /// The digest the tag points at now.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-    /// The digest it pointed at before.
-    #[serde(rename = "previousDigest", skip_serializing_if = "Option::is_none")]
-    pub previous_digest: Option<String>,
-    /// The media type of `digest`'s manifest.
-    #[serde(rename = "mediaType", skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
-}
-
-/// One change, as a CloudEvents 1.0 event in structured JSON.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ChangeEvent {
-    /// `1.0`.
-    pub specversion: &'static str,
-    /// The record's cursor: unique in this index, the same on every delivery.
-    pub id: String,
-    /// The index: its public registry URL.
-    pub source: String,
-    /// `io.flagstate.` and the kind, e.g. `io.flagstate.tag.updated`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// When it happened (RFC 3339, UTC).
-    pub time: String,
-    /// `repository` or `repository:tag`.
-    pub subject: String,
-    /// `application/json`.
-    pub datacontenttype: &'static str,
-    /// What changed.
-    pub data: ChangeData,
-}
-
-impl ChangeEvent {
-    fn new(record: ChangeRecord, source: &str) -> Self {
-        let subject = match &record.tag {
-            Some(tag) => format!("{}:{tag}", record.repository),
-            None => record.repository.to_string(),
-        };
-        ChangeEvent {
-            specversion: "1.0",
-            id: record.cursor.to_string(),
-            source: source.to_owned(),
-            kind: format!("io.flagstate.{}", record.kind.as_str()),
-            time: record.time.to_rfc3339(),
-            subject,
-            datacontenttype: "application/json",
-            data: ChangeData {
-                repository: record.repository.to_string(),
-                tag: record.tag.map(|t| t.to_string()),
-                digest: record.digest.map(|d| d.to_string()),
-                previous_digest: record.previous_digest.map(|d| d.to_string()),
-                media_type: record.media_type,
-            },
-        }
-    }
-}
 
 /// The body of a page of the feed.
 #[derive(Debug, Serialize, ToSchema)]

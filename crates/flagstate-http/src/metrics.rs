@@ -1,8 +1,10 @@
 //! Prometheus metrics: request counts and latencies per route, webhook outcomes, index
 //! cache efficiency, and (read at scrape time) the indexer's progress, the requests it
-//! sent the registry, and the store's generation. Served as text at `GET /metrics`.
+//! sent the registry, the store's generation and the outgoing webhooks' deliveries per
+//! endpoint. Served as text at `GET /metrics`.
 
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -19,6 +21,7 @@ use prometheus_client::registry::Registry;
 
 use flagstate_core::registry::ClientStats;
 use flagstate_core::sync::lock;
+use flagstate_core::webhooks::EndpointStatus;
 
 use crate::config::BuildInfo;
 use crate::error::{HttpError, error_response};
@@ -51,6 +54,47 @@ struct BuildLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+/// The outgoing webhooks' metrics, per endpoint.
+#[derive(Debug, Default)]
+struct WebhookMetrics {
+    delivered: Family<EndpointLabels, Counter>,
+    failed: Family<EndpointLabels, Counter>,
+    retention_skips: Family<EndpointLabels, Counter>,
+    lag: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl WebhookMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = WebhookMetrics::default();
+        registry.register(
+            "flagstate_webhook_delivered",
+            "Change records an outgoing webhook endpoint acknowledged (a redelivered record counts again), by endpoint",
+            m.delivered.clone(),
+        );
+        registry.register(
+            "flagstate_webhook_failed",
+            "Outgoing webhook delivery attempts that failed (non-2xx, timeout, connection error; each retry counts), by endpoint",
+            m.failed.clone(),
+        );
+        registry.register(
+            "flagstate_webhook_retention_skips",
+            "Times an outgoing webhook endpoint had fallen behind the change log's retention and skipped records it never got, by endpoint",
+            m.retention_skips.clone(),
+        );
+        registry.register(
+            "flagstate_webhook_lag_seconds",
+            "How long the oldest change record not yet acknowledged by the endpoint has waited; 0 when caught up",
+            m.lag.clone(),
+        );
+        m
+    }
 }
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
@@ -104,6 +148,7 @@ pub struct Metrics {
     reconciles_dropped: Counter,
     /// The server loop's connection counters.
     pub(crate) connections: ConnectionStats,
+    webhooks: WebhookMetrics,
 }
 
 impl Default for Metrics {
@@ -164,6 +209,7 @@ impl Metrics {
             "Webhook deliveries refused or failed, by reason",
             deliveries_rejected.clone(),
         );
+        let webhooks = WebhookMetrics::register(&mut r);
         let registry_requests = Family::<KindLabels, Counter>::default();
         r.register(
             "flagstate_registry_requests",
@@ -338,6 +384,7 @@ impl Metrics {
             requests,
             latency,
             deliveries_rejected,
+            webhooks,
         }
     }
 
@@ -370,6 +417,26 @@ impl Metrics {
         let _one_scrape_at_a_time = lock(&self.registry_seen);
         for (counter, total) in totals {
             counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    /// Brings the outgoing webhooks' metrics up to the endpoints' totals.
+    fn sync_webhooks(&self, endpoints: &[EndpointStatus]) {
+        let _one_scrape_at_a_time = lock(&self.registry_seen);
+        let w = &self.webhooks;
+        for e in endpoints {
+            let labels = EndpointLabels {
+                endpoint: e.name.clone(),
+            };
+            for (family, total) in [
+                (&w.delivered, e.delivered),
+                (&w.failed, e.failed),
+                (&w.retention_skips, e.retention_skips),
+            ] {
+                let counter = family.get_or_create(&labels);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+            w.lag.get_or_create(&labels).set(e.lag.as_secs_f64());
         }
     }
 
@@ -466,6 +533,9 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, HttpError
         None => {
             m.first_scan_done.set(1);
         }
+    }
+    if let Some(webhooks) = state.webhooks() {
+        m.sync_webhooks(&webhooks.status());
     }
     let mut text = String::new();
     encode(&mut text, &m.registry)

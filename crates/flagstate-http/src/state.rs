@@ -8,6 +8,7 @@ use axum::http::HeaderValue;
 use flagstate_core::Store;
 use flagstate_core::icons::IconStore;
 use flagstate_core::indexer::Indexer;
+use flagstate_core::webhooks::WebhookMonitor;
 
 use crate::body::SpoolDir;
 use crate::cache::IndexCache;
@@ -41,6 +42,8 @@ struct Inner {
     readiness: ReadinessCheck,
     /// Where large answers are written; made on first use (see [`AppState::spool`]).
     spool: tokio::sync::OnceCell<Arc<SpoolDir>>,
+    /// The outgoing webhooks' deliveries, for `/metrics`, when this server delivers.
+    webhooks: std::sync::OnceLock<WebhookMonitor>,
 }
 
 impl AppState {
@@ -85,6 +88,7 @@ impl AppState {
                 limiter,
                 readiness: ReadinessCheck::default(),
                 spool: tokio::sync::OnceCell::new(),
+                webhooks: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -121,6 +125,17 @@ impl AppState {
             })
             .await
             .cloned()
+    }
+
+    /// Reports `monitor`'s deliveries at `/metrics` (per endpoint). Set once, by the
+    /// process that delivers; a second call changes nothing.
+    pub fn report_webhooks(&self, monitor: WebhookMonitor) {
+        let _ = self.inner.webhooks.set(monitor);
+    }
+
+    /// The outgoing webhooks' deliveries, when this server delivers any.
+    pub fn webhooks(&self) -> Option<&WebhookMonitor> {
+        self.inner.webhooks.get()
     }
 
     /// The store queries are answered from.

@@ -106,6 +106,19 @@ impl Store for DownStore {
     ) -> Result<u64, StoreError> {
         down()
     }
+    async fn delivery_cursor(
+        &self,
+        _: &str,
+    ) -> Result<Option<flagstate_core::ChangeCursor>, StoreError> {
+        down()
+    }
+    async fn set_delivery_cursor(
+        &self,
+        _: &str,
+        _: flagstate_core::ChangeCursor,
+    ) -> Result<(), StoreError> {
+        down()
+    }
     async fn search(&self, _: &str, _: u64, _: u64) -> Result<SearchPage, StoreError> {
         down()
     }

@@ -1,6 +1,7 @@
 //! Reading and pruning the change log (`flagstate_core::changes`, migration 5): a range
 //! scan of `change_log`'s primary key after a cursor, the filter in SQL, all reads of one
-//! call in one snapshot.
+//! call in one snapshot; and the webhook endpoints' delivery cursors (`deliveries`,
+//! migration 6).
 
 use flagstate_core::changes::{
     ChangeCursor, ChangeFilter, ChangeKind, ChangePage, ChangeRecord, ChangeRetention,
@@ -192,4 +193,40 @@ pub(crate) async fn prune_changes(
         .during("moving the change log's floor")?;
     tx.commit().await.during("committing pruned changes")?;
     Ok(dropped)
+}
+
+/// See [`Store::delivery_cursor`](flagstate_core::Store::delivery_cursor).
+pub(crate) async fn delivery_cursor(
+    pool: &PgPool,
+    endpoint: &str,
+) -> Result<Option<ChangeCursor>, StoreError> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT generation, position FROM deliveries WHERE endpoint = $1")
+            .bind(endpoint)
+            .fetch_optional(pool)
+            .await
+            .during("reading a delivery cursor")?;
+    Ok(row.map(|(g, p)| ChangeCursor::from_columns(g, p)))
+}
+
+/// See [`Store::set_delivery_cursor`](flagstate_core::Store::set_delivery_cursor): one
+/// upsert, touching no `meta` row (the generation stays).
+pub(crate) async fn set_delivery_cursor(
+    pool: &PgPool,
+    endpoint: &str,
+    cursor: ChangeCursor,
+) -> Result<(), StoreError> {
+    let (generation, position) = cursor.columns();
+    sqlx::query(
+        "INSERT INTO deliveries (endpoint, generation, position) VALUES ($1, $2, $3) \
+         ON CONFLICT (endpoint) DO UPDATE SET \
+         generation = excluded.generation, position = excluded.position",
+    )
+    .bind(endpoint)
+    .bind(generation)
+    .bind(position)
+    .execute(pool)
+    .await
+    .during("storing a delivery cursor")?;
+    Ok(())
 }

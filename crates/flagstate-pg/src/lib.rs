@@ -534,6 +534,18 @@ impl Store for PgStore {
         changes::prune_changes(self.writable()?, retention, now).await
     }
 
+    async fn delivery_cursor(&self, endpoint: &str) -> Result<Option<ChangeCursor>, StoreError> {
+        changes::delivery_cursor(&self.inner.pool, endpoint).await
+    }
+
+    async fn set_delivery_cursor(
+        &self,
+        endpoint: &str,
+        cursor: ChangeCursor,
+    ) -> Result<(), StoreError> {
+        changes::set_delivery_cursor(self.writable()?, endpoint, cursor).await
+    }
+
     async fn prune_history(
         &self,
         retention: &HistoryRetention,

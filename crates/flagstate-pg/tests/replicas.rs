@@ -458,13 +458,14 @@ async fn a_version_2_schema_is_upgraded_in_place() {
 
     // Version 3 only added the key columns (with their function and indexes), version 4
     // only the discovery times and history (with their indexes), version 5 only the
-    // change log, version 7 only manifest sizes and the manifests pushed by digest:
-    // without them and their bookkeeping rows, this is the version 2 schema with the same
-    // data.
+    // change log, version 6 only the webhook delivery cursors, version 7 only manifest
+    // sizes and the manifests pushed by digest: without them and their bookkeeping rows,
+    // this is the version 2 schema with the same data.
     guard
         .execute(
             "DROP TABLE pushed_manifests; \
              ALTER TABLE manifests DROP COLUMN size; \
+             DROP TABLE deliveries; \
              DROP TABLE change_log; \
              ALTER TABLE meta DROP COLUMN change_floor_generation, \
                  DROP COLUMN change_floor_position; \
@@ -473,7 +474,7 @@ async fn a_version_2_schema_is_upgraded_in_place() {
              ALTER TABLE tags DROP COLUMN updated; \
              ALTER TABLE manifests DROP COLUMN label_keys, DROP COLUMN annotation_keys; \
              DROP FUNCTION flagstate_keys(jsonb); \
-             DELETE FROM flagstate_migrations WHERE version IN (3, 4, 5, 7)",
+             DELETE FROM flagstate_migrations WHERE version IN (3, 4, 5, 6, 7)",
         )
         .await;
     let message = backend_message(PgStore::connect(&url, guard.options(true)).await);
@@ -489,6 +490,22 @@ async fn a_version_2_schema_is_upgraded_in_place() {
     assert_eq!(
         &replica.query(&query(queries[0])).await.unwrap(),
         &before[0]
+    );
+
+    // Delivery state starts empty and is kept (version 6).
+    assert_eq!(writer.delivery_cursor("hook").await.unwrap(), None);
+    let delivered = flagstate_core::ChangeCursor::at_generation(generation);
+    writer.set_delivery_cursor("hook", delivered).await.unwrap();
+    assert_eq!(
+        replica.delivery_cursor("hook").await.unwrap(),
+        Some(delivered)
+    );
+    assert!(
+        replica
+            .set_delivery_cursor("hook", delivered)
+            .await
+            .is_err(),
+        "a replica does not write delivery state"
     );
 
     // The upgraded schema keeps working: new manifests come with their keys.

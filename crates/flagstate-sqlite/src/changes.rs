@@ -1,5 +1,6 @@
 //! Reading the change log (`flagstate_core::changes`): a range scan of `change_log`'s
-//! primary key after a cursor, with the filter in SQL.
+//! primary key after a cursor, with the filter in SQL; and the webhook endpoints'
+//! delivery cursors (`deliveries`).
 
 use flagstate_core::changes::{ChangeCursor, ChangeFilter, ChangeKind, ChangePage, ChangeRecord};
 use flagstate_core::{RepositoryName, Tag, Timestamp};
@@ -105,4 +106,31 @@ pub(crate) fn changes_since(
             .unwrap_or(after),
     };
     Ok(page)
+}
+
+/// See [`Store::delivery_cursor`](flagstate_core::Store::delivery_cursor).
+pub(crate) fn delivery_cursor(conn: &Connection, endpoint: &str) -> Result<Option<ChangeCursor>> {
+    Ok(conn
+        .prepare_cached("SELECT generation, position FROM deliveries WHERE endpoint = ?1")?
+        .query_row([endpoint], |r| {
+            Ok(ChangeCursor::from_columns(r.get(0)?, r.get(1)?))
+        })
+        .optional()?)
+}
+
+/// See [`Store::set_delivery_cursor`](flagstate_core::Store::set_delivery_cursor). Touches
+/// no `meta` row: the generation stays.
+pub(crate) fn set_delivery_cursor(
+    conn: &mut Connection,
+    endpoint: &str,
+    cursor: ChangeCursor,
+) -> Result<()> {
+    let (generation, position) = cursor.columns();
+    conn.prepare_cached(
+        "INSERT INTO deliveries (endpoint, generation, position) VALUES (?1, ?2, ?3)
+         ON CONFLICT (endpoint) DO UPDATE SET
+             generation = excluded.generation, position = excluded.position",
+    )?
+    .execute(rusqlite::params![endpoint, generation, position])?;
+    Ok(())
 }

@@ -341,6 +341,26 @@ impl Store for SqliteStore {
             .await?)
     }
 
+    async fn delivery_cursor(&self, endpoint: &str) -> Result<Option<ChangeCursor>, StoreError> {
+        let endpoint = endpoint.to_owned();
+        Ok(self
+            .connections
+            .read(move |c| changes::delivery_cursor(c, &endpoint))
+            .await?)
+    }
+
+    async fn set_delivery_cursor(
+        &self,
+        endpoint: &str,
+        cursor: ChangeCursor,
+    ) -> Result<(), StoreError> {
+        let endpoint = endpoint.to_owned();
+        Ok(self
+            .connections
+            .write(move |c| changes::set_delivery_cursor(c, &endpoint, cursor))
+            .await?)
+    }
+
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
         let text = text.to_owned();
         Ok(self

@@ -36,6 +36,8 @@
 //!   of its transaction and its position within it (the change cursor), so reading after
 //!   a cursor is a range scan of the primary key; `meta.change_floor_*` is the position
 //!   retention has dropped the log up to.
+//! - `deliveries` (version 5) holds, per webhook endpoint name, the change cursor up to
+//!   which the endpoint acknowledged the log (its two columns as `change_log`'s key).
 //! - Version 6: `manifests.size` (NULL for manifests stored before it, which the next
 //!   scan reads again) and `pushed_manifests`, the manifests a repository holds by digest
 //!   alone (pushed without a tag), keyed by `(repository, digest)`, naming the digest as
@@ -178,6 +180,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE meta ADD COLUMN change_floor_generation INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE meta ADD COLUMN change_floor_position INTEGER NOT NULL DEFAULT 4294967295;
     UPDATE meta SET change_floor_generation = generation;
+    "#,
+    // Version 5: where the change log's deliveries to each webhook endpoint stand (the
+    // last acknowledged cursor), so a restarted writer resumes them.
+    r#"
+    CREATE TABLE deliveries (
+        endpoint TEXT PRIMARY KEY,
+        generation INTEGER NOT NULL,
+        position INTEGER NOT NULL
+    ) WITHOUT ROWID;
     "#,
     // Version 6: manifest sizes, and the manifests repositories hold by digest alone.
     // Manifests stored before it have no size (NULL); the next scan reads them again and
@@ -332,6 +343,21 @@ mod tests {
             tx.execute("INSERT INTO tags VALUES (1, 'stable', 1)", [])
                 .unwrap();
         }
+        if version >= 4 {
+            // What version 4's write path logged for that write.
+            tx.execute(
+                "INSERT INTO change_log (generation, position, time, kind, repository)
+                 VALUES (7, 0, 5, 1, 'old/app')",
+                [],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO change_log (generation, position, time, kind, repository, tag, digest, media_type)
+                 VALUES (7, 1, 5, 3, 'old/app', 'stable', ?1, ?2)",
+                params![app.digest.as_str(), app.media_type],
+            )
+            .unwrap();
+        }
         tx.execute("UPDATE meta SET generation = 7", []).unwrap();
         tx.commit().unwrap();
         7
@@ -344,7 +370,7 @@ mod tests {
     async fn databases_of_earlier_versions_are_upgraded_in_place() {
         const {
             assert!(
-                SCHEMA_VERSION == 5,
+                SCHEMA_VERSION == 6,
                 "add the new version's tables to old_database and check them here"
             )
         };
@@ -412,9 +438,6 @@ mod tests {
                 (&history[0].digest, history[0].since),
                 (&app.digest, stamped)
             );
-            // The log starts at the upgrade to version 4: nothing from before it can be
-            // asked for. (A database written at version 4 or later holds no records
-            // here, and its log starts where it started.)
             let log = store
                 .changes_since(
                     flagstate_core::ChangeCursor::at_generation(0),
@@ -423,13 +446,34 @@ mod tests {
                 )
                 .await
                 .unwrap();
-            assert!(log.records.is_empty());
-            let floor = if version >= 4 { 0 } else { generation as u64 };
-            assert_eq!(
-                log.oldest,
-                flagstate_core::ChangeCursor::at_generation(floor),
-                "from version {version}"
-            );
+            if version >= 4 {
+                // The log of version 4 is kept as it was.
+                let kinds: Vec<_> = log.records.iter().map(|r| r.kind).collect();
+                assert_eq!(
+                    kinds,
+                    [
+                        flagstate_core::ChangeKind::RepositoryCreated,
+                        flagstate_core::ChangeKind::TagCreated
+                    ],
+                    "from version {version}"
+                );
+                assert_eq!(log.records[1].digest.as_ref(), Some(&app.digest));
+                assert_eq!(log.oldest, flagstate_core::ChangeCursor::at_generation(0));
+            } else {
+                // The log starts at the upgrade: nothing from before it can be asked for.
+                assert!(log.records.is_empty());
+                assert_eq!(
+                    log.oldest,
+                    flagstate_core::ChangeCursor::at_generation(generation as u64)
+                );
+            }
+            // Delivery state (version 5) starts empty and is kept.
+            assert_eq!(store.delivery_cursor("hook").await.unwrap(), None);
+            let delivered = flagstate_core::ChangeCursor {
+                generation: generation as u64,
+                index: 1,
+            };
+            store.set_delivery_cursor("hook", delivered).await.unwrap();
             // Manifests stored before sizes were kept have none, and count as unknown
             // so that the next scan reads them again; no repository holds untagged ones.
             let listing = flagstate_core::ManifestListing {
@@ -458,6 +502,10 @@ mod tests {
             assert_eq!(
                 reopened.registry_url().await.unwrap().as_deref(),
                 Some("http://r.example")
+            );
+            assert_eq!(
+                reopened.delivery_cursor("hook").await.unwrap(),
+                Some(delivered)
             );
         }
     }

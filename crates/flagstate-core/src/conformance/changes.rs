@@ -336,3 +336,48 @@ pub async fn prune_changes_drops_the_oldest_and_moves_the_floor(store: &dyn Stor
     ok(store.apply(&put_image("app", "later", &a)).await, "put");
     assert_eq!(everything(store).await.records.len(), 2);
 }
+
+/// Delivery cursors are kept per endpoint name, replaced by each store (backwards too),
+/// never bump the generation, and leave the change log as it was.
+pub async fn delivery_cursors_are_kept_per_endpoint_without_bumping(store: &dyn Store) {
+    assert_eq!(
+        ok(store.delivery_cursor("audit").await, "delivery_cursor"),
+        None,
+        "an endpoint never stored has no cursor"
+    );
+    let a = image("a").build();
+    ok(store.apply(&put_image("app", "v1", &a)).await, "put");
+    let log = everything(store).await;
+    let g = ok(store.generation().await, "generation");
+    let first = log.records[0].cursor;
+    let last = log.records[1].cursor;
+    ok(store.set_delivery_cursor("audit", last).await, "set");
+    ok(
+        store
+            .set_delivery_cursor("ci", ChangeCursor::at_generation(g))
+            .await,
+        "set",
+    );
+    assert_eq!(ok(store.delivery_cursor("audit").await, "get"), Some(last));
+    assert_eq!(
+        ok(store.delivery_cursor("ci").await, "get"),
+        Some(ChangeCursor::at_generation(g)),
+        "a cursor between generations keeps its position"
+    );
+    assert_eq!(ok(store.delivery_cursor("Audit").await, "get"), None);
+    ok(store.set_delivery_cursor("audit", first).await, "set");
+    assert_eq!(
+        ok(store.delivery_cursor("audit").await, "get"),
+        Some(first),
+        "a stored cursor is replaced, not merged"
+    );
+    let name = "team/ünïcode endpoint";
+    ok(store.set_delivery_cursor(name, first).await, "set");
+    assert_eq!(ok(store.delivery_cursor(name).await, "get"), Some(first));
+    assert_eq!(
+        ok(store.generation().await, "generation"),
+        g,
+        "delivery state never bumps the generation"
+    );
+    assert_eq!(everything(store).await, log, "the log is untouched");
+}

@@ -173,6 +173,19 @@ impl<S: Store, G: std::fmt::Debug + Send + Sync + 'static> Store for Guarded<S, 
     ) -> Result<u64, StoreError> {
         self.store.prune_changes(retention, now).await
     }
+    async fn delivery_cursor(
+        &self,
+        endpoint: &str,
+    ) -> Result<Option<crate::ChangeCursor>, StoreError> {
+        self.store.delivery_cursor(endpoint).await
+    }
+    async fn set_delivery_cursor(
+        &self,
+        endpoint: &str,
+        cursor: crate::ChangeCursor,
+    ) -> Result<(), StoreError> {
+        self.store.set_delivery_cursor(endpoint, cursor).await
+    }
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
         self.store.search(text, offset, limit).await
     }
@@ -268,6 +281,7 @@ macro_rules! conformance_tests {
             changes_record_every_visible_change_in_order,
             changes_since_filters_and_limits,
             prune_changes_drops_the_oldest_and_moves_the_floor,
+            delivery_cursors_are_kept_per_endpoint_without_bumping,
             // untagged manifests and the manifest listing
             untagged_manifests_follow_pushes_tags_and_deletes,
             manifest_listing_orders_filters_and_pages,

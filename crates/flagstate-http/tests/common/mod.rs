@@ -293,6 +293,21 @@ impl Store for InstrumentedStore {
         self.check()?;
         self.inner.prune_changes(retention, now).await
     }
+    async fn delivery_cursor(
+        &self,
+        endpoint: &str,
+    ) -> Result<Option<flagstate_core::ChangeCursor>, StoreError> {
+        self.check()?;
+        self.inner.delivery_cursor(endpoint).await
+    }
+    async fn set_delivery_cursor(
+        &self,
+        endpoint: &str,
+        cursor: flagstate_core::ChangeCursor,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.set_delivery_cursor(endpoint, cursor).await
+    }
     async fn search(&self, text: &str, offset: u64, limit: u64) -> Result<SearchPage, StoreError> {
         self.check()?;
         self.inner.search(text, offset, limit).await
