@@ -516,6 +516,8 @@ async fn check_routes(front: &str, backends: &Backends) {
         format!("/v2/{hello}/_oci/ext/discover"),
         format!("/v2/{hello}/_flagstate/tags?sort=-updated&n=1"),
         format!("/v2/{hello}/_flagstate/history/latest"),
+        format!("/v2/{hello}/_flagstate/manifests"),
+        format!("/v2/{hello}/referrers/sha256:{}", "0".repeat(64)),
         "/v2/_flagstate/changes".to_owned(),
     ] {
         let (status, _, body) = get(&path).await;

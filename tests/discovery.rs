@@ -601,6 +601,133 @@ async fn untagged_manifests_follow_pushes_by_digest() {
         ],
         "{feed}"
     );
+    // Referrers (OCI 1.1), pushed by digest with a `subject`, as clients do against a
+    // registry without the referrers API.
+    let signed = "with/referrers";
+    let subject = pusher
+        .push_image(signed, Some("v1"), &spec("6"))
+        .await
+        .unwrap();
+    let empty = pusher.push_blob(signed, b"{}").await.unwrap();
+    let artifact = |kind: &str| {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": kind,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty.to_string(), "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty.to_string(), "size": 2}],
+            "subject": {"mediaType": subject.media_type, "digest": subject.digest.to_string(), "size": subject.size},
+            "annotations": {"org.example.kind": kind},
+        })
+        .to_string()
+    };
+    let mut referrers = Vec::new();
+    for kind in [
+        "application/vnd.example.sbom",
+        "application/vnd.example.signature",
+    ] {
+        let bytes = artifact(kind);
+        let digest = flagstate_core::Digest::sha256_of(bytes.as_bytes());
+        pusher
+            .put_manifest(
+                signed,
+                digest.as_str(),
+                "application/vnd.oci.image.manifest.v1+json",
+                bytes.as_bytes(),
+            )
+            .await
+            .unwrap();
+        referrers.push((digest.to_string(), kind, bytes.len()));
+    }
+    referrers.sort();
+    let referrers_path = format!("/v2/{signed}/referrers/{}", subject.digest);
+    let listed = wait_for(&server, &referrers_path, "both referrers", |r| {
+        r["manifests"].as_array().is_some_and(|m| m.len() == 2)
+    })
+    .await;
+    assert_eq!(listed["schemaVersion"], 2);
+    for (descriptor, (digest, kind, size)) in listed["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&referrers)
+    {
+        assert_eq!(descriptor["digest"], digest.as_str(), "{listed}");
+        assert_eq!(descriptor["artifactType"], *kind, "{listed}");
+        assert_eq!(descriptor["size"], *size, "{listed}");
+        assert_eq!(
+            descriptor["annotations"]["org.example.kind"], *kind,
+            "{listed}"
+        );
+    }
+    let (status, headers, filtered) = fetch(
+        &server,
+        &format!("{referrers_path}?artifactType=application/vnd.example.sbom"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers.get("oci-filters-applied").unwrap(), "artifactType");
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(filtered["manifests"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        filtered["manifests"][0]["artifactType"],
+        "application/vnd.example.sbom"
+    );
+    let (status, _, none) = fetch(
+        &server,
+        &format!("/v2/{signed}/referrers/{}", tagged.digest),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        none["manifests"],
+        serde_json::json!([]),
+        "an unknown digest has none"
+    );
+    for (path, status, code) in [
+        (
+            format!("/v2/{signed}/referrers/sha256:nothex"),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            format!("/v2/no/such/referrers/{}", subject.digest),
+            404,
+            "NAME_UNKNOWN",
+        ),
+        (
+            format!("/v2/{app}/_flagstate/manifests?untagged=some"),
+            400,
+            "UNSUPPORTED",
+        ),
+        (
+            format!("/v2/{app}/_flagstate/manifests?last=garbage"),
+            400,
+            "UNSUPPORTED",
+        ),
+        (
+            format!("/v2/{app}/_flagstate/manifests?n=1001"),
+            400,
+            "PAGINATION_NUMBER_INVALID",
+        ),
+        (
+            "/v2/no/such/_flagstate/manifests".to_owned(),
+            404,
+            "NAME_UNKNOWN",
+        ),
+    ] {
+        let (got, _, body) = fetch(&server, &path, &[]).await;
+        assert_eq!(
+            (got.as_u16(), error_code(&body)),
+            (status, code),
+            "{path}: {body}"
+        );
+    }
     drop(server);
 
     // Deleted while nobody listens; the next full scan asks the registry and drops it.

@@ -16,7 +16,6 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::digest::Digest;
-use crate::model::PushedManifest;
 use crate::name::{RepositoryName, Tag};
 use crate::store::Generation;
 use crate::timestamp::Timestamp;
@@ -227,13 +226,13 @@ impl NewChange {
 
     /// A change of an untagged manifest ([`ChangeKind::ManifestUntaggedCreated`] or
     /// [`ChangeKind::ManifestUntaggedDeleted`]).
-    pub fn of_untagged(kind: ChangeKind, manifest: &PushedManifest) -> Self {
+    pub fn of_untagged(kind: ChangeKind, digest: &Digest, media_type: &str) -> Self {
         NewChange {
             kind,
             tag: None,
-            digest: Some(manifest.digest.clone()),
+            digest: Some(digest.clone()),
             previous_digest: None,
-            media_type: Some(manifest.media_type.clone()),
+            media_type: Some(media_type.to_owned()),
         }
     }
 }

@@ -371,7 +371,8 @@ impl Store for MemoryStore {
                     if !reached {
                         changes.push(NewChange::of_untagged(
                             ChangeKind::ManifestUntaggedCreated,
-                            manifest,
+                            &manifest.digest,
+                            &manifest.media_type,
                         ));
                     }
                     let times = state
@@ -428,7 +429,11 @@ impl Store for MemoryStore {
                         .filter_map(|tag| NewChange::of_tag(tag, Some(digest), None))
                         .collect();
                     changes.extend(untagged.map(|pushed| {
-                        NewChange::of_untagged(ChangeKind::ManifestUntaggedDeleted, &pushed)
+                        NewChange::of_untagged(
+                            ChangeKind::ManifestUntaggedDeleted,
+                            digest,
+                            &pushed.media_type,
+                        )
                     }));
                     return Ok(state.bump_with(repository, changes, *at));
                 }
@@ -552,6 +557,28 @@ impl Store for MemoryStore {
         let all: Vec<ManifestInfo> =
             manifest_entries(tags, times.pushed.values(), |d| state.manifests.get(d));
         Ok(Some(listing.select(all)))
+    }
+
+    async fn list_referrers(
+        &self,
+        repository: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<PushedManifest>>, StoreError> {
+        let state = self.state.read().await;
+        let Some(times) = state.times.get(repository) else {
+            return Ok(None);
+        };
+        // `pushed` is keyed by digest: the answer comes in digest order.
+        Ok(Some(
+            times
+                .pushed
+                .values()
+                .filter(|m| m.subject.as_ref() == Some(subject))
+                .filter(|m| artifact_type.is_none_or(|t| m.artifact_type.as_deref() == Some(t)))
+                .cloned()
+                .collect(),
+        ))
     }
 
     async fn tag_history(

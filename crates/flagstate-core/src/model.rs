@@ -264,6 +264,16 @@ pub struct PushedManifest {
     pub size: u64,
     /// When it was pushed (the notification's timestamp, else when it was seen).
     pub pushed: Timestamp,
+    /// What the referrers API filters on: its `artifactType`, else the media type of
+    /// its config (an image manifest's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The manifest it refers to (`subject`, OCI 1.1): a signature's image, an SBOM's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+    /// Its annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// [`StoreError::Invalid`] for `what` (which input is wrong) and `problem` (why).

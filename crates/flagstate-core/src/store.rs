@@ -15,7 +15,7 @@ use crate::discovery::{
     HistoryEntry, HistoryRetention, Listing, ManifestInfo, ManifestListing, RepositoryInfo,
     RepositoryListing, TagInfo,
 };
-use crate::model::{Manifest, RepositorySnapshot, TagChange};
+use crate::model::{Manifest, PushedManifest, RepositorySnapshot, TagChange};
 use crate::name::{RepositoryName, Tag};
 use crate::query::IndexQuery;
 use crate::response::{IndexResponse, RepositoryEntry};
@@ -330,6 +330,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         listing: &ManifestListing,
     ) -> Result<Option<Vec<ManifestInfo>>, StoreError>;
 
+    /// The referrers of `subject` in `repository` (OCI 1.1): the manifests pushed to it by
+    /// digest whose `subject` is `subject`, tagged since or not, with `artifact_type` when
+    /// given, by digest. `None` when the repository is unknown; an empty list when nothing
+    /// refers to `subject`.
+    async fn list_referrers(
+        &self,
+        repository: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<PushedManifest>>, StoreError>;
+
     /// Every digest `tag` has pointed at while this index kept it, oldest first, each
     /// with the time it started (a tag deleted and pushed again starts a new entry); the
     /// last entry is the current digest while the tag exists. History outlives a deleted
@@ -497,6 +508,16 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         listing: &ManifestListing,
     ) -> Result<Option<Vec<ManifestInfo>>, StoreError> {
         (**self).list_manifests(repository, listing).await
+    }
+    async fn list_referrers(
+        &self,
+        repository: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<PushedManifest>>, StoreError> {
+        (**self)
+            .list_referrers(repository, subject, artifact_type)
+            .await
     }
     async fn tag_history(
         &self,

@@ -117,7 +117,10 @@ async fn captured_envelopes_parse_and_classify() {
     // A push by digest needs what the registry serves for it (media type, size): with no
     // registry the batch fails, naming the event.
     let untagged = one("push-manifest-untagged-list-child.json");
-    let err = indexer.apply_events(&[untagged.clone()]).await.unwrap_err();
+    let err = indexer
+        .apply_events(std::slice::from_ref(&untagged))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains(&untagged.id), "{err}");
     // A tagged push needs the manifest: with no registry the batch fails, naming the event.
     let err = indexer

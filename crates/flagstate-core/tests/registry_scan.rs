@@ -572,6 +572,16 @@ impl Store for RacingStore {
     ) -> Result<Option<Vec<flagstate_core::ManifestInfo>>, StoreError> {
         self.inner.list_manifests(repository, listing).await
     }
+    async fn list_referrers(
+        &self,
+        repository: &flagstate_core::RepositoryName,
+        subject: &flagstate_core::Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<flagstate_core::PushedManifest>>, StoreError> {
+        self.inner
+            .list_referrers(repository, subject, artifact_type)
+            .await
+    }
     async fn tag_history(
         &self,
         repository: &flagstate_core::RepositoryName,

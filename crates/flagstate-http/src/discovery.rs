@@ -12,7 +12,11 @@
 //!   repository's manifests as one OCI image index: a descriptor per (digest, tag), with
 //!   the tag in `org.opencontainers.image.ref.name`, and one without it per manifest
 //!   pushed by digest that no tag reaches;
-//! - `GET /v2/<name>/_flagstate/history/<tag>`: every digest the tag pointed at.
+//! - `GET /v2/<name>/_flagstate/history/<tag>`: every digest the tag pointed at;
+//! - `GET /v2/<name>/referrers/<digest>?artifactType=`: the OCI 1.1 referrers API,
+//!   answered from the index for registries without it: an image index of the manifests
+//!   pushed to the repository by digest whose `subject` is `<digest>`
+//!   (`OCI-Filters-Applied: artifactType` when filtered; an empty index when none).
 //!
 //! Listings page like `/v2/_catalog`: at most `n` (default 100, at most 1000, `0` gives
 //! an empty page), and a relative `Link: <…>; rel="next"` while more remain, whose `last`
@@ -35,7 +39,7 @@ use flagstate_core::discovery::{
     HistoryEntry, ListOrder, Listing, ManifestInfo, ManifestListing, ManifestPosition, Position,
     RepositoryInfo, RepositoryListing, TagInfo, Untagged,
 };
-use flagstate_core::{RepositoryName, StoreError, Tag};
+use flagstate_core::{Digest, PushedManifest, RepositoryName, StoreError, Tag};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -551,7 +555,11 @@ pub struct DescriptorOut {
     /// The platform of an image the index holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub platform: Option<PlatformOut>,
-    /// `org.opencontainers.image.ref.name`: the tag, for a tagged entry.
+    /// A referrer's artifact type (its `artifactType`, else its config's media type).
+    #[serde(rename = "artifactType", skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The manifest listing: `org.opencontainers.image.ref.name`, the tag of a tagged
+    /// entry. Referrers: the referrer manifest's annotations.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -580,10 +588,22 @@ fn descriptor_out(m: ManifestInfo) -> DescriptorOut {
             os: p.os,
             variant: p.variant,
         }),
+        artifact_type: None,
         annotations: m
             .tag
             .map(|tag| BTreeMap::from([(REF_NAME.to_owned(), tag.to_string())]))
             .unwrap_or_default(),
+    }
+}
+
+fn referrer_out(m: PushedManifest) -> DescriptorOut {
+    DescriptorOut {
+        media_type: m.media_type,
+        digest: m.digest.to_string(),
+        size: Some(m.size),
+        platform: None,
+        artifact_type: m.artifact_type,
+        annotations: m.annotations,
     }
 }
 
@@ -634,6 +654,7 @@ enum Target<'a> {
     Discover(&'a str),
     Tags(&'a str),
     Manifests(&'a str),
+    Referrers(&'a str, &'a str),
     History(&'a str, &'a str),
 }
 
@@ -647,6 +668,9 @@ fn target(path: &str) -> Option<Target<'_>> {
     if let Some(name) = path.strip_suffix("/_flagstate/manifests") {
         return Some(Target::Manifests(name));
     }
+    if let Some((name, digest)) = path.rsplit_once("/referrers/") {
+        return Some(Target::Referrers(name, digest));
+    }
     let (name, tag) = path.rsplit_once("/_flagstate/history/")?;
     Some(Target::History(name, tag))
 }
@@ -659,14 +683,15 @@ fn target(path: &str) -> Option<Target<'_>> {
     operation_id = "discover_repository",
     tag = "discovery",
     params(
-        ("path" = String, Path, description = "`<name>/_flagstate/tags`, `<name>/_flagstate/manifests`, `<name>/_flagstate/history/<tag>` or `<name>/_oci/ext/discover`; `<name>` is a repository name (it may contain `/`)."),
+        ("path" = String, Path, description = "`<name>/_flagstate/tags`, `<name>/_flagstate/manifests`, `<name>/_flagstate/history/<tag>`, `<name>/referrers/<digest>` or `<name>/_oci/ext/discover`; `<name>` is a repository name (it may contain `/`)."),
         ("n" = Option<u64>, Query, maximum = 1000, description = "Tags, manifests: per page (default 100, at most 1000; 0 gives an empty page)."),
         ("last" = Option<String>, Query, description = "Tags, manifests: start after this position (the `last` of the previous page's `Link`)."),
         ("sort" = Option<String>, Query, description = "Tags: `name` (default), `updated` or `-updated` (newest first; with `n=1` the newest tag)."),
         ("untagged" = Option<String>, Query, description = "Manifests: `include` (default), `only` (only manifests no tag reaches) or `exclude`."),
+        ("artifactType" = Option<String>, Query, description = "Referrers: only referrers of this artifact type (the answer then says `OCI-Filters-Applied: artifactType`)."),
     ),
     responses(
-        (status = 200, description = "`_flagstate/tags`: a page of the repository's tags (`Tags`); `_flagstate/manifests`: a page of its manifests as an OCI image index (`ManifestIndex`, `application/vnd.oci.image.index.v1+json`); `_flagstate/history/<tag>`: the tag's history (`History`); `_oci/ext/discover`: the repository-level extension endpoints (`Extensions`).",
+        (status = 200, description = "`_flagstate/tags`: a page of the repository's tags (`Tags`); `_flagstate/manifests`: a page of its manifests as an OCI image index (`ManifestIndex`, `application/vnd.oci.image.index.v1+json`); `referrers/<digest>`: the referrers of `<digest>`, an OCI image index too; `_flagstate/history/<tag>`: the tag's history (`History`); `_oci/ext/discover`: the repository-level extension endpoints (`Extensions`).",
             content(
                 (RepositoryAnswer = "application/json"),
                 (ManifestIndex = "application/vnd.oci.image.index.v1+json"),
@@ -710,6 +735,31 @@ pub async fn repository(
             }
             let endpoints = extensions(&["tags", "manifests", "history"]);
             respond(&state, &headers, &endpoints, None).await
+        }
+        Target::Referrers(name, digest) => {
+            let name = name_of(name)?;
+            let subject = Digest::parse(digest).map_err(|e| {
+                RegistryError::bad("DIGEST_INVALID", format!("digest {digest:?}: {e}"))
+            })?;
+            let params = params(raw.as_deref())?;
+            let artifact_type = params.get("artifactType").filter(|t| !t.is_empty());
+            let found = store
+                .list_referrers(&name, &subject, artifact_type)
+                .await?
+                .ok_or_else(|| RegistryError::unknown_repository(name.as_str()))?;
+            let body = ManifestIndex {
+                schema_version: 2,
+                media_type: OCI_INDEX,
+                manifests: found.into_iter().map(referrer_out).collect(),
+            };
+            let mut response = respond_as(&state, &headers, &body, None, OCI_INDEX).await?;
+            if artifact_type.is_some() {
+                response.headers_mut().insert(
+                    "oci-filters-applied",
+                    HeaderValue::from_static("artifactType"),
+                );
+            }
+            Ok(response)
         }
         Target::Manifests(name) => {
             let name = name_of(name)?;

@@ -77,6 +77,14 @@ impl Store for DownStore {
     ) -> Result<Option<Vec<flagstate_core::ManifestInfo>>, StoreError> {
         down()
     }
+    async fn list_referrers(
+        &self,
+        _: &flagstate_core::RepositoryName,
+        _: &flagstate_core::Digest,
+        _: Option<&str>,
+    ) -> Result<Option<Vec<flagstate_core::PushedManifest>>, StoreError> {
+        down()
+    }
     async fn tag_history(
         &self,
         _: &flagstate_core::RepositoryName,

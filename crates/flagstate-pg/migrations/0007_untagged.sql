@@ -13,5 +13,12 @@ CREATE TABLE pushed_manifests (
     media_type text NOT NULL,
     size bigint NOT NULL,
     pushed bigint NOT NULL,
+    -- What the referrers listing selects on: the manifest's `artifactType` (else its
+    -- config's media type) and `subject`, with the annotations it answers.
+    artifact_type text,
+    subject text COLLATE "C",
+    annotations jsonb NOT NULL DEFAULT '{}',
     PRIMARY KEY (repository_id, digest)
 );
+CREATE INDEX pushed_manifests_by_subject ON pushed_manifests (repository_id, subject)
+    WHERE subject IS NOT NULL;

@@ -15,7 +15,11 @@ use flagstate_core::discovery::{
     HistoryEntry, ListOrder, Listing, ManifestInfo, ManifestListing, Position, RepositoryInfo,
     RepositoryListing, TagInfo, Untagged,
 };
-use flagstate_core::{Platform, RepositoryName, StoreError, Tag, Timestamp};
+use std::collections::BTreeMap;
+
+use flagstate_core::{
+    Digest, Platform, PushedManifest, RepositoryName, StoreError, Tag, Timestamp,
+};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use crate::error::{PgError, SqlContext};
@@ -304,6 +308,61 @@ pub(crate) async fn list_manifests(
         });
     }
     Ok(Some(page))
+}
+
+/// The referrers of `subject` in `repository`, by digest (see
+/// [`Store::list_referrers`](flagstate_core::Store::list_referrers)); one statement, the
+/// repository's row joined to its referrers.
+pub(crate) async fn list_referrers(
+    pool: &PgPool,
+    repository: &RepositoryName,
+    subject: &Digest,
+    artifact_type: Option<&str>,
+) -> Result<Option<Vec<PushedManifest>>, StoreError> {
+    type Row = (
+        i64,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+        Option<sqlx::types::Json<BTreeMap<String, String>>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT r.id, p.digest, p.media_type, p.size, p.pushed, p.artifact_type, p.annotations \
+         FROM repositories r LEFT JOIN pushed_manifests p \
+           ON p.repository_id = r.id AND p.subject = $2 \
+              AND ($3::text IS NULL OR p.artifact_type = $3) \
+         WHERE r.name = $1 ORDER BY p.digest",
+    )
+    .bind(repository.as_str())
+    .bind(comparable(subject.as_str()).to_owned())
+    .bind(artifact_type.map(|t| comparable(t).to_owned()))
+    .fetch_all(pool)
+    .await
+    .during("listing referrers")?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut referrers = Vec::new();
+    for (_, digest, media_type, size, pushed, artifact_type, annotations) in rows {
+        let (Some(digest), Some(media_type), Some(size), Some(pushed)) =
+            (digest, media_type, size, pushed)
+        else {
+            // The one row of a repository nothing refers into.
+            continue;
+        };
+        referrers.push(PushedManifest {
+            digest: parse_digest(&digest)?,
+            media_type,
+            size: u64::try_from(size).unwrap_or_default(),
+            pushed: Timestamp::from_millis(pushed),
+            artifact_type,
+            subject: Some(subject.clone()),
+            annotations: annotations.map(|a| a.0).unwrap_or_default(),
+        });
+    }
+    Ok(Some(referrers))
 }
 
 /// The history of one tag, oldest first; `None` when the repository is unknown (see

@@ -501,6 +501,15 @@ impl Store for PgStore {
         discovery::list_tags(&self.inner.pool, repository, listing).await
     }
 
+    async fn list_referrers(
+        &self,
+        repository: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<flagstate_core::PushedManifest>>, StoreError> {
+        discovery::list_referrers(&self.inner.pool, repository, subject, artifact_type).await
+    }
+
     async fn list_manifests(
         &self,
         repository: &RepositoryName,

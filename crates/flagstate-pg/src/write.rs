@@ -19,8 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use flagstate_core::changes::{ChangeKind, NewChange, tag_changes};
 use flagstate_core::discovery::HistoryRetention;
 use flagstate_core::model::{
-    Description, ImageList, Manifest, PushedManifest, RepositorySnapshot, TagChange,
-    check_list_entry,
+    Description, ImageList, Manifest, RepositorySnapshot, TagChange, check_list_entry,
 };
 use flagstate_core::{Digest, GcStats, Generation, RepositoryName, StoreError, Timestamp};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -681,14 +680,21 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
         } => {
             let (id, created) = lock_or_create_repository(&mut tx, repository, at).await?;
             let inserted = sqlx::query(
-                "INSERT INTO pushed_manifests (repository_id, digest, media_type, size, pushed) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                "INSERT INTO pushed_manifests (repository_id, digest, media_type, size, pushed, \
+                     artifact_type, subject, annotations) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb) ON CONFLICT DO NOTHING",
             )
             .bind(id)
             .bind(manifest.digest.as_str())
             .bind(&manifest.media_type)
             .bind(size_column(manifest.size))
             .bind(manifest.pushed.as_millis())
+            .bind(manifest.artifact_type.as_deref())
+            .bind(manifest.subject.as_ref().map(Digest::as_str))
+            .bind(
+                serde_json::to_string(&manifest.annotations)
+                    .map_err(|e| PgError::Corrupt(e.to_string()))?,
+            )
             .execute(&mut *tx)
             .await
             .during("recording a manifest pushed by digest")?
@@ -701,7 +707,8 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
                 if !is_reached(&mut tx, id, &manifest.digest).await? {
                     changes.push(NewChange::of_untagged(
                         ChangeKind::ManifestUntaggedCreated,
-                        manifest,
+                        &manifest.digest,
+                        &manifest.media_type,
                     ));
                 }
                 Some((id, repository, changes))
@@ -770,9 +777,9 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
         } => match lock_repository(&mut tx, repository).await? {
             Some(id) => {
                 let reached = is_reached(&mut tx, id, digest).await?;
-                let pushed: Option<(String, i64, i64)> = sqlx::query_as(
+                let pushed: Option<(String,)> = sqlx::query_as(
                     "DELETE FROM pushed_manifests WHERE repository_id = $1 AND digest = $2 \
-                     RETURNING media_type, size, pushed",
+                     RETURNING media_type",
                 )
                 .bind(id)
                 .bind(digest.as_str())
@@ -800,18 +807,13 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
                     .filter_map(|tag| NewChange::of_tag(tag, Some(digest), None))
                     .collect();
                 let was_pushed = pushed.is_some();
-                if let Some((media_type, size, pushed)) = pushed
+                if let Some((media_type,)) = pushed
                     && !reached
                 {
-                    let manifest = PushedManifest {
-                        digest: digest.clone(),
-                        media_type,
-                        size: u64::try_from(size).unwrap_or_default(),
-                        pushed: Timestamp::from_millis(pushed),
-                    };
                     changes.push(NewChange::of_untagged(
                         ChangeKind::ManifestUntaggedDeleted,
-                        &manifest,
+                        digest,
+                        &media_type,
                     ));
                 }
                 (!tags.is_empty() || was_pushed).then_some((id, repository, changes))

@@ -7,7 +7,7 @@ use flagstate_core::discovery::{
     HistoryEntry, ListOrder, Listing, ManifestInfo, ManifestListing, Position, RepositoryInfo,
     RepositoryListing, TagInfo, Untagged,
 };
-use flagstate_core::{Platform, RepositoryName, Tag, Timestamp};
+use flagstate_core::{Digest, Platform, PushedManifest, RepositoryName, Tag, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::{Connection, params_from_iter};
 
@@ -234,6 +234,53 @@ pub(crate) fn list_manifests(
         });
     }
     Ok(Some(page))
+}
+
+/// See [`Store::list_referrers`](flagstate_core::Store::list_referrers).
+pub(crate) fn list_referrers(
+    conn: &Connection,
+    repository: &RepositoryName,
+    subject: &Digest,
+    artifact_type: Option<&str>,
+) -> Result<Option<Vec<PushedManifest>>> {
+    let Some(id) = repository_id(conn, repository)? else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT digest, media_type, size, pushed, artifact_type, annotations
+         FROM pushed_manifests
+         WHERE repository_id = ?1 AND subject = ?2 AND (?3 IS NULL OR artifact_type = ?3)
+         ORDER BY digest",
+    )?;
+    let rows = stmt.query_map(
+        rusqlite::params![id, subject.as_str(), artifact_type],
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        },
+    )?;
+    let mut referrers = Vec::new();
+    for row in rows {
+        let (digest, media_type, size, pushed, artifact_type, annotations) = row?;
+        let annotations = serde_json::from_str(&annotations)
+            .map_err(|e| Error::Invalid(format!("annotations of {digest}: {e}")))?;
+        referrers.push(PushedManifest {
+            digest: parse_digest(digest)?,
+            media_type,
+            size: u64::try_from(size).unwrap_or_default(),
+            pushed: Timestamp::from_millis(pushed),
+            artifact_type,
+            subject: Some(subject.clone()),
+            annotations,
+        });
+    }
+    Ok(Some(referrers))
 }
 
 /// See [`Store::tag_history`](flagstate_core::Store::tag_history).

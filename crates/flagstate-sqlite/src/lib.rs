@@ -290,6 +290,22 @@ impl Store for SqliteStore {
             .await?)
     }
 
+    async fn list_referrers(
+        &self,
+        repository: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<flagstate_core::PushedManifest>>, StoreError> {
+        let (repository, subject) = (repository.clone(), subject.clone());
+        let artifact_type = artifact_type.map(str::to_owned);
+        Ok(self
+            .connections
+            .read(move |c| {
+                discovery::list_referrers(c, &repository, &subject, artifact_type.as_deref())
+            })
+            .await?)
+    }
+
     async fn tag_history(
         &self,
         repository: &RepositoryName,

@@ -41,7 +41,8 @@
 //! - Version 6: `manifests.size` (NULL for manifests stored before it, which the next
 //!   scan reads again) and `pushed_manifests`, the manifests a repository holds by digest
 //!   alone (pushed without a tag), keyed by `(repository, digest)`, naming the digest as
-//!   text because `manifests` holds indexable images and lists only.
+//!   text because `manifests` holds indexable images and lists only; with the `subject`
+//!   and `artifact_type` the referrers listing selects on (indexed by subject).
 //! - `meta.generation` is the caching generation, updated in the same transaction as the
 //!   change it describes; `meta.registry_url` is the public registry URL answers name
 //!   (version 2), set by the writer.
@@ -201,8 +202,13 @@ const MIGRATIONS: &[&str] = &[
         media_type TEXT NOT NULL,
         size INTEGER NOT NULL,
         pushed INTEGER NOT NULL,
+        artifact_type TEXT,
+        subject TEXT,
+        annotations TEXT NOT NULL DEFAULT '{}',
         PRIMARY KEY (repository_id, digest)
     ) WITHOUT ROWID;
+    CREATE INDEX pushed_manifests_by_subject ON pushed_manifests (repository_id, subject)
+        WHERE subject IS NOT NULL;
     "#,
 ];
 

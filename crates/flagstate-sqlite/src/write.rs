@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flagstate_core::RepositoryName;
 use flagstate_core::changes::{ChangeKind, NewChange, tag_changes};
-use flagstate_core::model::{Description, PushedManifest, check_list_entry};
+use flagstate_core::model::{Description, check_list_entry};
 use flagstate_core::query::effective_platform;
 use flagstate_core::{
     Digest, GcStats, Generation, HistoryRetention, Image, ImageList, Manifest, StoreError,
@@ -312,6 +312,11 @@ fn fill_size(tx: &Transaction<'_>, id: i64, size: Option<u64>) -> Result<()> {
     Ok(())
 }
 
+/// A pushed manifest's annotations as stored (a JSON object).
+fn annotations_json(annotations: &BTreeMap<String, String>) -> Result<String> {
+    serde_json::to_string(annotations).map_err(|e| Error::Invalid(format!("annotations: {e}")))
+}
+
 /// Whether a tag of repository `repository_id` reaches `digest`: points at it, or at a
 /// list naming it.
 fn is_reached(tx: &Transaction<'_>, repository_id: i64, digest: &Digest) -> Result<bool> {
@@ -473,8 +478,9 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
             let (repository_id, created) = ensure_repository(&tx, repository, manifest.pushed)?;
             let inserted = tx
                 .prepare_cached(
-                    "INSERT INTO pushed_manifests (repository_id, digest, media_type, size, pushed)
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                    "INSERT INTO pushed_manifests (repository_id, digest, media_type, size, pushed,
+                                                   artifact_type, subject, annotations)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
                 )?
                 .execute(params![
                     repository_id,
@@ -482,6 +488,9 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
                     manifest.media_type,
                     size_column(manifest.size),
                     manifest.pushed.as_millis(),
+                    manifest.artifact_type,
+                    manifest.subject.as_ref().map(Digest::as_str),
+                    annotations_json(&manifest.annotations)?,
                 ])?;
             if inserted > 0 {
                 let mut changes = Vec::new();
@@ -491,7 +500,8 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
                 if !is_reached(&tx, repository_id, &manifest.digest)? {
                     changes.push(NewChange::of_untagged(
                         ChangeKind::ManifestUntaggedCreated,
-                        manifest,
+                        &manifest.digest,
+                        &manifest.media_type,
                     ));
                 }
                 Some((repository_id, repository, changes))
@@ -560,13 +570,13 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
         } => match repository_id(&tx, repository)? {
             Some(repository_id) => {
                 let reached = is_reached(&tx, repository_id, digest)?;
-                let pushed: Option<(String, i64, i64)> = tx
+                let pushed: Option<(String,)> = tx
                     .prepare_cached(
                         "DELETE FROM pushed_manifests WHERE repository_id = ?1 AND digest = ?2
-                         RETURNING media_type, size, pushed",
+                         RETURNING media_type",
                     )?
                     .query_row(params![repository_id, digest.as_str()], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        Ok((r.get(0)?,))
                     })
                     .optional()?;
                 let mut tags = Vec::new();
@@ -589,18 +599,13 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
                     .filter_map(|tag| NewChange::of_tag(tag, Some(digest), None))
                     .collect();
                 let was_pushed = pushed.is_some();
-                if let Some((media_type, size, pushed)) = pushed
+                if let Some((media_type,)) = pushed
                     && !reached
                 {
-                    let manifest = PushedManifest {
-                        digest: digest.clone(),
-                        media_type,
-                        size: u64::try_from(size).unwrap_or_default(),
-                        pushed: Timestamp::from_millis(pushed),
-                    };
                     changes.push(NewChange::of_untagged(
                         ChangeKind::ManifestUntaggedDeleted,
-                        &manifest,
+                        digest,
+                        &media_type,
                     ));
                 }
                 (!tags.is_empty() || was_pushed).then_some((repository_id, repository, changes))

@@ -308,6 +308,31 @@ pub fn put_untagged(repository: &str, digest: &Digest, media_type: &str, size: u
             media_type: media_type.to_owned(),
             size,
             pushed: Timestamp::now(),
+            artifact_type: None,
+            subject: None,
+            annotations: BTreeMap::new(),
+        },
+    }
+}
+
+/// An artifact of `artifact_type` referring to `subject`, pushed to `repository` by
+/// digest (digest from `seed`).
+pub fn put_referrer(
+    repository: &str,
+    seed: &str,
+    artifact_type: &str,
+    subject: &Digest,
+) -> TagChange {
+    TagChange::PutUntagged {
+        repository: repository_name(repository),
+        manifest: PushedManifest {
+            digest: digest(seed),
+            media_type: OCI_MANIFEST.to_owned(),
+            size: fixture_size(seed),
+            pushed: Timestamp::now(),
+            artifact_type: Some(artifact_type.to_owned()),
+            subject: Some(subject.clone()),
+            annotations: BTreeMap::from([("org.example.seed".to_owned(), seed.to_owned())]),
         },
     }
 }

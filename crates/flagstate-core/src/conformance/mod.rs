@@ -144,6 +144,16 @@ impl<S: Store, G: std::fmt::Debug + Send + Sync + 'static> Store for Guarded<S, 
     ) -> Result<Option<Vec<crate::discovery::ManifestInfo>>, StoreError> {
         self.store.list_manifests(repository, listing).await
     }
+    async fn list_referrers(
+        &self,
+        repository: &RepositoryName,
+        subject: &crate::digest::Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<crate::model::PushedManifest>>, StoreError> {
+        self.store
+            .list_referrers(repository, subject, artifact_type)
+            .await
+    }
     async fn tag_history(
         &self,
         repository: &RepositoryName,
@@ -286,6 +296,7 @@ macro_rules! conformance_tests {
             untagged_manifests_follow_pushes_tags_and_deletes,
             manifest_listing_orders_filters_and_pages,
             sizes_fill_in_for_manifests_stored_without,
+            referrers_are_pushed_manifests_naming_the_subject,
         );
     };
 }

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::fixtures::{
-    at, delete_manifest, delete_tag, image, list, put_image, put_list, put_untagged, repo,
-    repository_name, tag_name, time,
+    at, delete_manifest, delete_tag, image, list, put_image, put_list, put_referrer, put_untagged,
+    repo, repository_name, tag_name, time,
 };
 use super::ok;
 use crate::changes::{ChangeCursor, ChangeFilter, ChangeKind};
@@ -274,6 +274,9 @@ pub async fn manifest_listing_orders_filters_and_pages(store: &dyn Store) {
             media_type: OCI_MANIFEST.to_owned(),
             size: 600 + i as u64,
             pushed: time(2),
+            artifact_type: None,
+            subject: None,
+            annotations: BTreeMap::new(),
         });
     }
     let tags: BTreeMap<Tag, Digest> = [
@@ -423,4 +426,107 @@ pub async fn sizes_fill_in_for_manifests_stored_without(store: &dyn Store) {
         .await
         .unwrap_or_default();
     assert_eq!(listed.first().map(|e| e.size), Some(Some(777)));
+}
+
+/// The referrers of a manifest are the manifests pushed by digest to the same
+/// repository whose `subject` it is, by digest, filtered by artifact type, each with its
+/// artifact type and annotations; deleting one removes it.
+pub async fn referrers_are_pushed_manifests_naming_the_subject(store: &dyn Store) {
+    let image_a = image("referred").build();
+    let other = image("not referred").build();
+    ok(
+        store
+            .replace_repository(
+                &repo("app")
+                    .image("v1", &image_a)
+                    .image("v2", &other)
+                    .build(),
+            )
+            .await,
+        "scan",
+    );
+    let referrers = |name: &'static str, subject: Digest, kind: Option<&'static str>| async move {
+        ok(
+            store
+                .list_referrers(&repository_name(name), &subject, kind)
+                .await,
+            "list_referrers",
+        )
+    };
+    assert_eq!(
+        referrers("app", image_a.digest.clone(), None).await,
+        Some(vec![])
+    );
+    assert_eq!(
+        referrers("nothing", image_a.digest.clone(), None).await,
+        None
+    );
+    const SIGNATURE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+    const SBOM: &str = "application/spdx+json";
+    for change in [
+        put_referrer("app", "signature", SIGNATURE, &image_a.digest),
+        put_referrer("app", "sbom", SBOM, &image_a.digest),
+        put_referrer("app", "other sbom", SBOM, &other.digest),
+        put_referrer("lib", "elsewhere", SBOM, &image_a.digest),
+    ] {
+        ok(store.apply(&change).await, "push a referrer");
+    }
+    let expected = |seeds: &[&str]| {
+        let mut digests: Vec<String> = seeds
+            .iter()
+            .map(|s| super::fixtures::digest(s).to_string())
+            .collect();
+        digests.sort();
+        digests
+    };
+    let found = referrers("app", image_a.digest.clone(), None)
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        found
+            .iter()
+            .map(|r| r.digest.to_string())
+            .collect::<Vec<_>>(),
+        expected(&["signature", "sbom"]),
+        "the referrers of the subject in this repository, by digest"
+    );
+    let sbom = found
+        .iter()
+        .find(|r| r.artifact_type.as_deref() == Some(SBOM))
+        .cloned();
+    let sbom = sbom.unwrap_or_else(|| panic!("the SBOM is listed: {found:?}"));
+    assert_eq!(sbom.subject.as_ref(), Some(&image_a.digest));
+    assert_eq!(
+        sbom.annotations.get("org.example.seed").map(String::as_str),
+        Some("sbom")
+    );
+    assert_eq!(sbom.media_type, OCI_MANIFEST);
+    let only_sboms = referrers("app", image_a.digest.clone(), Some(SBOM))
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        only_sboms
+            .iter()
+            .map(|r| r.digest.to_string())
+            .collect::<Vec<_>>(),
+        expected(&["sbom"])
+    );
+    ok(
+        store
+            .apply(&delete_manifest(
+                "app",
+                &super::fixtures::digest("signature"),
+            ))
+            .await,
+        "delete the signature",
+    );
+    let left = referrers("app", image_a.digest.clone(), None)
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        left.iter()
+            .map(|r| r.digest.to_string())
+            .collect::<Vec<_>>(),
+        expected(&["sbom"])
+    );
 }

@@ -231,6 +231,7 @@ impl Indexer {
                 self.status
                     .manifests_fetched
                     .fetch_add(1, Ordering::Relaxed);
+                let facts = crate::registry::content::referrer_facts(&fetched.bytes);
                 TagChange::PutUntagged {
                     repository: repository.clone(),
                     manifest: PushedManifest {
@@ -238,6 +239,9 @@ impl Indexer {
                         digest: fetched.digest,
                         media_type: fetched.media_type,
                         pushed: at,
+                        artifact_type: facts.artifact_type,
+                        subject: facts.subject,
+                        annotations: facts.annotations,
                     },
                 }
             }

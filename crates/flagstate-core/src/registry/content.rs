@@ -76,6 +76,61 @@ pub struct ListChild {
     pub platform: Option<Platform>,
 }
 
+/// What the referrers API needs of a manifest, read from its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReferrerFacts {
+    /// `artifactType`, else `config.mediaType`.
+    pub artifact_type: Option<String>,
+    /// `subject.digest`, when it is a digest.
+    pub subject: Option<Digest>,
+    /// The string-valued `annotations`.
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct FactsJson {
+    #[serde(rename = "artifactType")]
+    artifact_type: Option<String>,
+    subject: Option<DigestJson>,
+    config: Option<MediaTypeJson>,
+    annotations: Option<HashMap<String, serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+struct DigestJson {
+    digest: String,
+}
+
+#[derive(Deserialize)]
+struct MediaTypeJson {
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+}
+
+/// Reads [`ReferrerFacts`] from a manifest or index; bytes that are not such JSON give
+/// none (the manifest is still kept, just never a referrer).
+pub fn referrer_facts(bytes: &[u8]) -> ReferrerFacts {
+    let Ok(json) = serde_json::from_slice::<FactsJson>(bytes) else {
+        return ReferrerFacts::default();
+    };
+    let artifact_type = json
+        .artifact_type
+        .filter(|t| !t.is_empty())
+        .or_else(|| json.config.and_then(|c| c.media_type))
+        .filter(|t| !t.is_empty());
+    let annotations = json
+        .annotations
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
+        .collect();
+    ReferrerFacts {
+        artifact_type,
+        subject: json.subject.and_then(|s| Digest::parse(&s.digest).ok()),
+        annotations,
+    }
+}
+
 /// Interprets a manifest's bytes according to its media type.
 pub fn parse_manifest(media_type: &str, bytes: &[u8]) -> ParsedManifest {
     let unsupported = |reason: String| ParsedManifest::Unsupported { reason };

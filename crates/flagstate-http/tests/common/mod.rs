@@ -260,6 +260,17 @@ impl Store for InstrumentedStore {
         self.check()?;
         self.inner.list_manifests(repository, listing).await
     }
+    async fn list_referrers(
+        &self,
+        repository: &flagstate_core::RepositoryName,
+        subject: &flagstate_core::Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<flagstate_core::PushedManifest>>, StoreError> {
+        self.check()?;
+        self.inner
+            .list_referrers(repository, subject, artifact_type)
+            .await
+    }
     async fn tag_history(
         &self,
         repository: &flagstate_core::RepositoryName,
