@@ -237,6 +237,56 @@ impl NewChange {
     }
 }
 
+/// What a push by digest that added manifest `digest` (of `media_type`) to a repository
+/// records, the one rule every store follows: the repository's creation when it is new,
+/// then the untagged manifest's creation unless a tag already reaches it.
+pub fn untagged_pushed(
+    repository_created: bool,
+    reached: bool,
+    digest: &Digest,
+    media_type: &str,
+) -> Vec<NewChange> {
+    let mut changes = Vec::new();
+    if repository_created {
+        changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
+    }
+    if !reached {
+        changes.push(NewChange::of_untagged(
+            ChangeKind::ManifestUntaggedCreated,
+            digest,
+            media_type,
+        ));
+    }
+    changes
+}
+
+/// What deleting manifest `digest` from a repository records, the one rule every store
+/// follows: the deletion of each tag that pointed at it, in tag order, then — when the
+/// repository held it as pushed by digest (`pushed_media_type`) and no tag reached it
+/// before the delete (`reached`) — the untagged manifest's deletion.
+pub fn manifest_deleted(
+    digest: &Digest,
+    mut tags: Vec<Tag>,
+    pushed_media_type: Option<&str>,
+    reached: bool,
+) -> Vec<NewChange> {
+    tags.sort();
+    let mut changes: Vec<NewChange> = tags
+        .iter()
+        .filter_map(|tag| NewChange::of_tag(tag, Some(digest), None))
+        .collect();
+    if let Some(media_type) = pushed_media_type
+        && !reached
+    {
+        changes.push(NewChange::of_untagged(
+            ChangeKind::ManifestUntaggedDeleted,
+            digest,
+            media_type,
+        ));
+    }
+    changes
+}
+
 /// The tag changes that take a repository from `before` to `after`, in tag order: the
 /// one rule every store records replacements with.
 pub fn tag_changes(

@@ -307,11 +307,17 @@ pub enum Untagged {
 impl Untagged {
     /// The choice an `untagged` parameter names: `include`, `only` or `exclude`.
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "include" => Some(Untagged::Include),
-            "only" => Some(Untagged::Only),
-            "exclude" => Some(Untagged::Exclude),
-            _ => None,
+        [Untagged::Include, Untagged::Only, Untagged::Exclude]
+            .into_iter()
+            .find(|u| u.as_str() == text)
+    }
+
+    /// The `untagged` parameter naming this choice.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Untagged::Include => "include",
+            Untagged::Only => "only",
+            Untagged::Exclude => "exclude",
         }
     }
 
@@ -427,9 +433,8 @@ pub fn manifest_entries<'a>(
     let mut reached: BTreeSet<&Digest> = BTreeSet::new();
     let mut entries = Vec::new();
     for (tag, digest) in tags {
-        reached.insert(digest);
         let stored = manifest(digest);
-        reached.extend(stored.into_iter().flat_map(Manifest::children));
+        reached.extend(reached_by(digest, stored));
         entries.push(ManifestInfo {
             digest: digest.clone(),
             media_type: stored.map_or_else(String::new, |m| m.media_type().to_owned()),
@@ -460,10 +465,17 @@ pub fn is_reached<'a>(
     tags: impl IntoIterator<Item = &'a Digest>,
     manifest: impl Fn(&Digest) -> Option<&'a Manifest>,
 ) -> bool {
-    tags.into_iter().any(|tagged| {
-        tagged == digest
-            || manifest(tagged).is_some_and(|m| m.children().any(|child| child == digest))
-    })
+    tags.into_iter()
+        .any(|tagged| reached_by(tagged, manifest(tagged)).any(|d| d == digest))
+}
+
+/// What a tag pointing at `tagged` reaches: `tagged` itself and, when the stored
+/// manifest is a list, its children.
+fn reached_by<'a>(
+    tagged: &'a Digest,
+    stored: Option<&'a Manifest>,
+) -> impl Iterator<Item = &'a Digest> {
+    std::iter::once(tagged).chain(stored.into_iter().flat_map(Manifest::children))
 }
 
 /// One entry of a tag's history: a digest the tag pointed at, from when.

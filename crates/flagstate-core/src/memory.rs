@@ -12,7 +12,7 @@ use tokio::sync::RwLock;
 
 use crate::changes::{
     ChangeCursor, ChangeFilter, ChangeKind, ChangePage, ChangeRecord, ChangeRetention, NewChange,
-    read_log, tag_changes,
+    manifest_deleted, read_log, tag_changes, untagged_pushed,
 };
 use crate::digest::Digest;
 use crate::discovery::{
@@ -363,17 +363,10 @@ impl Store for MemoryStore {
                     let tags = state.repositories.get(repository).unwrap_or(&empty);
                     let reached =
                         is_reached(&manifest.digest, tags.values(), |d| state.manifests.get(d));
-                    let mut changes = Vec::new();
+                    let changes =
+                        untagged_pushed(created, reached, &manifest.digest, &manifest.media_type);
                     if created {
-                        changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
                         state.repositories.insert(repository.clone(), Tags::new());
-                    }
-                    if !reached {
-                        changes.push(NewChange::of_untagged(
-                            ChangeKind::ManifestUntaggedCreated,
-                            &manifest.digest,
-                            &manifest.media_type,
-                        ));
                     }
                     let times = state
                         .times
@@ -392,49 +385,30 @@ impl Store for MemoryStore {
                 at,
             } => {
                 let mut removed = Vec::new();
-                let mut untagged = None;
-                if let Some(tags) = state.repositories.get(repository) {
-                    let pushed = state
-                        .times
-                        .get(repository)
-                        .and_then(|t| t.pushed.get(digest));
-                    if let Some(pushed) = pushed
-                        && !is_reached(digest, tags.values(), |d| state.manifests.get(d))
-                    {
-                        untagged = Some(pushed.clone());
-                    }
+                let mut reached = false;
+                let fields = &mut *state;
+                if let Some(tags) = fields.repositories.get_mut(repository) {
+                    reached = is_reached(digest, tags.values(), |d| fields.manifests.get(d));
                     removed = tags
                         .iter()
                         .filter(|(_, d)| *d == digest)
                         .map(|(t, _)| t.clone())
                         .collect();
-                }
-                if let Some(tags) = state.repositories.get_mut(repository) {
                     tags.retain(|_, d| d != digest);
                 }
-                let was_pushed = state
+                let pushed = state
                     .times
                     .get_mut(repository)
-                    .and_then(|t| t.pushed.remove(digest))
-                    .is_some();
-                if !removed.is_empty() || was_pushed {
+                    .and_then(|t| t.pushed.remove(digest));
+                if !removed.is_empty() || pushed.is_some() {
                     if let Some(times) = state.times.get_mut(repository) {
                         for tag in &removed {
                             times.delete(tag, *at);
                         }
                         times.touch(*at);
                     }
-                    let mut changes: Vec<NewChange> = removed
-                        .iter()
-                        .filter_map(|tag| NewChange::of_tag(tag, Some(digest), None))
-                        .collect();
-                    changes.extend(untagged.map(|pushed| {
-                        NewChange::of_untagged(
-                            ChangeKind::ManifestUntaggedDeleted,
-                            digest,
-                            &pushed.media_type,
-                        )
-                    }));
+                    let media_type = pushed.as_ref().map(|p| p.media_type.as_str());
+                    let changes = manifest_deleted(digest, removed, media_type, reached);
                     return Ok(state.bump_with(repository, changes, *at));
                 }
             }

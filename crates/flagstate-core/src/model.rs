@@ -40,6 +40,20 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// The platform stored as nullable columns: `None` unless both the OS and the
+    /// architecture are present (a list's row, or a manifest the index does not hold).
+    pub fn from_columns(
+        os: Option<String>,
+        architecture: Option<String>,
+        variant: Option<String>,
+    ) -> Option<Self> {
+        Some(Platform {
+            os: os?,
+            architecture: architecture?,
+            variant,
+        })
+    }
+
     /// A platform without variant.
     pub fn new(os: impl Into<String>, architecture: impl Into<String>) -> Self {
         Platform {

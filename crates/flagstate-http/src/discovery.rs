@@ -259,8 +259,13 @@ impl Page {
             .append_pair("n", &self.n.to_string())
             .append_pair("last", &position)
             .finish();
-        HeaderValue::from_str(&format!("<{path}?{query}>; rel=\"next\"")).ok()
+        next_link(path, &query)
     }
+}
+
+/// The `Link` header value of a listing's next page, `path?query`.
+fn next_link(path: &str, query: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("<{path}?{query}>; rel=\"next\"")).ok()
 }
 
 fn params(raw: Option<&str>) -> Result<QueryParams, RegistryError> {
@@ -641,14 +646,6 @@ fn manifest_listing(params: &QueryParams) -> Result<(ManifestListing, usize), Re
     Ok((listing, n))
 }
 
-fn untagged_param(untagged: Untagged) -> &'static str {
-    match untagged {
-        Untagged::Include => "include",
-        Untagged::Only => "only",
-        Untagged::Exclude => "exclude",
-    }
-}
-
 /// What a `/v2/{*path}` path names.
 enum Target<'a> {
     Discover(&'a str),
@@ -774,14 +771,11 @@ pub async fn repository(
                 found.truncate(n);
                 if let Some(last) = found.last() {
                     let query = form_urlencoded::Serializer::new(String::new())
-                        .append_pair("untagged", untagged_param(listing.untagged))
+                        .append_pair("untagged", listing.untagged.as_str())
                         .append_pair("n", &n.to_string())
                         .append_pair("last", &last.position().to_cursor())
                         .finish();
-                    link = HeaderValue::from_str(&format!(
-                        "</v2/{name}/_flagstate/manifests?{query}>; rel=\"next\""
-                    ))
-                    .ok();
+                    link = next_link(&format!("/v2/{name}/_flagstate/manifests"), &query);
                 }
             }
             let body = ManifestIndex {

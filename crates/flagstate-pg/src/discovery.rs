@@ -291,14 +291,7 @@ pub(crate) async fn list_manifests(
         };
         let media_type = media_type
             .ok_or_else(|| PgError::Corrupt(format!("manifest {digest} has no media type")))?;
-        let platform = match (os, architecture) {
-            (Some(os), Some(architecture)) => Some(Platform {
-                os,
-                architecture,
-                variant,
-            }),
-            _ => None,
-        };
+        let platform = Platform::from_columns(os, architecture, variant);
         page.push(ManifestInfo {
             digest: parse_digest(&digest)?,
             media_type,

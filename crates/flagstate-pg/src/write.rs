@@ -16,7 +16,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flagstate_core::changes::{ChangeKind, NewChange, tag_changes};
+use flagstate_core::changes::{
+    ChangeKind, NewChange, manifest_deleted, tag_changes, untagged_pushed,
+};
 use flagstate_core::discovery::HistoryRetention;
 use flagstate_core::model::{
     Description, ImageList, Manifest, RepositorySnapshot, TagChange, check_list_entry,
@@ -700,17 +702,9 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
             .during("recording a manifest pushed by digest")?
             .rows_affected();
             if inserted > 0 {
-                let mut changes = Vec::new();
-                if created {
-                    changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
-                }
-                if !is_reached(&mut tx, id, &manifest.digest).await? {
-                    changes.push(NewChange::of_untagged(
-                        ChangeKind::ManifestUntaggedCreated,
-                        &manifest.digest,
-                        &manifest.media_type,
-                    ));
-                }
+                let reached = is_reached(&mut tx, id, &manifest.digest).await?;
+                let changes =
+                    untagged_pushed(created, reached, &manifest.digest, &manifest.media_type);
                 Some((id, repository, changes))
             } else {
                 None
@@ -801,22 +795,10 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
                             .map_err(|e| PgError::Corrupt(format!("stored tag {name:?}: {e}")))?,
                     );
                 }
-                tags.sort();
-                let mut changes: Vec<NewChange> = tags
-                    .iter()
-                    .filter_map(|tag| NewChange::of_tag(tag, Some(digest), None))
-                    .collect();
-                let was_pushed = pushed.is_some();
-                if let Some((media_type,)) = pushed
-                    && !reached
-                {
-                    changes.push(NewChange::of_untagged(
-                        ChangeKind::ManifestUntaggedDeleted,
-                        digest,
-                        &media_type,
-                    ));
-                }
-                (!tags.is_empty() || was_pushed).then_some((id, repository, changes))
+                let changed = !tags.is_empty() || pushed.is_some();
+                let media_type = pushed.as_ref().map(|(m,)| m.as_str());
+                let changes = manifest_deleted(digest, tags, media_type, reached);
+                changed.then_some((id, repository, changes))
             }
             None => None,
         },

@@ -217,14 +217,7 @@ pub(crate) fn list_manifests(
         let (digest, tag, media_type, size, os, architecture, variant) = row?;
         let media_type = media_type
             .ok_or_else(|| Error::Invalid(format!("manifest {digest} has no media type stored")))?;
-        let platform = match (os, architecture) {
-            (Some(os), Some(architecture)) => Some(Platform {
-                os,
-                architecture,
-                variant,
-            }),
-            _ => None,
-        };
+        let platform = Platform::from_columns(os, architecture, variant);
         page.push(ManifestInfo {
             digest: parse_digest(digest)?,
             media_type,

@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flagstate_core::RepositoryName;
-use flagstate_core::changes::{ChangeKind, NewChange, tag_changes};
+use flagstate_core::changes::{
+    ChangeKind, NewChange, manifest_deleted, tag_changes, untagged_pushed,
+};
 use flagstate_core::model::{Description, check_list_entry};
 use flagstate_core::query::effective_platform;
 use flagstate_core::{
@@ -493,17 +495,9 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
                     annotations_json(&manifest.annotations)?,
                 ])?;
             if inserted > 0 {
-                let mut changes = Vec::new();
-                if created {
-                    changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
-                }
-                if !is_reached(&tx, repository_id, &manifest.digest)? {
-                    changes.push(NewChange::of_untagged(
-                        ChangeKind::ManifestUntaggedCreated,
-                        &manifest.digest,
-                        &manifest.media_type,
-                    ));
-                }
+                let reached = is_reached(&tx, repository_id, &manifest.digest)?;
+                let changes =
+                    untagged_pushed(created, reached, &manifest.digest, &manifest.media_type);
                 Some((repository_id, repository, changes))
             } else {
                 None
@@ -592,23 +586,11 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
                         .into_iter()
                         .map(Tag::parse)
                         .collect::<std::result::Result<Vec<_>, _>>()?;
-                    tags.sort();
                 }
-                let mut changes: Vec<NewChange> = tags
-                    .iter()
-                    .filter_map(|tag| NewChange::of_tag(tag, Some(digest), None))
-                    .collect();
-                let was_pushed = pushed.is_some();
-                if let Some((media_type,)) = pushed
-                    && !reached
-                {
-                    changes.push(NewChange::of_untagged(
-                        ChangeKind::ManifestUntaggedDeleted,
-                        digest,
-                        &media_type,
-                    ));
-                }
-                (!tags.is_empty() || was_pushed).then_some((repository_id, repository, changes))
+                let changed = !tags.is_empty() || pushed.is_some();
+                let media_type = pushed.as_ref().map(|(m,)| m.as_str());
+                let changes = manifest_deleted(digest, tags, media_type, reached);
+                changed.then_some((repository_id, repository, changes))
             }
             None => None,
         },
