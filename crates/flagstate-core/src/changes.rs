@@ -16,6 +16,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::digest::Digest;
+use crate::model::PushedManifest;
 use crate::name::{RepositoryName, Tag};
 use crate::store::Generation;
 use crate::timestamp::Timestamp;
@@ -41,11 +42,17 @@ pub enum ChangeKind {
     ManifestUntaggedCreated,
     /// A manifest pushed by digest that no tag reached was deleted (`digest`).
     ManifestUntaggedDeleted,
+    /// A manifest that refers to another (OCI 1.1 `subject`: a signature, an SBOM) was
+    /// pushed (`digest`, `subject`, `artifact_type`).
+    ReferrerCreated,
+    /// A manifest that referred to another was deleted (`digest`, `subject`,
+    /// `artifact_type`).
+    ReferrerDeleted,
 }
 
 impl ChangeKind {
     /// Every kind, in [`as_str`](Self::as_str) order of the docs.
-    pub const ALL: [ChangeKind; 7] = [
+    pub const ALL: [ChangeKind; 9] = [
         ChangeKind::RepositoryCreated,
         ChangeKind::RepositoryDeleted,
         ChangeKind::TagCreated,
@@ -53,6 +60,8 @@ impl ChangeKind {
         ChangeKind::TagDeleted,
         ChangeKind::ManifestUntaggedCreated,
         ChangeKind::ManifestUntaggedDeleted,
+        ChangeKind::ReferrerCreated,
+        ChangeKind::ReferrerDeleted,
     ];
 
     /// The name of the kind: `repository.created`, `tag.updated`, …; the CloudEvents
@@ -66,6 +75,8 @@ impl ChangeKind {
             ChangeKind::TagDeleted => "tag.deleted",
             ChangeKind::ManifestUntaggedCreated => "manifest.untagged.created",
             ChangeKind::ManifestUntaggedDeleted => "manifest.untagged.deleted",
+            ChangeKind::ReferrerCreated => "referrer.created",
+            ChangeKind::ReferrerDeleted => "referrer.deleted",
         }
     }
 
@@ -84,6 +95,8 @@ impl ChangeKind {
             ChangeKind::TagDeleted => 5,
             ChangeKind::ManifestUntaggedCreated => 6,
             ChangeKind::ManifestUntaggedDeleted => 7,
+            ChangeKind::ReferrerCreated => 8,
+            ChangeKind::ReferrerDeleted => 9,
         }
     }
 
@@ -176,6 +189,12 @@ pub struct ChangeRecord {
     pub previous_digest: Option<Digest>,
     /// The media type of `digest`'s manifest.
     pub media_type: Option<String>,
+    /// The manifest `digest` refers to (its OCI 1.1 `subject`), for manifests pushed by
+    /// digest and referrers.
+    pub subject: Option<Digest>,
+    /// The artifact type of `digest`'s manifest (its `artifactType`, else its config's
+    /// media type), where the index knows it.
+    pub artifact_type: Option<String>,
 }
 
 /// A change a store is about to record; the store adds the cursor.
@@ -192,6 +211,32 @@ pub struct NewChange {
     /// The media type of `digest`, when the writer knows it; else the store looks it up
     /// among its manifests.
     pub media_type: Option<String>,
+    /// The manifest `digest` refers to (OCI 1.1 `subject`).
+    pub subject: Option<Digest>,
+    /// The artifact type of `digest`'s manifest.
+    pub artifact_type: Option<String>,
+}
+
+/// What the change log says of a manifest a repository holds by digest: the facts of a
+/// [`PushedManifest`] its records carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushedFacts {
+    /// Its media type.
+    pub media_type: String,
+    /// Its artifact type, where known.
+    pub artifact_type: Option<String>,
+    /// The manifest it refers to, for a referrer.
+    pub subject: Option<Digest>,
+}
+
+impl From<&PushedManifest> for PushedFacts {
+    fn from(manifest: &PushedManifest) -> Self {
+        PushedFacts {
+            media_type: manifest.media_type.clone(),
+            artifact_type: manifest.artifact_type.clone(),
+            subject: manifest.subject.clone(),
+        }
+    }
 }
 
 impl NewChange {
@@ -210,6 +255,8 @@ impl NewChange {
             digest: after.cloned(),
             previous_digest: before.cloned(),
             media_type: None,
+            subject: None,
+            artifact_type: None,
         })
     }
 
@@ -221,53 +268,68 @@ impl NewChange {
             digest: None,
             previous_digest: None,
             media_type: None,
+            subject: None,
+            artifact_type: None,
         }
     }
 
-    /// A change of an untagged manifest ([`ChangeKind::ManifestUntaggedCreated`] or
-    /// [`ChangeKind::ManifestUntaggedDeleted`]).
-    pub fn of_untagged(kind: ChangeKind, digest: &Digest, media_type: &str) -> Self {
+    /// A change of a manifest held by digest: an untagged manifest's
+    /// ([`ChangeKind::ManifestUntaggedCreated`], [`ChangeKind::ManifestUntaggedDeleted`])
+    /// or a referrer's ([`ChangeKind::ReferrerCreated`], [`ChangeKind::ReferrerDeleted`]).
+    pub fn of_pushed(kind: ChangeKind, digest: &Digest, facts: &PushedFacts) -> Self {
         NewChange {
             kind,
             tag: None,
             digest: Some(digest.clone()),
             previous_digest: None,
-            media_type: Some(media_type.to_owned()),
+            media_type: Some(facts.media_type.clone()),
+            subject: facts.subject.clone(),
+            artifact_type: facts.artifact_type.clone(),
         }
     }
 }
 
-/// What a push by digest that added manifest `digest` (of `media_type`) to a repository
-/// records, the one rule every store follows: the repository's creation when it is new,
-/// then the untagged manifest's creation unless a tag already reaches it.
+/// What a push by digest that added `manifest` to a repository records, the one rule
+/// every store follows: the repository's creation when it is new, then the untagged
+/// manifest's creation unless a tag already reaches it, then — for a manifest with a
+/// `subject` — the referrer's creation (a referrer is listed whether a tag reaches it or
+/// not).
 pub fn untagged_pushed(
     repository_created: bool,
     reached: bool,
-    digest: &Digest,
-    media_type: &str,
+    manifest: &PushedManifest,
 ) -> Vec<NewChange> {
+    let facts = PushedFacts::from(manifest);
     let mut changes = Vec::new();
     if repository_created {
         changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
     }
     if !reached {
-        changes.push(NewChange::of_untagged(
+        changes.push(NewChange::of_pushed(
             ChangeKind::ManifestUntaggedCreated,
-            digest,
-            media_type,
+            &manifest.digest,
+            &facts,
+        ));
+    }
+    if facts.subject.is_some() {
+        changes.push(NewChange::of_pushed(
+            ChangeKind::ReferrerCreated,
+            &manifest.digest,
+            &facts,
         ));
     }
     changes
 }
 
 /// What deleting manifest `digest` from a repository records, the one rule every store
-/// follows: the deletion of each tag that pointed at it, in tag order, then — when the
-/// repository held it as pushed by digest (`pushed_media_type`) and no tag reached it
-/// before the delete (`reached`) — the untagged manifest's deletion.
+/// follows: the deletion of each tag that pointed at it, in tag order; then, when the
+/// repository held it as pushed by digest (`pushed`), the untagged manifest's deletion
+/// if no tag reached it before the delete (`reached`), and the referrer's deletion if it
+/// had a `subject`.
 pub fn manifest_deleted(
     digest: &Digest,
     mut tags: Vec<Tag>,
-    pushed_media_type: Option<&str>,
+    pushed: Option<&PushedFacts>,
     reached: bool,
 ) -> Vec<NewChange> {
     tags.sort();
@@ -275,14 +337,21 @@ pub fn manifest_deleted(
         .iter()
         .filter_map(|tag| NewChange::of_tag(tag, Some(digest), None))
         .collect();
-    if let Some(media_type) = pushed_media_type
-        && !reached
-    {
-        changes.push(NewChange::of_untagged(
-            ChangeKind::ManifestUntaggedDeleted,
-            digest,
-            media_type,
-        ));
+    if let Some(facts) = pushed {
+        if !reached {
+            changes.push(NewChange::of_pushed(
+                ChangeKind::ManifestUntaggedDeleted,
+                digest,
+                facts,
+            ));
+        }
+        if facts.subject.is_some() {
+            changes.push(NewChange::of_pushed(
+                ChangeKind::ReferrerDeleted,
+                digest,
+                facts,
+            ));
+        }
     }
     changes
 }

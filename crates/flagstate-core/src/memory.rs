@@ -12,7 +12,7 @@ use tokio::sync::RwLock;
 
 use crate::changes::{
     ChangeCursor, ChangeFilter, ChangeKind, ChangePage, ChangeRecord, ChangeRetention, NewChange,
-    manifest_deleted, read_log, tag_changes, untagged_pushed,
+    PushedFacts, manifest_deleted, read_log, tag_changes, untagged_pushed,
 };
 use crate::digest::Digest;
 use crate::discovery::{
@@ -199,6 +199,8 @@ impl State {
                 digest: change.digest,
                 previous_digest: change.previous_digest,
                 media_type,
+                subject: change.subject,
+                artifact_type: change.artifact_type,
             });
         }
         generation
@@ -363,8 +365,7 @@ impl Store for MemoryStore {
                     let tags = state.repositories.get(repository).unwrap_or(&empty);
                     let reached =
                         is_reached(&manifest.digest, tags.values(), |d| state.manifests.get(d));
-                    let changes =
-                        untagged_pushed(created, reached, &manifest.digest, &manifest.media_type);
+                    let changes = untagged_pushed(created, reached, manifest);
                     if created {
                         state.repositories.insert(repository.clone(), Tags::new());
                     }
@@ -407,8 +408,8 @@ impl Store for MemoryStore {
                         }
                         times.touch(*at);
                     }
-                    let media_type = pushed.as_ref().map(|p| p.media_type.as_str());
-                    let changes = manifest_deleted(digest, removed, media_type, reached);
+                    let facts = pushed.as_ref().map(PushedFacts::from);
+                    let changes = manifest_deleted(digest, removed, facts.as_ref(), reached);
                     return Ok(state.bump_with(repository, changes, *at));
                 }
             }

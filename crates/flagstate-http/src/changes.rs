@@ -184,7 +184,7 @@ pub(crate) async fn now(store: &dyn Store) -> Result<ChangeCursor, RegistryError
         ("n" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Records per page (default 100, at most 1000)."),
         ("namespace" = Option<String>, Query, description = "Only repositories under `namespace/`."),
         ("repository" = Option<String>, Query, description = "Only this repository."),
-        ("type" = Option<String>, Query, description = "Only these kinds, comma separated: `repository.created`, `repository.deleted`, `tag.created`, `tag.updated`, `tag.deleted`, `manifest.untagged.created`, `manifest.untagged.deleted` (with or without the `io.flagstate.` prefix)."),
+        ("type" = Option<String>, Query, description = "Only these kinds, comma separated: `repository.created`, `repository.deleted`, `tag.created`, `tag.updated`, `tag.deleted`, `manifest.untagged.created`, `manifest.untagged.deleted`, `referrer.created`, `referrer.deleted` (with or without the `io.flagstate.` prefix)."),
         ("wait" = Option<String>, Query, description = "Wait up to this long (e.g. `30s`, at most `60s`) for at least one record."),
     ),
     responses(

@@ -22,6 +22,8 @@ type Row = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
+    Option<String>,
 );
 
 async fn floor(conn: &mut PgConnection) -> Result<ChangeCursor, StoreError> {
@@ -65,7 +67,7 @@ pub(crate) async fn changes_since(
     let (generation, position) = after.columns();
     let mut b: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT generation, position, time, kind, repository, tag, digest, previous_digest, \
-         media_type FROM change_log WHERE (generation, position) > (",
+         media_type, subject, artifact_type FROM change_log WHERE (generation, position) > (",
     );
     b.push_bind(generation);
     b.push(", ");
@@ -99,7 +101,20 @@ pub(crate) async fn changes_since(
         .fetch_all(&mut *tx)
         .await
         .during("reading changes")?;
-    for (generation, position, time, kind, repository, tag, digest, previous, media) in rows {
+    for (
+        generation,
+        position,
+        time,
+        kind,
+        repository,
+        tag,
+        digest,
+        previous,
+        media,
+        subject,
+        artifact_type,
+    ) in rows
+    {
         let kind = ChangeKind::from_code(i64::from(kind))
             .ok_or_else(|| PgError::Corrupt(format!("change log holds an unknown kind {kind}")))?;
         page.records.push(ChangeRecord {
@@ -111,6 +126,8 @@ pub(crate) async fn changes_since(
             digest: digest.as_deref().map(parse_digest).transpose()?,
             previous_digest: previous.as_deref().map(parse_digest).transpose()?,
             media_type: media,
+            subject: subject.as_deref().map(parse_digest).transpose()?,
+            artifact_type,
         });
     }
     // A full page ends at its last record; a short one read the log to its end.

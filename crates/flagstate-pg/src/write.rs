@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flagstate_core::changes::{
-    ChangeKind, NewChange, manifest_deleted, tag_changes, untagged_pushed,
+    ChangeKind, NewChange, PushedFacts, manifest_deleted, tag_changes, untagged_pushed,
 };
 use flagstate_core::discovery::HistoryRetention;
 use flagstate_core::model::{
@@ -164,14 +164,23 @@ async fn record(
         .map(|c| c.previous_digest.as_ref().map(Digest::as_str))
         .collect();
     let media_types: Vec<Option<&str>> = changes.iter().map(|c| c.media_type.as_deref()).collect();
+    let subjects: Vec<Option<&str>> = changes
+        .iter()
+        .map(|c| c.subject.as_ref().map(Digest::as_str))
+        .collect();
+    let artifact_types: Vec<Option<&str>> =
+        changes.iter().map(|c| c.artifact_type.as_deref()).collect();
     sqlx::query(
         "INSERT INTO change_log \
-             (generation, position, time, kind, repository, tag, digest, previous_digest, media_type) \
+             (generation, position, time, kind, repository, tag, digest, previous_digest, media_type, \
+              subject, artifact_type) \
          SELECT $1, u.position, $2, u.kind, $3, u.tag, u.digest, u.previous, \
                 coalesce(u.media_type, \
-                         (SELECT m.media_type FROM manifests m WHERE m.digest = u.digest)) \
-         FROM UNNEST($4::int[], $5::smallint[], $6::text[], $7::text[], $8::text[], $9::text[]) \
-             AS u(position, kind, tag, digest, previous, media_type)",
+                         (SELECT m.media_type FROM manifests m WHERE m.digest = u.digest)), \
+                u.subject, u.artifact_type \
+         FROM UNNEST($4::int[], $5::smallint[], $6::text[], $7::text[], $8::text[], $9::text[], \
+                     $10::text[], $11::text[]) \
+             AS u(position, kind, tag, digest, previous, media_type, subject, artifact_type)",
     )
     .bind(i64::try_from(generation).unwrap_or(i64::MAX))
     .bind(at.as_millis())
@@ -182,6 +191,8 @@ async fn record(
     .bind(&digests)
     .bind(&previous)
     .bind(&media_types)
+    .bind(&subjects)
+    .bind(&artifact_types)
     .execute(&mut *conn)
     .await
     .during("recording changes")?;
@@ -703,8 +714,7 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
             .rows_affected();
             if inserted > 0 {
                 let reached = is_reached(&mut tx, id, &manifest.digest).await?;
-                let changes =
-                    untagged_pushed(created, reached, &manifest.digest, &manifest.media_type);
+                let changes = untagged_pushed(created, reached, manifest);
                 Some((id, repository, changes))
             } else {
                 None
@@ -771,15 +781,26 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
         } => match lock_repository(&mut tx, repository).await? {
             Some(id) => {
                 let reached = is_reached(&mut tx, id, digest).await?;
-                let pushed: Option<(String,)> = sqlx::query_as(
+                let pushed: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
                     "DELETE FROM pushed_manifests WHERE repository_id = $1 AND digest = $2 \
-                     RETURNING media_type",
+                     RETURNING media_type, artifact_type, subject",
                 )
                 .bind(id)
                 .bind(digest.as_str())
                 .fetch_optional(&mut *tx)
                 .await
                 .during("deleting a manifest pushed by digest")?;
+                let pushed = match pushed {
+                    Some((media_type, artifact_type, subject)) => Some(PushedFacts {
+                        media_type,
+                        artifact_type,
+                        subject: subject
+                            .as_deref()
+                            .map(crate::read::parse_digest)
+                            .transpose()?,
+                    }),
+                    None => None,
+                };
                 let removed: Vec<(String,)> = sqlx::query_as(
                     "DELETE FROM tags WHERE repository_id = $1 AND digest = $2 RETURNING name",
                 )
@@ -796,8 +817,7 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
                     );
                 }
                 let changed = !tags.is_empty() || pushed.is_some();
-                let media_type = pushed.as_ref().map(|(m,)| m.as_str());
-                let changes = manifest_deleted(digest, tags, media_type, reached);
+                let changes = manifest_deleted(digest, tags, pushed.as_ref(), reached);
                 changed.then_some((id, repository, changes))
             }
             None => None,

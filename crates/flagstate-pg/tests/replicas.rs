@@ -358,6 +358,94 @@ async fn a_version_1_schema_is_upgraded_in_place() {
     writer.close().await;
 }
 
+/// A schema at version 7 holding a referrer pushed by digest (and the record version 7
+/// logged for it) is upgraded in place: the referrer is still served, the old record
+/// reads back without subject or artifact type, and deleting the referrer now records
+/// `referrer.deleted` with both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_7_schema_keeps_its_referrers_and_logs_their_deletion() {
+    let Some(url) = pg_url() else { return };
+    let guard = SchemaGuard::new(&url);
+    schema_at_version(&guard, 7).await;
+    let image = format!("sha256:{}", "ab".repeat(32));
+    let signature = format!("sha256:{}", "cd".repeat(32));
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    guard
+        .execute(&format!(
+            "INSERT INTO repositories (name, created, updated) VALUES ('old/app', 5, 5); \
+             INSERT INTO pushed_manifests (repository_id, digest, media_type, size, pushed, \
+                                           artifact_type, subject) \
+                 SELECT id, '{signature}', '{oci}', 321, 5, 'application/vnd.example.sig', '{image}' \
+                 FROM repositories; \
+             INSERT INTO change_log (generation, position, time, kind, repository, digest, media_type) \
+                 VALUES (7, 0, 5, 6, 'old/app', '{signature}', '{oci}'); \
+             UPDATE meta SET generation = 7"
+        ))
+        .await;
+    let writer = PgStore::connect(&url, guard.options(false)).await.unwrap();
+    let name: flagstate_core::RepositoryName = "old/app".parse().unwrap();
+    let image: flagstate_core::Digest = image.parse().unwrap();
+    let signature: flagstate_core::Digest = signature.parse().unwrap();
+    let referrers = writer
+        .list_referrers(&name, &image, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        referrers.iter().map(|r| &r.digest).collect::<Vec<_>>(),
+        [&signature]
+    );
+    let old = writer
+        .changes_since(
+            flagstate_core::ChangeCursor::at_generation(0),
+            &flagstate_core::ChangeFilter::default(),
+            10,
+        )
+        .await
+        .unwrap()
+        .records;
+    assert_eq!(old.len(), 1);
+    assert_eq!(
+        (old[0].kind, &old[0].subject, &old[0].artifact_type),
+        (
+            flagstate_core::ChangeKind::ManifestUntaggedCreated,
+            &None,
+            &None
+        )
+    );
+    writer
+        .apply(&TagChange::DeleteManifest {
+            repository: name.clone(),
+            digest: signature.clone(),
+            at: Timestamp::now(),
+        })
+        .await
+        .unwrap();
+    let deleted = writer
+        .changes_since(
+            flagstate_core::ChangeCursor::at_generation(7),
+            &flagstate_core::ChangeFilter::default(),
+            10,
+        )
+        .await
+        .unwrap()
+        .records;
+    let kinds: Vec<_> = deleted.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            flagstate_core::ChangeKind::ManifestUntaggedDeleted,
+            flagstate_core::ChangeKind::ReferrerDeleted
+        ]
+    );
+    assert_eq!(deleted[1].subject.as_ref(), Some(&image));
+    assert_eq!(
+        deleted[1].artifact_type.as_deref(),
+        Some("application/vnd.example.sig")
+    );
+    writer.close().await;
+}
+
 /// Every manifest's digest with its label and annotation keys, sorted.
 async fn manifest_keys(guard: &SchemaGuard) -> Vec<(String, Vec<String>, Vec<String>)> {
     use sqlx::Connection;
@@ -474,7 +562,7 @@ async fn a_version_2_schema_is_upgraded_in_place() {
              ALTER TABLE tags DROP COLUMN updated; \
              ALTER TABLE manifests DROP COLUMN label_keys, DROP COLUMN annotation_keys; \
              DROP FUNCTION flagstate_keys(jsonb); \
-             DELETE FROM flagstate_migrations WHERE version IN (3, 4, 5, 6, 7)",
+             DELETE FROM flagstate_migrations WHERE version IN (3, 4, 5, 6, 7, 8)",
         )
         .await;
     let message = backend_message(PgStore::connect(&url, guard.options(true)).await);

@@ -55,7 +55,7 @@ pub(crate) fn changes_since(
     values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
     let sql = format!(
         "SELECT generation, position, time, kind, repository, tag, digest, previous_digest,
-                media_type
+                media_type, subject, artifact_type
          FROM change_log WHERE {} ORDER BY generation, position LIMIT ?",
         conditions.join(" AND ")
     );
@@ -74,11 +74,22 @@ pub(crate) fn changes_since(
                 r.get::<_, Option<String>>(6)?,
                 r.get::<_, Option<String>>(7)?,
             ),
-            r.get::<_, Option<String>>(8)?,
+            (
+                r.get::<_, Option<String>>(8)?,
+                r.get::<_, Option<String>>(9)?,
+                r.get::<_, Option<String>>(10)?,
+            ),
         ))
     })?;
     for row in rows {
-        let ((generation, position, time), kind, repository, tag, (digest, previous), media) = row?;
+        let (
+            (generation, position, time),
+            kind,
+            repository,
+            tag,
+            (digest, previous),
+            (media, subject, artifact_type),
+        ) = row?;
         let kind = ChangeKind::from_code(kind)
             .ok_or_else(|| Error::Invalid(format!("change log holds an unknown kind {kind}")))?;
         page.records.push(ChangeRecord {
@@ -90,6 +101,8 @@ pub(crate) fn changes_since(
             digest: digest.map(parse_digest).transpose()?,
             previous_digest: previous.map(parse_digest).transpose()?,
             media_type: media,
+            subject: subject.map(parse_digest).transpose()?,
+            artifact_type,
         });
     }
     // A full page ends at its last record; a short one read the log to its end.

@@ -210,6 +210,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX pushed_manifests_by_subject ON pushed_manifests (repository_id, subject)
         WHERE subject IS NOT NULL;
     "#,
+    // Version 7: change records of referrers carry the manifest they refer to and their
+    // artifact type. Records written before it have neither (NULL), as they had then.
+    r#"
+    ALTER TABLE change_log ADD COLUMN subject TEXT;
+    ALTER TABLE change_log ADD COLUMN artifact_type TEXT;
+    "#,
 ];
 
 /// The newest schema version this build understands.
@@ -364,10 +370,39 @@ mod tests {
             )
             .unwrap();
         }
+        if version >= 6 {
+            // What version 6's write path stored and logged for a signature of the app
+            // pushed by digest.
+            tx.execute(
+                "INSERT INTO pushed_manifests (repository_id, digest, media_type, size, pushed,
+                                               artifact_type, subject)
+                 VALUES (1, ?1, ?2, 321, 5, ?3, ?4)",
+                params![
+                    old_signature().as_str(),
+                    OLD_SIGNATURE_MEDIA_TYPE,
+                    OLD_SIGNATURE_TYPE,
+                    app.digest.as_str()
+                ],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO change_log (generation, position, time, kind, repository, digest, media_type)
+                 VALUES (7, 2, 5, 6, 'old/app', ?1, ?2)",
+                params![old_signature().as_str(), OLD_SIGNATURE_MEDIA_TYPE],
+            )
+            .unwrap();
+        }
         tx.execute("UPDATE meta SET generation = 7", []).unwrap();
         tx.commit().unwrap();
         7
     }
+
+    /// The digest of the signature [`old_database`] stores from version 6 on.
+    fn old_signature() -> flagstate_core::Digest {
+        flagstate_core::Digest::sha256_of(b"old signature")
+    }
+    const OLD_SIGNATURE_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+    const OLD_SIGNATURE_TYPE: &str = "application/vnd.example.signature";
 
     /// Database files of every earlier schema version, holding data, open and upgrade
     /// in place: the index answers what it answered, the generation is kept, each tag
@@ -376,7 +411,7 @@ mod tests {
     async fn databases_of_earlier_versions_are_upgraded_in_place() {
         const {
             assert!(
-                SCHEMA_VERSION == 6,
+                SCHEMA_VERSION == 7,
                 "add the new version's tables to old_database and check them here"
             )
         };
@@ -455,13 +490,19 @@ mod tests {
             if version >= 4 {
                 // The log of version 4 is kept as it was.
                 let kinds: Vec<_> = log.records.iter().map(|r| r.kind).collect();
-                assert_eq!(
-                    kinds,
-                    [
-                        flagstate_core::ChangeKind::RepositoryCreated,
-                        flagstate_core::ChangeKind::TagCreated
-                    ],
-                    "from version {version}"
+                let mut logged = vec![
+                    flagstate_core::ChangeKind::RepositoryCreated,
+                    flagstate_core::ChangeKind::TagCreated,
+                ];
+                if version >= 6 {
+                    logged.push(flagstate_core::ChangeKind::ManifestUntaggedCreated);
+                }
+                assert_eq!(kinds, logged, "from version {version}");
+                // Records from before version 7 name no subject or artifact type.
+                assert!(
+                    log.records
+                        .iter()
+                        .all(|r| r.subject.is_none() && r.artifact_type.is_none())
                 );
                 assert_eq!(log.records[1].digest.as_ref(), Some(&app.digest));
                 assert_eq!(log.oldest, flagstate_core::ChangeCursor::at_generation(0));
@@ -492,16 +533,63 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!(manifests.len(), 1);
+            let tagged: Vec<_> = manifests.iter().filter(|m| m.tag.is_some()).collect();
+            assert_eq!(tagged.len(), 1);
+            assert_eq!(tagged[0].size, None);
             assert_eq!(
-                (manifests[0].tag.is_some(), manifests[0].size),
-                (true, None)
+                manifests.len(),
+                if version >= 6 { 2 } else { 1 },
+                "from version {version}"
             );
             let known = store
                 .known_manifests(std::slice::from_ref(&app.digest))
                 .await
                 .unwrap();
             assert!(known.is_empty(), "from version {version}");
+            // A referrer stored by version 6 is served, and its deletion is now logged
+            // with its subject and artifact type.
+            let referrers = store
+                .list_referrers(&name, &app.digest, None)
+                .await
+                .unwrap()
+                .unwrap();
+            if version >= 6 {
+                assert_eq!(referrers.len(), 1);
+                assert_eq!(referrers[0].digest, old_signature());
+                let at = store.generation().await.unwrap();
+                store
+                    .apply(&flagstate_core::TagChange::DeleteManifest {
+                        repository: name.clone(),
+                        digest: old_signature(),
+                        at: flagstate_core::Timestamp::now(),
+                    })
+                    .await
+                    .unwrap();
+                let deleted = store
+                    .changes_since(
+                        flagstate_core::ChangeCursor::at_generation(at),
+                        &flagstate_core::ChangeFilter::default(),
+                        10,
+                    )
+                    .await
+                    .unwrap()
+                    .records;
+                let kinds: Vec<_> = deleted.iter().map(|r| r.kind).collect();
+                assert_eq!(
+                    kinds,
+                    [
+                        flagstate_core::ChangeKind::ManifestUntaggedDeleted,
+                        flagstate_core::ChangeKind::ReferrerDeleted
+                    ]
+                );
+                assert_eq!(deleted[1].subject.as_ref(), Some(&app.digest));
+                assert_eq!(
+                    deleted[1].artifact_type.as_deref(),
+                    Some(OLD_SIGNATURE_TYPE)
+                );
+            } else {
+                assert!(referrers.is_empty());
+            }
             store.set_registry_url("http://r.example").await.unwrap();
             drop(store);
             let reopened = SqliteStore::open_read_only(&path).unwrap();

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flagstate_core::RepositoryName;
 use flagstate_core::changes::{
-    ChangeKind, NewChange, manifest_deleted, tag_changes, untagged_pushed,
+    ChangeKind, NewChange, PushedFacts, manifest_deleted, tag_changes, untagged_pushed,
 };
 use flagstate_core::model::{Description, check_list_entry};
 use flagstate_core::query::effective_platform;
@@ -96,9 +96,10 @@ fn record(
     let generation = i64::try_from(generation).unwrap_or(i64::MAX);
     let mut insert = tx.prepare_cached(
         "INSERT INTO change_log
-             (generation, position, time, kind, repository, tag, digest, previous_digest, media_type)
+             (generation, position, time, kind, repository, tag, digest, previous_digest, media_type,
+              subject, artifact_type)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
-                 coalesce(?9, (SELECT media_type FROM manifests WHERE digest = ?7)))",
+                 coalesce(?9, (SELECT media_type FROM manifests WHERE digest = ?7)), ?10, ?11)",
     )?;
     for (position, change) in changes.iter().enumerate() {
         insert.execute(params![
@@ -111,6 +112,8 @@ fn record(
             change.digest.as_ref().map(Digest::as_str),
             change.previous_digest.as_ref().map(Digest::as_str),
             change.media_type,
+            change.subject.as_ref().map(Digest::as_str),
+            change.artifact_type,
         ])?;
     }
     Ok(())
@@ -496,8 +499,7 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
                 ])?;
             if inserted > 0 {
                 let reached = is_reached(&tx, repository_id, &manifest.digest)?;
-                let changes =
-                    untagged_pushed(created, reached, &manifest.digest, &manifest.media_type);
+                let changes = untagged_pushed(created, reached, manifest);
                 Some((repository_id, repository, changes))
             } else {
                 None
@@ -564,15 +566,24 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
         } => match repository_id(&tx, repository)? {
             Some(repository_id) => {
                 let reached = is_reached(&tx, repository_id, digest)?;
-                let pushed: Option<(String,)> = tx
+                let pushed: Option<(String, Option<String>, Option<String>)> = tx
                     .prepare_cached(
                         "DELETE FROM pushed_manifests WHERE repository_id = ?1 AND digest = ?2
-                         RETURNING media_type",
+                         RETURNING media_type, artifact_type, subject",
                     )?
                     .query_row(params![repository_id, digest.as_str()], |r| {
-                        Ok((r.get(0)?,))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                     })
                     .optional()?;
+                let pushed = pushed
+                    .map(|(media_type, artifact_type, subject)| {
+                        Ok::<_, crate::error::Error>(PushedFacts {
+                            media_type,
+                            artifact_type,
+                            subject: subject.map(crate::read::parse_digest).transpose()?,
+                        })
+                    })
+                    .transpose()?;
                 let mut tags = Vec::new();
                 if let Some((manifest_id, _)) = find_manifest(&tx, digest)? {
                     let mut stmt = tx.prepare_cached(
@@ -588,8 +599,7 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
                         .collect::<std::result::Result<Vec<_>, _>>()?;
                 }
                 let changed = !tags.is_empty() || pushed.is_some();
-                let media_type = pushed.as_ref().map(|(m,)| m.as_str());
-                let changes = manifest_deleted(digest, tags, media_type, reached);
+                let changes = manifest_deleted(digest, tags, pushed.as_ref(), reached);
                 changed.then_some((repository_id, repository, changes))
             }
             None => None,

@@ -25,6 +25,13 @@ pub struct ChangeData {
     /// The media type of `digest`'s manifest.
     #[serde(rename = "mediaType", skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// The artifact type of `digest`'s manifest, where known.
+    #[serde(rename = "artifactType", skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The digest of the manifest `digest` refers to (its OCI 1.1 `subject`), for
+    /// referrers and manifests pushed by digest.
+    #[serde(rename = "subjectDigest", skip_serializing_if = "Option::is_none")]
+    pub subject_digest: Option<String>,
 }
 
 /// One change, as a CloudEvents 1.0 event in structured JSON.
@@ -42,8 +49,8 @@ pub struct ChangeEvent {
     pub kind: String,
     /// When it happened (RFC 3339, UTC).
     pub time: String,
-    /// `repository:tag` for tag changes, `repository@digest` for untagged manifests,
-    /// `repository` for the repository's own.
+    /// `repository:tag` for tag changes, `repository@digest` for untagged manifests and
+    /// referrers, `repository` for the repository's own.
     pub subject: String,
     /// `application/json`.
     pub datacontenttype: &'static str,
@@ -78,6 +85,8 @@ impl ChangeEvent {
                 digest: record.digest.map(|d| d.to_string()),
                 previous_digest: record.previous_digest.map(|d| d.to_string()),
                 media_type: record.media_type,
+                artifact_type: record.artifact_type,
+                subject_digest: record.subject.map(|d| d.to_string()),
             },
         }
     }
@@ -104,6 +113,8 @@ mod tests {
             digest: Some(digest.clone()),
             previous_digest: None,
             media_type: Some("application/vnd.oci.image.manifest.v1+json".into()),
+            subject: None,
+            artifact_type: None,
         };
         let json = serde_json::to_value(ChangeEvent::new(record, "http://r.example")).unwrap();
         assert_eq!(
@@ -122,6 +133,40 @@ mod tests {
                     "digest": digest.to_string(),
                     "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 },
+            })
+        );
+    }
+
+    #[test]
+    fn a_referrer_renders_with_its_subject_and_artifact_type() {
+        let digest = Digest::sha256_of(b"sig");
+        let subject = Digest::sha256_of(b"image");
+        let record = ChangeRecord {
+            cursor: ChangeCursor {
+                generation: 9,
+                index: 2,
+            },
+            time: Timestamp::from_millis(0),
+            kind: ChangeKind::ReferrerCreated,
+            repository: RepositoryName::parse("apps/one").unwrap(),
+            tag: None,
+            digest: Some(digest.clone()),
+            previous_digest: None,
+            media_type: Some("application/vnd.oci.image.manifest.v1+json".into()),
+            subject: Some(subject.clone()),
+            artifact_type: Some("application/vnd.example.sig".into()),
+        };
+        let json = serde_json::to_value(ChangeEvent::new(record, "http://r.example")).unwrap();
+        assert_eq!(json["type"], "io.flagstate.referrer.created");
+        assert_eq!(json["subject"], format!("apps/one@{digest}"));
+        assert_eq!(
+            json["data"],
+            serde_json::json!({
+                "repository": "apps/one",
+                "digest": digest.to_string(),
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": "application/vnd.example.sig",
+                "subjectDigest": subject.to_string(),
             })
         );
     }

@@ -463,6 +463,7 @@ pub async fn referrers_are_pushed_manifests_naming_the_subject(store: &dyn Store
     );
     const SIGNATURE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
     const SBOM: &str = "application/spdx+json";
+    let before_push = cursor(store).await;
     for change in [
         put_referrer("app", "signature", SIGNATURE, &image_a.digest),
         put_referrer("app", "sbom", SBOM, &image_a.digest),
@@ -511,6 +512,106 @@ pub async fn referrers_are_pushed_manifests_naming_the_subject(store: &dyn Store
             .collect::<Vec<_>>(),
         expected(&["sbom"])
     );
+    // Each referrer pushed is one `referrer.created` record naming its subject and type,
+    // beside the untagged manifest's own record.
+    let referrer_records = |after: ChangeCursor| async move {
+        let filter = ChangeFilter {
+            kinds: [ChangeKind::ReferrerCreated, ChangeKind::ReferrerDeleted].into(),
+            ..ChangeFilter::default()
+        };
+        ok(
+            store.changes_since(after, &filter, 100).await,
+            "changes_since",
+        )
+        .records
+        .into_iter()
+        .map(|r| {
+            (
+                r.kind,
+                r.repository.to_string(),
+                r.digest.map(|d| d.to_string()),
+                r.subject.map(|d| d.to_string()),
+                r.artifact_type,
+            )
+        })
+        .collect::<Vec<_>>()
+    };
+    let record = |kind, name: &str, seed: &str, subject: &Digest, artifact_type: &str| {
+        (
+            kind,
+            name.to_owned(),
+            Some(super::fixtures::digest(seed).to_string()),
+            Some(subject.to_string()),
+            Some(artifact_type.to_owned()),
+        )
+    };
+    assert_eq!(
+        referrer_records(before_push).await,
+        vec![
+            record(
+                ChangeKind::ReferrerCreated,
+                "app",
+                "signature",
+                &image_a.digest,
+                SIGNATURE
+            ),
+            record(
+                ChangeKind::ReferrerCreated,
+                "app",
+                "sbom",
+                &image_a.digest,
+                SBOM
+            ),
+            record(
+                ChangeKind::ReferrerCreated,
+                "app",
+                "other sbom",
+                &other.digest,
+                SBOM
+            ),
+            record(
+                ChangeKind::ReferrerCreated,
+                "lib",
+                "elsewhere",
+                &image_a.digest,
+                SBOM
+            ),
+        ],
+        "every referrer pushed is recorded with its subject and artifact type"
+    );
+    let untagged_created = ok(
+        store
+            .changes_since(
+                before_push,
+                &ChangeFilter {
+                    kinds: [ChangeKind::ManifestUntaggedCreated].into(),
+                    ..ChangeFilter::default()
+                },
+                100,
+            )
+            .await,
+        "changes_since",
+    )
+    .records;
+    assert_eq!(untagged_created.len(), 4, "{untagged_created:?}");
+    assert!(
+        untagged_created
+            .iter()
+            .all(|r| r.subject.is_some() && r.artifact_type.is_some()),
+        "an untagged manifest's record names its subject and type too: {untagged_created:?}"
+    );
+    let before_delete = cursor(store).await;
+    ok(
+        store
+            .apply(&put_referrer(
+                "app",
+                "signature",
+                SIGNATURE,
+                &image_a.digest,
+            ))
+            .await,
+        "push the signature again",
+    );
     ok(
         store
             .apply(&delete_manifest(
@@ -519,6 +620,17 @@ pub async fn referrers_are_pushed_manifests_naming_the_subject(store: &dyn Store
             ))
             .await,
         "delete the signature",
+    );
+    assert_eq!(
+        referrer_records(before_delete).await,
+        vec![record(
+            ChangeKind::ReferrerDeleted,
+            "app",
+            "signature",
+            &image_a.digest,
+            SIGNATURE
+        )],
+        "pushing a held referrer again records nothing; deleting it records its deletion"
     );
     let left = referrers("app", image_a.digest.clone(), None)
         .await

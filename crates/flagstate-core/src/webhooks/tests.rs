@@ -18,6 +18,8 @@ fn record(repository: &str, kind: ChangeKind) -> ChangeRecord {
         digest: Some(Digest::sha256_of(b"x")),
         previous_digest: None,
         media_type: None,
+        subject: None,
+        artifact_type: None,
     }
 }
 
