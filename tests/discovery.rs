@@ -8,7 +8,8 @@
 //! - End to end: the `flagstate` binary beside the real distribution registry with
 //!   notifications: pushes, moves and deletes show in the listings and the history, a
 //!   restart and the full scan that follows keep every time, and bad input gets the
-//!   distribution error format.
+//!   distribution error format; untagged manifests and referrers, pushed by digest with a
+//!   `subject` or kept under referrer tags (`sha256-<hex>`, cosign's `.sig`).
 
 mod common;
 
@@ -755,5 +756,233 @@ async fn untagged_manifests_follow_pushes_by_digest() {
     assert_eq!(
         loose_now.iter().map(|m| &m.digest).collect::<Vec<_>>(),
         [&loose.digest]
+    );
+}
+
+/// Referrers a registry without the referrers API keeps under tags: a cosign-style
+/// attachment tag (`sha256-<hex>.sig`, an image manifest with a placeholder config) and
+/// the referrers tag schema (`sha256-<hex>`, an index of the referrers). Pushed before
+/// the server runs, the first scan finds them through their tags (the attachment has
+/// no `subject`: only its tag names what it refers to); an attachment tag pushed while
+/// it runs is found by the scan its notification schedules; deleting one by digest
+/// removes it. The feed records each once, as `referrer.created` / `.deleted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_named_by_tags_are_found_by_scans() {
+    const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+    const SIG: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+    const ATT: &str = "application/vnd.dev.cosign.artifact.att.v1+json";
+    const SBOM: &str = "application/spdx+json";
+    let port = free_port();
+    let Some(registry) = registry(Some(port)).await else {
+        return;
+    };
+    let pusher = registry.pusher();
+    let repository = "signed/app";
+    let spec = ImageSpec::new("linux", "amd64").label("org.example.n", "signed");
+    let subject = pusher
+        .push_image(repository, Some("v1"), &spec)
+        .await
+        .unwrap();
+    let hex = subject
+        .digest
+        .as_str()
+        .trim_start_matches("sha256:")
+        .to_owned();
+
+    // A cosign-style attachment: an image manifest whose config is a placeholder image
+    // config and whose layer is the signed payload.
+    let attachment = |payload: &[u8], config: &flagstate_core::Digest, config_size: usize| {
+        let layer = flagstate_core::Digest::sha256_of(payload);
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config.to_string(), "size": config_size},
+            "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                        "digest": layer.to_string(), "size": payload.len(),
+                        "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ"}}],
+        })
+        .to_string()
+    };
+    let config =
+        br#"{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_digest = pusher.push_blob(repository, config).await.unwrap();
+    let payload = br#"{"critical":{"image":{"docker-manifest-digest":"x"}}}"#;
+    pusher.push_blob(repository, payload).await.unwrap();
+    let sig = attachment(payload, &config_digest, config.len());
+    let sig_digest = pusher
+        .put_manifest(
+            repository,
+            &format!("sha256-{hex}.sig"),
+            OCI,
+            sig.as_bytes(),
+        )
+        .await
+        .unwrap();
+
+    // The referrers tag schema: an SBOM artifact pushed by digest, listed by an index
+    // under `sha256-<hex>`.
+    let empty = pusher.push_blob(repository, b"{}").await.unwrap();
+    let sbom = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI,
+        "artifactType": SBOM,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty.to_string(), "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty.to_string(), "size": 2}],
+        "subject": {"mediaType": subject.media_type, "digest": subject.digest.to_string(), "size": subject.size},
+        "annotations": {"org.opencontainers.image.created": "2026-12-01T00:00:00Z"},
+    })
+    .to_string();
+    let sbom_digest = flagstate_core::Digest::sha256_of(sbom.as_bytes());
+    pusher
+        .put_manifest(repository, sbom_digest.as_str(), OCI, sbom.as_bytes())
+        .await
+        .unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": OCI, "digest": sbom_digest.to_string(), "size": sbom.len(),
+                       "artifactType": SBOM,
+                       "annotations": {"org.opencontainers.image.created": "2026-12-01T00:00:00Z"}}],
+    })
+    .to_string();
+    pusher
+        .put_manifest(
+            repository,
+            &format!("sha256-{hex}"),
+            "application/vnd.oci.image.index.v1+json",
+            index.as_bytes(),
+        )
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("index.db").to_str().unwrap().to_owned();
+    let args = ["--registry", &registry.url(), "--database", &db];
+    let env = [("FLAGSTATE_EVENTS__TOKEN", EVENTS_TOKEN)];
+    let server = Server::start(port, &args, &env, dir.path()).await;
+
+    let path = format!("/v2/{repository}/referrers/{}", subject.digest);
+    let types = |r: &Value| -> Vec<(String, String)> {
+        let mut found: Vec<_> = r["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                (
+                    d["digest"].as_str().unwrap_or_default().to_owned(),
+                    d["artifactType"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let mut want = vec![
+        (sig_digest.to_string(), SIG.to_owned()),
+        (sbom_digest.to_string(), SBOM.to_owned()),
+    ];
+    want.sort();
+    let listed = wait_for(&server, &path, "the tagged referrers", |r| types(r) == want).await;
+    let sbom_entry = listed["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["digest"] == sbom_digest.as_str())
+        .unwrap();
+    assert_eq!(sbom_entry["size"], sbom.len(), "{listed}");
+    assert_eq!(
+        sbom_entry["annotations"]["org.opencontainers.image.created"], "2026-12-01T00:00:00Z",
+        "the referrer's annotations are answered: {listed}"
+    );
+    let (_, headers, only_sig) = fetch(
+        &server,
+        &format!("{path}?artifactType={}", SIG.replace('+', "%2B")),
+        &[],
+    )
+    .await;
+    assert_eq!(headers.get("oci-filters-applied").unwrap(), "artifactType");
+    assert_eq!(types(&only_sig), [(sig_digest.to_string(), SIG.to_owned())]);
+
+    // An attachment tag pushed while the server runs.
+    let att_payload = br#"{"payloadType":"application/vnd.in-toto+json"}"#;
+    pusher.push_blob(repository, att_payload).await.unwrap();
+    let att = attachment(att_payload, &config_digest, config.len());
+    let att_digest = pusher
+        .put_manifest(
+            repository,
+            &format!("sha256-{hex}.att"),
+            OCI,
+            att.as_bytes(),
+        )
+        .await
+        .unwrap();
+    want.push((att_digest.to_string(), ATT.to_owned()));
+    want.sort();
+    wait_for(&server, &path, "the attachment pushed later", |r| {
+        types(r) == want
+    })
+    .await;
+
+    // Deleting the signature by digest removes it.
+    pusher
+        .delete_manifest(repository, &sig_digest)
+        .await
+        .unwrap();
+    want.retain(|(d, _)| *d != sig_digest.to_string());
+    wait_for(&server, &path, "the signature's deletion", |r| {
+        types(r) == want
+    })
+    .await;
+
+    let (_, _, feed) = fetch(
+        &server,
+        "/v2/_flagstate/changes?since=0&n=1000&type=referrer.created,referrer.deleted",
+        &[],
+    )
+    .await;
+    let mut events: Vec<(String, String, String, String)> = feed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or_default().to_owned(),
+                e["data"]["digest"].as_str().unwrap_or_default().to_owned(),
+                e["data"]["subjectDigest"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                e["data"]["artifactType"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let created = |d: &flagstate_core::Digest, t: &str| {
+        (
+            "io.flagstate.referrer.created".to_owned(),
+            d.to_string(),
+            subject.digest.to_string(),
+            t.to_owned(),
+        )
+    };
+    let deleted = (
+        "io.flagstate.referrer.deleted".to_owned(),
+        sig_digest.to_string(),
+        subject.digest.to_string(),
+        SIG.to_owned(),
+    );
+    // The first scan's two records come in either order; the rest follow in order.
+    assert_eq!(events.len(), 4, "{feed}");
+    events[..2].sort();
+    let mut first = [created(&sig_digest, SIG), created(&sbom_digest, SBOM)];
+    first.sort();
+    assert_eq!(events[..2], first[..], "{feed}");
+    assert_eq!(
+        events[2..],
+        [created(&att_digest, ATT), deleted][..],
+        "{feed}"
     );
 }

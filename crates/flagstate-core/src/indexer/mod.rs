@@ -24,6 +24,7 @@
 
 mod apply;
 mod fetch;
+mod referrers;
 mod scan;
 mod worker;
 
@@ -514,6 +515,9 @@ pub struct Indexer {
     /// Digests whose content is not indexable (artifacts, unreadable manifests). Digests
     /// are immutable, so remembering this saves refetching them on every scan.
     unsupported: Mutex<HashSet<Digest>>,
+    /// Referrer tags' manifests (repository, digest) whose referrers are recorded
+    /// already (see the `referrers` module).
+    referrer_tags_read: Mutex<HashSet<(RepositoryName, Digest)>>,
     /// Serialises "check for newer events, then write" of a scan against event
     /// application for the same repository.
     locks: Vec<tokio::sync::Mutex<()>>,
@@ -548,6 +552,7 @@ impl Indexer {
             store,
             status: StatusCells::default(),
             unsupported: Mutex::new(HashSet::new()),
+            referrer_tags_read: Mutex::new(HashSet::new()),
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),

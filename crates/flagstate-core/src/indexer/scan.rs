@@ -15,6 +15,7 @@ use crate::digest::Digest;
 use crate::discovery::{ManifestInfo, ManifestListing, Untagged};
 use crate::model::{RepositorySnapshot, TagChange};
 use crate::name::{RepositoryName, Tag};
+use crate::registry::content::ReferrerTag;
 use crate::registry::{FetchedManifest, Listing, ManifestCheck, RegistryError};
 use crate::store::StoreError;
 use crate::timestamp::Timestamp;
@@ -328,12 +329,23 @@ impl Indexer {
         let mut tags: BTreeMap<Tag, Digest> = BTreeMap::new();
         let mut prefetched: HashMap<Digest, FetchedManifest> = HashMap::new();
         let mut unreadable: BTreeMap<Tag, String> = BTreeMap::new();
+        // Tags that name referrers (see the `referrers` module), with their digests and
+        // the bodies read for them.
+        let mut referrer_tags: Vec<(ReferrerTag, Digest)> = Vec::new();
+        let mut referrer_bodies: HashMap<Digest, FetchedManifest> = HashMap::new();
         for (tag, read) in listed {
             match read {
                 TagRead::Found(digest, body) => {
+                    let referrer_tag = ReferrerTag::parse(tag.as_str());
                     if let Some(body) = body {
                         total.manifests += 1;
+                        if referrer_tag.is_some() {
+                            referrer_bodies.insert(digest.clone(), body.clone());
+                        }
                         prefetched.insert(digest.clone(), body);
+                    }
+                    if let Some(referrer_tag) = referrer_tag {
+                        referrer_tags.push((referrer_tag, digest.clone()));
                     }
                     tags.insert(tag, digest);
                 }
@@ -436,6 +448,15 @@ impl Indexer {
                     if !self.touched_since(name, since) {
                         self.forget_untagged(name, gone).await?;
                     }
+                    drop(_guard);
+                    total.manifests += self
+                        .index_referrer_tags(
+                            name,
+                            std::mem::take(&mut referrer_tags),
+                            std::mem::take(&mut referrer_bodies),
+                            since,
+                        )
+                        .await?;
                     break;
                 }
                 Err(StoreError::MissingManifest { digest, .. }) if attempt == 0 => {

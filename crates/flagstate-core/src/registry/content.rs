@@ -118,17 +118,138 @@ pub fn referrer_facts(bytes: &[u8]) -> ReferrerFacts {
         .filter(|t| !t.is_empty())
         .or_else(|| json.config.and_then(|c| c.media_type))
         .filter(|t| !t.is_empty());
-    let annotations = json
-        .annotations
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
-        .collect();
+    let annotations = string_values(json.annotations);
     ReferrerFacts {
         artifact_type,
         subject: json.subject.and_then(|s| Digest::parse(&s.digest).ok()),
         annotations,
     }
+}
+
+/// A tag that names what refers to a manifest rather than an image of its own: the OCI
+/// referrers tag schema, or a cosign attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReferrerTag {
+    /// `sha256-<hex>`: the referrers tag schema of OCI 1.1 for registries without the
+    /// referrers API. The tag points at an image index whose `manifests` are the
+    /// referrers of `sha256:<hex>`.
+    Index {
+        /// The manifest referred to.
+        subject: Digest,
+    },
+    /// `sha256-<hex>.<name>` (cosign's `.sig`, `.att`, `.sbom`): the tag points at one
+    /// manifest that refers to `sha256:<hex>`.
+    Attachment {
+        /// The manifest referred to.
+        subject: Digest,
+        /// The attachment's name (`sig`, `att`, `sbom`, …).
+        name: String,
+    },
+}
+
+impl ReferrerTag {
+    /// The referrer tag `tag` is, if it is one: `sha256-` and 64 lowercase hex digits,
+    /// optionally followed by `.` and a name of letters and digits.
+    pub fn parse(tag: &str) -> Option<Self> {
+        let rest = tag.strip_prefix("sha256-")?;
+        let (hex, name) = match rest.split_once('.') {
+            Some((hex, name)) => (hex, Some(name)),
+            None => (rest, None),
+        };
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let subject = Digest::parse(&format!("sha256:{hex}")).ok()?;
+        match name {
+            None => Some(ReferrerTag::Index { subject }),
+            Some(name) if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                Some(ReferrerTag::Attachment {
+                    subject,
+                    name: name.to_owned(),
+                })
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// The manifest the tag's referrers refer to.
+    pub fn subject(&self) -> &Digest {
+        match self {
+            ReferrerTag::Index { subject } | ReferrerTag::Attachment { subject, .. } => subject,
+        }
+    }
+}
+
+/// The artifact type cosign gives an attachment named `name` when it writes OCI 1.1
+/// referrers (`application/vnd.dev.cosign.artifact.<name>.v1+json`): what an attachment
+/// tag's manifest is filtered by when it states no `artifactType` of its own.
+pub fn cosign_artifact_type(name: &str) -> String {
+    format!("application/vnd.dev.cosign.artifact.{name}.v1+json")
+}
+
+/// One descriptor of a referrers index (the manifest a [`ReferrerTag::Index`] tag
+/// points at).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedReferrer {
+    /// The referrer's digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its `artifactType`, when the descriptor states one.
+    pub artifact_type: Option<String>,
+    /// The descriptor's string-valued annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct ReferrersIndexJson {
+    #[serde(default)]
+    manifests: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ReferrerDescriptorJson {
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(rename = "artifactType")]
+    artifact_type: Option<String>,
+    annotations: Option<HashMap<String, serde_json::Value>>,
+}
+
+/// The referrers a referrers index lists: its `manifests` descriptors that name a
+/// manifest media type, a digest and a size; other entries are skipped. Bytes that are
+/// not such an index list none.
+pub fn referrers_index(bytes: &[u8]) -> Vec<IndexedReferrer> {
+    let Ok(index) = serde_json::from_slice::<ReferrersIndexJson>(bytes) else {
+        return Vec::new();
+    };
+    index
+        .manifests
+        .into_iter()
+        .filter_map(|entry| serde_json::from_value::<ReferrerDescriptorJson>(entry).ok())
+        .filter(|d| is_manifest_media_type(&d.media_type))
+        .filter_map(|d| {
+            Some(IndexedReferrer {
+                digest: Digest::parse(&d.digest).ok()?,
+                media_type: d.media_type,
+                size: d.size,
+                artifact_type: d.artifact_type.filter(|t| !t.is_empty()),
+                annotations: string_values(d.annotations),
+            })
+        })
+        .collect()
+}
+
+/// The string-valued entries of a JSON annotations object.
+fn string_values(map: Option<HashMap<String, serde_json::Value>>) -> BTreeMap<String, String> {
+    map.unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
+        .collect()
 }
 
 /// Interprets a manifest's bytes according to its media type.
@@ -331,6 +452,74 @@ mod tests {
 
     fn d(s: &str) -> String {
         Digest::sha256_of(s.as_bytes()).to_string()
+    }
+
+    #[test]
+    fn referrer_tags_are_recognised_by_name() {
+        let hex = "ab".repeat(32);
+        let subject = Digest::parse(&format!("sha256:{hex}")).unwrap();
+        assert_eq!(
+            ReferrerTag::parse(&format!("sha256-{hex}")),
+            Some(ReferrerTag::Index {
+                subject: subject.clone()
+            })
+        );
+        assert_eq!(
+            ReferrerTag::parse(&format!("sha256-{hex}.sig")),
+            Some(ReferrerTag::Attachment {
+                subject: subject.clone(),
+                name: "sig".into()
+            })
+        );
+        for not_one in [
+            "latest".to_owned(),
+            format!("sha256-{}", &hex[..63]),
+            format!("sha256-{hex}0"),
+            format!("sha256-{}", hex.to_uppercase()),
+            format!("sha512-{hex}"),
+            format!("sha256-{hex}."),
+            format!("sha256-{hex}.s-g"),
+            format!("sha256-{hex}.sig.x"),
+        ] {
+            assert_eq!(ReferrerTag::parse(&not_one), None, "{not_one}");
+        }
+        assert_eq!(
+            cosign_artifact_type("sig"),
+            "application/vnd.dev.cosign.artifact.sig.v1+json"
+        );
+    }
+
+    #[test]
+    fn a_referrers_index_lists_its_manifest_descriptors() {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": d("sbom"), "size": 412,
+                 "artifactType": "application/spdx+json",
+                 "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z", "n": 1}},
+                {"mediaType": OCI_MANIFEST, "digest": d("plain"), "size": 7},
+                {"mediaType": "application/octet-stream", "digest": d("blob"), "size": 1},
+                {"mediaType": OCI_MANIFEST, "digest": "not a digest", "size": 1},
+                {"mediaType": OCI_MANIFEST, "digest": d("no size")},
+                "not an object"
+            ]
+        });
+        let found = referrers_index(&serde_json::to_vec(&index).unwrap());
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].digest.to_string(), d("sbom"));
+        assert_eq!(found[0].size, 412);
+        assert_eq!(
+            found[0].artifact_type.as_deref(),
+            Some("application/spdx+json")
+        );
+        assert_eq!(
+            found[0].annotations.keys().collect::<Vec<_>>(),
+            ["org.opencontainers.image.created"]
+        );
+        assert_eq!(found[1].artifact_type, None);
+        assert!(referrers_index(b"not json").is_empty());
+        assert!(referrers_index(b"{}").is_empty());
     }
 
     #[test]
