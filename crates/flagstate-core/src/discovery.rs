@@ -409,6 +409,9 @@ pub struct ManifestInfo {
     pub platform: Option<Platform>,
     /// The tag, for a tagged entry.
     pub tag: Option<Tag>,
+    /// The artifact type of an untagged manifest, where known (its `artifactType`, else
+    /// its config's media type, as its push stated).
+    pub artifact_type: Option<String>,
 }
 
 impl ManifestInfo {
@@ -441,6 +444,7 @@ pub fn manifest_entries<'a>(
             size: stored.and_then(Manifest::size),
             platform: stored.and_then(Manifest::platform).cloned(),
             tag: Some(tag.clone()),
+            artifact_type: None,
         });
     }
     for pushed in pushed {
@@ -454,6 +458,7 @@ pub fn manifest_entries<'a>(
             size: Some(pushed.size),
             platform: stored.and_then(Manifest::platform).cloned(),
             tag: None,
+            artifact_type: pushed.artifact_type.clone(),
         });
     }
     entries

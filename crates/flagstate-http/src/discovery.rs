@@ -560,7 +560,8 @@ pub struct DescriptorOut {
     /// The platform of an image the index holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub platform: Option<PlatformOut>,
-    /// A referrer's artifact type (its `artifactType`, else its config's media type).
+    /// A referrer's or an untagged manifest's artifact type (its `artifactType`, else its
+    /// config's media type), where known.
     #[serde(rename = "artifactType", skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
     /// The manifest listing: `org.opencontainers.image.ref.name`, the tag of a tagged
@@ -593,7 +594,7 @@ fn descriptor_out(m: ManifestInfo) -> DescriptorOut {
             os: p.os,
             variant: p.variant,
         }),
-        artifact_type: None,
+        artifact_type: m.artifact_type,
         annotations: m
             .tag
             .map(|tag| BTreeMap::from([(REF_NAME.to_owned(), tag.to_string())]))

@@ -91,6 +91,7 @@ pub async fn untagged_manifests_follow_pushes_tags_and_deletes(store: &dyn Store
             size: Some(531),
             platform: None,
             tag: None,
+            artifact_type: None,
         }]),
         "a push by digest into a new repository is listed untagged"
     );
@@ -511,6 +512,32 @@ pub async fn referrers_are_pushed_manifests_naming_the_subject(store: &dyn Store
             .map(|r| r.digest.to_string())
             .collect::<Vec<_>>(),
         expected(&["sbom"])
+    );
+    // The manifest listing describes each untagged referrer with its artifact type.
+    let untagged = manifests(store, "app", Untagged::Only)
+        .await
+        .unwrap_or_default();
+    let listed_types: BTreeMap<String, Option<String>> = untagged
+        .iter()
+        .map(|m| (m.digest.to_string(), m.artifact_type.clone()))
+        .collect();
+    assert_eq!(
+        listed_types,
+        BTreeMap::from([
+            (
+                super::fixtures::digest("signature").to_string(),
+                Some(SIGNATURE.to_owned())
+            ),
+            (
+                super::fixtures::digest("sbom").to_string(),
+                Some(SBOM.to_owned())
+            ),
+            (
+                super::fixtures::digest("other sbom").to_string(),
+                Some(SBOM.to_owned())
+            ),
+        ]),
+        "untagged referrers are listed with their artifact types"
     );
     // Each referrer pushed is one `referrer.created` record naming its subject and type,
     // beside the untagged manifest's own record.
