@@ -22,8 +22,10 @@ use crate::store::Generation;
 use crate::timestamp::Timestamp;
 
 mod event;
+mod watch;
 
 pub use event::{CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, ChangeData, ChangeEvent};
+pub use watch::{DEFAULT_WATCH_FALLBACK, DEFAULT_WATCH_INTERVAL, GenerationWatch};
 
 /// What changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -472,7 +474,8 @@ pub fn read_log<'a>(
 /// behind the HTTP event stream, for embedders too.
 ///
 /// New records are noticed by watching [`Store::generation`](crate::Store::generation)
-/// every `poll` (every store keeps it in process, so this is cheap), then reading the log
+/// every `poll` (every store keeps it in process, so this is cheap), or by waiting on a
+/// shared [`GenerationWatch`] ([`with_watch`](Self::with_watch)), then reading the log
 /// after the last record handed out. A store failure is returned and the follower can be
 /// asked again: it resumes where it was.
 #[derive(Debug)]
@@ -485,6 +488,8 @@ pub struct ChangeFollower<S> {
     /// The generation up to which everything was read, when known.
     read_up_to: Option<Generation>,
     pending: std::collections::VecDeque<ChangeRecord>,
+    /// The shared wake-up, when given; else the follower looks every `poll`.
+    watch: Option<GenerationWatch>,
 }
 
 impl<S: std::ops::Deref<Target = D>, D: crate::Store + ?Sized> ChangeFollower<S> {
@@ -505,7 +510,15 @@ impl<S: std::ops::Deref<Target = D>, D: crate::Store + ?Sized> ChangeFollower<S>
             poll,
             read_up_to: None,
             pending: std::collections::VecDeque::new(),
+            watch: None,
         }
+    }
+
+    /// Waits on `watch` (shared by every follower of the store) instead of looking
+    /// every `poll`.
+    pub fn with_watch(mut self, watch: GenerationWatch) -> Self {
+        self.watch = Some(watch);
+        self
     }
 
     /// Where the follower is: the last record it read (handed out or filtered away).
@@ -519,6 +532,9 @@ impl<S: std::ops::Deref<Target = D>, D: crate::Store + ?Sized> ChangeFollower<S>
         loop {
             if let Some(record) = self.pending.pop_front() {
                 return Ok(record);
+            }
+            if let Some(watch) = &mut self.watch {
+                watch.mark_seen();
             }
             let generation = self.store.generation().await?;
             if self.read_up_to != Some(generation) {
@@ -542,7 +558,10 @@ impl<S: std::ops::Deref<Target = D>, D: crate::Store + ?Sized> ChangeFollower<S>
                     continue;
                 }
             }
-            tokio::time::sleep(self.poll).await;
+            match &mut self.watch {
+                Some(watch) => watch.changed().await,
+                None => tokio::time::sleep(self.poll).await,
+            }
         }
     }
 }
@@ -634,5 +653,29 @@ mod tests {
         put(&store, "d").await;
         let tag = waiting.await.unwrap().unwrap();
         assert_eq!(tag.as_ref().map(|t| t.as_str()), Some("d"));
+
+        // With a shared watch, a follower that would otherwise look once a minute is
+        // woken by the write.
+        let dyn_store: std::sync::Arc<dyn crate::Store> = store.clone();
+        let watch =
+            GenerationWatch::spawn(dyn_store, Duration::from_millis(5), Duration::from_secs(60));
+        let mut watching = ChangeFollower::new(
+            store.clone(),
+            ChangeCursor::at_generation(crate::Store::generation(&*store).await.unwrap()),
+            ChangeFilter::default(),
+            2,
+            Duration::from_secs(60),
+        )
+        .with_watch(watch);
+        let waiting = tokio::spawn(async move { watching.next().await.map(|r| r.tag) });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!waiting.is_finished(), "nothing new yet");
+        put(&store, "e").await;
+        let tag = tokio::time::timeout(Duration::from_secs(20), waiting)
+            .await
+            .expect("the watch woke the follower long before its 60 s poll")
+            .unwrap()
+            .unwrap();
+        assert_eq!(tag.as_ref().map(|t| t.as_str()), Some("e"));
     }
 }

@@ -13,8 +13,9 @@
 //!   so `Last-Event-ID` resumes after a reconnect; a comment every 15 s keeps idle
 //!   connections open.
 //!
-//! New records are noticed by watching the store generation (kept in process, so cheap
-//! to read) every [`POLL`]. Watchers take a place of their own
+//! New records are noticed through the state's one shared watch of the store generation
+//! ([`AppState::generation_watch`], core's `GenerationWatch`), which wakes every waiting
+//! request and stream when the generation moves. Watchers take a place of their own
 //! ([`HttpConfig::max_change_watchers`](crate::HttpConfig)), not a request's.
 
 use std::convert::Infallible;
@@ -26,6 +27,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use flagstate_core::changes::{
     ChangeCursor, ChangeEvent, ChangeFilter, ChangeFollower, ChangeKind, ChangePage,
+    DEFAULT_WATCH_FALLBACK, GenerationWatch,
 };
 use flagstate_core::{RepositoryName, Store, StoreExt};
 use serde::Serialize;
@@ -37,8 +39,6 @@ use crate::state::AppState;
 
 /// Longest `wait=` a request may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
-/// How often a waiting request or a stream looks for new records.
-pub const POLL: Duration = Duration::from_millis(50);
 /// The header naming the change cursor a listing reflects.
 pub const CURSOR_HEADER: &str = "flagstate-cursor";
 
@@ -233,6 +233,7 @@ pub async fn changes(
         read(store.as_ref(), since, &request.filter, 1).await?;
         return Ok(stream(
             store,
+            state.generation_watch(),
             since,
             request.filter,
             request.n,
@@ -243,9 +244,13 @@ pub async fn changes(
     let mut page = read(store.as_ref(), since, &request.filter, request.n).await?;
     if let Some(wait) = request.wait {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut watch = state.generation_watch();
+        watch.mark_seen();
         let mut seen = store.generation().await?;
         while page.records.is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(POLL.min(deadline - tokio::time::Instant::now())).await;
+            // Woken when the generation moves (or at the watch's fallback).
+            let _ = tokio::time::timeout_at(deadline, watch.changed()).await;
+            watch.mark_seen();
             let generation = store.generation().await?;
             if generation != seen {
                 seen = generation;
@@ -274,13 +279,14 @@ pub async fn changes(
 /// `Last-Event-ID`).
 fn stream(
     store: std::sync::Arc<dyn Store>,
+    watch: GenerationWatch,
     since: ChangeCursor,
     filter: ChangeFilter,
     n: usize,
     source: String,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Response {
-    let events = async_stream(store, since, filter, n, source, permit);
+    let events = async_stream(store, watch, since, filter, n, source, permit);
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
@@ -293,13 +299,16 @@ fn stream(
 
 fn async_stream(
     store: std::sync::Arc<dyn Store>,
+    watch: GenerationWatch,
     since: ChangeCursor,
     filter: ChangeFilter,
     n: usize,
     source: String,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> impl futures::Stream<Item = Result<Event, Infallible>> + Send {
-    let follower = ChangeFollower::new(store, since, filter, n, POLL);
+    // The watch wakes the follower; its own look every fallback period is the safety net.
+    let follower =
+        ChangeFollower::new(store, since, filter, n, DEFAULT_WATCH_FALLBACK).with_watch(watch);
     // The permit lives as long as the stream: one watcher's place per open stream.
     futures::stream::unfold((follower, permit), move |(mut follower, permit)| {
         let source = source.clone();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use axum::http::HeaderValue;
 use flagstate_core::Store;
+use flagstate_core::changes::GenerationWatch;
 use flagstate_core::icons::IconStore;
 use flagstate_core::indexer::Indexer;
 use flagstate_core::webhooks::WebhookMonitor;
@@ -44,6 +45,9 @@ struct Inner {
     spool: tokio::sync::OnceCell<Arc<SpoolDir>>,
     /// The outgoing webhooks' deliveries, for `/metrics`, when this server delivers.
     webhooks: std::sync::OnceLock<WebhookMonitor>,
+    /// The store generation's watch shared by the change feed's waiting requests and
+    /// streams; started on first use.
+    generation_watch: std::sync::OnceLock<GenerationWatch>,
 }
 
 impl AppState {
@@ -89,6 +93,7 @@ impl AppState {
                 readiness: ReadinessCheck::default(),
                 spool: tokio::sync::OnceCell::new(),
                 webhooks: std::sync::OnceLock::new(),
+                generation_watch: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -141,6 +146,15 @@ impl AppState {
     /// The store queries are answered from.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// The shared watch of the store generation that wakes the change feed's followers
+    /// (started on the calling runtime at first use).
+    pub fn generation_watch(&self) -> GenerationWatch {
+        self.inner
+            .generation_watch
+            .get_or_init(|| GenerationWatch::spawn_default(self.inner.store.clone()))
+            .clone()
     }
 
     /// The indexer, when this server writes the index.

@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{Counters, WebhookEndpoint, WebhookError};
-use crate::changes::{CLOUDEVENTS_BATCH_JSON, ChangeCursor, ChangeEvent, ChangePage};
+use crate::changes::{
+    CLOUDEVENTS_BATCH_JSON, ChangeCursor, ChangeEvent, ChangePage, GenerationWatch,
+};
 use crate::store::{Generation, Store, StoreError, StoreExt};
 
 /// Why one delivery attempt failed.
@@ -46,6 +48,8 @@ pub(super) struct Deliverer {
     pub(super) store: Arc<dyn Store>,
     pub(super) fallback_source: String,
     pub(super) counters: Arc<Counters>,
+    /// The store generation's shared watch, which wakes a caught-up endpoint.
+    pub(super) watch: GenerationWatch,
 }
 
 /// What a wait ended with.
@@ -268,17 +272,21 @@ impl Deliverer {
         }
     }
 
-    /// Waits until the store generation moves past `seen`; `false` on shutdown.
+    /// Waits until the store generation moves past `seen` (woken by the shared watch);
+    /// `false` on shutdown.
     async fn wait_for_records(&self, shutdown: &CancellationToken, seen: Generation) -> bool {
+        let mut watch = self.watch.clone();
         loop {
-            if let Waited::Shutdown = pause(shutdown, super::POLL).await {
-                return false;
-            }
+            watch.mark_seen();
             match self.store.generation().await {
                 Ok(now) if now != seen => return true,
                 Ok(_) => {}
                 // The read after the wait reports and retries store failures.
                 Err(_) => return true,
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = watch.changed() => {}
             }
         }
     }

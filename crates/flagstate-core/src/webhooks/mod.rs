@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::changes::{ChangeFilter, ChangeKind, ChangeRecord};
+use crate::changes::{ChangeFilter, ChangeKind, ChangeRecord, GenerationWatch};
 use crate::name::RepositoryName;
 use crate::store::Store;
 use crate::timestamp::Timestamp;
@@ -38,9 +38,6 @@ use crate::timestamp::Timestamp;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`WebhookEndpoint::batch_size`].
 pub const DEFAULT_BATCH_SIZE: usize = 100;
-/// How often a caught-up endpoint looks for new records (the store generation, which
-/// every store keeps in process).
-pub const POLL: Duration = Duration::from_millis(50);
 
 /// Why an endpoint cannot be used as configured.
 #[derive(Debug, thiserror::Error)]
@@ -342,6 +339,8 @@ impl Webhooks {
                     .collect(),
             ),
         };
+        // One watch of the generation wakes every caught-up endpoint.
+        let watch = GenerationWatch::spawn_default(store.clone());
         let tasks = ready
             .into_iter()
             .map(|(endpoint, client, counters)| {
@@ -351,6 +350,7 @@ impl Webhooks {
                     store: store.clone(),
                     fallback_source: fallback_source.clone(),
                     counters,
+                    watch: watch.clone(),
                 };
                 tokio::spawn(deliverer.run(shutdown.child_token()))
             })
