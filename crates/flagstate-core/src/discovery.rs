@@ -409,6 +409,12 @@ pub struct ManifestInfo {
     pub platform: Option<Platform>,
     /// The tag, for a tagged entry.
     pub tag: Option<Tag>,
+    /// An untagged entry's artifact type (its `artifactType`, else its config's media
+    /// type), when its push told one; `None` for a tagged entry.
+    pub artifact_type: Option<String>,
+    /// When an untagged entry was pushed ([`PushedManifest::pushed`]); `None` for a
+    /// tagged entry.
+    pub pushed: Option<Timestamp>,
 }
 
 impl ManifestInfo {
@@ -441,6 +447,8 @@ pub fn manifest_entries<'a>(
             size: stored.and_then(Manifest::size),
             platform: stored.and_then(Manifest::platform).cloned(),
             tag: Some(tag.clone()),
+            artifact_type: None,
+            pushed: None,
         });
     }
     for pushed in pushed {
@@ -454,6 +462,8 @@ pub fn manifest_entries<'a>(
             size: Some(pushed.size),
             platform: stored.and_then(Manifest::platform).cloned(),
             tag: None,
+            artifact_type: pushed.artifact_type.clone(),
+            pushed: Some(pushed.pushed),
         });
     }
     entries

@@ -211,7 +211,8 @@ pub(crate) async fn list_tags(
     Ok(Some(page))
 }
 
-/// repository id, digest, tag, media type, size, os, architecture, variant.
+/// repository id, digest, tag, media type, size, os, architecture, variant, artifact
+/// type, pushed.
 type ManifestRow = (
     i64,
     Option<String>,
@@ -221,6 +222,8 @@ type ManifestRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
+    Option<i64>,
 );
 
 /// One page of a repository's manifests (see
@@ -250,11 +253,13 @@ pub(crate) async fn list_manifests(
              SELECT t.digest, t.name AS tag, m.media_type, m.size, \
                     CASE WHEN m.is_list THEN NULL ELSE m.os END AS os, \
                     CASE WHEN m.is_list THEN NULL ELSE m.architecture END AS architecture, \
-                    CASE WHEN m.is_list THEN NULL ELSE m.variant END AS variant \
+                    CASE WHEN m.is_list THEN NULL ELSE m.variant END AS variant, \
+                    NULL::text AS artifact_type, NULL::bigint AS pushed \
              FROM r JOIN tags t ON t.repository_id = r.id JOIN manifests m ON m.digest = t.digest \
              WHERE $2 \
              UNION ALL \
-             SELECT p.digest, NULL, p.media_type, p.size, m.os, m.architecture, m.variant \
+             SELECT p.digest, NULL, p.media_type, p.size, m.os, m.architecture, m.variant, \
+                    p.artifact_type, p.pushed \
              FROM r JOIN pushed_manifests p ON p.repository_id = r.id \
              LEFT JOIN manifests m ON m.digest = p.digest AND NOT m.is_list \
              WHERE $3 \
@@ -267,7 +272,7 @@ pub(crate) async fn list_manifests(
              WHERE (digest, coalesce(tag, '') COLLATE \"C\") > ($4, $5) \
              ORDER BY digest, coalesce(tag, '') COLLATE \"C\" LIMIT $6) \
          SELECT r.id, page.digest, page.tag, page.media_type, page.size, page.os, \
-                page.architecture, page.variant \
+                page.architecture, page.variant, page.artifact_type, page.pushed \
          FROM r LEFT JOIN page ON true \
          ORDER BY page.digest, coalesce(page.tag, '') COLLATE \"C\"",
     )
@@ -284,7 +289,8 @@ pub(crate) async fn list_manifests(
         return Ok(None);
     }
     let mut page = Vec::with_capacity(rows.len());
-    for (_, digest, tag, media_type, size, os, architecture, variant) in rows {
+    for (_, digest, tag, media_type, size, os, architecture, variant, artifact_type, pushed) in rows
+    {
         let Some(digest) = digest else {
             // The one row of an empty page.
             continue;
@@ -298,6 +304,8 @@ pub(crate) async fn list_manifests(
             size: size.and_then(|s| u64::try_from(s).ok()),
             platform,
             tag: tag.map(parse_tag).transpose()?,
+            artifact_type,
+            pushed: pushed.map(Timestamp::from_millis),
         });
     }
     Ok(Some(page))
