@@ -220,6 +220,17 @@ async fn fetch(
     (status, headers, body)
 }
 
+/// The web UI page at `path`, which must answer `200`.
+async fn html(server: &Server, path: &str) -> String {
+    let response = http_client()
+        .get(format!("{}{path}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{path}");
+    response.text().await.unwrap()
+}
+
 /// Polls `path` until `done` holds for its body (up to 30 s).
 async fn wait_for(server: &Server, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -481,7 +492,8 @@ fn descriptors(index: &Value) -> Vec<(String, Option<String>)> {
 /// untagged (with the size and media type the registry serves) and recorded in the
 /// change feed; tagging moves one to the tagged entries; a delete removes one; and a
 /// full scan drops one the registry no longer serves while keeping a repository that
-/// holds nothing but untagged manifests.
+/// holds nothing but untagged manifests. Referrers pushed by digest answer the referrers
+/// API, and the web UI shows them and the untagged manifests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untagged_manifests_follow_pushes_by_digest() {
     let port = free_port();
@@ -678,6 +690,28 @@ async fn untagged_manifests_follow_pushes_by_digest() {
         filtered["manifests"][0]["artifactType"],
         "application/vnd.example.sbom"
     );
+    // The web UI shows the same: the image's referrers, each repository's untagged
+    // manifests.
+    let image_page = html(&server, &format!("/r/{signed}/@{}", subject.digest)).await;
+    assert!(image_page.contains("id=\"referrers-h\""), "{image_page}");
+    for (digest, kind, _) in &referrers {
+        assert!(
+            image_page.contains(&format!("<code>{kind}</code>")),
+            "{image_page}"
+        );
+        assert!(image_page.contains(&format!("<code class=\"digest\">{digest}</code>")));
+    }
+    assert!(image_page.contains(&format!("href=\"{referrers_path}\"")));
+    let app_page = html(&server, &format!("/r/{app}")).await;
+    assert!(app_page.contains("id=\"untagged-h\""), "{app_page}");
+    assert!(app_page.contains(&format!(
+        "<code class=\"digest\">{}</code>",
+        vanishing.digest
+    )));
+    assert!(!app_page.contains(&format!(
+        "<code class=\"digest\">{}</code>",
+        by_digest.digest
+    )));
     let (status, _, none) = fetch(
         &server,
         &format!("/v2/{signed}/referrers/{}", tagged.digest),

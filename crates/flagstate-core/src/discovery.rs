@@ -409,9 +409,12 @@ pub struct ManifestInfo {
     pub platform: Option<Platform>,
     /// The tag, for a tagged entry.
     pub tag: Option<Tag>,
-    /// The artifact type of an untagged manifest, where known (its `artifactType`, else
-    /// its config's media type, as its push stated).
+    /// An untagged entry's artifact type (its `artifactType`, else its config's media
+    /// type), when its push told one; `None` for a tagged entry.
     pub artifact_type: Option<String>,
+    /// When an untagged entry was pushed ([`PushedManifest::pushed`]); `None` for a
+    /// tagged entry.
+    pub pushed: Option<Timestamp>,
 }
 
 impl ManifestInfo {
@@ -445,6 +448,7 @@ pub fn manifest_entries<'a>(
             platform: stored.and_then(Manifest::platform).cloned(),
             tag: Some(tag.clone()),
             artifact_type: None,
+            pushed: None,
         });
     }
     for pushed in pushed {
@@ -459,6 +463,7 @@ pub fn manifest_entries<'a>(
             platform: stored.and_then(Manifest::platform).cloned(),
             tag: None,
             artifact_type: pushed.artifact_type.clone(),
+            pushed: Some(pushed.pushed),
         });
     }
     entries

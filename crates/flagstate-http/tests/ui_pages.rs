@@ -201,6 +201,314 @@ async fn repository_page_orders_tags_by_time_and_shows_history() {
     }
 }
 
+/// The part of `page` from the heading with id `id` to the end of its section.
+fn section<'a>(page: &'a str, id: &str) -> Option<&'a str> {
+    let start = page.find(&format!("id=\"{id}\""))?;
+    let end = page[start..].find("</section>")?;
+    Some(&page[start..start + end])
+}
+
+/// `manifest` pushed to `repository` by digest.
+fn pushed(repository: &str, manifest: flagstate_core::PushedManifest) -> flagstate_core::TagChange {
+    flagstate_core::TagChange::PutUntagged {
+        repository: repository.parse().unwrap(),
+        manifest,
+    }
+}
+
+/// A manifest pushed by digest is listed under "Untagged manifests" (with its media type,
+/// artifact type, size and push time) until a tag reaches it; the section is absent while
+/// there is none. Through the page cache: each write is a new page.
+#[tokio::test]
+async fn repository_page_lists_untagged_manifests_until_a_tag_reaches_them() {
+    use flagstate_core::conformance::fixtures::{at, image, put_image, put_untagged, time};
+    use flagstate_core::model::OCI_MANIFEST;
+    use flagstate_core::{PushedManifest, Store};
+    let store = std::sync::Arc::new(flagstate_core::MemoryStore::new());
+    let (tagged, loose) = (image("tagged").build(), image("loose").build());
+    store
+        .apply(&at(put_image("apps/pushed", "latest", &tagged), time(1)))
+        .await
+        .unwrap();
+    let pages = std::sync::Arc::new(flagstate_http::cache::IndexCache::new(100, 1 << 24));
+    let app = ui_support::app_with(store.clone(), REGISTRY, |ui| ui.with_page_cache(pages));
+    let b = get(&app, "/r/apps/pushed").await.body;
+    assert!(
+        !b.contains("id=\"untagged-h\""),
+        "nothing untagged yet: {b}"
+    );
+
+    let by_digest = at(
+        put_untagged("apps/pushed", &loose.digest, OCI_MANIFEST, 1536),
+        time(2),
+    );
+    store.apply(&by_digest).await.unwrap();
+    let sbom = flagstate_core::Digest::sha256_of(b"an sbom");
+    store
+        .apply(&pushed(
+            "apps/pushed",
+            PushedManifest {
+                digest: sbom.clone(),
+                media_type: OCI_MANIFEST.to_owned(),
+                size: 700,
+                pushed: time(3),
+                artifact_type: Some("application/spdx+json".to_owned()),
+                subject: Some(tagged.digest.clone()),
+                annotations: Default::default(),
+            },
+        ))
+        .await
+        .unwrap();
+    let b = get(&app, "/r/apps/pushed").await.body;
+    let untagged = section(&b, "untagged-h").unwrap_or_else(|| panic!("a section: {b}"));
+    assert!(untagged.contains("Untagged manifests <span class=\"count\">(2)</span>"));
+    for text in [
+        format!("<code class=\"digest\">{}</code>", loose.digest),
+        format!("<code class=\"digest\">{sbom}</code>"),
+        format!("<code>{OCI_MANIFEST}</code>"),
+        "SPDX SBOM <code class=\"muted\">application/spdx+json</code>".to_owned(),
+        "<td>1.5 KiB</td>".to_owned(),
+        "<td>700 B</td>".to_owned(),
+        format!("<time datetime=\"{0}\">{0}</time>", time(2)),
+        format!("<time datetime=\"{0}\">{0}</time>", time(3)),
+    ] {
+        assert!(untagged.contains(&text), "missing {text} in {untagged}");
+    }
+    assert!(
+        !untagged.contains(tagged.digest.as_str()),
+        "tagged ones are not listed"
+    );
+    assert!(
+        !untagged.contains("_flagstate/manifests?untagged=only"),
+        "all are shown: no link to more"
+    );
+
+    // A tag reaches the loose manifest: it is no longer untagged.
+    store
+        .apply(&at(put_image("apps/pushed", "v2", &loose), time(4)))
+        .await
+        .unwrap();
+    let b = get(&app, "/r/apps/pushed").await.body;
+    let untagged = section(&b, "untagged-h").unwrap_or_else(|| panic!("a section: {b}"));
+    assert!(untagged.contains("(1)") && untagged.contains(sbom.as_str()));
+    assert!(!untagged.contains(loose.digest.as_str()), "{untagged}");
+    assert!(b.contains("<tr id=\"tag-v2\">"));
+}
+
+/// At most `MANIFESTS_SHOWN` untagged manifests are listed; past that the page says so
+/// and links to the JSON listing.
+#[tokio::test]
+async fn repository_page_bounds_untagged_manifests_and_links_to_the_json_listing() {
+    use flagstate_core::Store;
+    use flagstate_core::conformance::fixtures::{digest, put_untagged};
+    use flagstate_core::model::OCI_MANIFEST;
+    use flagstate_http::ui::MANIFESTS_SHOWN;
+    let store = std::sync::Arc::new(flagstate_core::MemoryStore::new());
+    let push = |i: usize| {
+        put_untagged(
+            "many/things",
+            &digest(&format!("thing {i}")),
+            OCI_MANIFEST,
+            10,
+        )
+    };
+    for i in 0..MANIFESTS_SHOWN {
+        store.apply(&push(i)).await.unwrap();
+    }
+    let app = app(store.clone(), REGISTRY);
+    let link = "href=\"/v2/many/things/_flagstate/manifests?untagged=only\"";
+    let b = get(&app, "/r/many/things").await.body;
+    let untagged = section(&b, "untagged-h").unwrap_or_else(|| panic!("a section: {b}"));
+    assert_eq!(
+        untagged.matches("<code class=\"digest\">").count(),
+        MANIFESTS_SHOWN
+    );
+    assert!(!untagged.contains(link), "exactly the bound: all shown");
+
+    store.apply(&push(MANIFESTS_SHOWN)).await.unwrap();
+    let b = get(&app, "/r/many/things").await.body;
+    let untagged = section(&b, "untagged-h").unwrap_or_else(|| panic!("a section: {b}"));
+    assert_eq!(
+        untagged.matches("<code class=\"digest\">").count(),
+        MANIFESTS_SHOWN
+    );
+    assert!(untagged.contains(link), "{untagged}");
+    assert!(untagged.contains(&format!("(more than {MANIFESTS_SHOWN})")));
+    assert!(untagged.contains(&format!("Only the first {MANIFESTS_SHOWN} are shown")));
+}
+
+/// An image's page seen from its repository lists its referrers (artifact type with a
+/// short name for well-known ones, created and description annotations, size, digest)
+/// and links to the JSON referrers listing; a list's page lists its own and its
+/// children's; an image without any has no Referrers section.
+#[tokio::test]
+async fn image_page_lists_referrers_with_their_artifact_types() {
+    use flagstate_core::conformance::fixtures::{image, list, put_image, put_list, put_referrer};
+    use flagstate_core::model::OCI_MANIFEST;
+    use flagstate_core::{PushedManifest, Store, Timestamp};
+    let store = std::sync::Arc::new(flagstate_core::MemoryStore::new());
+    let (signed, plain) = (image("signed").build(), image("plain").build());
+    let (amd64, arm64) = (
+        image("list amd64").build(),
+        image("list arm64").arch("arm64").build(),
+    );
+    let multi = list("signed list").child(&amd64).child(&arm64).build();
+    for change in [
+        put_image("apps/signed", "signed", &signed),
+        put_image("apps/signed", "plain", &plain),
+        put_list("apps/signed", "multi", &multi),
+    ] {
+        store.apply(&change).await.unwrap();
+    }
+    let signature = flagstate_core::Digest::sha256_of(b"a signature");
+    store
+        .apply(&pushed(
+            "apps/signed",
+            PushedManifest {
+                digest: signature.clone(),
+                media_type: OCI_MANIFEST.to_owned(),
+                size: 2048,
+                pushed: Timestamp::now(),
+                artifact_type: Some("application/vnd.dev.cosign.artifact.sig.v1+json".into()),
+                subject: Some(signed.digest.clone()),
+                annotations: ui_support::map(&[
+                    ("org.opencontainers.image.created", "2026-03-04T05:06:07Z"),
+                    ("org.opencontainers.image.description", ui_support::SCRIPT),
+                ]),
+            },
+        ))
+        .await
+        .unwrap();
+    for change in [
+        put_referrer(
+            "apps/signed",
+            "an attestation",
+            "application/vnd.example.odd",
+            &signed.digest,
+        ),
+        put_referrer(
+            "apps/signed",
+            "list sbom",
+            "application/vnd.cyclonedx+json",
+            multi.digest(),
+        ),
+        put_referrer(
+            "apps/signed",
+            "child att",
+            "application/vnd.in-toto+json",
+            &arm64.digest,
+        ),
+        // Elsewhere: not this repository's referrer.
+        put_referrer(
+            "apps/other",
+            "stray",
+            "application/spdx+json",
+            &plain.digest,
+        ),
+    ] {
+        store.apply(&change).await.unwrap();
+    }
+    let app = app(store.clone(), REGISTRY);
+
+    let b = get(&app, &format!("/r/apps/signed/@{}", signed.digest))
+        .await
+        .body;
+    let referrers = section(&b, "referrers-h").unwrap_or_else(|| panic!("a section: {b}"));
+    for text in [
+        "Referrers <span class=\"count\">(2)</span>".to_owned(),
+        "Cosign signature <code class=\"muted\">application/vnd.dev.cosign.artifact.sig.v1+json</code>".to_owned(),
+        "<code>application/vnd.example.odd</code>".to_owned(),
+        "<td>2026-03-04T05:06:07Z</td>".to_owned(),
+        format!("<td>{}</td>", esc(ui_support::SCRIPT)),
+        "<td>2.0 KiB</td>".to_owned(),
+        format!("<code class=\"digest\">{signature}</code>"),
+        format!("<code class=\"digest\">{}</code>", flagstate_core::conformance::fixtures::digest("an attestation")),
+        format!("href=\"/v2/apps/signed/referrers/{}\"", signed.digest),
+    ] {
+        assert!(referrers.contains(&text), "missing {text} in {referrers}");
+    }
+    assert!(!b.contains(ui_support::SCRIPT), "escaped");
+    assert!(
+        !referrers.contains("Refers to"),
+        "an image's are all its own"
+    );
+
+    let b = get(&app, &format!("/r/apps/signed/@{}", plain.digest))
+        .await
+        .body;
+    assert!(b.contains("id=\"annotations-h\""), "{b}");
+    assert!(!b.contains("id=\"referrers-h\""), "none: no section");
+
+    let b = get(&app, &format!("/r/apps/signed/@{}", multi.digest()))
+        .await
+        .body;
+    let referrers = section(&b, "referrers-h").unwrap_or_else(|| panic!("a section: {b}"));
+    assert!(referrers.contains("Referrers <span class=\"count\">(2)</span>"));
+    assert!(referrers.contains("CycloneDX SBOM") && referrers.contains("in-toto attestation"));
+    assert!(referrers.contains("<td>this list</td>"), "{referrers}");
+    assert!(referrers.contains(&format!(
+        "<a href=\"/r/apps/signed/@{}\">linux/arm64</a>",
+        arm64.digest
+    )));
+    assert!(referrers.contains(&format!(
+        "href=\"/v2/apps/signed/referrers/{}\"",
+        multi.digest()
+    )));
+    let child = get(&app, &format!("/r/apps/signed/@{}", arm64.digest))
+        .await
+        .body;
+    assert!(section(&child, "referrers-h").is_some_and(|s| s.contains("in-toto attestation")));
+}
+
+/// An image's page lists at most `MANIFESTS_SHOWN` referrers and says when more exist.
+#[tokio::test]
+async fn image_page_bounds_referrers() {
+    use flagstate_core::Store;
+    use flagstate_core::conformance::fixtures::{image, put_image, put_referrer};
+    use flagstate_http::ui::MANIFESTS_SHOWN;
+    let store = std::sync::Arc::new(flagstate_core::MemoryStore::new());
+    let signed = image("much signed").build();
+    store
+        .apply(&put_image("apps/busy", "latest", &signed))
+        .await
+        .unwrap();
+    let sign = |i: usize| {
+        put_referrer(
+            "apps/busy",
+            &format!("signature {i}"),
+            "application/vnd.dev.cosign.artifact.sig.v1+json",
+            &signed.digest,
+        )
+    };
+    for i in 0..MANIFESTS_SHOWN {
+        store.apply(&sign(i)).await.unwrap();
+    }
+    let app = app(store.clone(), REGISTRY);
+    let uri = format!("/r/apps/busy/@{}", signed.digest);
+    let b = get(&app, &uri).await.body;
+    let referrers = section(&b, "referrers-h").unwrap_or_else(|| panic!("a section: {b}"));
+    assert_eq!(
+        referrers.matches("Cosign signature").count(),
+        MANIFESTS_SHOWN
+    );
+    assert!(referrers.contains(&format!("({MANIFESTS_SHOWN})")));
+    assert!(!referrers.contains("Only the first"));
+
+    store.apply(&sign(MANIFESTS_SHOWN)).await.unwrap();
+    let b = get(&app, &uri).await.body;
+    let referrers = section(&b, "referrers-h").unwrap_or_else(|| panic!("a section: {b}"));
+    assert_eq!(
+        referrers.matches("Cosign signature").count(),
+        MANIFESTS_SHOWN
+    );
+    assert!(referrers.contains(&format!("(more than {MANIFESTS_SHOWN})")));
+    assert!(referrers.contains(&format!("Only the first {MANIFESTS_SHOWN} are shown")));
+    assert!(referrers.contains(&format!(
+        "href=\"/v2/apps/busy/referrers/{}\"",
+        signed.digest
+    )));
+}
+
 #[tokio::test]
 async fn pull_commands_use_the_request_host_when_the_registry_url_is_relative() {
     let f = fixture().await;

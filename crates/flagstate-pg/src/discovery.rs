@@ -211,7 +211,8 @@ pub(crate) async fn list_tags(
     Ok(Some(page))
 }
 
-/// repository id, digest, tag, media type, size, os, architecture, variant.
+/// repository id, digest, tag, media type, size, os, architecture, variant, artifact
+/// type, pushed.
 type ManifestRow = (
     i64,
     Option<String>,
@@ -222,6 +223,7 @@ type ManifestRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<i64>,
 );
 
 /// One page of a repository's manifests (see
@@ -252,12 +254,12 @@ pub(crate) async fn list_manifests(
                     CASE WHEN m.is_list THEN NULL ELSE m.os END AS os, \
                     CASE WHEN m.is_list THEN NULL ELSE m.architecture END AS architecture, \
                     CASE WHEN m.is_list THEN NULL ELSE m.variant END AS variant, \
-                    NULL::text AS artifact_type \
+                    NULL::text AS artifact_type, NULL::bigint AS pushed \
              FROM r JOIN tags t ON t.repository_id = r.id JOIN manifests m ON m.digest = t.digest \
              WHERE $2 \
              UNION ALL \
              SELECT p.digest, NULL, p.media_type, p.size, m.os, m.architecture, m.variant, \
-                    p.artifact_type \
+                    p.artifact_type, p.pushed \
              FROM r JOIN pushed_manifests p ON p.repository_id = r.id \
              LEFT JOIN manifests m ON m.digest = p.digest AND NOT m.is_list \
              WHERE $3 \
@@ -270,7 +272,7 @@ pub(crate) async fn list_manifests(
              WHERE (digest, coalesce(tag, '') COLLATE \"C\") > ($4, $5) \
              ORDER BY digest, coalesce(tag, '') COLLATE \"C\" LIMIT $6) \
          SELECT r.id, page.digest, page.tag, page.media_type, page.size, page.os, \
-                page.architecture, page.variant, page.artifact_type \
+                page.architecture, page.variant, page.artifact_type, page.pushed \
          FROM r LEFT JOIN page ON true \
          ORDER BY page.digest, coalesce(page.tag, '') COLLATE \"C\"",
     )
@@ -287,7 +289,8 @@ pub(crate) async fn list_manifests(
         return Ok(None);
     }
     let mut page = Vec::with_capacity(rows.len());
-    for (_, digest, tag, media_type, size, os, architecture, variant, artifact_type) in rows {
+    for (_, digest, tag, media_type, size, os, architecture, variant, artifact_type, pushed) in rows
+    {
         let Some(digest) = digest else {
             // The one row of an empty page.
             continue;
@@ -302,6 +305,7 @@ pub(crate) async fn list_manifests(
             platform,
             tag: tag.map(parse_tag).transpose()?,
             artifact_type,
+            pushed: pushed.map(Timestamp::from_millis),
         });
     }
     Ok(Some(page))

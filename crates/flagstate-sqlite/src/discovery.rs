@@ -177,16 +177,17 @@ pub(crate) fn list_manifests(
         Value::Integer(i64::try_from(listing.limit).unwrap_or(i64::MAX)),
     ];
     let mut stmt = conn.prepare_cached(
-        "SELECT digest, tag, media_type, size, os, architecture, variant, artifact_type FROM (
+        "SELECT digest, tag, media_type, size, os, architecture, variant, artifact_type,
+                pushed FROM (
              SELECT m.digest AS digest, t.tag AS tag, m.media_type AS media_type,
                     m.size AS size, m.is_list AS is_list, m.os AS os,
                     m.architecture AS architecture, m.id AS manifest_id,
-                    NULL AS artifact_type
+                    NULL AS artifact_type, NULL AS pushed
              FROM tags t JOIN manifests m ON m.id = t.manifest_id
              WHERE t.repository_id = ?1 AND ?2
              UNION ALL
              SELECT p.digest, NULL, p.media_type, p.size, m.is_list, m.os, m.architecture, m.id,
-                    p.artifact_type
+                    p.artifact_type, p.pushed
              FROM pushed_manifests p LEFT JOIN manifests m ON m.digest = p.digest
              WHERE p.repository_id = ?1 AND ?3
                AND NOT EXISTS (SELECT 1 FROM tags t JOIN manifests tm ON tm.id = t.manifest_id
@@ -213,11 +214,13 @@ pub(crate) fn list_manifests(
             r.get::<_, Option<String>>(5)?,
             r.get::<_, Option<String>>(6)?,
             r.get::<_, Option<String>>(7)?,
+            r.get::<_, Option<i64>>(8)?,
         ))
     })?;
     let mut page = Vec::new();
     for row in rows {
-        let (digest, tag, media_type, size, os, architecture, variant, artifact_type) = row?;
+        let (digest, tag, media_type, size, os, architecture, variant, artifact_type, pushed) =
+            row?;
         let media_type = media_type
             .ok_or_else(|| Error::Invalid(format!("manifest {digest} has no media type stored")))?;
         let platform = Platform::from_columns(os, architecture, variant);
@@ -228,6 +231,7 @@ pub(crate) fn list_manifests(
             platform,
             tag: tag.map(Tag::parse).transpose()?,
             artifact_type,
+            pushed: pushed.map(Timestamp::from_millis),
         });
     }
     Ok(Some(page))

@@ -16,7 +16,7 @@ use crate::discovery::{
     ListOrder, Listing, ManifestInfo, ManifestListing, RepositoryListing, Untagged,
     manifest_entries,
 };
-use crate::model::{Manifest, OCI_MANIFEST, PushedManifest};
+use crate::model::{Manifest, OCI_MANIFEST, PushedManifest, TagChange};
 use crate::name::Tag;
 use crate::store::Store;
 
@@ -78,7 +78,10 @@ pub async fn untagged_manifests_follow_pushes_tags_and_deletes(store: &dyn Store
 
     ok(
         store
-            .apply(&put_untagged("app", &a.digest, OCI_MANIFEST, 531))
+            .apply(&at(
+                put_untagged("app", &a.digest, OCI_MANIFEST, 531),
+                time(4),
+            ))
             .await,
         "push by digest",
     );
@@ -92,6 +95,7 @@ pub async fn untagged_manifests_follow_pushes_tags_and_deletes(store: &dyn Store
             platform: None,
             tag: None,
             artifact_type: None,
+            pushed: Some(time(4)),
         }]),
         "a push by digest into a new repository is listed untagged"
     );
@@ -268,17 +272,22 @@ pub async fn manifest_listing_orders_filters_and_pages(store: &dyn Store) {
     ok(store.replace_repository(&snapshot.build()).await, "scan");
     let mut pushed = Vec::new();
     for (i, image) in images.iter().enumerate() {
-        let change = put_untagged("lib", &image.digest, OCI_MANIFEST, 600 + i as u64);
-        ok(store.apply(&at(change, time(2))).await, "push by digest");
-        pushed.push(PushedManifest {
+        // Image 3 (never tagged) says what artifact it is; the listing carries that.
+        let manifest = PushedManifest {
             digest: image.digest.clone(),
             media_type: OCI_MANIFEST.to_owned(),
             size: 600 + i as u64,
             pushed: time(2),
-            artifact_type: None,
+            artifact_type: (i == 3).then(|| "application/vnd.example.thing".to_owned()),
             subject: None,
             annotations: BTreeMap::new(),
-        });
+        };
+        let change = TagChange::PutUntagged {
+            repository: repository_name("lib"),
+            manifest: manifest.clone(),
+        };
+        ok(store.apply(&change).await, "push by digest");
+        pushed.push(manifest);
     }
     let tags: BTreeMap<Tag, Digest> = [
         ("a", &images[0].digest),

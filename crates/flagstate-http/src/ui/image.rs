@@ -1,4 +1,5 @@
-//! `/i/<digest>` and `/r/<name>/@<digest>`: everything known about one image or list.
+//! `/i/<digest>` and `/r/<name>/@<digest>`: everything known about one image or list (seen
+//! from a repository, also its referrers).
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,7 @@ use flagstate_core::flatpak::{
 };
 use flagstate_core::model::Description;
 use flagstate_core::query::effective_platform;
-use flagstate_core::{Digest, Image, Manifest};
+use flagstate_core::{Digest, Image, Manifest, RepositoryName};
 
 use super::UiContext;
 use super::cards::{KeyValue, describe_pairs, newest_first, rows};
@@ -20,6 +21,7 @@ use super::error::UiError;
 use super::layout::{Layout, Section};
 use super::params::path_parameter;
 use super::reference::{PullCommand, RegistryHost, find_icon};
+use super::referrers::Referrers;
 use super::repository::{known_repository, repository_entry, repository_name};
 
 /// What an image says about the Flatpak it carries.
@@ -76,6 +78,8 @@ struct ImagePage {
     annotations: Vec<KeyValue>,
     children: Vec<ChildView>,
     pull: Vec<PullCommand>,
+    /// The manifest's referrers (and a list's children's), read in its repository.
+    referrers: Referrers,
 }
 
 impl ImagePage {
@@ -166,7 +170,7 @@ pub async fn in_repository(
         pull.extend(host.pull_commands(name, &format!(":{tag}")));
     }
     let manifest = load(ui, &digest).await?;
-    let page = build(ui, manifest, Some(name), tags, parents, pull).await?;
+    let page = build(ui, manifest, Some(&repository), tags, parents, pull).await?;
     Ok(page.render()?)
 }
 
@@ -184,7 +188,7 @@ async fn load(ui: &UiContext, digest: &Digest) -> Result<Manifest, UiError> {
 async fn build(
     ui: &UiContext,
     manifest: Manifest,
-    repository: Option<&str>,
+    repository: Option<&RepositoryName>,
     tags: Vec<String>,
     parents: Vec<String>,
     pull: Vec<PullCommand>,
@@ -196,7 +200,7 @@ async fn build(
     let mut page = ImagePage {
         layout: ui.layout(Section::Other),
         digest: manifest.digest().to_string(),
-        repository: repository.map(str::to_owned),
+        repository: repository.map(RepositoryName::to_string),
         link_base,
         tags,
         parents,
@@ -211,9 +215,12 @@ async fn build(
         annotations: Vec::new(),
         children: Vec::new(),
         pull,
+        referrers: Referrers::default(),
     };
-    match manifest {
-        Manifest::Image(image) => describe_image(&mut page, &image),
+    // A list's children, for their referrers.
+    let mut children = Vec::new();
+    match &manifest {
+        Manifest::Image(image) => describe_image(&mut page, image),
         Manifest::List(list) => {
             page.is_list = true;
             let d = Description::resolve(&BTreeMap::new(), &list.annotations);
@@ -235,14 +242,20 @@ async fn build(
                         &child.annotations,
                     )
                 });
+                let platform = platform_text(&p.os, &p.architecture, p.variant.as_deref());
+                children.push((child.digest.clone(), platform.clone()));
                 page.children.push(ChildView {
                     digest: child.digest.to_string(),
-                    platform: platform_text(&p.os, &p.architecture, p.variant.as_deref()),
+                    platform,
                     media_type: child.media_type.clone(),
                     title: cd.title,
                 });
             }
         }
+    }
+    // Referrers are kept per repository: a page seen from one lists them.
+    if let Some(repository) = repository {
+        page.referrers = Referrers::of(ui, repository, manifest.digest(), &children).await?;
     }
     Ok(page)
 }
@@ -286,9 +299,13 @@ fn platform_text(os: &str, architecture: &str, variant: Option<&str>) -> String 
     }
 }
 
-/// A byte count as `12.3 MiB`; `None` when the label is not a number.
+/// A byte count label as `12.3 MiB`; `None` when the label is not a number.
 pub fn human_size(raw: &str) -> Option<String> {
-    let bytes: u64 = raw.trim().parse().ok()?;
+    raw.trim().parse().ok().map(byte_size)
+}
+
+/// A byte count as `512 B`, `12.3 MiB`.
+pub fn byte_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -296,11 +313,11 @@ pub fn human_size(raw: &str) -> Option<String> {
         value /= 1024.0;
         unit += 1;
     }
-    Some(if unit == 0 {
+    if unit == 0 {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
-    })
+    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! | path | page |
 //! |---|---|
 //! | `/` | repositories with title, description, icon, newest tags and counts (`?page=`) |
-//! | `/r/<name>` | one repository: tags, images, lists, labels, annotations, pull commands |
-//! | `/r/<name>/@<digest>` | one image or list as seen from a repository (tags, pull by digest) |
+//! | `/r/<name>` | one repository: tags, images, lists, labels, annotations, pull commands, untagged manifests (`?history=TAG`: one tag's history) |
+//! | `/r/<name>/@<digest>` | one image or list as seen from a repository (tags, pull by digest, referrers) |
 //! | `/i/<digest>` | one image or list by digest |
 //! | `/search?q=&arch=&os=&label=` | full-text search narrowed by platform and label |
 //! | `/apps` | Flatpak applications and runtimes, named from their AppStream data |
@@ -31,6 +31,7 @@ mod image;
 mod layout;
 mod params;
 mod reference;
+mod referrers;
 mod repository;
 mod response;
 mod search;
@@ -55,6 +56,7 @@ use layout::{Layout, Section};
 pub use error::UiError;
 pub use flagstate_core::flatpak::AppStream;
 pub use layout::ScanNotice;
+pub use referrers::MANIFESTS_SHOWN;
 pub use search::FILTERED_HIT_LIMIT;
 
 /// Repositories (or apps, or search hits) shown per page.

@@ -1,4 +1,5 @@
-//! `/r/<name>`: one repository with its tags, images, lists and pull commands.
+//! `/r/<name>`: one repository with its tags, images, lists, pull commands, and the
+//! manifests pushed to it by digest that no tag reaches.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,7 +8,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
-use flagstate_core::discovery::{ListOrder, Listing};
+use flagstate_core::discovery::{ListOrder, Listing, ManifestListing, Untagged};
 use flagstate_core::flatpak::ICON_128_LABEL;
 use flagstate_core::{
     Digest, Filter, ImageEntry, IndexQuery, Manifest, RepositoryEntry, RepositoryName, Tag,
@@ -16,10 +17,11 @@ use flagstate_core::{
 use super::UiContext;
 use super::cards::{KeyValue, describe_pairs, newest_first, newest_looking_cmp, rows};
 use super::error::UiError;
-use super::image;
+use super::image::{self, byte_size};
 use super::layout::{Layout, Section};
 use super::params::{Params, path_parameter};
 use super::reference::{PullCommand, RegistryHost};
+use super::referrers::{ArtifactType, MANIFESTS_SHOWN};
 
 /// A tag and what it points at.
 struct TagRow {
@@ -43,6 +45,25 @@ struct HistoryRow {
     since: String,
     /// Whether the repository still holds the manifest (a link to it works).
     current: bool,
+}
+
+/// The manifests pushed to the repository by digest that no tag reaches, by digest: at
+/// most [`MANIFESTS_SHOWN`].
+struct UntaggedView {
+    entries: Vec<UntaggedRow>,
+    /// Whether more exist than the entries show.
+    more: bool,
+}
+
+/// One manifest of an [`UntaggedView`].
+struct UntaggedRow {
+    digest: String,
+    media_type: String,
+    artifact: Option<ArtifactType>,
+    /// Readable; `None` for a manifest indexed before sizes were kept.
+    size: Option<String>,
+    /// When it was pushed (RFC 3339).
+    pushed: Option<String>,
 }
 
 /// A directly tagged image.
@@ -83,6 +104,7 @@ struct RepositoryPage {
     pull: Vec<PullCommand>,
     tags: Vec<TagRow>,
     history: Option<HistoryView>,
+    untagged: Option<UntaggedView>,
     images: Vec<ImageView>,
     lists: Vec<ListView>,
 }
@@ -290,6 +312,7 @@ async fn render(
                 .collect(),
         })
         .collect();
+    let untagged = untagged_view(ui, &repository).await?;
 
     let host = RegistryHost::resolve(&ui.public_registry().await?, headers, uri);
     let pull = newest
@@ -306,10 +329,47 @@ async fn render(
         pull,
         tags: tag_rows,
         history,
+        untagged,
         images,
         lists,
     };
     Ok(page.render()?)
+}
+
+/// The repository's untagged manifests, `None` when it has none.
+async fn untagged_view(
+    ui: &UiContext,
+    repository: &RepositoryName,
+) -> Result<Option<UntaggedView>, UiError> {
+    // One more than shown, to learn whether more exist.
+    let listing = ManifestListing {
+        untagged: Untagged::Only,
+        after: None,
+        limit: MANIFESTS_SHOWN + 1,
+    };
+    let mut found = ui
+        .store()
+        .list_manifests(repository, &listing)
+        .await?
+        .unwrap_or_default();
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let more = found.len() > MANIFESTS_SHOWN;
+    found.truncate(MANIFESTS_SHOWN);
+    Ok(Some(UntaggedView {
+        more,
+        entries: found
+            .into_iter()
+            .map(|m| UntaggedRow {
+                digest: m.digest.to_string(),
+                artifact: m.artifact_type.as_deref().map(ArtifactType::of),
+                size: m.size.map(byte_size),
+                pushed: m.pushed.map(|t| t.to_rfc3339()),
+                media_type: m.media_type,
+            })
+            .collect(),
+    }))
 }
 
 /// The history `?history=TAG` asks for; `NotFound` when the index has none of that tag.
