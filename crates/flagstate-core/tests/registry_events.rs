@@ -616,3 +616,84 @@ async fn invented_repositories_cost_nothing_and_the_queue_is_capped() {
     assert_eq!(status.reconciles_pending, cap as u64);
     assert_eq!(status.reconciles_dropped, 10_000 - cap as u64);
 }
+
+/// A multi-arch push through the real registry — children by digest, then the tagged
+/// list — reads each manifest once: the list takes its children's bodies from the
+/// pushes by digest instead of reading them again. (No re-scan runs in between: the
+/// debounce is an hour.)
+#[tokio::test]
+async fn a_multi_arch_push_reads_each_child_manifest_once() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let slot: Arc<tokio::sync::OnceCell<Arc<Indexer>>> = Arc::new(tokio::sync::OnceCell::new());
+    let handler_slot = slot.clone();
+    let hook = webhook(move |request| {
+        let slot = handler_slot.clone();
+        async move {
+            let Some(indexer) = slot.get() else {
+                return 503;
+            };
+            let Ok(events) = parse_distribution(&request.body) else {
+                return 400;
+            };
+            match indexer.apply_events(&events).await {
+                Ok(_) => 200,
+                Err(_) => 500,
+            }
+        }
+    })
+    .await;
+    let Some(registry) = TestRegistry::start_or_skip(TestRegistryOptions {
+        notifications: Some(Notifications {
+            url: hook.url.clone(),
+            bearer_token: None,
+            ignore_blobs_and_pulls: true,
+        }),
+        basic_auth: None,
+    })
+    .await
+    else {
+        return;
+    };
+    let client = RegistryClient::new(client_config(&registry.url())).unwrap();
+    let config = indexer_config().with_reconcile_debounce(Duration::from_secs(3600));
+    let indexer = Arc::new(Indexer::new(client, store.clone(), config));
+    slot.set(indexer.clone()).unwrap();
+
+    let children = [
+        ImageSpec::new("linux", "amd64"),
+        ImageSpec::new("linux", "arm64"),
+        ImageSpec::new("linux", "ppc64le"),
+    ];
+    let list = registry
+        .pusher()
+        .push_list("reads/multi", "latest", ListFormat::OciIndex, &children)
+        .await
+        .unwrap();
+    let indexed = eventually(Duration::from_secs(20), || {
+        let store = store.clone();
+        let want = list.digest.clone();
+        async move {
+            store
+                .repository_tags(&"reads/multi".parse().unwrap())
+                .await
+                .unwrap()
+                .unwrap_or_default()
+                .get("latest")
+                == Some(&want)
+        }
+    })
+    .await;
+    assert!(indexed, "the list was indexed from its events");
+    let status = indexer.status();
+    assert_eq!(
+        status.manifests_fetched,
+        children.len() as u64 + 1,
+        "one GET per child (its push by digest) and one for the list: {status:?}"
+    );
+    assert_eq!(status.blobs_fetched, children.len() as u64, "{status:?}");
+    let manifest = store.manifest(&list.digest).await.unwrap();
+    assert!(
+        matches!(&manifest, Some(flagstate_core::Manifest::List(l)) if l.entries.len() == children.len()),
+        "{manifest:?}"
+    );
+}

@@ -26,7 +26,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use super::fetch::Resolved;
-use super::{EventsOutcome, Indexer, IndexerError};
+use super::{EventsOutcome, Indexer, IndexerError, lock};
 use crate::digest::Digest;
 use crate::events::{EventAction, RegistryEvent};
 use crate::model::{PushedManifest, TagChange};
@@ -232,6 +232,9 @@ impl Indexer {
                     .manifests_fetched
                     .fetch_add(1, Ordering::Relaxed);
                 let facts = crate::registry::content::referrer_facts(&fetched.bytes);
+                // A multi-arch push names its children by digest first: the list that
+                // follows takes their bodies from here rather than reading them again.
+                lock(&self.recent).insert(repository, fetched.clone());
                 TagChange::PutUntagged {
                     repository: repository.clone(),
                     manifest: PushedManifest {

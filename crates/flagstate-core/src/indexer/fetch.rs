@@ -5,12 +5,69 @@ use std::collections::{BTreeMap, HashSet};
 
 use futures::stream::{self, StreamExt};
 
-use super::{Indexer, IndexerError};
+use super::{Indexer, IndexerError, lock};
 use crate::digest::Digest;
 use crate::model::{Image, ImageList, ListEntry, Manifest, Platform};
 use crate::name::RepositoryName;
 use crate::registry::content::{self, ListChild, ParsedManifest};
 use crate::registry::{FetchedManifest, RegistryError};
+
+/// Entries of [`RecentManifests`] at most.
+pub(super) const MAX_RECENT_MANIFESTS: usize = 256;
+/// Bytes of manifest bodies [`RecentManifests`] holds at most.
+pub(super) const MAX_RECENT_MANIFEST_BYTES: usize = 8 << 20;
+
+/// Manifests read for pushes by digest, kept (per repository, least recently added
+/// first out, bounded by count and bytes) for the tagged list that usually follows: a
+/// multi-arch push sends its children by digest and then the list, and resolving the
+/// list takes each child's body from here instead of a second `GET`. A body is taken
+/// once; digests are immutable, so a kept body is always the one the registry serves.
+pub(super) struct RecentManifests {
+    entries: lru::LruCache<(RepositoryName, Digest), FetchedManifest>,
+    bytes: usize,
+}
+
+impl RecentManifests {
+    pub(super) fn new() -> Self {
+        RecentManifests {
+            entries: lru::LruCache::new(
+                std::num::NonZeroUsize::new(MAX_RECENT_MANIFESTS)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
+            ),
+            bytes: 0,
+        }
+    }
+
+    /// Keeps `manifest`, read from `repository`, dropping the oldest past the bounds.
+    pub(super) fn insert(&mut self, repository: &RepositoryName, manifest: FetchedManifest) {
+        let size = manifest.bytes.len();
+        if size > MAX_RECENT_MANIFEST_BYTES {
+            return;
+        }
+        let key = (repository.clone(), manifest.digest.clone());
+        self.bytes += size;
+        if let Some((_, old)) = self.entries.push(key, manifest) {
+            self.bytes -= old.bytes.len();
+        }
+        while self.bytes > MAX_RECENT_MANIFEST_BYTES {
+            match self.entries.pop_lru() {
+                Some((_, old)) => self.bytes -= old.bytes.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Takes the body of `digest` read from `repository`, if kept.
+    pub(super) fn take(
+        &mut self,
+        repository: &RepositoryName,
+        digest: &Digest,
+    ) -> Option<FetchedManifest> {
+        let taken = self.entries.pop(&(repository.clone(), digest.clone()))?;
+        self.bytes -= taken.bytes.len();
+        Some(taken)
+    }
+}
 
 /// What resolving one digest gave.
 pub(super) enum Resolved {
@@ -73,6 +130,7 @@ impl Indexer {
         if self.is_unsupported(digest) {
             return Ok(Read::Unsupported);
         }
+        let prefetched = prefetched.or_else(|| lock(&self.recent).take(repository, digest));
         let fetched = match prefetched {
             Some(f) => f,
             None => match self.client.get_manifest(repository, digest.as_str()).await {
@@ -289,5 +347,59 @@ impl Indexer {
             }
             .into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(seed: &str, size: usize) -> FetchedManifest {
+        let bytes = vec![b'x'; size];
+        FetchedManifest {
+            digest: Digest::sha256_of(seed.as_bytes()),
+            media_type: crate::model::OCI_MANIFEST.into(),
+            bytes: bytes.into(),
+        }
+    }
+
+    #[test]
+    fn recent_manifests_are_taken_once_per_repository_within_their_bounds() {
+        let app: RepositoryName = "app".parse().unwrap();
+        let other: RepositoryName = "other".parse().unwrap();
+        let mut recent = RecentManifests::new();
+        let a = body("a", 10);
+        recent.insert(&app, a.clone());
+        assert_eq!(
+            recent.take(&other, &a.digest),
+            None,
+            "only for its repository"
+        );
+        assert_eq!(recent.take(&app, &a.digest), Some(a.clone()));
+        assert_eq!(recent.take(&app, &a.digest), None, "taken once");
+
+        // The byte bound drops the oldest first.
+        let half = MAX_RECENT_MANIFEST_BYTES / 2;
+        let (first, second, third) = (body("1", half), body("2", half), body("3", half));
+        for b in [&first, &second, &third] {
+            recent.insert(&app, b.clone());
+        }
+        assert_eq!(
+            recent.take(&app, &first.digest),
+            None,
+            "over the byte bound"
+        );
+        assert!(recent.take(&app, &second.digest).is_some());
+        assert!(recent.take(&app, &third.digest).is_some());
+        assert_eq!(recent.bytes, 0);
+        recent.insert(&app, body("huge", MAX_RECENT_MANIFEST_BYTES + 1));
+        assert_eq!(recent.bytes, 0, "a body larger than the bound is not kept");
+
+        // The count bound likewise.
+        for i in 0..=MAX_RECENT_MANIFESTS {
+            recent.insert(&app, body(&i.to_string(), 1));
+        }
+        assert_eq!(recent.take(&app, &Digest::sha256_of(b"0")), None);
+        assert!(recent.take(&app, &Digest::sha256_of(b"1")).is_some());
     }
 }

@@ -518,6 +518,9 @@ pub struct Indexer {
     /// Referrer tags' manifests (repository, digest) whose referrers are recorded
     /// already (see the `referrers` module).
     referrer_tags_read: Mutex<HashSet<(RepositoryName, Digest)>>,
+    /// Manifests read for pushes by digest, for the list that follows (see
+    /// `fetch::RecentManifests`).
+    recent: Mutex<fetch::RecentManifests>,
     /// Serialises "check for newer events, then write" of a scan against event
     /// application for the same repository.
     locks: Vec<tokio::sync::Mutex<()>>,
@@ -553,6 +556,7 @@ impl Indexer {
             status: StatusCells::default(),
             unsupported: Mutex::new(HashSet::new()),
             referrer_tags_read: Mutex::new(HashSet::new()),
+            recent: Mutex::new(fetch::RecentManifests::new()),
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
