@@ -306,6 +306,9 @@ pub struct ServerSettings {
     /// Most clients following the change feed at once (long polls and event streams),
     /// counted apart from `max_in_flight`; more are answered `503` at once.
     pub max_change_watchers: usize,
+    /// Newest change records kept in memory for the change feed's followers, who read
+    /// them from there instead of each from the store.
+    pub change_buffer_records: usize,
     /// Most distinct index answers built from the store at once.
     pub max_concurrent_builds: usize,
     /// Longest time one answer may take to build; builds go on after their request's
@@ -335,6 +338,7 @@ impl Default for ServerSettings {
             max_connections: server.max_connections,
             max_in_flight: http.max_in_flight,
             max_change_watchers: http.max_change_watchers,
+            change_buffer_records: http.change_buffer_records,
             max_concurrent_builds: http.max_concurrent_builds,
             build_timeout: http.build_timeout,
             shutdown_timeout: server.shutdown_timeout,
@@ -375,6 +379,7 @@ impl ServerSettings {
             ("server.max_connections", self.max_connections),
             ("server.max_in_flight", self.max_in_flight),
             ("server.max_change_watchers", self.max_change_watchers),
+            ("server.change_buffer_records", self.change_buffer_records),
             ("server.max_concurrent_builds", self.max_concurrent_builds),
         ] {
             if value == 0 {

@@ -58,6 +58,7 @@ pub fn http_config(config: &Config) -> flagstate_http::HttpConfig {
         fields.request_timeout = config.server.request_timeout;
         fields.max_in_flight = config.server.max_in_flight;
         fields.max_change_watchers = config.server.max_change_watchers;
+        fields.change_buffer_records = config.server.change_buffer_records;
         fields.max_concurrent_builds = config.server.max_concurrent_builds;
         fields.build_timeout = config.server.build_timeout;
         fields.assert_endpoint = config.components.assert_endpoint;

@@ -310,6 +310,10 @@ fn validation_catches_inconsistent_settings() {
             "server.max_change_watchers",
         );
         check(
+            &format!("{url}server: {{change_buffer_records: 0}}"),
+            "server.change_buffer_records",
+        );
+        check(
             &format!("{url}server: {{max_concurrent_builds: 0}}"),
             "server.max_concurrent_builds",
         );

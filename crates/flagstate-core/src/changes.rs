@@ -22,9 +22,11 @@ use crate::store::Generation;
 use crate::timestamp::Timestamp;
 
 mod event;
+mod hub;
 mod watch;
 
 pub use event::{CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON, ChangeData, ChangeEvent};
+pub use hub::{ChangeHub, DEFAULT_HUB_RECORDS, HubRead, HubSubscription};
 pub use watch::{DEFAULT_WATCH_FALLBACK, DEFAULT_WATCH_INTERVAL, GenerationWatch};
 
 /// What changed.
@@ -490,6 +492,9 @@ pub struct ChangeFollower<S> {
     pending: std::collections::VecDeque<ChangeRecord>,
     /// The shared wake-up, when given; else the follower looks every `poll`.
     watch: Option<GenerationWatch>,
+    /// The shared reader of the log, when given: records come from its window while the
+    /// follower's position lies inside it.
+    hub: Option<(ChangeHub, HubSubscription)>,
 }
 
 impl<S: std::ops::Deref<Target = D>, D: crate::Store + ?Sized> ChangeFollower<S> {
@@ -511,7 +516,17 @@ impl<S: std::ops::Deref<Target = D>, D: crate::Store + ?Sized> ChangeFollower<S>
             read_up_to: None,
             pending: std::collections::VecDeque::new(),
             watch: None,
+            hub: None,
         }
+    }
+
+    /// Takes records from `hub` (shared by every follower of the store) while the
+    /// follower's position lies inside its window, and waits on it; behind the window it
+    /// reads the store itself.
+    pub fn with_hub(mut self, hub: ChangeHub) -> Self {
+        let subscription = hub.subscribe();
+        self.hub = Some((hub, subscription));
+        self
     }
 
     /// Waits on `watch` (shared by every follower of the store) instead of looking
@@ -533,6 +548,17 @@ impl<S: std::ops::Deref<Target = D>, D: crate::Store + ?Sized> ChangeFollower<S>
             if let Some(record) = self.pending.pop_front() {
                 return Ok(record);
             }
+            if let Some((hub, subscription)) = &mut self.hub {
+                subscription.mark_seen();
+                if let Some(read) = hub.read(self.after, &self.filter, self.batch) {
+                    self.after = read.next;
+                    self.pending.extend(read.records);
+                    if self.pending.is_empty() {
+                        subscription.changed().await;
+                    }
+                    continue;
+                }
+            }
             if let Some(watch) = &mut self.watch {
                 watch.mark_seen();
             }
@@ -549,18 +575,23 @@ impl<S: std::ops::Deref<Target = D>, D: crate::Store + ?Sized> ChangeFollower<S>
                     )));
                 }
                 // A full batch may have more behind it: read again before waiting.
+                self.after = page.next;
                 if page.records.len() < self.batch {
                     self.read_up_to = Some(generation);
+                    // Every record up to `generation` is read (it was committed before
+                    // the read began), which may bring the position into a hub's window.
+                    self.after = self.after.max(ChangeCursor::at_generation(generation));
                 }
-                self.after = page.next;
                 self.pending.extend(page.records);
                 if !self.pending.is_empty() {
                     continue;
                 }
             }
-            match &mut self.watch {
-                Some(watch) => watch.changed().await,
-                None => tokio::time::sleep(self.poll).await,
+            match (&mut self.hub, &mut self.watch) {
+                // The hub publishes each move of the generation it read.
+                (Some((_, subscription)), _) => subscription.changed().await,
+                (None, Some(watch)) => watch.changed().await,
+                (None, None) => tokio::time::sleep(self.poll).await,
             }
         }
     }
@@ -677,5 +708,46 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(tag.as_ref().map(|t| t.as_str()), Some("e"));
+
+        // With a hub whose window holds only the newest 2 records, a follower from the
+        // start of the log reads the store until it is inside the window, then the hub:
+        // every record once, in order, with no gap at the hand-over.
+        let dyn_store: std::sync::Arc<dyn crate::Store> = store.clone();
+        let hub = ChangeHub::spawn(
+            dyn_store,
+            2,
+            Duration::from_millis(5),
+            Duration::from_secs(60),
+        );
+        for tag in ["f", "g", "h"] {
+            put(&store, tag).await;
+        }
+        let mut from_start = ChangeFollower::new(
+            store.clone(),
+            ChangeCursor::at_generation(0),
+            ChangeFilter::default(),
+            3,
+            Duration::from_secs(60),
+        )
+        .with_hub(hub);
+        let mut tags = Vec::new();
+        for _ in 0..9 {
+            let record = tokio::time::timeout(Duration::from_secs(20), from_start.next())
+                .await
+                .unwrap_or_else(|_| panic!("every record is handed out at once; had {tags:?}"))
+                .unwrap();
+            tags.extend(record.tag.map(|t| t.to_string()));
+        }
+        assert_eq!(tags, ["a", "b", "c", "d", "e", "f", "g", "h"]);
+        let waiting = tokio::spawn(async move { from_start.next().await.map(|r| r.tag) });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!waiting.is_finished(), "nothing new yet");
+        put(&store, "i").await;
+        let tag = tokio::time::timeout(Duration::from_secs(20), waiting)
+            .await
+            .expect("the hub woke the follower long before its 60 s poll")
+            .unwrap()
+            .unwrap();
+        assert_eq!(tag.as_ref().map(|t| t.as_str()), Some("i"));
     }
 }

@@ -13,9 +13,11 @@
 //!   so `Last-Event-ID` resumes after a reconnect; a comment every 15 s keeps idle
 //!   connections open.
 //!
-//! New records are noticed through the state's one shared watch of the store generation
-//! ([`AppState::generation_watch`], core's `GenerationWatch`), which wakes every waiting
-//! request and stream when the generation moves. Watchers take a place of their own
+//! New records are read once per change by the state's shared reader of the log
+//! ([`AppState::change_hub`], core's `ChangeHub`): waiting requests and streams take
+//! them from its window of the newest records (`change_buffer_records`) and are woken
+//! when it moves on; one further behind reads the store until it is inside. Watchers
+//! take a place of their own
 //! ([`HttpConfig::max_change_watchers`](crate::HttpConfig)), not a request's.
 
 use std::convert::Infallible;
@@ -26,8 +28,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use flagstate_core::changes::{
-    ChangeCursor, ChangeEvent, ChangeFilter, ChangeFollower, ChangeKind, ChangePage,
-    DEFAULT_WATCH_FALLBACK, GenerationWatch,
+    ChangeCursor, ChangeEvent, ChangeFilter, ChangeFollower, ChangeHub, ChangeKind, ChangePage,
+    DEFAULT_WATCH_FALLBACK,
 };
 use flagstate_core::{RepositoryName, Store, StoreExt};
 use serde::Serialize;
@@ -233,7 +235,7 @@ pub async fn changes(
         read(store.as_ref(), since, &request.filter, 1).await?;
         return Ok(stream(
             store,
-            state.generation_watch(),
+            state.change_hub(),
             since,
             request.filter,
             request.n,
@@ -244,17 +246,23 @@ pub async fn changes(
     let mut page = read(store.as_ref(), since, &request.filter, request.n).await?;
     if let Some(wait) = request.wait {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut watch = state.generation_watch();
-        watch.mark_seen();
-        let mut seen = store.generation().await?;
+        // Woken by the shared reader of the log, and reading from its window (one store
+        // read per change for every waiting request); behind the window, from the store.
+        let hub = state.change_hub();
+        let mut subscription = hub.subscribe();
         while page.records.is_empty() && tokio::time::Instant::now() < deadline {
-            // Woken when the generation moves (or at the watch's fallback).
-            let _ = tokio::time::timeout_at(deadline, watch.changed()).await;
-            watch.mark_seen();
-            let generation = store.generation().await?;
-            if generation != seen {
-                seen = generation;
-                page = read(store.as_ref(), page.next, &request.filter, request.n).await?;
+            subscription.mark_seen();
+            match hub.read(page.next, &request.filter, request.n) {
+                Some(read) => {
+                    page.next = read.next;
+                    page.records = read.records;
+                }
+                None => {
+                    page = read(store.as_ref(), page.next, &request.filter, request.n).await?;
+                }
+            }
+            if page.records.is_empty() {
+                let _ = tokio::time::timeout_at(deadline, subscription.changed()).await;
             }
         }
     }
@@ -279,14 +287,14 @@ pub async fn changes(
 /// `Last-Event-ID`).
 fn stream(
     store: std::sync::Arc<dyn Store>,
-    watch: GenerationWatch,
+    hub: ChangeHub,
     since: ChangeCursor,
     filter: ChangeFilter,
     n: usize,
     source: String,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Response {
-    let events = async_stream(store, watch, since, filter, n, source, permit);
+    let events = async_stream(store, hub, since, filter, n, source, permit);
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
@@ -299,16 +307,17 @@ fn stream(
 
 fn async_stream(
     store: std::sync::Arc<dyn Store>,
-    watch: GenerationWatch,
+    hub: ChangeHub,
     since: ChangeCursor,
     filter: ChangeFilter,
     n: usize,
     source: String,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> impl futures::Stream<Item = Result<Event, Infallible>> + Send {
-    // The watch wakes the follower; its own look every fallback period is the safety net.
+    // The hub's window serves the follower and wakes it, also while it is behind the
+    // window; its own look every fallback period is the safety net.
     let follower =
-        ChangeFollower::new(store, since, filter, n, DEFAULT_WATCH_FALLBACK).with_watch(watch);
+        ChangeFollower::new(store, since, filter, n, DEFAULT_WATCH_FALLBACK).with_hub(hub);
     // The permit lives as long as the stream: one watcher's place per open stream.
     futures::stream::unfold((follower, permit), move |(mut follower, permit)| {
         let source = source.clone();

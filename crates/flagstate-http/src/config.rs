@@ -71,6 +71,10 @@ pub struct HttpConfig {
     /// waiting with `wait=` or streaming events), counted apart from `max_in_flight`
     /// (they wait rather than work); more are answered `503` with `Retry-After`.
     pub max_change_watchers: usize,
+    /// Newest change records the server keeps in memory for the change feed's
+    /// followers (core's `ChangeHub`): one read of the store per change serves every
+    /// follower inside this window; one further behind reads the store itself.
+    pub change_buffer_records: usize,
     /// Most index answers built from the store at once (distinct uncached queries);
     /// further builds wait their turn (within `request_timeout`). Requests for the same
     /// answer always share one build.
@@ -151,6 +155,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             max_in_flight: 512,
             max_change_watchers: 256,
+            change_buffer_records: flagstate_core::changes::DEFAULT_HUB_RECORDS,
             max_concurrent_builds: 4,
             build_timeout: crate::cache::DEFAULT_BUILD_TIMEOUT,
             answer_dir: None,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use axum::http::HeaderValue;
 use flagstate_core::Store;
-use flagstate_core::changes::GenerationWatch;
+use flagstate_core::changes::{ChangeHub, DEFAULT_WATCH_FALLBACK, DEFAULT_WATCH_INTERVAL};
 use flagstate_core::icons::IconStore;
 use flagstate_core::indexer::Indexer;
 use flagstate_core::webhooks::WebhookMonitor;
@@ -45,9 +45,8 @@ struct Inner {
     spool: tokio::sync::OnceCell<Arc<SpoolDir>>,
     /// The outgoing webhooks' deliveries, for `/metrics`, when this server delivers.
     webhooks: std::sync::OnceLock<WebhookMonitor>,
-    /// The store generation's watch shared by the change feed's waiting requests and
-    /// streams; started on first use.
-    generation_watch: std::sync::OnceLock<GenerationWatch>,
+    /// The change log's shared reader for the feed's followers; started on first use.
+    change_hub: std::sync::OnceLock<ChangeHub>,
 }
 
 impl AppState {
@@ -93,7 +92,7 @@ impl AppState {
                 readiness: ReadinessCheck::default(),
                 spool: tokio::sync::OnceCell::new(),
                 webhooks: std::sync::OnceLock::new(),
-                generation_watch: std::sync::OnceLock::new(),
+                change_hub: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -148,12 +147,19 @@ impl AppState {
         &self.inner.store
     }
 
-    /// The shared watch of the store generation that wakes the change feed's followers
-    /// (started on the calling runtime at first use).
-    pub fn generation_watch(&self) -> GenerationWatch {
+    /// The shared reader of the change log whose window the feed's followers read from
+    /// (`change_buffer_records` records; started on the calling runtime at first use).
+    pub fn change_hub(&self) -> ChangeHub {
         self.inner
-            .generation_watch
-            .get_or_init(|| GenerationWatch::spawn_default(self.inner.store.clone()))
+            .change_hub
+            .get_or_init(|| {
+                ChangeHub::spawn(
+                    self.inner.store.clone(),
+                    self.inner.config.change_buffer_records,
+                    DEFAULT_WATCH_INTERVAL,
+                    DEFAULT_WATCH_FALLBACK,
+                )
+            })
             .clone()
     }
 
