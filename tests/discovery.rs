@@ -316,6 +316,11 @@ async fn listings_and_history_follow_the_registry_and_survive_a_restart() {
     assert_eq!(history["history"][0]["digest"], first.digest.as_str());
     assert_eq!(history["history"][1]["digest"], second.digest.as_str());
     assert_eq!(history["history"][1]["updateTimestamp"], stable["updated"]);
+    let (_, headers, _) = fetch(&server, &history_path, &[]).await;
+    assert!(
+        headers.contains_key("flagstate-cursor"),
+        "the history names the change cursor it reflects"
+    );
 
     pusher.delete_manifest(&app, &edge.digest).await.unwrap();
     wait_for(&server, &tags_path, "edge deleted", |t| {
@@ -936,6 +941,10 @@ async fn referrers_named_by_tags_are_found_by_scans() {
     )
     .await;
     assert_eq!(headers.get("oci-filters-applied").unwrap(), "artifactType");
+    assert!(
+        headers.contains_key("flagstate-cursor"),
+        "the referrers listing names the change cursor it reflects"
+    );
     assert_eq!(types(&only_sig), [(sig_digest.to_string(), SIG.to_owned())]);
 
     // An attachment tag pushed while the server runs.

@@ -741,6 +741,7 @@ pub async fn repository(
             })?;
             let params = params(raw.as_deref())?;
             let artifact_type = params.get("artifactType").filter(|t| !t.is_empty());
+            let cursor = crate::changes::now(store.as_ref()).await?;
             let found = store
                 .list_referrers(&name, &subject, artifact_type)
                 .await?
@@ -757,7 +758,7 @@ pub async fn repository(
                     HeaderValue::from_static("artifactType"),
                 );
             }
-            Ok(response)
+            Ok(crate::changes::with_cursor(response, cursor))
         }
         Target::Manifests(name) => {
             let name = name_of(name)?;
@@ -813,6 +814,7 @@ pub async fn repository(
             let name = name_of(name)?;
             let tag = Tag::parse(tag)
                 .map_err(|e| RegistryError::bad("UNSUPPORTED", format!("tag {tag:?}: {e}")))?;
+            let cursor = crate::changes::now(store.as_ref()).await?;
             let history = store
                 .tag_history(&name, &tag)
                 .await?
@@ -835,7 +837,10 @@ pub async fn repository(
                     })
                     .collect(),
             };
-            respond(&state, &headers, &body, None).await
+            Ok(crate::changes::with_cursor(
+                respond(&state, &headers, &body, None).await?,
+                cursor,
+            ))
         }
     }
 }
