@@ -327,6 +327,15 @@ notifications:
         .await
         .unwrap();
     pusher.tag("apps/one", "v1", &second.digest).await.unwrap();
+    // The index must have read the moved tag before its manifest is deleted: a manifest
+    // gone before the indexer reads it leaves no record of the push (only the delete).
+    wait_until("the moved tag in the feed", &server, async || {
+        feed(&server)
+            .await
+            .iter()
+            .any(|e| e["subject"] == "apps/one:v1" && kind(e) == "io.flagstate.tag.updated")
+    })
+    .await;
     pusher
         .delete_manifest("apps/one", &second.digest)
         .await

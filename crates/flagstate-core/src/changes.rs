@@ -597,6 +597,24 @@ impl<S: std::ops::Deref<Target = D>, D: crate::Store + ?Sized> ChangeFollower<S>
     }
 }
 
+/// A push by digest of a manifest made from `seed` into `repository`: a write that
+/// records changes, for the tests of the followers.
+#[cfg(test)]
+fn test_push(repository: &str, seed: &str) -> crate::TagChange {
+    crate::TagChange::PutUntagged {
+        repository: RepositoryName::parse(repository).unwrap(),
+        manifest: PushedManifest {
+            digest: Digest::sha256_of(seed.as_bytes()),
+            media_type: crate::model::OCI_MANIFEST.to_owned(),
+            size: 2,
+            pushed: Timestamp::now(),
+            artifact_type: None,
+            subject: None,
+            annotations: Default::default(),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

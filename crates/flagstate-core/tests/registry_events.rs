@@ -149,15 +149,21 @@ async fn snapshot(
     out
 }
 
-#[tokio::test]
-async fn live_notifications_keep_the_store_current() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+/// A registry (when one can be started) whose notifications go to a receiver that
+/// applies them through an indexer over `store` built with `config`, as the server's
+/// `/events` does: `401` without the bearer token, `503` until the indexer is set.
+async fn registry_notifying_an_indexer(
+    store: &Arc<dyn Store>,
+    config: flagstate_core::indexer::IndexerConfig,
+    ignore_blobs_and_pulls: bool,
+) -> Option<(TestRegistry, Arc<Indexer>, Webhook)> {
+    const TOKEN: &str = "hook-secret";
     let slot: Arc<tokio::sync::OnceCell<Arc<Indexer>>> = Arc::new(tokio::sync::OnceCell::new());
     let handler_slot = slot.clone();
     let hook = webhook(move |request| {
         let slot = handler_slot.clone();
         async move {
-            if request.header("authorization") != Some("Bearer hook-secret") {
+            if request.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
                 return 401;
             }
             let Some(indexer) = slot.get() else {
@@ -173,21 +179,29 @@ async fn live_notifications_keep_the_store_current() {
         }
     })
     .await;
-    let Some(registry) = TestRegistry::start_or_skip(TestRegistryOptions {
+    let registry = TestRegistry::start_or_skip(TestRegistryOptions {
         notifications: Some(Notifications {
             url: hook.url.clone(),
-            bearer_token: Some("hook-secret".into()),
-            ignore_blobs_and_pulls: false,
+            bearer_token: Some(TOKEN.into()),
+            ignore_blobs_and_pulls,
         }),
         basic_auth: None,
     })
-    .await
+    .await?;
+    let client = RegistryClient::new(client_config(&registry.url())).unwrap();
+    let indexer = Arc::new(Indexer::new(client, store.clone(), config));
+    slot.set(indexer.clone()).unwrap();
+    Some((registry, indexer, hook))
+}
+
+#[tokio::test]
+async fn live_notifications_keep_the_store_current() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let Some((registry, indexer, hook)) =
+        registry_notifying_an_indexer(&store, indexer_config(), false).await
     else {
         return;
     };
-    let client = RegistryClient::new(client_config(&registry.url())).unwrap();
-    let indexer = Arc::new(Indexer::new(client, store.clone(), indexer_config()));
-    slot.set(indexer.clone()).unwrap();
     let shutdown = CancellationToken::new();
     let background = indexer.clone().spawn(shutdown.clone());
 
@@ -624,40 +638,12 @@ async fn invented_repositories_cost_nothing_and_the_queue_is_capped() {
 #[tokio::test]
 async fn a_multi_arch_push_reads_each_child_manifest_once() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let slot: Arc<tokio::sync::OnceCell<Arc<Indexer>>> = Arc::new(tokio::sync::OnceCell::new());
-    let handler_slot = slot.clone();
-    let hook = webhook(move |request| {
-        let slot = handler_slot.clone();
-        async move {
-            let Some(indexer) = slot.get() else {
-                return 503;
-            };
-            let Ok(events) = parse_distribution(&request.body) else {
-                return 400;
-            };
-            match indexer.apply_events(&events).await {
-                Ok(_) => 200,
-                Err(_) => 500,
-            }
-        }
-    })
-    .await;
-    let Some(registry) = TestRegistry::start_or_skip(TestRegistryOptions {
-        notifications: Some(Notifications {
-            url: hook.url.clone(),
-            bearer_token: None,
-            ignore_blobs_and_pulls: true,
-        }),
-        basic_auth: None,
-    })
-    .await
+    let config = indexer_config().with_reconcile_debounce(Duration::from_secs(3600));
+    let Some((registry, indexer, _hook)) =
+        registry_notifying_an_indexer(&store, config, true).await
     else {
         return;
     };
-    let client = RegistryClient::new(client_config(&registry.url())).unwrap();
-    let config = indexer_config().with_reconcile_debounce(Duration::from_secs(3600));
-    let indexer = Arc::new(Indexer::new(client, store.clone(), config));
-    slot.set(indexer.clone()).unwrap();
 
     let children = [
         ImageSpec::new("linux", "amd64"),

@@ -234,25 +234,9 @@ async fn read_log(store: Arc<dyn Store>, shared: Weak<Shared>, interval: Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::changes::ChangeKind;
+    use crate::RepositoryName;
+    use crate::changes::{ChangeKind, test_push};
     use crate::memory::MemoryStore;
-    use crate::model::{OCI_MANIFEST, PushedManifest, TagChange};
-    use crate::{Digest, RepositoryName, Timestamp};
-
-    fn push(repository: &str, seed: &str) -> TagChange {
-        TagChange::PutUntagged {
-            repository: RepositoryName::parse(repository).unwrap(),
-            manifest: PushedManifest {
-                digest: Digest::sha256_of(seed.as_bytes()),
-                media_type: OCI_MANIFEST.to_owned(),
-                size: 2,
-                pushed: Timestamp::now(),
-                artifact_type: None,
-                subject: None,
-                annotations: Default::default(),
-            },
-        }
-    }
 
     /// Waits (up to 20 s) until the hub reads `want` records after `after`.
     async fn until_read(hub: &ChangeHub, after: ChangeCursor, want: usize) -> HubRead {
@@ -276,7 +260,10 @@ mod tests {
     #[tokio::test]
     async fn the_window_serves_readers_inside_it_and_sends_others_to_the_store() {
         let store = Arc::new(MemoryStore::new());
-        store.apply(&push("early", "before the hub")).await.unwrap();
+        store
+            .apply(&test_push("early", "before the hub"))
+            .await
+            .unwrap();
         let start = ChangeCursor::at_generation(store.generation().await.unwrap());
         let hub = ChangeHub::spawn(
             store.clone(),
@@ -294,8 +281,8 @@ mod tests {
             "a record from before the window is the store's to answer"
         );
 
-        store.apply(&push("app", "one")).await.unwrap();
-        store.apply(&push("lib", "two")).await.unwrap();
+        store.apply(&test_push("app", "one")).await.unwrap();
+        store.apply(&test_push("lib", "two")).await.unwrap();
         let read = until_read(&hub, start, 4).await;
         let kinds: Vec<_> = read
             .records
@@ -324,7 +311,7 @@ mod tests {
 
         // Past its capacity the window lets its oldest records go: a reader there goes
         // to the store, one after them is still served.
-        store.apply(&push("lib", "three")).await.unwrap();
+        store.apply(&test_push("lib", "three")).await.unwrap();
         let after_first = read.records[0].cursor;
         until_read(&hub, after_first, 4).await;
         assert_eq!(hub.read(start, &ChangeFilter::default(), 10), None);

@@ -79,24 +79,8 @@ impl GenerationWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::changes::test_push;
     use crate::memory::MemoryStore;
-    use crate::model::{OCI_MANIFEST, PushedManifest, TagChange};
-    use crate::{Digest, RepositoryName, Timestamp};
-
-    fn push(seed: &str) -> TagChange {
-        TagChange::PutUntagged {
-            repository: RepositoryName::parse("app").unwrap(),
-            manifest: PushedManifest {
-                digest: Digest::sha256_of(seed.as_bytes()),
-                media_type: OCI_MANIFEST.to_owned(),
-                size: 2,
-                pushed: Timestamp::now(),
-                artifact_type: None,
-                subject: None,
-                annotations: Default::default(),
-            },
-        }
-    }
 
     #[tokio::test]
     async fn a_write_wakes_the_waiter_and_a_quiet_store_falls_back() {
@@ -111,7 +95,7 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                store.apply(&push("one")).await.unwrap();
+                store.apply(&test_push("app", "one")).await.unwrap();
             })
         };
         let started = tokio::time::Instant::now();
