@@ -29,7 +29,7 @@ use super::fetch::Resolved;
 use super::{EventsOutcome, Indexer, IndexerError, lock};
 use crate::digest::Digest;
 use crate::events::{EventAction, RegistryEvent};
-use crate::model::{PushedManifest, TagChange};
+use crate::model::TagChange;
 use crate::name::{RepositoryName, Tag};
 use crate::registry::content::is_manifest_media_type;
 use crate::timestamp::Timestamp;
@@ -231,21 +231,12 @@ impl Indexer {
                 self.status
                     .manifests_fetched
                     .fetch_add(1, Ordering::Relaxed);
-                let facts = crate::registry::content::referrer_facts(&fetched.bytes);
                 // A multi-arch push names its children by digest first: the list that
                 // follows takes their bodies from here rather than reading them again.
                 lock(&self.recent).insert(repository, fetched.clone());
                 TagChange::PutUntagged {
                     repository: repository.clone(),
-                    manifest: PushedManifest {
-                        size: fetched.bytes.len() as u64,
-                        digest: fetched.digest,
-                        media_type: fetched.media_type,
-                        pushed: at,
-                        artifact_type: facts.artifact_type,
-                        subject: facts.subject,
-                        annotations: facts.annotations,
-                    },
+                    manifest: super::fetch::pushed_manifest(fetched, at),
                 }
             }
             Plan::DeleteTag { .. } | Plan::DeleteManifest { .. }

@@ -7,10 +7,11 @@ use futures::stream::{self, StreamExt};
 
 use super::{Indexer, IndexerError, lock};
 use crate::digest::Digest;
-use crate::model::{Image, ImageList, ListEntry, Manifest, Platform};
+use crate::model::{Image, ImageList, ListEntry, Manifest, Platform, PushedManifest};
 use crate::name::RepositoryName;
 use crate::registry::content::{self, ListChild, ParsedManifest};
 use crate::registry::{FetchedManifest, RegistryError};
+use crate::timestamp::Timestamp;
 
 /// Entries of [`RecentManifests`] at most.
 pub(super) const MAX_RECENT_MANIFESTS: usize = 256;
@@ -66,6 +67,22 @@ impl RecentManifests {
         let taken = self.entries.pop(&(repository.clone(), digest.clone()))?;
         self.bytes -= taken.bytes.len();
         Some(taken)
+    }
+}
+
+/// What a manifest read by digest, `fetched`, tells of it as a manifest the repository
+/// holds by digest, stamped `at`: its size, and the artifact type, subject and
+/// annotations its bytes state.
+pub(super) fn pushed_manifest(fetched: FetchedManifest, at: Timestamp) -> PushedManifest {
+    let facts = content::referrer_facts(&fetched.bytes);
+    PushedManifest {
+        size: fetched.bytes.len() as u64,
+        digest: fetched.digest,
+        media_type: fetched.media_type,
+        pushed: at,
+        artifact_type: facts.artifact_type,
+        subject: facts.subject,
+        annotations: facts.annotations,
     }
 }
 

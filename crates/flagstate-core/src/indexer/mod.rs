@@ -501,6 +501,16 @@ struct StatusCells {
     last_scan_finished_at: Mutex<Option<SystemTime>>,
 }
 
+/// Adds `item` to one of the indexer's memories of immutable facts, emptied once it
+/// holds `max` (forgetting costs a refetch, never a wrong answer).
+fn remember<T: std::hash::Hash + Eq>(set: &Mutex<HashSet<T>>, item: T, max: usize) {
+    let mut set = lock(set);
+    if set.len() >= max {
+        set.clear();
+    }
+    set.insert(item);
+}
+
 /// Stripes of the per-repository write lock (see [`Indexer::write_guard`]).
 const LOCK_STRIPES: usize = 64;
 /// Entries of the cache of digests known not to be indexable, before it is reset.
@@ -642,10 +652,6 @@ impl Indexer {
     }
 
     fn remember_unsupported(&self, digest: Digest) {
-        let mut set = lock(&self.unsupported);
-        if set.len() >= MAX_UNSUPPORTED_CACHE {
-            set.clear();
-        }
-        set.insert(digest);
+        remember(&self.unsupported, digest, MAX_UNSUPPORTED_CACHE);
     }
 }

@@ -14,7 +14,8 @@ use std::collections::HashMap;
 
 use futures::stream::{self, StreamExt};
 
-use super::{Indexer, IndexerError, lock};
+use super::fetch::pushed_manifest;
+use super::{Indexer, IndexerError, lock, remember};
 use crate::digest::Digest;
 use crate::model::{PushedManifest, TagChange, is_list_media_type};
 use crate::name::RepositoryName;
@@ -53,22 +54,17 @@ pub(super) fn referrers_of(
                 .collect()
         }
         ReferrerTag::Attachment { subject, name } => {
-            let facts = content::referrer_facts(&fetched.bytes);
+            let mut manifest = pushed_manifest(fetched.clone(), at);
             // A cosign attachment is an image manifest with a placeholder image config:
             // its config type says nothing, its tag's name says what it is.
-            let artifact_type = facts
+            let artifact_type = manifest
                 .artifact_type
+                .take()
                 .filter(|t| !is_image_config_media_type(t))
                 .unwrap_or_else(|| cosign_artifact_type(name));
-            vec![PushedManifest {
-                digest: fetched.digest.clone(),
-                media_type: fetched.media_type.clone(),
-                size: fetched.bytes.len() as u64,
-                pushed: at,
-                artifact_type: Some(artifact_type),
-                subject: Some(subject.clone()),
-                annotations: facts.annotations,
-            }]
+            manifest.artifact_type = Some(artifact_type);
+            manifest.subject = Some(subject.clone());
+            vec![manifest]
         }
     }
 }
@@ -145,11 +141,11 @@ impl Indexer {
                     })
                     .await?;
             }
-            let mut read = lock(&self.referrer_tags_read);
-            if read.len() >= MAX_REFERRER_TAGS_READ {
-                read.clear();
-            }
-            read.insert((name.clone(), digest));
+            remember(
+                &self.referrer_tags_read,
+                (name.clone(), digest),
+                MAX_REFERRER_TAGS_READ,
+            );
         }
         Ok(requests)
     }
