@@ -468,6 +468,7 @@ async fn load(store: &Arc<dyn Store>, repositories: usize, plan: &TagPlan, image
     let tag = |name: &str| Tag::parse(name).expect("tag");
     let started = Instant::now();
     let mut snapshot = RepositorySnapshot {
+        artifacts: Default::default(),
         name: name.clone(),
         tags: BTreeMap::new(),
         manifests: vec![Manifest::Image(image.clone())],

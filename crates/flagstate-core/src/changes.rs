@@ -360,6 +360,21 @@ pub fn manifest_deleted(
     changes
 }
 
+/// Fills in the media type and artifact type of each record in `changes` whose digest is
+/// an artifact the repository holds (`artifact` finds it), which the stored manifests
+/// cannot tell: the one rule every store describes artifact tags' records with.
+pub fn describe_artifacts<'a>(
+    changes: &mut [NewChange],
+    artifact: impl Fn(&Digest) -> Option<&'a PushedManifest>,
+) {
+    for change in changes {
+        if let Some(held) = change.digest.as_ref().and_then(&artifact) {
+            change.media_type = Some(held.media_type.clone());
+            change.artifact_type.clone_from(&held.artifact_type);
+        }
+    }
+}
+
 /// The tag changes that take a repository from `before` to `after`, in tag order: the
 /// one rule every store records replacements with.
 pub fn tag_changes(

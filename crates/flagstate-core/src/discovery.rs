@@ -10,7 +10,7 @@
 //! or removed elsewhere in the order between two pages neither repeat nor push others out
 //! of the walk.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::digest::Digest;
@@ -281,6 +281,46 @@ pub struct TagInfo {
     /// The image config's `created` time, verbatim, when the tag names an image whose
     /// config states one.
     pub created: Option<String>,
+    /// For a tag that points at an artifact ([`RepositorySnapshot::artifacts`](crate::RepositorySnapshot::artifacts)):
+    /// its artifact type (its `artifactType`, else its config's media type). `None` for
+    /// images and image lists.
+    pub artifact_type: Option<String>,
+}
+
+/// A page of a repository's tag listing: [`Listing`] plus an optional artifact type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TagListing {
+    /// Only tags pointing at artifacts of this type (`artifactType=`); `None` lists
+    /// every tag. Images and image lists have no artifact type, so a filter leaves them
+    /// out.
+    pub artifact_type: Option<String>,
+    /// Order, position and size of the page.
+    pub listing: Listing,
+}
+
+impl TagListing {
+    /// Every tag, in `listing`'s order and page.
+    pub fn all(listing: Listing) -> Self {
+        TagListing {
+            artifact_type: None,
+            listing,
+        }
+    }
+
+    /// Whether a tag of artifact type `artifact_type` is in the listing.
+    pub fn includes(&self, artifact_type: Option<&str>) -> bool {
+        self.artifact_type
+            .as_deref()
+            .is_none_or(|wanted| artifact_type == Some(wanted))
+    }
+
+    /// The reference page over `tags`.
+    pub fn select(&self, tags: impl IntoIterator<Item = TagInfo>) -> Vec<TagInfo> {
+        self.listing.select(
+            tags.into_iter()
+                .filter(|tag| self.includes(tag.artifact_type.as_deref())),
+        )
+    }
 }
 
 impl Listed for TagInfo {
@@ -409,11 +449,12 @@ pub struct ManifestInfo {
     pub platform: Option<Platform>,
     /// The tag, for a tagged entry.
     pub tag: Option<Tag>,
-    /// An untagged entry's artifact type (its `artifactType`, else its config's media
-    /// type), when its push told one; `None` for a tagged entry.
+    /// The artifact type (its `artifactType`, else its config's media type) of a
+    /// manifest the repository holds by digest — an untagged entry, or a tag pointing at
+    /// an artifact — when its bytes told one; `None` for images and image lists.
     pub artifact_type: Option<String>,
-    /// When an untagged entry was pushed ([`PushedManifest::pushed`]); `None` for a
-    /// tagged entry.
+    /// When a manifest the repository holds by digest was first pushed
+    /// ([`PushedManifest::pushed`]); `None` for images and image lists.
     pub pushed: Option<Timestamp>,
 }
 
@@ -428,16 +469,30 @@ impl ManifestInfo {
 }
 
 /// The reference entries of a repository's manifest listing, unpaged: one per tag (with
-/// what `manifest` says of its digest), and one per manifest in `pushed` that no tag
+/// what `manifest` says of its digest), one per artifact tag (with what the repository
+/// holds of the artifact, in `pushed`), and one per manifest in `pushed` that no tag
 /// reaches, directly or as a child of a tagged list. `manifest` looks a digest up among
 /// the stored manifests.
 pub fn manifest_entries<'a>(
     tags: impl IntoIterator<Item = (&'a Tag, &'a Digest)>,
+    artifact_tags: impl IntoIterator<Item = (&'a Tag, &'a Digest)>,
     pushed: impl IntoIterator<Item = &'a PushedManifest>,
     manifest: impl Fn(&Digest) -> Option<&'a Manifest>,
 ) -> Vec<ManifestInfo> {
+    let pushed: BTreeMap<&Digest, &PushedManifest> =
+        pushed.into_iter().map(|p| (&p.digest, p)).collect();
     let mut reached: BTreeSet<&Digest> = BTreeSet::new();
     let mut entries = Vec::new();
+    for (tag, digest) in artifact_tags {
+        reached.insert(digest);
+        let Some(artifact) = pushed.get(digest) else {
+            continue;
+        };
+        entries.push(ManifestInfo {
+            tag: Some(tag.clone()),
+            ..untagged_entry(artifact, None)
+        });
+    }
     for (tag, digest) in tags {
         let stored = manifest(digest);
         reached.extend(reached_by(digest, stored));
@@ -451,22 +506,28 @@ pub fn manifest_entries<'a>(
             pushed: None,
         });
     }
-    for pushed in pushed {
+    for pushed in pushed.values() {
         if reached.contains(&pushed.digest) {
             continue;
         }
         let stored = manifest(&pushed.digest);
-        entries.push(ManifestInfo {
-            digest: pushed.digest.clone(),
-            media_type: pushed.media_type.clone(),
-            size: Some(pushed.size),
-            platform: stored.and_then(Manifest::platform).cloned(),
-            tag: None,
-            artifact_type: pushed.artifact_type.clone(),
-            pushed: Some(pushed.pushed),
-        });
+        entries.push(untagged_entry(pushed, stored));
     }
     entries
+}
+
+/// The entry of a manifest the repository holds by digest, untagged; `stored` is the
+/// manifest the index holds under the same digest, if any (it gives the platform).
+fn untagged_entry(pushed: &PushedManifest, stored: Option<&Manifest>) -> ManifestInfo {
+    ManifestInfo {
+        digest: pushed.digest.clone(),
+        media_type: pushed.media_type.clone(),
+        size: Some(pushed.size),
+        platform: stored.and_then(Manifest::platform).cloned(),
+        tag: None,
+        artifact_type: pushed.artifact_type.clone(),
+        pushed: Some(pushed.pushed),
+    }
 }
 
 /// Whether a tag of `tags` reaches `digest`: points at it, or at a list naming it.

@@ -87,7 +87,7 @@ pub use changes::{
 pub use digest::{Digest, DigestError};
 pub use discovery::{
     HistoryEntry, HistoryRetention, ListOrder, Listing, ManifestInfo, ManifestListing,
-    ManifestPosition, Position, RepositoryInfo, RepositoryListing, TagInfo, Untagged,
+    ManifestPosition, Position, RepositoryInfo, RepositoryListing, TagInfo, TagListing, Untagged,
 };
 pub use memory::MemoryStore;
 pub use model::{

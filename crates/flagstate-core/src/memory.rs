@@ -12,12 +12,12 @@ use tokio::sync::RwLock;
 
 use crate::changes::{
     ChangeCursor, ChangeFilter, ChangeKind, ChangePage, ChangeRecord, ChangeRetention, NewChange,
-    PushedFacts, manifest_deleted, read_log, tag_changes, untagged_pushed,
+    PushedFacts, describe_artifacts, manifest_deleted, read_log, tag_changes, untagged_pushed,
 };
 use crate::digest::Digest;
 use crate::discovery::{
-    HistoryEntry, HistoryRetention, Listing, ManifestInfo, ManifestListing, RepositoryInfo,
-    RepositoryListing, TagInfo, is_reached, manifest_entries,
+    HistoryEntry, HistoryRetention, ManifestInfo, ManifestListing, RepositoryInfo,
+    RepositoryListing, TagInfo, TagListing, is_reached, manifest_entries,
 };
 use crate::model::{
     Description, Manifest, PushedManifest, RepositorySnapshot, TagChange, check_list_entry,
@@ -67,6 +67,8 @@ struct Times {
     history: BTreeMap<Tag, Vec<HistoryEntry>>,
     /// Manifests pushed by digest, until deleted.
     pushed: BTreeMap<Digest, PushedManifest>,
+    /// Tags pointing at artifacts: each digest is one of `pushed`.
+    artifact_tags: Tags,
 }
 
 impl Times {
@@ -77,7 +79,24 @@ impl Times {
             tags: BTreeMap::new(),
             history: BTreeMap::new(),
             pushed: BTreeMap::new(),
+            artifact_tags: Tags::new(),
         }
+    }
+
+    /// Holds `manifest` by digest, keeping the first push's facts when it already does;
+    /// whether it is new.
+    fn hold(&mut self, manifest: &PushedManifest) -> bool {
+        if self.pushed.contains_key(&manifest.digest) {
+            return false;
+        }
+        self.pushed
+            .insert(manifest.digest.clone(), manifest.clone());
+        true
+    }
+
+    /// Whether a tag pointing at an artifact reaches `digest`.
+    fn artifact_reaches(&self, digest: &Digest) -> bool {
+        self.artifact_tags.values().any(|d| d == digest)
     }
 
     /// Records that `tag` now points at `digest`, since `at`.
@@ -260,27 +279,46 @@ impl Store for MemoryStore {
         let digests: Vec<&Digest> = snapshot.tags.values().collect();
         let new = state.admit(&snapshot.name, &digests, &snapshot.manifests)?;
         state.manifests.extend(new);
-        let old = state.repositories.get(&snapshot.name).cloned();
-        if old.as_ref() != Some(&snapshot.tags) {
+        let created = !state.repositories.contains_key(&snapshot.name);
+        let mut old = state
+            .repositories
+            .get(&snapshot.name)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(times) = state.times.get(&snapshot.name) {
+            old.extend(times.artifact_tags.clone());
+        }
+        let new = snapshot.all_tags();
+        if created || old != new {
             let mut changes = Vec::new();
-            if old.is_none() {
+            if created {
                 changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
             }
-            let old = old.unwrap_or_default();
-            changes.extend(tag_changes(&old, &snapshot.tags));
+            changes.extend(tag_changes(&old, &new));
             let at = snapshot.at;
             let times = state
                 .times
                 .entry(snapshot.name.clone())
                 .or_insert_with(|| Times::new(at));
-            for tag in old.keys().filter(|t| !snapshot.tags.contains_key(*t)) {
+            for tag in old.keys().filter(|t| !new.contains_key(*t)) {
                 times.delete(tag, at);
             }
-            for (tag, digest) in &snapshot.tags {
+            for (tag, digest) in &new {
                 if old.get(tag) != Some(digest) {
                     times.put(tag, digest, at);
                 }
             }
+            for artifact in snapshot.artifacts.values() {
+                if times.hold(artifact) {
+                    changes.extend(untagged_pushed(false, true, artifact));
+                }
+            }
+            times.artifact_tags = snapshot
+                .artifacts
+                .iter()
+                .map(|(tag, artifact)| (tag.clone(), artifact.digest.clone()))
+                .collect();
+            describe_artifacts(&mut changes, |d| times.pushed.get(d));
             times.touch(at);
             state
                 .repositories
@@ -314,19 +352,26 @@ impl Store for MemoryStore {
                 let new = state.admit(repository, &[digest], manifests)?;
                 state.manifests.extend(new);
                 let created = !state.repositories.contains_key(repository);
-                let tags = state.repositories.entry(repository.clone()).or_default();
-                if created || tags.get(tag) != Some(digest) {
-                    let moved = tags.get(tag) != Some(digest);
+                let fields = &mut *state;
+                let tags = fields.repositories.entry(repository.clone()).or_default();
+                let times = fields
+                    .times
+                    .entry(repository.clone())
+                    .or_insert_with(|| Times::new(*at));
+                // A tag that pointed at an artifact now points at an image.
+                let before = tags
+                    .get(tag)
+                    .or_else(|| times.artifact_tags.get(tag))
+                    .cloned();
+                if created || before.as_ref() != Some(digest) {
+                    let moved = before.as_ref() != Some(digest);
                     let mut changes = Vec::new();
                     if created {
                         changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
                     }
-                    changes.extend(NewChange::of_tag(tag, tags.get(tag), Some(digest)));
+                    changes.extend(NewChange::of_tag(tag, before.as_ref(), Some(digest)));
                     tags.insert(tag.clone(), digest.clone());
-                    let times = state
-                        .times
-                        .entry(repository.clone())
-                        .or_insert_with(|| Times::new(*at));
+                    times.artifact_tags.remove(tag);
                     if moved {
                         times.put(tag, digest, *at);
                     }
@@ -341,7 +386,11 @@ impl Store for MemoryStore {
                 let removed = state
                     .repositories
                     .get_mut(repository)
-                    .and_then(|tags| tags.remove(tag));
+                    .and_then(|tags| tags.remove(tag))
+                    .or_else(|| {
+                        let times = state.times.get_mut(repository)?;
+                        times.artifact_tags.remove(tag)
+                    });
                 if let Some(previous) = removed {
                     if let Some(times) = state.times.get_mut(repository) {
                         times.delete(tag, *at);
@@ -364,7 +413,11 @@ impl Store for MemoryStore {
                     let empty = Tags::new();
                     let tags = state.repositories.get(repository).unwrap_or(&empty);
                     let reached =
-                        is_reached(&manifest.digest, tags.values(), |d| state.manifests.get(d));
+                        is_reached(&manifest.digest, tags.values(), |d| state.manifests.get(d))
+                            || state
+                                .times
+                                .get(repository)
+                                .is_some_and(|t| t.artifact_reaches(&manifest.digest));
                     let changes = untagged_pushed(created, reached, manifest);
                     if created {
                         state.repositories.insert(repository.clone(), Tags::new());
@@ -378,6 +431,46 @@ impl Store for MemoryStore {
                         .insert(manifest.digest.clone(), manifest.clone());
                     times.touch(at);
                     return Ok(state.bump_with(repository, changes, at));
+                }
+            }
+            TagChange::PutArtifact {
+                repository,
+                tag,
+                manifest,
+                at,
+            } => {
+                let created = !state.repositories.contains_key(repository);
+                let fields = &mut *state;
+                let tags = fields.repositories.entry(repository.clone()).or_default();
+                let times = fields
+                    .times
+                    .entry(repository.clone())
+                    .or_insert_with(|| Times::new(*at));
+                let before = times
+                    .artifact_tags
+                    .get(tag)
+                    .or_else(|| tags.get(tag))
+                    .cloned();
+                if before.as_ref() != Some(&manifest.digest) {
+                    // A manifest held already keeps its facts; one new to the
+                    // repository records what a push of it by digest records, as reached.
+                    let mut changes = if times.hold(manifest) {
+                        untagged_pushed(created, true, manifest)
+                    } else {
+                        Vec::new()
+                    };
+                    changes.extend(NewChange::of_tag(
+                        tag,
+                        before.as_ref(),
+                        Some(&manifest.digest),
+                    ));
+                    describe_artifacts(&mut changes, |d| times.pushed.get(d));
+                    tags.remove(tag);
+                    times
+                        .artifact_tags
+                        .insert(tag.clone(), manifest.digest.clone());
+                    times.put(tag, &manifest.digest, *at);
+                    return Ok(state.bump_with(repository, changes, *at));
                 }
             }
             TagChange::DeleteManifest {
@@ -396,6 +489,17 @@ impl Store for MemoryStore {
                         .map(|(t, _)| t.clone())
                         .collect();
                     tags.retain(|_, d| d != digest);
+                }
+                if let Some(times) = fields.times.get_mut(repository) {
+                    reached |= times.artifact_reaches(digest);
+                    removed.extend(
+                        times
+                            .artifact_tags
+                            .iter()
+                            .filter(|(_, d)| *d == digest)
+                            .map(|(t, _)| t.clone()),
+                    );
+                    times.artifact_tags.retain(|_, d| d != digest);
                 }
                 let pushed = state
                     .times
@@ -480,7 +584,7 @@ impl Store for MemoryStore {
             let times = state.times.get(name)?;
             Some(RepositoryInfo {
                 name: name.clone(),
-                tags: tags.len() as u64,
+                tags: (tags.len() + times.artifact_tags.len()) as u64,
                 created: times.created,
                 updated: times.updated,
             })
@@ -491,9 +595,9 @@ impl Store for MemoryStore {
     async fn list_tags(
         &self,
         repository: &RepositoryName,
-        listing: &Listing,
+        listing: &TagListing,
     ) -> Result<Option<Vec<TagInfo>>, StoreError> {
-        listing.validate()?;
+        listing.listing.validate()?;
         let state = self.state.read().await;
         let (Some(tags), Some(times)) = (
             state.repositories.get(repository),
@@ -501,20 +605,33 @@ impl Store for MemoryStore {
         ) else {
             return Ok(None);
         };
-        let all = tags.iter().filter_map(|(tag, digest)| {
+        let updated = |tag: &Tag| times.tags.get(tag).copied().unwrap_or(times.created);
+        let images = tags.iter().filter_map(|(tag, digest)| {
             let manifest = state.manifests.get(digest)?;
             Some(TagInfo {
                 tag: tag.clone(),
                 digest: digest.clone(),
                 media_type: manifest.media_type().to_owned(),
-                updated: times.tags.get(tag).copied().unwrap_or(times.created),
+                updated: updated(tag),
                 created: match manifest {
                     Manifest::Image(image) => image.created.clone(),
                     Manifest::List(_) => None,
                 },
+                artifact_type: None,
             })
         });
-        Ok(Some(listing.select(all)))
+        let artifacts = times.artifact_tags.iter().filter_map(|(tag, digest)| {
+            let artifact = times.pushed.get(digest)?;
+            Some(TagInfo {
+                tag: tag.clone(),
+                digest: digest.clone(),
+                media_type: artifact.media_type.clone(),
+                updated: updated(tag),
+                created: None,
+                artifact_type: artifact.artifact_type.clone(),
+            })
+        });
+        Ok(Some(listing.select(images.chain(artifacts))))
     }
 
     async fn list_manifests(
@@ -530,7 +647,9 @@ impl Store for MemoryStore {
             return Ok(None);
         };
         let all: Vec<ManifestInfo> =
-            manifest_entries(tags, times.pushed.values(), |d| state.manifests.get(d));
+            manifest_entries(tags, &times.artifact_tags, times.pushed.values(), |d| {
+                state.manifests.get(d)
+            });
         Ok(Some(listing.select(all)))
     }
 
@@ -754,6 +873,7 @@ mod tests {
             size: Some(500),
         };
         let snapshot = RepositorySnapshot {
+            artifacts: Default::default(),
             name: RepositoryName::parse("app").unwrap(),
             tags: BTreeMap::from([(Tag::parse("latest").unwrap(), image.digest.clone())]),
             manifests: vec![Manifest::Image(image)],

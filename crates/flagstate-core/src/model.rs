@@ -189,6 +189,12 @@ pub struct RepositorySnapshot {
     pub tags: BTreeMap<Tag, Digest>,
     /// Manifests (images, lists and list children) the tags need.
     pub manifests: Vec<Manifest>,
+    /// Tag → the artifact it points at: a manifest that is not an image or image list
+    /// (a Helm chart, a signature, an SBOM, a WASM module). Authoritative like `tags`;
+    /// no tag may be in both. The repository holds each such manifest by digest, with
+    /// what its bytes state; artifact tags are listed by the discovery listings and never
+    /// appear in index answers.
+    pub artifacts: BTreeMap<Tag, PushedManifest>,
     /// When the scan read these tags: the `updated` time of every tag this snapshot adds
     /// or moves, and of the repository when anything changed (its `created` time when it
     /// is new). Tags the store already holds at the same digest keep their times.
@@ -232,6 +238,19 @@ pub enum TagChange {
         /// What the registry serves for the digest.
         manifest: PushedManifest,
     },
+    /// `repository:tag` now points at an artifact (see [`RepositorySnapshot::artifacts`]):
+    /// the repository holds `manifest` by digest (as [`PutUntagged`](TagChange::PutUntagged)
+    /// would, keeping the first push's facts when it already does) and the tag points at it.
+    PutArtifact {
+        /// Repository name.
+        repository: RepositoryName,
+        /// Tag name.
+        tag: Tag,
+        /// What the registry serves for the tag.
+        manifest: PushedManifest,
+        /// When it happened (the notification's timestamp, else when it was seen).
+        at: Timestamp,
+    },
     /// The manifest `digest` was deleted from `repository`: every tag of that repository
     /// pointing at it is gone.
     DeleteManifest {
@@ -250,6 +269,7 @@ impl TagChange {
         match self {
             TagChange::Put { repository, .. }
             | TagChange::PutUntagged { repository, .. }
+            | TagChange::PutArtifact { repository, .. }
             | TagChange::DeleteTag { repository, .. }
             | TagChange::DeleteManifest { repository, .. } => repository,
         }
@@ -259,6 +279,7 @@ impl TagChange {
     pub fn at(&self) -> Timestamp {
         match self {
             TagChange::Put { at, .. }
+            | TagChange::PutArtifact { at, .. }
             | TagChange::DeleteTag { at, .. }
             | TagChange::DeleteManifest { at, .. } => *at,
             TagChange::PutUntagged { manifest, .. } => manifest.pushed,
@@ -335,8 +356,35 @@ impl RepositorySnapshot {
     /// construction): no supplied manifest has an empty media type. Failures are
     /// [`StoreError::Invalid`], naming the first offending input.
     pub fn validate(&self) -> Result<(), StoreError> {
-        check_supplied(&self.name, &self.manifests)
+        check_supplied(&self.name, &self.manifests)?;
+        if let Some(tag) = self.artifacts.keys().find(|t| self.tags.contains_key(*t)) {
+            return Err(invalid(
+                format_args!("repository {}: tag {tag}", self.name),
+                "a tag cannot point at an image and an artifact at once",
+            ));
+        }
+        match self.artifacts.values().find(|m| m.media_type.is_empty()) {
+            Some(artifact) => Err(empty_media_type(&self.name, &artifact.digest)),
+            None => Ok(()),
+        }
     }
+
+    /// The repository's whole tag → digest map: its image tags and its artifact tags.
+    pub fn all_tags(&self) -> BTreeMap<Tag, Digest> {
+        let artifacts = self
+            .artifacts
+            .iter()
+            .map(|(tag, manifest)| (tag.clone(), manifest.digest.clone()));
+        self.tags.clone().into_iter().chain(artifacts).collect()
+    }
+}
+
+/// [`StoreError::Invalid`] for a manifest held by digest whose media type is empty.
+fn empty_media_type(repository: &RepositoryName, digest: &Digest) -> StoreError {
+    invalid(
+        format_args!("repository {repository}: manifest {digest}"),
+        "media type is empty",
+    )
 }
 
 impl TagChange {
@@ -353,11 +401,16 @@ impl TagChange {
             TagChange::PutUntagged {
                 repository,
                 manifest,
-            } if manifest.media_type.is_empty() => Err(invalid(
-                format_args!("repository {repository}: manifest {}", manifest.digest),
-                "media type is empty",
-            )),
+            }
+            | TagChange::PutArtifact {
+                repository,
+                manifest,
+                ..
+            } if manifest.media_type.is_empty() => {
+                Err(empty_media_type(repository, &manifest.digest))
+            }
             TagChange::PutUntagged { .. }
+            | TagChange::PutArtifact { .. }
             | TagChange::DeleteTag { .. }
             | TagChange::DeleteManifest { .. } => Ok(()),
         }
@@ -439,6 +492,7 @@ mod tests {
         };
         let app = RepositoryName::parse("app").unwrap();
         let snapshot = |name: &str, tag: &str, media_type: &str| RepositorySnapshot {
+            artifacts: Default::default(),
             name: RepositoryName::parse(name).unwrap(),
             tags: BTreeMap::from([(Tag::parse(tag).unwrap(), digest.clone())]),
             manifests: vec![image(media_type)],

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use crate::changes::{ChangeCursor, ChangeFilter, ChangePage, ChangeRetention};
 use crate::digest::Digest;
 use crate::discovery::{
-    HistoryEntry, HistoryRetention, Listing, ManifestInfo, ManifestListing, RepositoryInfo,
-    RepositoryListing, TagInfo,
+    HistoryEntry, HistoryRetention, ManifestInfo, ManifestListing, RepositoryInfo,
+    RepositoryListing, TagInfo, TagListing,
 };
 use crate::model::{Manifest, PushedManifest, RepositorySnapshot, TagChange};
 use crate::name::{RepositoryName, Tag};
@@ -312,12 +312,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         listing: &RepositoryListing,
     ) -> Result<Vec<RepositoryInfo>, StoreError>;
 
-    /// One page of a repository's tags, equal to [`Listing::select`] over all of them;
-    /// `None` when the repository is unknown.
+    /// One page of a repository's tags — image tags and artifact tags alike — equal to
+    /// [`TagListing::select`] over all of them; `None` when the repository is unknown.
     async fn list_tags(
         &self,
         repository: &RepositoryName,
-        listing: &Listing,
+        listing: &TagListing,
     ) -> Result<Option<Vec<TagInfo>>, StoreError>;
 
     /// One page of a repository's manifests, equal to [`ManifestListing::select`] over
@@ -498,7 +498,7 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     async fn list_tags(
         &self,
         repository: &RepositoryName,
-        listing: &Listing,
+        listing: &TagListing,
     ) -> Result<Option<Vec<TagInfo>>, StoreError> {
         (**self).list_tags(repository, listing).await
     }

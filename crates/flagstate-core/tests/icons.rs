@@ -48,6 +48,7 @@ fn image(seed: &str, icon_key: &str, in_labels: bool, icon: &[u8]) -> Image {
 
 fn single(name: &str, image: Image) -> RepositorySnapshot {
     RepositorySnapshot {
+        artifacts: Default::default(),
         name: name.parse().unwrap(),
         tags: BTreeMap::from([("latest".parse().unwrap(), image.digest.clone())]),
         manifests: vec![Manifest::Image(image)],
@@ -94,6 +95,7 @@ async fn collect_keeps_what_answers_reference_and_deletes_the_rest() {
     };
     store
         .replace_repository(&RepositorySnapshot {
+            artifacts: Default::default(),
             name: "app/b".parse().unwrap(),
             tags: BTreeMap::from([("latest".parse().unwrap(), list.digest.clone())]),
             manifests: vec![Manifest::List(list), Manifest::Image(child)],

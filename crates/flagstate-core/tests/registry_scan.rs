@@ -357,6 +357,7 @@ async fn vanished_and_emptied_repositories() {
     // A repository the registry never had (left over from an earlier registry state).
     store
         .replace_repository(&RepositorySnapshot {
+            artifacts: Default::default(),
             name: "ghost/repo".parse().unwrap(),
             tags: BTreeMap::from([("old".parse().unwrap(), keep.digest.clone())]),
             manifests: vec![],
@@ -367,6 +368,7 @@ async fn vanished_and_emptied_repositories() {
     indexer.full_scan(&NoProgress).await.unwrap();
     store
         .replace_repository(&RepositorySnapshot {
+            artifacts: Default::default(),
             name: "ghost/repo".parse().unwrap(),
             tags: BTreeMap::from([("old".parse().unwrap(), keep.digest.clone())]),
             manifests: vec![],

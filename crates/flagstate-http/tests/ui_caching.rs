@@ -55,6 +55,7 @@ async fn etag_is_stable_for_same_data_and_changes_with_it() {
     let img = image("new one", "amd64", &[("name", "Newcomer")], &[]);
     f.store
         .replace_repository(&RepositorySnapshot {
+            artifacts: Default::default(),
             name: "aaa-new".parse().unwrap(),
             tags: BTreeMap::from([("v1".parse().unwrap(), img.digest.clone())]),
             manifests: vec![Manifest::Image(img)],

@@ -115,6 +115,7 @@ async fn filters_apply_past_the_first_batch_of_text_hits_up_to_a_limit() {
         );
         store
             .replace_repository(&RepositorySnapshot {
+                artifacts: Default::default(),
                 name: format!("many/widget-{n:05}").parse().unwrap(),
                 tags: BTreeMap::from([("v1".parse().unwrap(), img.digest.clone())]),
                 manifests: vec![Manifest::Image(img)],

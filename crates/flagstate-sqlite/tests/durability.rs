@@ -35,6 +35,7 @@ fn write_number(n: u64) -> RepositorySnapshot {
     let mut manifests = vec![Manifest::Image(tagged.clone()), Manifest::List(lst.clone())];
     manifests.extend(children.into_iter().map(Manifest::Image));
     RepositorySnapshot {
+        artifacts: Default::default(),
         name: format!("loop/r{}", n % REPOSITORIES).parse().unwrap(),
         tags: BTreeMap::from([
             ("latest".parse().unwrap(), tagged.digest),

@@ -13,7 +13,7 @@ use super::fixtures::{
 use super::ok;
 use crate::discovery::{
     HistoryEntry, HistoryRetention, ListOrder, Listing, Position, RepositoryInfo,
-    RepositoryListing, TagInfo,
+    RepositoryListing, TagInfo, TagListing,
 };
 use crate::store::{Store, StoreError};
 use crate::timestamp::Timestamp;
@@ -31,7 +31,7 @@ async fn all_repositories(store: &dyn Store, order: ListOrder) -> Vec<Repository
 async fn all_tags(store: &dyn Store, name: &str, order: ListOrder) -> Option<Vec<TagInfo>> {
     ok(
         store
-            .list_tags(&repository_name(name), &Listing::first(order, usize::MAX))
+            .list_tags(&repository_name(name), &TagListing::all(Listing::first(order, usize::MAX)))
             .await,
         "list_tags",
     )
@@ -425,7 +425,7 @@ pub async fn listings_order_filter_and_page(store: &dyn Store) {
         store
             .list_tags(
                 &repository_name("base"),
-                &Listing::first(ListOrder::NewestFirst, 1),
+                &TagListing::all(Listing::first(ListOrder::NewestFirst, 1)),
             )
             .await,
         "newest tag",
@@ -437,7 +437,7 @@ pub async fn listings_order_filter_and_page(store: &dyn Store) {
         limit: 2,
     };
     let got = ok(
-        store.list_tags(&repository_name("base"), &next).await,
+        store.list_tags(&repository_name("base"), &TagListing::all(next)).await,
         "tags after",
     );
     assert_eq!(tag_names(got), ["d", "v"]);
@@ -465,7 +465,7 @@ pub async fn listings_refuse_positions_of_another_order(store: &dyn Store) {
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
-        store.list_tags(&repository_name("app"), &mixed).await,
+        store.list_tags(&repository_name("app"), &TagListing::all(mixed)).await,
         Err(StoreError::Invalid(_))
     ));
 }
@@ -519,7 +519,9 @@ pub async fn randomized_walks_match_reference(store: &dyn Store) {
         let mut listing = Listing::first(order, 2);
         loop {
             let page = ok(
-                store.list_tags(&repository_name(&busiest), &listing).await,
+                store
+                    .list_tags(&repository_name(&busiest), &TagListing::all(listing.clone()))
+                    .await,
                 "page",
             )
             .unwrap();

@@ -215,6 +215,7 @@ impl ListBuilder {
 /// Starts a snapshot of repository `name`.
 pub fn repo(name: &str) -> SnapshotBuilder {
     SnapshotBuilder(RepositorySnapshot {
+        artifacts: Default::default(),
         name: repository_name(name),
         tags: BTreeMap::new(),
         manifests: Vec::new(),
@@ -337,6 +338,30 @@ pub fn put_referrer(
     }
 }
 
+/// An artifact of `artifact_type` (digest from `seed`), as a repository holds it by
+/// digest.
+pub fn artifact(seed: &str, artifact_type: &str) -> PushedManifest {
+    PushedManifest {
+        digest: digest(seed),
+        media_type: OCI_MANIFEST.to_owned(),
+        size: fixture_size(seed),
+        pushed: Timestamp::now(),
+        artifact_type: Some(artifact_type.to_owned()),
+        subject: None,
+        annotations: BTreeMap::from([("org.example.seed".to_owned(), seed.to_owned())]),
+    }
+}
+
+/// `repository:tag` now points at `artifact`.
+pub fn put_artifact(repository: &str, tag: &str, artifact: &PushedManifest) -> TagChange {
+    TagChange::PutArtifact {
+        repository: repository_name(repository),
+        tag: tag_name(tag),
+        manifest: artifact.clone(),
+        at: artifact.pushed,
+    }
+}
+
 /// `repository:tag` deleted.
 pub fn delete_tag(repository: &str, tag: &str) -> TagChange {
     TagChange::DeleteTag {
@@ -362,6 +387,12 @@ pub fn at(mut change: TagChange, at: Timestamp) -> TagChange {
         | TagChange::DeleteTag { at: when, .. }
         | TagChange::DeleteManifest { at: when, .. } => *when = at,
         TagChange::PutUntagged { manifest, .. } => manifest.pushed = at,
+        TagChange::PutArtifact {
+            manifest, at: when, ..
+        } => {
+            manifest.pushed = at;
+            *when = at;
+        }
     }
     change
 }

@@ -26,6 +26,7 @@
 //! [`fixtures`]; a new test is a function in one of the submodules plus a line in the
 //! macro's list.
 
+mod artifacts;
 mod changes;
 mod concurrency;
 mod discovery;
@@ -41,6 +42,7 @@ mod search;
 mod untagged;
 mod writes;
 
+pub use artifacts::*;
 pub use changes::*;
 pub use concurrency::*;
 pub use discovery::*;
@@ -133,7 +135,7 @@ impl<S: Store, G: std::fmt::Debug + Send + Sync + 'static> Store for Guarded<S, 
     async fn list_tags(
         &self,
         repository: &RepositoryName,
-        listing: &crate::discovery::Listing,
+        listing: &crate::discovery::TagListing,
     ) -> Result<Option<Vec<crate::discovery::TagInfo>>, StoreError> {
         self.store.list_tags(repository, listing).await
     }
@@ -297,6 +299,10 @@ macro_rules! conformance_tests {
             manifest_listing_orders_filters_and_pages,
             sizes_fill_in_for_manifests_stored_without,
             referrers_are_pushed_manifests_naming_the_subject,
+            // artifact tags
+            artifact_tags_are_listed_and_never_indexed,
+            artifact_tags_move_and_go_with_deletes,
+            replace_sets_artifact_tags_exactly,
         );
     };
 }

@@ -106,6 +106,7 @@ pub(super) async fn reference_of(store: &dyn Store, raw: &str) -> Vec<Repository
             }
         }
         snapshots.push(RepositorySnapshot {
+            artifacts: Default::default(),
             name,
             tags,
             manifests,

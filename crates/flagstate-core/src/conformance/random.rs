@@ -167,6 +167,7 @@ pub async fn randomized_queries_match_reference(store: &dyn Store) {
         let written = match action {
             0..2 => {
                 let mut snapshot = RepositorySnapshot {
+                    artifacts: Default::default(),
                     name: name.clone(),
                     tags: BTreeMap::new(),
                     manifests: Vec::new(),

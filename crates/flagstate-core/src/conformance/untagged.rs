@@ -310,7 +310,7 @@ pub async fn manifest_listing_orders_filters_and_pages(store: &dyn Store) {
         .chain(images[..3].iter().cloned().map(Manifest::Image))
         .map(|m| (m.digest().clone(), m))
         .collect();
-    let reference = manifest_entries(&tags, &pushed, |d| stored.get(d));
+    let reference = manifest_entries(&tags, &BTreeMap::new(), &pushed, |d| stored.get(d));
     for untagged in [Untagged::Include, Untagged::Only, Untagged::Exclude] {
         let full = ManifestListing {
             untagged,

@@ -29,7 +29,7 @@ use super::fetch::Resolved;
 use super::{EventsOutcome, Indexer, IndexerError, lock};
 use crate::digest::Digest;
 use crate::events::{EventAction, RegistryEvent};
-use crate::model::TagChange;
+use crate::model::{PushedManifest, TagChange};
 use crate::name::{RepositoryName, Tag};
 use crate::registry::content::is_manifest_media_type;
 use crate::timestamp::Timestamp;
@@ -189,6 +189,15 @@ impl Indexer {
                 let manifests = if known.contains(&digest) {
                     Vec::new()
                 } else {
+                    let put_artifact = |artifact| TagChange::PutArtifact {
+                        repository: repository.clone(),
+                        manifest: PushedManifest {
+                            pushed: at,
+                            ..super::referrers::tagged_artifact(&tag, artifact)
+                        },
+                        tag: tag.clone(),
+                        at,
+                    };
                     let (resolved, tally) = self.resolve(repository, &digest, None).await?;
                     self.status
                         .manifests_fetched
@@ -198,6 +207,9 @@ impl Indexer {
                         .fetch_add(tally.blobs, Ordering::Relaxed);
                     match resolved {
                         Resolved::Found(manifests) => manifests,
+                        Resolved::Artifact(artifact) => {
+                            return self.commit(repository, put_artifact(artifact)).await;
+                        }
                         Resolved::Unsupported => {
                             tracing::debug!(repository = %repository, tag = %tag, %digest, "pushed manifest is not indexable; ignored");
                             return Ok(None);
@@ -267,6 +279,16 @@ impl Indexer {
                 at,
             },
         };
+        self.commit(repository, change).await
+    }
+
+    /// Writes the change an event of `repository` made, under the repository's write
+    /// guard and marked as the event's.
+    async fn commit(
+        &self,
+        repository: &RepositoryName,
+        change: TagChange,
+    ) -> Result<Option<RepositoryName>, IndexerError> {
         let _guard = self.write_guard(repository).await;
         self.mark_event(repository);
         self.store.apply(&change).await?;

@@ -90,7 +90,10 @@ pub(super) fn pushed_manifest(fetched: FetchedManifest, at: Timestamp) -> Pushed
 pub(super) enum Resolved {
     /// The manifest (and for a list, its children the store did not have yet).
     Found(Vec<Manifest>),
-    /// Not indexable (artifact, nested list, unknown media type); remembered by digest.
+    /// An artifact: not an image, but what a tag pointing at it is listed with
+    /// (stamped with the time it was read).
+    Artifact(PushedManifest),
+    /// Not indexable (nested list, unknown media type); remembered by digest.
     Unsupported,
     /// Gone from the registry while being read (404).
     Vanished,
@@ -119,6 +122,8 @@ enum Read {
     Gone,
     /// Not indexable; remembered by digest so it is never fetched again.
     Unsupported,
+    /// An artifact, as its bytes describe it; remembered likewise.
+    Artifact(PushedManifest),
     /// An image manifest; its config is still to be fetched.
     Image {
         fetched: FetchedManifest,
@@ -147,6 +152,9 @@ impl Indexer {
         if self.is_unsupported(digest) {
             return Ok(Read::Unsupported);
         }
+        if let Some(artifact) = self.known_artifact(digest) {
+            return Ok(Read::Artifact(artifact));
+        }
         let prefetched = prefetched.or_else(|| lock(&self.recent).take(repository, digest));
         let fetched = match prefetched {
             Some(f) => f,
@@ -161,6 +169,12 @@ impl Indexer {
         };
         Ok(
             match content::parse_manifest(&fetched.media_type, &fetched.bytes) {
+                ParsedManifest::Artifact { config_media_type } => {
+                    tracing::debug!(repository = %repository, %digest, config_media_type, "manifest is an artifact");
+                    let artifact = pushed_manifest(fetched, Timestamp::now());
+                    self.remember_artifact(artifact.clone());
+                    Read::Artifact(artifact)
+                }
                 ParsedManifest::Unsupported { reason } => {
                     tracing::debug!(repository = %repository, %digest, reason, "manifest is not indexed");
                     self.remember_unsupported(digest.clone());
@@ -214,6 +228,7 @@ impl Indexer {
         {
             Read::Gone => return Ok((Resolved::Vanished, tally)),
             Read::Unsupported => return Ok((Resolved::Unsupported, tally)),
+            Read::Artifact(artifact) => return Ok((Resolved::Artifact(artifact), tally)),
             Read::Image {
                 fetched,
                 config,
@@ -299,7 +314,8 @@ impl Indexer {
                 tracing::warn!(repository = %repository, %digest, "image list names a manifest the registry does not have");
                 Ok((None, tally))
             }
-            Read::Unsupported => Ok((None, tally)),
+            // An artifact in a list (a build attestation, say) is not one of its images.
+            Read::Unsupported | Read::Artifact(_) => Ok((None, tally)),
             Read::Image {
                 fetched,
                 config,

@@ -28,7 +28,7 @@ mod referrers;
 mod scan;
 mod worker;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -36,6 +36,7 @@ use std::time::{Duration, SystemTime};
 use crate::changes::ChangeRetention;
 use crate::digest::Digest;
 use crate::discovery::HistoryRetention;
+use crate::model::PushedManifest;
 use crate::name::{NameError, RepositoryName, Tag};
 use crate::registry::{RegistryClient, RegistryError};
 use crate::store::{Store, StoreError};
@@ -501,20 +502,23 @@ struct StatusCells {
     last_scan_finished_at: Mutex<Option<SystemTime>>,
 }
 
-/// Adds `item` to one of the indexer's memories of immutable facts, emptied once it
-/// holds `max` (forgetting costs a refetch, never a wrong answer).
-fn remember<T: std::hash::Hash + Eq>(set: &Mutex<HashSet<T>>, item: T, max: usize) {
-    let mut set = lock(set);
-    if set.len() >= max {
-        set.clear();
+/// Adds `key` (with `value`) to one of the indexer's memories of immutable facts,
+/// emptied once it holds `max` (forgetting costs a refetch, never a wrong answer).
+fn remember<K: std::hash::Hash + Eq, V>(memory: &Mutex<HashMap<K, V>>, key: K, value: V, max: usize) {
+    let mut memory = lock(memory);
+    if memory.len() >= max {
+        memory.clear();
     }
-    set.insert(item);
+    memory.insert(key, value);
 }
 
 /// Stripes of the per-repository write lock (see [`Indexer::write_guard`]).
 const LOCK_STRIPES: usize = 64;
 /// Entries of the cache of digests known not to be indexable, before it is reset.
 const MAX_UNSUPPORTED_CACHE: usize = 100_000;
+/// Entries of the cache of artifacts read, before it is reset: fewer than
+/// [`MAX_UNSUPPORTED_CACHE`], since each holds the artifact's annotations.
+const MAX_ARTIFACT_CACHE: usize = 10_000;
 
 /// Keeps a store in step with one registry. See the module docs.
 pub struct Indexer {
@@ -524,10 +528,13 @@ pub struct Indexer {
     status: StatusCells,
     /// Digests whose content is not indexable (artifacts, unreadable manifests). Digests
     /// are immutable, so remembering this saves refetching them on every scan.
-    unsupported: Mutex<HashSet<Digest>>,
+    unsupported: Mutex<HashMap<Digest, ()>>,
+    /// Artifacts read (manifests that are neither images nor image lists), with what
+    /// their bytes state, so a tag pointing at one is kept without reading it again.
+    artifacts: Mutex<HashMap<Digest, PushedManifest>>,
     /// Referrer tags' manifests (repository, digest) whose referrers are recorded
     /// already (see the `referrers` module).
-    referrer_tags_read: Mutex<HashSet<(RepositoryName, Digest)>>,
+    referrer_tags_read: Mutex<HashMap<(RepositoryName, Digest), ()>>,
     /// Manifests read for pushes by digest, for the list that follows (see
     /// `fetch::RecentManifests`).
     recent: Mutex<fetch::RecentManifests>,
@@ -564,8 +571,9 @@ impl Indexer {
             client,
             store,
             status: StatusCells::default(),
-            unsupported: Mutex::new(HashSet::new()),
-            referrer_tags_read: Mutex::new(HashSet::new()),
+            unsupported: Mutex::new(HashMap::new()),
+            artifacts: Mutex::new(HashMap::new()),
+            referrer_tags_read: Mutex::new(HashMap::new()),
             recent: Mutex::new(fetch::RecentManifests::new()),
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -648,10 +656,24 @@ impl Indexer {
     }
 
     fn is_unsupported(&self, digest: &Digest) -> bool {
-        lock(&self.unsupported).contains(digest)
+        lock(&self.unsupported).contains_key(digest)
     }
 
     fn remember_unsupported(&self, digest: Digest) {
-        remember(&self.unsupported, digest, MAX_UNSUPPORTED_CACHE);
+        remember(&self.unsupported, digest, (), MAX_UNSUPPORTED_CACHE);
+    }
+
+    /// An artifact read before, as it was described then.
+    fn known_artifact(&self, digest: &Digest) -> Option<PushedManifest> {
+        lock(&self.artifacts).get(digest).cloned()
+    }
+
+    fn remember_artifact(&self, artifact: PushedManifest) {
+        remember(
+            &self.artifacts,
+            artifact.digest.clone(),
+            artifact,
+            MAX_ARTIFACT_CACHE,
+        );
     }
 }

@@ -18,7 +18,7 @@ use super::fetch::pushed_manifest;
 use super::{Indexer, IndexerError, lock, remember};
 use crate::digest::Digest;
 use crate::model::{PushedManifest, TagChange, is_list_media_type};
-use crate::name::RepositoryName;
+use crate::name::{RepositoryName, Tag};
 use crate::registry::FetchedManifest;
 use crate::registry::content::{
     self, ReferrerTag, cosign_artifact_type, is_image_config_media_type,
@@ -54,18 +54,32 @@ pub(super) fn referrers_of(
                 .collect()
         }
         ReferrerTag::Attachment { subject, name } => {
-            let mut manifest = pushed_manifest(fetched.clone(), at);
-            // A cosign attachment is an image manifest with a placeholder image config:
-            // its config type says nothing, its tag's name says what it is.
-            let artifact_type = manifest
-                .artifact_type
-                .take()
-                .filter(|t| !is_image_config_media_type(t))
-                .unwrap_or_else(|| cosign_artifact_type(name));
-            manifest.artifact_type = Some(artifact_type);
-            manifest.subject = Some(subject.clone());
-            vec![manifest]
+            vec![attachment(pushed_manifest(fetched.clone(), at), subject, name)]
         }
+    }
+}
+
+/// What the cosign attachment tag `sha256-<subject>.<name>` says of the manifest it
+/// points at: it refers to `subject`, and — when its config type says nothing (a
+/// cosign attachment is an image manifest with a placeholder image config) — its tag's
+/// name says what it is.
+fn attachment(mut manifest: PushedManifest, subject: &Digest, name: &str) -> PushedManifest {
+    let artifact_type = manifest
+        .artifact_type
+        .take()
+        .filter(|t| !is_image_config_media_type(t))
+        .unwrap_or_else(|| cosign_artifact_type(name));
+    manifest.artifact_type = Some(artifact_type);
+    manifest.subject = Some(subject.clone());
+    manifest
+}
+
+/// An artifact as the tag `tag` points at it: a cosign attachment tag adds what its name
+/// says ([`attachment`]); any other tag leaves it as its bytes describe it.
+pub(super) fn tagged_artifact(tag: &Tag, artifact: PushedManifest) -> PushedManifest {
+    match ReferrerTag::parse(tag.as_str()) {
+        Some(ReferrerTag::Attachment { subject, name }) => attachment(artifact, &subject, &name),
+        _ => artifact,
     }
 }
 
@@ -85,7 +99,7 @@ impl Indexer {
         let wanted: Vec<(ReferrerTag, Digest, Option<FetchedManifest>)> = {
             let read = lock(&self.referrer_tags_read);
             tags.into_iter()
-                .filter(|(_, digest)| !read.contains(&(name.clone(), digest.clone())))
+                .filter(|(_, digest)| !read.contains_key(&(name.clone(), digest.clone())))
                 .map(|(tag, digest)| {
                     let body = bodies.remove(&digest);
                     (tag, digest, body)
@@ -144,6 +158,7 @@ impl Indexer {
             remember(
                 &self.referrer_tags_read,
                 (name.clone(), digest),
+                (),
                 MAX_REFERRER_TAGS_READ,
             );
         }

@@ -7,13 +7,14 @@ use std::time::Instant;
 use futures::stream::{self, StreamExt};
 
 use super::fetch::{Resolved, Tally};
+use super::referrers::tagged_artifact;
 use super::{
     Indexer, IndexerError, RepositoryError, RepositoryFailure, RepositoryOutcome, ScanProgress,
     ScanReport, lock,
 };
 use crate::digest::Digest;
 use crate::discovery::{ManifestInfo, ManifestListing, Untagged};
-use crate::model::{RepositorySnapshot, TagChange};
+use crate::model::{PushedManifest, RepositorySnapshot, TagChange};
 use crate::name::{RepositoryName, Tag};
 use crate::registry::content::ReferrerTag;
 use crate::registry::{FetchedManifest, Listing, ManifestCheck, RegistryError};
@@ -288,6 +289,7 @@ impl Indexer {
                 if served > 0 {
                     self.forget_untagged(name, gone).await?;
                     let snapshot = RepositorySnapshot {
+                        artifacts: Default::default(),
                         name: name.clone(),
                         tags: BTreeMap::new(),
                         manifests: Vec::new(),
@@ -357,6 +359,7 @@ impl Indexer {
             }
         }
 
+        let mut artifacts: BTreeMap<Tag, PushedManifest> = BTreeMap::new();
         for attempt in 0..2 {
             let digests: Vec<Digest> = tags
                 .values()
@@ -382,6 +385,7 @@ impl Indexer {
                 .collect()
                 .await;
             let mut manifests = Vec::new();
+            let mut found_artifacts: HashMap<Digest, PushedManifest> = HashMap::new();
             let mut dropped: HashSet<Digest> = HashSet::new();
             let mut failed: HashMap<Digest, String> = HashMap::new();
             for (digest, result) in resolved {
@@ -396,11 +400,22 @@ impl Indexer {
                 total.add(tally);
                 match resolved {
                     Resolved::Found(found) => manifests.extend(found),
+                    Resolved::Artifact(artifact) => {
+                        found_artifacts.insert(digest, artifact);
+                    }
                     Resolved::Unsupported | Resolved::Vanished => {
                         dropped.insert(digest);
                     }
                 }
             }
+            // Tags pointing at artifacts move to the snapshot's artifact tags.
+            tags.retain(|tag, d| match found_artifacts.get(d) {
+                Some(artifact) => {
+                    artifacts.insert(tag.clone(), tagged_artifact(tag, artifact.clone()));
+                    false
+                }
+                None => true,
+            });
             let before = tags.len();
             tags.retain(|_, d| !dropped.contains(d));
             total.skipped += (before - tags.len()) as u64;
@@ -428,6 +443,7 @@ impl Indexer {
                 });
             }
             let snapshot = RepositorySnapshot {
+                artifacts: artifacts.clone(),
                 name: name.clone(),
                 tags: tags.clone(),
                 manifests,

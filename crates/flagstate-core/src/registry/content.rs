@@ -53,7 +53,14 @@ pub enum ParsedManifest {
         /// Child image manifests with the platform the list states for them.
         entries: Vec<ListChild>,
     },
-    /// Something the index does not hold (artifact, nested list entry, schema 1, …).
+    /// An image manifest whose config is not an image's: an artifact (a Helm chart, a
+    /// signature, an SBOM). The index does not hold it as an image, but a tag pointing
+    /// at it is listed as an artifact tag.
+    Artifact {
+        /// The config's media type, for the debug log.
+        config_media_type: String,
+    },
+    /// Something the index does not hold (nested list entry, schema 1, …).
     Unsupported {
         /// Why, for the debug log.
         reason: String,
@@ -285,7 +292,9 @@ pub fn parse_manifest(media_type: &str, bytes: &[u8]) -> ParsedManifest {
         };
         let config_type = manifest.config().media_type().to_string();
         if !is_image_config_media_type(&config_type) {
-            return unsupported(format!("artifact with config media type {config_type}"));
+            return ParsedManifest::Artifact {
+                config_media_type: config_type,
+            };
         }
         match Digest::parse(manifest.config().digest().as_ref()) {
             Ok(config) => ParsedManifest::Image {
@@ -547,10 +556,12 @@ mod tests {
             "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": d("h"), "size": 2},
             "layers": []
         });
-        assert!(matches!(
+        assert_eq!(
             parse_manifest(OCI_MANIFEST, artifact.to_string().as_bytes()),
-            ParsedManifest::Unsupported { .. }
-        ));
+            ParsedManifest::Artifact {
+                config_media_type: "application/vnd.cncf.helm.config.v1+json".into()
+            }
+        );
         assert!(matches!(
             parse_manifest(
                 "application/vnd.docker.distribution.manifest.v1+prettyjws",

@@ -150,6 +150,7 @@ pub fn repository(i: usize) -> RepositorySnapshot {
             }
         }
         return RepositorySnapshot {
+            artifacts: Default::default(),
             name: generated(name, RepositoryName::parse),
             tags,
             manifests,
@@ -178,6 +179,7 @@ pub fn repository(i: usize) -> RepositorySnapshot {
     manifests.push(lst);
     manifests.extend(children.into_iter().map(Manifest::Image));
     RepositorySnapshot {
+        artifacts: Default::default(),
         name: generated(
             format!("services/team{}/service{i}", i % 37),
             RepositoryName::parse,

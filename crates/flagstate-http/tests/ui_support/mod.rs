@@ -131,6 +131,7 @@ pub async fn fixture() -> Fixture {
     let viewer_list = list.digest.clone();
     store
         .replace_repository(&RepositorySnapshot {
+            artifacts: Default::default(),
             name: "apps/viewer".parse().unwrap(),
             tags: BTreeMap::from([
                 ("latest".parse().unwrap(), viewer_list.clone()),
@@ -163,6 +164,7 @@ pub async fn fixture() -> Fixture {
     let evil_digest = evil.digest.clone();
     store
         .replace_repository(&RepositorySnapshot {
+            artifacts: Default::default(),
             name: "evil".parse().unwrap(),
             tags: BTreeMap::from([("latest".parse().unwrap(), evil_digest.clone())]),
             manifests: vec![Manifest::Image(evil)],
@@ -184,6 +186,7 @@ pub async fn fixture() -> Fixture {
     let base_digest = base.digest.clone();
     store
         .replace_repository(&RepositorySnapshot {
+            artifacts: Default::default(),
             name: "base/os".parse().unwrap(),
             tags: ["1.9", "1.10", "latest", "2"]
                 .iter()
@@ -197,6 +200,7 @@ pub async fn fixture() -> Fixture {
 
     store
         .replace_repository(&RepositorySnapshot {
+            artifacts: Default::default(),
             name: "empty".parse().unwrap(),
             tags: BTreeMap::new(),
             manifests: Vec::new(),
@@ -214,6 +218,7 @@ pub async fn fixture() -> Fixture {
         );
         store
             .replace_repository(&RepositorySnapshot {
+                artifacts: Default::default(),
                 name: format!("bulk/repo-{n:02}").parse().unwrap(),
                 tags: BTreeMap::from([("v1".parse().unwrap(), img.digest.clone())]),
                 manifests: vec![Manifest::Image(img)],

@@ -44,6 +44,7 @@ pub fn list(seed: &str, children: &[&Image]) -> ImageList {
 /// A snapshot of `name` tagging each image with its tag, carrying all manifests.
 pub fn snapshot(name: &str, tagged: &[(&str, &Image)]) -> RepositorySnapshot {
     RepositorySnapshot {
+        artifacts: Default::default(),
         name: name.parse().unwrap(),
         tags: tagged
             .iter()
