@@ -361,16 +361,17 @@ pub fn manifest_deleted(
 }
 
 /// Fills in the media type and artifact type of each record in `changes` whose digest is
-/// an artifact the repository holds (`artifact` finds it), which the stored manifests
-/// cannot tell: the one rule every store describes artifact tags' records with.
-pub fn describe_artifacts<'a>(
+/// an artifact the repository holds (`artifact` tells what it holds of it), which the
+/// stored manifests cannot tell: the one rule every store describes artifact tags'
+/// records with.
+pub fn describe_artifacts(
     changes: &mut [NewChange],
-    artifact: impl Fn(&Digest) -> Option<&'a PushedManifest>,
+    artifact: impl Fn(&Digest) -> Option<PushedFacts>,
 ) {
     for change in changes {
         if let Some(held) = change.digest.as_ref().and_then(&artifact) {
-            change.media_type = Some(held.media_type.clone());
-            change.artifact_type.clone_from(&held.artifact_type);
+            change.media_type = Some(held.media_type);
+            change.artifact_type = held.artifact_type;
         }
     }
 }

@@ -318,7 +318,7 @@ impl Store for MemoryStore {
                 .iter()
                 .map(|(tag, artifact)| (tag.clone(), artifact.digest.clone()))
                 .collect();
-            describe_artifacts(&mut changes, |d| times.pushed.get(d));
+            describe_artifacts(&mut changes, |d| times.pushed.get(d).map(PushedFacts::from));
             times.touch(at);
             state
                 .repositories
@@ -464,7 +464,7 @@ impl Store for MemoryStore {
                         before.as_ref(),
                         Some(&manifest.digest),
                     ));
-                    describe_artifacts(&mut changes, |d| times.pushed.get(d));
+                    describe_artifacts(&mut changes, |d| times.pushed.get(d).map(PushedFacts::from));
                     tags.remove(tag);
                     times
                         .artifact_tags

@@ -5,7 +5,7 @@
 
 use flagstate_core::discovery::{
     HistoryEntry, ListOrder, Listing, ManifestInfo, ManifestListing, Position, RepositoryInfo,
-    RepositoryListing, TagInfo, Untagged,
+    RepositoryListing, TagInfo, TagListing, Untagged,
 };
 use flagstate_core::{Digest, Platform, PushedManifest, RepositoryName, Tag, Timestamp};
 use rusqlite::types::Value;
@@ -76,6 +76,7 @@ pub(crate) fn list_repositories(
     let sql = format!(
         "SELECT r.name, r.created, r.updated,
                 (SELECT count(*) FROM tags t WHERE t.repository_id = r.id)
+                + (SELECT count(*) FROM artifact_tags a WHERE a.repository_id = r.id)
          FROM repositories r
          WHERE {after} AND {namespace}
          ORDER BY {order} LIMIT ?"
@@ -102,23 +103,40 @@ pub(crate) fn list_repositories(
     Ok(page)
 }
 
-/// See [`Store::list_tags`](flagstate_core::Store::list_tags).
+/// See [`Store::list_tags`](flagstate_core::Store::list_tags): image tags and artifact
+/// tags, each arm reading its own `(repository, updated, tag)` index in the listing's
+/// order, merged by the compound `ORDER BY`.
 pub(crate) fn list_tags(
     conn: &Connection,
     repository: &RepositoryName,
-    listing: &Listing,
+    request: &TagListing,
 ) -> Result<Option<Vec<TagInfo>>> {
     let Some(id) = repository_id(conn, repository)? else {
         return Ok(None);
     };
-    let (after, order, keyset_values) = keyset(listing, "t.updated", "t.tag");
-    let mut values = vec![Value::Integer(id)];
-    values.extend(keyset_values);
+    let listing = &request.listing;
+    let (images_after, _, image_values) = keyset(listing, "t.updated", "t.tag");
+    let (artifacts_after, _, artifact_values) = keyset(listing, "a.updated", "a.tag");
+    let (_, order, _) = keyset(listing, "updated", "tag");
+    let artifact_type = request.artifact_type.clone().map_or(Value::Null, Value::Text);
+    let mut values = vec![
+        Value::Integer(id),
+        Value::Integer(i64::from(request.artifact_type.is_none())),
+    ];
+    values.extend(image_values);
+    values.extend([Value::Integer(id), artifact_type.clone(), artifact_type]);
+    values.extend(artifact_values);
     values.push(limit(listing));
     let sql = format!(
-        "SELECT t.tag, m.digest, m.media_type, t.updated, m.created
+        "SELECT t.tag AS tag, m.digest, m.media_type, t.updated AS updated, m.created,
+                NULL AS artifact_type
          FROM tags t JOIN manifests m ON m.id = t.manifest_id
-         WHERE t.repository_id = ? AND {after}
+         WHERE t.repository_id = ? AND ? AND {images_after}
+         UNION ALL
+         SELECT a.tag, a.digest, p.media_type, a.updated, NULL, p.artifact_type
+         FROM artifact_tags a
+         JOIN pushed_manifests p ON p.repository_id = a.repository_id AND p.digest = a.digest
+         WHERE a.repository_id = ? AND (? IS NULL OR p.artifact_type = ?) AND {artifacts_after}
          ORDER BY {order} LIMIT ?"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -129,11 +147,12 @@ pub(crate) fn list_tags(
             r.get::<_, Option<String>>(2)?,
             r.get::<_, i64>(3)?,
             r.get::<_, Option<String>>(4)?,
+            r.get::<_, Option<String>>(5)?,
         ))
     })?;
     let mut page = Vec::new();
     for row in rows {
-        let (tag, digest, media_type, updated, created) = row?;
+        let (tag, digest, media_type, updated, created, artifact_type) = row?;
         let media_type = media_type
             .ok_or_else(|| Error::Invalid(format!("manifest {digest} has no media type stored")))?;
         page.push(TagInfo {
@@ -142,6 +161,7 @@ pub(crate) fn list_tags(
             media_type,
             updated: Timestamp::from_millis(updated),
             created,
+            artifact_type,
         });
     }
     Ok(Some(page))
@@ -186,10 +206,18 @@ pub(crate) fn list_manifests(
              FROM tags t JOIN manifests m ON m.id = t.manifest_id
              WHERE t.repository_id = ?1 AND ?2
              UNION ALL
+             SELECT a.digest, a.tag, p.media_type, p.size, NULL, NULL, NULL, NULL,
+                    p.artifact_type, p.pushed
+             FROM artifact_tags a
+             JOIN pushed_manifests p ON p.repository_id = a.repository_id AND p.digest = a.digest
+             WHERE a.repository_id = ?1 AND ?2
+             UNION ALL
              SELECT p.digest, NULL, p.media_type, p.size, m.is_list, m.os, m.architecture, m.id,
                     p.artifact_type, p.pushed
              FROM pushed_manifests p LEFT JOIN manifests m ON m.digest = p.digest
              WHERE p.repository_id = ?1 AND ?3
+               AND NOT EXISTS (SELECT 1 FROM artifact_tags a
+                               WHERE a.repository_id = ?1 AND a.digest = p.digest)
                AND NOT EXISTS (SELECT 1 FROM tags t JOIN manifests tm ON tm.id = t.manifest_id
                                WHERE t.repository_id = ?1 AND tm.digest = p.digest)
                AND NOT EXISTS (SELECT 1 FROM tags t

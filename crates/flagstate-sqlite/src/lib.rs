@@ -74,9 +74,9 @@ use async_trait::async_trait;
 use flagstate_core::store::StoreNotReady;
 use flagstate_core::{
     Capabilities, ChangeCursor, ChangeFilter, ChangePage, ChangeRetention, Digest, EntryStream,
-    GcStats, Generation, HistoryEntry, HistoryRetention, IndexQuery, Listing, Manifest,
+    GcStats, Generation, HistoryEntry, HistoryRetention, IndexQuery, Manifest,
     ManifestInfo, ManifestListing, RepositoryEntry, RepositoryInfo, RepositoryListing,
-    RepositoryName, RepositorySnapshot, SearchPage, Store, StoreError, Tag, TagChange, TagInfo,
+    RepositoryName, RepositorySnapshot, SearchPage, Store, StoreError, Tag, TagChange, TagInfo, TagListing,
     Timestamp,
 };
 
@@ -268,9 +268,9 @@ impl Store for SqliteStore {
     async fn list_tags(
         &self,
         repository: &RepositoryName,
-        listing: &Listing,
+        listing: &TagListing,
     ) -> Result<Option<Vec<TagInfo>>, StoreError> {
-        listing.validate()?;
+        listing.listing.validate()?;
         let (repository, listing) = (repository.clone(), listing.clone());
         Ok(self
             .connections

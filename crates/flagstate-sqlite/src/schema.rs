@@ -43,6 +43,9 @@
 //!   alone (pushed without a tag), keyed by `(repository, digest)`, naming the digest as
 //!   text because `manifests` holds indexable images and lists only; with the `subject`
 //!   and `artifact_type` the referrers listing selects on (indexed by subject).
+//! - `artifact_tags` (version 8): tags pointing at artifacts (manifests that are neither
+//!   images nor lists), apart from `tags` so that no query path can meet them; each names
+//!   a digest of `pushed_manifests` of its repository, which holds what the artifact is.
 //! - `meta.generation` is the caching generation, updated in the same transaction as the
 //!   change it describes; `meta.registry_url` is the public registry URL answers name
 //!   (version 2), set by the writer.
@@ -216,6 +219,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE change_log ADD COLUMN subject TEXT;
     ALTER TABLE change_log ADD COLUMN artifact_type TEXT;
     "#,
+    // Version 8: tags pointing at artifacts. Before it such tags were not kept; the next
+    // scan finds them.
+    r#"
+    CREATE TABLE artifact_tags (
+        repository_id INTEGER NOT NULL REFERENCES repositories (id) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        updated INTEGER NOT NULL,
+        PRIMARY KEY (repository_id, tag)
+    ) WITHOUT ROWID;
+    CREATE INDEX artifact_tags_by_updated ON artifact_tags (repository_id, updated, tag);
+    CREATE INDEX artifact_tags_by_digest ON artifact_tags (repository_id, digest);
+    "#,
 ];
 
 /// The newest schema version this build understands.
@@ -292,7 +308,7 @@ pub(crate) fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<(
 #[cfg(test)]
 mod tests {
     use flagstate_core::conformance::fixtures::{flatpak_app, repo};
-    use flagstate_core::discovery::{ListOrder, Listing};
+    use flagstate_core::discovery::{ListOrder, Listing, TagListing};
     use flagstate_core::{IndexQuery, Manifest, MemoryStore, Store, StoreExt};
     use rusqlite::{Connection, params};
 
@@ -411,7 +427,7 @@ mod tests {
     async fn databases_of_earlier_versions_are_upgraded_in_place() {
         const {
             assert!(
-                SCHEMA_VERSION == 7,
+                SCHEMA_VERSION == 8,
                 "add the new version's tables to old_database and check them here"
             )
         };
@@ -453,7 +469,7 @@ mod tests {
             assert_eq!(store.registry_url().await.unwrap(), None);
             let name = "old/app".parse().unwrap();
             let tags = store
-                .list_tags(&name, &Listing::first(ListOrder::Name, 10))
+                .list_tags(&name, &TagListing::all(Listing::first(ListOrder::Name, 10)))
                 .await
                 .unwrap()
                 .unwrap();
@@ -546,6 +562,50 @@ mod tests {
                 .await
                 .unwrap();
             assert!(known.is_empty(), "from version {version}");
+            // A manifest held by digest before version 8 can be tagged as an artifact:
+            // the tag is listed with the type the first push stated, and stays out of
+            // the index.
+            if version >= 6 {
+                let tagged = flagstate_core::PushedManifest {
+                    artifact_type: Some("application/vnd.example.other".into()),
+                    ..flagstate_core::conformance::fixtures::artifact("old signature", "x")
+                };
+                assert_eq!(tagged.digest, old_signature());
+                store
+                    .apply(&flagstate_core::TagChange::PutArtifact {
+                        repository: name.clone(),
+                        tag: "sig".parse().unwrap(),
+                        manifest: tagged,
+                        at: flagstate_core::Timestamp::now(),
+                    })
+                    .await
+                    .unwrap();
+                let tags = store
+                    .list_tags(&name, &TagListing::all(Listing::first(ListOrder::Name, 10)))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let artifact_types: Vec<_> =
+                    tags.iter().map(|t| t.artifact_type.as_deref()).collect();
+                assert_eq!(artifact_types, [Some(OLD_SIGNATURE_TYPE), None]);
+                assert_eq!(
+                    store
+                        .index("/", &IndexQuery::all())
+                        .await
+                        .unwrap()
+                        .to_json(),
+                    expected,
+                    "an artifact tag is not indexed"
+                );
+                store
+                    .apply(&flagstate_core::TagChange::DeleteTag {
+                        repository: name.clone(),
+                        tag: "sig".parse().unwrap(),
+                        at: flagstate_core::Timestamp::now(),
+                    })
+                    .await
+                    .unwrap();
+            }
             // A referrer stored by version 6 is served, and its deletion is now logged
             // with its subject and artifact type.
             let referrers = store

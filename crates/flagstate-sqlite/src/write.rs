@@ -10,13 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flagstate_core::RepositoryName;
 use flagstate_core::changes::{
-    ChangeKind, NewChange, PushedFacts, manifest_deleted, tag_changes, untagged_pushed,
+    ChangeKind, NewChange, PushedFacts, describe_artifacts, manifest_deleted, tag_changes,
+    untagged_pushed,
 };
 use flagstate_core::model::{Description, check_list_entry};
 use flagstate_core::query::effective_platform;
 use flagstate_core::{
-    Digest, GcStats, Generation, HistoryRetention, Image, ImageList, Manifest, StoreError,
-    Timestamp,
+    Digest, GcStats, Generation, HistoryRetention, Image, ImageList, Manifest, PushedManifest,
+    StoreError, Timestamp,
 };
 use flagstate_core::{RepositorySnapshot, Tag, TagChange};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -119,11 +120,14 @@ fn record(
     Ok(())
 }
 
-/// The tag → digest map of a stored repository.
+/// The whole tag → digest map of a stored repository: its image tags and its artifact
+/// tags.
 fn stored_digests(tx: &Transaction<'_>, repository_id: i64) -> Result<BTreeMap<Tag, Digest>> {
     let mut stmt = tx.prepare_cached(
         "SELECT t.tag, m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
-         WHERE t.repository_id = ?1",
+         WHERE t.repository_id = ?1
+         UNION ALL
+         SELECT tag, digest FROM artifact_tags WHERE repository_id = ?1",
     )?;
     let rows = stmt.query_map([repository_id], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -329,6 +333,8 @@ fn is_reached(tx: &Transaction<'_>, repository_id: i64, digest: &Digest) -> Resu
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM tags t JOIN manifests m ON m.id = t.manifest_id
                             WHERE t.repository_id = ?1 AND m.digest = ?2)
+                 OR EXISTS (SELECT 1 FROM artifact_tags
+                            WHERE repository_id = ?1 AND digest = ?2)
                  OR EXISTS (SELECT 1 FROM tags t
                             JOIN list_entries e ON e.list_id = t.manifest_id
                             JOIN manifests c ON c.id = e.child_id
@@ -382,7 +388,8 @@ fn stored_tags(tx: &Transaction<'_>, repository_id: i64) -> Result<BTreeMap<Stri
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Points `tag` at a new manifest since `at`, and records that in its history.
+/// Points `tag` at a new manifest since `at`, and records that in its history. A tag
+/// that pointed at an artifact no longer does.
 fn set_tag(
     tx: &Transaction<'_>,
     repository_id: i64,
@@ -390,16 +397,146 @@ fn set_tag(
     (manifest_id, digest): (i64, &Digest),
     at: Timestamp,
 ) -> Result<()> {
+    tx.prepare_cached("DELETE FROM artifact_tags WHERE repository_id = ?1 AND tag = ?2")?
+        .execute(params![repository_id, tag])?;
     tx.prepare_cached(
         "INSERT INTO tags (repository_id, tag, manifest_id, updated) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (repository_id, tag)
          DO UPDATE SET manifest_id = excluded.manifest_id, updated = excluded.updated",
     )?
     .execute(params![repository_id, tag, manifest_id, at.as_millis()])?;
+    record_history(tx, repository_id, tag, digest, at)
+}
+
+/// Points `tag` at the artifact `digest` (which the repository holds) since `at`, and
+/// records that in its history. A tag that pointed at an image no longer does.
+fn set_artifact_tag(
+    tx: &Transaction<'_>,
+    repository_id: i64,
+    tag: &str,
+    digest: &Digest,
+    at: Timestamp,
+) -> Result<()> {
+    tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND tag = ?2")?
+        .execute(params![repository_id, tag])?;
+    tx.prepare_cached(
+        "INSERT INTO artifact_tags (repository_id, tag, digest, updated) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (repository_id, tag)
+         DO UPDATE SET digest = excluded.digest, updated = excluded.updated",
+    )?
+    .execute(params![repository_id, tag, digest.as_str(), at.as_millis()])?;
+    record_history(tx, repository_id, tag, digest, at)
+}
+
+/// Records in `tag`'s history that it points at `digest` since `at`.
+fn record_history(
+    tx: &Transaction<'_>,
+    repository_id: i64,
+    tag: &str,
+    digest: &Digest,
+    at: Timestamp,
+) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO tag_history (repository_id, tag, digest, since) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![repository_id, tag, digest.as_str(), at.as_millis()])?;
+    Ok(())
+}
+
+/// The artifact tags of a stored repository: tag → digest.
+fn stored_artifact_tags(
+    tx: &Transaction<'_>,
+    repository_id: i64,
+) -> Result<BTreeMap<String, String>> {
+    let mut stmt =
+        tx.prepare_cached("SELECT tag, digest FROM artifact_tags WHERE repository_id = ?1")?;
+    let rows = stmt.query_map([repository_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The digest `tag` of the repository points at, image or artifact.
+fn tag_target(tx: &Transaction<'_>, repository_id: i64, tag: &str) -> Result<Option<Digest>> {
+    tx.prepare_cached(
+        "SELECT m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
+         WHERE t.repository_id = ?1 AND t.tag = ?2
+         UNION ALL
+         SELECT digest FROM artifact_tags WHERE repository_id = ?1 AND tag = ?2",
+    )?
+    .query_row(params![repository_id, tag], |r| r.get::<_, String>(0))
+    .optional()?
+    .map(crate::read::parse_digest)
+    .transpose()
+}
+
+/// Holds `manifest` in the repository by digest, keeping the first push's facts when it
+/// holds it already; whether it is new.
+fn hold(tx: &Transaction<'_>, repository_id: i64, manifest: &PushedManifest) -> Result<bool> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO pushed_manifests (repository_id, digest, media_type, size, pushed,
+                                           artifact_type, subject, annotations)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            repository_id,
+            manifest.digest.as_str(),
+            manifest.media_type,
+            size_column(manifest.size),
+            manifest.pushed.as_millis(),
+            manifest.artifact_type,
+            manifest.subject.as_ref().map(Digest::as_str),
+            annotations_json(&manifest.annotations)?,
+        ])?;
+    Ok(inserted > 0)
+}
+
+/// What the repository holds of `digest` by digest, if it does.
+fn held_facts(
+    tx: &Transaction<'_>,
+    repository_id: i64,
+    digest: &Digest,
+) -> Result<Option<PushedFacts>> {
+    let row: Option<(String, Option<String>, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT media_type, artifact_type, subject FROM pushed_manifests
+             WHERE repository_id = ?1 AND digest = ?2",
+        )?
+        .query_row(params![repository_id, digest.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    row.map(|(media_type, artifact_type, subject)| {
+        Ok(PushedFacts {
+            media_type,
+            artifact_type,
+            subject: subject.map(crate::read::parse_digest).transpose()?,
+        })
+    })
+    .transpose()
+}
+
+/// Fills in the records of artifact tags among `changes` with what the repository holds
+/// of their artifacts ([`describe_artifacts`]).
+fn describe_held(
+    tx: &Transaction<'_>,
+    repository_id: i64,
+    changes: &mut [NewChange],
+) -> Result<()> {
+    let mut held = BTreeMap::new();
+    for digest in changes.iter().filter_map(|c| c.digest.as_ref()) {
+        if !held.contains_key(digest)
+            && let Some(facts) = held_facts(tx, repository_id, digest)?
+        {
+            held.insert(digest.clone(), facts);
+        }
+    }
+    let artifacts: BTreeSet<Digest> = stored_artifact_tags(tx, repository_id)?
+        .into_values()
+        .map(crate::read::parse_digest)
+        .collect::<Result<_>>()?;
+    describe_artifacts(changes, |d| {
+        held.get(d).filter(|_| artifacts.contains(d)).cloned()
+    });
     Ok(())
 }
 
@@ -415,20 +552,34 @@ pub(crate) fn replace_repository(
     for (tag, digest) in &snapshot.tags {
         wanted.insert(tag.to_string(), resolve(&tx, &snapshot.name, digest)?);
     }
+    let wanted_artifacts: BTreeMap<String, String> = snapshot
+        .artifacts
+        .iter()
+        .map(|(tag, artifact)| (tag.to_string(), artifact.digest.to_string()))
+        .collect();
     let (repository_id, created) = ensure_repository(&tx, &snapshot.name, snapshot.at)?;
     let current = stored_tags(&tx, repository_id)?;
-    let generation = if created || current != wanted {
+    let current_artifacts = stored_artifact_tags(&tx, repository_id)?;
+    let generation = if created || current != wanted || current_artifacts != wanted_artifacts {
         let mut changes = Vec::new();
         if created {
             changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
         }
         changes.extend(tag_changes(
             &stored_digests(&tx, repository_id)?,
-            &snapshot.tags,
+            &snapshot.all_tags(),
         ));
         let mut delete =
             tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND tag = ?2")?;
         for tag in current.keys().filter(|t| !wanted.contains_key(*t)) {
+            delete.execute(params![repository_id, tag.as_str()])?;
+        }
+        let mut delete = tx
+            .prepare_cached("DELETE FROM artifact_tags WHERE repository_id = ?1 AND tag = ?2")?;
+        for tag in current_artifacts
+            .keys()
+            .filter(|t| !wanted_artifacts.contains_key(*t))
+        {
             delete.execute(params![repository_id, tag.as_str()])?;
         }
         for (tag, digest) in &snapshot.tags {
@@ -437,6 +588,15 @@ pub(crate) fn replace_repository(
                 set_tag(&tx, repository_id, tag, (id, digest), snapshot.at)?;
             }
         }
+        for (tag, artifact) in &snapshot.artifacts {
+            if hold(&tx, repository_id, artifact)? {
+                changes.extend(untagged_pushed(false, true, artifact));
+            }
+            if current_artifacts.get(tag.as_str()) != wanted_artifacts.get(tag.as_str()) {
+                set_artifact_tag(&tx, repository_id, tag, &artifact.digest, snapshot.at)?;
+            }
+        }
+        describe_held(&tx, repository_id, &mut changes)?;
         touch(&tx, repository_id, snapshot.at)?;
         search::refresh(&tx, repository_id, &snapshot.name)?;
         let generation = bump(&tx)?;
@@ -481,23 +641,7 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
             manifest,
         } => {
             let (repository_id, created) = ensure_repository(&tx, repository, manifest.pushed)?;
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT INTO pushed_manifests (repository_id, digest, media_type, size, pushed,
-                                                   artifact_type, subject, annotations)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![
-                    repository_id,
-                    manifest.digest.as_str(),
-                    manifest.media_type,
-                    size_column(manifest.size),
-                    manifest.pushed.as_millis(),
-                    manifest.artifact_type,
-                    manifest.subject.as_ref().map(Digest::as_str),
-                    annotations_json(&manifest.annotations)?,
-                ])?;
-            if inserted > 0 {
+            if hold(&tx, repository_id, manifest)? {
                 let reached = is_reached(&tx, repository_id, &manifest.digest)?;
                 let changes = untagged_pushed(created, reached, manifest);
                 Some((repository_id, repository, changes))
@@ -515,25 +659,41 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
             store_manifests(&tx, repository, manifests)?;
             let manifest_id = resolve(&tx, repository, digest)?;
             let (repository_id, created) = ensure_repository(&tx, repository, *at)?;
-            let current: Option<(i64, String)> = tx
-                .prepare_cached(
-                    "SELECT t.manifest_id, m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
-                     WHERE t.repository_id = ?1 AND t.tag = ?2",
-                )?
-                .query_row(params![repository_id, tag.as_str()], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            if created || current.as_ref().map(|c| c.0) != Some(manifest_id) {
+            let before = tag_target(&tx, repository_id, tag)?;
+            if created || before.as_ref() != Some(digest) {
                 set_tag(&tx, repository_id, tag, (manifest_id, digest), *at)?;
                 let mut changes = Vec::new();
                 if created {
                     changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
                 }
-                let before = current
-                    .map(|(_, d)| crate::read::parse_digest(d))
-                    .transpose()?;
                 changes.extend(NewChange::of_tag(tag, before.as_ref(), Some(digest)));
+                Some((repository_id, repository, changes))
+            } else {
+                None
+            }
+        }
+        TagChange::PutArtifact {
+            repository,
+            tag,
+            manifest,
+            at,
+        } => {
+            let (repository_id, created) = ensure_repository(&tx, repository, *at)?;
+            let held = hold(&tx, repository_id, manifest)?;
+            let before = tag_target(&tx, repository_id, tag)?;
+            if before.as_ref() != Some(&manifest.digest) {
+                set_artifact_tag(&tx, repository_id, tag, &manifest.digest, *at)?;
+                let mut changes = if held {
+                    untagged_pushed(created, true, manifest)
+                } else {
+                    Vec::new()
+                };
+                changes.extend(NewChange::of_tag(
+                    tag,
+                    before.as_ref(),
+                    Some(&manifest.digest),
+                ));
+                describe_held(&tx, repository_id, &mut changes)?;
                 Some((repository_id, repository, changes))
             } else {
                 None
@@ -543,13 +703,22 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
             repository, tag, ..
         } => match repository_id(&tx, repository)? {
             Some(repository_id) => {
-                let deleted: Option<String> = tx
+                let mut deleted: Option<String> = tx
                     .prepare_cached(
                         "DELETE FROM tags WHERE repository_id = ?1 AND tag = ?2
                          RETURNING (SELECT digest FROM manifests WHERE id = manifest_id)",
                     )?
                     .query_row(params![repository_id, tag.as_str()], |r| r.get(0))
                     .optional()?;
+                if deleted.is_none() {
+                    deleted = tx
+                        .prepare_cached(
+                            "DELETE FROM artifact_tags WHERE repository_id = ?1 AND tag = ?2
+                             RETURNING digest",
+                        )?
+                        .query_row(params![repository_id, tag.as_str()], |r| r.get(0))
+                        .optional()?;
+                }
                 match deleted {
                     Some(previous) => {
                         let previous = crate::read::parse_digest(previous)?;
@@ -597,6 +766,16 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
                         .into_iter()
                         .map(Tag::parse)
                         .collect::<std::result::Result<Vec<_>, _>>()?;
+                }
+                let artifact_tags: Vec<String> = tx
+                    .prepare_cached(
+                        "DELETE FROM artifact_tags WHERE repository_id = ?1 AND digest = ?2
+                         RETURNING tag",
+                    )?
+                    .query_map(params![repository_id, digest.as_str()], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                for tag in artifact_tags {
+                    tags.push(Tag::parse(tag)?);
                 }
                 let changed = !tags.is_empty() || pushed.is_some();
                 let changes = manifest_deleted(digest, tags, pushed.as_ref(), reached);
