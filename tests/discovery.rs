@@ -1029,3 +1029,191 @@ async fn referrers_named_by_tags_are_found_by_scans() {
         "{feed}"
     );
 }
+
+/// Tags pointing at artifacts — a Helm chart, a WASM module — are found by the first scan
+/// and by notifications, listed with their artifact type (and filtered by it, the filter
+/// travelling in the next page's link), listed by the manifest listing and the web UI,
+/// and never answered by the index; a tag moving to an image and a deleted artifact
+/// follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifact_tags_are_listed_with_their_types_and_never_indexed() {
+    const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+    const HELM: &str = "application/vnd.cncf.helm.config.v1+json";
+    const WASM: &str = "application/vnd.wasm.config.v0+json";
+    let port = free_port();
+    let Some(registry) = registry(Some(port)).await else {
+        return;
+    };
+    let pusher = registry.pusher();
+    let repository = "charts/app";
+    let spec = ImageSpec::new("linux", "amd64").label("org.example.n", "chart");
+    let image = pusher
+        .push_image(repository, Some("v1"), &spec)
+        .await
+        .unwrap();
+    // An artifact as Helm and ORAS push one: a manifest whose config names the
+    // artifact's type (`artifactType` absent) and whose layers are its content.
+    let push_artifact = |tag: String, config_type: &'static str, content: &'static [u8]| {
+        let pusher = pusher.clone();
+        async move {
+            let config = pusher.push_blob(repository, b"{}").await.unwrap();
+            let layer = pusher.push_blob(repository, content).await.unwrap();
+            let manifest = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI,
+                "config": {"mediaType": config_type, "digest": config.to_string(), "size": 2},
+                "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+                            "digest": layer.to_string(), "size": content.len()}],
+            })
+            .to_string();
+            pusher
+                .put_manifest(repository, &tag, OCI, manifest.as_bytes())
+                .await
+                .unwrap()
+        }
+    };
+    let chart = push_artifact("1.0.0".into(), HELM, b"chart 1.0.0").await;
+    let newer_chart = push_artifact("1.1.0".into(), HELM, b"chart 1.1.0").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("index.db").to_str().unwrap().to_owned();
+    let args = ["--registry", &registry.url(), "--database", &db];
+    let env = [("FLAGSTATE_EVENTS__TOKEN", EVENTS_TOKEN)];
+    let server = Server::start(port, &args, &env, dir.path()).await;
+
+    let tags_path = format!("/v2/{repository}/_flagstate/tags");
+    let described = |t: &Value| -> Vec<(String, String, String)> {
+        t["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                (
+                    t["name"].as_str().unwrap_or_default().to_owned(),
+                    t["digest"].as_str().unwrap_or_default().to_owned(),
+                    t["artifactType"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let scanned = [
+        ("1.0.0".to_owned(), chart.to_string(), HELM.to_owned()),
+        ("1.1.0".to_owned(), newer_chart.to_string(), HELM.to_owned()),
+        ("v1".to_owned(), image.digest.to_string(), String::new()),
+    ];
+    let tags = wait_for(&server, &tags_path, "the scanned artifact tags", |t| {
+        described(t) == scanned
+    })
+    .await;
+    assert_eq!(tag(&tags, "1.0.0").unwrap()["mediaType"], OCI, "{tags}");
+
+    // The filter, paged: the link of the first page carries it.
+    let helm = HELM.replace('+', "%2B");
+    let (status, headers, first) = fetch(
+        &server,
+        &format!("{tags_path}?artifactType={helm}&n=1"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(described(&first), scanned[..1]);
+    let link = headers.get("link").unwrap().to_str().unwrap().to_owned();
+    assert!(link.contains("artifactType="), "{link}");
+    let (_, _, second) = fetch(&server, &next_url(&link), &[]).await;
+    assert_eq!(described(&second), scanned[1..2]);
+    let (_, _, none) = fetch(
+        &server,
+        &format!("{tags_path}?artifactType=application/x-none"),
+        &[],
+    )
+    .await;
+    assert_eq!(described(&none), []);
+
+    // The index answers images only; the manifest listing names the artifact tags.
+    let (_, _, index) = fetch(
+        &server,
+        &format!("/index/static?repository={repository}"),
+        &[],
+    )
+    .await;
+    let indexed: Vec<&str> = index["Results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["Images"].as_array().into_iter().flatten())
+        .filter_map(|i| i["Digest"].as_str())
+        .collect();
+    assert_eq!(indexed, [image.digest.as_str()], "{index}");
+    let (_, _, manifests) = fetch(
+        &server,
+        &format!("/v2/{repository}/_flagstate/manifests?untagged=exclude"),
+        &[],
+    )
+    .await;
+    let chart_entry = manifests["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["digest"] == chart.as_str())
+        .unwrap_or_else(|| panic!("{manifests}"));
+    assert_eq!(chart_entry["artifactType"], HELM, "{manifests}");
+    assert_eq!(
+        chart_entry["annotations"]["org.opencontainers.image.ref.name"],
+        "1.0.0"
+    );
+    let (_, _, untagged) = fetch(
+        &server,
+        &format!("/v2/{repository}/_flagstate/manifests?untagged=only"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        descriptors(&untagged),
+        [],
+        "tagged artifacts are not untagged"
+    );
+    let page = html(&server, &format!("/r/{repository}")).await;
+    assert!(page.contains("Helm chart"), "{page}");
+
+    // Notifications: a new artifact tag, a tag moving to an image, an artifact deleted.
+    let module = push_artifact("module".into(), WASM, b"\0asm").await;
+    wait_for(&server, &tags_path, "the pushed module", |t| {
+        tag(t, "module")
+            .is_some_and(|m| m["artifactType"] == WASM && m["digest"] == module.as_str())
+    })
+    .await;
+    pusher
+        .push_image(repository, Some("module"), &spec)
+        .await
+        .unwrap();
+    let moved = wait_for(&server, &tags_path, "module moved to the image", |t| {
+        tag(t, "module").is_some_and(|m| m["digest"] == image.digest.as_str())
+    })
+    .await;
+    assert!(
+        tag(&moved, "module").unwrap().get("artifactType").is_none(),
+        "{moved}"
+    );
+    pusher.delete_manifest(repository, &chart).await.unwrap();
+    wait_for(&server, &tags_path, "the deleted chart gone", |t| {
+        tag(t, "1.0.0").is_none() && tag(t, "1.1.0").is_some()
+    })
+    .await;
+    let (_, _, history) = fetch(
+        &server,
+        &format!("/v2/{repository}/_flagstate/history/module"),
+        &[],
+    )
+    .await;
+    let pointed: Vec<&str> = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["digest"].as_str())
+        .collect();
+    assert_eq!(
+        pointed,
+        [module.as_str(), image.digest.as_str()],
+        "{history}"
+    );
+}

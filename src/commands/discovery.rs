@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use flagstate_core::discovery::{ListOrder, Listing, RepositoryListing};
+use flagstate_core::discovery::{ListOrder, Listing, RepositoryListing, TagListing};
 use flagstate_core::{RepositoryName, Store, Tag};
 
 use crate::cli::{HistoryArgs, LsArgs};
@@ -75,7 +75,7 @@ pub async fn ls(args: &LsArgs, config: &Config) -> Result<ExitCode, CliError> {
             }
         }
         Some(name) => {
-            let mut listing = Listing::first(ListOrder::NewestFirst, PAGE);
+            let mut listing = TagListing::all(Listing::first(ListOrder::NewestFirst, PAGE));
             loop {
                 let page = store.list_tags(&name, &listing).await?.ok_or_else(|| {
                     CliError::NotFound(format!("repository {name} is not in the index"))
@@ -86,7 +86,7 @@ pub async fn ls(args: &LsArgs, config: &Config) -> Result<ExitCode, CliError> {
                 );
                 match page.last() {
                     Some(last) if page.len() == PAGE => {
-                        listing.after = Some(listing.position_of(last));
+                        listing.listing.after = Some(listing.listing.position_of(last));
                     }
                     _ => break,
                 }

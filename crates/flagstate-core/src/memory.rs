@@ -464,7 +464,9 @@ impl Store for MemoryStore {
                         before.as_ref(),
                         Some(&manifest.digest),
                     ));
-                    describe_artifacts(&mut changes, |d| times.pushed.get(d).map(PushedFacts::from));
+                    describe_artifacts(&mut changes, |d| {
+                        times.pushed.get(d).map(PushedFacts::from)
+                    });
                     tags.remove(tag);
                     times
                         .artifact_tags

@@ -390,8 +390,11 @@ async fn bursts_of_events_coalesce_into_few_rescans() {
     assert_eq!(indexer.status().events_applied, 10);
 }
 
+/// A pushed artifact's tag is kept as an artifact tag — listed with its type, never
+/// indexed — and the artifact is read once: later scans read the tag but never the
+/// artifact or its config again, and change nothing.
 #[tokio::test]
-async fn pushes_of_artifacts_and_blobs_change_nothing() {
+async fn a_pushed_artifact_is_kept_as_an_artifact_tag_and_read_once() {
     let Some(registry) = registry().await else {
         return;
     };
@@ -405,7 +408,7 @@ async fn pushes_of_artifacts_and_blobs_change_nothing() {
         .await
         .unwrap();
     let (indexer, store) = indexer_for(client_config(&registry.url()));
-    let generation = store.generation().await.unwrap();
+    let name: flagstate_core::RepositoryName = "art/repo".parse().unwrap();
     let outcome = indexer
         .apply_events(&[RegistryEvent {
             id: "a".into(),
@@ -418,29 +421,39 @@ async fn pushes_of_artifacts_and_blobs_change_nothing() {
         }])
         .await
         .unwrap();
-    assert_eq!((outcome.applied, outcome.ignored), (0, 1));
-    assert_eq!(store.generation().await.unwrap(), generation);
-    // The artifact is remembered: scans read the tag (a GET on the first scan of a
-    // repository, a HEAD later) but never fetch the artifact or its config again.
-    let before = indexer.client().stats();
-    indexer
-        .scan_repository(&"art/repo".parse().unwrap())
-        .await
-        .unwrap();
-    indexer
-        .scan_repository(&"art/repo".parse().unwrap())
-        .await
-        .unwrap();
-    let after = indexer.client().stats();
-    assert_eq!(after.manifest_gets - before.manifest_gets, 1);
-    assert_eq!(after.manifest_heads - before.manifest_heads, 1);
-    assert_eq!(after.blob_gets, before.blob_gets);
+    assert_eq!((outcome.applied, outcome.ignored), (1, 0));
+    let listing = flagstate_core::TagListing::all(flagstate_core::Listing::first(
+        flagstate_core::ListOrder::Name,
+        10,
+    ));
+    let tags = store.list_tags(&name, &listing).await.unwrap().unwrap();
     assert_eq!(
-        store
-            .repository_tags(&"art/repo".parse().unwrap())
-            .await
-            .unwrap(),
-        Some(Default::default())
+        tags.iter()
+            .map(|t| (t.tag.as_str(), &t.digest, t.artifact_type.as_deref()))
+            .collect::<Vec<_>>(),
+        [(
+            "sbom",
+            &artifact.digest,
+            Some("application/vnd.example.sbom+json")
+        )]
+    );
+    assert_eq!(
+        store.repository_tags(&name).await.unwrap(),
+        Some(Default::default()),
+        "an artifact tag is not indexed"
+    );
+    let generation = store.generation().await.unwrap();
+    let before = indexer.client().stats();
+    indexer.scan_repository(&name).await.unwrap();
+    indexer.scan_repository(&name).await.unwrap();
+    let after = indexer.client().stats();
+    assert_eq!(after.manifest_gets, before.manifest_gets);
+    assert_eq!(after.manifest_heads - before.manifest_heads, 2);
+    assert_eq!(after.blob_gets, before.blob_gets);
+    assert_eq!(store.generation().await.unwrap(), generation);
+    assert_eq!(
+        store.list_tags(&name, &listing).await.unwrap().unwrap(),
+        tags
     );
 }
 

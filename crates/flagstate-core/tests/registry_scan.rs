@@ -563,7 +563,7 @@ impl Store for RacingStore {
     async fn list_tags(
         &self,
         repository: &flagstate_core::RepositoryName,
-        listing: &flagstate_core::discovery::Listing,
+        listing: &flagstate_core::discovery::TagListing,
     ) -> Result<Option<Vec<flagstate_core::discovery::TagInfo>>, StoreError> {
         self.inner.list_tags(repository, listing).await
     }

@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 
 use flagstate_core::discovery::{
     HistoryEntry, ListOrder, Listing, ManifestInfo, ManifestListing, ManifestPosition, Position,
-    RepositoryInfo, RepositoryListing, TagInfo, Untagged,
+    RepositoryInfo, RepositoryListing, TagInfo, TagListing, Untagged,
 };
 use flagstate_core::{Digest, PushedManifest, RepositoryName, StoreError, Tag};
 use serde::Serialize;
@@ -342,6 +342,11 @@ pub struct TagOut {
     /// The image config's `created`, verbatim, for an image whose config states one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// For a tag pointing at an artifact (a Helm chart, a signature, an SBOM — anything
+    /// that is not an image or image list): its `artifactType`, else its config's media
+    /// type.
+    #[serde(rename = "artifactType", skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
 }
 
 /// The body of `GET /v2/<name>/_flagstate/tags`.
@@ -524,6 +529,7 @@ fn tag_out(t: TagInfo) -> TagOut {
         media_type: t.media_type,
         updated: t.updated.to_rfc3339(),
         created: t.created,
+        artifact_type: t.artifact_type,
     }
 }
 
@@ -686,7 +692,7 @@ fn target(path: &str) -> Option<Target<'_>> {
         ("last" = Option<String>, Query, description = "Tags, manifests: start after this position (the `last` of the previous page's `Link`)."),
         ("sort" = Option<String>, Query, description = "Tags: `name` (default), `updated` or `-updated` (newest first; with `n=1` the newest tag)."),
         ("untagged" = Option<String>, Query, description = "Manifests: `include` (default), `only` (only manifests no tag reaches) or `exclude`."),
-        ("artifactType" = Option<String>, Query, description = "Referrers: only referrers of this artifact type (the answer then says `OCI-Filters-Applied: artifactType`)."),
+        ("artifactType" = Option<String>, Query, description = "Tags: only tags pointing at artifacts of this type (images and image lists have none). Referrers: only referrers of this artifact type (the answer then says `OCI-Filters-Applied: artifactType`)."),
     ),
     responses(
         (status = 200, description = "`_flagstate/tags`: a page of the repository's tags (`Tags`); `_flagstate/manifests`: a page of its manifests as an OCI image index (`ManifestIndex`, `application/vnd.oci.image.index.v1+json`); `referrers/<digest>`: the referrers of `<digest>`, an OCI image index too; `_flagstate/history/<tag>`: the tag's history (`History`); `_oci/ext/discover`: the repository-level extension endpoints (`Extensions`).",
@@ -727,7 +733,7 @@ pub async fn repository(
     match target {
         Target::Discover(name) => {
             let name = name_of(name)?;
-            let listing = Listing::first(ListOrder::Name, 0);
+            let listing = TagListing::all(Listing::first(ListOrder::Name, 0));
             if store.list_tags(&name, &listing).await?.is_none() {
                 return Err(RegistryError::unknown_repository(name.as_str()));
             }
@@ -792,15 +798,25 @@ pub async fn repository(
         }
         Target::Tags(name) => {
             let name = name_of(name)?;
-            let page = Page::parse(&params(raw.as_deref())?)?;
+            let params = params(raw.as_deref())?;
+            let page = Page::parse(&params)?;
+            let artifact_type = params.get("artifactType").filter(|t| !t.is_empty());
+            let listing = TagListing {
+                artifact_type: artifact_type.map(str::to_owned),
+                listing: page.listing(),
+            };
             let cursor = crate::changes::now(store.as_ref()).await?;
             // With n=0 the store is still asked, with a limit of 1: it tells whether the
             // repository exists.
             let mut found = store
-                .list_tags(&name, &page.listing())
+                .list_tags(&name, &listing)
                 .await?
                 .ok_or_else(|| RegistryError::unknown_repository(name.as_str()))?;
-            let link = page.finish(&mut found, &format!("/v2/{name}/_flagstate/tags"), &[]);
+            let extra: Vec<(&str, &str)> = artifact_type
+                .map(|t| ("artifactType", t))
+                .into_iter()
+                .collect();
+            let link = page.finish(&mut found, &format!("/v2/{name}/_flagstate/tags"), &extra);
             let body = Tags {
                 name: name.to_string(),
                 tags: found.into_iter().map(tag_out).collect(),

@@ -66,7 +66,7 @@ impl Store for DownStore {
     async fn list_tags(
         &self,
         _: &flagstate_core::RepositoryName,
-        _: &flagstate_core::discovery::Listing,
+        _: &flagstate_core::discovery::TagListing,
     ) -> Result<Option<Vec<flagstate_core::discovery::TagInfo>>, StoreError> {
         down()
     }

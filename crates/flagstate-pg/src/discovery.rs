@@ -13,7 +13,7 @@
 
 use flagstate_core::discovery::{
     HistoryEntry, ListOrder, Listing, ManifestInfo, ManifestListing, Position, RepositoryInfo,
-    RepositoryListing, TagInfo, Untagged,
+    RepositoryListing, TagInfo, TagListing, Untagged,
 };
 use std::collections::BTreeMap;
 
@@ -106,7 +106,8 @@ pub(crate) async fn list_repositories(
     let listing = &request.listing;
     listing.validate()?;
     let mut b = QueryBuilder::new(
-        "SELECT r.name, (SELECT count(*) FROM tags t WHERE t.repository_id = r.id), \
+        "SELECT r.name, (SELECT count(*) FROM tags t WHERE t.repository_id = r.id) \
+                    + (SELECT count(*) FROM artifact_tags a WHERE a.repository_id = r.id), \
                 r.created, r.updated \
          FROM repositories r WHERE true",
     );
@@ -142,13 +143,14 @@ pub(crate) async fn list_repositories(
         .collect()
 }
 
-/// tag, digest, media type, updated, created; all NULL in the one row of a known
-/// repository whose page is empty.
+/// tag, digest, media type, updated, created, artifact type; all NULL in the one row of
+/// a known repository whose page is empty.
 type TagRow = (
     Option<String>,
     Option<String>,
     Option<String>,
     Option<i64>,
+    Option<String>,
     Option<String>,
 );
 
@@ -157,22 +159,46 @@ type TagRow = (
 pub(crate) async fn list_tags(
     pool: &PgPool,
     repository: &RepositoryName,
-    listing: &Listing,
+    request: &TagListing,
 ) -> Result<Option<Vec<TagInfo>>, StoreError> {
+    let listing = &request.listing;
     listing.validate()?;
     // The page is a lateral subquery of the repository's row, so one statement tells an
-    // unknown repository (no row) from an empty page (one row of NULLs). Manifests are
-    // joined to the page, not to the tags it is cut from: one lookup per listed tag.
+    // unknown repository (no row) from an empty page (one row of NULLs). It merges the
+    // page's worth of image tags and of artifact tags, each read from its own
+    // `(repository, updated, name)` index. Manifests are joined to the page, not to the
+    // tags it is cut from: one lookup per listed image tag.
     let mut b = QueryBuilder::new(
-        "SELECT page.name, page.digest, m.media_type, page.updated, m.created \
-         FROM repositories r LEFT JOIN LATERAL (\
-             SELECT t.name, t.digest, t.updated FROM tags t WHERE t.repository_id = r.id",
+        "SELECT page.name, page.digest, coalesce(m.media_type, page.media_type), page.updated, \
+                m.created, page.artifact_type \
+         FROM repositories r LEFT JOIN LATERAL (SELECT * FROM ((\
+             SELECT t.name, t.digest, t.updated, NULL::text AS media_type, \
+                    NULL::text AS artifact_type, false AS artifact \
+             FROM tags t WHERE t.repository_id = r.id AND ",
     );
+    b.push_bind(request.artifact_type.is_none());
     push_after(&mut b, listing, "t.updated", "t.name");
     push_order(&mut b, listing.order, "t.updated", "t.name");
     push_limit(&mut b, listing);
     b.push(
-        ") page ON true LEFT JOIN manifests m ON m.digest = page.digest \
+        ") UNION ALL (\
+             SELECT a.name, a.digest, a.updated, p.media_type, p.artifact_type, true \
+             FROM artifact_tags a JOIN pushed_manifests p \
+                 ON p.repository_id = a.repository_id AND p.digest = a.digest \
+             WHERE a.repository_id = r.id",
+    );
+    if let Some(artifact_type) = &request.artifact_type {
+        b.push(" AND p.artifact_type = ");
+        b.push_bind(comparable(artifact_type).to_owned());
+    }
+    push_after(&mut b, listing, "a.updated", "a.name");
+    push_order(&mut b, listing.order, "a.updated", "a.name");
+    push_limit(&mut b, listing);
+    b.push(") ) AS merged");
+    push_order(&mut b, listing.order, "merged.updated", "merged.name");
+    push_limit(&mut b, listing);
+    b.push(
+        ") page ON true LEFT JOIN manifests m ON m.digest = page.digest AND NOT page.artifact \
          WHERE r.name = ",
     );
     b.push_bind(repository.as_str().to_owned());
@@ -187,7 +213,7 @@ pub(crate) async fn list_tags(
         return Ok(None);
     }
     let mut page = Vec::with_capacity(rows.len());
-    for (tag, digest, media_type, updated, created) in rows {
+    for (tag, digest, media_type, updated, created, artifact_type) in rows {
         let Some(tag) = tag else {
             // The one row of an empty page.
             continue;
@@ -206,6 +232,7 @@ pub(crate) async fn list_tags(
             media_type,
             updated: Timestamp::from_millis(updated),
             created,
+            artifact_type,
         });
     }
     Ok(Some(page))
@@ -258,11 +285,19 @@ pub(crate) async fn list_manifests(
              FROM r JOIN tags t ON t.repository_id = r.id JOIN manifests m ON m.digest = t.digest \
              WHERE $2 \
              UNION ALL \
+             SELECT a.digest, a.name, p.media_type, p.size, NULL, NULL, NULL, \
+                    p.artifact_type, p.pushed \
+             FROM r JOIN artifact_tags a ON a.repository_id = r.id \
+             JOIN pushed_manifests p ON p.repository_id = a.repository_id AND p.digest = a.digest \
+             WHERE $2 \
+             UNION ALL \
              SELECT p.digest, NULL, p.media_type, p.size, m.os, m.architecture, m.variant, \
                     p.artifact_type, p.pushed \
              FROM r JOIN pushed_manifests p ON p.repository_id = r.id \
              LEFT JOIN manifests m ON m.digest = p.digest AND NOT m.is_list \
              WHERE $3 \
+               AND NOT EXISTS (SELECT 1 FROM artifact_tags a \
+                               WHERE a.repository_id = r.id AND a.digest = p.digest) \
                AND NOT EXISTS (SELECT 1 FROM tags t \
                                WHERE t.repository_id = r.id AND t.digest = p.digest) \
                AND NOT EXISTS (SELECT 1 FROM tags t JOIN list_entries e ON e.list = t.digest \

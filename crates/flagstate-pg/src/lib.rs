@@ -92,7 +92,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flagstate_core::changes::{ChangeCursor, ChangeFilter, ChangePage, ChangeRetention};
 use flagstate_core::discovery::{
-    HistoryEntry, HistoryRetention, Listing, RepositoryInfo, RepositoryListing, TagInfo,
+    HistoryEntry, HistoryRetention, RepositoryInfo, RepositoryListing, TagInfo, TagListing,
 };
 use flagstate_core::model::{Manifest, RepositorySnapshot, TagChange};
 use flagstate_core::response::RepositoryEntry;
@@ -496,7 +496,7 @@ impl Store for PgStore {
     async fn list_tags(
         &self,
         repository: &RepositoryName,
-        listing: &Listing,
+        listing: &TagListing,
     ) -> Result<Option<Vec<TagInfo>>, StoreError> {
         discovery::list_tags(&self.inner.pool, repository, listing).await
     }

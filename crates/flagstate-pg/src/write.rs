@@ -17,13 +17,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flagstate_core::changes::{
-    ChangeKind, NewChange, PushedFacts, manifest_deleted, tag_changes, untagged_pushed,
+    ChangeKind, NewChange, PushedFacts, describe_artifacts, manifest_deleted, tag_changes,
+    untagged_pushed,
 };
 use flagstate_core::discovery::HistoryRetention;
 use flagstate_core::model::{
     Description, ImageList, Manifest, RepositorySnapshot, TagChange, check_list_entry,
 };
-use flagstate_core::{Digest, GcStats, Generation, RepositoryName, StoreError, Timestamp};
+use flagstate_core::{
+    Digest, GcStats, Generation, PushedManifest, RepositoryName, StoreError, Tag, Timestamp,
+};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::error::{PgError, SqlContext};
@@ -108,6 +111,13 @@ async fn set_tags(
     digests: &[&str],
     at: Timestamp,
 ) -> Result<u64, StoreError> {
+    // A tag that pointed at an artifact points at an image now.
+    sqlx::query("DELETE FROM artifact_tags WHERE repository_id = $1 AND name = ANY($2)")
+        .bind(id)
+        .bind(tags)
+        .execute(&mut *conn)
+        .await
+        .during("moving artifact tags to images")?;
     // One statement: the history rows are exactly the tag rows the upsert wrote.
     let set = sqlx::query(
         "WITH set AS (\
@@ -129,6 +139,142 @@ async fn set_tags(
     .during("setting tags")?
     .rows_affected();
     Ok(set)
+}
+
+/// Points `tags` at the artifacts `digests` (pairwise; each one the repository holds by
+/// digest) like [`set_tags`] does at images; a tag that pointed at an image no longer
+/// does. Returns how many tags were set.
+async fn set_artifact_tags(
+    conn: &mut PgConnection,
+    id: i64,
+    tags: &[&str],
+    digests: &[&str],
+    at: Timestamp,
+) -> Result<u64, StoreError> {
+    sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND name = ANY($2)")
+        .bind(id)
+        .bind(tags)
+        .execute(&mut *conn)
+        .await
+        .during("moving image tags to artifacts")?;
+    let set = sqlx::query(
+        "WITH set AS (\
+             INSERT INTO artifact_tags (repository_id, name, digest, updated) \
+             SELECT $1, n, d, $4 FROM UNNEST($2::text[], $3::text[]) AS u(n, d) \
+             ON CONFLICT (repository_id, name) \
+                 DO UPDATE SET digest = EXCLUDED.digest, updated = EXCLUDED.updated \
+                 WHERE artifact_tags.digest <> EXCLUDED.digest \
+             RETURNING repository_id, name, digest, updated) \
+         INSERT INTO tag_history (repository_id, tag, digest, since) \
+         SELECT repository_id, name, digest, updated FROM set ORDER BY name",
+    )
+    .bind(id)
+    .bind(tags)
+    .bind(digests)
+    .bind(at.as_millis())
+    .execute(&mut *conn)
+    .await
+    .during("setting artifact tags")?
+    .rows_affected();
+    Ok(set)
+}
+
+/// The digest `tag` of repository `id` points at, image or artifact.
+async fn tag_target(
+    conn: &mut PgConnection,
+    id: i64,
+    tag: &str,
+) -> Result<Option<Digest>, StoreError> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT digest FROM tags WHERE repository_id = $1 AND name = $2 \
+         UNION ALL \
+         SELECT digest FROM artifact_tags WHERE repository_id = $1 AND name = $2",
+    )
+    .bind(id)
+    .bind(tag)
+    .fetch_optional(&mut *conn)
+    .await
+    .during("reading a tag")?;
+    row.map(|(d,)| crate::read::parse_digest(&d)).transpose()
+}
+
+/// Holds `manifest` in repository `id` by digest, keeping the first push's facts when it
+/// holds it already; whether it is new.
+async fn hold(
+    conn: &mut PgConnection,
+    id: i64,
+    manifest: &PushedManifest,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO pushed_manifests (repository_id, digest, media_type, size, pushed, \
+             artifact_type, subject, annotations) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb) ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(manifest.digest.as_str())
+    .bind(&manifest.media_type)
+    .bind(size_column(manifest.size))
+    .bind(manifest.pushed.as_millis())
+    .bind(manifest.artifact_type.as_deref())
+    .bind(manifest.subject.as_ref().map(Digest::as_str))
+    .bind(
+        serde_json::to_string(&manifest.annotations)
+            .map_err(|e| PgError::Corrupt(e.to_string()))?,
+    )
+    .execute(&mut *conn)
+    .await
+    .during("recording a manifest held by digest")?
+    .rows_affected();
+    Ok(inserted > 0)
+}
+
+/// Fills in the records of artifact tags among `changes` with what repository `id`
+/// holds of their artifacts ([`describe_artifacts`]).
+async fn describe_held(
+    conn: &mut PgConnection,
+    id: i64,
+    changes: &mut [NewChange],
+) -> Result<(), StoreError> {
+    let digests: Vec<&str> = changes
+        .iter()
+        .filter_map(|c| c.digest.as_ref().map(Digest::as_str))
+        .collect();
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT p.digest, p.media_type, p.artifact_type, p.subject FROM pushed_manifests p \
+         WHERE p.repository_id = $1 AND p.digest = ANY($2) \
+           AND EXISTS (SELECT 1 FROM artifact_tags a \
+                       WHERE a.repository_id = $1 AND a.digest = p.digest)",
+    )
+    .bind(id)
+    .bind(&digests)
+    .fetch_all(&mut *conn)
+    .await
+    .during("reading artifacts held by digest")?;
+    let mut held = BTreeMap::new();
+    for (digest, media_type, artifact_type, subject) in rows {
+        let facts = PushedFacts {
+            media_type,
+            artifact_type,
+            subject: subject
+                .as_deref()
+                .map(crate::read::parse_digest)
+                .transpose()?,
+        };
+        held.insert(crate::read::parse_digest(&digest)?, facts);
+    }
+    describe_artifacts(changes, |d| held.get(d).cloned());
+    Ok(())
+}
+
+/// The tag → digest map of rows `(name, digest)` read from the store.
+fn tag_map(rows: &BTreeMap<String, String>) -> Result<BTreeMap<Tag, Digest>, StoreError> {
+    let mut map = BTreeMap::new();
+    for (tag, digest) in rows {
+        let tag = Tag::parse(tag.as_str())
+            .map_err(|e| PgError::Corrupt(format!("stored tag {tag:?}: {e}")))?;
+        map.insert(tag, crate::read::parse_digest(digest)?);
+    }
+    Ok(map)
 }
 
 /// Records `changes` of `repository` in the change log under `generation` (the one the
@@ -413,6 +559,7 @@ async fn fill_sizes<'a>(
 async fn is_reached(conn: &mut PgConnection, id: i64, digest: &Digest) -> Result<bool, StoreError> {
     let (reached,): (bool,) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM tags WHERE repository_id = $1 AND digest = $2) \
+             OR EXISTS (SELECT 1 FROM artifact_tags WHERE repository_id = $1 AND digest = $2) \
              OR EXISTS (SELECT 1 FROM tags t JOIN list_entries e ON e.list = t.digest \
                         WHERE t.repository_id = $1 AND e.child = $2)",
     )
@@ -581,9 +728,21 @@ pub(crate) async fn replace_repository(
             .await
             .during("reading current tags")?;
     let current: BTreeMap<String, String> = current.into_iter().collect();
+    let current_artifacts: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, digest FROM artifact_tags WHERE repository_id = $1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .during("reading current artifact tags")?;
+    let current_artifacts: BTreeMap<String, String> = current_artifacts.into_iter().collect();
     let removed: Vec<&str> = current
         .keys()
         .filter(|tag| !snapshot.tags.contains_key(tag.as_str()))
+        .map(String::as_str)
+        .collect();
+    let removed_artifacts: Vec<&str> = current_artifacts
+        .keys()
+        .filter(|tag| !snapshot.artifacts.contains_key(tag.as_str()))
         .map(String::as_str)
         .collect();
     let (changed_tags, changed_digests): (Vec<&str>, Vec<&str>) = snapshot
@@ -594,19 +753,28 @@ pub(crate) async fn replace_repository(
         })
         .map(|(tag, digest)| (tag.as_str(), digest.as_str()))
         .unzip();
-    let generation = if created || !removed.is_empty() || !changed_tags.is_empty() {
+    let (changed_artifacts, changed_artifact_digests): (Vec<&str>, Vec<&str>) = snapshot
+        .artifacts
+        .iter()
+        .filter(|(tag, artifact)| {
+            current_artifacts.get(tag.as_str()).map(String::as_str)
+                != Some(artifact.digest.as_str())
+        })
+        .map(|(tag, artifact)| (tag.as_str(), artifact.digest.as_str()))
+        .unzip();
+    let generation = if created
+        || !removed.is_empty()
+        || !changed_tags.is_empty()
+        || !removed_artifacts.is_empty()
+        || !changed_artifacts.is_empty()
+    {
         let mut changes = Vec::new();
         if created {
             changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
         }
-        let mut before = BTreeMap::new();
-        for (tag, digest) in &current {
-            let tag = flagstate_core::Tag::parse(tag.as_str())
-                .map_err(|e| PgError::Corrupt(format!("stored tag {tag:?}: {e}")))?;
-            let digest = crate::read::parse_digest(digest)?;
-            before.insert(tag, digest);
-        }
-        changes.extend(tag_changes(&before, &snapshot.tags));
+        let mut before = tag_map(&current)?;
+        before.extend(tag_map(&current_artifacts)?);
+        changes.extend(tag_changes(&before, &snapshot.all_tags()));
         if !removed.is_empty() {
             sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND name = ANY($2)")
                 .bind(id)
@@ -615,9 +783,33 @@ pub(crate) async fn replace_repository(
                 .await
                 .during("removing tags")?;
         }
+        if !removed_artifacts.is_empty() {
+            sqlx::query("DELETE FROM artifact_tags WHERE repository_id = $1 AND name = ANY($2)")
+                .bind(id)
+                .bind(&removed_artifacts)
+                .execute(&mut *tx)
+                .await
+                .during("removing artifact tags")?;
+        }
         if !changed_tags.is_empty() {
             set_tags(&mut tx, id, &changed_tags, &changed_digests, snapshot.at).await?;
         }
+        for artifact in snapshot.artifacts.values() {
+            if hold(&mut tx, id, artifact).await? {
+                changes.extend(untagged_pushed(false, true, artifact));
+            }
+        }
+        if !changed_artifacts.is_empty() {
+            set_artifact_tags(
+                &mut tx,
+                id,
+                &changed_artifacts,
+                &changed_artifact_digests,
+                snapshot.at,
+            )
+            .await?;
+        }
+        describe_held(&mut tx, id, &mut changes).await?;
         touch_repository(&mut tx, id, snapshot.at).await?;
         search::refresh(&mut tx, id, &snapshot.name).await?;
         let generation = bump(&mut tx).await?;
@@ -692,27 +884,7 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
             manifest,
         } => {
             let (id, created) = lock_or_create_repository(&mut tx, repository, at).await?;
-            let inserted = sqlx::query(
-                "INSERT INTO pushed_manifests (repository_id, digest, media_type, size, pushed, \
-                     artifact_type, subject, annotations) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb) ON CONFLICT DO NOTHING",
-            )
-            .bind(id)
-            .bind(manifest.digest.as_str())
-            .bind(&manifest.media_type)
-            .bind(size_column(manifest.size))
-            .bind(manifest.pushed.as_millis())
-            .bind(manifest.artifact_type.as_deref())
-            .bind(manifest.subject.as_ref().map(Digest::as_str))
-            .bind(
-                serde_json::to_string(&manifest.annotations)
-                    .map_err(|e| PgError::Corrupt(e.to_string()))?,
-            )
-            .execute(&mut *tx)
-            .await
-            .during("recording a manifest pushed by digest")?
-            .rows_affected();
-            if inserted > 0 {
+            if hold(&mut tx, id, manifest).await? {
                 let reached = is_reached(&mut tx, id, &manifest.digest).await?;
                 let changes = untagged_pushed(created, reached, manifest);
                 Some((id, repository, changes))
@@ -729,25 +901,50 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
         } => {
             admit(&mut tx, repository, &[digest], manifests).await?;
             let (id, created) = lock_or_create_repository(&mut tx, repository, at).await?;
-            let before: Option<(String,)> =
-                sqlx::query_as("SELECT digest FROM tags WHERE repository_id = $1 AND name = $2")
-                    .bind(id)
-                    .bind(tag.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .during("reading a tag")?;
+            let before = tag_target(&mut tx, id, tag.as_str()).await?;
             let moved = set_tags(&mut tx, id, &[tag.as_str()], &[digest.as_str()], at).await?;
             let mut changes = Vec::new();
             if created {
                 changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
             }
             if moved > 0 {
-                let before = before
-                    .map(|(d,)| crate::read::parse_digest(&d))
-                    .transpose()?;
                 changes.extend(NewChange::of_tag(tag, before.as_ref(), Some(digest)));
             }
             (created || moved > 0).then_some((id, repository, changes))
+        }
+        TagChange::PutArtifact {
+            repository,
+            tag,
+            manifest,
+            at: _,
+        } => {
+            let (id, created) = lock_or_create_repository(&mut tx, repository, at).await?;
+            let held = hold(&mut tx, id, manifest).await?;
+            let before = tag_target(&mut tx, id, tag.as_str()).await?;
+            if before.as_ref() != Some(&manifest.digest) {
+                set_artifact_tags(
+                    &mut tx,
+                    id,
+                    &[tag.as_str()],
+                    &[manifest.digest.as_str()],
+                    at,
+                )
+                .await?;
+                let mut changes = if held {
+                    untagged_pushed(created, true, manifest)
+                } else {
+                    Vec::new()
+                };
+                changes.extend(NewChange::of_tag(
+                    tag,
+                    before.as_ref(),
+                    Some(&manifest.digest),
+                ));
+                describe_held(&mut tx, id, &mut changes).await?;
+                Some((id, repository, changes))
+            } else {
+                None
+            }
         }
         TagChange::DeleteTag {
             repository,
@@ -755,7 +952,7 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
             at: _,
         } => match lock_repository(&mut tx, repository).await? {
             Some(id) => {
-                let removed: Option<(String,)> = sqlx::query_as(
+                let mut removed: Option<(String,)> = sqlx::query_as(
                     "DELETE FROM tags WHERE repository_id = $1 AND name = $2 RETURNING digest",
                 )
                 .bind(id)
@@ -763,6 +960,17 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
                 .fetch_optional(&mut *tx)
                 .await
                 .during("deleting a tag")?;
+                if removed.is_none() {
+                    removed = sqlx::query_as(
+                        "DELETE FROM artifact_tags WHERE repository_id = $1 AND name = $2 \
+                         RETURNING digest",
+                    )
+                    .bind(id)
+                    .bind(tag.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .during("deleting an artifact tag")?;
+                }
                 match removed {
                     Some((previous,)) => {
                         let previous = crate::read::parse_digest(&previous)?;
@@ -801,7 +1009,7 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
                     }),
                     None => None,
                 };
-                let removed: Vec<(String,)> = sqlx::query_as(
+                let mut removed: Vec<(String,)> = sqlx::query_as(
                     "DELETE FROM tags WHERE repository_id = $1 AND digest = $2 RETURNING name",
                 )
                 .bind(id)
@@ -809,6 +1017,16 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
                 .fetch_all(&mut *tx)
                 .await
                 .during("deleting a manifest's tags")?;
+                let artifact_tags: Vec<(String,)> = sqlx::query_as(
+                    "DELETE FROM artifact_tags WHERE repository_id = $1 AND digest = $2 \
+                     RETURNING name",
+                )
+                .bind(id)
+                .bind(digest.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .during("deleting an artifact's tags")?;
+                removed.extend(artifact_tags);
                 let mut tags = Vec::new();
                 for (name,) in removed {
                     tags.push(

@@ -112,9 +112,18 @@ async fn listings_compare_bytewise_and_accept_any_position() {
                 limit: usize::MAX,
             };
             assert_eq!(
-                store.list_tags(&name("ns/app"), &listing).await.unwrap(),
+                store
+                    .list_tags(
+                        &name("ns/app"),
+                        &flagstate_core::TagListing::all(listing.clone())
+                    )
+                    .await
+                    .unwrap(),
                 reference
-                    .list_tags(&name("ns/app"), &listing)
+                    .list_tags(
+                        &name("ns/app"),
+                        &flagstate_core::TagListing::all(listing.clone())
+                    )
                     .await
                     .unwrap(),
                 "{order:?} after {after:?}"
@@ -135,7 +144,7 @@ async fn listings_compare_bytewise_and_accept_any_position() {
     let by_name = store
         .list_tags(
             &name("ns/app"),
-            &Listing::first(ListOrder::Name, usize::MAX),
+            &flagstate_core::TagListing::all(Listing::first(ListOrder::Name, usize::MAX)),
         )
         .await
         .unwrap()
@@ -169,11 +178,29 @@ async fn replicas_read_listings_and_history() {
     );
     let listing = Listing::first(ListOrder::Updated, 10);
     assert_eq!(
-        replica.list_tags(&name("app"), &listing).await.unwrap(),
-        store.list_tags(&name("app"), &listing).await.unwrap()
+        replica
+            .list_tags(
+                &name("app"),
+                &flagstate_core::TagListing::all(listing.clone())
+            )
+            .await
+            .unwrap(),
+        store
+            .list_tags(
+                &name("app"),
+                &flagstate_core::TagListing::all(listing.clone())
+            )
+            .await
+            .unwrap()
     );
     assert_eq!(
-        replica.list_tags(&name("none"), &listing).await.unwrap(),
+        replica
+            .list_tags(
+                &name("none"),
+                &flagstate_core::TagListing::all(listing.clone())
+            )
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(

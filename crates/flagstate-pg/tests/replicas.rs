@@ -360,8 +360,9 @@ async fn a_version_1_schema_is_upgraded_in_place() {
 
 /// A schema at version 7 holding a referrer pushed by digest (and the record version 7
 /// logged for it) is upgraded in place: the referrer is still served, the old record
-/// reads back without subject or artifact type, and deleting the referrer now records
-/// `referrer.deleted` with both.
+/// reads back without subject or artifact type, the held manifest can be tagged as an
+/// artifact (version 9), and deleting the referrer now records `referrer.deleted` with
+/// both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_7_schema_keeps_its_referrers_and_logs_their_deletion() {
     let Some(url) = pg_url() else { return };
@@ -413,6 +414,54 @@ async fn a_version_7_schema_keeps_its_referrers_and_logs_their_deletion() {
             &None
         )
     );
+    let tagged = flagstate_core::PushedManifest {
+        digest: signature.clone(),
+        media_type: oci.to_owned(),
+        size: 321,
+        pushed: Timestamp::now(),
+        artifact_type: Some("application/vnd.example.other".to_owned()),
+        subject: None,
+        annotations: Default::default(),
+    };
+    writer
+        .apply(&TagChange::PutArtifact {
+            repository: name.clone(),
+            tag: "sig".parse().unwrap(),
+            manifest: tagged,
+            at: Timestamp::now(),
+        })
+        .await
+        .unwrap();
+    let listing = flagstate_core::TagListing::all(flagstate_core::Listing::first(
+        flagstate_core::ListOrder::Name,
+        10,
+    ));
+    let tags = writer.list_tags(&name, &listing).await.unwrap().unwrap();
+    assert_eq!(
+        tags.iter()
+            .map(|t| (t.tag.as_str(), t.artifact_type.as_deref()))
+            .collect::<Vec<_>>(),
+        [("sig", Some("application/vnd.example.sig"))],
+        "the tag names the held manifest, with what its first push stated"
+    );
+    assert!(
+        writer
+            .repository_tags(&name)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty(),
+        "an artifact tag is not indexed"
+    );
+    writer
+        .apply(&TagChange::DeleteTag {
+            repository: name.clone(),
+            tag: "sig".parse().unwrap(),
+            at: Timestamp::now(),
+        })
+        .await
+        .unwrap();
+    let generation = writer.generation().await.unwrap();
     writer
         .apply(&TagChange::DeleteManifest {
             repository: name.clone(),
@@ -423,7 +472,7 @@ async fn a_version_7_schema_keeps_its_referrers_and_logs_their_deletion() {
         .unwrap();
     let deleted = writer
         .changes_since(
-            flagstate_core::ChangeCursor::at_generation(7),
+            flagstate_core::ChangeCursor::at_generation(generation),
             &flagstate_core::ChangeFilter::default(),
             10,
         )
@@ -547,11 +596,13 @@ async fn a_version_2_schema_is_upgraded_in_place() {
     // Version 3 only added the key columns (with their function and indexes), version 4
     // only the discovery times and history (with their indexes), version 5 only the
     // change log, version 6 only the webhook delivery cursors, version 7 only manifest
-    // sizes and the manifests pushed by digest: without them and their bookkeeping rows,
-    // this is the version 2 schema with the same data.
+    // sizes and the manifests pushed by digest, version 8 only change-log columns and
+    // version 9 only artifact tags: without them and their bookkeeping rows, this is the
+    // version 2 schema with the same data.
     guard
         .execute(
-            "DROP TABLE pushed_manifests; \
+            "DROP TABLE artifact_tags; \
+             DROP TABLE pushed_manifests; \
              ALTER TABLE manifests DROP COLUMN size; \
              DROP TABLE deliveries; \
              DROP TABLE change_log; \
@@ -562,7 +613,7 @@ async fn a_version_2_schema_is_upgraded_in_place() {
              ALTER TABLE tags DROP COLUMN updated; \
              ALTER TABLE manifests DROP COLUMN label_keys, DROP COLUMN annotation_keys; \
              DROP FUNCTION flagstate_keys(jsonb); \
-             DELETE FROM flagstate_migrations WHERE version IN (3, 4, 5, 6, 7, 8)",
+             DELETE FROM flagstate_migrations WHERE version IN (3, 4, 5, 6, 7, 8, 9)",
         )
         .await;
     let message = backend_message(PgStore::connect(&url, guard.options(true)).await);
@@ -810,7 +861,10 @@ async fn a_version_3_schema_is_upgraded_in_place() {
     }
     let viewer_name = "apps/viewer".parse().unwrap();
     let tags = writer
-        .list_tags(&viewer_name, &Listing::first(ListOrder::Name, 10))
+        .list_tags(
+            &viewer_name,
+            &flagstate_core::TagListing::all(Listing::first(ListOrder::Name, 10)),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -838,7 +892,7 @@ async fn a_version_3_schema_is_upgraded_in_place() {
     let editor_tags = writer
         .list_tags(
             &"apps/editor".parse().unwrap(),
-            &Listing::first(ListOrder::NewestFirst, 10),
+            &flagstate_core::TagListing::all(Listing::first(ListOrder::NewestFirst, 10)),
         )
         .await
         .unwrap()

@@ -118,7 +118,10 @@ pub(crate) fn list_tags(
     let (images_after, _, image_values) = keyset(listing, "t.updated", "t.tag");
     let (artifacts_after, _, artifact_values) = keyset(listing, "a.updated", "a.tag");
     let (_, order, _) = keyset(listing, "updated", "tag");
-    let artifact_type = request.artifact_type.clone().map_or(Value::Null, Value::Text);
+    let artifact_type = request
+        .artifact_type
+        .clone()
+        .map_or(Value::Null, Value::Text);
     let mut values = vec![
         Value::Integer(id),
         Value::Integer(i64::from(request.artifact_type.is_none())),

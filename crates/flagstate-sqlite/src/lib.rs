@@ -74,9 +74,9 @@ use async_trait::async_trait;
 use flagstate_core::store::StoreNotReady;
 use flagstate_core::{
     Capabilities, ChangeCursor, ChangeFilter, ChangePage, ChangeRetention, Digest, EntryStream,
-    GcStats, Generation, HistoryEntry, HistoryRetention, IndexQuery, Manifest,
-    ManifestInfo, ManifestListing, RepositoryEntry, RepositoryInfo, RepositoryListing,
-    RepositoryName, RepositorySnapshot, SearchPage, Store, StoreError, Tag, TagChange, TagInfo, TagListing,
+    GcStats, Generation, HistoryEntry, HistoryRetention, IndexQuery, Manifest, ManifestInfo,
+    ManifestListing, RepositoryEntry, RepositoryInfo, RepositoryListing, RepositoryName,
+    RepositorySnapshot, SearchPage, Store, StoreError, Tag, TagChange, TagInfo, TagListing,
     Timestamp,
 };
 

@@ -574,8 +574,8 @@ pub(crate) fn replace_repository(
         for tag in current.keys().filter(|t| !wanted.contains_key(*t)) {
             delete.execute(params![repository_id, tag.as_str()])?;
         }
-        let mut delete = tx
-            .prepare_cached("DELETE FROM artifact_tags WHERE repository_id = ?1 AND tag = ?2")?;
+        let mut delete =
+            tx.prepare_cached("DELETE FROM artifact_tags WHERE repository_id = ?1 AND tag = ?2")?;
         for tag in current_artifacts
             .keys()
             .filter(|t| !wanted_artifacts.contains_key(*t))

@@ -104,8 +104,14 @@ pub async fn artifact_tags_are_listed_and_never_indexed(store: &dyn Store) {
     let sbom = artifact("artifact sbom", SPDX);
     ok(store.apply(&put_image("app", "v1", &app)).await, "put");
     let start = cursor(store).await;
-    ok(store.apply(&put_artifact("app", "chart", &chart)).await, "chart");
-    ok(store.apply(&put_artifact("app", "sbom", &sbom)).await, "sbom");
+    ok(
+        store.apply(&put_artifact("app", "chart", &chart)).await,
+        "chart",
+    );
+    ok(
+        store.apply(&put_artifact("app", "sbom", &sbom)).await,
+        "sbom",
+    );
 
     let all = tags(store, "app", None).await;
     assert_eq!(
@@ -117,13 +123,21 @@ pub async fn artifact_tags_are_listed_and_never_indexed(store: &dyn Store) {
         ],
         "every tag is listed, artifacts with their type"
     );
-    assert!(all.iter().take(2).all(|t| t.media_type == OCI_MANIFEST && t.created.is_none()));
+    assert!(
+        all.iter()
+            .take(2)
+            .all(|t| t.media_type == OCI_MANIFEST && t.created.is_none())
+    );
     assert_eq!(
         described(&tags(store, "app", Some(HELM)).await),
         [entry("chart", &chart)],
         "artifactType filters"
     );
-    assert!(tags(store, "app", Some("application/none")).await.is_empty());
+    assert!(
+        tags(store, "app", Some("application/none"))
+            .await
+            .is_empty()
+    );
 
     let listed = ok(
         store
@@ -146,7 +160,11 @@ pub async fn artifact_tags_are_listed_and_never_indexed(store: &dyn Store) {
     let results = run(store, "").await;
     assert_eq!(results.len(), 1);
     assert_eq!(
-        results[0].images.iter().map(|i| &i.digest).collect::<Vec<_>>(),
+        results[0]
+            .images
+            .iter()
+            .map(|i| &i.digest)
+            .collect::<Vec<_>>(),
         [&app.digest],
         "index answers hold images only"
     );
@@ -234,8 +252,14 @@ pub async fn artifact_tags_move_and_go_with_deletes(store: &dyn Store) {
         [(None, first.digest.to_string(), first.artifact_type.clone())],
         "the artifact is still held, now untagged"
     );
-    ok(store.apply(&put_artifact("r", "x", &second)).await, "second");
-    assert_eq!(described(&tags(store, "r", None).await), [entry("x", &second)]);
+    ok(
+        store.apply(&put_artifact("r", "x", &second)).await,
+        "second",
+    );
+    assert_eq!(
+        described(&tags(store, "r", None).await),
+        [entry("x", &second)]
+    );
     assert!(
         ok(store.repository_tags(&repository_name("r")).await, "tags")
             .unwrap_or_default()
@@ -315,7 +339,10 @@ pub async fn artifact_tags_move_and_go_with_deletes(store: &dyn Store) {
 pub async fn replace_sets_artifact_tags_exactly(store: &dyn Store) {
     let app = image("scanned app").build();
     let chart = artifact("scanned chart", HELM);
-    let mut signature = artifact("scanned signature", "application/vnd.dev.cosign.artifact.sig.v1+json");
+    let mut signature = artifact(
+        "scanned signature",
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+    );
     signature.subject = Some(app.digest.clone());
     let mut snapshot = repo("s").image("v1", &app).at(time(10)).build();
     snapshot.artifacts.insert(tag_name("chart"), chart.clone());

@@ -31,7 +31,10 @@ async fn all_repositories(store: &dyn Store, order: ListOrder) -> Vec<Repository
 async fn all_tags(store: &dyn Store, name: &str, order: ListOrder) -> Option<Vec<TagInfo>> {
     ok(
         store
-            .list_tags(&repository_name(name), &TagListing::all(Listing::first(order, usize::MAX)))
+            .list_tags(
+                &repository_name(name),
+                &TagListing::all(Listing::first(order, usize::MAX)),
+            )
             .await,
         "list_tags",
     )
@@ -437,7 +440,9 @@ pub async fn listings_order_filter_and_page(store: &dyn Store) {
         limit: 2,
     };
     let got = ok(
-        store.list_tags(&repository_name("base"), &TagListing::all(next)).await,
+        store
+            .list_tags(&repository_name("base"), &TagListing::all(next))
+            .await,
         "tags after",
     );
     assert_eq!(tag_names(got), ["d", "v"]);
@@ -465,7 +470,9 @@ pub async fn listings_refuse_positions_of_another_order(store: &dyn Store) {
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
-        store.list_tags(&repository_name("app"), &TagListing::all(mixed)).await,
+        store
+            .list_tags(&repository_name("app"), &TagListing::all(mixed))
+            .await,
         Err(StoreError::Invalid(_))
     ));
 }
@@ -520,7 +527,10 @@ pub async fn randomized_walks_match_reference(store: &dyn Store) {
         loop {
             let page = ok(
                 store
-                    .list_tags(&repository_name(&busiest), &TagListing::all(listing.clone()))
+                    .list_tags(
+                        &repository_name(&busiest),
+                        &TagListing::all(listing.clone()),
+                    )
                     .await,
                 "page",
             )

@@ -504,7 +504,12 @@ struct StatusCells {
 
 /// Adds `key` (with `value`) to one of the indexer's memories of immutable facts,
 /// emptied once it holds `max` (forgetting costs a refetch, never a wrong answer).
-fn remember<K: std::hash::Hash + Eq, V>(memory: &Mutex<HashMap<K, V>>, key: K, value: V, max: usize) {
+fn remember<K: std::hash::Hash + Eq, V>(
+    memory: &Mutex<HashMap<K, V>>,
+    key: K,
+    value: V,
+    max: usize,
+) {
     let mut memory = lock(memory);
     if memory.len() >= max {
         memory.clear();

@@ -54,7 +54,11 @@ pub(super) fn referrers_of(
                 .collect()
         }
         ReferrerTag::Attachment { subject, name } => {
-            vec![attachment(pushed_manifest(fetched.clone(), at), subject, name)]
+            vec![attachment(
+                pushed_manifest(fetched.clone(), at),
+                subject,
+                name,
+            )]
         }
     }
 }

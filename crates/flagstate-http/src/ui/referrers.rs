@@ -33,6 +33,7 @@ const ARTIFACT_LABELS: &[(&str, &str)] = &[
         "Sigstore bundle",
     ),
     ("application/vnd.cncf.notary.signature", "Notary signature"),
+    ("application/vnd.cncf.helm.config.v1+json", "Helm chart"),
     ("application/spdx+json", "SPDX SBOM"),
     ("text/spdx", "SPDX SBOM"),
     ("application/vnd.cyclonedx+json", "CycloneDX SBOM"),

@@ -8,7 +8,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
-use flagstate_core::discovery::{ListOrder, Listing, ManifestListing, Untagged};
+use flagstate_core::discovery::{ListOrder, Listing, ManifestListing, TagListing, Untagged};
 use flagstate_core::flatpak::ICON_128_LABEL;
 use flagstate_core::{
     Digest, Filter, ImageEntry, IndexQuery, Manifest, RepositoryEntry, RepositoryName, Tag,
@@ -29,6 +29,8 @@ struct TagRow {
     digest: String,
     kind: &'static str,
     platforms: String,
+    /// What the tag points at, when it is an artifact.
+    artifact: Option<ArtifactType>,
     /// When the index first saw the tag at this digest (RFC 3339).
     updated: String,
 }
@@ -187,7 +189,7 @@ async fn render(
         .store()
         .list_tags(
             &repository,
-            &Listing::first(ListOrder::NewestFirst, usize::MAX),
+            &TagListing::all(Listing::first(ListOrder::NewestFirst, usize::MAX)),
         )
         .await?
         .ok_or_else(|| unknown(name))?;
@@ -267,12 +269,16 @@ async fn render(
     let tag_rows = listed
         .iter()
         .map(|t| {
-            let (kind, platforms) = platforms_of(&t.digest);
+            let (kind, platforms) = match &t.artifact_type {
+                Some(_) => ("artifact", String::new()),
+                None => platforms_of(&t.digest),
+            };
             TagRow {
                 tag: t.tag.to_string(),
                 digest: t.digest.to_string(),
                 kind,
                 platforms,
+                artifact: t.artifact_type.as_deref().map(ArtifactType::of),
                 updated: t.updated.to_rfc3339(),
             }
         })

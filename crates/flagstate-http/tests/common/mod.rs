@@ -247,7 +247,7 @@ impl Store for InstrumentedStore {
     async fn list_tags(
         &self,
         repository: &flagstate_core::RepositoryName,
-        listing: &flagstate_core::discovery::Listing,
+        listing: &flagstate_core::discovery::TagListing,
     ) -> Result<Option<Vec<flagstate_core::discovery::TagInfo>>, StoreError> {
         self.check()?;
         self.inner.list_tags(repository, listing).await
