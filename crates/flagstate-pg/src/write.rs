@@ -111,13 +111,6 @@ async fn set_tags(
     digests: &[&str],
     at: Timestamp,
 ) -> Result<u64, StoreError> {
-    // A tag that pointed at an artifact points at an image now.
-    sqlx::query("DELETE FROM artifact_tags WHERE repository_id = $1 AND name = ANY($2)")
-        .bind(id)
-        .bind(tags)
-        .execute(&mut *conn)
-        .await
-        .during("moving artifact tags to images")?;
     // One statement: the history rows are exactly the tag rows the upsert wrote.
     let set = sqlx::query(
         "WITH set AS (\
@@ -142,8 +135,8 @@ async fn set_tags(
 }
 
 /// Points `tags` at the artifacts `digests` (pairwise; each one the repository holds by
-/// digest) like [`set_tags`] does at images; a tag that pointed at an image no longer
-/// does. Returns how many tags were set.
+/// digest) like [`set_tags`] does at images. Returns how many tags were set. The caller
+/// removes image tags of the same names.
 async fn set_artifact_tags(
     conn: &mut PgConnection,
     id: i64,
@@ -151,12 +144,6 @@ async fn set_artifact_tags(
     digests: &[&str],
     at: Timestamp,
 ) -> Result<u64, StoreError> {
-    sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND name = ANY($2)")
-        .bind(id)
-        .bind(tags)
-        .execute(&mut *conn)
-        .await
-        .during("moving image tags to artifacts")?;
     let set = sqlx::query(
         "WITH set AS (\
              INSERT INTO artifact_tags (repository_id, name, digest, updated) \
@@ -177,6 +164,33 @@ async fn set_artifact_tags(
     .during("setting artifact tags")?
     .rows_affected();
     Ok(set)
+}
+
+/// Which of a repository's tags: those pointing at images and lists, or at artifacts.
+#[derive(Clone, Copy)]
+enum TagKind {
+    Image,
+    Artifact,
+}
+
+/// Removes `tag` of repository `id` if it is of `kind`.
+async fn remove_tag(
+    conn: &mut PgConnection,
+    kind: TagKind,
+    id: i64,
+    tag: &str,
+) -> Result<(), StoreError> {
+    let sql = match kind {
+        TagKind::Image => "DELETE FROM tags WHERE repository_id = $1 AND name = $2",
+        TagKind::Artifact => "DELETE FROM artifact_tags WHERE repository_id = $1 AND name = $2",
+    };
+    sqlx::query(sql)
+        .bind(id)
+        .bind(tag)
+        .execute(&mut *conn)
+        .await
+        .during("removing a tag")?;
+    Ok(())
 }
 
 /// The digest `tag` of repository `id` points at, image or artifact.
@@ -902,6 +916,8 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
             admit(&mut tx, repository, &[digest], manifests).await?;
             let (id, created) = lock_or_create_repository(&mut tx, repository, at).await?;
             let before = tag_target(&mut tx, id, tag.as_str()).await?;
+            // A tag that pointed at an artifact points at an image now.
+            remove_tag(&mut tx, TagKind::Artifact, id, tag.as_str()).await?;
             let moved = set_tags(&mut tx, id, &[tag.as_str()], &[digest.as_str()], at).await?;
             let mut changes = Vec::new();
             if created {
@@ -922,6 +938,8 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
             let held = hold(&mut tx, id, manifest).await?;
             let before = tag_target(&mut tx, id, tag.as_str()).await?;
             if before.as_ref() != Some(&manifest.digest) {
+                // A tag that pointed at an image points at an artifact now.
+                remove_tag(&mut tx, TagKind::Image, id, tag.as_str()).await?;
                 set_artifact_tags(
                     &mut tx,
                     id,

@@ -388,8 +388,8 @@ fn stored_tags(tx: &Transaction<'_>, repository_id: i64) -> Result<BTreeMap<Stri
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Points `tag` at a new manifest since `at`, and records that in its history. A tag
-/// that pointed at an artifact no longer does.
+/// Points `tag` at a new manifest since `at`, and records that in its history. The
+/// caller removes an artifact tag of the same name.
 fn set_tag(
     tx: &Transaction<'_>,
     repository_id: i64,
@@ -397,8 +397,6 @@ fn set_tag(
     (manifest_id, digest): (i64, &Digest),
     at: Timestamp,
 ) -> Result<()> {
-    tx.prepare_cached("DELETE FROM artifact_tags WHERE repository_id = ?1 AND tag = ?2")?
-        .execute(params![repository_id, tag])?;
     tx.prepare_cached(
         "INSERT INTO tags (repository_id, tag, manifest_id, updated) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (repository_id, tag)
@@ -409,7 +407,7 @@ fn set_tag(
 }
 
 /// Points `tag` at the artifact `digest` (which the repository holds) since `at`, and
-/// records that in its history. A tag that pointed at an image no longer does.
+/// records that in its history. The caller removes an image tag of the same name.
 fn set_artifact_tag(
     tx: &Transaction<'_>,
     repository_id: i64,
@@ -417,8 +415,6 @@ fn set_artifact_tag(
     digest: &Digest,
     at: Timestamp,
 ) -> Result<()> {
-    tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND tag = ?2")?
-        .execute(params![repository_id, tag])?;
     tx.prepare_cached(
         "INSERT INTO artifact_tags (repository_id, tag, digest, updated) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (repository_id, tag)
@@ -661,6 +657,11 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
             let (repository_id, created) = ensure_repository(&tx, repository, *at)?;
             let before = tag_target(&tx, repository_id, tag)?;
             if created || before.as_ref() != Some(digest) {
+                // A tag that pointed at an artifact points at an image now.
+                tx.prepare_cached(
+                    "DELETE FROM artifact_tags WHERE repository_id = ?1 AND tag = ?2",
+                )?
+                .execute(params![repository_id, tag.as_str()])?;
                 set_tag(&tx, repository_id, tag, (manifest_id, digest), *at)?;
                 let mut changes = Vec::new();
                 if created {
@@ -682,6 +683,9 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
             let held = hold(&tx, repository_id, manifest)?;
             let before = tag_target(&tx, repository_id, tag)?;
             if before.as_ref() != Some(&manifest.digest) {
+                // A tag that pointed at an image points at an artifact now.
+                tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND tag = ?2")?
+                    .execute(params![repository_id, tag.as_str()])?;
                 set_artifact_tag(&tx, repository_id, tag, &manifest.digest, *at)?;
                 let mut changes = if held {
                     untagged_pushed(created, true, manifest)
