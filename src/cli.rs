@@ -59,7 +59,8 @@ pub enum Command {
     /// Print the index JSON a query answers, from the store.
     Query(QueryArgs),
     /// List the repositories of the index (name, tags, last change), or with REPO the
-    /// repository's tags newest first (tag, digest, since when). Reads the store only.
+    /// repository's tags newest first (tag, digest, since when, and the artifact type of
+    /// a tag pointing at an artifact). Reads the store only.
     /// Exits 1 when REPO is not in the index, 2 when it is not a repository name.
     Ls(LsArgs),
     /// Print every digest REPO:TAG has pointed at while the index kept it, oldest first

@@ -1174,6 +1174,22 @@ async fn artifact_tags_are_listed_with_their_types_and_never_indexed() {
     );
     let page = html(&server, &format!("/r/{repository}")).await;
     assert!(page.contains("Helm chart"), "{page}");
+    let out = run(&["ls", repository, "--database", &db]);
+    assert!(out.status.success(), "{out:?}");
+    let listed = text(&out.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&format!("1.0.0\t{chart}\t"))
+                && l.ends_with(&format!("\t{HELM}"))),
+        "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("v1\t") && l.split('\t').count() == 3),
+        "{listed}"
+    );
 
     // Notifications: a new artifact tag, a tag moving to an image, an artifact deleted.
     let module = push_artifact("module".into(), WASM, b"\0asm").await;
@@ -1215,5 +1231,13 @@ async fn artifact_tags_are_listed_with_their_types_and_never_indexed() {
         pointed,
         [module.as_str(), image.digest.as_str()],
         "{history}"
+    );
+
+    // `check` compares every tag the index keeps, artifact tags included.
+    let out = run(&["check", "--registry", &registry.url(), "--database", &db]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("in sync: 1 repositories, 3 tags"),
+        "{out:?}"
     );
 }

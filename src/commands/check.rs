@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use futures::{StreamExt, TryStreamExt};
 
 use flagstate_core::registry::{RegistryClient, RegistryError};
-use flagstate_core::{Digest, NameError, RepositoryName};
+use flagstate_core::{Digest, ListOrder, Listing, NameError, RepositoryName, TagListing};
 
 use crate::config::Config;
 use crate::error::CliError;
@@ -112,10 +112,12 @@ pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
         } else {
             BTreeMap::new()
         };
-        let in_index: BTreeMap<String, Digest> = (store.repository_tags(repository).await?)
+        // Every tag the index keeps: those of images and those of artifacts.
+        let every_tag = TagListing::all(Listing::first(ListOrder::Name, usize::MAX));
+        let in_index: BTreeMap<String, Digest> = (store.list_tags(repository, &every_tag).await?)
             .unwrap_or_default()
             .into_iter()
-            .map(|(tag, digest)| (tag.into_string(), digest))
+            .map(|tag| (tag.tag.into_string(), tag.digest))
             .collect();
         tags_seen += in_registry.len();
         let diff = RepositoryDiff::between(&in_index, &in_registry);

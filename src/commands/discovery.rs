@@ -80,10 +80,13 @@ pub async fn ls(args: &LsArgs, config: &Config) -> Result<ExitCode, CliError> {
                 let page = store.list_tags(&name, &listing).await?.ok_or_else(|| {
                     CliError::NotFound(format!("repository {name} is not in the index"))
                 })?;
-                lines.extend(
-                    page.iter()
-                        .map(|t| format!("{}\t{}\t{}", t.tag, t.digest, t.updated)),
-                );
+                // A tag pointing at an artifact names its type in a fourth column.
+                lines.extend(page.iter().map(|t| match &t.artifact_type {
+                    Some(artifact_type) => {
+                        format!("{}\t{}\t{}\t{artifact_type}", t.tag, t.digest, t.updated)
+                    }
+                    None => format!("{}\t{}\t{}", t.tag, t.digest, t.updated),
+                }));
                 match page.last() {
                     Some(last) if page.len() == PAGE => {
                         listing.listing.after = Some(listing.listing.position_of(last));

@@ -360,6 +360,28 @@ pub fn manifest_deleted(
     changes
 }
 
+/// What pointing `tag` (at `before` until now) at the artifact `manifest` records, the
+/// one rule every store follows: when the repository did not hold the artifact yet
+/// (`newly_held`), what a push of it by digest records, as reached — the repository's
+/// creation when it is new, the referrer's creation for an artifact with a `subject` —
+/// then the tag's change. The store then describes the records
+/// ([`describe_artifacts`]).
+pub fn artifact_tagged(
+    repository_created: bool,
+    newly_held: bool,
+    tag: &Tag,
+    before: Option<&Digest>,
+    manifest: &PushedManifest,
+) -> Vec<NewChange> {
+    let mut changes = if newly_held {
+        untagged_pushed(repository_created, true, manifest)
+    } else {
+        Vec::new()
+    };
+    changes.extend(NewChange::of_tag(tag, before, Some(&manifest.digest)));
+    changes
+}
+
 /// Fills in the media type and artifact type of each record in `changes` whose digest is
 /// an artifact the repository holds (`artifact` tells what it holds of it), which the
 /// stored manifests cannot tell: the one rule every store describes artifact tags'

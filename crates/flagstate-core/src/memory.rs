@@ -12,7 +12,8 @@ use tokio::sync::RwLock;
 
 use crate::changes::{
     ChangeCursor, ChangeFilter, ChangeKind, ChangePage, ChangeRecord, ChangeRetention, NewChange,
-    PushedFacts, describe_artifacts, manifest_deleted, read_log, tag_changes, untagged_pushed,
+    PushedFacts, artifact_tagged, describe_artifacts, manifest_deleted, read_log, tag_changes,
+    untagged_pushed,
 };
 use crate::digest::Digest;
 use crate::discovery::{
@@ -452,18 +453,10 @@ impl Store for MemoryStore {
                     .or_else(|| tags.get(tag))
                     .cloned();
                 if before.as_ref() != Some(&manifest.digest) {
-                    // A manifest held already keeps its facts; one new to the
-                    // repository records what a push of it by digest records, as reached.
-                    let mut changes = if times.hold(manifest) {
-                        untagged_pushed(created, true, manifest)
-                    } else {
-                        Vec::new()
-                    };
-                    changes.extend(NewChange::of_tag(
-                        tag,
-                        before.as_ref(),
-                        Some(&manifest.digest),
-                    ));
+                    // A manifest held already keeps its facts.
+                    let held = times.hold(manifest);
+                    let mut changes =
+                        artifact_tagged(created, held, tag, before.as_ref(), manifest);
                     describe_artifacts(&mut changes, |d| {
                         times.pushed.get(d).map(PushedFacts::from)
                     });

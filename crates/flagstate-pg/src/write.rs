@@ -17,8 +17,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flagstate_core::changes::{
-    ChangeKind, NewChange, PushedFacts, describe_artifacts, manifest_deleted, tag_changes,
-    untagged_pushed,
+    ChangeKind, NewChange, PushedFacts, artifact_tagged, describe_artifacts, manifest_deleted,
+    tag_changes, untagged_pushed,
 };
 use flagstate_core::discovery::HistoryRetention;
 use flagstate_core::model::{
@@ -100,77 +100,62 @@ async fn lock_or_create_repository(
     }
 }
 
-/// Points `tags` at `digests` (pairwise) in repository `id`, for tags that are new or
-/// point elsewhere now, and starts their history: each gets `updated = at` and a history
-/// entry from `at`. A tag already at its digest is left alone, keeping its time and
-/// history. Returns how many tags were set.
+/// Which of a repository's tags: those pointing at images and lists (table `tags`), or
+/// at artifacts the repository holds by digest (table `artifact_tags`).
+#[derive(Clone, Copy)]
+enum TagKind {
+    Image,
+    Artifact,
+}
+
+/// Points `tags` of `kind` at `digests` (pairwise) in repository `id`, for tags that are
+/// new or point elsewhere now, and starts their history: each gets `updated = at` and a
+/// history entry from `at`. A tag already at its digest is left alone, keeping its time
+/// and history. Returns how many tags were set. The caller removes tags of the same
+/// names of the other kind.
 async fn set_tags(
     conn: &mut PgConnection,
+    kind: TagKind,
     id: i64,
     tags: &[&str],
     digests: &[&str],
     at: Timestamp,
 ) -> Result<u64, StoreError> {
     // One statement: the history rows are exactly the tag rows the upsert wrote.
-    let set = sqlx::query(
-        "WITH set AS (\
-             INSERT INTO tags (repository_id, name, digest, updated) \
-             SELECT $1, n, d, $4 FROM UNNEST($2::text[], $3::text[]) AS u(n, d) \
-             ON CONFLICT (repository_id, name) \
-                 DO UPDATE SET digest = EXCLUDED.digest, updated = EXCLUDED.updated \
-                 WHERE tags.digest <> EXCLUDED.digest \
-             RETURNING repository_id, name, digest, updated) \
-         INSERT INTO tag_history (repository_id, tag, digest, since) \
-         SELECT repository_id, name, digest, updated FROM set ORDER BY name",
-    )
-    .bind(id)
-    .bind(tags)
-    .bind(digests)
-    .bind(at.as_millis())
-    .execute(&mut *conn)
-    .await
-    .during("setting tags")?
-    .rows_affected();
+    let sql = match kind {
+        TagKind::Image => {
+            "WITH set AS (\
+                 INSERT INTO tags (repository_id, name, digest, updated) \
+                 SELECT $1, n, d, $4 FROM UNNEST($2::text[], $3::text[]) AS u(n, d) \
+                 ON CONFLICT (repository_id, name) \
+                     DO UPDATE SET digest = EXCLUDED.digest, updated = EXCLUDED.updated \
+                     WHERE tags.digest <> EXCLUDED.digest \
+                 RETURNING repository_id, name, digest, updated) \
+             INSERT INTO tag_history (repository_id, tag, digest, since) \
+             SELECT repository_id, name, digest, updated FROM set ORDER BY name"
+        }
+        TagKind::Artifact => {
+            "WITH set AS (\
+                 INSERT INTO artifact_tags (repository_id, name, digest, updated) \
+                 SELECT $1, n, d, $4 FROM UNNEST($2::text[], $3::text[]) AS u(n, d) \
+                 ON CONFLICT (repository_id, name) \
+                     DO UPDATE SET digest = EXCLUDED.digest, updated = EXCLUDED.updated \
+                     WHERE artifact_tags.digest <> EXCLUDED.digest \
+                 RETURNING repository_id, name, digest, updated) \
+             INSERT INTO tag_history (repository_id, tag, digest, since) \
+             SELECT repository_id, name, digest, updated FROM set ORDER BY name"
+        }
+    };
+    let set = sqlx::query(sql)
+        .bind(id)
+        .bind(tags)
+        .bind(digests)
+        .bind(at.as_millis())
+        .execute(&mut *conn)
+        .await
+        .during("setting tags")?
+        .rows_affected();
     Ok(set)
-}
-
-/// Points `tags` at the artifacts `digests` (pairwise; each one the repository holds by
-/// digest) like [`set_tags`] does at images. Returns how many tags were set. The caller
-/// removes image tags of the same names.
-async fn set_artifact_tags(
-    conn: &mut PgConnection,
-    id: i64,
-    tags: &[&str],
-    digests: &[&str],
-    at: Timestamp,
-) -> Result<u64, StoreError> {
-    let set = sqlx::query(
-        "WITH set AS (\
-             INSERT INTO artifact_tags (repository_id, name, digest, updated) \
-             SELECT $1, n, d, $4 FROM UNNEST($2::text[], $3::text[]) AS u(n, d) \
-             ON CONFLICT (repository_id, name) \
-                 DO UPDATE SET digest = EXCLUDED.digest, updated = EXCLUDED.updated \
-                 WHERE artifact_tags.digest <> EXCLUDED.digest \
-             RETURNING repository_id, name, digest, updated) \
-         INSERT INTO tag_history (repository_id, tag, digest, since) \
-         SELECT repository_id, name, digest, updated FROM set ORDER BY name",
-    )
-    .bind(id)
-    .bind(tags)
-    .bind(digests)
-    .bind(at.as_millis())
-    .execute(&mut *conn)
-    .await
-    .during("setting artifact tags")?
-    .rows_affected();
-    Ok(set)
-}
-
-/// Which of a repository's tags: those pointing at images and lists, or at artifacts.
-#[derive(Clone, Copy)]
-enum TagKind {
-    Image,
-    Artifact,
 }
 
 /// Removes `tag` of repository `id` if it is of `kind`.
@@ -806,7 +791,15 @@ pub(crate) async fn replace_repository(
                 .during("removing artifact tags")?;
         }
         if !changed_tags.is_empty() {
-            set_tags(&mut tx, id, &changed_tags, &changed_digests, snapshot.at).await?;
+            set_tags(
+                &mut tx,
+                TagKind::Image,
+                id,
+                &changed_tags,
+                &changed_digests,
+                snapshot.at,
+            )
+            .await?;
         }
         for artifact in snapshot.artifacts.values() {
             if hold(&mut tx, id, artifact).await? {
@@ -814,8 +807,9 @@ pub(crate) async fn replace_repository(
             }
         }
         if !changed_artifacts.is_empty() {
-            set_artifact_tags(
+            set_tags(
                 &mut tx,
+                TagKind::Artifact,
                 id,
                 &changed_artifacts,
                 &changed_artifact_digests,
@@ -918,7 +912,15 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
             let before = tag_target(&mut tx, id, tag.as_str()).await?;
             // A tag that pointed at an artifact points at an image now.
             remove_tag(&mut tx, TagKind::Artifact, id, tag.as_str()).await?;
-            let moved = set_tags(&mut tx, id, &[tag.as_str()], &[digest.as_str()], at).await?;
+            let moved = set_tags(
+                &mut tx,
+                TagKind::Image,
+                id,
+                &[tag.as_str()],
+                &[digest.as_str()],
+                at,
+            )
+            .await?;
             let mut changes = Vec::new();
             if created {
                 changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
@@ -940,24 +942,16 @@ pub(crate) async fn apply(pool: &PgPool, change: &TagChange) -> Result<Generatio
             if before.as_ref() != Some(&manifest.digest) {
                 // A tag that pointed at an image points at an artifact now.
                 remove_tag(&mut tx, TagKind::Image, id, tag.as_str()).await?;
-                set_artifact_tags(
+                set_tags(
                     &mut tx,
+                    TagKind::Artifact,
                     id,
                     &[tag.as_str()],
                     &[manifest.digest.as_str()],
                     at,
                 )
                 .await?;
-                let mut changes = if held {
-                    untagged_pushed(created, true, manifest)
-                } else {
-                    Vec::new()
-                };
-                changes.extend(NewChange::of_tag(
-                    tag,
-                    before.as_ref(),
-                    Some(&manifest.digest),
-                ));
+                let mut changes = artifact_tagged(created, held, tag, before.as_ref(), manifest);
                 describe_held(&mut tx, id, &mut changes).await?;
                 Some((id, repository, changes))
             } else {

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flagstate_core::RepositoryName;
 use flagstate_core::changes::{
-    ChangeKind, NewChange, PushedFacts, describe_artifacts, manifest_deleted, tag_changes,
-    untagged_pushed,
+    ChangeKind, NewChange, PushedFacts, artifact_tagged, describe_artifacts, manifest_deleted,
+    tag_changes, untagged_pushed,
 };
 use flagstate_core::model::{Description, check_list_entry};
 use flagstate_core::query::effective_platform;
@@ -687,16 +687,7 @@ pub(crate) fn apply(conn: &mut Connection, change: &TagChange) -> Result<Generat
                 tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND tag = ?2")?
                     .execute(params![repository_id, tag.as_str()])?;
                 set_artifact_tag(&tx, repository_id, tag, &manifest.digest, *at)?;
-                let mut changes = if held {
-                    untagged_pushed(created, true, manifest)
-                } else {
-                    Vec::new()
-                };
-                changes.extend(NewChange::of_tag(
-                    tag,
-                    before.as_ref(),
-                    Some(&manifest.digest),
-                ));
+                let mut changes = artifact_tagged(created, held, tag, before.as_ref(), manifest);
                 describe_held(&tx, repository_id, &mut changes)?;
                 Some((repository_id, repository, changes))
             } else {

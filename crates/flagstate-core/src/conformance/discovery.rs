@@ -7,8 +7,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::fixtures::{
-    at, delete_manifest, delete_tag, image, list, put_image, put_list, repo, repository_name,
-    tag_name, time,
+    artifact, at, delete_manifest, delete_tag, image, list, put_artifact, put_image, put_list,
+    repo, repository_name, tag_name, time,
 };
 use super::ok;
 use crate::discovery::{
@@ -486,7 +486,13 @@ pub async fn randomized_walks_match_reference(store: &dyn Store) {
         let name = format!("ns{}/r{:02}", i % 3, rng.random_range(0..40));
         let tag = format!("t{}", rng.random_range(0..8));
         let t = time(rng.random_range(0..12));
-        ok(store.apply(&at(put_image(&name, &tag, &a), t)).await, "put");
+        // A quarter of the puts point the tag at an artifact, of one of two types.
+        let change = match rng.random_range(0..8) {
+            0 => put_artifact(&name, &tag, &artifact(&format!("walk {i}"), HELM)),
+            1 => put_artifact(&name, &tag, &artifact(&format!("walk {i}"), SPDX)),
+            _ => put_image(&name, &tag, &a),
+        };
+        ok(store.apply(&at(change, t)).await, "put");
     }
     for order in ORDERS {
         let everything = all_repositories(store, order).await;
@@ -516,29 +522,42 @@ pub async fn randomized_walks_match_reference(store: &dyn Store) {
             }
             assert_eq!(walked, wanted, "{order:?} {namespace:?} by {limit}");
         }
-        let busiest = everything
-            .iter()
-            .max_by_key(|r| r.tags)
-            .map(|r| r.name.to_string())
-            .unwrap();
-        let tags = all_tags(store, &busiest, order).await.unwrap();
-        let mut walked = Vec::new();
-        let mut listing = Listing::first(order, 2);
-        loop {
-            let page = ok(
-                store
-                    .list_tags(
-                        &repository_name(&busiest),
-                        &TagListing::all(listing.clone()),
-                    )
-                    .await,
-                "page",
-            )
-            .unwrap();
-            let Some(last) = page.last() else { break };
-            listing.after = Some(listing.position_of(last));
-            walked.extend(page);
+        // Every repository's tags, walked in pages of 2, whole and filtered by type.
+        let mut artifact_tags = 0;
+        for repository in &everything {
+            let name = repository.name.to_string();
+            let tags = all_tags(store, &name, order).await.unwrap();
+            let mut reference = tags.clone();
+            Listing::first(order, usize::MAX).sort(&mut reference);
+            assert_eq!(tags, reference, "{order:?}: tags of {name} not in order");
+            artifact_tags += tags.iter().filter(|t| t.artifact_type.is_some()).count();
+            for artifact_type in [None, Some(HELM), Some(SPDX)] {
+                let wanted = TagListing {
+                    artifact_type: artifact_type.map(str::to_owned),
+                    listing: Listing::first(order, usize::MAX),
+                }
+                .select(tags.clone());
+                let mut walked = Vec::new();
+                let mut listing = TagListing {
+                    artifact_type: artifact_type.map(str::to_owned),
+                    listing: Listing::first(order, 2),
+                };
+                loop {
+                    let page =
+                        ok(store.list_tags(&repository.name, &listing).await, "page").unwrap();
+                    let Some(last) = page.last() else { break };
+                    listing.listing.after = Some(listing.listing.position_of(last));
+                    walked.extend(page);
+                }
+                assert_eq!(
+                    walked, wanted,
+                    "{order:?} tags of {name} of type {artifact_type:?}"
+                );
+            }
         }
-        assert_eq!(walked, tags, "{order:?} tags of {busiest}");
+        assert!(artifact_tags > 0, "the walks had artifact tags to filter");
     }
 }
+
+const HELM: &str = "application/vnd.cncf.helm.config.v1+json";
+const SPDX: &str = "application/spdx+json";
