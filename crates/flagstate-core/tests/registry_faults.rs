@@ -735,6 +735,70 @@ async fn an_unusable_manifest_costs_its_tag_not_the_repository() {
     assert_eq!(tags["v3"], broken.digest);
 }
 
+/// A tag pointing at an artifact that moves to a manifest the registry serves unusably
+/// keeps the artifact the index had, like an image tag does; once the registry serves
+/// it properly, the next scan catches up.
+#[tokio::test]
+async fn an_unusable_move_of_an_artifact_tag_keeps_the_indexed_artifact() {
+    let Some(registry) = registry().await else {
+        return;
+    };
+    const HELM: &str = "application/vnd.cncf.helm.config.v1+json";
+    let pusher = registry.pusher();
+    let chart = |n: &str| {
+        ImageSpec::new("linux", "amd64")
+            .label("n", n)
+            .artifact(HELM)
+    };
+    let first = pusher
+        .push_image("art/charts", Some("stable"), &chart("1"))
+        .await
+        .unwrap();
+    let proxy = Proxy::start(&registry.address()).await;
+    let (indexer, store) = indexer_for(client_config(&proxy.url));
+    assert!(indexer.full_scan(&NoProgress).await.unwrap().is_complete());
+    let name: flagstate_core::RepositoryName = "art/charts".parse().unwrap();
+    let listing = flagstate_core::TagListing::all(flagstate_core::Listing::first(
+        flagstate_core::ListOrder::Name,
+        10,
+    ));
+    let indexed = store.list_tags(&name, &listing).await.unwrap().unwrap();
+    assert_eq!(indexed.len(), 1);
+    assert_eq!(
+        (&indexed[0].digest, indexed[0].artifact_type.as_deref()),
+        (&first.digest, Some(HELM))
+    );
+
+    // `stable` moves to a chart whose manifest the proxy serves with other bytes.
+    let moved = pusher
+        .push_image("art/charts", Some("stable"), &chart("2"))
+        .await
+        .unwrap();
+    proxy.add_rule(
+        &format!("/manifests/{}", moved.digest),
+        Fault::Serve {
+            headers: vec![
+                ("Content-Type", moved.media_type.clone()),
+                ("Docker-Content-Digest", moved.digest.to_string()),
+            ],
+            body: br#"{"schemaVersion":2,"config":{},"layers":[]}"#.to_vec(),
+        },
+        None,
+    );
+    let report = indexer.full_scan(&NoProgress).await.unwrap();
+    assert_eq!(report.repositories_failed.len(), 1, "{report:?}");
+    assert_eq!(
+        store.list_tags(&name, &listing).await.unwrap().unwrap(),
+        indexed,
+        "the unreadable move keeps the indexed artifact, with its time"
+    );
+
+    proxy.clear_rules();
+    assert!(indexer.full_scan(&NoProgress).await.unwrap().is_complete());
+    let caught_up = store.list_tags(&name, &listing).await.unwrap().unwrap();
+    assert_eq!(caught_up[0].digest, moved.digest);
+}
+
 // ---------------------------------------------------------------------------------------
 // Hostile registries: credentials stay with their origin, bodies are bounded, a dead
 // registry is reported once.

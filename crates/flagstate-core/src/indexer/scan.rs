@@ -13,7 +13,7 @@ use super::{
     ScanReport, lock,
 };
 use crate::digest::Digest;
-use crate::discovery::{ManifestInfo, ManifestListing, Untagged};
+use crate::discovery::{ListOrder, ManifestInfo, ManifestListing, TagListing, Untagged};
 use crate::model::{PushedManifest, RepositorySnapshot, TagChange};
 use crate::name::{RepositoryName, Tag};
 use crate::registry::content::ReferrerTag;
@@ -427,10 +427,20 @@ impl Indexer {
                 None => true,
             });
             // An unreadable tag keeps what the store had for it (never lost because of
-            // an error); one the store did not have stays out.
+            // an error), image or artifact; one the store did not have stays out.
             for tag in unreadable.keys() {
                 if let Some(known) = previous.and_then(|p| p.get(tag)) {
                     tags.insert(tag.clone(), known.clone());
+                }
+            }
+            let unknown = unreadable
+                .keys()
+                .any(|tag| previous.is_some_and(|p| !p.contains_key(tag)));
+            if unknown {
+                for (tag, artifact) in self.stored_artifact_tags(name).await? {
+                    if unreadable.contains_key(&tag) {
+                        artifacts.insert(tag, artifact);
+                    }
                 }
             }
             if previous.is_none()
@@ -507,6 +517,37 @@ impl Indexer {
 }
 
 impl Indexer {
+    /// The artifact tags the store holds for `name`, each with what the repository holds
+    /// of its artifact as far as the tag listing tells it. Writing one back leaves the
+    /// held artifact as it is (the first push's facts stay).
+    async fn stored_artifact_tags(
+        &self,
+        name: &RepositoryName,
+    ) -> Result<Vec<(Tag, PushedManifest)>, IndexerError> {
+        let every_tag = TagListing::all(crate::discovery::Listing::first(
+            ListOrder::Name,
+            usize::MAX,
+        ));
+        let listed = self.store.list_tags(name, &every_tag).await?;
+        Ok(listed
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.artifact_type.is_some())
+            .map(|t| {
+                let artifact = PushedManifest {
+                    digest: t.digest,
+                    media_type: t.media_type,
+                    size: 0,
+                    pushed: t.updated,
+                    artifact_type: t.artifact_type,
+                    subject: None,
+                    annotations: BTreeMap::new(),
+                };
+                (t.tag, artifact)
+            })
+            .collect())
+    }
+
     /// Asks the registry (`HEAD` by digest) about every manifest the store holds as
     /// untagged in `name`: returns those it no longer serves, and how many it does.
     async fn check_untagged(
