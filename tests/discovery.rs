@@ -947,6 +947,27 @@ async fn referrers_named_by_tags_are_found_by_scans() {
     );
     assert_eq!(types(&only_sig), [(sig_digest.to_string(), SIG.to_owned())]);
 
+    // The attachment tag is an artifact tag: listed with its type, never an image of
+    // the index, although its placeholder config is an image config.
+    let (_, _, tags) = fetch(&server, &format!("/v2/{repository}/_flagstate/tags"), &[]).await;
+    let sig_tag = tag(&tags, &format!("sha256-{hex}.sig")).unwrap_or_else(|| panic!("{tags}"));
+    assert_eq!(sig_tag["artifactType"], SIG, "{tags}");
+    assert_eq!(sig_tag["digest"], sig_digest.as_str());
+    let (_, _, index) = fetch(
+        &server,
+        &format!("/index/static?repository={repository}"),
+        &[],
+    )
+    .await;
+    let indexed: Vec<&str> = index["Results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["Images"].as_array().into_iter().flatten())
+        .filter_map(|i| i["Digest"].as_str())
+        .collect();
+    assert_eq!(indexed, [subject.digest.as_str()], "{index}");
+
     // An attachment tag pushed while the server runs.
     let att_payload = br#"{"payloadType":"application/vnd.in-toto+json"}"#;
     pusher.push_blob(repository, att_payload).await.unwrap();
@@ -966,6 +987,12 @@ async fn referrers_named_by_tags_are_found_by_scans() {
         types(r) == want
     })
     .await;
+    let (_, _, tags) = fetch(&server, &format!("/v2/{repository}/_flagstate/tags"), &[]).await;
+    assert_eq!(
+        tag(&tags, &format!("sha256-{hex}.att")).map(|t| t["artifactType"].clone()),
+        Some(Value::from(ATT)),
+        "a notification's attachment tag is an artifact tag: {tags}"
+    );
 
     // Deleting the signature by digest removes it.
     pusher

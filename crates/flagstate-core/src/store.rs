@@ -276,7 +276,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// sorted bytewise.
     async fn repositories(&self) -> Result<Vec<RepositoryName>, StoreError>;
 
-    /// The tag → digest map of a repository, or `None` if the repository is unknown.
+    /// The tag → digest map of a repository's indexed tags (those pointing at images and
+    /// image lists; artifact tags are not among them, see
+    /// [`list_tags`](Store::list_tags)), or `None` if the repository is unknown.
     async fn repository_tags(
         &self,
         name: &RepositoryName,

@@ -31,7 +31,7 @@ use crate::digest::Digest;
 use crate::events::{EventAction, RegistryEvent};
 use crate::model::{PushedManifest, TagChange};
 use crate::name::{RepositoryName, Tag};
-use crate::registry::content::is_manifest_media_type;
+use crate::registry::content::{ReferrerTag, is_manifest_media_type};
 use crate::timestamp::Timestamp;
 
 /// What one event asks of the store.
@@ -182,6 +182,24 @@ impl Indexer {
                         return Ok(None);
                     }
                 };
+                // A cosign attachment tag names an artifact, whatever its placeholder
+                // config says (as scans read it).
+                if matches!(
+                    ReferrerTag::parse(tag.as_str()),
+                    Some(ReferrerTag::Attachment { .. })
+                ) {
+                    let (artifact, requests) =
+                        self.read_artifact(repository, &digest, None).await?;
+                    self.status
+                        .manifests_fetched
+                        .fetch_add(requests, Ordering::Relaxed);
+                    let Some(artifact) = artifact else {
+                        // Deleted again already; the re-scan settles the tag.
+                        return Ok(self.indexed(repository).await?.then(|| repository.clone()));
+                    };
+                    let change = put_artifact(repository, tag, artifact, at);
+                    return self.commit(repository, change).await;
+                }
                 let known = self
                     .store
                     .known_manifests(std::slice::from_ref(&digest))
@@ -189,15 +207,6 @@ impl Indexer {
                 let manifests = if known.contains(&digest) {
                     Vec::new()
                 } else {
-                    let put_artifact = |artifact| TagChange::PutArtifact {
-                        repository: repository.clone(),
-                        manifest: PushedManifest {
-                            pushed: at,
-                            ..super::referrers::tagged_artifact(&tag, artifact)
-                        },
-                        tag: tag.clone(),
-                        at,
-                    };
                     let (resolved, tally) = self.resolve(repository, &digest, None).await?;
                     self.status
                         .manifests_fetched
@@ -208,7 +217,8 @@ impl Indexer {
                     match resolved {
                         Resolved::Found(manifests) => manifests,
                         Resolved::Artifact(artifact) => {
-                            return self.commit(repository, put_artifact(artifact)).await;
+                            let change = put_artifact(repository, tag, artifact, at);
+                            return self.commit(repository, change).await;
                         }
                         Resolved::Unsupported => {
                             tracing::debug!(repository = %repository, tag = %tag, %digest, "pushed manifest is not indexable; ignored");
@@ -293,6 +303,24 @@ impl Indexer {
         self.mark_event(repository);
         self.store.apply(&change).await?;
         Ok(Some(repository.clone()))
+    }
+}
+
+/// The change an event makes that points `tag` at `artifact`, pushed `at`.
+fn put_artifact(
+    repository: &RepositoryName,
+    tag: Tag,
+    artifact: PushedManifest,
+    at: Timestamp,
+) -> TagChange {
+    TagChange::PutArtifact {
+        repository: repository.clone(),
+        manifest: PushedManifest {
+            pushed: at,
+            ..super::referrers::tagged_artifact(&tag, artifact)
+        },
+        tag,
+        at,
     }
 }
 

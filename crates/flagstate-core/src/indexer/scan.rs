@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 
-use super::fetch::{Resolved, Tally};
+use super::fetch::{Resolved, Tally, pushed_manifest};
 use super::referrers::tagged_artifact;
 use super::{
     Indexer, IndexerError, RepositoryError, RepositoryFailure, RepositoryOutcome, ScanProgress,
@@ -331,23 +331,34 @@ impl Indexer {
         let mut tags: BTreeMap<Tag, Digest> = BTreeMap::new();
         let mut prefetched: HashMap<Digest, FetchedManifest> = HashMap::new();
         let mut unreadable: BTreeMap<Tag, String> = BTreeMap::new();
-        // Tags that name referrers (see the `referrers` module), with their digests and
-        // the bodies read for them.
+        // Referrers tag schema indexes (`sha256-<hex>`, see the `referrers` module), with
+        // their digests and the bodies read for them.
         let mut referrer_tags: Vec<(ReferrerTag, Digest)> = Vec::new();
         let mut referrer_bodies: HashMap<Digest, FetchedManifest> = HashMap::new();
+        // Cosign attachment tags (`sha256-<hex>.<name>`): artifacts, whatever their
+        // placeholder config says.
+        let mut attachments: Vec<(Tag, Digest, Option<FetchedManifest>)> = Vec::new();
         for (tag, read) in listed {
             match read {
                 TagRead::Found(digest, body) => {
-                    let referrer_tag = ReferrerTag::parse(tag.as_str());
-                    if let Some(body) = body {
+                    if body.is_some() {
                         total.manifests += 1;
-                        if referrer_tag.is_some() {
-                            referrer_bodies.insert(digest.clone(), body.clone());
-                        }
-                        prefetched.insert(digest.clone(), body);
                     }
-                    if let Some(referrer_tag) = referrer_tag {
-                        referrer_tags.push((referrer_tag, digest.clone()));
+                    match ReferrerTag::parse(tag.as_str()) {
+                        Some(ReferrerTag::Attachment { .. }) => {
+                            attachments.push((tag, digest, body));
+                            continue;
+                        }
+                        Some(index @ ReferrerTag::Index { .. }) => {
+                            if let Some(body) = &body {
+                                referrer_bodies.insert(digest.clone(), body.clone());
+                            }
+                            referrer_tags.push((index, digest.clone()));
+                        }
+                        None => {}
+                    }
+                    if let Some(body) = body {
+                        prefetched.insert(digest.clone(), body);
                     }
                     tags.insert(tag, digest);
                 }
@@ -360,6 +371,31 @@ impl Indexer {
         }
 
         let mut artifacts: BTreeMap<Tag, PushedManifest> = BTreeMap::new();
+        let read_attachments: Vec<_> = stream::iter(attachments)
+            .map(|(tag, digest, body)| async move {
+                let read = self.read_artifact(name, &digest, body).await;
+                (tag, read)
+            })
+            .buffer_unordered(self.cfg.concurrency)
+            .collect()
+            .await;
+        for (tag, read) in read_attachments {
+            match read {
+                Ok((Some(artifact), requests)) => {
+                    total.manifests += requests;
+                    artifacts.insert(tag.clone(), tagged_artifact(&tag, artifact));
+                }
+                // Gone since the listing.
+                Ok((None, requests)) => {
+                    total.manifests += requests;
+                    outcome.skipped += 1;
+                }
+                Err(e) if e.is_permanent() => {
+                    unreadable.insert(tag, e.to_string());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         for attempt in 0..2 {
             let digests: Vec<Digest> = tags
                 .values()
@@ -517,6 +553,33 @@ impl Indexer {
 }
 
 impl Indexer {
+    /// What manifest `digest` of `name` is as an artifact, from `body` when the caller
+    /// holds it, else as remembered, else read with a `GET` (counted in the second
+    /// value); `None` when the registry no longer has it.
+    pub(super) async fn read_artifact(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        body: Option<FetchedManifest>,
+    ) -> Result<(Option<PushedManifest>, u64), RegistryError> {
+        if body.is_none()
+            && let Some(known) = self.known_artifact(digest)
+        {
+            return Ok((Some(known), 0));
+        }
+        let (fetched, requests) = match body {
+            Some(body) => (body, 0),
+            None => match self.client.get_manifest(name, digest.as_str()).await {
+                Ok(fetched) => (fetched, 1),
+                Err(e) if e.is_not_found() => return Ok((None, 1)),
+                Err(e) => return Err(e),
+            },
+        };
+        let artifact = pushed_manifest(fetched, Timestamp::now());
+        self.remember_artifact(artifact.clone());
+        Ok((Some(artifact), requests))
+    }
+
     /// The artifact tags the store holds for `name`, each with what the repository holds
     /// of its artifact as far as the tag listing tells it. Writing one back leaves the
     /// held artifact as it is (the first push's facts stay).
