@@ -1201,6 +1201,21 @@ async fn artifact_tags_are_listed_with_their_types_and_never_indexed() {
     );
     let page = html(&server, &format!("/r/{repository}")).await;
     assert!(page.contains("Helm chart"), "{page}");
+    // The change feed describes an artifact tag with the artifact's types.
+    let (_, _, feed) = fetch(
+        &server,
+        "/v2/_flagstate/changes?since=0&n=1000&type=tag.created",
+        &[],
+    )
+    .await;
+    let created = feed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["data"]["tag"] == "1.0.0")
+        .unwrap_or_else(|| panic!("{feed}"));
+    assert_eq!(created["data"]["artifactType"], HELM, "{feed}");
+    assert_eq!(created["data"]["mediaType"], OCI, "{feed}");
     let out = run(&["ls", repository, "--database", &db]);
     assert!(out.status.success(), "{out:?}");
     let listed = text(&out.stdout);
