@@ -100,6 +100,14 @@ impl Times {
         self.artifact_tags.values().any(|d| d == digest)
     }
 
+    /// What the repository holds of `digest` when an artifact tag points at it.
+    fn artifact(&self, digest: &Digest) -> Option<PushedFacts> {
+        if !self.artifact_reaches(digest) {
+            return None;
+        }
+        self.pushed.get(digest).map(PushedFacts::from)
+    }
+
     /// Records that `tag` now points at `digest`, since `at`.
     fn put(&mut self, tag: &Tag, digest: &Digest, at: Timestamp) {
         self.tags.insert(tag.clone(), at);
@@ -319,7 +327,7 @@ impl Store for MemoryStore {
                 .iter()
                 .map(|(tag, artifact)| (tag.clone(), artifact.digest.clone()))
                 .collect();
-            describe_artifacts(&mut changes, |d| times.pushed.get(d).map(PushedFacts::from));
+            describe_artifacts(&mut changes, |d| times.artifact(d));
             times.touch(at);
             state
                 .repositories
@@ -457,13 +465,11 @@ impl Store for MemoryStore {
                     let held = times.hold(manifest);
                     let mut changes =
                         artifact_tagged(created, held, tag, before.as_ref(), manifest);
-                    describe_artifacts(&mut changes, |d| {
-                        times.pushed.get(d).map(PushedFacts::from)
-                    });
                     tags.remove(tag);
                     times
                         .artifact_tags
                         .insert(tag.clone(), manifest.digest.clone());
+                    describe_artifacts(&mut changes, |d| times.artifact(d));
                     times.put(tag, &manifest.digest, *at);
                     return Ok(state.bump_with(repository, changes, *at));
                 }

@@ -14,7 +14,7 @@ use crate::changes::{ChangeCursor, ChangeFilter, ChangeKind, ChangeRecord};
 use crate::discovery::{
     ListOrder, Listing, ManifestListing, RepositoryListing, TagInfo, TagListing, Untagged,
 };
-use crate::model::{OCI_MANIFEST, PushedManifest};
+use crate::model::{OCI_MANIFEST, PushedManifest, TagChange};
 use crate::name::Tag;
 use crate::store::{Store, StoreError};
 
@@ -288,6 +288,53 @@ pub async fn artifact_tags_move_and_go_with_deletes(store: &dyn Store) {
             (ChangeKind::TagDeleted, None, Some(second.digest.clone())),
         ]
     );
+
+    // An image held by digest before it was tagged is described as an image, not by
+    // what its push told.
+    let held_image = image("moving held image").build();
+    let mut held = artifact(
+        "moving held image",
+        "application/vnd.oci.image.config.v1+json",
+    );
+    held.media_type = held_image.media_type.clone();
+    ok(
+        store
+            .apply(&TagChange::PutUntagged {
+                repository: repository_name("r"),
+                manifest: held,
+            })
+            .await,
+        "held",
+    );
+    let start = cursor(store).await;
+    ok(
+        store.apply(&put_image("r", "img", &held_image)).await,
+        "tag it",
+    );
+    let tagged: Vec<_> = records_after(store, start)
+        .await
+        .into_iter()
+        .map(|r| (r.kind, r.media_type, r.artifact_type))
+        .collect();
+    assert_eq!(
+        tagged,
+        [(
+            ChangeKind::TagCreated,
+            Some(held_image.media_type.clone()),
+            None
+        )]
+    );
+    ok(store.apply(&delete_tag("r", "img")).await, "untag it");
+    let start = cursor(store).await;
+    let rescan = repo("r").image("img", &held_image).build();
+    ok(store.replace_repository(&rescan).await, "tag it by a scan");
+    let scanned: Vec<_> = records_after(store, start)
+        .await
+        .into_iter()
+        .map(|r| (r.kind, r.artifact_type))
+        .collect();
+    assert_eq!(scanned, [(ChangeKind::TagCreated, None)]);
+    ok(store.apply(&delete_tag("r", "img")).await, "untag it again");
 
     // Held by digest first, then tagged twice; deleting the manifest takes both tags.
     let loose = artifact("moving loose", SPDX);
