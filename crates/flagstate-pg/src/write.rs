@@ -817,7 +817,10 @@ pub(crate) async fn replace_repository(
             )
             .await?;
         }
-        describe_held(&mut tx, id, &mut changes).await?;
+        // Only a snapshot with artifact tags has records to describe.
+        if !snapshot.artifacts.is_empty() {
+            describe_held(&mut tx, id, &mut changes).await?;
+        }
         touch_repository(&mut tx, id, snapshot.at).await?;
         search::refresh(&mut tx, id, &snapshot.name).await?;
         let generation = bump(&mut tx).await?;

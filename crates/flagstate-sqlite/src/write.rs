@@ -518,21 +518,21 @@ fn describe_held(
     repository_id: i64,
     changes: &mut [NewChange],
 ) -> Result<()> {
+    let artifacts: BTreeSet<Digest> = stored_artifact_tags(tx, repository_id)?
+        .into_values()
+        .map(crate::read::parse_digest)
+        .collect::<Result<_>>()?;
+    // Only the artifacts' records are looked up: a repository of images costs one read.
     let mut held = BTreeMap::new();
     for digest in changes.iter().filter_map(|c| c.digest.as_ref()) {
-        if !held.contains_key(digest)
+        if artifacts.contains(digest)
+            && !held.contains_key(digest)
             && let Some(facts) = held_facts(tx, repository_id, digest)?
         {
             held.insert(digest.clone(), facts);
         }
     }
-    let artifacts: BTreeSet<Digest> = stored_artifact_tags(tx, repository_id)?
-        .into_values()
-        .map(crate::read::parse_digest)
-        .collect::<Result<_>>()?;
-    describe_artifacts(changes, |d| {
-        held.get(d).filter(|_| artifacts.contains(d)).cloned()
-    });
+    describe_artifacts(changes, |d| held.get(d).cloned());
     Ok(())
 }
 
@@ -592,7 +592,10 @@ pub(crate) fn replace_repository(
                 set_artifact_tag(&tx, repository_id, tag, &artifact.digest, snapshot.at)?;
             }
         }
-        describe_held(&tx, repository_id, &mut changes)?;
+        // Only a snapshot with artifact tags has records to describe.
+        if !snapshot.artifacts.is_empty() {
+            describe_held(&tx, repository_id, &mut changes)?;
+        }
         touch(&tx, repository_id, snapshot.at)?;
         search::refresh(&tx, repository_id, &snapshot.name)?;
         let generation = bump(&tx)?;
