@@ -289,16 +289,27 @@ impl Store for MemoryStore {
         let new = state.admit(&snapshot.name, &digests, &snapshot.manifests)?;
         state.manifests.extend(new);
         let created = !state.repositories.contains_key(&snapshot.name);
-        let mut old = state
+        let old_images = state
             .repositories
             .get(&snapshot.name)
             .cloned()
             .unwrap_or_default();
-        if let Some(times) = state.times.get(&snapshot.name) {
-            old.extend(times.artifact_tags.clone());
-        }
-        let new = snapshot.all_tags();
-        if created || old != new {
+        let old_artifacts = state
+            .times
+            .get(&snapshot.name)
+            .map(|t| t.artifact_tags.clone())
+            .unwrap_or_default();
+        let new_artifacts: Tags = snapshot
+            .artifacts
+            .iter()
+            .map(|(tag, artifact)| (tag.clone(), artifact.digest.clone()))
+            .collect();
+        // A tag moving between image and artifact at the same digest changes what the
+        // index answers (a write), not the tag map (no record, times kept).
+        if created || old_images != snapshot.tags || old_artifacts != new_artifacts {
+            let mut old = old_images;
+            old.extend(old_artifacts);
+            let new = snapshot.all_tags();
             let mut changes = Vec::new();
             if created {
                 changes.push(NewChange::of_repository(ChangeKind::RepositoryCreated));
@@ -322,11 +333,7 @@ impl Store for MemoryStore {
                     changes.extend(untagged_pushed(false, true, artifact));
                 }
             }
-            times.artifact_tags = snapshot
-                .artifacts
-                .iter()
-                .map(|(tag, artifact)| (tag.clone(), artifact.digest.clone()))
-                .collect();
+            times.artifact_tags = new_artifacts;
             describe_artifacts(&mut changes, |d| times.artifact(d));
             times.touch(at);
             state

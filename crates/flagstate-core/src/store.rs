@@ -256,7 +256,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `snapshot.manifests` or already stored, else [`StoreError::MissingManifest`] and no
     /// change. Stored manifests are immutable: a supplied manifest whose digest is already
     /// stored is ignored. The generation is bumped iff the repository's tag → digest map
-    /// changed or the repository is new.
+    /// changed, a tag moved between image and artifact, or the repository is new; a tag
+    /// whose digest is unchanged keeps its time and history, whichever map holds it.
     async fn replace_repository(
         &self,
         snapshot: &RepositorySnapshot,

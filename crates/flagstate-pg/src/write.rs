@@ -774,6 +774,35 @@ pub(crate) async fn replace_repository(
         let mut before = tag_map(&current)?;
         before.extend(tag_map(&current_artifacts)?);
         changes.extend(tag_changes(&before, &snapshot.all_tags()));
+        // A tag that moves between image and artifact at the same digest keeps its time
+        // and history: its row moves to the other table as it is (and the upsert below
+        // leaves it alone).
+        for (to, from, tags, digests) in [
+            ("tags", "artifact_tags", &changed_tags, &changed_digests),
+            (
+                "artifact_tags",
+                "tags",
+                &changed_artifacts,
+                &changed_artifact_digests,
+            ),
+        ] {
+            if tags.is_empty() {
+                continue;
+            }
+            let sql = format!(
+                "INSERT INTO {to} (repository_id, name, digest, updated) \
+                 SELECT f.repository_id, f.name, f.digest, f.updated FROM {from} f \
+                 JOIN UNNEST($2::text[], $3::text[]) AS u(n, d) ON f.name = u.n AND f.digest = u.d \
+                 WHERE f.repository_id = $1"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(tags)
+                .bind(digests)
+                .execute(&mut *tx)
+                .await
+                .during("moving tags between images and artifacts")?;
+        }
         if !removed.is_empty() {
             sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND name = ANY($2)")
                 .bind(id)

@@ -565,6 +565,45 @@ pub(crate) fn replace_repository(
             &stored_digests(&tx, repository_id)?,
             &snapshot.all_tags(),
         ));
+        // A tag that moves between image and artifact at the same digest keeps its time
+        // and history: its row moves to the other table as it is.
+        let mut moved = BTreeSet::new();
+        for (tag, digest) in &snapshot.tags {
+            if current_artifacts.get(tag.as_str()).map(String::as_str) == Some(digest.as_str()) {
+                tx.prepare_cached(
+                    "INSERT INTO tags (repository_id, tag, manifest_id, updated)
+                     SELECT repository_id, tag, ?3, updated FROM artifact_tags
+                     WHERE repository_id = ?1 AND tag = ?2",
+                )?
+                .execute(params![
+                    repository_id,
+                    tag.as_str(),
+                    wanted[tag.as_str()]
+                ])?;
+                moved.insert(tag.as_str());
+            }
+        }
+        for (tag, artifact) in &snapshot.artifacts {
+            let image = current.get(tag.as_str());
+            if image.is_some()
+                && find_manifest(&tx, &artifact.digest)?
+                    .map(|(id, _)| id)
+                    .as_ref()
+                    == image
+            {
+                tx.prepare_cached(
+                    "INSERT INTO artifact_tags (repository_id, tag, digest, updated)
+                     SELECT repository_id, tag, ?3, updated FROM tags
+                     WHERE repository_id = ?1 AND tag = ?2",
+                )?
+                .execute(params![
+                    repository_id,
+                    tag.as_str(),
+                    artifact.digest.as_str()
+                ])?;
+                moved.insert(tag.as_str());
+            }
+        }
         let mut delete =
             tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND tag = ?2")?;
         for tag in current.keys().filter(|t| !wanted.contains_key(*t)) {
@@ -580,7 +619,7 @@ pub(crate) fn replace_repository(
         }
         for (tag, digest) in &snapshot.tags {
             let id = wanted[tag.as_str()];
-            if current.get(tag.as_str()) != Some(&id) {
+            if current.get(tag.as_str()) != Some(&id) && !moved.contains(tag.as_str()) {
                 set_tag(&tx, repository_id, tag, (id, digest), snapshot.at)?;
             }
         }
@@ -588,7 +627,9 @@ pub(crate) fn replace_repository(
             if hold(&tx, repository_id, artifact)? {
                 changes.extend(untagged_pushed(false, true, artifact));
             }
-            if current_artifacts.get(tag.as_str()) != wanted_artifacts.get(tag.as_str()) {
+            if current_artifacts.get(tag.as_str()) != wanted_artifacts.get(tag.as_str())
+                && !moved.contains(tag.as_str())
+            {
                 set_artifact_tag(&tx, repository_id, tag, &artifact.digest, snapshot.at)?;
             }
         }

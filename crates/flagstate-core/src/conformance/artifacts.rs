@@ -472,6 +472,59 @@ pub async fn replace_sets_artifact_tags_exactly(store: &dyn Store) {
         ]
     );
 
+    // A tag that moves between image and artifact at the same digest (a cosign
+    // signature, classified by its tag's name) keeps its time and history and records
+    // nothing; what the index answers changes, so the generation moves.
+    let signature_image = image("scanned class").build();
+    let signature_artifact = artifact(
+        "scanned class",
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+    );
+    assert_eq!(signature_image.digest, signature_artifact.digest);
+    let as_image = repo("c")
+        .image("sig", &signature_image)
+        .at(time(40))
+        .build();
+    ok(store.replace_repository(&as_image).await, "as image");
+    let mut as_artifact = repo("c").at(time(50)).build();
+    as_artifact
+        .artifacts
+        .insert(tag_name("sig"), signature_artifact.clone());
+    for (step, snapshot, artifact_type) in [
+        (
+            "to artifact",
+            &as_artifact,
+            signature_artifact.artifact_type.clone(),
+        ),
+        ("back to image", &as_image, None),
+    ] {
+        let before = ok(store.generation().await, "generation");
+        let start = cursor(store).await;
+        ok(store.replace_repository(snapshot).await, step);
+        assert!(
+            ok(store.generation().await, "generation") > before,
+            "{step}"
+        );
+        assert!(records_after(store, start).await.is_empty(), "{step}");
+        let listed = tags(store, "c", None).await;
+        assert_eq!(listed.len(), 1, "{step}");
+        assert_eq!(
+            (listed[0].updated, listed[0].artifact_type.clone()),
+            (time(40), artifact_type),
+            "{step}"
+        );
+        let history = ok(
+            store
+                .tag_history(&repository_name("c"), &tag_name("sig"))
+                .await,
+            "tag_history",
+        )
+        .unwrap_or_default();
+        assert_eq!(history.len(), 1, "{step}");
+        let indexed = run(store, "repository=c").await;
+        assert_eq!(indexed.is_empty(), step == "to artifact", "{step}");
+    }
+
     let generation = ok(store.generation().await, "generation");
     let mut both = changed.clone();
     both.artifacts.insert(tag_name("v1"), chart.clone());
