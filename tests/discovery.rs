@@ -248,6 +248,19 @@ async fn wait_for(server: &Server, path: &str, what: &str, done: impl Fn(&Value)
     }
 }
 
+/// The digests of the images `/index/static` answers for `repository`, in order.
+async fn indexed_images(server: &Server, repository: &str) -> Vec<String> {
+    let path = format!("/index/static?repository={repository}");
+    let (_, _, index) = fetch(server, &path, &[]).await;
+    index["Results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["Images"].as_array().into_iter().flatten())
+        .filter_map(|i| i["Digest"].as_str().map(str::to_owned))
+        .collect()
+}
+
 fn tag<'a>(tags: &'a Value, name: &str) -> Option<&'a Value> {
     tags["tags"].as_array()?.iter().find(|t| t["name"] == name)
 }
@@ -953,20 +966,8 @@ async fn referrers_named_by_tags_are_found_by_scans() {
     let sig_tag = tag(&tags, &format!("sha256-{hex}.sig")).unwrap_or_else(|| panic!("{tags}"));
     assert_eq!(sig_tag["artifactType"], SIG, "{tags}");
     assert_eq!(sig_tag["digest"], sig_digest.as_str());
-    let (_, _, index) = fetch(
-        &server,
-        &format!("/index/static?repository={repository}"),
-        &[],
-    )
-    .await;
-    let indexed: Vec<&str> = index["Results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|r| r["Images"].as_array().into_iter().flatten())
-        .filter_map(|i| i["Digest"].as_str())
-        .collect();
-    assert_eq!(indexed, [subject.digest.as_str()], "{index}");
+    let indexed = indexed_images(&server, repository).await;
+    assert_eq!(indexed, [subject.digest.to_string()]);
 
     // An attachment tag pushed while the server runs.
     let att_payload = br#"{"payloadType":"application/vnd.in-toto+json"}"#;
@@ -1157,20 +1158,8 @@ async fn artifact_tags_are_listed_with_their_types_and_never_indexed() {
     assert_eq!(described(&none), []);
 
     // The index answers images only; the manifest listing names the artifact tags.
-    let (_, _, index) = fetch(
-        &server,
-        &format!("/index/static?repository={repository}"),
-        &[],
-    )
-    .await;
-    let indexed: Vec<&str> = index["Results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|r| r["Images"].as_array().into_iter().flatten())
-        .filter_map(|i| i["Digest"].as_str())
-        .collect();
-    assert_eq!(indexed, [image.digest.as_str()], "{index}");
+    let indexed = indexed_images(&server, repository).await;
+    assert_eq!(indexed, [image.digest.to_string()]);
     let (_, _, manifests) = fetch(
         &server,
         &format!("/v2/{repository}/_flagstate/manifests?untagged=exclude"),
