@@ -108,6 +108,16 @@ enum TagKind {
     Artifact,
 }
 
+impl TagKind {
+    /// The table that keeps tags of this kind (a fixed name, safe to splice into SQL).
+    fn table(self) -> &'static str {
+        match self {
+            TagKind::Image => "tags",
+            TagKind::Artifact => "artifact_tags",
+        }
+    }
+}
+
 /// Points `tags` of `kind` at `digests` (pairwise) in repository `id`, for tags that are
 /// new or point elsewhere now, and starts their history: each gets `updated = at` and a
 /// history entry from `at`. A tag already at its digest is left alone, keeping its time
@@ -122,31 +132,19 @@ async fn set_tags(
     at: Timestamp,
 ) -> Result<u64, StoreError> {
     // One statement: the history rows are exactly the tag rows the upsert wrote.
-    let sql = match kind {
-        TagKind::Image => {
-            "WITH set AS (\
-                 INSERT INTO tags (repository_id, name, digest, updated) \
-                 SELECT $1, n, d, $4 FROM UNNEST($2::text[], $3::text[]) AS u(n, d) \
-                 ON CONFLICT (repository_id, name) \
-                     DO UPDATE SET digest = EXCLUDED.digest, updated = EXCLUDED.updated \
-                     WHERE tags.digest <> EXCLUDED.digest \
-                 RETURNING repository_id, name, digest, updated) \
-             INSERT INTO tag_history (repository_id, tag, digest, since) \
-             SELECT repository_id, name, digest, updated FROM set ORDER BY name"
-        }
-        TagKind::Artifact => {
-            "WITH set AS (\
-                 INSERT INTO artifact_tags (repository_id, name, digest, updated) \
-                 SELECT $1, n, d, $4 FROM UNNEST($2::text[], $3::text[]) AS u(n, d) \
-                 ON CONFLICT (repository_id, name) \
-                     DO UPDATE SET digest = EXCLUDED.digest, updated = EXCLUDED.updated \
-                     WHERE artifact_tags.digest <> EXCLUDED.digest \
-                 RETURNING repository_id, name, digest, updated) \
-             INSERT INTO tag_history (repository_id, tag, digest, since) \
-             SELECT repository_id, name, digest, updated FROM set ORDER BY name"
-        }
-    };
-    let set = sqlx::query(sql)
+    let table = kind.table();
+    let sql = format!(
+        "WITH set AS (\
+             INSERT INTO {table} (repository_id, name, digest, updated) \
+             SELECT $1, n, d, $4 FROM UNNEST($2::text[], $3::text[]) AS u(n, d) \
+             ON CONFLICT (repository_id, name) \
+                 DO UPDATE SET digest = EXCLUDED.digest, updated = EXCLUDED.updated \
+                 WHERE {table}.digest <> EXCLUDED.digest \
+             RETURNING repository_id, name, digest, updated) \
+         INSERT INTO tag_history (repository_id, tag, digest, since) \
+         SELECT repository_id, name, digest, updated FROM set ORDER BY name"
+    );
+    let set = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(tags)
         .bind(digests)
@@ -165,11 +163,11 @@ async fn remove_tag(
     id: i64,
     tag: &str,
 ) -> Result<(), StoreError> {
-    let sql = match kind {
-        TagKind::Image => "DELETE FROM tags WHERE repository_id = $1 AND name = $2",
-        TagKind::Artifact => "DELETE FROM artifact_tags WHERE repository_id = $1 AND name = $2",
-    };
-    sqlx::query(sql)
+    let sql = format!(
+        "DELETE FROM {} WHERE repository_id = $1 AND name = $2",
+        kind.table()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(tag)
         .execute(&mut *conn)
@@ -778,10 +776,15 @@ pub(crate) async fn replace_repository(
         // and history: its row moves to the other table as it is (and the upsert below
         // leaves it alone).
         for (to, from, tags, digests) in [
-            ("tags", "artifact_tags", &changed_tags, &changed_digests),
             (
-                "artifact_tags",
-                "tags",
+                TagKind::Image,
+                TagKind::Artifact,
+                &changed_tags,
+                &changed_digests,
+            ),
+            (
+                TagKind::Artifact,
+                TagKind::Image,
                 &changed_artifacts,
                 &changed_artifact_digests,
             ),
@@ -789,6 +792,7 @@ pub(crate) async fn replace_repository(
             if tags.is_empty() {
                 continue;
             }
+            let (to, from) = (to.table(), from.table());
             let sql = format!(
                 "INSERT INTO {to} (repository_id, name, digest, updated) \
                  SELECT f.repository_id, f.name, f.digest, f.updated FROM {from} f \
