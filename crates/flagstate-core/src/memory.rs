@@ -194,6 +194,20 @@ impl State {
         Ok(new)
     }
 
+    /// The tags and times of `repository`, which is created (at `at`) when it is new.
+    fn repository_mut(
+        &mut self,
+        repository: &RepositoryName,
+        at: Timestamp,
+    ) -> (&mut Tags, &mut Times) {
+        let tags = self.repositories.entry(repository.clone()).or_default();
+        let times = self
+            .times
+            .entry(repository.clone())
+            .or_insert_with(|| Times::new(at));
+        (tags, times)
+    }
+
     fn bump(&mut self) -> Generation {
         self.generation += 1;
         self.generation
@@ -254,6 +268,14 @@ impl State {
             .filter_map(image);
         SearchDocument::new(name, reached)
     }
+}
+
+/// The digest `tag` points at in a repository with `tags` and `times`: an image's or an
+/// artifact's (a tag is one or the other).
+fn tag_target(tags: &Tags, times: &Times, tag: &Tag) -> Option<Digest> {
+    tags.get(tag)
+        .or_else(|| times.artifact_tags.get(tag))
+        .cloned()
 }
 
 /// Scores one repository for `terms`, or `None` when some term matches nowhere.
@@ -368,17 +390,9 @@ impl Store for MemoryStore {
                 let new = state.admit(repository, &[digest], manifests)?;
                 state.manifests.extend(new);
                 let created = !state.repositories.contains_key(repository);
-                let fields = &mut *state;
-                let tags = fields.repositories.entry(repository.clone()).or_default();
-                let times = fields
-                    .times
-                    .entry(repository.clone())
-                    .or_insert_with(|| Times::new(*at));
+                let (tags, times) = state.repository_mut(repository, *at);
                 // A tag that pointed at an artifact now points at an image.
-                let before = tags
-                    .get(tag)
-                    .or_else(|| times.artifact_tags.get(tag))
-                    .cloned();
+                let before = tag_target(tags, times, tag);
                 if created || before.as_ref() != Some(digest) {
                     let moved = before.as_ref() != Some(digest);
                     let mut changes = Vec::new();
@@ -442,9 +456,7 @@ impl Store for MemoryStore {
                         .times
                         .entry(repository.clone())
                         .or_insert_with(|| Times::new(at));
-                    times
-                        .pushed
-                        .insert(manifest.digest.clone(), manifest.clone());
+                    times.hold(manifest);
                     times.touch(at);
                     return Ok(state.bump_with(repository, changes, at));
                 }
@@ -456,17 +468,8 @@ impl Store for MemoryStore {
                 at,
             } => {
                 let created = !state.repositories.contains_key(repository);
-                let fields = &mut *state;
-                let tags = fields.repositories.entry(repository.clone()).or_default();
-                let times = fields
-                    .times
-                    .entry(repository.clone())
-                    .or_insert_with(|| Times::new(*at));
-                let before = times
-                    .artifact_tags
-                    .get(tag)
-                    .or_else(|| tags.get(tag))
-                    .cloned();
+                let (tags, times) = state.repository_mut(repository, *at);
+                let before = tag_target(tags, times, tag);
                 if before.as_ref() != Some(&manifest.digest) {
                     // A manifest held already keeps its facts.
                     let held = times.hold(manifest);
